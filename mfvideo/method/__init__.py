@@ -1,0 +1,14 @@
+"""The MeanFlow method: loss, (t, r) sampling, training-time guidance, context masks and samplers.
+
+Imports torch and nothing else of mfvideo; works with any callable ``net(z, t, r, y=None)``.
+"""
+
+from .masks import KINDS as MASK_KINDS
+from .masks import context_mask, sample_context_masks
+from .meanflow import NULL_CLASS, MeanFlow
+from .samplers import euler_sample, meanflow_sample, time_grid
+
+__all__ = [
+    "MASK_KINDS", "NULL_CLASS", "MeanFlow",
+    "context_mask", "euler_sample", "meanflow_sample", "sample_context_masks", "time_grid",
+]

@@ -1,0 +1,217 @@
+"""MeanFlow (Geng et al., 2025): one-step generation by regressing the average velocity.
+
+Conventions (the whole library follows them):
+- Time: t = 1 is noise, t = 0 is data. z_t = (1 - t) x + t e, and the conditional velocity is v = e - x.
+- The network is ``u = net(z, t, r, y=None)``: the average velocity over [r, t], r <= t, of a latent z of any
+  rank >= 3 with batch first (images (B, C, H, W), videos (B, C, T, H, W)). t and r are (B,), or (B, T) per frame.
+  The network embeds t and h = t - r; the method only ever passes (t, r).
+- MeanFlow identity (Eq. 6): u = v - (t - r) du/dt with du/dt = v . d_z u + d_t u, the JVP of ``net`` along the
+  tangent (v, 0, 1) for (z, r, t). Target: u_tgt = sg(v_g - clip(t - r, 0, 1) du/dt).
+- Per-sample loss = sum of squared error over all non-batch dims; adaptive weight loss / sg((loss + eps)^p).
+- Flow matching is this object with ``ratio_r_neq_t = 0``: every row has r = t and the target is v_g.
+- Frame conditioning (video extension): a context mask m (B, T) marks clean frames. They replace the noisy
+  ones in place, carry per-frame times t (1 - m) = r (1 - m) = 0, their tangent is 0 (z does not move with t
+  there) and the loss counts only generated frames.
+
+This module imports torch and nothing of ours: ``net`` is any callable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.func import jvp
+
+from .samplers import euler_sample, meanflow_sample
+
+NULL_CLASS = -1  # label of the unconditional (dropped) class
+
+
+def bcast(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Right-pad a (B,) or (B, T) tensor with singleton dims to broadcast against x (B, C, [T,] ...)."""
+    if a.ndim == 2:  # per-frame (B, T) against (B, C, T, H, W)
+        return a[:, None, :, None, None].to(x.dtype)
+    return a.view(a.shape[0], *([1] * (x.ndim - 1))).to(x.dtype)
+
+
+@dataclass
+class MeanFlow:
+    """The MeanFlow objective and samplers. Fields are the keys of the config section ``method``.
+
+    ratio_r_neq_t: share of the batch with r != t (0 gives flow matching).
+    time_mean, time_std: t, r ~ sigmoid(N(mean, std)), t = max, r = min.
+    adaptive_p, adaptive_eps: adaptive loss weight 1 / sg((loss + eps)^p); p = 0 is the plain squared error.
+    cfg_omega, cfg_kappa, cfg_t_start, cfg_t_end: training-time guidance
+        v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond, applied for t in [t_start, t_end].
+    class_dropout: probability of replacing a label with the null class (and v_g with v on that row).
+    skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
+    """
+
+    ratio_r_neq_t: float = 0.25
+    time_mean: float = -0.4
+    time_std: float = 1.0
+    adaptive_p: float = 1.0
+    adaptive_eps: float = 0.01
+    cfg_omega: float = 1.0
+    cfg_kappa: float = 0.0
+    cfg_t_start: float = 0.0
+    cfg_t_end: float = 1.0
+    class_dropout: float = 0.0
+    skip_jvp_when_r_eq_t: bool = True
+
+    def __post_init__(self):
+        if not 0.0 <= self.ratio_r_neq_t <= 1.0:
+            raise ValueError(f"ratio_r_neq_t must lie in [0, 1], got {self.ratio_r_neq_t}")
+        if not 0.0 <= self.class_dropout < 1.0:
+            raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
+        if self.cfg_t_start > self.cfg_t_end:
+            raise ValueError(f"cfg_t_start {self.cfg_t_start} > cfg_t_end {self.cfg_t_end}")
+
+    # ----------------------------------------------------------------------------------------------------
+    # (t, r) sampling
+    def sample_t_r(self, batch: int, device=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logit-normal t >= r, (B,) each; a fixed share (1 - ratio) of the rows gets r = t."""
+        n = torch.randn(2, batch, device=device, generator=generator) * self.time_std + self.time_mean
+        s = torch.sigmoid(n)
+        t, r = s.max(dim=0).values, s.min(dim=0).values
+        # floor(ratio * B) rows plus one more with the remainder's probability: unbiased at any batch size
+        # (a plain round() gives 0 rows at batch 1, silently turning MeanFlow into flow matching).
+        expected = self.ratio_r_neq_t * batch
+        extra = torch.rand((), device=device, generator=generator) < expected - int(expected)
+        num_neq = int(expected) + int(extra)
+        neq = torch.zeros(batch, dtype=torch.bool, device=device)
+        neq[torch.randperm(batch, device=device, generator=generator)[:num_neq]] = True
+        return t, torch.where(neq, r, t)
+
+    # ----------------------------------------------------------------------------------------------------
+    # guidance folded into training
+    @property
+    def guided(self) -> bool:
+        return self.cfg_omega != 1.0 or self.cfg_kappa != 0.0
+
+    def guided_velocity(self, net, z, t, v, y, frame_t):
+        """v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond inside the interval, else v (no grad)."""
+        if y is None or not self.guided:
+            return v
+        inside = (t >= self.cfg_t_start) & (t <= self.cfg_t_end)  # (B,)
+        omega = torch.where(inside, torch.full_like(t, self.cfg_omega), torch.ones_like(t))
+        kappa = torch.where(inside, torch.full_like(t, self.cfg_kappa), torch.zeros_like(t))
+        with torch.no_grad():
+            v_unc = net(z, frame_t, frame_t, y=torch.full_like(y, NULL_CLASS))  # instantaneous: r = t
+            v_cond = net(z, frame_t, frame_t, y=y) if self.cfg_kappa != 0.0 else 0.0
+        omega, kappa = bcast(omega, v), bcast(kappa, v)
+        return omega * v + (1 - omega - kappa) * v_unc + kappa * v_cond
+
+    # ----------------------------------------------------------------------------------------------------
+    def loss(
+        self,
+        net,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        t: torch.Tensor | None = None,
+        r: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict]:
+        """MeanFlow loss of ``net`` on a clean batch x (B, C, ...).
+
+        t, r (B,) and noise override the random draws. context: (B, T) bool, True on clean context frames
+        (5-D x only). Returns (the adaptively weighted batch mean, logs with ``loss_unweighted``).
+        """
+        B = x.shape[0]
+        if t is None or r is None:
+            t_draw, r_draw = self.sample_t_r(B, x.device, generator)
+            t = t_draw if t is None else t
+            r = r_draw if r is None else r
+        t, r = t.to(x.dtype), r.to(x.dtype)
+        e = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) if noise is None else noise
+
+        # Per-frame times: context frames sit at t = r = 0 and do not move with t.
+        if context is not None:
+            if x.ndim != 5 or context.shape != (B, x.shape[2]):
+                raise ValueError(f"context mask {tuple(context.shape)} does not match (B, T) of x {tuple(x.shape)}")
+            gen = (~context).to(x.dtype)  # (B, T): 1 on generated frames
+            t_in, r_in = t[:, None] * gen, r[:, None] * gen  # (B, T)
+            dt_tangent = gen  # d t_in / d t
+        else:
+            gen = None
+            t_in, r_in, dt_tangent = t, r, torch.ones_like(t)
+
+        z = (1 - bcast(t_in, x)) * x + bcast(t_in, x) * e  # context frames: z = x
+        v = e - x
+
+        # Class dropout to the null class; dropped rows regress the plain v.
+        if y is not None and self.class_dropout > 0:
+            drop = torch.rand(B, device=x.device, generator=generator) < self.class_dropout
+            y = torch.where(drop, torch.full_like(y, NULL_CLASS), y)
+        else:
+            drop = None
+        v_g = self.guided_velocity(net, z, t, v, y, t_in)
+        if drop is not None and v_g is not v:
+            v_g = torch.where(bcast(drop, v), v, v_g)
+        if gen is not None:
+            v_g = v_g * bcast(gen, v)  # the tangent (and target) on context frames is 0
+
+        u, u_tgt = self.predict_and_target(net, z, t_in, r_in, v_g, dt_tangent, y)
+        neq = t != r  # (B,)
+
+        err = (u - u_tgt) ** 2
+        if gen is not None:
+            err = err * bcast(gen, err)  # only generated frames count
+        per_sample = err.sum(dim=list(range(1, x.ndim)))  # (B,)
+        weight = (per_sample.detach() + self.adaptive_eps) ** self.adaptive_p
+        loss = (per_sample / weight).mean()
+
+        logs = {"loss_unweighted": per_sample.detach().mean(), "loss": loss.detach()}
+        if neq.any() and (~neq).any():
+            logs["loss_mf"] = per_sample.detach()[neq].mean()  # rows with r != t
+            logs["loss_fm"] = per_sample.detach()[~neq].mean()  # rows with r = t
+        return loss, logs
+
+    # ----------------------------------------------------------------------------------------------------
+    def predict_and_target(self, net, z, t, r, v_g, dt_tangent=None, y=None):
+        """u = net(z, t, r) (with grad) and u_tgt = sg(v_g - clip(t - r, 0, 1) du/dt), du/dt the JVP along (v_g, 0, 1).
+
+        t, r: (B,) or per-frame (B, T); dt_tangent: d t / d t per entry (ones by default, 0 on context frames).
+        Rows with r = t everywhere have target v_g: they get a plain forward and no JVP.
+        """
+        B = z.shape[0]
+        dt_tangent = torch.ones_like(t) if dt_tangent is None else dt_tangent
+        h = (t - r).clamp(0.0, 1.0)  # (B,) | (B, T)
+        neq = (h != 0).reshape(B, -1).any(dim=1)  # (B,)
+        if self.skip_jvp_when_r_eq_t:
+            idx_jvp, idx_fwd = neq.nonzero().squeeze(1), (~neq).nonzero().squeeze(1)
+        else:
+            idx_jvp, idx_fwd = torch.arange(B, device=z.device), torch.arange(0, device=z.device)
+        u = torch.empty_like(z)
+        u_tgt = v_g.detach().clone()
+        if idx_fwd.numel():
+            u = u.index_put((idx_fwd,), net(z[idx_fwd], t[idx_fwd], r[idx_fwd], y=_take(y, idx_fwd)))
+        if idx_jvp.numel():
+            y_j = _take(y, idx_jvp)
+            # One pass: the primal u_j carries the parameter gradient, the tangent is du/dt.
+            u_j, dudt = jvp(
+                lambda z_, t_, r_: net(z_, t_, r_, y=y_j),
+                (z[idx_jvp], t[idx_jvp], r[idx_jvp]),
+                (v_g[idx_jvp], dt_tangent[idx_jvp], torch.zeros_like(r[idx_jvp])),
+            )
+            u = u.index_put((idx_jvp,), u_j)
+            target = v_g[idx_jvp] - bcast(h[idx_jvp], dudt) * dudt.detach()
+            u_tgt = u_tgt.index_put((idx_jvp,), target.detach())
+        return u, u_tgt
+
+    # ----------------------------------------------------------------------------------------------------
+    def sample(self, net, noise, y=None, steps: int = 1, context=None, context_mask=None) -> torch.Tensor:
+        """k-NFE MeanFlow sampling from noise (1 network call by default). See ``samplers.meanflow_sample``."""
+        return meanflow_sample(net, noise, y=y, steps=steps, context=context, context_mask=context_mask)
+
+    def sample_euler(self, net, noise, y=None, steps: int = 50, context=None, context_mask=None) -> torch.Tensor:
+        """The flow-matching baseline: Euler steps of the instantaneous velocity net(z, t, t)."""
+        return euler_sample(net, noise, y=y, steps=steps, context=context, context_mask=context_mask)
+
+
+def _take(y, idx):
+    return None if y is None else y[idx]

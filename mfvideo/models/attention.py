@@ -1,0 +1,89 @@
+"""Multi-head self-attention behind one module, with interchangeable backends.
+
+Backends:
+- ``"sdpa"``  PyTorch's ``scaled_dot_product_attention`` (fused flash / memory-efficient kernels);
+- ``"math"``  an explicit softmax(QK^T / sqrt(d)) V, differentiable in every mode;
+- ``"xformers"`` ``xformers.ops.memory_efficient_attention`` when installed and the input is on CUDA.
+
+Forward-mode AD (the MeanFlow JVP) is not implemented by the fused SDPA kernels nor by xformers
+(``NotImplementedError ... forward AD ... _scaled_dot_product_flash_attention_for_cpu``). Whenever the
+inputs carry a tangent (``torch.func.jvp`` or ``torch.autograd.forward_ad``) we route to the math path,
+whatever backend was asked for, so the JVP is exact on every device.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+BACKENDS = ("sdpa", "math", "xformers")
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def xformers_available() -> bool:
+    """True when xformers imports and CUDA is present (xformers has no CPU kernels)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import xformers.ops  # noqa: F401
+    except Exception:  # a broken build (torch mismatch) raises more than ImportError
+        return False
+    return True
+
+
+def under_forward_ad(x: torch.Tensor) -> bool:
+    """True if ``x`` carries (or may carry) a forward-mode tangent."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):  # inside torch.func.jvp / vmap / grad
+        return True
+    return torch.autograd.forward_ad._current_level >= 0  # inside forward_ad.dual_level()
+
+
+def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for (..., L, d) inputs, in plain differentiable ops."""
+    scale = q.shape[-1] ** -0.5
+    attn = torch.matmul(q * scale, k.transpose(-2, -1))  # (..., L, L)
+    return torch.matmul(attn.softmax(dim=-1), v)  # (..., L, d)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+    """Attention over (B, heads, L, d) tensors with the named backend; JVP-safe on every device."""
+    if backend == "math" or under_forward_ad(q):
+        return math_attention(q, k, v)
+    if backend == "xformers" and q.is_cuda and xformers_available():
+        import xformers.ops as xops
+
+        # xformers takes (B, L, heads, d).
+        q, k, v = (rearrange(a, "b h l d -> b l h d") for a in (q, k, v))
+        out = xops.memory_efficient_attention(q, k, v)  # (B, L, heads, d)
+        return rearrange(out, "b l h d -> b h l d")
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+class Attention(nn.Module):
+    """Self-attention over a (B, L, D) sequence, with optional QK-norm (RMSNorm per head)."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False, backend: str = "sdpa"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+        self.num_heads = num_heads
+        self.backend = backend
+        self.qkv = nn.Linear(dim, 3 * dim)
+        head_dim = dim // num_heads
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
+        q, k, v = self.q_norm(qkv[0]), self.k_norm(qkv[1]), qkv[2]  # (B, heads, L, d)
+        out = attention(q, k, v, self.backend)  # (B, heads, L, d)
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))  # (B, L, D)

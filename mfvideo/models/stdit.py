@@ -1,0 +1,223 @@
+"""STDiT: a spatio-temporal DiT with factorised attention for latents (B, C, T, H, W).
+
+Each block is spatial self-attention inside every frame, temporal self-attention across frames at every
+spatial position, then the MLP, each modulated by adaLN-Zero from the conditioning
+c = emb_t(t) + emb_h(t - r) + emb_y(y). Times may be per clip (B,) or per frame (B, T): context frames of
+frame-conditional generation carry their own time t = r = 0.
+
+The temporal sub-layer of each block is a separate module (``blocks.i.temporal``) with its own zero-initialised
+adaLN gate and its own temporal sin-cos positions added to its input, so a video model built from an image
+model's weights starts as that image model applied per frame. With ``temporal=False`` the model is image-only:
+4-D inputs (B, C, H, W) are accepted and the parameter count is the DiT's.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from einops import rearrange
+from torch import nn
+
+from .attention import Attention
+from .embeddings import LabelEmbedder, TimestepEmbedder, sincos_1d, sincos_2d
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, ratio: float):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TemporalSublayer(nn.Module):
+    """Temporal self-attention at each spatial position, a zero-gated residual (adaLN-Zero)."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, backend: str):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qk_norm, backend)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, N, D); c: (B, T or 1, 1, D); pos_t: (T, 1, D)
+        shift, scale, gate = self.adaLN_modulation(c).chunk(3, dim=-1)
+        h = modulate(self.norm(x), shift, scale) + pos_t  # (B, T, N, D)
+        h = rearrange(h, "b t n d -> (b n) t d")
+        h = rearrange(self.attn(h), "(b n) t d -> b t n d", b=x.shape[0])
+        return x + gate * h
+
+
+class STDiTBlock(nn.Module):
+    """Spatial attention, optional temporal attention, MLP; adaLN-Zero modulation from c."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, temporal: bool, qk_norm: bool, backend: str):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qk_norm, backend)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.temporal = TemporalSublayer(dim, num_heads, qk_norm, backend) if temporal else None
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, N, D); c: (B, T or 1, 1, D)
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c).chunk(6, dim=-1)
+        h = rearrange(modulate(self.norm1(x), shift_a, scale_a), "b t n d -> (b t) n d")
+        h = rearrange(self.attn(h), "(b t) n d -> b t n d", b=x.shape[0])
+        x = x + gate_a * h  # spatial attention inside each frame
+        if self.temporal is not None:
+            x = self.temporal(x, c, pos_t)  # temporal attention across frames
+        return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class STDiT(ModelMixin, ConfigMixin):
+    """u = net(z, t, r, y): the average velocity over [r, t] for latents z of shape (B, C, T, H, W) or (B, C, H, W).
+
+    t, r: () or (B,) for one time per clip, or (B, T) for one time per frame (read at the first frame of each
+    temporal patch). y: (B,) class labels, -1 for the null class; None means null (or no classes at all).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 4,
+        hidden_size: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        patch_size: int = 2,
+        temporal_patch_size: int = 1,
+        mlp_ratio: float = 4.0,
+        num_classes: int = 0,
+        temporal: bool = True,
+        qk_norm: bool = False,
+        attn_backend: str = "sdpa",
+        time_scale: float = 1.0,
+    ):
+        super().__init__()
+        p, pt = patch_size, temporal_patch_size
+        self.x_embedder = nn.Conv3d(in_channels, hidden_size, kernel_size=(pt, p, p), stride=(pt, p, p))
+        self.t_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)
+        self.h_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)  # embeds h = t - r
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size) if num_classes > 0 else None
+        # Temporal sin-cos positions enter the tokens through a zero-initialised per-channel gate: the video
+        # model starts as the image model per frame, yet learns frame identity ~3x faster than with positions
+        # inside the temporal attention only (one-sample overfit, 1-NFE error 0.09 vs 1.0 after 600 steps).
+        self.temporal_pos_gate = nn.Parameter(torch.zeros(hidden_size)) if temporal else None
+        self.blocks = nn.ModuleList(
+            STDiTBlock(hidden_size, num_heads, mlp_ratio, temporal, qk_norm, attn_backend) for _ in range(depth)
+        )
+        self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
+        self._pos_cache: dict = {}
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """DiT's initialisation: xavier linears, N(0, 0.02) embedders, zero adaLN gates and output."""
+
+        def _basic_init(module):
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(_basic_init)
+        w = self.x_embedder.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.bias)
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        for emb in (self.t_embedder, self.h_embedder):
+            nn.init.normal_(emb.mlp[0].weight, std=0.02)
+            nn.init.normal_(emb.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            gated = [block.adaLN_modulation[-1]] + ([block.temporal.adaLN_modulation[-1]] if block.temporal else [])
+            for lin in gated:  # adaLN-Zero: every residual branch starts at zero
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    def set_attn_backend(self, backend: str) -> None:
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.backend = backend
+
+    def _positions(self, t: int, h: int, w: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed spatial (h*w, D) and temporal (t, 1, D) sin-cos positions for any grid, cached per grid."""
+        key = (t, h, w, device, dtype)
+        if key not in self._pos_cache:
+            d = self.config.hidden_size
+            self._pos_cache[key] = (
+                sincos_2d(h, w, d, device).to(dtype),
+                sincos_1d(t, d, device).to(dtype)[:, None],
+            )
+        return self._pos_cache[key]
+
+    def _frame_times(self, t: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+        """() | (B,) | (B, T) times -> (B, 1) or (B, T') at the temporal patch resolution."""
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.ndim == 1:
+            return t[:, None]  # (B, 1)
+        pt = self.config.temporal_patch_size
+        if t.shape[1] != frames:
+            raise ValueError(f"per-frame times have {t.shape[1]} frames, the input has {frames}")
+        return t[:, ::pt]  # (B, T')
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None):
+        image = z.ndim == 4
+        if image:
+            z = z[:, :, None]  # (B, C, 1, H, W)
+        B, _, T, H, W = z.shape
+        p, pt = self.config.patch_size, self.config.temporal_patch_size
+        if T % pt or H % p or W % p:
+            raise ValueError(f"input (T, H, W) = {(T, H, W)} is not divisible by the patch ({pt}, {p}, {p})")
+        tp, hp, wp = T // pt, H // p, W // p
+
+        x = self.x_embedder(z)  # (B, D, T', H', W')
+        x = rearrange(x, "b d t h w -> b t (h w) d")  # (B, T', N, D)
+        pos_s, pos_t = self._positions(tp, hp, wp, x.device, x.dtype)
+        x = x + pos_s  # (B, T', N, D)
+        if self.temporal_pos_gate is not None:
+            x = x + self.temporal_pos_gate * pos_t  # frame index, visible to every layer once the gate opens
+
+        t = self._frame_times(torch.as_tensor(t, device=z.device), B, T)  # (B, 1 | T')
+        r = self._frame_times(torch.as_tensor(r, device=z.device), B, T)
+        c = self.t_embedder(t) + self.h_embedder(t - r)  # (B, 1 | T', D)
+        if self.y_embedder is not None:
+            labels = y if y is not None else torch.full((B,), LabelEmbedder.NULL, device=z.device)
+            c = c + self.y_embedder(labels)[:, None]
+        elif y is not None:
+            raise ValueError("this model has no classes (num_classes=0) but labels were given")
+        c = c[:, :, None]  # (B, 1 | T', 1, D)
+
+        for block in self.blocks:
+            x = block(x, c, pos_t)  # (B, T', N, D)
+        x = self.final_layer(x, c)  # (B, T', N, pt*p*p*C)
+        out = rearrange(
+            x, "b t (h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", h=hp, w=wp, pt=pt, ph=p, pw=p
+        )  # (B, C, T, H, W)
+        return out[:, :, 0] if image else out

@@ -1,0 +1,28 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def tiny_model(**kw):
+    from mfvideo.models import build_model
+
+    cfg = dict(in_channels=3, hidden_size=32, depth=2, num_heads=2, patch_size=2, num_classes=10)
+    cfg.update(kw)
+    return build_model(**cfg)
+
+
+def randomize(net, std=0.05, seed=0):
+    """Give every weight (zero-initialised gates included) a random value so nothing is trivially zero."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    return net
+
+
+@pytest.fixture
+def make_model():
+    return tiny_model

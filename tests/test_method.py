@@ -1,0 +1,209 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import randomize, tiny_model
+from mfvideo.method import MeanFlow, context_mask, sample_context_masks
+
+
+def bc(a, x):
+    return a.view(-1, *([1] * (x.ndim - 1)))
+
+
+def fd_target(net, z, t, r, v, y, dt_tangent, eps=1e-7):
+    """v - (t - r) du/dt with du/dt a central finite difference of net along (v, 0, dt_tangent)."""
+    with torch.no_grad():
+        plus = net(z + eps * v, t + eps * dt_tangent, r, y=y)
+        minus = net(z - eps * v, t - eps * dt_tangent, r, y=y)
+    dudt = (plus - minus) / (2 * eps)
+    h = t - r
+    h = h[:, None, :, None, None] if h.ndim == 2 else bc(h, z)
+    return v - h * dudt
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (4, 3, 3, 8, 8)], ids=["image-4d", "video-5d"])
+def test_jvp_target_equals_finite_difference(shape):
+    torch.manual_seed(0)
+    net = randomize(tiny_model(temporal=len(shape) == 5)).double()
+    x, e = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    t = torch.tensor([0.9, 0.6, 0.5, 0.3], dtype=torch.float64)
+    r = torch.tensor([0.1, 0.6, 0.2, 0.0], dtype=torch.float64)
+    z, v, y = (1 - bc(t, x)) * x + bc(t, x) * e, e - x, torch.tensor([1, 2, -1, 4])
+    _, u_tgt = MeanFlow().predict_and_target(net, z, t, r, v, y=y)
+    expected = fd_target(net, z, t, r, v, y, torch.ones_like(t))
+    torch.testing.assert_close(u_tgt, expected, rtol=1e-5, atol=1e-5)
+    # The tangent matters: a wrong one, (v, 0, 0), gives another target.
+    wrong = fd_target(net, z, t, r, v, y, torch.zeros_like(t))
+    assert (wrong - u_tgt).abs().max() > 100 * (expected - u_tgt).abs().max()
+
+
+def test_jvp_target_equals_finite_difference_per_frame_times():
+    torch.manual_seed(1)
+    net = randomize(tiny_model()).double()
+    x, e = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    mask = torch.tensor([[True, False, False, False], [False, False, True, True]])
+    gen = (~mask).double()
+    t, r = torch.tensor([0.8, 0.7], dtype=torch.float64)[:, None] * gen, torch.tensor([0.3, 0.1])[:, None] * gen
+    tb = t[:, None, :, None, None]
+    z, v = (1 - tb) * x + tb * e, (e - x) * gen[:, None, :, None, None]
+    _, u_tgt = MeanFlow().predict_and_target(net, z, t, r, v, dt_tangent=gen, y=torch.tensor([0, 5]))
+    expected = fd_target(net, z, t, r, v, torch.tensor([0, 5]), gen)
+    torch.testing.assert_close(u_tgt, expected, rtol=1e-5, atol=1e-5)
+    assert (u_tgt[:, :, ~mask[0]][0]).abs().sum() > 0 and (u_tgt[0, :, 0] == 0).all()  # context target = v_g = 0
+
+
+def test_r_equal_t_target_is_v_and_flow_matching_is_ratio_zero():
+    net = randomize(tiny_model()).double()
+    z, v = torch.randn(3, 3, 2, 8, 8, dtype=torch.float64), torch.randn(3, 3, 2, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0.9, 0.5, 0.2], dtype=torch.float64)
+    _, u_tgt = MeanFlow().predict_and_target(net, z, t, t, v)
+    assert torch.equal(u_tgt, v)
+    t_fm, r_fm = MeanFlow(ratio_r_neq_t=0.0).sample_t_r(64)
+    assert torch.equal(t_fm, r_fm)
+    t_mf, r_mf = MeanFlow(ratio_r_neq_t=0.25).sample_t_r(64)
+    assert (t_mf != r_mf).sum() == 16 and (t_mf >= r_mf).all() and ((0 < r_mf) & (t_mf < 1)).all()
+
+
+def test_guidance_off_gives_plain_velocity_and_on_mixes_network_predictions():
+    net = randomize(tiny_model())
+    z, t, v, y = torch.randn(2, 3, 2, 8, 8), torch.tensor([0.5, 0.9]), torch.randn(2, 3, 2, 8, 8), torch.tensor([1, 2])
+    assert MeanFlow(cfg_omega=1.0, cfg_kappa=0.0).guided_velocity(net, z, t, v, y, t) is v
+    mf = MeanFlow(cfg_omega=0.2, cfg_kappa=0.5, cfg_t_start=0.0, cfg_t_end=0.8)
+    v_g = mf.guided_velocity(net, z, t, v, y, t)
+    v_unc, v_cond = net(z, t, t, torch.tensor([-1, -1])), net(z, t, t, y)
+    torch.testing.assert_close(v_g[0], (0.2 * v + 0.3 * v_unc + 0.5 * v_cond)[0])
+    torch.testing.assert_close(v_g[1], v[1])  # t = 0.9 lies outside the guidance interval
+
+
+def test_skipping_the_jvp_on_r_equal_t_rows_changes_nothing():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 2, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
+    t = torch.rand(8, dtype=torch.float64) * 0.9 + 0.1
+    r = torch.where(torch.arange(8) % 3 == 0, t * 0.5, t)
+    noise = torch.randn_like(x)
+    grads, losses = [], []
+    for skip in (True, False):
+        net = randomize(tiny_model()).double()
+        loss, logs = MeanFlow(skip_jvp_when_r_eq_t=skip).loss(net, x, y, t=t, r=r, noise=noise)
+        loss.backward()
+        losses.append((loss.detach(), logs["loss_unweighted"]))
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_loss_is_sum_over_non_batch_dims_with_adaptive_weight():
+    net = randomize(tiny_model()).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    t = r = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    noise = torch.randn_like(x)
+    loss, logs = MeanFlow(adaptive_p=1.0, adaptive_eps=0.01).loss(net, x, t=t, r=r, noise=noise)
+    z = (1 - bc(t, x)) * x + bc(t, x) * noise
+    per = ((net(z, t, r) - (noise - x)) ** 2).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(logs["loss_unweighted"], per.mean())
+    torch.testing.assert_close(loss, (per / (per + 0.01)).mean())
+
+
+def test_context_frames_do_not_count_and_carry_time_zero():
+    torch.manual_seed(0)
+    net = randomize(tiny_model()).double()
+    x = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    mask = context_mask("first", 2, 4, k=2)
+    seen = {}
+
+    def spy(z, t, r, y=None):
+        seen["t"], seen["z"] = t, z
+        return net(z, t, r, y)
+
+    t = torch.tensor([0.7, 0.7], dtype=torch.float64)
+    kw = dict(t=t, r=t, noise=torch.randn_like(x), context=mask)
+    mf = MeanFlow(adaptive_p=0.0)
+    loss_a, _ = mf.loss(spy, x, **kw)
+    assert (seen["t"][:, :2] == 0).all() and (seen["t"][:, 2:] == 0.7).all()
+    assert torch.equal(seen["z"][:, :, :2], x[:, :, :2])  # clean context replaces the noise in place
+
+    def corrupt_context(z, t, r, y=None):  # change the prediction on context frames only
+        u = net(z, t, r, y).clone()
+        u[:, :, :2] += 100.0
+        return u
+
+    loss_b, _ = mf.loss(corrupt_context, x, **kw)
+    torch.testing.assert_close(loss_a, loss_b)
+
+
+def test_context_mask_mix():
+    m = sample_context_masks(256, 8, {"none": 1, "first": 1, "last": 1, "every": 1, "random_frame": 1},
+                             generator=torch.Generator().manual_seed(0))
+    assert m.shape == (256, 8) and (~m).any(dim=1).all()  # every row generates something
+    counts = m.sum(1)
+    assert (counts == 0).sum() > 20 and (m[:, 0] & ~m[:, -1]).sum() > 20 and (m[:, -1] & ~m[:, 0]).sum() > 20
+    with pytest.raises(ValueError, match="unknown context mask"):
+        sample_context_masks(2, 8, {"middle": 1.0})
+
+
+def _overfit(shape, steps, temporal, lr=3e-3, seed=0):
+    torch.manual_seed(seed)
+    net = tiny_model(hidden_size=64, depth=2, num_heads=4, num_classes=0, temporal=temporal)
+    x = torch.randn(shape)
+    mf = MeanFlow()
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.95))
+    first = None
+    for _ in range(steps):
+        loss, logs = mf.loss(net, x.expand(8, *shape[1:]))  # one sample, 8 noises per step
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = logs["loss_unweighted"].item() if first is None else first
+    return net, x, mf, first
+
+
+@pytest.mark.parametrize("shape, temporal", [((1, 3, 8, 8), False), ((1, 3, 2, 8, 8), True)], ids=["image", "video"])
+def test_overfit_single_sample_loss_falls_and_one_step_returns_it(shape, temporal):
+    net, x, mf, first = _overfit(shape, 400, temporal)
+    losses = [mf.loss(net, x.expand(8, *shape[1:]))[1]["loss_unweighted"].item() for _ in range(11)]
+    assert sorted(losses)[5] < first / 10  # the median: rows with r != t have a heavy-tailed target
+    noise = torch.randn(8, *shape[1:])
+    err = (mf.sample(net, noise) - x).abs().mean() / x.abs().mean()  # one network evaluation from fresh noise
+    assert err < 0.2, err
+    assert (noise - x).abs().mean() / x.abs().mean() > 1.0  # the noise itself is far from the sample
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (4, 3, 2, 8, 8)], ids=["image", "video"])
+def test_overfit_one_fixed_batch_with_classes(shape):
+    """Fixed data, labels, noise and (t, r): the loss (JVP target included) must collapse."""
+    torch.manual_seed(0)
+    net = tiny_model(hidden_size=64, num_heads=4, temporal=len(shape) == 5)
+    x, y, noise = torch.randn(shape), torch.tensor([0, 1, 2, 3]), torch.randn(shape)
+    t, r = torch.tensor([0.9, 0.7, 0.5, 0.3]), torch.tensor([0.2, 0.7, 0.1, 0.3])
+    mf = MeanFlow()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3, betas=(0.9, 0.95))
+    hist = []
+    for _ in range(200):
+        loss, logs = mf.loss(net, x, y, t=t, r=r, noise=noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append(logs["loss_unweighted"].item())
+    assert min(hist[-10:]) < hist[0] / 10, (hist[0], hist[-10:])
+
+
+def test_multi_step_and_euler_samplers_call_the_net_as_documented():
+    calls = []
+
+    def net(z, t, r, y=None):
+        calls.append((float(t.flatten()[0]), float(r.flatten()[0])))
+        return torch.ones_like(z)
+
+    e = torch.zeros(1, 1, 2, 2)
+    out = MeanFlow().sample(net, e, steps=2)
+    assert calls == [(1.0, 0.5), (0.5, 0.0)] and torch.allclose(out, -torch.ones_like(e))
+    calls.clear()
+    MeanFlow().sample_euler(net, e, steps=4)
+    assert calls == [(1.0, 1.0), (0.75, 0.75), (0.5, 0.5), (0.25, 0.25)]
+
+
+def test_method_imports_without_models_or_data():
+    code = "import sys, mfvideo.method; bad=[m for m in sys.modules if m.startswith(('mfvideo.models','mfvideo.data','diffusers'))]; assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from conftest import randomize, tiny_model
+from mfvideo.models import MODELS, build_model, math_attention
+from mfvideo.models.attention import attention
+
+
+@pytest.mark.parametrize(
+    "name, millions", [("STDiT-B/2", 131.1), ("STDiT-M/2", 308.0), ("STDiT-L/2", 459.1), ("STDiT-XL/2", 676.4)]
+)
+def test_parameter_counts_match_official_meanflow(name, millions):
+    with torch.device("meta"):
+        net = build_model(name, in_channels=4, num_classes=1000, temporal=False)
+    count = sum(p.numel() for p in net.parameters()) / 1e6
+    assert abs(count - millions) / millions < 0.005, count
+
+
+def test_registry_has_all_sizes_and_patches():
+    assert {f"STDiT-{s}/{p}" for s in ("S", "B", "M", "L", "XL") for p in (2, 4, 8)} == set(MODELS)
+    with pytest.raises(KeyError, match="unknown model size"):
+        build_model("STDiT-Q/2")
+
+
+def test_image_and_video_shapes_and_any_grid_at_inference():
+    net = randomize(tiny_model()).eval()
+    img = torch.randn(2, 3, 8, 8)
+    assert net(img, torch.rand(2), torch.zeros(2)).shape == img.shape
+    for shape in [(2, 3, 4, 8, 8), (1, 3, 7, 12, 6)]:  # a grid never seen: positions are computed on the fly
+        z = torch.randn(shape)
+        out = net(z, torch.rand(shape[0]), torch.zeros(shape[0]))
+        assert out.shape == z.shape and torch.isfinite(out).all()
+
+
+def test_fresh_model_outputs_zero_adaln_zero():
+    net = tiny_model()
+    assert net(torch.randn(2, 3, 2, 8, 8), torch.rand(2), torch.zeros(2)).abs().max() == 0
+
+
+def test_per_frame_times_equal_per_clip_times_when_constant():
+    net = randomize(tiny_model()).double()
+    z = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    t, r = torch.tensor([0.7, 0.3], dtype=torch.float64), torch.tensor([0.2, 0.1], dtype=torch.float64)
+    a = net(z, t, r)
+    b = net(z, t[:, None].expand(2, 4), r[:, None].expand(2, 4))
+    torch.testing.assert_close(a, b)
+    # and per-frame times matter: changing one frame's time changes the output
+    t2 = t[:, None].repeat(1, 4)
+    t2[:, 0] = 0.0
+    assert not torch.allclose(net(z, t2, r[:, None].expand(2, 4).clamp(max=0.0)), a)
+
+
+def test_video_model_from_image_weights_is_the_image_model_per_frame():
+    image = randomize(tiny_model(temporal=False)).double()
+    video = tiny_model(temporal=True).double()
+    missing, unexpected = video.load_state_dict(image.state_dict(), strict=False)
+    assert not unexpected and missing and all("temporal" in k for k in missing)
+    z = torch.randn(2, 3, 5, 8, 8, dtype=torch.float64)
+    t, r, y = torch.tensor([0.9, 0.4]), torch.tensor([0.1, 0.4]), torch.tensor([3, -1])
+    out = video(z, t, r, y)
+    for f in range(5):
+        torch.testing.assert_close(out[:, :, f], image(z[:, :, f], t, r, y))
+
+
+def test_labels_change_output_and_unconditional_model_refuses_labels():
+    net = randomize(tiny_model())
+    z, t, r = torch.randn(2, 3, 2, 8, 8), torch.rand(2), torch.zeros(2)
+    assert not torch.allclose(net(z, t, r, torch.tensor([1, 2])), net(z, t, r, torch.tensor([3, 4])))
+    torch.testing.assert_close(net(z, t, r, None), net(z, t, r, torch.tensor([-1, -1])))  # None = null class
+    with pytest.raises(ValueError, match="no classes"):
+        tiny_model(num_classes=0)(z, t, r, torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_backends_agree_in_value_and_tangent(qk_norm):
+    from torch.func import jvp
+
+    net = randomize(tiny_model(qk_norm=qk_norm)).double()
+    z = torch.randn(2, 3, 3, 8, 8, dtype=torch.float64)
+    t, r = torch.tensor([0.8, 0.5], dtype=torch.float64), torch.tensor([0.2, 0.5], dtype=torch.float64)
+    tangents = (torch.randn_like(z), torch.ones_like(t), torch.zeros_like(r))
+    results = {}
+    for backend in ("math", "sdpa", "xformers"):  # xformers falls back off CUDA
+        net.set_attn_backend(backend)
+        results[backend] = jvp(lambda z_, t_, r_: net(z_, t_, r_), (z, t, r), tangents)
+    for backend in ("sdpa", "xformers"):
+        torch.testing.assert_close(results[backend][0], results["math"][0])
+        torch.testing.assert_close(results[backend][1], results["math"][1])
+
+
+def test_sdpa_backend_is_used_outside_jvp_and_math_inside(monkeypatch):
+    import torch.nn.functional as F
+
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    q = torch.randn(1, 2, 5, 4)
+    torch.testing.assert_close(attention(q, q, q, "sdpa"), math_attention(q, q, q))
+    assert calls == [1]
+    torch.func.jvp(lambda a: attention(a, a, a, "sdpa"), (q,), (q,))
+    assert calls == [1]  # the fused kernel has no forward AD: the math path ran
+
+
+def test_temporal_patch_and_divisibility_error():
+    net = randomize(tiny_model(temporal_patch_size=2))
+    z = torch.randn(1, 3, 4, 8, 8)
+    assert net(z, torch.rand(1), torch.zeros(1)).shape == z.shape
+    with pytest.raises(ValueError, match="not divisible"):
+        net(torch.randn(1, 3, 3, 8, 8), torch.rand(1), torch.zeros(1))

@@ -1,0 +1,59 @@
+"""From a typed config to objects: the model kwargs, the model, the method, the codec."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .config import Config, ConfigError, MethodConfig, ModelConfig
+
+
+def model_kwargs(m: ModelConfig) -> dict:
+    """Plain STDiT kwargs: the registry size expanded, fields set in the config on top."""
+    from .models import model_kwargs as size_kwargs
+
+    kw = {}
+    if m.size:
+        try:
+            kw = size_kwargs(m.size)
+        except KeyError as e:
+            raise ConfigError(f"model.size: {e.args[0]}") from None
+    for key in ("hidden_size", "depth", "num_heads", "patch_size"):
+        if getattr(m, key) is not None:
+            kw[key] = getattr(m, key)
+    missing = [k for k in ("hidden_size", "depth", "num_heads", "patch_size") if k not in kw]
+    if missing:
+        raise ConfigError(f"model: no size given and {', '.join('model.' + k for k in missing)} unset")
+    if m.in_channels is None or m.num_classes is None:
+        raise ConfigError("model.in_channels / model.num_classes unresolved (call resolve_model_config first)")
+    kw.update(
+        in_channels=m.in_channels, num_classes=m.num_classes, temporal_patch_size=m.temporal_patch_size,
+        mlp_ratio=m.mlp_ratio, temporal=m.temporal, qk_norm=m.qk_norm, attn_backend=m.attn_backend,
+    )
+    return kw
+
+
+def build_model(m: ModelConfig):
+    from .models import STDiT
+
+    return STDiT(**model_kwargs(m))
+
+
+def build_method(m: MethodConfig):
+    from .method import MeanFlow
+
+    try:
+        return MeanFlow(**dataclasses.asdict(m))
+    except ValueError as e:
+        raise ConfigError(f"method: {e}") from None
+
+
+def resolve_model_config(cfg: Config, latent_channels: int, num_classes: int) -> None:
+    """Fill what the data and codec decide (channels, classes), so the saved config is self-contained."""
+    if cfg.model.in_channels is None:
+        cfg.model.in_channels = latent_channels
+    elif cfg.model.in_channels != latent_channels:
+        raise ConfigError(f"model.in_channels={cfg.model.in_channels} but the latents have {latent_channels} channels")
+    if cfg.model.num_classes is None:
+        cfg.model.num_classes = num_classes
+    if cfg.data.num_frames == 1 and cfg.model.temporal:
+        cfg.model.temporal = False  # images: no temporal sub-layers

@@ -1,0 +1,190 @@
+"""Typed configuration: a dataclass schema, YAML diffs on top of it, and checked ``key=value`` overrides.
+
+``load_config(path, overrides)`` = OmegaConf.merge(schema, yaml, dotlist). An unknown or mistyped key is a
+``ConfigError`` whose one-line message names the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override: printed as one line, never a traceback."""
+
+
+@dataclass
+class ModelConfig:
+    """The STDiT. ``size`` names a registry entry (e.g. STDiT-S/2); fields set here override it."""
+
+    size: Optional[str] = "STDiT-S/2"
+    hidden_size: Optional[int] = None
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    patch_size: Optional[int] = None
+    temporal_patch_size: int = 1
+    mlp_ratio: float = 4.0
+    in_channels: Optional[int] = None  # None: the latent codec's channels
+    num_classes: Optional[int] = None  # None: the dataset's classes (0 = unconditional)
+    temporal: bool = True
+    qk_norm: bool = False
+    attn_backend: str = "sdpa"
+    init_from: Optional[str] = None  # an image checkpoint to start a video model from
+
+
+@dataclass
+class MethodConfig:
+    """Keyword arguments of ``mfvideo.method.MeanFlow`` (see its docstring)."""
+
+    ratio_r_neq_t: float = 0.25
+    time_mean: float = -0.4
+    time_std: float = 1.0
+    adaptive_p: float = 1.0
+    adaptive_eps: float = 0.01
+    cfg_omega: float = 1.0
+    cfg_kappa: float = 0.0
+    cfg_t_start: float = 0.0
+    cfg_t_end: float = 1.0
+    class_dropout: float = 0.0
+    skip_jvp_when_r_eq_t: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Where training clips come from. kind: moving_digits | image_folder | video_folder | latent_cache."""
+
+    kind: str = "moving_digits"
+    root: Optional[str] = None  # folder (image_folder, video_folder, latent_cache)
+    manifest: Optional[str] = None  # CSV or JSONL of path[,label] (video_folder)
+    split: str = "train"
+    resolution: int = 32  # frame height = width in pixels
+    channels: int = 3  # pixel channels (moving digits may use 1)
+    num_frames: int = 8  # frames per clip (1 = images)
+    frame_stride: int = 1
+    target_fps: Optional[float] = None  # overrides frame_stride when set
+    hflip: bool = False
+    # moving digits
+    num_clips: int = 20000
+    num_digits: int = 1
+    digit_size: int = 16
+    speed: float = 1.5
+    seed: int = 0
+    max_bad_fraction: float = 0.5  # a folder with more broken files than this stops the run
+
+
+@dataclass
+class LatentsConfig:
+    """The codec between pixels and latents. kind: identity | image_vae | wan | cogvideox | hunyuan | ltx."""
+
+    kind: str = "identity"
+    path: Optional[str] = None  # local diffusers VAE folder
+    dtype: str = "float32"
+    sample_posterior: bool = False
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    seed: int = 0
+    batch_size: int = 32  # per process
+    lr: float = 1e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: Optional[float] = None
+    grad_accum: int = 1
+    max_steps: int = 1000
+    mixed_precision: str = "no"  # no | bf16 (fp16 is refused: public MeanFlow ports hit NaNs with it)
+    ema_decays: List[float] = field(default_factory=lambda: [0.9999])
+    ema_warmup: bool = False  # decay min(d, (1 + n) / (10 + n)): for short runs
+    log_every: int = 10
+    sample_every: int = 0  # 0: never
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    resume: Optional[str] = None  # None | auto | a checkpoint folder
+    max_nonfinite: int = 10  # consecutive skipped steps before stopping
+    num_workers: int = 0
+    context_masks: Dict[str, float] = field(default_factory=lambda: {"none": 1.0})
+    max_context_frames: Optional[int] = None  # None: half the clip
+    tensorboard: bool = True
+    compile: bool = False
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 1
+    num_frames: Optional[int] = None  # None: the training clip length
+    fps: float = 8.0
+    num_samples: int = 8
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    latents: LatentsConfig = field(default_factory=LatentsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def _merge(base, other, source: str):
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        reason = str(e).splitlines()[0]
+        raise ConfigError(f"{source}: bad key {key!r}: {reason}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Schema defaults <- YAML file <- ``key=value`` overrides; returns a typed ``Config``."""
+    cfg = OmegaConf.structured(Config)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            text = OmegaConf.load(path)  # yaml.safe_load underneath: no code runs from a config
+        except Exception as e:
+            raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        cfg = _merge(cfg, text, str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    obj = OmegaConf.to_object(cfg)
+    validate(obj)
+    return obj
+
+
+def validate(cfg: Config) -> None:
+    if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"train.mixed_precision must be no or bf16, got {cfg.train.mixed_precision!r}")
+    if cfg.train.mixed_precision == "fp16":
+        raise ConfigError("train.mixed_precision=fp16 is refused: MeanFlow's JVP overflows in fp16; use bf16")
+    if cfg.data.num_frames < 1:
+        raise ConfigError(f"data.num_frames must be >= 1, got {cfg.data.num_frames}")
+    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
+        raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict, source: str = "checkpoint") -> Config:
+    """Rebuild a typed config from a saved dict (e.g. the config.yaml inside a checkpoint)."""
+    cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(d), source)
+    return OmegaConf.to_object(cfg)

@@ -1,0 +1,313 @@
+"""The training loop: accelerate for devices, DDP and bf16; EMA, checkpoints, logging and samples.
+
+Reproducibility: every random draw of a step (noise, (t, r), dropout, context masks) comes from a generator seeded
+by (seed, step, micro-step, rank), and the data order is a pure function of (seed, epoch), so a resumed run
+repeats an uninterrupted one bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..builders import build_method, build_model, resolve_model_config
+from ..config import Config, ConfigError, to_yaml
+from ..data import build_dataset
+from ..latents import build_codec
+from ..method import sample_context_masks
+from .checkpoint import (
+    CheckpointError, checkpoint_dir, latest_checkpoint, load_into, load_weights, save_checkpoint,
+)
+from .ema import EMA
+
+log = logging.getLogger("mfvideo.train")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (too many non-finite steps, an empty dataset): one line, non-zero exit."""
+
+
+def step_seed(seed: int, *keys: int) -> int:
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class ResumableBatchSampler(Sampler):
+    """Per-rank batches from a global order that is a pure function of (seed, epoch), starting at any micro-step.
+
+    Global micro-batch m covers positions [m G, (m + 1) G) of the concatenated epoch permutations, G = batch x world;
+    rank k takes its slice [k b, (k + 1) b).
+    """
+
+    def __init__(self, size: int, batch_size: int, rank: int, world: int, seed: int, start: int = 0):
+        if size < batch_size * world:
+            raise TrainingError(f"dataset has {size} items, fewer than one global batch ({batch_size * world})")
+        self.size, self.bs, self.rank, self.world, self.seed, self.start = size, batch_size, rank, world, seed, start
+        self._perm_epoch, self._perm = None, None
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if self._perm_epoch != epoch:
+            g = torch.Generator().manual_seed(step_seed(self.seed, 7919, epoch))
+            self._perm, self._perm_epoch = torch.randperm(self.size, generator=g), epoch
+        return self._perm
+
+    def batch(self, m: int) -> list[int]:
+        G = self.bs * self.world
+        first = m * G + self.rank * self.bs
+        out = []
+        for pos in range(first, first + self.bs):
+            epoch, i = divmod(pos, self.size)
+            out.append(int(self._order(epoch)[i]))
+        return out
+
+    def __iter__(self):
+        m = self.start
+        while True:
+            yield self.batch(m)
+            m += 1
+
+    def __len__(self):  # endless; DataLoader only needs it for len()
+        return 2**62
+
+
+def collate(items: list[dict]) -> dict:
+    return {
+        "x": torch.stack([it["x"] for it in items]),
+        "y": torch.tensor([int(it["y"]) for it in items], dtype=torch.long),
+        "index": torch.tensor([int(it.get("index", -1)) for it in items]),
+    }
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, built once from the config (also used by --dry-run and the tests)."""
+
+    cfg: Config
+    dataset: object
+    codec: object
+    model: torch.nn.Module
+    method: object
+
+
+def build_setup(cfg: Config) -> Setup:
+    """Dataset, codec, model and method from the config; fills in channels and classes."""
+    try:
+        dataset = build_dataset(cfg.data)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"data: {e}") from None
+    pixel_channels = cfg.data.channels
+    codec = build_codec(cfg.latents, pixel_channels)
+    if cfg.data.kind == "latent_cache":
+        latent_channels = dataset.latent_channels
+    else:
+        latent_channels = codec.latent_channels
+    resolve_model_config(cfg, latent_channels, getattr(dataset, "num_classes", 0))
+    model = build_model(cfg.model)
+    if cfg.model.init_from:
+        state = load_weights(cfg.model.init_from, which="model")
+        fresh = load_into(model, state, cfg.model.init_from, allow_missing_temporal=True)
+        log.warning("initialised from %s; %d tensors left at their init (temporal sub-layers): %s",
+                    cfg.model.init_from, len(fresh), ", ".join(fresh[:4]) + (" ..." if len(fresh) > 4 else ""))
+    return Setup(cfg, dataset, codec, model, build_method(cfg.method))
+
+
+def _resolve_resume(cfg: Config, run_dir: Path) -> Path | None:
+    if cfg.train.resume in (None, "", "none"):
+        return None
+    if cfg.train.resume == "auto":
+        return latest_checkpoint(run_dir)
+    path = Path(cfg.train.resume)
+    if not (path / "trainer.pt").is_file():
+        raise CheckpointError(f"train.resume={path}: not a training checkpoint (no trainer.pt)")
+    return path
+
+
+def train(cfg: Config, max_steps: int | None = None) -> dict:
+    """Run (or resume) training; returns a summary. ``max_steps`` stops early without changing the schedule."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    tc = cfg.train
+    run_dir = Path(tc.output_dir)
+    trackers = "tensorboard" if tc.tensorboard and _has_tensorboard() else None
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, log_with=trackers, project_dir=str(run_dir))
+    rank, world = accelerator.process_index, accelerator.num_processes
+    device = accelerator.device
+
+    s = build_setup(cfg)
+    codec = s.codec.to(device)
+    model = s.model.to(device)
+    ema = EMA(model, tc.ema_decays, warmup=tc.ema_warmup)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    warmup = max(tc.warmup_steps, 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda st: min(1.0, (st + 1) / warmup) if warmup else 1.0)
+
+    step = 0
+    resume_from = _resolve_resume(cfg, run_dir)
+    if resume_from is not None:
+        step = _restore(resume_from, model, ema, optimizer, scheduler)
+        if accelerator.is_main_process:
+            log.warning("resumed from %s at step %d", resume_from, step)
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    net = model  # call the wrapped model, never model.module: DDP must see the forward to all-reduce gradients
+    if tc.compile:
+        net = torch.compile(model)
+
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        if hasattr(s.dataset, "classes"):
+            (run_dir / "classes.json").write_text(json.dumps(s.dataset.classes, indent=1))
+    if trackers:
+        accelerator.init_trackers("tb")
+
+    sampler = ResumableBatchSampler(len(s.dataset), tc.batch_size, rank, world, tc.seed, start=step * tc.grad_accum)
+    loader = DataLoader(s.dataset, batch_sampler=sampler, num_workers=tc.num_workers, collate_fn=collate,
+                        persistent_workers=tc.num_workers > 0)
+    batches = iter(loader)
+    video = cfg.data.num_frames > 1
+    use_masks = video and any(k != "none" and w > 0 for k, w in tc.context_masks.items())
+    stop_at = tc.max_steps if max_steps is None else min(tc.max_steps, max_steps)
+
+    bar = tqdm(total=stop_at, initial=step, disable=not accelerator.is_main_process, desc="train", dynamic_ncols=True)
+    log_file = run_dir / "log.jsonl"
+    nonfinite, t_last, seen = 0, time.perf_counter(), 0
+    summary = {"first_loss": None, "last_loss": None, "steps": step}
+    while step < stop_at:
+        model.train()
+        logs_acc: dict[str, float] = {}
+        for micro in range(tc.grad_accum):
+            batch = next(batches)
+            gen = torch.Generator(device).manual_seed(step_seed(tc.seed, step, micro, rank))
+            with torch.no_grad():
+                x = batch["x"].to(device)
+                if cfg.data.kind != "latent_cache":
+                    x = codec.encode(x if x.ndim == 5 else x[:, :, None], generator=gen)
+                    x = x[:, :, 0] if cfg.data.num_frames == 1 else x
+            y = batch["y"].to(device) if cfg.model.num_classes else None
+            ctx = None
+            if use_masks:
+                cpu_gen = torch.Generator().manual_seed(step_seed(tc.seed, step, micro, rank, 1))
+                ctx = sample_context_masks(x.shape[0], x.shape[2], tc.context_masks, tc.max_context_frames,
+                                           device=device, generator=cpu_gen)
+            sync = micro == tc.grad_accum - 1
+            ctx_mgr = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
+            with ctx_mgr, accelerator.autocast():
+                loss, logs = s.method.loss(net, x, y, context=ctx, generator=gen)
+                accelerator.backward(loss / tc.grad_accum)
+            for k, v in logs.items():
+                logs_acc[k] = logs_acc.get(k, 0.0) + float(v) / tc.grad_accum
+            seen += x.shape[0] * world
+
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
+        grad_norm = float(grad_norm)
+        if not (math.isfinite(logs_acc["loss"]) and math.isfinite(grad_norm)):
+            optimizer.zero_grad(set_to_none=True)
+            nonfinite += 1
+            log.warning("step %d: non-finite loss or gradient (%d in a row); step skipped", step, nonfinite)
+            if nonfinite >= tc.max_nonfinite:
+                last = latest_checkpoint(run_dir)
+                raise TrainingError(f"{nonfinite} non-finite steps in a row at step {step}; last good checkpoint: {last}")
+            continue
+        nonfinite = 0
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(accelerator.unwrap_model(model))
+        step += 1
+        bar.update(1)
+
+        summary["first_loss"] = summary["first_loss"] or logs_acc["loss_unweighted"]
+        summary["last_loss"], summary["steps"] = logs_acc["loss_unweighted"], step
+        if step % tc.log_every == 0 or step == stop_at:
+            now = time.perf_counter()
+            record = {"step": step, **{k: round(v, 6) for k, v in logs_acc.items()}, "grad_norm": round(grad_norm, 4),
+                      "lr": scheduler.get_last_lr()[0], "samples_per_s": round(seen / (now - t_last), 2)}
+            t_last, seen = now, 0
+            bar.set_postfix(loss=f"{record['loss_unweighted']:.3g}", gn=f"{grad_norm:.2g}")
+            if accelerator.is_main_process:
+                with open(log_file, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if trackers:
+                accelerator.log(record, step=step)
+        if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at):
+            _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler)
+        if tc.sample_every and step % tc.sample_every == 0 and accelerator.is_main_process:
+            _write_samples(cfg, accelerator.unwrap_model(model), ema, codec, s.method, run_dir, step)
+    bar.close()
+    accelerator.end_training()
+    summary["model"] = accelerator.unwrap_model(model)
+    summary["ema"] = ema
+    return summary
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler):
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_checkpoint(
+            run_dir, step, cfg, unwrapped.state_dict(), {d: ema.state_dict(d) for d in ema.decays},
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+            {"step": step, "ema_updates": ema.num_updates},
+            keep_last=cfg.train.keep_last,
+        )
+    accelerator.wait_for_everyone()
+
+
+def _restore(path: Path, model, ema, optimizer, scheduler) -> int:
+    from safetensors.torch import load_file
+
+    from .checkpoint import ema_filename
+
+    load_into(model, load_file(path / "model.safetensors"), str(path))
+    for d in ema.decays:
+        f = path / ema_filename(d)
+        if not f.is_file():
+            raise CheckpointError(f"{path}: no EMA weights for decay {d:g}")
+        ema.load_state_dict(d, load_file(f))
+    opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+    ema.num_updates = int(state["ema_updates"])
+    return int(state["step"])
+
+
+@torch.no_grad()
+def _write_samples(cfg, model, ema, codec, method, run_dir, step):
+    """A short 1-NFE sample with the first EMA's weights: mp4 for video, a PNG grid for images."""
+    import copy
+
+    from ..io import grid, save_image, save_video
+    from ..pipeline.render import latents_to_frames
+
+    net = copy.deepcopy(model).eval()
+    ema.copy_to(net, ema.decays[0])
+    n = min(cfg.sample.num_samples, 8)
+    g = torch.Generator().manual_seed(cfg.sample.seed)
+    shape = codec.latent_shape((cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution))
+    device = next(net.parameters()).device
+    noise = torch.randn((n, *shape), generator=g).to(device)
+    y = torch.arange(n, device=device) % cfg.model.num_classes if cfg.model.num_classes else None
+    frames = latents_to_frames(codec, method.sample(net, noise, y=y, steps=cfg.sample.steps))  # (n, T, H, W, 3)
+    out = Path(run_dir) / "samples"
+    save_image(grid(frames), out / f"step_{step:08d}.png")
+    if cfg.data.num_frames > 1:
+        save_video(np.concatenate(list(frames), axis=2), out / f"step_{step:08d}.mp4", fps=cfg.sample.fps)

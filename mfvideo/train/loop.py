@@ -132,16 +132,18 @@ def _resolve_resume(cfg: Config, run_dir: Path) -> Path | None:
 
 def train(cfg: Config, max_steps: int | None = None) -> dict:
     """Run (or resume) training; returns a summary. ``max_steps`` stops early without changing the schedule."""
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
+
+    from .dist import make_accelerator
 
     tc = cfg.train
     run_dir = Path(tc.output_dir)
     trackers = "tensorboard" if tc.tensorboard and _has_tensorboard() else None
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, log_with=trackers, project_dir=str(run_dir))
+    accelerator = make_accelerator(mixed_precision=tc.mixed_precision, log_with=trackers, project_dir=str(run_dir))
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
 
+    torch.manual_seed(tc.seed)  # the initial weights (the same on every rank)
     s = build_setup(cfg)
     codec = s.codec.to(device)
     model = s.model.to(device)

@@ -1,0 +1,143 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mfvideo.config import ConfigError, load_config
+from mfvideo.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_into
+from mfvideo.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def tiny_cfg(tmp_path, *overrides):
+    return load_config(TINY, [f"train.output_dir={tmp_path}", *overrides])
+
+
+def weights(ckpt):
+    return {**load_file(ckpt / "model.safetensors"), **{f"ema.{k}": v for k, v in load_file(ckpt / "ema_0.99.safetensors").items()}}
+
+
+def test_resume_is_bit_identical(tmp_path):
+    straight = tiny_cfg(tmp_path / "a", "train.max_steps=8", "train.checkpoint_every=4")
+    train(straight)
+    interrupted = tiny_cfg(tmp_path / "b", "train.max_steps=8", "train.checkpoint_every=4", "train.resume=auto")
+    train(interrupted, max_steps=4)  # stop after 4 steps, as a killed run would
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_00000004"]
+    train(interrupted)  # resumes from step 4
+    a, b = weights(latest_checkpoint(tmp_path / "a")), weights(latest_checkpoint(tmp_path / "b"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and training did change the weights
+    first = weights(list_checkpoints(tmp_path / "a")[0])
+    assert any(not torch.equal(first[k], a[k]) for k in a)
+
+
+def test_quick_loss_falls_and_log_written(tmp_path):
+    train(tiny_cfg(tmp_path, "train.max_steps=60", "train.checkpoint_every=0", "train.log_every=5"))
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 60 and {"loss", "loss_unweighted", "grad_norm", "lr", "samples_per_s"} <= records[-1].keys()
+    first, last = records[0]["loss_unweighted"], (records[-1]["loss_unweighted"] + records[-2]["loss_unweighted"]) / 2
+    assert last < 0.7 * first, (first, last)
+
+
+def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
+    # A real SIGKILL in the middle of writing the second checkpoint (after its first weight file).
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+import mfvideo.train.checkpoint as ck
+from mfvideo.config import load_config
+from mfvideo.train.loop import train
+real, calls = ck.save_file, []
+def killing_save(*a, **k):
+    calls.append(1)
+    real(*a, **k)
+    if len(calls) == 3:  # checkpoint 1 wrote 2 files; die inside checkpoint 2
+        os.kill(os.getpid(), signal.SIGKILL)
+ck.save_file = killing_save
+train(load_config({str(TINY)!r}, ["train.output_dir={tmp_path}", "train.max_steps=8", "train.checkpoint_every=4"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (tmp_path / "checkpoints" / "step_00000008.tmp").exists()  # the half-written one
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000004"]
+    summary = train(tiny_cfg(tmp_path, "train.max_steps=8", "train.checkpoint_every=4", "train.resume=auto"))
+    assert summary["steps"] == 8 and latest_checkpoint(tmp_path).name == "step_00000008"
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
+    from conftest import tiny_model
+
+    small, big = tiny_model(), tiny_model(hidden_size=64, depth=3)
+    with pytest.raises(CheckpointError, match=r"another architecture; unexpected: blocks.2.*shape mismatch: temporal_pos_gate \(64,\) vs \(32,\)"):
+        load_into(small, big.state_dict(), "ckpt")
+    image = tiny_model(temporal=False)
+    with pytest.raises(CheckpointError, match="missing: temporal_pos_gate"):
+        load_into(tiny_model(), image.state_dict(), "ckpt")
+    fresh = load_into(tiny_model(), image.state_dict(), "ckpt", allow_missing_temporal=True)
+    assert fresh and all("temporal" in k for k in fresh)
+
+
+def test_video_model_initialised_from_image_checkpoint(tmp_path):
+    train(tiny_cfg(tmp_path / "img", "data.num_frames=1", "train.max_steps=2", "train.checkpoint_every=2"))
+    img_ckpt = latest_checkpoint(tmp_path / "img")
+    from mfvideo.train.loop import build_setup
+
+    s = build_setup(tiny_cfg(tmp_path / "vid", f"model.init_from={img_ckpt}"))
+    img = load_file(img_ckpt / "model.safetensors")
+    for k, v in s.model.state_dict().items():
+        if k in img:
+            assert torch.equal(v, img[k]), k
+        else:
+            assert "temporal" in k
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_dry_runs(config):
+    proc = subprocess.run([sys.executable, "-m", "mfvideo.cli.train", str(ROOT / "configs" / config), "--dry-run"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    params = [line for line in proc.stdout.splitlines() if line.startswith("params: ")]
+    assert params and int(params[0].split()[1]) > 0
+
+
+def test_unknown_key_is_a_one_line_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match="train.learning_rate"):
+        load_config(TINY, ["train.learning_rate=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hiden_size: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*model.hiden_size"):
+        load_config(bad)
+    proc = subprocess.run([sys.executable, "-m", "mfvideo.cli.train", str(TINY), "train.batch_size=many"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "train.batch_size" in proc.stderr
+    with pytest.raises(ConfigError, match="fp16 is refused"):
+        load_config(TINY, ["train.mixed_precision=fp16"])
+
+
+def _torchrun(tmp_path, through):
+    out = tmp_path / f"{through}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 400),
+           str(ROOT / "tests" / "ddp_grad_check.py"), str(out), through]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_two_process_gradients_equal_across_ranks_and_to_single_process(tmp_path):
+    res = _torchrun(tmp_path, "wrapped")
+    assert res["world"] == 2 and res["distributed_type"].endswith("MULTI_CPU")
+    assert res["rank_diff"] == 0.0
+    assert res["ref_diff"] < 1e-6 * max(1.0, res["ref_scale"])
+    trap = _torchrun(tmp_path, "module")  # a JVP through model.module skips the all-reduce: ranks drift
+    assert trap["rank_diff"] > 1e-4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 
 
@@ -17,11 +18,15 @@ def user_errors(main):
         from ..train.loop import TrainingError
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        known = (ConfigError, CheckpointError, TrainingError, FileNotFoundError)
+        # Bad input (configs, checkpoints, videos, arguments) raises ValueError subclasses; MFVIDEO_DEBUG=1 shows
+        # the traceback.
+        known = (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError, NotImplementedError)
         try:
             return main(argv)
         except known as e:
-            print(f"error: {e}", file=sys.stderr)
+            if os.environ.get("MFVIDEO_DEBUG"):
+                raise
+            print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

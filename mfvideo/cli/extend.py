@@ -1,0 +1,39 @@
+"""mfvideo-extend INPUT --num-new-frames N --out OUT.mp4: the input followed by N generated frames."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import user_errors
+
+
+@user_errors
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="mfvideo-extend", description="Continue a video with a MeanFlow STDiT.")
+    p.add_argument("input", help="video file (mp4, webm, avi, gif)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled moving-digits model)")
+    p.add_argument("--num-new-frames", type=int, required=True)
+    p.add_argument("--context-frames", type=int, default=None, help="frames of context per window (default: half)")
+    p.add_argument("--class", dest="class_id", type=int, default=None, help="class id of the clip (default: none)")
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=float, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output mp4")
+    args = p.parse_args(argv)
+    if args.num_new_frames < 1:
+        raise ValueError("--num-new-frames must be >= 1")
+
+    from ..io import save_video
+    from ..pipeline import MFVideoPipeline
+
+    pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
+    out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
+                      class_labels=None if args.class_id is None else [args.class_id], seed=args.seed)
+    save_video(out.frames[0], args.out, fps=args.fps or out.fps)
+    print(f"wrote {out.frames.shape[1]} frames ({args.num_new_frames} new) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import randomize
+from mfvideo.builders import build_model
+from mfvideo.config import load_config
+from mfvideo.data.video_io import VideoError, probe, read_video
+from mfvideo.io import save_video
+from mfvideo.latents import IdentityCodec
+from mfvideo.pipeline import MFVideoPipeline
+from mfvideo.train.checkpoint import CheckpointError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny random model saved as a checkpoint folder: 4-frame window, 16x16, 1 channel, 10 classes."""
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    cfg.model.in_channels, cfg.model.num_classes = 1, 10
+    torch.manual_seed(0)
+    model = randomize(build_model(cfg.model), std=0.05)
+    path = tmp_path_factory.mktemp("ckpt")
+    MFVideoPipeline(model, IdentityCodec(1), cfg).save_pretrained(path)
+    return path
+
+
+class CallCounter:
+    def __init__(self, model):
+        self.model, self.calls, self.frames = model, 0, []
+
+    def __call__(self, z, t, r, y=None):
+        self.calls += 1
+        self.frames.append(z.shape[2])
+        return self.model(z, t, r, y)
+
+
+def test_generate_shapes_seeds_and_sliding(ckpt):
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    out = pipe.generate(class_labels=[0, 3, 7], seed=1)
+    assert out.frames.shape == (3, 4, 16, 16, 3) and out.frames.dtype == np.uint8
+    again = pipe.generate(class_labels=[0, 3, 7], seed=1)
+    assert np.array_equal(out.frames, again.frames)
+    assert not np.array_equal(out.frames, pipe.generate(class_labels=[0, 3, 7], seed=2).frames)
+    counter = CallCounter(pipe.model)
+    pipe.model = counter
+    long = pipe.generate(num_frames=9, num_clips=2, seed=1)  # 4 frames, then windows of 2 context + 2 new
+    assert long.frames.shape == (2, 9, 16, 16, 3)
+    assert counter.calls == 4 and max(counter.frames) == 4  # 1 + ceil(5 / 2) calls, never more than a window
+
+
+def test_extend_keeps_the_input_and_calls_once_per_window(ckpt, tmp_path):
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
+    video[..., 1] = video[..., 2] = video[..., 0]  # a grey clip: the 1-channel model sees it exactly
+    counter = CallCounter(pipe.model)
+    pipe.model = counter
+    out = pipe.extend(video, num_new_frames=7, context_frames=2, seed=0)
+    assert out.frames.shape == (1, 12, 16, 16, 3)
+    assert np.array_equal(out.frames[0, :5], video)
+    assert counter.calls == 4 and counter.frames == [4, 4, 4, 3]  # windows of 2 context + 2 new; the last 2 + 1
+    # the same through a file on disk
+    path = save_video(video, tmp_path / "in.mp4", fps=5)
+    from_file = pipe.extend(path, num_new_frames=3, context_frames=2, seed=0)
+    assert from_file.frames.shape == (1, 8, 16, 16, 3)
+    assert np.abs(from_file.frames[0, :5].astype(int) - read_video(path)[0].astype(int)).max() == 0
+
+
+def test_extension_uses_its_context(ckpt):
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    a = np.zeros((4, 16, 16, 3), np.uint8)
+    b = np.full((4, 16, 16, 3), 255, np.uint8)
+    ea = pipe.extend(a, 2, context_frames=2, seed=0).frames[0, 4:]
+    eb = pipe.extend(b, 2, context_frames=2, seed=0).frames[0, 4:]
+    assert not np.array_equal(ea, eb)  # same noise, different context
+
+
+def test_condition_on_arbitrary_frames_returns_them(ckpt):
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    keys = np.stack([np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 200, np.uint8)])
+    out = pipe.condition(keys, frame_indices=[0, 3], seed=0)
+    assert out.frames.shape == (1, 4, 16, 16, 3)
+    assert np.array_equal(out.frames[0, [0, 3]], keys)
+    with pytest.raises(ValueError, match="distinct"):
+        pipe.condition(keys, frame_indices=[0, 0])
+
+
+def test_mp4_round_trip_frame_count_size_fps(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (13, 48, 64, 3), dtype=np.uint8)
+    path = save_video(frames, tmp_path / "clip.mp4", fps=12)
+    for backend in ("decord", "imageio"):
+        info = probe(path, backend)
+        assert (info.num_frames, info.height, info.width) == (13, 48, 64) and abs(info.fps - 12) < 1e-6
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+    with pytest.raises(ValueError, match="even"):
+        save_video(frames[:, :47], tmp_path / "odd.mp4")
+    assert not (tmp_path / "odd.mp4").exists()
+
+
+def test_bad_inputs_are_clear_errors(ckpt, tmp_path):
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    with pytest.raises(ValueError, match="class id 12 out of range"):
+        pipe.generate(class_labels=[12])
+    with pytest.raises(VideoError, match="no such file"):
+        pipe.extend(tmp_path / "missing.mp4", 3)
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    with pytest.raises(VideoError, match="corrupt.mp4"):
+        pipe.extend(corrupt, 3)
+    with pytest.raises(ValueError, match="fewer than the 3 context frames"):
+        pipe.extend(np.zeros((2, 16, 16, 3), np.uint8), 3, context_frames=3)
+    empty = tmp_path / "empty_ckpt"
+    empty.mkdir()
+    (empty / "config.yaml").write_text((ckpt / "config.yaml").read_text())
+    with pytest.raises(CheckpointError, match="no weights"):
+        MFVideoPipeline.from_pretrained(empty)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path):
+    proc = _cli("scripts/sample.py", "--checkpoint", str(ckpt), "--classes", "1", "2", "--grid", "--out", str(tmp_path / "s"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["clip_000_class1.mp4", "clip_001_class2.mp4", "grid.png"]
+    assert probe(tmp_path / "s" / "clip_000_class1.mp4").num_frames == 4
+    proc = _cli("scripts/extend.py", str(tmp_path / "s" / "clip_000_class1.mp4"), "--checkpoint", str(ckpt),
+                "--num-new-frames", "5", "--context-frames", "2", "--out", str(tmp_path / "e.mp4"))
+    assert proc.returncode == 0, proc.stderr
+    assert probe(tmp_path / "e.mp4").num_frames == 9
+    for args in (
+        ["scripts/sample.py", "--checkpoint", str(ckpt), "--classes", "10", "--out", str(tmp_path / "bad")],
+        ["scripts/extend.py", str(tmp_path / "nope.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3", "--out", str(tmp_path / "bad.mp4")],
+        ["scripts/sample.py", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad")],
+    ):
+        proc = _cli(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.mp4").exists()
+
+
+MEM = """
+import resource, sys, numpy as np, torch
+from mfvideo.pipeline import MFVideoPipeline
+pipe = MFVideoPipeline.from_pretrained(sys.argv[1])
+video = np.zeros((4, 16, 16, 3), np.uint8)
+pipe.extend(video, 4, context_frames=2, seed=0)  # warm-up
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = pipe.extend(video, int(sys.argv[2]), context_frames=2, seed=0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, out.frames.shape[1])
+"""
+
+
+def test_extending_200_frames_keeps_peak_memory_flat(ckpt):
+    growth = {}
+    for n in (50, 200):
+        proc = _cli("-c", MEM, str(ckpt), str(n))
+        assert proc.returncode == 0, proc.stderr
+        kb, frames = map(int, proc.stdout.split())
+        assert frames == 4 + n
+        growth[n] = kb
+    assert growth[200] < growth[50] + 4096, growth  # peak RSS (KiB) beyond warm-up: no growth with length

@@ -1,0 +1,51 @@
+"""mfvideo-cache-latents CONFIG [key=value ...] --out DIR: encode a dataset once into sharded safetensors.
+
+Resumable (finished shards are kept and skipped) and multi-process (``accelerate launch`` / torchrun: shard s is
+encoded by rank s % world). Train on the result with ``data.kind=latent_cache data.root=DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import user_errors
+
+
+@user_errors
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="mfvideo-cache-latents", description=__doc__.splitlines()[0])
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--out", required=True, help="cache folder")
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--limit", type=int, default=None, help="encode only the first N items")
+    args = p.parse_args(argv)
+
+    import dataclasses
+
+    from ..config import load_config
+    from ..data import build_dataset
+    from ..data.latent_cache import cache_dataset, write_manifest
+    from ..latents import build_codec
+    from ..train.dist import make_accelerator
+
+    cfg = load_config(args.config, args.overrides)
+    acc = make_accelerator()
+    images = cfg.data.num_frames == 1
+    data_cfg = dataclasses.replace(cfg.data, hflip=False)  # images: both views are stored
+    dataset = build_dataset(data_cfg, split=cfg.data.split)
+    codec = build_codec(cfg.latents, cfg.data.channels).to(acc.device)
+    if images and not hasattr(codec, "encode_moments"):
+        raise ValueError("image caches need latents.kind=image_vae (they store the posterior mean and std)")
+    cache_dataset(dataset, codec, args.out, args.shard_size, images, acc.process_index, acc.num_processes,
+                  acc.device, args.limit, progress=acc.is_main_process)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+        path = write_manifest(args.out, codec, n, args.shard_size, images, {"config": cfg.data.__dict__})
+        print(f"cached {n} items in {path.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Image folders in the ImageNet layout: ``root/<split>/<class>/<file>``; the class index is the sorted folder order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
+
+
+def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
+    """ADM's centre crop: halve with BOX while the short side >= 2 size, BICUBIC to size, then crop (H, W, 3)."""
+    while min(*image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = size / min(*image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    arr = np.array(image)
+    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+    return arr[top : top + size, left : left + size]
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """(3, H, W) images in [-1, 1] with class labels. Index i + epoch * N flips deterministically per epoch."""
+
+    def __init__(self, root, split: str = "train", resolution: int = 256, hflip: bool = False, seed: int = 0):
+        base = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
+        if not base.is_dir():
+            raise FileNotFoundError(f"image folder {base} does not exist")
+        self.classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+        self.files = [
+            (f, c) for c, name in enumerate(self.classes) for f in sorted((base / name).iterdir()) if f.suffix in IMAGE_EXTS
+        ]
+        if not self.files:
+            raise FileNotFoundError(f"image folder {base} holds no images in <class>/<file> layout")
+        self.num_classes = len(self.classes)
+        self.resolution, self.hflip, self.seed = resolution, hflip, seed
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        i, epoch = index % len(self.files), index // len(self.files)
+        path, label = self.files[i]
+        with Image.open(path) as im:
+            arr = center_crop_arr(im.convert("RGB"), self.resolution)
+        if self.hflip and np.random.default_rng([self.seed, epoch, i]).random() < 0.5:
+            arr = arr[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 127.5 - 1
+        return {"x": x, "y": label, "index": i}

@@ -1,0 +1,142 @@
+"""Latent caches: a dataset encoded once into sharded safetensors files plus a manifest.
+
+Layout of a cache folder::
+
+    manifest.json             codec, latent shape, item count, shard list (written last)
+    shard_00000.safetensors   latents (N, C, [T,] h, w) | mean, std (+ mean_flip, std_flip) for images;
+                              labels (N,), index (N,), frames (N, T) clip windows; metadata: sources
+
+Images store the VAE posterior's mean and std (and the flipped view), as the official MeanFlow preprocessing does;
+a latent is drawn from the posterior when loaded. Videos store the normalised latents of the clip window chosen at
+encode time. Each shard is written to a temporary file and renamed: an interrupted run keeps finished shards and
+never leaves a half-written one; re-running skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+def shard_path(root: Path, s: int) -> Path:
+    return root / f"shard_{s:05d}.safetensors"
+
+
+def encode_shard(dataset, codec, indices: list[int], images: bool, device, batch_size: int = 16) -> tuple[dict, list[str]]:
+    tensors: dict[str, list[torch.Tensor]] = {}
+    sources, labels, frames = [], [], []
+    for b in range(0, len(indices), batch_size):
+        items = [dataset[i] for i in indices[b : b + batch_size]]
+        x = torch.stack([it["x"] for it in items]).to(device)
+        if images:
+            pix = x[:, :, None]  # (B, 3, 1, H, W)
+            mean, std = codec.encode_moments(pix)
+            mean_f, std_f = codec.encode_moments(pix.flip(-1))
+            for k, v in (("mean", mean), ("std", std), ("mean_flip", mean_f), ("std_flip", std_f)):
+                tensors.setdefault(k, []).append(v[:, :, 0].cpu())
+        else:
+            tensors.setdefault("latents", []).append(codec.encode(x).cpu())
+        labels += [int(it["y"]) for it in items]
+        frames += [it.get("frames", [0]) for it in items]
+        sources += [str(getattr(dataset, "files", [[None]] * (max(indices) + 1))[it["index"]][0]) for it in items]
+    out = {k: torch.cat(v).contiguous() for k, v in tensors.items()}
+    out["labels"] = torch.tensor(labels, dtype=torch.long)
+    out["index"] = torch.tensor(indices, dtype=torch.long)
+    width = max(len(f) for f in frames)
+    out["frames"] = torch.tensor([list(f) + [-1] * (width - len(f)) for f in frames], dtype=torch.long)
+    return out, sources
+
+
+def cache_dataset(dataset, codec, out_dir, shard_size: int = 256, images: bool = False, rank: int = 0,
+                  world: int = 1, device="cpu", limit: int | None = None, progress: bool = True,
+                  stop_after_shards: int | None = None) -> list[Path]:
+    """Encode ``dataset`` into ``out_dir``; shard s goes to rank s % world. Finished shards are skipped."""
+    from tqdm.auto import tqdm
+
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    num_shards = (n + shard_size - 1) // shard_size
+    mine = [s for s in range(num_shards) if s % world == rank]
+    done = 0
+    for s in tqdm(mine, desc=f"cache[{rank}]", disable=not progress):
+        path = shard_path(root, s)
+        if path.is_file():
+            continue
+        idx = list(range(s * shard_size, min(n, (s + 1) * shard_size)))
+        tensors, sources = encode_shard(dataset, codec, idx, images, device)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file(tensors, tmp, metadata={"sources": json.dumps(sources)})
+        os.replace(tmp, path)
+        done += 1
+        if stop_after_shards is not None and done >= stop_after_shards:
+            break
+    return [shard_path(root, s) for s in range(num_shards)]
+
+
+def write_manifest(out_dir, codec, num_items: int, shard_size: int, images: bool, extra: dict | None = None) -> Path:
+    root = Path(out_dir)
+    shards = sorted(p.name for p in root.glob("shard_*.safetensors"))
+    expected = (num_items + shard_size - 1) // shard_size
+    if len(shards) != expected:
+        raise RuntimeError(f"{root}: {len(shards)} of {expected} shards present; run the cache again to finish")
+    manifest = {
+        "num_items": num_items, "shard_size": shard_size, "shards": shards, "images": images,
+        "latent_channels": codec.latent_channels, "codec": type(codec).__name__,
+        "scale": getattr(codec, "scale", 1.0), "shift": getattr(codec, "shift", 0.0), **(extra or {}),
+    }
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, root / MANIFEST)
+    return root / MANIFEST
+
+
+class LatentCache(torch.utils.data.Dataset):
+    """Items of a finished cache: {"x": normalised latents, "y": label}. Images draw z ~ N(mean, std) per load."""
+
+    def __init__(self, root, seed: int = 0, hflip: bool = True):
+        self.root = Path(root)
+        mpath = self.root / MANIFEST
+        if not mpath.is_file():
+            raise FileNotFoundError(f"{self.root}: no {MANIFEST} (an unfinished or missing latent cache)")
+        self.manifest = json.loads(mpath.read_text())
+        self.latent_channels = self.manifest["latent_channels"]
+        self.images = self.manifest["images"]
+        self.seed, self.hflip = seed, hflip
+        self.shard_size = self.manifest["shard_size"]
+        self._tensors: dict[int, dict[str, torch.Tensor]] = {}
+        labels = torch.cat([self._shard(s)["labels"] for s in range(len(self.manifest["shards"]))])
+        self.num_classes = int(labels.max()) + 1 if labels.numel() and labels.min() >= 0 else 0
+
+    def _shard(self, s: int) -> dict[str, torch.Tensor]:
+        if s not in self._tensors:
+            with safe_open(self.root / self.manifest["shards"][s], framework="pt") as f:
+                self._tensors[s] = {k: f.get_tensor(k) for k in f.keys()}
+        return self._tensors[s]
+
+    def __len__(self):
+        return self.manifest["num_items"]
+
+    def __getitem__(self, index: int) -> dict:
+        i, epoch = index % len(self), index // len(self)
+        shard = self._shard(i // self.shard_size)
+        j = i % self.shard_size
+        if not self.images:
+            return {"x": shard["latents"][j].float(), "y": int(shard["labels"][j]), "index": i}
+        rng = np.random.default_rng([self.seed, epoch, i])
+        flip = self.hflip and rng.random() < 0.5
+        mean, std = (shard["mean_flip"], shard["std_flip"]) if flip else (shard["mean"], shard["std"])
+        eps = torch.from_numpy(rng.standard_normal(mean[j].shape).astype(np.float32))
+        z = mean[j].float() + std[j].float() * eps
+        x = (z - self.manifest["shift"]) * self.manifest["scale"]
+        return {"x": x, "y": int(shard["labels"][j]), "index": i}

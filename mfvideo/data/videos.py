@@ -1,0 +1,133 @@
+"""Video folders (``root/<class>/<file>.mp4``, UCF-101 style) or a manifest (CSV / JSONL of path[, label]).
+
+Clips: ``num_frames`` frames every ``frame_stride`` frames (or at ``target_fps``), a random (train) or centre (eval)
+temporal window, short side resized and centre-cropped. Only the clip's frames are decoded. A broken or too-short
+file is skipped with one warning naming it and the reason, and counted; when more than ``max_bad_fraction`` of
+the files tried are broken the run stops with a clear error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .transforms import resize_center_crop
+from .video_io import VIDEO_EXTS, VideoError, probe, read_frames
+
+log = logging.getLogger(__name__)
+
+
+class TooManyBadFiles(ValueError):
+    pass
+
+
+def read_manifest(path: Path) -> list[tuple[str, int]]:
+    """(path, label) rows from a CSV (header with ``path`` and optional ``label``) or JSONL file."""
+    rows = []
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    d = json.loads(line)
+                    rows.append((d["path"], int(d.get("label", -1))))
+                except (ValueError, KeyError) as e:
+                    raise ValueError(f"{path}:{n}: bad manifest row ({e})") from None
+    else:
+        with open(path, newline="") as f:
+            for n, d in enumerate(csv.DictReader(f), 2):
+                if "path" not in d:
+                    raise ValueError(f"{path}: the CSV header needs a 'path' column")
+                rows.append((d["path"], int(d.get("label") or -1)))
+    base = path.parent
+    return [(str(p if Path(p).is_absolute() else base / p), y) for p, y in rows]
+
+
+class VideoFolder(torch.utils.data.Dataset):
+    def __init__(self, files: list[tuple[str, int]], num_frames: int = 16, resolution: int = 64,
+                 frame_stride: int = 1, target_fps: float | None = None, train: bool = True, hflip: bool = False,
+                 seed: int = 0, max_bad_fraction: float = 0.5, classes: list[str] | None = None, backend: str = "auto"):
+        if not files:
+            raise FileNotFoundError("the video dataset is empty")
+        self.files, self.classes = files, classes
+        labels = {y for _, y in files}
+        self.num_classes = len(classes) if classes else (max(labels) + 1 if min(labels) >= 0 else 0)
+        self.num_frames, self.resolution, self.frame_stride, self.target_fps = num_frames, resolution, frame_stride, target_fps
+        self.train, self.hflip, self.seed, self.backend = train, hflip, seed, backend
+        self.max_bad_fraction = max_bad_fraction
+        self.bad: dict[str, str] = {}
+        self.tried = 0
+
+    @classmethod
+    def from_folder(cls, root, **kw) -> "VideoFolder":
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"video folder {root} does not exist")
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        files = [(str(f), c) for c, name in enumerate(classes) for f in sorted((root / name).iterdir())
+                 if f.suffix.lower() in VIDEO_EXTS]
+        if not classes:  # a flat folder: unlabelled
+            files = [(str(f), -1) for f in sorted(root.iterdir()) if f.suffix.lower() in VIDEO_EXTS]
+        if not files:
+            raise FileNotFoundError(f"video folder {root} holds no videos ({', '.join(VIDEO_EXTS)})")
+        return cls(files, classes=classes or None, **kw)
+
+    @classmethod
+    def from_config(cls, cfg, split: str = "train") -> "VideoFolder":
+        kw = dict(num_frames=cfg.num_frames, resolution=cfg.resolution, frame_stride=cfg.frame_stride,
+                  target_fps=cfg.target_fps, train=split == "train", hflip=cfg.hflip, seed=cfg.seed,
+                  max_bad_fraction=cfg.max_bad_fraction)
+        if cfg.manifest:
+            return cls(read_manifest(Path(cfg.manifest)), **kw)
+        root = Path(cfg.root or "")
+        return cls.from_folder(root / split if (root / split).is_dir() else root, **kw)
+
+    def __len__(self):
+        return len(self.files)
+
+    def clip_window(self, num_available: int, fps: float, rng: np.random.Generator | None) -> list[int]:
+        """Frame indices of one clip: a random window when training, the centre one otherwise."""
+        stride = self.frame_stride
+        if self.target_fps and fps:
+            stride = max(1, round(fps / self.target_fps))
+        span = (self.num_frames - 1) * stride + 1
+        if num_available < span:
+            raise VideoError("", f"too short: {num_available} frames, a clip needs {span}")
+        start = int(rng.integers(0, num_available - span + 1)) if rng is not None else (num_available - span) // 2
+        return list(range(start, start + span, stride))
+
+    def load(self, i: int, epoch: int = 0) -> dict:
+        path, label = self.files[i]
+        rng = np.random.default_rng([self.seed, epoch, i]) if self.train else None
+        info = probe(path, self.backend)
+        try:
+            idx = self.clip_window(info.num_frames, info.fps, rng)
+        except VideoError as e:
+            raise VideoError(path, e.reason) from None
+        frames = read_frames(path, idx, self.backend)  # (T, H, W, 3) uint8
+        x = resize_center_crop(frames, self.resolution)  # (3, T, r, r)
+        if self.hflip and rng is not None and rng.random() < 0.5:
+            x = x.flip(-1)
+        return {"x": x, "y": label, "index": i, "frames": idx}
+
+    def __getitem__(self, index: int) -> dict:
+        i, epoch = index % len(self.files), index // len(self.files)
+        for attempt in range(len(self.files)):
+            j = (i + attempt) % len(self.files)
+            self.tried += 1
+            if self.files[j][0] in self.bad:
+                continue
+            try:
+                return self.load(j, epoch)
+            except VideoError as e:
+                self.bad[self.files[j][0]] = e.reason
+                log.warning("skipping %s: %s (%d bad so far)", self.files[j][0], e.reason, len(self.bad))
+                if len(self.bad) > self.max_bad_fraction * len(self.files):
+                    raise TooManyBadFiles(
+                        f"{len(self.bad)} of {len(self.files)} videos are unreadable (e.g. {e}); check the dataset"
+                    ) from None
+        raise TooManyBadFiles(f"none of the {len(self.files)} videos could be read")

@@ -1,0 +1,146 @@
+"""VAE codecs from diffusers: a per-frame image VAE (AutoencoderKL) and causal video VAEs.
+
+Each codec owns its normalisation, read from the VAE's own config (never a constant typed elsewhere):
+- AutoencoderKL (SD-VAE): (z - shift_factor) * scaling_factor (0.18215 for SD-VAE ft-mse), per frame;
+- AutoencoderKLWan: per-channel (z - latents_mean) / latents_std; T = 4k + 1, 8x space;
+- AutoencoderKLCogVideoX, AutoencoderKLHunyuanVideo: z * scaling_factor; T = 4k + 1, 8x space;
+- AutoencoderKLLTXVideo: per-channel (z - latents_mean) * scaling_factor / latents_std; T = 8k + 1, 32x space.
+Causal video VAEs silently drop frames when T breaks their rule: ``check_frames`` refuses such clips.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+
+from .base import Codec
+
+VIDEO_VAES = {
+    "wan": "AutoencoderKLWan",
+    "cogvideox": "AutoencoderKLCogVideoX",
+    "hunyuan": "AutoencoderKLHunyuanVideo",
+    "ltx": "AutoencoderKLLTXVideo",
+}
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+class ImageVAECodec(Codec):
+    """A 2-D ``AutoencoderKL`` applied frame by frame: (B, 3, T, H, W) <-> (B, c, T, H/f, W/f)."""
+
+    def __init__(self, vae, sample_posterior: bool = False):
+        super().__init__()
+        self.vae = vae.eval().requires_grad_(False)
+        cfg = vae.config
+        self.latent_channels = cfg.latent_channels
+        self.spatial_factor = 2 ** (len(cfg.block_out_channels) - 1)
+        self.scale = float(cfg.scaling_factor)
+        self.shift = float(cfg.shift_factor or 0.0)
+        self.sample_posterior = sample_posterior
+
+    @torch.no_grad()
+    def encode(self, pixels, generator=None):
+        b = pixels.shape[0]
+        frames = rearrange(pixels, "b c t h w -> (b t) c h w").to(self.vae.dtype)
+        dist = self.vae.encode(frames).latent_dist
+        z = dist.sample(generator) if self.sample_posterior else dist.mean
+        z = (z.float() - self.shift) * self.scale
+        return rearrange(z, "(b t) c h w -> b c t h w", b=b)
+
+    @torch.no_grad()
+    def encode_moments(self, pixels):
+        """Unnormalised posterior mean and std per frame (the official MeanFlow cache stores both)."""
+        b = pixels.shape[0]
+        dist = self.vae.encode(rearrange(pixels, "b c t h w -> (b t) c h w").to(self.vae.dtype)).latent_dist
+        return tuple(rearrange(m.float(), "(b t) c h w -> b c t h w", b=b) for m in (dist.mean, dist.std))
+
+    def normalise(self, z):
+        return (z - self.shift) * self.scale
+
+    @torch.no_grad()
+    def decode(self, latents):
+        b = latents.shape[0]
+        z = rearrange(latents, "b c t h w -> (b t) c h w") / self.scale + self.shift
+        x = self.vae.decode(z.to(self.vae.dtype)).sample.float()
+        return rearrange(x, "(b t) c h w -> b c t h w", b=b).clamp(-1, 1)
+
+
+class VideoVAECodec(Codec):
+    """A causal video VAE from diffusers with its own frame rule and normalisation."""
+
+    def __init__(self, vae, kind: str, sample_posterior: bool = False):
+        super().__init__()
+        if kind not in VIDEO_VAES:
+            raise ValueError(f"unknown video VAE {kind!r}; known: {list(VIDEO_VAES)}")
+        self.vae = vae.eval().requires_grad_(False)
+        self.kind = kind
+        self.sample_posterior = sample_posterior
+        cfg = vae.config
+        if kind == "wan":
+            self.latent_channels = cfg.z_dim
+            self.temporal_factor = 2 ** sum(cfg.temperal_downsample)
+            self.spatial_factor = 2 ** len(cfg.temperal_downsample) * (cfg.patch_size or 1)
+        elif kind == "cogvideox":
+            self.latent_channels = cfg.latent_channels
+            self.temporal_factor = int(cfg.temporal_compression_ratio)
+            self.spatial_factor = 2 ** (len(cfg.block_out_channels) - 1)
+        elif kind == "hunyuan":
+            self.latent_channels = cfg.latent_channels
+            self.temporal_factor = int(cfg.temporal_compression_ratio)
+            self.spatial_factor = int(cfg.spatial_compression_ratio)
+        else:  # ltx
+            self.latent_channels = cfg.latent_channels
+            scalings = sum(cfg.spatio_temporal_scaling)
+            self.temporal_factor = cfg.patch_size_t * 2**scalings
+            self.spatial_factor = cfg.patch_size * 2**scalings
+        mean, std, scale = self._stats()
+        self.register_buffer("mean", mean.view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, -1, 1, 1, 1), persistent=False)
+        self.scale = scale
+
+    def _stats(self):
+        cfg, c = self.vae.config, self.latent_channels
+        zeros, ones = torch.zeros(c), torch.ones(c)
+        if self.kind == "wan":
+            return torch.tensor(cfg.latents_mean, dtype=torch.float32), torch.tensor(cfg.latents_std, dtype=torch.float32), 1.0
+        if self.kind == "ltx":
+            return self.vae.latents_mean.float().cpu(), self.vae.latents_std.float().cpu(), float(cfg.scaling_factor)
+        return zeros, ones, float(cfg.scaling_factor)
+
+    @torch.no_grad()
+    def encode(self, pixels, generator=None):
+        self.check_frames(pixels.shape[2])
+        dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+        z = (dist.sample(generator) if self.sample_posterior else dist.mode()).float()
+        return self.normalise(z)
+
+    def normalise(self, z):
+        return (z - self.mean) * self.scale / self.std
+
+    @torch.no_grad()
+    def decode(self, latents):
+        z = latents * self.std / self.scale + self.mean
+        return self.vae.decode(z.to(self.vae.dtype)).sample.float().clamp(-1, 1)
+
+
+def build_vae_codec(cfg) -> Codec:
+    """A codec from a ``LatentsConfig``: ``path`` is a local diffusers VAE folder (never a hub id)."""
+    import diffusers
+
+    from ..config import ConfigError
+
+    if not cfg.path:
+        raise ConfigError(f"latents.kind={cfg.kind} needs latents.path, a local VAE folder")
+    names = {"image_vae": "AutoencoderKL", **VIDEO_VAES}
+    if cfg.kind not in names:
+        raise ConfigError(f"unknown latents.kind {cfg.kind!r}; known: identity, {', '.join(names)}")
+    cls = getattr(diffusers, names[cfg.kind])
+    try:
+        vae = cls.from_pretrained(cfg.path, torch_dtype=_dtype(cfg.dtype), local_files_only=True)
+    except Exception as e:  # missing folder, wrong class, unreadable weights
+        raise ConfigError(f"latents.path={cfg.path}: cannot load {names[cfg.kind]} ({str(e).splitlines()[0][:200]})") from None
+    if cfg.kind == "image_vae":
+        return ImageVAECodec(vae, cfg.sample_posterior)
+    return VideoVAECodec(vae, cfg.kind, cfg.sample_posterior)

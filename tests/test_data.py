@@ -1,0 +1,242 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mfvideo.data import MovingDigits, render_clip
+from mfvideo.data.images import ImageFolder
+from mfvideo.data.latent_cache import LatentCache, cache_dataset, write_manifest
+from mfvideo.data.moving_digits import digit_bank
+from mfvideo.data.video_io import VideoError, probe, read_frames
+from mfvideo.data.videos import TooManyBadFiles, VideoFolder
+from mfvideo.io import save_video
+from vae_configs import TINY, tiny_vae
+
+
+# ---------------------------------------------------------------------------------------------- moving digits
+def test_moving_digits_deterministic_inside_frame_and_split_disjoint():
+    a = MovingDigits(num_frames=12, resolution=16, digit_size=8, speed=2.0, seed=3)
+    b = MovingDigits(num_frames=12, resolution=16, digit_size=8, speed=2.0, seed=3)
+    assert torch.equal(a[5]["x"], b[5]["x"]) and a[5]["y"] == b[5]["y"]
+    assert not torch.equal(a[5]["x"], MovingDigits(num_frames=12, resolution=16, digit_size=8, seed=4)[5]["x"])
+    bank, _ = digit_bank("train", 8)
+    for i in range(50):
+        clip = render_clip(i, "train", num_frames=12, resolution=16, digit_size=8, speed=2.0, seed=3)
+        assert (clip.positions >= 0).all() and (clip.positions <= 8).all()
+        # the whole digit is visible in every frame: no ink lost at the borders
+        np.testing.assert_allclose(clip.frames.sum(axis=(1, 2)), bank[clip.digit_index[0]].sum(), rtol=1e-5)
+        assert 0 <= clip.label <= 9
+    moves = np.abs(np.diff(clip.positions[:, 0], axis=0)).max()
+    assert 0 < moves <= 2.0 + 1e-5
+    train, test = digit_bank("train", 8)[0], digit_bank("test", 8)[0]
+    assert len(train) + len(test) == 1797
+    flat_train = {t.tobytes() for t in train}
+    assert not any(t.tobytes() in flat_train for t in test)
+
+
+def test_moving_digits_image_mode_and_range():
+    d = MovingDigits(num_frames=1, resolution=16, digit_size=8, channels=3)
+    x = d[0]["x"]
+    assert x.shape == (3, 16, 16) and x.min() == -1 and x.max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------- videos
+def write_counting_video(path, n, h=48, w=64, fps=10):
+    """Frame i is a flat grey of value 8 i: the frame index can be read back from the pixels."""
+    frames = np.stack([np.full((h, w, 3), 8 * i, np.uint8) for i in range(n)])
+    return save_video(frames, path, fps=fps)
+
+
+@pytest.fixture
+def video_dir(tmp_path):
+    root = tmp_path / "videos"
+    write_counting_video(root / "apple" / "a.mp4", 30)
+    write_counting_video(root / "banana" / "b.mp4", 24, fps=20)
+    (root / "banana" / "corrupt.mp4").write_bytes(b"not a video at all" * 100)
+    write_counting_video(root / "banana" / "short.mp4", 3)
+    return root
+
+
+@pytest.mark.parametrize("backend", ["decord", "imageio"])
+def test_video_folder_reads_the_frames_it_says(video_dir, backend, caplog):
+    ds = VideoFolder.from_folder(video_dir, num_frames=4, resolution=32, frame_stride=3, train=True, seed=1,
+                                 backend=backend)
+    assert ds.classes == ["apple", "banana"] and len(ds) == 4
+    for i in range(len(ds)):
+        item = ds[i]
+        x = item["x"]
+        assert x.shape == (3, 4, 32, 32) and x.min() >= -1 and x.max() <= 1
+        grey = ((x.mean(dim=(0, 2, 3)) + 1) * 127.5).numpy()  # (T,) mean value per frame
+        np.testing.assert_allclose(grey, 8 * np.array(item["frames"]), atol=3)  # the frames it says
+        assert np.all(np.diff(item["frames"]) == 3)
+    assert set(ds.bad) == {str(video_dir / "banana" / "corrupt.mp4"), str(video_dir / "banana" / "short.mp4")}
+    assert "too short" in ds.bad[str(video_dir / "banana" / "short.mp4")]
+    assert sum("skipping" in r.message for r in caplog.records) == 2  # one line per bad file
+
+
+def test_centre_crop_in_eval_and_target_fps(video_dir):
+    ds = VideoFolder.from_folder(video_dir, num_frames=4, resolution=32, train=False, target_fps=5)
+    assert ds.load(0)["frames"] == [11, 13, 15, 17]  # 10 fps -> stride 2, a 7-frame span centred in 30
+    assert ds.load(1)["frames"] == [5, 9, 13, 17]  # 20 fps -> stride 4, a 13-frame span centred in 24
+
+
+def test_mostly_broken_dataset_stops_with_a_clear_error(tmp_path):
+    for i in range(3):
+        (tmp_path / f"bad{i}.mp4").write_bytes(b"\x00" * 64)
+    write_counting_video(tmp_path / "good.mp4", 20)
+    ds = VideoFolder.from_folder(tmp_path, num_frames=4, resolution=32)
+    with pytest.raises(TooManyBadFiles, match="unreadable"):
+        for i in range(len(ds)):
+            ds[i]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no videos"):
+        VideoFolder.from_folder(tmp_path / "empty", num_frames=4)
+
+
+def test_decord_misdecoded_width_falls_back_to_imageio(tmp_path):
+    path = write_counting_video(tmp_path / "narrow.mp4", 6, h=64, w=96)  # decord2 3.4.0 mis-decodes width 96
+    frames = read_frames(path, [1, 4], backend="decord")
+    assert frames.shape == (2, 64, 96, 3)
+    np.testing.assert_allclose(frames.reshape(2, -1).mean(1), [8, 32], atol=2)
+
+
+def test_gif_and_long_video_partial_read(tmp_path):
+    import imageio.v2 as imageio
+
+    gif = tmp_path / "a.gif"
+    imageio.mimsave(gif, [np.full((16, 16, 3), 30 * i, np.uint8) for i in range(5)], duration=100, loop=0)
+    assert probe(gif).num_frames == 5
+    np.testing.assert_allclose(read_frames(gif, [3])[0].mean(), 90, atol=2)
+    with pytest.raises(VideoError, match="frame 9 was requested"):
+        read_frames(gif, [9])
+
+
+# ---------------------------------------------------------------------------------------------- images
+def test_image_folder_classes_and_adm_crop(tmp_path):
+    from PIL import Image
+
+    for c in ("zebra", "ant"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 120, 3), dtype=np.uint8)).save(tmp_path / "train" / c / "x.png")
+    ds = ImageFolder(tmp_path, "train", resolution=32, hflip=True)
+    assert ds.classes == ["ant", "zebra"] and ds[1]["y"] == 1 and ds[0]["x"].shape == (3, 32, 32)
+    flips = {torch.equal(ds[0 + 2 * e]["x"], ds[0]["x"]) for e in range(8)}
+    assert flips == {True, False}  # flipped in some epochs, deterministically
+
+
+# ---------------------------------------------------------------------------------------------- codecs
+def make_codec(kind, **vae_overrides):
+    from mfvideo.latents.vae import ImageVAECodec, VideoVAECodec
+
+    vae = tiny_vae(kind)
+    if vae_overrides:
+        import diffusers
+
+        name, kw = TINY[kind]
+        vae2 = getattr(diffusers, name)(**{**kw, **vae_overrides}).eval()
+        vae2.load_state_dict(vae.state_dict())
+        vae = vae2
+    return ImageVAECodec(vae) if kind == "image_vae" else VideoVAECodec(vae, kind)
+
+
+FRAMES = {"image_vae": 3, "wan": 9, "cogvideox": 9, "hunyuan": 9, "ltx": 9}
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_codec_round_trip_and_frame_rule(kind):
+    codec = make_codec(kind)
+    T = FRAMES[kind]
+    x = torch.rand(1, 3, T, 64, 64) * 2 - 1
+    z = codec.encode(x)
+    assert z.shape == (1, *codec.latent_shape((T, 64, 64)))
+    y = codec.decode(z)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    if codec.temporal_factor > 1:
+        with pytest.raises(ValueError, match=rf"needs {codec.temporal_factor}k\+1 frames, got {T + 1}"):
+            codec.encode(torch.zeros(1, 3, T + 1, 64, 64))
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_codec_normalisation_comes_from_the_vae_config(kind):
+    torch.manual_seed(0)
+    T = FRAMES[kind]
+    x = torch.rand(2, 3, T, 64, 64) * 2 - 1
+    raw_codec = make_codec(kind)
+    raw = (raw_codec.encode(x) * raw_codec.std / raw_codec.scale + raw_codec.mean) if kind != "image_vae" else raw_codec.encode(x) / raw_codec.scale
+    # a VAE whose config states the statistics of these latents must give unit-scale normalised latents
+    mean, std = raw.mean(dim=(0, 2, 3, 4)), raw.std(dim=(0, 2, 3, 4))
+    if kind in ("wan",):
+        codec = make_codec(kind, latents_mean=mean.tolist(), latents_std=std.tolist())
+    elif kind == "ltx":
+        codec = make_codec(kind)
+        codec.vae.latents_mean.copy_(mean)
+        codec.vae.latents_std.copy_(std)
+        codec = type(codec)(codec.vae, "ltx")
+    else:
+        codec = make_codec(kind, scaling_factor=float(1 / raw.std()), **({"shift_factor": float(raw.mean())} if kind == "image_vae" else {}))
+    z = codec.encode(x)
+    if kind in ("wan", "ltx"):
+        torch.testing.assert_close(z.mean(dim=(0, 2, 3, 4)), torch.zeros_like(mean), atol=1e-4, rtol=0)
+        torch.testing.assert_close(z.std(dim=(0, 2, 3, 4)), torch.ones_like(std), atol=1e-4, rtol=0)
+    else:
+        assert abs(z.std().item() - 1) < 0.05
+    # decode inverts the normalisation exactly
+    torch.testing.assert_close(codec.decode(z), raw_codec.decode(raw_codec.encode(x)), atol=1e-4, rtol=1e-4)
+
+
+def test_sd_vae_scale_is_read_from_config():
+    codec = make_codec("image_vae")
+    assert codec.scale == pytest.approx(0.18215)  # the diffusers default, never a constant of ours
+    assert make_codec("image_vae", scaling_factor=0.5).scale == 0.5
+
+
+# ---------------------------------------------------------------------------------------------- latent cache
+def test_cache_interrupted_and_resumed_equals_uninterrupted_and_matches_on_the_fly(video_dir, tmp_path):
+    from mfvideo.latents.vae import VideoVAECodec
+
+    for f in ("corrupt.mp4", "short.mp4"):
+        (video_dir / "banana" / f).unlink()
+    write_counting_video(video_dir / "apple" / "c.mp4", 20)
+    ds = VideoFolder.from_folder(video_dir, num_frames=9, resolution=64, train=True, seed=5)
+    codec = VideoVAECodec(tiny_vae("wan"), "wan")
+    full, part = tmp_path / "full", tmp_path / "part"
+    cache_dataset(ds, codec, full, shard_size=2, progress=False)
+    write_manifest(full, codec, len(ds), 2, images=False)
+    cache_dataset(ds, codec, part, shard_size=2, progress=False, stop_after_shards=1)  # interrupted
+    (part / ".shard_00001.safetensors.999.tmp").write_bytes(b"half")  # a crash leftover is ignored
+    with pytest.raises(RuntimeError, match="1 of 2 shards"):
+        write_manifest(part, codec, len(ds), 2, images=False)
+    first = (part / "shard_00000.safetensors").stat().st_mtime_ns
+    cache_dataset(ds, codec, part, shard_size=2, progress=False)  # resumed
+    write_manifest(part, codec, len(ds), 2, images=False)
+    assert (part / "shard_00000.safetensors").stat().st_mtime_ns == first  # finished shards kept
+    for name in ("shard_00000.safetensors", "shard_00001.safetensors"):
+        a, b = load_file(full / name), load_file(part / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cache = LatentCache(full)
+    for i in range(len(ds)):
+        on_the_fly = codec.encode(ds[i]["x"][None])[0]  # epoch 0, same seed: the same clip window
+        torch.testing.assert_close(cache[i]["x"], on_the_fly)
+        assert cache[i]["y"] == ds[i]["y"]
+    assert json.loads((full / "manifest.json").read_text())["latent_channels"] == 4
+
+
+def test_image_cache_stores_moments_and_flips(tmp_path):
+    from mfvideo.latents.vae import ImageVAECodec
+
+    ds = MovingDigits(num_frames=1, resolution=16, digit_size=8, channels=3, num_clips=6)
+    codec = ImageVAECodec(tiny_vae("image_vae"))
+    cache_dataset(ds, codec, tmp_path, shard_size=4, images=True, progress=False)
+    write_manifest(tmp_path, codec, 6, 4, images=True)
+    shard = load_file(tmp_path / "shard_00000.safetensors")
+    assert {"mean", "std", "mean_flip", "std_flip"} <= shard.keys() and (shard["std"] > 0).all()
+    cache = LatentCache(tmp_path, seed=0)
+    draws = torch.stack([cache[0 + 6 * e]["x"] for e in range(20)])  # 20 epochs of item 0
+    assert draws.std(0).mean() > 0  # a fresh posterior draw each epoch
+    mean = shard["mean"][0] * codec.scale
+    mean_f = shard["mean_flip"][0] * codec.scale
+    near = [min((d - mean).abs().mean(), (d - mean_f).abs().mean()) for d in draws]
+    assert max(near) < 3 * shard["std"][0].mean() * codec.scale

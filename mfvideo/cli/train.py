@@ -19,11 +19,19 @@ def main(argv=None):
 
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        from ..train.loop import build_setup
+        import torch
 
-        s = build_setup(cfg)
+        from ..builders import build_model
+
+        if cfg.model.in_channels is None or cfg.model.num_classes is None:
+            from ..train.loop import build_setup  # the data decides channels / classes
+
+            model = build_setup(cfg).model
+        else:
+            with torch.device("meta"):  # no data, no weights needed: only the shapes
+                model = build_model(cfg.model)
         print(to_yaml(cfg), end="")
-        print(f"params: {sum(q.numel() for q in s.model.parameters())}")
+        print(f"params: {sum(q.numel() for q in model.parameters())}")
         return 0
     from ..train.loop import train
 

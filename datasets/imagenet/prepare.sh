@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# ImageNet 256 latents for the base mode, as the official MeanFlow preprocessing: SD-VAE posterior mean and std of
+# each ADM centre crop and of its horizontal flip.
+#   IMAGENET=/data/imagenet (holding train/<wnid>/*.JPEG)  VAE=pretrained/sd-vae-ft-mse (a local diffusers folder)
+set -euo pipefail
+IMAGENET=${IMAGENET:?set IMAGENET to the folder holding train/}
+VAE=${VAE:-pretrained/sd-vae-ft-mse}
+OUT=${OUT:-data/imagenet_latents}
+# Multi-GPU: prefix with `accelerate launch --num_processes 8`.
+mfvideo-cache-latents configs/imagenet_b2.yaml --out "$OUT" \
+  data.kind=image_folder data.root="$IMAGENET" data.split=train latents.path="$VAE"

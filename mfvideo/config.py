@@ -53,6 +53,7 @@ class MethodConfig:
     cfg_t_end: float = 1.0
     class_dropout: float = 0.0
     skip_jvp_when_r_eq_t: bool = True
+    jvp_mode: str = "detached"
 
 
 @dataclass

@@ -21,7 +21,16 @@ def main(out_path, through="wrapped"):
     y = torch.randint(0, 10, (B,), generator=g)
     t = torch.rand(B, generator=g) * 0.8 + 0.2
     r = torch.where(torch.arange(B) % 2 == 0, t * torch.rand(B, generator=g), t)  # half the rows need the JVP
-    mf = MeanFlow(ratio_r_neq_t=0.5)
+    result = {"world": world, "distributed_type": str(acc.state.distributed_type)}
+    for mode in ("detached", "fused"):
+        result[mode] = check(acc, MeanFlow(ratio_r_neq_t=0.5, jvp_mode=mode), through, x, noise, y, t, r)
+    if acc.is_main_process:
+        with open(out_path, "w") as f:
+            json.dump(result, f)
+
+
+def check(acc, mf, through, x, noise, y, t, r):
+    rank = acc.process_index
 
     torch.manual_seed(1)
     ref = tiny_model()
@@ -39,19 +48,14 @@ def main(out_path, through="wrapped"):
     grad = torch.cat([p.grad.flatten() for p in acc.unwrap_model(model).parameters()])
     gathered = acc.gather(grad[None])  # (world, P)
 
-    if acc.is_main_process:
-        ref_loss, _ = mf.loss(ref, x, y, t=t, r=r, noise=noise)
-        ref_loss.backward()
-        ref_grad = torch.cat([p.grad.flatten() for p in ref.parameters()])
-        result = {
-            "world": world,
-            "rank_diff": float((gathered[0] - gathered[1]).abs().max()),
-            "ref_diff": float((gathered[0] - ref_grad).abs().max()),
-            "ref_scale": float(ref_grad.abs().max()),
-            "distributed_type": str(acc.state.distributed_type),
-        }
-        with open(out_path, "w") as f:
-            json.dump(result, f)
+    ref_loss, _ = mf.loss(ref, x, y, t=t, r=r, noise=noise)
+    ref_loss.backward()
+    ref_grad = torch.cat([p.grad.flatten() for p in ref.parameters()])
+    return {
+        "rank_diff": float((gathered[0] - gathered[1]).abs().max()),
+        "ref_diff": float((gathered[0] - ref_grad).abs().max()),
+        "ref_scale": float(ref_grad.abs().max()),
+    }
 
 
 if __name__ == "__main__":

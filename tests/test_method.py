@@ -77,16 +77,17 @@ def test_guidance_off_gives_plain_velocity_and_on_mixes_network_predictions():
     torch.testing.assert_close(v_g[1], v[1])  # t = 0.9 lies outside the guidance interval
 
 
-def test_skipping_the_jvp_on_r_equal_t_rows_changes_nothing():
+@pytest.mark.parametrize("variant", [dict(skip_jvp_when_r_eq_t=True), dict(jvp_mode="detached")], ids=["skip", "detached"])
+def test_skipping_the_jvp_on_r_equal_t_rows_changes_nothing(variant):
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 2, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
     t = torch.rand(8, dtype=torch.float64) * 0.9 + 0.1
     r = torch.where(torch.arange(8) % 3 == 0, t * 0.5, t)
     noise = torch.randn_like(x)
     grads, losses = [], []
-    for skip in (True, False):
+    for kw in (variant, dict(skip_jvp_when_r_eq_t=False)):  # vs the full JVP on every row, fused
         net = randomize(tiny_model()).double()
-        loss, logs = MeanFlow(skip_jvp_when_r_eq_t=skip).loss(net, x, y, t=t, r=r, noise=noise)
+        loss, logs = MeanFlow(**kw).loss(net, x, y, t=t, r=r, noise=noise)
         loss.backward()
         losses.append((loss.detach(), logs["loss_unweighted"]))
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))

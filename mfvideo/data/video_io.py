@@ -133,7 +133,7 @@ def _read_decord(path: Path, indices: list[int]) -> np.ndarray | None:
         raise VideoError(path, f"has {n} frames, frame {max(indices)} was requested")
     batch = vr.get_batch(indices).asnumpy() if _decord_shape_ok(vr) else None
     if batch is None or batch.ndim != 4 or batch.shape[-1] != 3:
-        log.warning("%s: decord returned malformed frames; reading it with imageio-ffmpeg", path)
+        log.info("%s: decord returned malformed frames; reading it with imageio-ffmpeg", path)
         return None
     return batch
 

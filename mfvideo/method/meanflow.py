@@ -46,6 +46,9 @@ class MeanFlow:
         v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond, applied for t in [t_start, t_end].
     class_dropout: probability of replacing a label with the null class (and v_g with v on that row).
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
+    jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
+        autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
+        a no-grad JVP over the r != t rows (one more forward of those rows, no tangent graph: less memory).
     """
 
     ratio_r_neq_t: float = 0.25
@@ -59,8 +62,11 @@ class MeanFlow:
     cfg_t_end: float = 1.0
     class_dropout: float = 0.0
     skip_jvp_when_r_eq_t: bool = True
+    jvp_mode: str = "detached"
 
     def __post_init__(self):
+        if self.jvp_mode not in ("fused", "detached"):
+            raise ValueError(f"jvp_mode must be fused or detached, got {self.jvp_mode!r}")
         if not 0.0 <= self.ratio_r_neq_t <= 1.0:
             raise ValueError(f"ratio_r_neq_t must lie in [0, 1], got {self.ratio_r_neq_t}")
         if not 0.0 <= self.class_dropout < 1.0:
@@ -186,19 +192,26 @@ class MeanFlow:
             idx_jvp, idx_fwd = neq.nonzero().squeeze(1), (~neq).nonzero().squeeze(1)
         else:
             idx_jvp, idx_fwd = torch.arange(B, device=z.device), torch.arange(0, device=z.device)
-        u = torch.empty_like(z)
         u_tgt = v_g.detach().clone()
-        if idx_fwd.numel():
-            u = u.index_put((idx_fwd,), net(z[idx_fwd], t[idx_fwd], r[idx_fwd], y=_take(y, idx_fwd)))
+        jvp_fn = None
         if idx_jvp.numel():
             y_j = _take(y, idx_jvp)
-            # One pass: the primal u_j carries the parameter gradient, the tangent is du/dt.
-            u_j, dudt = jvp(
-                lambda z_, t_, r_: net(z_, t_, r_, y=y_j),
-                (z[idx_jvp], t[idx_jvp], r[idx_jvp]),
-                (v_g[idx_jvp], dt_tangent[idx_jvp], torch.zeros_like(r[idx_jvp])),
-            )
-            u = u.index_put((idx_jvp,), u_j)
+            args = (z[idx_jvp], t[idx_jvp], r[idx_jvp])
+            tangents = (v_g[idx_jvp], dt_tangent[idx_jvp], torch.zeros_like(r[idx_jvp]))
+            jvp_fn = lambda: jvp(lambda z_, t_, r_: net(z_, t_, r_, y=y_j), args, tangents)  # noqa: E731
+        if self.jvp_mode == "detached":
+            u = net(z, t, r, y=y)  # one forward with grad over every row
+            if jvp_fn is not None:
+                with torch.no_grad():
+                    _, dudt = jvp_fn()
+        else:
+            u = torch.empty_like(z)
+            if idx_fwd.numel():
+                u = u.index_put((idx_fwd,), net(z[idx_fwd], t[idx_fwd], r[idx_fwd], y=_take(y, idx_fwd)))
+            if jvp_fn is not None:
+                u_j, dudt = jvp_fn()  # one pass: the primal u_j carries the parameter gradient, the tangent is du/dt
+                u = u.index_put((idx_jvp,), u_j)
+        if jvp_fn is not None:
             target = v_g[idx_jvp] - bcast(h[idx_jvp], dudt) * dudt.detach()
             u_tgt = u_tgt.index_put((idx_jvp,), target.detach())
         return u, u_tgt

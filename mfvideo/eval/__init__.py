@@ -1,0 +1,1 @@
+"""Evaluation: Fréchet distances, FID/FVD from local TorchScript networks, and the moving-digits suite."""

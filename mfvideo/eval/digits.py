@@ -1,0 +1,171 @@
+"""The moving-digits quality suite: a small digit classifier and clip metrics that run on a CPU in minutes.
+
+Metrics on uint8 clips (N, T, H, W, 3):
+- ``fd``: Fréchet distance of clip features (the classifier's penultimate layer, averaged over frames) to real
+  held-out clips;
+- ``class_accuracy``: the majority frame prediction equals the requested class (class-conditional samples);
+- ``identity``: the share of frames whose prediction equals the clip's majority (a digit keeps its identity);
+- ``jerk``: mean |second difference| of the ink centroid per frame, in pixels (motion smoothness; real clips have
+  ~0 except at bounces);
+- extension: ``identity_kept`` (continuation class = context class) and ``trajectory_error`` (centroid distance to
+  the true continuation, pixels), with the static baseline (repeat the last context frame) for scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.moving_digits import render_clip
+from .frechet import frechet_distance_features
+
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "digit_classifier.safetensors"
+
+
+class DigitClassifier(nn.Module):
+    """16x16 grey frames in [0, 1] -> 10 logits; ``features`` is the 128-d penultimate layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.fc = nn.Linear(64 * 4 * 4, 128)
+        self.head = nn.Linear(128, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(self.conv(x).flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _frames(split: str, n: int, seed: int, resolution: int = 16, digit_size: int = 8):
+    """n single frames at random positions with labels, from one split's handwriting."""
+    xs, ys = [], []
+    for i in range(n):
+        clip = render_clip(i, split, num_frames=1, resolution=resolution, digit_size=digit_size, seed=seed)
+        xs.append(clip.frames[0])
+        ys.append(clip.label)
+    return torch.from_numpy(np.stack(xs))[:, None], torch.tensor(ys)
+
+
+def train_classifier(steps: int = 1500, seed: int = 0) -> tuple[DigitClassifier, float]:
+    """Train deterministically on the train split; returns the model and its held-out (test split) accuracy."""
+    torch.manual_seed(seed)
+    x, y = _frames("train", 20000, seed=seed + 100)
+    net = DigitClassifier()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        idx = torch.randint(0, len(x), (128,), generator=g)
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval(), heldout_accuracy(net)
+
+
+@torch.no_grad()
+def heldout_accuracy(net: DigitClassifier, n: int = 2000) -> float:
+    x, y = _frames("test", n, seed=12345)
+    return float((net(x).argmax(1) == y).float().mean())
+
+
+def load_classifier(path: Path = ASSET) -> DigitClassifier:
+    """The shipped classifier, or a deterministic retrain (saved next to it) when the file is missing."""
+    from safetensors.torch import load_file, save_file
+
+    net = DigitClassifier()
+    if path.is_file():
+        net.load_state_dict(load_file(path))
+        return net.eval()
+    net, _ = train_classifier()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(net.state_dict(), path)
+    except OSError:
+        pass
+    return net
+
+
+def _grey(clips: np.ndarray) -> torch.Tensor:
+    """uint8 (N, T, H, W, 3) -> float (N, T, 1, H, W) in [0, 1]."""
+    x = torch.as_tensor(np.asarray(clips)).float().mean(-1) / 255.0
+    return x[:, :, None]
+
+
+def centroids(clips: np.ndarray) -> np.ndarray:
+    """Ink centroid (row, col) per frame: (N, T, 2) pixels."""
+    x = _grey(clips)[:, :, 0].numpy()  # (N, T, H, W)
+    h, w = x.shape[-2:]
+    mass = x.sum(axis=(2, 3)) + 1e-6
+    rows = (x.sum(axis=3) * np.arange(h)).sum(axis=2) / mass
+    cols = (x.sum(axis=2) * np.arange(w)).sum(axis=2) / mass
+    return np.stack([rows, cols], axis=-1)
+
+
+@dataclass
+class DigitSuite:
+    classifier: DigitClassifier
+
+    @classmethod
+    def load(cls) -> "DigitSuite":
+        return cls(load_classifier())
+
+    @torch.no_grad()
+    def predict(self, clips) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame class predictions (N, T) and clip features (N, 128)."""
+        x = _grey(clips)
+        n, t = x.shape[:2]
+        flat = x.flatten(0, 1)
+        feats = self.classifier.features(flat)
+        preds = self.classifier.head(feats).argmax(1)
+        return preds.view(n, t).numpy(), feats.view(n, t, -1).mean(1).numpy()
+
+    def clip_metrics(self, clips, labels=None, real_clips=None) -> dict:
+        preds, feats = self.predict(clips)
+        majority = np.array([np.bincount(p, minlength=10).argmax() for p in preds])
+        out = {"identity": float((preds == majority[:, None]).mean()),
+               "jerk": float(np.abs(np.diff(centroids(clips), n=2, axis=1)).mean())}
+        if labels is not None:
+            out["class_accuracy"] = float((majority == np.asarray(labels)).mean())
+        if real_clips is not None:
+            _, real_feats = self.predict(real_clips)
+            out["fd"] = frechet_distance_features(feats, real_feats)
+        return out
+
+    def extension_metrics(self, context, continuation, true_continuation) -> dict:
+        """context (N, k, ...), generated and true continuations (N, m, ...), uint8."""
+        ctx_preds, _ = self.predict(context)
+        gen_preds, _ = self.predict(continuation)
+        ctx_class = np.array([np.bincount(p, minlength=10).argmax() for p in ctx_preds])
+        gen_class = np.array([np.bincount(p, minlength=10).argmax() for p in gen_preds])
+        err = np.linalg.norm(centroids(continuation) - centroids(true_continuation), axis=-1).mean()
+        static = np.repeat(np.asarray(context)[:, -1:], np.asarray(continuation).shape[1], axis=1)
+        static_err = np.linalg.norm(centroids(static) - centroids(true_continuation), axis=-1).mean()
+        return {"identity_kept": float((gen_class == ctx_class).mean()), "trajectory_error": float(err),
+                "trajectory_error_static_baseline": float(static_err)}
+
+
+def real_clips(n: int, split: str = "test", num_frames: int = 8, resolution: int = 16, digit_size: int = 8,
+               speed: float = 1.0, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """n real moving-digit clips as uint8 (N, T, H, W, 3) with labels."""
+    clips, labels = [], []
+    for i in range(n):
+        c = render_clip(i, split, num_frames, resolution, 1, digit_size, speed, seed)
+        clips.append(np.repeat((np.clip(c.frames, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=-1))
+        labels.append(c.label)
+    return np.stack(clips), np.array(labels)
+
+
+def protocol_key(**kw) -> str:
+    return hashlib.sha256(repr(sorted(kw.items())).encode()).hexdigest()[:12]

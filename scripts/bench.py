@@ -1,0 +1,313 @@
+"""Benchmark: where MeanFlow's price goes, measured side by side in one run so machine noise cancels.
+
+    python scripts/bench.py [--quick] [--out results/bench_cpu.json]
+
+- training step time: MeanFlow (25 % r != t, JVP only on those rows) vs flow matching (ratio 0) vs MeanFlow with
+  the JVP on every row, interleaved step by step on the same model, batch and precision; peak memory of each
+  in a fresh process (CPU: peak RSS growth; CUDA: max_memory_allocated);
+- sampling: 1-NFE vs a 50-step Euler flow-matching sampler of the same network, and the decoder's share of the
+  1-NFE time (identity codec, and a full-size SD-VAE decoder with random weights);
+- attention backends: forward with sdpa / math / xformers, and the JVP (which always takes a forward-AD-safe path);
+- data: moving-digits rendering, latent-cache loading and mp4 decoding throughput vs what a training step consumes.
+Writes JSON and prints a table (``--markdown`` prints the README table from an existing JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mfvideo.method import MeanFlow, sample_context_masks  # noqa: E402
+from mfvideo.models import build_model  # noqa: E402
+
+# name: (model kwargs, latent shape (C, T, H, W), batch)
+CASES = {
+    "moving-digits (2.6M, 8x16x16 px)": (dict(in_channels=1, hidden_size=128, depth=6, num_heads=4, patch_size=4, num_classes=10), (1, 8, 16, 16), 32),
+    "video S-ish (16x16x16 latents)": (dict(in_channels=4, hidden_size=256, depth=8, num_heads=4, patch_size=2, num_classes=10), (4, 16, 16, 16), 4),
+}
+GPU_CASES = {
+    "B/2 image (256 tokens)": (dict(in_channels=4, hidden_size=768, depth=12, num_heads=12, patch_size=2, num_classes=1000, temporal=False), (4, 32, 32), 64),
+    "B/2 video (16x32x32 latents)": (dict(in_channels=16, hidden_size=768, depth=12, num_heads=12, patch_size=2, num_classes=101), (16, 16, 32, 32), 4),
+}
+VARIANTS = {"flow matching": dict(ratio_r_neq_t=0.0), "meanflow": dict(ratio_r_neq_t=0.25),
+            "meanflow, detached JVP": dict(ratio_r_neq_t=0.25, jvp_mode="detached"),
+            "meanflow, JVP on all rows": dict(ratio_r_neq_t=0.25, skip_jvp_when_r_eq_t=False)}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make(case, device, dtype=torch.float32):
+    kw, shape, batch = (CASES | GPU_CASES)[case]
+    torch.manual_seed(0)
+    net = build_model(**kw).to(device)
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, kw["num_classes"], (batch,), device=device)
+    return net, x, y
+
+
+def train_step(net, opt, mf, x, y, amp, gen):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        ctx = None
+        if x.ndim == 5:
+            ctx = sample_context_masks(x.shape[0], x.shape[2], {"none": 1, "first": 1}, generator=torch.Generator().manual_seed(0)).to(x.device)
+        loss, _ = mf.loss(net, x, y, context=ctx, generator=gen)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def bench_steps(case, device, reps, amp=False):
+    """Median step time of each variant, interleaved: A B C A B C ..."""
+    net, x, y = make(case, device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    times = {v: [] for v in VARIANTS}
+    gen = torch.Generator(device).manual_seed(0)
+    for rep in range(reps + 2):
+        for v, kw in VARIANTS.items():
+            sync(device)
+            t0 = time.perf_counter()
+            train_step(net, opt, MeanFlow(**kw), x, y, amp, gen)
+            sync(device)
+            if rep >= 2:  # warm-up
+                times[v].append(time.perf_counter() - t0)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+MEM_CHILD = """
+import json, resource, sys, torch
+sys.path.insert(0, sys.argv[4])
+from scripts.bench import make, train_step, VARIANTS
+from mfvideo.method import MeanFlow
+device = torch.device(sys.argv[3])
+net, x, y = make(sys.argv[1], device)
+opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+for p in net.parameters():  # optimizer state exists before the baseline, without running any forward pass
+    p.grad = torch.zeros_like(p)
+opt.step(); opt.zero_grad(set_to_none=True)
+gen = torch.Generator(device).manual_seed(0)
+mf = MeanFlow(**VARIANTS[sys.argv[2]])
+saved, seen = [0], set()
+def pack(t):  # unique storages saved for backward, parameters excluded
+    if not isinstance(t, torch.nn.Parameter):
+        try:
+            key = t.untyped_storage().data_ptr()
+        except Exception:
+            key = id(t)
+        if key not in seen:
+            seen.add(key)
+            saved[0] += t.numel() * t.element_size()
+    return t
+if device.type == "cuda":
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+else:
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+for i in range(3):
+    saved[0] = 0; seen.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        train_step(net, opt, mf, x, y, False, gen)
+if device.type == "cuda":
+    torch.cuda.synchronize(); peak = torch.cuda.max_memory_allocated() - base
+else:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+print(json.dumps({"peak_bytes": peak, "saved_bytes": saved[0]}))
+"""
+
+
+def bench_memory(case, device):
+    out = {}
+    for v in VARIANTS:
+        proc = subprocess.run([sys.executable, "-c", MEM_CHILD, case, v, str(device), str(ROOT)],
+                              capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode:
+            raise RuntimeError(proc.stderr[-2000:])
+        out[v] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+@torch.no_grad()
+def bench_sampling(device, reps):
+    """1-NFE vs 50 Euler steps for the moving-digits model, and the SD-VAE decoder's share of 1-NFE at 256 px."""
+    case = "moving-digits (2.6M, 8x16x16 px)"
+    net, x, y = make(case, device)
+    net.eval()
+    mf = MeanFlow()
+    noise = torch.randn_like(x[:8])
+    res = {}
+    for name, fn in {"1-NFE": lambda: mf.sample(net, noise, y[:8]), "2-NFE": lambda: mf.sample(net, noise, y[:8], steps=2),
+                     "Euler 50": lambda: mf.sample_euler(net, noise, y[:8], steps=50)}.items():
+        ts = []
+        for rep in range(reps + 1):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if rep:
+                ts.append(time.perf_counter() - t0)
+        res[name] = statistics.median(ts)
+    # B/2 image model + full-size SD-VAE decoder (random weights, real architecture) at 256x256
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4).to(device).eval()
+    b2 = build_model(**GPU_CASES["B/2 image (256 tokens)"][0]).to(device).eval()
+    z = torch.randn(1, 4, 32, 32, device=device)
+    t_net, t_dec = [], []
+    for rep in range(max(2, reps // 2) + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        lat = mf.sample(b2, z, torch.zeros(1, dtype=torch.long, device=device))
+        sync(device)
+        t1 = time.perf_counter()
+        vae.decode(lat / 0.18215)
+        sync(device)
+        if rep:
+            t_net.append(t1 - t0)
+            t_dec.append(time.perf_counter() - t1)
+    res["B/2 1-NFE 256px: network"] = statistics.median(t_net)
+    res["B/2 1-NFE 256px: SD-VAE decode"] = statistics.median(t_dec)
+    return res
+
+
+def bench_attention(device, reps):
+    from torch.func import jvp
+
+    from mfvideo.models.attention import xformers_available
+
+    net, x, y = make("moving-digits (2.6M, 8x16x16 px)", device)
+    t = torch.rand(x.shape[0], device=device)
+    res = {}
+    backends = ["sdpa", "math"] + (["xformers"] if xformers_available() else [])
+    for b in backends:
+        net.set_attn_backend(b)
+        f_ts, j_ts = [], []
+        for rep in range(reps + 1):
+            sync(device)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                net(x, t, t * 0.5, y)
+            sync(device)
+            t1 = time.perf_counter()
+            jvp(lambda z_, t_: net(z_, t_, t_ * 0.5, y), (x, t), (x, torch.ones_like(t)))
+            sync(device)
+            if rep:
+                f_ts.append(t1 - t0)
+                j_ts.append(time.perf_counter() - t1)
+        res[b] = {"forward": statistics.median(f_ts), "jvp": statistics.median(j_ts)}
+    return res
+
+
+def bench_data(device):
+    from mfvideo.data import MovingDigits
+    from mfvideo.data.latent_cache import LatentCache, cache_dataset, write_manifest
+    from mfvideo.data.videos import VideoFolder
+    from mfvideo.io import save_video
+    from mfvideo.latents import IdentityCodec
+
+    res = {}
+    ds = MovingDigits(num_frames=8, resolution=16, digit_size=8, speed=1.0, channels=1)
+    t0 = time.perf_counter()
+    for i in range(2000):
+        ds[i]
+    res["moving digits render (clips/s)"] = 2000 / (time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache_dataset(ds, IdentityCodec(1), tmp, shard_size=1024, limit=4096, progress=False)
+        write_manifest(tmp, IdentityCodec(1), 4096, 1024, images=False)
+        cache = LatentCache(tmp)
+        cache[0]
+        t0 = time.perf_counter()
+        for i in range(4096):
+            cache[i]
+        res["latent cache load (clips/s)"] = 4096 / (time.perf_counter() - t0)
+        vids = Path(tmp) / "videos"
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        for i in range(8):
+            save_video(rng.integers(0, 255, (64, 240, 320, 3), dtype=np.uint8), vids / "c" / f"{i}.mp4", fps=25)
+        for backend in ("decord", "imageio"):
+            vf = VideoFolder.from_folder(vids, num_frames=16, resolution=128, frame_stride=2, backend=backend)
+            t0 = time.perf_counter()
+            for i in range(16):
+                vf[i % 8]
+            res[f"mp4 16-frame clips, 320x240 -> 128, {backend} (clips/s)"] = 16 / (time.perf_counter() - t0)
+    return res
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--markdown", default=None, help="print the README table of this JSON and exit")
+    a = p.parse_args()
+    if a.markdown:
+        print(markdown(json.loads(Path(a.markdown).read_text())))
+        return
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(os.cpu_count() or 1)
+    reps = 3 if a.quick else 8
+    cases = list(CASES) + (list(GPU_CASES) if device.type == "cuda" else [])
+    res = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})",
+           "torch": torch.__version__, "steps": {}, "memory": {}}
+    for case in cases:
+        res["steps"][case] = bench_steps(case, device, reps)
+        res["memory"][case] = bench_memory(case, device)
+        print(case, res["steps"][case], res["memory"][case], flush=True)
+    if device.type == "cuda":
+        res["steps_bf16"] = {c: bench_steps(c, device, reps, amp=True) for c in GPU_CASES}
+    res["sampling"] = bench_sampling(device, reps)
+    res["attention"] = bench_attention(device, reps)
+    res["data"] = bench_data(device)
+    consumed = CASES["moving-digits (2.6M, 8x16x16 px)"][2] / res["steps"]["moving-digits (2.6M, 8x16x16 px)"]["meanflow"]
+    res["data"]["training consumes (clips/s, moving-digits MeanFlow step)"] = consumed
+    out = Path(a.out or ROOT / "results" / f"bench_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    print(markdown(res))
+    print(f"\nwrote {out}")
+
+
+def markdown(res) -> str:
+    names = list(VARIANTS)
+    lines = [f"Device: {res['device']}, torch {res['torch']}. Ratios are against flow matching, same model and batch.", "",
+             "| training step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for case, s in res["steps"].items():
+        fm = s["flow matching"]
+        lines.append(f"| {case}: time | " + " | ".join(f"{s[n] * 1e3:.0f} ms ({s[n] / fm:.2f}x)" for n in names) + " |")
+        m = res["memory"][case]
+        key = "peak_bytes" if res["device"].startswith("CPU") is False else "saved_bytes"
+        base = m["flow matching"][key]
+        label = "peak memory" if key == "peak_bytes" else "activations saved for backward"
+        lines.append(f"| {case}: {label} | " + " | ".join(f"{m[n][key] / 2**20:.0f} MiB ({m[n][key] / base:.2f}x)" for n in names) + " |")
+    s = res["sampling"]
+    lines += ["", "| sampling (8 clips, moving digits) | time | vs 1-NFE |", "|---|---|---|"]
+    for k in ("1-NFE", "2-NFE", "Euler 50"):
+        lines.append(f"| {k} | {s[k] * 1e3:.1f} ms | {s[k] / s['1-NFE']:.1f}x |")
+    net, dec = s["B/2 1-NFE 256px: network"], s["B/2 1-NFE 256px: SD-VAE decode"]
+    lines.append(f"| B/2 1-NFE at 256 px: network / SD-VAE decode | {net * 1e3:.0f} / {dec * 1e3:.0f} ms | decode = {dec / (net + dec):.0%} of the total |")
+    lines += ["", "| attention backend (moving-digits model, batch 32) | forward | JVP |", "|---|---|---|"]
+    for b, v in res["attention"].items():
+        lines.append(f"| {b} | {v['forward'] * 1e3:.0f} ms | {v['jvp'] * 1e3:.0f} ms |")
+    lines += ["", "| data | clips/s |", "|---|---|"]
+    for k, v in res["data"].items():
+        lines.append(f"| {k} | {v:,.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""FID / FVD of a checkpoint against real clips, with local TorchScript metric networks.
+
+    python scripts/evaluate.py --checkpoint DIR --network i3d_torchscript.pt --kind i3d \
+        --num-clips 2048 --num-frames 16 --out results/fvd.json          # FVD16 (StyleGAN-V protocol)
+    python scripts/evaluate.py --checkpoint DIR --network inception-2015-12-05.pt --kind inception --num-clips 50000
+
+Real clips come from the checkpoint's data config (``--real-split``, default test); their statistics are cached
+under ``--cache``. Sampling is resumable (per-batch feature files under ``--work``) and splits across processes
+(``torchrun --nproc_per_node N scripts/evaluate.py ...``).
+"""
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mfvideo.cli import user_errors
+
+
+@user_errors
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--network", required=True, help="TorchScript metric network file")
+    p.add_argument("--kind", choices=["inception", "i3d"], required=True)
+    p.add_argument("--num-clips", type=int, default=2048)
+    p.add_argument("--num-frames", type=int, default=16)
+    p.add_argument("--real-split", default="test")
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default="runs/eval")
+    p.add_argument("--cache", default="runs/eval/stats")
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+
+    from mfvideo.data import build_dataset
+    from mfvideo.eval.frechet import cached_stats, feature_stats, frechet_distance
+    from mfvideo.eval.networks import FeatureNetwork
+    from mfvideo.eval.sampling import sample_features
+    from mfvideo.pipeline import MFVideoPipeline
+    from mfvideo.train.dist import make_accelerator
+
+    acc = make_accelerator()
+    pipe = MFVideoPipeline.from_pretrained(a.checkpoint, device=acc.device)
+    net = FeatureNetwork(a.network, a.kind, device=str(acc.device))
+    protocol = dict(kind=a.kind, network=Path(a.network).name, clips=a.num_clips, frames=a.num_frames,
+                    resolution=pipe.resolution, split=a.real_split, steps=a.steps, data=dataclasses.asdict(pipe.config.data))
+    work = Path(a.work) / f"{Path(a.checkpoint or 'bundled').name}_{a.kind}_{a.steps}nfe"
+    fake = sample_features(pipe, net.features, work, a.num_clips, a.num_frames, a.batch_size, a.steps, a.seed,
+                           acc.process_index, acc.num_processes, acc.is_main_process)
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        return 0
+    fake = sample_features(pipe, net.features, work, a.num_clips, a.num_frames, a.batch_size, a.steps, a.seed, progress=False)
+
+    def real_features():
+        data = dataclasses.replace(pipe.config.data, num_frames=a.num_frames, split=a.real_split)
+        ds = build_dataset(data)
+        feats = []
+        for i in range(0, min(a.num_clips, len(ds)), a.batch_size):
+            x = torch.stack([ds[j]["x"] for j in range(i, min(i + a.batch_size, a.num_clips, len(ds)))])  # (B, C, T, H, W)
+            x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            x = x.expand(-1, 3, -1, -1, -1) if x.shape[1] == 1 else x
+            feats.append(net.features(x.permute(0, 2, 3, 4, 1).numpy()))
+        return np.concatenate(feats)
+
+    mu_r, s_r = cached_stats(json.dumps(protocol, sort_keys=True, default=str), a.cache, real_features)
+    score = frechet_distance(*feature_stats(fake), mu_r, s_r)
+    name = "FVD" if a.kind == "i3d" else "FID"
+    result = {name: score, "protocol": protocol, "num_generated": int(len(fake))}
+    print(f"{name}{a.num_frames if a.kind == 'i3d' else ''} = {score:.2f} ({len(fake)} generated features)")
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    main()

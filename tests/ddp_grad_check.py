@@ -14,7 +14,7 @@ from mfvideo.train.dist import make_accelerator  # noqa: E402
 
 def main(out_path, through="wrapped"):
     acc = make_accelerator()
-    rank, world = acc.process_index, acc.num_processes
+    world = acc.num_processes
     g = torch.Generator().manual_seed(0)
     B = 4 * world
     x, noise = torch.randn(B, 3, 2, 8, 8, generator=g), torch.randn(B, 3, 2, 8, 8, generator=g)

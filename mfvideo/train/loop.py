@@ -25,7 +25,7 @@ from ..data import build_dataset
 from ..latents import build_codec
 from ..method import sample_context_masks
 from .checkpoint import (
-    CheckpointError, checkpoint_dir, latest_checkpoint, load_into, load_weights, save_checkpoint,
+    CheckpointError, latest_checkpoint, load_into, load_weights, save_checkpoint,
 )
 from .ema import EMA
 

@@ -142,3 +142,40 @@ def test_two_process_gradients_equal_across_ranks_and_to_single_process(tmp_path
         assert res[mode]["ref_diff"] < 1e-6 * max(1.0, res[mode]["ref_scale"]), mode
     trap = _torchrun(tmp_path, "module")  # a JVP through model.module skips the all-reduce: ranks drift
     assert trap["detached"]["rank_diff"] > 1e-4 and trap["fused"]["rank_diff"] > 1e-4
+
+
+def test_non_finite_steps_are_skipped_then_stop_with_a_clear_error(tmp_path, monkeypatch):
+    from mfvideo.method import MeanFlow
+    from mfvideo.train.loop import TrainingError
+
+    real = MeanFlow.loss
+    calls = []
+
+    def sometimes_nan(self, net, x, *a, **k):
+        loss, logs = real(self, net, x, *a, **k)
+        calls.append(1)
+        if len(calls) > 4:  # healthy for 4 steps (one checkpoint), then NaN forever
+            loss = loss * float("nan")
+            logs = {**logs, "loss": loss.detach()}
+        return loss, logs
+
+    monkeypatch.setattr(MeanFlow, "loss", sometimes_nan)
+    with pytest.raises(TrainingError, match=r"3 non-finite steps in a row at step 4; last good checkpoint: .*step_00000004"):
+        train(tiny_cfg(tmp_path, "train.max_steps=10", "train.checkpoint_every=4", "train.max_nonfinite=3"))
+    assert latest_checkpoint(tmp_path).name == "step_00000004"
+
+
+def test_bf16_autocast_training_step_and_jvp_close_to_fp32(tmp_path):
+    from conftest import randomize, tiny_model
+    from mfvideo.method import MeanFlow
+
+    net = randomize(tiny_model())
+    z, v = torch.randn(4, 3, 2, 8, 8), torch.randn(4, 3, 2, 8, 8)
+    t, r = torch.tensor([0.9, 0.7, 0.5, 0.3]), torch.tensor([0.1, 0.2, 0.4, 0.0])
+    _, ref = MeanFlow().predict_and_target(net, z, t, r, v)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, low = MeanFlow().predict_and_target(net, z, t, r, v)
+    rel = (low.float() - ref).norm() / ref.norm()
+    assert rel < 2e-2, rel
+    summary = train(tiny_cfg(tmp_path, "train.max_steps=3", "train.mixed_precision=bf16", "train.checkpoint_every=0"))
+    assert summary["steps"] == 3 and summary["last_loss"] == summary["last_loss"]  # finite

@@ -15,13 +15,16 @@ from mfvideo.eval.digits import DigitSuite, heldout_accuracy
 from mfvideo.eval.report import evaluate_pipeline, evaluate_real
 from mfvideo.pipeline import MFVideoPipeline
 
-COLS = ["fd", "class_accuracy", "identity", "jerk", "identity_kept", "trajectory_error", "seconds_per_clip"]
+COLS = ["fd", "class_accuracy", "identity", "jerk", "identity_kept", "trajectory_error",
+        "trajectory_error_static_baseline", "seconds_per_clip"]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", nargs="*", default=[None])
     p.add_argument("--steps", type=int, nargs="*", default=[1, 2])
+    p.add_argument("--euler-steps", type=int, nargs="*", default=[],
+                   help="also score Euler sampling of the same network's instantaneous velocity u(z, t, t)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args()
@@ -35,6 +38,9 @@ def main():
         name = Path(ck).name if ck else "bundled model"
         for s in a.steps:
             rows[f"{name}, MeanFlow {s}-NFE"] = evaluate_pipeline(pipe, suite, a.n, steps=s)
+        for s in a.euler_steps:
+            r = evaluate_pipeline(pipe, suite, a.n, steps=s, euler=True)
+            rows[f"{name}, Euler {s} steps of u(z, t, t)"] = {k: v for k, v in r.items() if k in ("fd", "class_accuracy", "identity", "jerk", "seconds_per_clip")}
     untrained = MFVideoPipeline.from_pretrained(a.checkpoint[0])
     torch.manual_seed(0)
     untrained.model.initialize_weights()

@@ -1,10 +1,8 @@
-"""From a typed config to objects: the model kwargs, the model, the method, the codec."""
+"""From a typed config to objects: the model kwargs and the model (``cfg.method`` is already a ``MeanFlow``)."""
 
 from __future__ import annotations
 
-import dataclasses
-
-from .config import Config, ConfigError, MethodConfig, ModelConfig
+from .config import Config, ConfigError, ModelConfig
 
 
 def model_kwargs(m: ModelConfig) -> dict:
@@ -36,15 +34,6 @@ def build_model(m: ModelConfig):
     from .models import STDiT
 
     return STDiT(**model_kwargs(m))
-
-
-def build_method(m: MethodConfig):
-    from .method import MeanFlow
-
-    try:
-        return MeanFlow(**dataclasses.asdict(m))
-    except ValueError as e:
-        raise ConfigError(f"method: {e}") from None
 
 
 def resolve_model_config(cfg: Config, latent_channels: int, num_classes: int) -> None:

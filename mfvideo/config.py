@@ -14,6 +14,9 @@ from typing import Any, Dict, List, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+# The ``method`` section is the MeanFlow dataclass itself: its fields are the section's keys, with one owner.
+from .method.meanflow import MeanFlow as MethodConfig
+
 
 class ConfigError(ValueError):
     """A user mistake in a config file or override: printed as one line, never a traceback."""
@@ -36,24 +39,6 @@ class ModelConfig:
     qk_norm: bool = False
     attn_backend: str = "sdpa"
     init_from: Optional[str] = None  # an image checkpoint to start a video model from
-
-
-@dataclass
-class MethodConfig:
-    """Keyword arguments of ``mfvideo.method.MeanFlow`` (see its docstring)."""
-
-    ratio_r_neq_t: float = 0.25
-    time_mean: float = -0.4
-    time_std: float = 1.0
-    adaptive_p: float = 1.0
-    adaptive_eps: float = 0.01
-    cfg_omega: float = 1.0
-    cfg_kappa: float = 0.0
-    cfg_t_start: float = 0.0
-    cfg_t_end: float = 1.0
-    class_dropout: float = 0.0
-    skip_jvp_when_r_eq_t: bool = True
-    jvp_mode: str = "detached"
 
 
 @dataclass
@@ -161,9 +146,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
-    obj = OmegaConf.to_object(cfg)
+    obj = _to_object(cfg, str(path or "config"))
     validate(obj)
     return obj
+
+
+def _to_object(cfg, source: str) -> "Config":
+    try:
+        return OmegaConf.to_object(cfg)
+    except (ValueError, OmegaConfBaseException) as e:  # e.g. MeanFlow's own checks of its values
+        raise ConfigError(f"{source}: {str(e).splitlines()[0]}") from None
 
 
 def validate(cfg: Config) -> None:
@@ -188,4 +180,4 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 def from_dict(d: dict, source: str = "checkpoint") -> Config:
     """Rebuild a typed config from a saved dict (e.g. the config.yaml inside a checkpoint)."""
     cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(d), source)
-    return OmegaConf.to_object(cfg)
+    return _to_object(cfg, source)

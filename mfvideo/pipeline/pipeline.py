@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..builders import build_method, build_model
+from ..builders import build_model
 from ..config import Config, to_yaml
 from ..latents import build_codec
 from ..train.checkpoint import CheckpointError, load_config_from, load_into, load_weights
@@ -37,7 +37,7 @@ class MFVideoPipeline:
         self.model = model.eval().to(device)
         self.codec = codec.eval().to(device)
         self.config = config
-        self.method = build_method(config.method)
+        self.method = config.method  # a MeanFlow
         self.device = torch.device(device)
 
     # ----------------------------------------------------------------------------------------------------

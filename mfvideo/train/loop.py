@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..builders import build_method, build_model, resolve_model_config
+from ..builders import build_model, resolve_model_config
 from ..config import Config, ConfigError, to_yaml
 from ..data import build_dataset
 from ..latents import build_codec
@@ -116,7 +116,7 @@ def build_setup(cfg: Config) -> Setup:
         fresh = load_into(model, state, cfg.model.init_from, allow_missing_temporal=True)
         log.warning("initialised from %s; %d tensors left at their init (temporal sub-layers): %s",
                     cfg.model.init_from, len(fresh), ", ".join(fresh[:4]) + (" ..." if len(fresh) > 4 else ""))
-    return Setup(cfg, dataset, codec, model, build_method(cfg.method))
+    return Setup(cfg, dataset, codec, model, cfg.method)
 
 
 def _resolve_resume(cfg: Config, run_dir: Path) -> Path | None:

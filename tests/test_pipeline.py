@@ -167,3 +167,30 @@ def test_extending_200_frames_keeps_peak_memory_flat(ckpt):
         assert frames == 4 + n
         growth[n] = kb
     assert growth[200] < growth[50] + 4096, growth  # peak RSS (KiB) beyond warm-up: no growth with length
+
+
+def test_extend_and_generate_through_a_causal_video_vae():
+    """Wan-style 4k+1 latents: windows slide in latent frames; each decoded window contributes its last 4 x new frames."""
+    from vae_configs import tiny_vae
+
+    from mfvideo.latents.vae import VideoVAECodec
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.num_frames=9", "data.resolution=64", "data.channels=3",
+                                                      "model.patch_size=2"])
+    cfg.model.in_channels, cfg.model.num_classes = 4, 10
+    torch.manual_seed(0)
+    pipe = MFVideoPipeline(randomize(build_model(cfg.model)), VideoVAECodec(tiny_vae("wan"), "wan"), cfg)
+    assert pipe.latent_window == 3
+    counter = CallCounter(pipe.model)
+    pipe.model = counter
+    video = np.random.default_rng(0).integers(0, 255, (7, 64, 64, 3), dtype=np.uint8)
+    out = pipe.extend(video, num_new_frames=10, context_frames=5, seed=0)  # 2 context latents = 5 frames
+    assert out.frames.shape == (1, 17, 64, 64, 3) and np.array_equal(out.frames[0, :7], video)
+    assert counter.calls == 3 and counter.frames == [3, 3, 3]  # 1 new latent = 4 frames per call
+    counter.calls, counter.frames = 0, []
+    gen = pipe.generate(num_frames=13, num_clips=2, seed=0)
+    assert gen.frames.shape == (2, 13, 64, 64, 3) and counter.calls == 2
+    with pytest.raises(ValueError, match=r"context_frames must lie in \[1, 5\]"):
+        pipe.extend(video, 4, context_frames=9)
+    with pytest.raises(ValueError, match="needs 4k\\+1 frames"):
+        pipe.codec.encode(torch.zeros(1, 3, 8, 64, 64))

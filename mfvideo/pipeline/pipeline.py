@@ -102,6 +102,14 @@ class MFVideoPipeline:
         return self.method.sample(self.model, noise, y=y, steps=steps, context=context, context_mask=mask)
 
     # ----------------------------------------------------------------------------------------------------
+    @property
+    def latent_window(self) -> int:
+        """Latent frames per network call (a causal video VAE maps 4k+1 / 8k+1 pixel frames to k+1)."""
+        return self.codec.latent_frames(self.window)
+
+    def _pixel_frames(self, latent_frames: int) -> int:
+        return self.codec.pixel_frames(latent_frames)
+
     @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
                  seed: int | None = None, steps: int = 1, context_frames: int | None = None) -> PipelineOutput:
@@ -110,62 +118,75 @@ class MFVideoPipeline:
         y = self._labels(class_labels, num_clips or 1)
         batch = y.shape[0] if y is not None else (num_clips or 1)
         g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
-        first = min(num_frames, self.window)
+        f = self.codec.temporal_factor
+        # a causal VAE decodes f k + 1 frames: the first window is the smallest such count covering num_frames
+        first = min(num_frames, self.window) if f == 1 else self._pixel_frames(min(self.latent_window, -(-(num_frames - 1) // f) + 1))
         latents = self._sample(self._noise(batch, first, g), y, steps)
-        frames = latents_to_frames(self.codec, latents)  # (B, first, H, W, 3)
-        if num_frames > first:
-            return self._continue(frames, latents, num_frames - first, context_frames, y, steps, g)
+        frames = latents_to_frames(self.codec, latents)[:, :num_frames]  # (B, first, H, W, 3)
+        if num_frames > frames.shape[1]:
+            k = self._context_latents(context_frames)
+            return self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, steps, g)
         return PipelineOutput(frames, self.fps)
 
     @torch.no_grad()
     def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int = 1,
                class_labels=None, seed: int | None = None) -> PipelineOutput:
-        """The input clip followed by ``num_new_frames`` generated frames; the last k frames are the context."""
+        """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
+
+        ``context_frames`` counts pixel frames (default: half the window); with a causal video VAE it is rounded
+        down to the VAE's 4k+1 (8k+1) rule.
+        """
         from .inputs import load_clip
 
         frames = load_clip(video, self.resolution)  # (B, T, H, W, 3) uint8 at the model's resolution
-        k = self._context(context_frames)
-        if frames.shape[1] < k:
-            raise ValueError(f"the input has {frames.shape[1]} frames, fewer than the {k} context frames requested")
+        k_lat = self._context_latents(context_frames)
+        k_pix = self._pixel_frames(k_lat)
+        if frames.shape[1] < k_pix:
+            raise ValueError(f"the input has {frames.shape[1]} frames, fewer than the {k_pix} context frames requested")
+        if num_new_frames < 1:
+            raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
         y = self._labels(class_labels, frames.shape[0])
         if y is not None and y.shape[0] == 1 and frames.shape[0] > 1:
             y = y.expand(frames.shape[0])
         g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
-        ctx = self._encode(frames[:, -k:])
-        return self._continue(frames, ctx, num_new_frames, k, y, steps, g)
+        ctx = self._encode(frames[:, frames.shape[1] - k_pix :])  # (B, C, k_lat, h, w)
+        return self._continue(frames, ctx, num_new_frames, y, steps, g)
 
-    def _context(self, k):
-        k = self.window // 2 if k is None else int(k)
-        if not 1 <= k < self.window:
-            raise ValueError(f"context_frames must lie in [1, {self.window - 1}] for a {self.window}-frame window, got {k}")
+    def _context_latents(self, k_pix: int | None) -> int:
+        """Context pixel frames -> context latent frames, within [1, latent window - 1]."""
+        f, w = self.codec.temporal_factor, self.latent_window
+        k = max(1, w // 2) if k_pix is None else (int(k_pix) - 1) // f + 1
+        if k_pix is not None and int(k_pix) < 1 or not 1 <= k < w:
+            most = self._pixel_frames(w - 1)
+            raise ValueError(f"context_frames must lie in [1, {most}] for a {self.window}-frame window, got {k_pix}")
         return k
 
     def _encode(self, frames: np.ndarray) -> torch.Tensor:
         pixels = frames_to_pixels(frames, self.config.data.channels).to(self.device)
         return self.codec.encode(pixels)
 
-    def _continue(self, frames, latents, num_new, k, y, steps, g) -> PipelineOutput:
-        """Slide the window: the last k latent frames are context, the rest new; one network call per window.
+    def _continue(self, frames, ctx, num_new, y, steps, g) -> PipelineOutput:
+        """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
 
-        Only the current window's latents are kept; the output frames are appended as uint8.
+        Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
+        just the new latents; a causal VAE decodes the whole window and its last f x new frames are kept.
         """
-        k = self._context(k)
-        if self.codec.temporal_factor != 1:
-            raise NotImplementedError("sliding extension with a causal video VAE is not supported yet")
-        out = [frames]
-        made = 0
-        ctx = latents[:, :, -k:]
+        f, w, k = self.codec.temporal_factor, self.latent_window, ctx.shape[2]
+        out, made = [frames], 0
         while made < num_new:
-            new = min(self.window - k, num_new - made)
-            total = k + new
-            noise = self._noise(ctx.shape[0], total, g)
+            new = w - k if f > 1 else min(w - k, num_new - made)
+            noise = self._noise(ctx.shape[0], self._pixel_frames(k + new), g)  # (B, C, k + new, h, w)
             context = torch.cat([ctx, torch.zeros_like(noise[:, :, k:])], dim=2)
-            mask = torch.zeros(ctx.shape[0], total, dtype=torch.bool, device=self.device)
+            mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool, device=self.device)
             mask[:, :k] = True
-            window = self._sample(noise, y, steps, context=context, mask=mask)  # (B, C, total, h, w)
-            out.append(latents_to_frames(self.codec, window[:, :, k:]))
+            window = self._sample(noise, y, steps, context=context, mask=mask)  # (B, C, k + new, h, w)
+            if f == 1:
+                pix = latents_to_frames(self.codec, window[:, :, k:])
+            else:
+                pix = latents_to_frames(self.codec, window)[:, -f * new :]
+            out.append(pix[:, : num_new - made])
+            made += pix.shape[1]
             ctx = window[:, :, -k:]
-            made += new
         return PipelineOutput(np.concatenate(out, axis=1), self.fps)
 
     @torch.no_grad()
@@ -174,6 +195,9 @@ class MFVideoPipeline:
         """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation)."""
         from .inputs import load_clip
 
+        if self.codec.temporal_factor != 1:
+            raise NotImplementedError("conditioning on frames at arbitrary positions needs a per-frame codec "
+                                      "(identity or image_vae): a causal VAE's latents mix several frames")
         num_frames = num_frames or self.window
         given = load_clip(frames, self.resolution)  # (B, K, H, W, 3)
         idx = [int(i) for i in frame_indices]

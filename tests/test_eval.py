@@ -102,3 +102,22 @@ def test_evaluate_script_end_to_end_and_resumable(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)  # resumed: nothing recomputed
     assert proc.returncode == 0 and [f.stat().st_mtime_ns for f in files] == mtimes
     assert json.loads((tmp_path / "fvd.json").read_text())["FVD"] == pytest.approx(first["FVD"])
+
+
+def test_digit_suite_ranks_real_then_bundled_then_untrained():
+    from mfvideo.eval.digits import DigitSuite, heldout_accuracy
+    from mfvideo.eval.report import evaluate_pipeline, evaluate_real
+    from mfvideo.pipeline import MFVideoPipeline
+
+    suite = DigitSuite.load()
+    assert heldout_accuracy(suite.classifier, n=500) > 0.9  # the shipped classifier reads held-out handwriting
+    bundled = MFVideoPipeline.from_pretrained()
+    real = evaluate_real(suite, bundled.config.data, n=80)
+    trained = evaluate_pipeline(bundled, suite, n=80)
+    untrained = MFVideoPipeline.from_pretrained()
+    torch.manual_seed(0)
+    for p in untrained.model.parameters():
+        p.data.normal_(0, 0.02)
+    noise = evaluate_pipeline(untrained, suite, n=80)
+    assert real["fd"] < trained["fd"] < noise["fd"], (real["fd"], trained["fd"], noise["fd"])
+    assert real["class_accuracy"] > trained["class_accuracy"] > noise["class_accuracy"]

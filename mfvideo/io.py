@@ -69,13 +69,14 @@ def save_image(image, path: str | Path) -> Path:
 
 
 def grid(videos, pad: int = 2) -> np.ndarray:
-    """A contact sheet: (B, T, H, W, 3) uint8 -> one image with a row per clip and a column per frame."""
-    v = to_uint8_frames(np.asarray(videos).reshape(-1, *np.asarray(videos).shape[2:])).reshape(
-        *np.asarray(videos).shape[:4], 3
-    )
-    b, t, h, w, _ = v.shape
+    """A contact sheet: (B, T, H, W, 3) frames -> one image with a row per clip and a column per frame."""
+    v = np.asarray(videos)
+    b, t = v.shape[:2]
+    v = to_uint8_frames(v.reshape(b * t, *v.shape[2:])).reshape(b, t, *v.shape[2:4], 3)
+    h, w = v.shape[2:4]
     sheet = np.full((b * (h + pad) + pad, t * (w + pad) + pad, 3), 255, np.uint8)
     for i in range(b):
         for j in range(t):
-            sheet[pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = v[i, j]
+            top, left = pad + i * (h + pad), pad + j * (w + pad)
+            sheet[top : top + h, left : left + w] = v[i, j]
     return sheet

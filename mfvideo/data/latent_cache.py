@@ -35,6 +35,7 @@ def shard_path(root: Path, s: int) -> Path:
 def encode_shard(dataset, codec, indices: list[int], images: bool, device, batch_size: int = 16) -> tuple[dict, list[str]]:
     tensors: dict[str, list[torch.Tensor]] = {}
     sources, labels, frames = [], [], []
+    files = getattr(dataset, "files", None)  # folder datasets name their source files
     for b in range(0, len(indices), batch_size):
         items = [dataset[i] for i in indices[b : b + batch_size]]
         x = torch.stack([it["x"] for it in items]).to(device)
@@ -48,7 +49,7 @@ def encode_shard(dataset, codec, indices: list[int], images: bool, device, batch
             tensors.setdefault("latents", []).append(codec.encode(x).cpu())
         labels += [int(it["y"]) for it in items]
         frames += [it.get("frames", [0]) for it in items]
-        sources += [str(getattr(dataset, "files", [[None]] * (max(indices) + 1))[it["index"]][0]) for it in items]
+        sources += [str(files[it["index"]][0]) if files else f"{type(dataset).__name__}[{it['index']}]" for it in items]
     out = {k: torch.cat(v).contiguous() for k, v in tensors.items()}
     out["labels"] = torch.tensor(labels, dtype=torch.long)
     out["index"] = torch.tensor(indices, dtype=torch.long)

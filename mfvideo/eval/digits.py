@@ -13,7 +13,6 @@ Metrics on uint8 clips (N, T, H, W, 3):
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,7 +164,3 @@ def real_clips(n: int, split: str = "test", num_frames: int = 8, resolution: int
         clips.append(np.repeat((np.clip(c.frames, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=-1))
         labels.append(c.label)
     return np.stack(clips), np.array(labels)
-
-
-def protocol_key(**kw) -> str:
-    return hashlib.sha256(repr(sorted(kw.items())).encode()).hexdigest()[:12]

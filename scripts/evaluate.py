@@ -29,7 +29,9 @@ def main(argv=None):
     p.add_argument("--num-clips", type=int, default=2048)
     p.add_argument("--num-frames", type=int, default=16)
     p.add_argument("--real-split", default="test")
-    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="per window (default: 1 for MeanFlow, 50 for Euler)")
+    p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
+                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="runs/eval")
@@ -46,16 +48,18 @@ def main(argv=None):
 
     acc = make_accelerator()
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint, device=acc.device)
+    sampler, steps = pipe.resolve_sampler(a.sampler, a.steps)
     net = FeatureNetwork(a.network, a.kind, device=str(acc.device))
     protocol = dict(kind=a.kind, network=Path(a.network).name, clips=a.num_clips, frames=a.num_frames,
-                    resolution=pipe.resolution, split=a.real_split, steps=a.steps, data=dataclasses.asdict(pipe.config.data))
-    work = Path(a.work) / f"{Path(a.checkpoint or 'bundled').name}_{a.kind}_{a.steps}nfe"
-    fake = sample_features(pipe, net.features, work, a.num_clips, a.num_frames, a.batch_size, a.steps, a.seed,
-                           acc.process_index, acc.num_processes, acc.is_main_process)
+                    resolution=pipe.resolution, split=a.real_split, sampler=sampler, steps=steps, data=dataclasses.asdict(pipe.config.data))
+    work = Path(a.work) / f"{Path(a.checkpoint or 'bundled').name}_{a.kind}_{sampler}{steps}"
+    run = dict(num_frames=a.num_frames, batch_size=a.batch_size, steps=steps, seed=a.seed, sampler=sampler)
+    fake = sample_features(pipe, net.features, work, a.num_clips, **run, rank=acc.process_index,
+                           world=acc.num_processes, progress=acc.is_main_process)
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return 0
-    fake = sample_features(pipe, net.features, work, a.num_clips, a.num_frames, a.batch_size, a.steps, a.seed, progress=False)
+    fake = sample_features(pipe, net.features, work, a.num_clips, **run, progress=False)
 
     def real_features():
         data = dataclasses.replace(pipe.config.data, num_frames=a.num_frames, split=a.real_split)

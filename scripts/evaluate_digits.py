@@ -1,8 +1,12 @@
 """Score moving-digits models with the quality suite: real held-out clips, the given checkpoints, an untrained model.
 
-    python scripts/evaluate_digits.py [--checkpoint DIR ...] [--n 200] [--out results/digits_eval.json]
+    python scripts/evaluate_digits.py [--checkpoint [LABEL=]DIR ...] [--steps 1 2] [--euler-steps 1 2 10 50]
+                                      [--n 200] [--out results/digits_eval.json]
 
-Without --checkpoint the bundled model is scored. Prints a table and writes JSON.
+Without --checkpoint the bundled model is scored. A MeanFlow model is scored with k-NFE MeanFlow sampling (--steps)
+and with Euler steps of its instantaneous velocity u(z, t, t) (--euler-steps); a model trained as flow matching
+(method.ratio_r_neq_t = 0) with Euler steps only. Every row scores generation and extension with the same sampler.
+Prints a markdown table and writes JSON.
 """
 
 import argparse
@@ -19,34 +23,41 @@ COLS = ["fd", "class_accuracy", "identity", "jerk", "identity_kept", "trajectory
         "trajectory_error_static_baseline", "seconds_per_clip"]
 
 
+def parse_checkpoint(arg: str | None) -> tuple[str, str | None]:
+    """'LABEL=DIR' or 'DIR' -> (label, dir); None -> the bundled model."""
+    if arg is None:
+        return "bundled model", None
+    label, sep, path = arg.partition("=")
+    return (label, path) if sep else (Path(arg).name, arg)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", nargs="*", default=[None])
-    p.add_argument("--steps", type=int, nargs="*", default=[1, 2])
-    p.add_argument("--euler-steps", type=int, nargs="*", default=[],
-                   help="also score Euler sampling of the same network's instantaneous velocity u(z, t, t)")
+    p.add_argument("--checkpoint", nargs="*", default=[None], help="[LABEL=]DIR, one or more")
+    p.add_argument("--steps", type=int, nargs="*", default=[1, 2], help="MeanFlow k-NFE rows (MeanFlow models)")
+    p.add_argument("--euler-steps", type=int, nargs="*", default=[], help="Euler rows of u(z, t, t) (every model)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args()
     torch.manual_seed(0)
     suite = DigitSuite.load()
+    checkpoints = [parse_checkpoint(c) for c in a.checkpoint]
     rows = {"classifier held-out accuracy": {"accuracy": heldout_accuracy(suite.classifier)}}
-    first = MFVideoPipeline.from_pretrained(a.checkpoint[0])
+    first = MFVideoPipeline.from_pretrained(checkpoints[0][1])
     rows["real held-out clips"] = evaluate_real(suite, first.config.data, a.n)
-    for ck in a.checkpoint:
+    for label, ck in checkpoints:
         pipe = MFVideoPipeline.from_pretrained(ck)
-        name = Path(ck).name if ck else "bundled model"
-        for s in a.steps:
-            rows[f"{name}, MeanFlow {s}-NFE"] = evaluate_pipeline(pipe, suite, a.n, steps=s)
+        if pipe.default_sampler == "meanflow":
+            for s in a.steps:
+                rows[f"{label}, MeanFlow {s}-NFE"] = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler="meanflow")
         for s in a.euler_steps:
-            r = evaluate_pipeline(pipe, suite, a.n, steps=s, euler=True)
-            rows[f"{name}, Euler {s} steps of u(z, t, t)"] = {k: v for k, v in r.items() if k in ("fd", "class_accuracy", "identity", "jerk", "seconds_per_clip")}
-    untrained = MFVideoPipeline.from_pretrained(a.checkpoint[0])
+            rows[f"{label}, Euler {s}"] = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler="euler")
+    untrained = MFVideoPipeline.from_pretrained(checkpoints[0][1])
     torch.manual_seed(0)
     untrained.model.initialize_weights()
     for prm in untrained.model.parameters():  # adaLN-Zero starts at exactly 0: perturb so it is a real network
         prm.data.add_(torch.randn_like(prm) * 0.02)
-    rows["untrained model, 1-NFE"] = evaluate_pipeline(untrained, suite, a.n, steps=1)
+    rows["untrained model, 1-NFE"] = evaluate_pipeline(untrained, suite, a.n, steps=1, sampler="meanflow")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(rows, indent=1))
     print("| clips | " + " | ".join(COLS) + " |")

@@ -81,6 +81,51 @@ def test_extension_uses_its_context(ckpt):
     assert not np.array_equal(ea, eb)  # same noise, different context
 
 
+class TimeRecorder(CallCounter):
+    """Also records the (t, r) of every call."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.times = []
+
+    def __call__(self, z, t, r, y=None):
+        self.times.append((t.clone(), r.clone()))
+        return super().__call__(z, t, r, y)
+
+
+def test_sampler_choice_defaults_and_euler_values(ckpt, tmp_path):
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    assert pipe.default_sampler == "meanflow" and pipe.resolve_sampler(None, None) == ("meanflow", 1)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        pipe.generate(num_clips=1, sampler="heun")
+    # Euler through the pipeline = the method's Euler sampler on the same noise; every call has r = t
+    rec = TimeRecorder(pipe.model)
+    pipe.model = rec
+    out = pipe.generate(class_labels=[1, 2], seed=3, steps=3, sampler="euler")
+    assert rec.calls == 3 and all(torch.equal(t, r) for t, r in rec.times)
+    assert [float(t[0]) for t, _ in rec.times] == pytest.approx([1.0, 2 / 3, 1 / 3])
+    from mfvideo.pipeline.render import latents_to_frames
+
+    noise = pipe._noise(2, 4, torch.Generator().manual_seed(3))
+    ref = pipe.method.sample_euler(rec.model, noise, y=torch.tensor([1, 2]), steps=3)
+    assert np.array_equal(out.frames, latents_to_frames(pipe.codec, ref))
+    assert not np.array_equal(out.frames, pipe.generate(class_labels=[1, 2], seed=3, steps=3).frames)
+    # extension with Euler: context frames carry t = r = 0, new frames t = r = the grid time
+    rec.calls, rec.times = 0, []
+    pipe.extend(np.zeros((2, 16, 16, 3), np.uint8), num_new_frames=2, context_frames=2, steps=2, sampler="euler", seed=0)
+    t, r = rec.times[0]
+    assert rec.calls == 2 and torch.equal(t, r) and t[0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    # a model trained as flow matching (ratio_r_neq_t = 0) samples with 50 Euler steps by default
+    fm = MFVideoPipeline.from_pretrained(ckpt)
+    fm.config.method.ratio_r_neq_t = 0.0
+    fm.save_pretrained(tmp_path / "fm")
+    fm = MFVideoPipeline.from_pretrained(tmp_path / "fm")
+    assert fm.default_sampler == "euler"
+    fm.model = rec = CallCounter(fm.model)
+    fm.generate(num_clips=1, seed=0)
+    assert rec.calls == 50
+
+
 def test_condition_on_arbitrary_frames_returns_them(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     keys = np.stack([np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 200, np.uint8)])

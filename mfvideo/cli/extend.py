@@ -15,7 +15,9 @@ def main(argv=None):
     p.add_argument("--num-new-frames", type=int, required=True)
     p.add_argument("--context-frames", type=int, default=None, help="frames of context per window (default: half)")
     p.add_argument("--class", dest="class_id", type=int, default=None, help="class id of the clip (default: none)")
-    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
+    p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
+                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, default=None)
     p.add_argument("--device", default="cpu")
@@ -29,7 +31,8 @@ def main(argv=None):
 
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
     out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
-                      class_labels=None if args.class_id is None else [args.class_id], seed=args.seed)
+                      class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
+                      sampler=args.sampler)
     save_video(out.frames[0], args.out, fps=args.fps or out.fps)
     print(f"wrote {out.frames.shape[1]} frames ({args.num_new_frames} new) to {args.out}")
     return 0

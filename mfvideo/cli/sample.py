@@ -16,7 +16,10 @@ def main(argv=None):
     p.add_argument("--num-clips", type=int, default=None, help="clips to generate when no classes are given (default 4)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the model's window)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1, help="network evaluations per window (1 = one step)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
+    p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
+                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
     p.add_argument("--fps", type=float, default=None)
     p.add_argument("--grid", action="store_true", help="also write grid.png, a row per clip")
     p.add_argument("--device", default="cpu")
@@ -30,7 +33,8 @@ def main(argv=None):
 
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
     out = pipe.generate(num_frames=args.num_frames, class_labels=args.classes,
-                        num_clips=None if args.classes else (args.num_clips or 4), seed=args.seed, steps=args.steps)
+                        num_clips=None if args.classes else (args.num_clips or 4), seed=args.seed, steps=args.steps,
+                        sampler=args.sampler)
     folder = Path(args.out)
     fps = args.fps or out.fps
     for i, clip in enumerate(out.frames):

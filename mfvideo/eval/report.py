@@ -10,28 +10,24 @@ import torch
 from .digits import DigitSuite, real_clips
 
 
-def evaluate_pipeline(pipe, suite: DigitSuite, n: int = 200, steps: int = 1, seed: int = 0, euler: bool = False) -> dict:
-    """Class-conditional samples (n, labels cycling 0..9) scored against n real held-out clips; and extension."""
+def evaluate_pipeline(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
+                      sampler: str | None = None) -> dict:
+    """Class-conditional samples (n, labels cycling 0..9) scored against n real held-out clips; and extension.
+
+    ``sampler`` / ``steps`` as in the pipeline (default: the model's own sampler, MeanFlow 1-NFE or Euler 50).
+    """
     cfg = pipe.config.data
     T = pipe.window
     real, _ = real_clips(n, "test", T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 1)
     labels = np.arange(n) % 10
     t0 = time.perf_counter()
-    if euler:  # the flow-matching baseline sampler on the same network
-        g = torch.Generator().manual_seed(seed)
-        noise = pipe._noise(n, T, g)
-        from ..pipeline.render import latents_to_frames
-
-        lat = pipe.method.sample_euler(pipe.model, noise, y=torch.as_tensor(labels, device=pipe.device), steps=steps)
-        frames = latents_to_frames(pipe.codec, lat)
-    else:
-        frames = pipe.generate(class_labels=labels.tolist(), seed=seed, steps=steps).frames
+    frames = pipe.generate(class_labels=labels.tolist(), seed=seed, steps=steps, sampler=sampler).frames
     elapsed = time.perf_counter() - t0
     out = suite.clip_metrics(frames, labels, real)
     out["seconds_per_clip"] = elapsed / n
     k = T // 2
     long, _ = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 2)
-    ext = pipe.extend(long[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed).frames
+    ext = pipe.extend(long[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler).frames
     out.update(suite.extension_metrics(long[:, :k], ext[:, k:], long[:, k:]))
     return out
 

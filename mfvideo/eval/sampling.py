@@ -12,7 +12,7 @@ import numpy as np
 
 
 def sample_features(pipe, features, out_dir, num_clips: int, num_frames: int | None = None, batch_size: int = 16,
-                    steps: int = 1, seed: int = 0, rank: int = 0, world: int = 1, progress: bool = True) -> np.ndarray:
+                    steps: int | None = None, seed: int = 0, sampler: str | None = None, rank: int = 0, world: int = 1, progress: bool = True) -> np.ndarray:
     """Features of ``num_clips`` generated clips (labels cycle over the classes); returns all finished batches."""
     from tqdm.auto import tqdm
 
@@ -26,7 +26,8 @@ def sample_features(pipe, features, out_dir, num_clips: int, num_frames: int | N
             continue
         idx = np.arange(b * batch_size, min(num_clips, (b + 1) * batch_size))
         labels = (idx % classes).tolist() if classes else None
-        clips = pipe.generate(num_frames=num_frames, class_labels=labels, num_clips=len(idx), seed=seed + b, steps=steps).frames
+        clips = pipe.generate(num_frames=num_frames, class_labels=labels, num_clips=len(idx), seed=seed + b, steps=steps,
+                              sampler=sampler).frames
         tmp = path.with_name(f".{path.name}.tmp.npy")
         np.save(tmp, features(clips))
         tmp.replace(path)

@@ -3,6 +3,10 @@
 A checkpoint folder (what training writes, or ``save_pretrained``) holds ``config.yaml`` and weights; the
 pipeline builds the STDiT, loads the EMA weights and builds the codec from the config. Frames are uint8
 (B, T, H, W, 3). Every window costs one network evaluation (``steps=1``).
+
+``sampler``: ``"meanflow"`` (k-NFE average-velocity steps, default for MeanFlow models) or ``"euler"`` (Euler steps of
+the instantaneous velocity u(z, t, t); the default, with 50 steps, for a model trained as flow matching, i.e.
+``method.ratio_r_neq_t = 0``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from .render import frames_to_pixels, latents_to_frames
 
 log = logging.getLogger(__name__)
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "moving_digits"
+SAMPLERS = {"meanflow": 1, "euler": 50}  # sampler -> default number of network calls per window
 
 
 @dataclass
@@ -98,8 +103,25 @@ class MFVideoPipeline:
     def _noise(self, batch: int, frames: int, generator) -> torch.Tensor:
         return torch.randn((batch, *self._latent_shape(frames)), generator=generator).to(self.device)
 
-    def _sample(self, noise, y, steps, context=None, mask=None):
-        return self.method.sample(self.model, noise, y=y, steps=steps, context=context, context_mask=mask)
+    @property
+    def default_sampler(self) -> str:
+        """``"euler"`` for a model trained as flow matching (no r != t rows), else ``"meanflow"``."""
+        return "euler" if self.method.ratio_r_neq_t == 0 else "meanflow"
+
+    def resolve_sampler(self, sampler: str | None, steps: int | None) -> tuple[str, int]:
+        """(sampler, network calls per window) with the defaults filled in; unknown names are an error."""
+        sampler = sampler or self.default_sampler
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+        steps = SAMPLERS[sampler] if steps is None else int(steps)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return sampler, steps
+
+    def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None):
+        sampler, steps = how
+        fn = self.method.sample if sampler == "meanflow" else self.method.sample_euler
+        return fn(self.model, noise, y=y, steps=steps, context=context, context_mask=mask)
 
     # ----------------------------------------------------------------------------------------------------
     @property
@@ -112,8 +134,10 @@ class MFVideoPipeline:
 
     @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
-                 seed: int | None = None, steps: int = 1, context_frames: int | None = None) -> PipelineOutput:
+                 seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
+                 sampler: str | None = None) -> PipelineOutput:
         """Clips from noise: one network call for the first window, one per further window (sliding)."""
+        how = self.resolve_sampler(sampler, steps)
         num_frames = num_frames or self.window
         y = self._labels(class_labels, num_clips or 1)
         batch = y.shape[0] if y is not None else (num_clips or 1)
@@ -121,16 +145,16 @@ class MFVideoPipeline:
         f = self.codec.temporal_factor
         # a causal VAE decodes f k + 1 frames: the first window is the smallest such count covering num_frames
         first = min(num_frames, self.window) if f == 1 else self._pixel_frames(min(self.latent_window, -(-(num_frames - 1) // f) + 1))
-        latents = self._sample(self._noise(batch, first, g), y, steps)
+        latents = self._sample(self._noise(batch, first, g), y, how)
         frames = latents_to_frames(self.codec, latents)[:, :num_frames]  # (B, first, H, W, 3)
         if num_frames > frames.shape[1]:
             k = self._context_latents(context_frames)
-            return self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, steps, g)
+            return self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g)
         return PipelineOutput(frames, self.fps)
 
     @torch.no_grad()
-    def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int = 1,
-               class_labels=None, seed: int | None = None) -> PipelineOutput:
+    def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
+               class_labels=None, seed: int | None = None, sampler: str | None = None) -> PipelineOutput:
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
         ``context_frames`` counts pixel frames (default: half the window); with a causal video VAE it is rounded
@@ -138,6 +162,7 @@ class MFVideoPipeline:
         """
         from .inputs import load_clip
 
+        how = self.resolve_sampler(sampler, steps)
         frames = load_clip(video, self.resolution)  # (B, T, H, W, 3) uint8 at the model's resolution
         k_lat = self._context_latents(context_frames)
         k_pix = self._pixel_frames(k_lat)
@@ -150,7 +175,7 @@ class MFVideoPipeline:
             y = y.expand(frames.shape[0])
         g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
         ctx = self._encode(frames[:, frames.shape[1] - k_pix :])  # (B, C, k_lat, h, w)
-        return self._continue(frames, ctx, num_new_frames, y, steps, g)
+        return self._continue(frames, ctx, num_new_frames, y, how, g)
 
     def _context_latents(self, k_pix: int | None) -> int:
         """Context pixel frames -> context latent frames, within [1, latent window - 1]."""
@@ -165,7 +190,7 @@ class MFVideoPipeline:
         pixels = frames_to_pixels(frames, self.config.data.channels).to(self.device)
         return self.codec.encode(pixels)
 
-    def _continue(self, frames, ctx, num_new, y, steps, g) -> PipelineOutput:
+    def _continue(self, frames, ctx, num_new, y, how, g) -> PipelineOutput:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
 
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
@@ -179,7 +204,7 @@ class MFVideoPipeline:
             context = torch.cat([ctx, torch.zeros_like(noise[:, :, k:])], dim=2)
             mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool, device=self.device)
             mask[:, :k] = True
-            window = self._sample(noise, y, steps, context=context, mask=mask)  # (B, C, k + new, h, w)
+            window = self._sample(noise, y, how, context=context, mask=mask)  # (B, C, k + new, h, w)
             if f == 1:
                 pix = latents_to_frames(self.codec, window[:, :, k:])
             else:
@@ -191,10 +216,11 @@ class MFVideoPipeline:
 
     @torch.no_grad()
     def condition(self, frames, frame_indices, num_frames: int | None = None, class_labels=None,
-                  seed: int | None = None, steps: int = 1) -> PipelineOutput:
+                  seed: int | None = None, steps: int | None = None, sampler: str | None = None) -> PipelineOutput:
         """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation)."""
         from .inputs import load_clip
 
+        how = self.resolve_sampler(sampler, steps)
         if self.codec.temporal_factor != 1:
             raise NotImplementedError("conditioning on frames at arbitrary positions needs a per-frame codec "
                                       "(identity or image_vae): a causal VAE's latents mix several frames")
@@ -212,7 +238,7 @@ class MFVideoPipeline:
         context[:, :, idx] = self._encode(given)
         mask = torch.zeros(given.shape[0], num_frames, dtype=torch.bool, device=self.device)
         mask[:, idx] = True
-        latents = self._sample(noise, y, steps, context=context, mask=mask)
+        latents = self._sample(noise, y, how, context=context, mask=mask)
         frames_out = latents_to_frames(self.codec, latents)
         frames_out[:, idx] = given  # the given frames are returned exactly as given
         return PipelineOutput(frames_out, self.fps)

@@ -107,3 +107,83 @@ def test_temporal_patch_and_divisibility_error():
     assert net(z, torch.rand(1), torch.zeros(1)).shape == z.shape
     with pytest.raises(ValueError, match="not divisible"):
         net(torch.randn(1, 3, 3, 8, 8), torch.rand(1), torch.zeros(1))
+
+
+def test_lean_linear_jvp_equals_pytorch_rule_and_skips_the_zero_weight_matmul():
+    """Our Linear's JVP (one matmul) = nn.Linear's (x_t W^T + x W_t^T with W_t = 0), value, tangent and gradient."""
+    import torch.autograd.forward_ad as fwAD
+    from torch.func import functional_call, jvp
+    from torch.profiler import profile
+
+    from mfvideo.models.linear import Linear
+
+    torch.manual_seed(0)
+    lean = Linear(16, 24)
+    ref = torch.nn.Linear(16, 24)
+    ref.load_state_dict(lean.state_dict())
+    x, dx = torch.randn(2, 5, 16, dtype=torch.float64), torch.randn(2, 5, 16, dtype=torch.float64)
+    lean.double(), ref.double()
+    for api in ("func", "forward_ad"):
+        if api == "func":
+            (o1, t1), (o2, t2) = jvp(lean, (x,), (dx,)), jvp(ref, (x,), (dx,))
+        else:
+            with fwAD.dual_level():
+                o1, t1 = fwAD.unpack_dual(lean(fwAD.make_dual(x, dx)))
+                o2, t2 = fwAD.unpack_dual(ref(fwAD.make_dual(x, dx)))
+        assert torch.allclose(o1, o2, atol=1e-12) and torch.allclose(t1, t2, atol=1e-12)
+        assert torch.allclose(t1, dx @ lean.weight.T, atol=1e-12)  # no bias in the tangent
+    # the primal of the JVP carries the parameter gradient (fused JVP mode): same gradients as nn.Linear
+    grads = []
+    for m in (lean, ref):
+        m.zero_grad()
+        xi = x.clone().requires_grad_()
+        out, tan = jvp(m, (xi,), (dx,))
+        (out.square().sum() + (tan * out).sum()).backward()
+        grads.append([xi.grad, m.weight.grad, m.bias.grad])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-10)
+    # one matmul for the tangent, where PyTorch's rule runs two (the second against a zero W_t)
+    def matmuls(m):
+        with torch.no_grad(), profile() as prof:
+            jvp(m, (x,), (dx,))
+        return sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+
+    assert matmuls(lean) == 2 < matmuls(ref)  # primal + tangent; PyTorch: 3 or 4 by input rank
+    # forward AD with respect to the weights takes PyTorch's own rule, so it stays exact
+    params = dict(lean.named_parameters())
+    w_t = {k: torch.randn_like(v) for k, v in params.items()}
+    _, tan = jvp(lambda p: functional_call(lean, p, (x,)), (params,), (w_t,))
+    assert torch.allclose(tan, x @ w_t["weight"].T + w_t["bias"], atol=1e-12)
+
+
+def test_lean_linear_jvp_under_bf16_autocast_matches_fp32():
+    from torch.func import jvp
+
+    from mfvideo.models.linear import Linear
+
+    torch.manual_seed(0)
+    lin = Linear(32, 32)
+    x, dx = torch.randn(8, 32), torch.randn(8, 32)
+    o32, t32 = jvp(lin, (x,), (dx,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        o16, t16 = jvp(lin, (x,), (dx,))
+    assert o16.dtype == t16.dtype == torch.bfloat16
+    assert (t16.float() - t32).norm() / t32.norm() < 2e-2 and (o16.float() - o32).norm() / o32.norm() < 2e-2
+
+
+def test_lean_linear_with_frozen_weights_still_gives_input_gradients():
+    from torch.func import jvp
+
+    from mfvideo.models.linear import Linear
+
+    torch.manual_seed(0)
+    lin = Linear(8, 4).requires_grad_(False)
+    ref = torch.nn.Linear(8, 4).requires_grad_(False)
+    ref.load_state_dict(lin.state_dict())
+    grads = []
+    for m in (lin, ref):
+        x = torch.randn(3, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        out, tan = jvp(m, (x,), (torch.ones_like(x),))
+        (out.square().sum() + tan.sum()).backward()
+        grads.append(x.grad)
+    assert torch.allclose(*grads, atol=1e-6)

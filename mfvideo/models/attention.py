@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .linear import Linear, under_forward_ad
+
 BACKENDS = ("sdpa", "math", "xformers")
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,6 @@ def xformers_available() -> bool:
     except Exception:  # a broken build (torch mismatch) raises more than ImportError
         return False
     return True
-
-
-def under_forward_ad(x: torch.Tensor) -> bool:
-    """True if ``x`` carries (or may carry) a forward-mode tangent."""
-    if torch._C._functorch.is_functorch_wrapped_tensor(x):  # inside torch.func.jvp / vmap / grad
-        return True
-    return torch.autograd.forward_ad._current_level >= 0  # inside forward_ad.dual_level()
 
 
 def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -76,11 +71,11 @@ class Attention(nn.Module):
             raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
         self.num_heads = num_heads
         self.backend = backend
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qkv = Linear(dim, 3 * dim)
         head_dim = dim // num_heads
         self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .linear import Linear
+
 
 def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sin-cos features of a float tensor of any shape: (...) -> (..., dim)."""
@@ -45,7 +47,7 @@ class TimestepEmbedder(nn.Module):
         # and fell 385 -> 16 at scale 1 (same 400 steps). We embed t as is.
         self.time_scale = time_scale
         self.mlp = nn.Sequential(
-            nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+            Linear(frequency_size, hidden_size), nn.SiLU(), Linear(hidden_size, hidden_size)
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from torch import nn
 
 from .attention import Attention
 from .embeddings import LabelEmbedder, TimestepEmbedder, sincos_1d, sincos_2d
+from .linear import Linear
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -31,9 +32,9 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, ratio: float):
         super().__init__()
         hidden = int(dim * ratio)
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU(approximate="tanh")
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -46,7 +47,7 @@ class TemporalSublayer(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads, qk_norm, backend)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * dim))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 3 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
         # x: (B, T, N, D); c: (B, T or 1, 1, D); pos_t: (T, 1, D)
@@ -66,7 +67,7 @@ class STDiTBlock(nn.Module):
         self.attn = Attention(dim, num_heads, qk_norm, backend)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, mlp_ratio)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 6 * dim))
         self.temporal = TemporalSublayer(dim, num_heads, qk_norm, backend) if temporal else None
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
@@ -84,8 +85,8 @@ class FinalLayer(nn.Module):
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(dim, out_dim)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = Linear(dim, out_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 2 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)

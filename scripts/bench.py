@@ -15,6 +15,7 @@ Writes JSON and prints a table (``--markdown`` prints the README table from an e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -46,6 +47,22 @@ VARIANTS = {"flow matching": dict(ratio_r_neq_t=0.0),
             "meanflow, fused JVP": dict(ratio_r_neq_t=0.25, jvp_mode="fused"),
             "meanflow, detached JVP": dict(ratio_r_neq_t=0.25, jvp_mode="detached"),
             "meanflow, JVP on all rows": dict(ratio_r_neq_t=0.25, jvp_mode="fused", skip_jvp_when_r_eq_t=False)}
+# timing only: the default (detached) with PyTorch's own forward-AD rule for Linear instead of ours
+PYTORCH_RULE = "meanflow, detached JVP, PyTorch's Linear JVP rule"
+
+
+@contextlib.contextmanager
+def pytorch_linear_rule(enabled: bool = True):
+    """Route every mfvideo Linear through F.linear, so the JVP uses PyTorch's rule (x_t W^T + x W_t^T, W_t = 0)."""
+    import mfvideo.models.linear as lin
+
+    lean = lin.linear
+    if enabled:
+        lin.linear = lambda x, w, b=None: torch.nn.functional.linear(x, w, b)
+    try:
+        yield
+    finally:
+        lin.linear = lean
 
 
 def sync(device):
@@ -62,28 +79,31 @@ def make(case, device, dtype=torch.float32):
     return net, x, y
 
 
-def train_step(net, opt, mf, x, y, amp, gen):
+def train_step(net, opt, mf, x, y, amp, gen, jvp_net=None):
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         ctx = None
         if x.ndim == 5:
             ctx = sample_context_masks(x.shape[0], x.shape[2], {"none": 1, "first": 1}, generator=torch.Generator().manual_seed(0)).to(x.device)
-        loss, _ = mf.loss(net, x, y, context=ctx, generator=gen)
+        loss, logs = mf.loss(net, x, y, context=ctx, generator=gen, jvp_net=jvp_net)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
+    return logs
 
 
 def bench_steps(case, device, reps, amp=False):
     """Median step time of each variant, interleaved: A B C A B C ..."""
     net, x, y = make(case, device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    times = {v: [] for v in VARIANTS}
+    variants = VARIANTS | {PYTORCH_RULE: VARIANTS["meanflow, detached JVP"]}
+    times = {v: [] for v in variants}
     gen = torch.Generator(device).manual_seed(0)
     for rep in range(reps + 2):
-        for v, kw in VARIANTS.items():
+        for v, kw in variants.items():
             sync(device)
             t0 = time.perf_counter()
-            train_step(net, opt, MeanFlow(**kw), x, y, amp, gen)
+            with pytorch_linear_rule(v == PYTORCH_RULE):
+                train_step(net, opt, MeanFlow(**kw), x, y, amp, gen)
             sync(device)
             if rep >= 2:  # warm-up
                 times[v].append(time.perf_counter() - t0)
@@ -213,6 +233,33 @@ def bench_attention(device, reps):
     return res
 
 
+def bench_compile(case, device, reps):
+    """Training step with the model under torch.compile (the JVP runs through the eager module) vs eager."""
+    net, x, y = make(case, device)
+    compiled = torch.compile(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.0)  # lr 0: every step sees the same weights
+    res = {}
+    for v in ("flow matching", "meanflow, detached JVP"):
+        mf = MeanFlow(**VARIANTS[v])
+        losses, t0 = {}, time.perf_counter()
+        losses["compiled"] = train_step(compiled, opt, mf, x, y, False, torch.Generator(device).manual_seed(1), jvp_net=net)
+        first = time.perf_counter() - t0
+        losses["eager"] = train_step(net, opt, mf, x, y, False, torch.Generator(device).manual_seed(1))
+        times = {"eager": [], "compiled": []}
+        for rep in range(reps + 1):
+            for k, m in (("eager", net), ("compiled", compiled)):
+                sync(device)
+                t0 = time.perf_counter()
+                train_step(m, opt, mf, x, y, False, torch.Generator(device).manual_seed(rep), jvp_net=net)
+                sync(device)
+                if rep:
+                    times[k].append(time.perf_counter() - t0)
+        a, b = (float(losses[k]["loss_unweighted"]) for k in ("eager", "compiled"))
+        res[v] = {"eager": statistics.median(times["eager"]), "compiled": statistics.median(times["compiled"]),
+                  "first_compiled_step": first, "loss_rel_diff": abs(a - b) / abs(a)}
+    return res
+
+
 def bench_data(device):
     from mfvideo.data import MovingDigits
     from mfvideo.data.latent_cache import LatentCache, cache_dataset, write_manifest
@@ -273,6 +320,7 @@ def main():
         res["steps_bf16"] = {c: bench_steps(c, device, reps, amp=True) for c in GPU_CASES}
     res["sampling"] = bench_sampling(device, reps)
     res["attention"] = bench_attention(device, reps)
+    res["compile"] = {c: bench_compile(c, device, reps) for c in (["moving-digits (2.6M, 8x16x16 px)"] if device.type == "cpu" else GPU_CASES)}
     res["data"] = bench_data(device)
     consumed = CASES["moving-digits (2.6M, 8x16x16 px)"][2] / res["steps"]["moving-digits (2.6M, 8x16x16 px)"]["meanflow, detached JVP"]
     res["data"]["training consumes (clips/s, moving-digits MeanFlow step)"] = consumed
@@ -295,6 +343,11 @@ def markdown(res) -> str:
         base = m["flow matching"][key]
         label = "peak memory" if key == "peak_bytes" else "activations saved for backward"
         lines.append(f"| {case}: {label} | " + " | ".join(f"{m[n][key] / 2**20:.0f} MiB ({m[n][key] / base:.2f}x)" for n in names) + " |")
+    lines += ["", "| JVP rule for Linear (default detached JVP) | ours: x_t W^T | PyTorch's: x_t W^T + x 0^T |", "|---|---|---|"]
+    for case, s in res["steps"].items():
+        if PYTORCH_RULE in s:
+            fm, ours, theirs = s["flow matching"], s["meanflow, detached JVP"], s[PYTORCH_RULE]
+            lines.append(f"| {case}: step time | {ours * 1e3:.0f} ms ({ours / fm:.2f}x FM) | {theirs * 1e3:.0f} ms ({theirs / fm:.2f}x FM) |")
     s = res["sampling"]
     lines += ["", "| sampling (8 clips, moving digits) | time | vs 1-NFE |", "|---|---|---|"]
     for k in ("1-NFE", "2-NFE", "Euler 50"):
@@ -304,6 +357,13 @@ def markdown(res) -> str:
     lines += ["", "| attention backend (moving-digits model, batch 32) | forward | JVP |", "|---|---|---|"]
     for b, v in res["attention"].items():
         lines.append(f"| {b} | {v['forward'] * 1e3:.0f} ms | {v['jvp'] * 1e3:.0f} ms |")
+    if "compile" in res:
+        lines += ["", "| torch.compile (JVP through the eager module) | eager | compiled | first compiled step | loss rel. diff |",
+                  "|---|---|---|---|---|"]
+        for case, c in res["compile"].items():
+            for v, r in c.items():
+                lines.append(f"| {case}, {v} | {r['eager'] * 1e3:.0f} ms | {r['compiled'] * 1e3:.0f} ms ({r['compiled'] / r['eager']:.2f}x) "
+                             f"| {r['first_compiled_step']:.0f} s | {r['loss_rel_diff']:.1e} |")
     lines += ["", "| data | clips/s |", "|---|---|"]
     for k, v in res["data"].items():
         lines.append(f"| {k} | {v:,.0f} |")

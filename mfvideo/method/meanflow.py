@@ -121,11 +121,14 @@ class MeanFlow:
         noise: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        jvp_net=None,
     ) -> tuple[torch.Tensor, dict]:
         """MeanFlow loss of ``net`` on a clean batch x (B, C, ...).
 
         t, r (B,) and noise override the random draws. context: (B, T) bool, True on clean context frames
-        (5-D x only). Returns (the adaptively weighted batch mean, logs with ``loss_unweighted``).
+        (5-D x only). ``jvp_net``: the same network to differentiate forward (default ``net``), e.g. the eager
+        module when ``net`` is its ``torch.compile`` wrapper. Returns (the adaptively weighted batch mean, logs with
+        ``loss_unweighted``).
         """
         B = x.shape[0]
         if t is None or r is None:
@@ -161,7 +164,7 @@ class MeanFlow:
         if gen is not None:
             v_g = v_g * bcast(gen, v)  # the tangent (and target) on context frames is 0
 
-        u, u_tgt = self.predict_and_target(net, z, t_in, r_in, v_g, dt_tangent, y)
+        u, u_tgt = self.predict_and_target(net, z, t_in, r_in, v_g, dt_tangent, y, jvp_net=jvp_net)
         neq = t != r  # (B,)
 
         err = (u - u_tgt) ** 2
@@ -178,12 +181,14 @@ class MeanFlow:
         return loss, logs
 
     # ----------------------------------------------------------------------------------------------------
-    def predict_and_target(self, net, z, t, r, v_g, dt_tangent=None, y=None):
+    def predict_and_target(self, net, z, t, r, v_g, dt_tangent=None, y=None, jvp_net=None):
         """u = net(z, t, r) (with grad) and u_tgt = sg(v_g - clip(t - r, 0, 1) du/dt), du/dt the JVP along (v_g, 0, 1).
 
         t, r: (B,) or per-frame (B, T); dt_tangent: d t / d t per entry (ones by default, 0 on context frames).
-        Rows with r = t everywhere have target v_g: they get a plain forward and no JVP.
+        Rows with r = t everywhere have target v_g: they get a plain forward and no JVP. The JVP runs through
+        ``jvp_net`` (default ``net``).
         """
+        jvp_net = net if jvp_net is None else jvp_net
         B = z.shape[0]
         dt_tangent = torch.ones_like(t) if dt_tangent is None else dt_tangent
         h = (t - r).clamp(0.0, 1.0)  # (B,) | (B, T)
@@ -198,7 +203,7 @@ class MeanFlow:
             y_j = _take(y, idx_jvp)
             args = (z[idx_jvp], t[idx_jvp], r[idx_jvp])
             tangents = (v_g[idx_jvp], dt_tangent[idx_jvp], torch.zeros_like(r[idx_jvp]))
-            jvp_fn = lambda: jvp(lambda z_, t_, r_: net(z_, t_, r_, y=y_j), args, tangents)  # noqa: E731
+            jvp_fn = lambda: jvp(lambda z_, t_, r_: jvp_net(z_, t_, r_, y=y_j), args, tangents)  # noqa: E731
         if self.jvp_mode == "detached":
             u = net(z, t, r, y=y)  # one forward with grad over every row
             if jvp_fn is not None:

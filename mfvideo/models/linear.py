@@ -16,7 +16,13 @@ from torch import nn
 
 
 def under_forward_ad(x: torch.Tensor) -> bool:
-    """True if ``x`` carries (or may carry) a forward-mode tangent."""
+    """True if ``x`` carries (or may carry) a forward-mode tangent.
+
+    Inside ``torch.compile`` it is False: compiled code is the primal path (the training loop runs the JVP through
+    the eager module), and the functorch check below is not traceable.
+    """
+    if torch.compiler.is_compiling():
+        return False
     if torch._C._functorch.is_functorch_wrapped_tensor(x):  # inside torch.func.jvp / vmap / grad
         return True
     return torch.autograd.forward_ad._current_level >= 0  # inside forward_ad.dual_level()

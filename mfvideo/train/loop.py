@@ -161,6 +161,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
 
     model, optimizer = accelerator.prepare(model, optimizer)
     net = model  # call the wrapped model, never model.module: DDP must see the forward to all-reduce gradients
+    jvp_net = model  # forward-mode AD runs eagerly: compiled graphs do not carry our JVP rules
     if tc.compile:
         net = torch.compile(model)
 
@@ -204,7 +205,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
             sync = micro == tc.grad_accum - 1
             ctx_mgr = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
             with ctx_mgr, accelerator.autocast():
-                loss, logs = s.method.loss(net, x, y, context=ctx, generator=gen)
+                loss, logs = s.method.loss(net, x, y, context=ctx, generator=gen, jvp_net=jvp_net)
                 accelerator.backward(loss / tc.grad_accum)
             for k, v in logs.items():
                 logs_acc[k] = logs_acc.get(k, 0.0) + float(v) / tc.grad_accum

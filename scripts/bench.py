@@ -208,12 +208,12 @@ def bench_sampling(device, reps):
 def bench_attention(device, reps):
     from torch.func import jvp
 
-    from mfvideo.models.attention import xformers_available
+    from mfvideo.models.attention import jvp_flash_available, xformers_available
 
     net, x, y = make("moving-digits (2.6M, 8x16x16 px)", device)
     t = torch.rand(x.shape[0], device=device)
     res = {}
-    backends = ["sdpa", "math"] + (["xformers"] if xformers_available() else [])
+    backends = ["sdpa", "math"] + (["xformers"] if xformers_available() else []) + (["jvp_flash"] if jvp_flash_available() else [])
     for b in backends:
         net.set_attn_backend(b)
         f_ts, j_ts = [], []

@@ -80,10 +80,10 @@ def test_attention_backends_agree_in_value_and_tangent(qk_norm):
     t, r = torch.tensor([0.8, 0.5], dtype=torch.float64), torch.tensor([0.2, 0.5], dtype=torch.float64)
     tangents = (torch.randn_like(z), torch.ones_like(t), torch.zeros_like(r))
     results = {}
-    for backend in ("math", "sdpa", "xformers"):  # xformers falls back off CUDA
+    for backend in ("math", "sdpa", "xformers", "jvp_flash"):  # xformers / jvp_flash fall back off CUDA
         net.set_attn_backend(backend)
         results[backend] = jvp(lambda z_, t_, r_: net(z_, t_, r_), (z, t, r), tangents)
-    for backend in ("sdpa", "xformers"):
+    for backend in ("sdpa", "xformers", "jvp_flash"):
         torch.testing.assert_close(results[backend][0], results["math"][0])
         torch.testing.assert_close(results[backend][1], results["math"][1])
 
@@ -99,6 +99,30 @@ def test_sdpa_backend_is_used_outside_jvp_and_math_inside(monkeypatch):
     assert calls == [1]
     torch.func.jvp(lambda a: attention(a, a, a, "sdpa"), (q,), (q,))
     assert calls == [1]  # the fused kernel has no forward AD: the math path ran
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused JVP kernels need CUDA")
+@pytest.mark.parametrize("backend", ["xformers", "jvp_flash", "sdpa"])
+def test_gpu_attention_kernels_match_math_in_value_tangent_and_gradient(backend):
+    """bf16 kernels vs the fp32 math path: forward, JVP tangent and the gradient through the JVP's primal."""
+    from mfvideo.models.attention import jvp_flash_available, xformers_available
+
+    if backend == "xformers" and not xformers_available() or backend == "jvp_flash" and not jvp_flash_available():
+        pytest.skip(f"{backend} not installed")
+    torch.manual_seed(0)
+    q, k, v, dq, dk, dv = (torch.randn(2, 4, 256, 64, device="cuda") for _ in range(6))
+
+    def run(fn, dtype):
+        qq, kk, vv = (a.to(dtype).requires_grad_() for a in (q, k, v))
+        out = fn(qq, kk, vv)
+        prim, tan = torch.func.jvp(fn, (qq, kk, vv), tuple(a.to(dtype) for a in (dq, dk, dv)))
+        prim.float().square().sum().backward()
+        return out.float(), tan.float(), qq.grad.float()
+
+    ref = run(math_attention, torch.float32)
+    got = run(lambda a, b, c: attention(a, b, c, backend), torch.bfloat16)
+    for name, a, b in zip(("value", "tangent", "gradient"), got, ref):
+        assert (a - b).norm() / b.norm() < 2e-2, name
 
 
 def test_temporal_patch_and_divisibility_error():

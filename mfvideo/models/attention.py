@@ -3,12 +3,14 @@
 Backends:
 - ``"sdpa"``  PyTorch's ``scaled_dot_product_attention`` (fused flash / memory-efficient kernels);
 - ``"math"``  an explicit softmax(QK^T / sqrt(d)) V, differentiable in every mode;
-- ``"xformers"`` ``xformers.ops.memory_efficient_attention`` when installed and the input is on CUDA.
+- ``"xformers"`` ``xformers.ops.memory_efficient_attention`` when installed and the input is on CUDA;
+- ``"jvp_flash"`` SDPA for the primal and, under the JVP, the optional ``jvp_flash_attention`` Triton kernel on
+  CUDA (``pip install --no-deps jvp_flash_attention``: its metadata asks for torchvision, which it does not need).
 
 Forward-mode AD (the MeanFlow JVP) is not implemented by the fused SDPA kernels nor by xformers
 (``NotImplementedError ... forward AD ... _scaled_dot_product_flash_attention_for_cpu``). Whenever the
-inputs carry a tangent (``torch.func.jvp`` or ``torch.autograd.forward_ad``) we route to the math path,
-whatever backend was asked for, so the JVP is exact on every device.
+inputs carry a tangent (``torch.func.jvp`` or ``torch.autograd.forward_ad``) we route to the math path
+(or to the fused JVP kernel with ``jvp_flash``), so the JVP is exact on every device.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 
 from .linear import Linear, under_forward_ad
 
-BACKENDS = ("sdpa", "math", "xformers")
+BACKENDS = ("sdpa", "math", "xformers", "jvp_flash")
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,35 @@ def xformers_available() -> bool:
     return True
 
 
+@functools.cache
+def jvp_flash_available() -> bool:
+    """True when the optional ``jvp_flash_attention`` Triton kernel imports and CUDA is present."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import jvp_flash_attention.jvp_attention  # noqa: F401
+    except Exception:  # missing, or a Triton / torch mismatch
+        return False
+    return True
+
+
+_jvp_flash_failed: list[str] = []  # set once the kernel refused a shape: the math path from then on
+
+
+def _jvp_flash(q, k, v):
+    """The fused JVP kernel, or None if it is unavailable or refused these inputs (logged once)."""
+    if _jvp_flash_failed or not (q.is_cuda and jvp_flash_available()):
+        return None
+    from jvp_flash_attention.jvp_attention import attention as jvp_attention
+
+    try:
+        return jvp_attention(q, k, v)
+    except Exception as e:  # e.g. a sequence length or head size the kernel does not support
+        _jvp_flash_failed.append(str(e))
+        log.warning("jvp_flash attention refused %s: %s; using the math path for the JVP", tuple(q.shape), e)
+        return None
+
+
 def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for (..., L, d) inputs, in plain differentiable ops."""
     scale = q.shape[-1] ** -0.5
@@ -47,8 +78,15 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
-    """Attention over (B, heads, L, d) tensors with the named backend; JVP-safe on every device."""
-    if backend == "math" or under_forward_ad(q):
+    """Attention over (B, heads, L, d) tensors with the named backend; JVP-safe on every device.
+
+    ``jvp_flash``: under the JVP, the ``jvp_flash_attention`` Triton kernel (flash attention with a forward-mode
+    rule) on CUDA when installed; otherwise, and outside the JVP, as ``sdpa``.
+    """
+    if under_forward_ad(q):
+        out = _jvp_flash(q, k, v) if backend == "jvp_flash" else None
+        return math_attention(q, k, v) if out is None else out
+    if backend == "math":
         return math_attention(q, k, v)
     if backend == "xformers" and q.is_cuda and xformers_available():
         import xformers.ops as xops

@@ -26,6 +26,7 @@ def model_kwargs(m: ModelConfig) -> dict:
     kw.update(
         in_channels=m.in_channels, num_classes=m.num_classes, temporal_patch_size=m.temporal_patch_size,
         mlp_ratio=m.mlp_ratio, temporal=m.temporal, qk_norm=m.qk_norm, attn_backend=m.attn_backend,
+        attention=m.attention, time_scale=m.time_scale,
     )
     return kw
 

@@ -1,4 +1,8 @@
-"""The moving-digits report: real held-out clips vs a model's 1-NFE / k-NFE samples and extensions."""
+"""The moving-digits report: real held-out clips vs a model's 1-NFE / k-NFE samples, extensions and interpolations.
+
+Extensions and interpolations run with the null label (a user's video has none): what the model keeps of the
+digit comes from the context frames alone.
+"""
 
 from __future__ import annotations
 
@@ -36,3 +40,65 @@ def evaluate_real(suite: DigitSuite, cfg, n: int = 200) -> dict:
     a, labels = real_clips(n, "test", cfg.num_frames, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 1)
     b, _ = real_clips(n, "test", cfg.num_frames, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 3)
     return suite.clip_metrics(b, _, a)
+
+
+def _frame_accuracy(suite: DigitSuite, frames: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Share of clips whose frame i is read as the clip's true digit: (T,)."""
+    preds, _ = suite.predict(frames)
+    return (preds == labels[:, None]).mean(axis=0)
+
+
+def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
+                     sampler: str | None = None, long_frames: int = 64) -> dict:
+    """How well generated frames follow unlabelled context, on held-out clips (null label throughout).
+
+    - ``extension_accuracy_by_distance``: 4 context + 8 new frames; the share of clips whose new frame at distance
+      d = 1..8 from the context is read as the true digit; ``extension_identity_kept``: the majority of the new
+      frames is the true digit.
+    - ``interpolation_accuracy_by_frame``: frames 0 and T - 1 given; accuracy of every frame in between;
+      ``interpolation_midpoint_accuracy``: the frames farthest from both given frames.
+    - long extension of ``long_frames`` new frames (windows of T, T / 2 context): ``long_identity_kept_last_window``
+      (majority of the last window's new frames), per-window ``long_window_accuracy``, ``long_window_brightness``
+      and ``long_window_contrast`` (mean and 99th-percentile intensity relative to the context's), and
+      ``long_seam_flicker``: mean |frame difference| across window seams over that inside windows (1 = no jump).
+    """
+    cfg = pipe.config.data
+    T = pipe.window
+    k = T // 2
+    clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
+    ext = pipe.extend(clips[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler).frames
+    by_distance = _frame_accuracy(suite, ext[:, k:], labels)
+    preds, _ = suite.predict(ext[:, k:])
+    majority = np.array([np.bincount(p, minlength=10).argmax() for p in preds])
+    out = {"extension_accuracy_by_distance": np.round(by_distance.astype(float), 4).tolist(),
+           "extension_identity_kept": float((majority == labels).mean())}
+
+    given = clips[:, [0, T - 1]]
+    mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler).frames
+    acc = _frame_accuracy(suite, mid, labels)
+    dist = np.minimum(np.arange(T), T - 1 - np.arange(T))
+    out["interpolation_accuracy_by_frame"] = np.round(acc.astype(float), 4).tolist()
+    out["interpolation_midpoint_accuracy"] = float(acc[dist == dist.max()].mean())
+
+    new = T - k
+    long = pipe.extend(clips[:, :k], num_new_frames=long_frames, context_frames=k, steps=steps, seed=seed,
+                       sampler=sampler).frames[:, k:]  # (n, long_frames, H, W, 3)
+    windows = long[:, : long_frames // new * new].reshape(n, -1, new, *long.shape[2:])  # (n, W, new, H, W, 3)
+    grey = windows.astype(np.float32).mean(-1) / 255.0  # (n, W, new, H, W)
+    ctx = clips[:, :k].astype(np.float32).mean(-1) / 255.0
+    win_acc = [float(_frame_accuracy(suite, windows[:, w], labels).mean()) for w in range(windows.shape[1])]
+    last_preds, _ = suite.predict(windows[:, -1])
+    last_major = np.array([np.bincount(p, minlength=10).argmax() for p in last_preds])
+    diffs = np.abs(np.diff(long.astype(np.float32).mean(-1) / 255.0, axis=1)).mean(axis=(0, 2, 3))  # (F - 1,)
+    seams = np.arange(new - 1, diffs.shape[0], new)  # difference between the last frame of a window and the next
+    inside = np.setdiff1d(np.arange(diffs.shape[0]), seams)
+    out.update({
+        "long_new_frames": long_frames,
+        "long_identity_kept_last_window": float((last_major == labels).mean()),
+        "long_window_accuracy": np.round(win_acc, 4).tolist(),
+        "long_window_brightness": np.round((grey.mean(axis=(0, 2, 3, 4)) / ctx.mean()).astype(float), 4).tolist(),
+        "long_window_contrast": np.round(
+            [float(np.percentile(grey[:, w], 99) / np.percentile(ctx, 99)) for w in range(grey.shape[1])], 4).tolist(),
+        "long_seam_flicker": float(diffs[seams].mean() / diffs[inside].mean()),
+    })
+    return out

@@ -19,6 +19,7 @@ This module imports torch and nothing of ours: ``net`` is any callable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch.func import jvp
@@ -30,9 +31,10 @@ NULL_CLASS = -1  # label of the unconditional (dropped) class
 
 def bcast(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Right-pad a (B,) or (B, T) tensor with singleton dims to broadcast against x (B, C, [T,] ...)."""
+    dtype = torch.bool if a.dtype == torch.bool else x.dtype  # a mask stays a mask (torch.where needs bool)
     if a.ndim == 2:  # per-frame (B, T) against (B, C, T, H, W)
-        return a[:, None, :, None, None].to(x.dtype)
-    return a.view(a.shape[0], *([1] * (x.ndim - 1))).to(x.dtype)
+        return a[:, None, :, None, None].to(dtype)
+    return a.view(a.shape[0], *([1] * (x.ndim - 1))).to(dtype)
 
 
 @dataclass
@@ -45,6 +47,9 @@ class MeanFlow:
     cfg_omega, cfg_kappa, cfg_t_start, cfg_t_end: training-time guidance
         v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond, applied for t in [t_start, t_end].
     class_dropout: probability of replacing a label with the null class (and v_g with v on that row).
+    context_class_dropout: the same probability on rows that have context frames (None: ``class_dropout``). A user's
+        video has no label, so extension runs with the null class: a high value here makes the model read what it
+        continues from the context frames instead of from the label.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -61,6 +66,7 @@ class MeanFlow:
     cfg_t_start: float = 0.0
     cfg_t_end: float = 1.0
     class_dropout: float = 0.0
+    context_class_dropout: Optional[float] = None
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
@@ -71,6 +77,8 @@ class MeanFlow:
             raise ValueError(f"ratio_r_neq_t must lie in [0, 1], got {self.ratio_r_neq_t}")
         if not 0.0 <= self.class_dropout < 1.0:
             raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
+        if self.context_class_dropout is not None and not 0.0 <= self.context_class_dropout <= 1.0:
+            raise ValueError(f"context_class_dropout must lie in [0, 1], got {self.context_class_dropout}")
         if self.cfg_t_start > self.cfg_t_end:
             raise ValueError(f"cfg_t_start {self.cfg_t_start} > cfg_t_end {self.cfg_t_end}")
 
@@ -103,9 +111,13 @@ class MeanFlow:
         inside = (t >= self.cfg_t_start) & (t <= self.cfg_t_end)  # (B,)
         omega = torch.where(inside, torch.full_like(t, self.cfg_omega), torch.ones_like(t))
         kappa = torch.where(inside, torch.full_like(t, self.cfg_kappa), torch.zeros_like(t))
-        with torch.no_grad():
-            v_unc = net(z, frame_t, frame_t, y=torch.full_like(y, NULL_CLASS))  # instantaneous: r = t
-            v_cond = net(z, frame_t, frame_t, y=y) if self.cfg_kappa != 0.0 else 0.0
+        null = torch.full_like(y, NULL_CLASS)
+        with torch.no_grad():  # instantaneous velocities (r = t); both in one batched call when kappa != 0
+            if self.cfg_kappa != 0.0:
+                tt = torch.cat([frame_t, frame_t])
+                v_unc, v_cond = net(torch.cat([z, z]), tt, tt, y=torch.cat([null, y])).chunk(2)
+            else:
+                v_unc, v_cond = net(z, frame_t, frame_t, y=null), 0.0
         omega, kappa = bcast(omega, v), bcast(kappa, v)
         return omega * v + (1 - omega - kappa) * v_unc + kappa * v_cond
 
@@ -153,8 +165,11 @@ class MeanFlow:
         v = e - x
 
         # Class dropout to the null class; dropped rows regress the plain v.
-        if y is not None and self.class_dropout > 0:
-            drop = torch.rand(B, device=x.device, generator=generator) < self.class_dropout
+        p_drop = torch.full((B,), self.class_dropout, device=x.device)
+        if context is not None and self.context_class_dropout is not None:
+            p_drop = torch.where(context.any(dim=1), self.context_class_dropout, p_drop)
+        if y is not None and bool((p_drop > 0).any()):
+            drop = torch.rand(B, device=x.device, generator=generator) < p_drop
             y = torch.where(drop, torch.full_like(y, NULL_CLASS), y)
         else:
             drop = None

@@ -1,8 +1,13 @@
 """STDiT: a spatio-temporal DiT with factorised attention for latents (B, C, T, H, W).
 
-Each block is spatial self-attention inside every frame, temporal self-attention across frames at every
-spatial position, then the MLP, each modulated by adaLN-Zero from the conditioning
-c = emb_t(t) + emb_h(t - r) + emb_y(y). Times may be per clip (B,) or per frame (B, T): context frames of
+Attention is ``"factorised"`` (each block: spatial self-attention inside every frame, then temporal
+self-attention across frames at every spatial position) or ``"joint"`` (each block: one self-attention over all
+T x H x W tokens of the clip), then the MLP, each modulated by adaLN-Zero from the conditioning
+c = emb_t(t) + emb_h(t - r) + emb_y(y). Joint attention gives every new frame a direct path to every context
+token: with factorised attention a moving object's identity must hop frame to frame through patches at the
+same position. On the moving-digits set (128 tokens per clip) joint attention costs no more than factorised and
+keeps the context's digit far better (README, design table); factorised stays the choice for long,
+high-resolution clips where (T H W)^2 does not fit. Times may be per clip (B,) or per frame (B, T): context frames of
 frame-conditional generation carry their own time t = r = 0.
 
 The temporal sub-layer of each block is a separate module (``blocks.i.temporal``) with its own zero-initialised
@@ -22,6 +27,9 @@ from torch import nn
 from .attention import Attention
 from .embeddings import LabelEmbedder, TimestepEmbedder, sincos_1d, sincos_2d
 from .linear import Linear
+
+
+ATTENTION_LAYOUTS = ("factorised", "joint")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -61,21 +69,26 @@ class TemporalSublayer(nn.Module):
 class STDiTBlock(nn.Module):
     """Spatial attention, optional temporal attention, MLP; adaLN-Zero modulation from c."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, temporal: bool, qk_norm: bool, backend: str):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, temporal: bool, qk_norm: bool, backend: str,
+                 joint: bool = False):
         super().__init__()
+        self.joint = joint  # self.attn runs over every token of the clip, no temporal sub-layer
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads, qk_norm, backend)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 6 * dim))
-        self.temporal = TemporalSublayer(dim, num_heads, qk_norm, backend) if temporal else None
+        self.temporal = TemporalSublayer(dim, num_heads, qk_norm, backend) if temporal and not joint else None
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
         # x: (B, T, N, D); c: (B, T or 1, 1, D)
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c).chunk(6, dim=-1)
-        h = rearrange(modulate(self.norm1(x), shift_a, scale_a), "b t n d -> (b t) n d")
-        h = rearrange(self.attn(h), "(b t) n d -> b t n d", b=x.shape[0])
-        x = x + gate_a * h  # spatial attention inside each frame
+        h = modulate(self.norm1(x), shift_a, scale_a)  # (B, T, N, D)
+        if self.joint:  # one attention over the whole clip
+            h = rearrange(self.attn(rearrange(h, "b t n d -> b (t n) d")), "b (t n) d -> b t n d", t=x.shape[1])
+        else:  # spatial attention inside each frame
+            h = rearrange(self.attn(rearrange(h, "b t n d -> (b t) n d")), "(b t) n d -> b t n d", b=x.shape[0])
+        x = x + gate_a * h
         if self.temporal is not None:
             x = self.temporal(x, c, pos_t)  # temporal attention across frames
         return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
@@ -115,8 +128,11 @@ class STDiT(ModelMixin, ConfigMixin):
         qk_norm: bool = False,
         attn_backend: str = "sdpa",
         time_scale: float = 1.0,
+        attention: str = "factorised",
     ):
         super().__init__()
+        if attention not in ATTENTION_LAYOUTS:
+            raise ValueError(f"unknown attention layout {attention!r}; choose one of {ATTENTION_LAYOUTS}")
         p, pt = patch_size, temporal_patch_size
         self.x_embedder = nn.Conv3d(in_channels, hidden_size, kernel_size=(pt, p, p), stride=(pt, p, p))
         self.t_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)
@@ -127,7 +143,8 @@ class STDiT(ModelMixin, ConfigMixin):
         # inside the temporal attention only (one-sample overfit, 1-NFE error 0.09 vs 1.0 after 600 steps).
         self.temporal_pos_gate = nn.Parameter(torch.zeros(hidden_size)) if temporal else None
         self.blocks = nn.ModuleList(
-            STDiTBlock(hidden_size, num_heads, mlp_ratio, temporal, qk_norm, attn_backend) for _ in range(depth)
+            STDiTBlock(hidden_size, num_heads, mlp_ratio, temporal, qk_norm, attn_backend, joint=attention == "joint")
+            for _ in range(depth)
         )
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
         self._pos_cache: dict = {}

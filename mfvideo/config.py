@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -160,7 +161,73 @@ def _to_object(cfg, source: str) -> "Config":
         raise ConfigError(f"{source}: {str(e).splitlines()[0]}") from None
 
 
+def _at_least(low):
+    return lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v >= low), f">= {low}"
+
+
+def _positive():
+    return lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 0), "a finite number > 0"
+
+
+def _unit(closed_right: bool = False):
+    if closed_right:
+        return lambda v: v is None or 0.0 <= v <= 1.0, "in [0, 1]"
+    return lambda v: v is None or 0.0 <= v < 1.0, "in [0, 1)"
+
+
+# (key, check, what it must be): the value ranges of the schema, checked once when a config is loaded.
+RANGES = [
+    ("model.hidden_size", *_at_least(1)), ("model.depth", *_at_least(1)), ("model.num_heads", *_at_least(1)),
+    ("model.patch_size", *_at_least(1)), ("model.temporal_patch_size", *_at_least(1)),
+    ("model.mlp_ratio", *_positive()), ("model.time_scale", *_positive()),
+    ("model.in_channels", *_at_least(1)), ("model.num_classes", *_at_least(0)),
+    ("method.time_std", *_positive()), ("method.adaptive_p", *_at_least(0)), ("method.adaptive_eps", *_at_least(0)),
+    ("data.resolution", *_at_least(1)), ("data.channels", *_at_least(1)), ("data.num_frames", *_at_least(1)),
+    ("data.frame_stride", *_at_least(1)), ("data.target_fps", *_positive()), ("data.num_clips", *_at_least(1)),
+    ("data.num_digits", *_at_least(1)), ("data.digit_size", *_at_least(1)), ("data.speed", *_at_least(0)),
+    ("data.max_bad_fraction", *_unit(closed_right=True)),
+    ("train.batch_size", *_at_least(1)), ("train.grad_accum", *_at_least(1)), ("train.lr", *_positive()),
+    ("train.weight_decay", *_at_least(0)), ("train.warmup_steps", *_at_least(0)), ("train.grad_clip", *_positive()),
+    ("train.max_steps", *_at_least(1)), ("train.log_every", *_at_least(1)), ("train.sample_every", *_at_least(0)),
+    ("train.checkpoint_every", *_at_least(0)), ("train.keep_last", *_at_least(1)),
+    ("train.max_nonfinite", *_at_least(1)), ("train.num_workers", *_at_least(0)),
+    ("train.max_context_frames", *_at_least(1)),
+    ("sample.steps", *_at_least(1)), ("sample.num_frames", *_at_least(1)), ("sample.fps", *_positive()),
+    ("sample.num_samples", *_at_least(1)),
+]
+
+
 def validate(cfg: Config) -> None:
+    """Value ranges and cross-field rules; a violation is a ``ConfigError`` naming the key and the value."""
+    for key, ok, what in RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise ConfigError(f"{key} must be {what}, got {value!r}")
+    for d in cfg.train.ema_decays:
+        if not 0.0 <= d < 1.0:
+            raise ConfigError(f"train.ema_decays must lie in [0, 1), got {d!r}")
+    if not cfg.train.ema_decays:
+        raise ConfigError("train.ema_decays must hold at least one decay")
+    if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
+        raise ConfigError(f"train.betas must be two numbers in [0, 1), got {list(cfg.train.betas)}")
+    from .method.masks import KINDS
+
+    masks = cfg.train.context_masks
+    unknown = sorted(set(masks) - set(KINDS))
+    if unknown:
+        raise ConfigError(f"train.context_masks: unknown kind {unknown[0]!r}; known: {', '.join(KINDS)}")
+    if any(not (math.isfinite(w) and w >= 0) for w in masks.values()) or sum(masks.values()) <= 0:
+        raise ConfigError(f"train.context_masks weights must be >= 0 with a positive sum, got {dict(masks)}")
+    from .models.attention import BACKENDS
+    from .models.stdit import ATTENTION_LAYOUTS
+
+    if cfg.model.attn_backend not in BACKENDS:
+        raise ConfigError(f"model.attn_backend must be one of {', '.join(BACKENDS)}, got {cfg.model.attn_backend!r}")
+    if cfg.model.attention not in ATTENTION_LAYOUTS:
+        raise ConfigError(f"model.attention must be one of {', '.join(ATTENTION_LAYOUTS)}, got {cfg.model.attention!r}")
+    if cfg.data.kind == "moving_digits" and cfg.data.digit_size > cfg.data.resolution:
+        raise ConfigError(f"data.digit_size {cfg.data.digit_size} exceeds data.resolution {cfg.data.resolution}")
     if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision must be no or bf16, got {cfg.train.mixed_precision!r}")
     if cfg.train.mixed_precision == "fp16":
@@ -182,4 +249,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 def from_dict(d: dict, source: str = "checkpoint") -> Config:
     """Rebuild a typed config from a saved dict (e.g. the config.yaml inside a checkpoint)."""
     cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(d), source)
-    return _to_object(cfg, source)
+    obj = _to_object(cfg, source)
+    try:
+        validate(obj)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return obj

@@ -37,26 +37,69 @@ def to_uint8_frames(frames) -> np.ndarray:
     return a
 
 
+class OutputError(OSError):
+    """A file could not be written (full disk, ffmpeg failure); the previous file at that path is untouched."""
+
+
 def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> Path:
-    """Write (T, H, W, 3) frames as H.264 mp4 (yuv420p), atomically. H and W must be even (yuv420p)."""
+    """Write (T, H, W, 3) frames as H.264 mp4 (yuv420p), atomically. H and W must be even (yuv420p).
+
+    The temporary file is decoded back (frame count) before it replaces ``path``: ffmpeg can fail without imageio
+    raising (a full disk), and a file that does not hold every frame must never claim success.
+    """
     import imageio.v2 as imageio
 
     a = to_uint8_frames(frames)
+    if a.ndim != 4 or len(a) == 0:
+        raise ValueError(f"expected frames (T, H, W, 3) with T >= 1, got shape {a.shape}")
     if a.shape[1] % 2 or a.shape[2] % 2:
         raise ValueError(f"H.264 yuv420p needs an even frame size, got {a.shape[1]}x{a.shape[2]}")
+    if not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a finite number > 0, got {fps}")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder")
     with atomic_path(path, suffix=".mp4") as tmp:
-        # macro_block_size=1: never let imageio silently rescale the frames.
-        writer = imageio.get_writer(
-            tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
-            macro_block_size=1, quality=quality, ffmpeg_log_level="error",
-        )
         try:
-            for frame in a:
-                writer.append_data(frame)
-        finally:
-            writer.close()
+            # macro_block_size=1: never let imageio silently rescale the frames.
+            writer = imageio.get_writer(
+                tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
+                macro_block_size=1, quality=quality, ffmpeg_log_level="error",
+            )
+            try:
+                for frame in a:
+                    writer.append_data(frame)
+            finally:
+                writer.close()
+            written = _count_frames(tmp)
+        except OutputError:
+            raise
+        except Exception as e:  # ffmpeg died: broken pipe, no space, bad parameters
+            raise OutputError(f"cannot write {path}: ffmpeg failed ({_last_line(e)}); nothing was written") from None
+        if written != len(a):
+            raise OutputError(f"cannot write {path}: the encoded file holds {written} of {len(a)} frames "
+                              "(disk full?); nothing was written")
     return path
+
+
+def _count_frames(path: Path) -> int:
+    import imageio.v2 as imageio
+
+    try:
+        reader = imageio.get_reader(str(path), format="FFMPEG")
+    except Exception:
+        return 0
+    try:
+        return int(reader.count_frames())
+    except Exception:
+        return 0
+    finally:
+        reader.close()
+
+
+def _last_line(e: Exception) -> str:
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:200]
 
 
 def save_image(image, path: str | Path) -> Path:
@@ -64,7 +107,10 @@ def save_image(image, path: str | Path) -> Path:
     import imageio.v2 as imageio
 
     with atomic_path(path, suffix=".png") as tmp:
-        imageio.imwrite(tmp, to_uint8_frames(np.asarray(image)[None])[0], format="PNG")
+        try:
+            imageio.imwrite(tmp, to_uint8_frames(np.asarray(image)[None])[0], format="PNG")
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror or e}; nothing was written") from None
     return Path(path)
 
 

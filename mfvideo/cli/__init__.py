@@ -1,11 +1,106 @@
-"""Console entry points. Each is a thin layer over the library; user mistakes exit with one line, no traceback."""
+"""Console entry points. Each is a thin layer over the library; user mistakes exit with one line, no traceback.
+
+Arguments are checked before any work starts (ranges, devices, output paths), so a mistake costs nothing and
+leaves nothing behind.
+"""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
+import math
 import os
 import sys
+from pathlib import Path
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one ``error: ...`` line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def device(text: str) -> str:
+    """A torch device that exists on this machine."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r} (use cpu, cuda or cuda:N)")
+    return text
+
+
+def _writable_parent(path: Path, what: str) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable folder (so ``path`` can be created)."""
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: {parent} is not writable")
+
+
+def check_output_file(path: str | Path, inputs: tuple = ()) -> Path:
+    """An output file we may write: not a folder, in a writable place, and never one of the inputs."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder; give a file name such as {path / 'out.mp4'}")
+    for src in inputs:
+        src = Path(src)
+        same = path.exists() and src.exists() and os.path.samefile(path, src)
+        if same or path.resolve() == src.resolve():
+            raise ValueError(f"output {path} is the input file: refusing to overwrite it")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"output {path} is not writable")
+    _writable_parent(path, "output")
+    return path
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """An output folder we may create or write into."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output folder {path} is a file")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"output folder {path} is not writable")
+    else:
+        _writable_parent(path, "output folder")
+    return path
 
 
 def user_errors(main):
@@ -18,18 +113,25 @@ def user_errors(main):
         from ..train.loop import TrainingError
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        # Bad input (configs, checkpoints, videos, arguments) raises ValueError subclasses; MFVIDEO_DEBUG=1 shows
-        # the traceback.
-        known = (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError, NotImplementedError)
+        # Bad input (configs, checkpoints, videos, arguments) raises ValueError subclasses; a full disk or a
+        # permission problem is an OSError. MFVIDEO_DEBUG=1 shows the traceback.
+        known = (ConfigError, CheckpointError, TrainingError, OSError, ValueError, NotImplementedError)
         try:
             return main(argv)
         except known as e:
             if os.environ.get("MFVIDEO_DEBUG"):
                 raise
-            print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            print(f"error: {_one_line(e)}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
 
     return wrapper
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename:
+        return f"{e.filename}: {e.strerror}"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

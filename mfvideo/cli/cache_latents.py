@@ -6,20 +6,19 @@ encoded by rank s % world). Train on the result with ``data.kind=latent_cache da
 
 from __future__ import annotations
 
-import argparse
-
-from . import user_errors
+from . import ArgumentParser, check_output_dir, positive_int, user_errors
 
 
 @user_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="mfvideo-cache-latents", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="mfvideo-cache-latents", description=__doc__.splitlines()[0])
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--out", required=True, help="cache folder")
-    p.add_argument("--shard-size", type=int, default=256)
-    p.add_argument("--limit", type=int, default=None, help="encode only the first N items")
+    p.add_argument("--shard-size", type=positive_int, default=256)
+    p.add_argument("--limit", type=positive_int, default=None, help="encode only the first N items")
     args = p.parse_args(argv)
+    check_output_dir(args.out)
 
     import dataclasses
 

@@ -6,21 +6,21 @@ only) extended by the model, and a sheet comparing each extension with the true 
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from . import user_errors
+from . import ArgumentParser, check_output_dir, positive_int, user_errors
 
 
 @user_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="mfvideo-demo", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="mfvideo-demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="demo", help="output folder")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled model)")
-    p.add_argument("--num-frames", type=int, default=16, help="frames per generated clip")
+    p.add_argument("--num-frames", type=positive_int, default=16, help="frames per generated clip")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    check_output_dir(args.out)
 
     import numpy as np
 

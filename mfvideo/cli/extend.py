@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
-from . import user_errors
+from . import ArgumentParser, check_output_file, device, positive_float, positive_int, user_errors
 
 
 @user_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="mfvideo-extend", description="Continue a video with a MeanFlow STDiT.")
+    p = ArgumentParser(prog="mfvideo-extend", description="Continue a video with a MeanFlow STDiT.")
     p.add_argument("input", help="video file (mp4, webm, avi, gif)")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled moving-digits model)")
-    p.add_argument("--num-new-frames", type=int, required=True)
-    p.add_argument("--context-frames", type=int, default=None, help="frames of context per window (default: half)")
+    p.add_argument("--num-new-frames", type=positive_int, required=True)
+    p.add_argument("--context-frames", type=positive_int, default=None,
+                   help="frames of context per window (default: half)")
     p.add_argument("--class", dest="class_id", type=int, default=None, help="class id of the clip (default: none)")
-    p.add_argument("--steps", type=int, default=None, help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
     p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
                    help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=float, default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--fps", type=positive_float, default=None)
+    p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)
-    if args.num_new_frames < 1:
-        raise ValueError("--num-new-frames must be >= 1")
+    if not Path(args.input).is_file():
+        raise ValueError(f"{args.input}: no such file")
+    out_path = check_output_file(args.out, inputs=(args.input,))
 
     from ..io import save_video
     from ..pipeline import MFVideoPipeline
@@ -33,8 +36,8 @@ def main(argv=None):
     out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
                       class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
                       sampler=args.sampler)
-    save_video(out.frames[0], args.out, fps=args.fps or out.fps)
-    print(f"wrote {out.frames.shape[1]} frames ({args.num_new_frames} new) to {args.out}")
+    save_video(out.frames[0], out_path, fps=args.fps or out.fps)
+    print(f"wrote {out.frames.shape[1]} frames ({args.num_new_frames} new) to {out_path}")
     return 0
 
 

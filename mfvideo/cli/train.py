@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
-from . import user_errors
+from . import ArgumentParser, user_errors
 
 
 @user_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="mfvideo-train", description="Train a MeanFlow STDiT from a YAML config.")
+    p = ArgumentParser(prog="mfvideo-train", description="Train a MeanFlow STDiT from a YAML config.")
     p.add_argument("config", help="YAML file (only what differs from the schema defaults)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
@@ -36,7 +34,10 @@ def main(argv=None):
     from ..train.loop import train
 
     summary = train(cfg)
-    print(f"trained {summary['steps']} steps; unweighted loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}")
+    if summary["first_loss"] is None:  # resumed at or past train.max_steps
+        print(f"nothing to train: the run is at step {summary['steps']} and train.max_steps={cfg.train.max_steps}")
+        return 0
+    print(f"trained to step {summary['steps']}; unweighted loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}")
     return 0
 
 

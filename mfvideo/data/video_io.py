@@ -1,5 +1,6 @@
 """Reading video files: decord (the ``video`` extra) with imageio-ffmpeg as the fallback; GIFs through imageio.
 
+Frames are the stream's own, each once, also for variable-frame-rate files (decord does so; ffmpeg is told to).
 Only the requested frames are decoded: decord seeks, the imageio path streams and stops at the last wanted
 frame, so a long video is never read whole into memory. Every failure is a ``VideoError`` naming the file.
 
@@ -13,11 +14,15 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
+# Every decoded frame exactly once. Without it ffmpeg resamples a variable-frame-rate video to a constant rate,
+# repeating and dropping frames (the frame count and the frames read then disagree).
+PASSTHROUGH = ["-fps_mode", "passthrough"]
 
 
 class VideoError(ValueError):
@@ -69,16 +74,20 @@ def probe(path, backend: str = "auto") -> VideoInfo:
     kind = _backend(path, backend)
     try:
         if kind == "decord":
-            import decord
+            try:
+                import decord
 
-            vr = decord.VideoReader(str(path), num_threads=1)
-            h, w = vr[0].shape[:2] if len(vr) else (0, 0)
-            return VideoInfo(len(vr), float(vr.get_avg_fps()), int(h), int(w))
+                vr = decord.VideoReader(str(path), num_threads=1)
+                h, w = vr[0].shape[:2] if len(vr) else (0, 0)
+                return VideoInfo(len(vr), float(vr.get_avg_fps()), int(h), int(w))
+            except Exception as e:  # e.g. a webm without a duration (as browsers record them): ffmpeg reads it
+                log.info("%s: decord cannot open it (%s); probing with imageio-ffmpeg", path, _short(e))
+                kind = "imageio"
         if kind == "gif":
             return _probe_gif(path)
         import imageio.v2 as imageio
 
-        reader = imageio.get_reader(str(path), format="FFMPEG")
+        reader = imageio.get_reader(str(path), format="FFMPEG", output_params=PASSTHROUGH)
         try:
             meta = reader.get_meta_data()
             n = reader.count_frames()  # decodes headers only; never list() an ffmpeg reader (infinite length)
@@ -111,10 +120,16 @@ def read_frames(path, indices, backend: str = "auto") -> np.ndarray:
     kind = _backend(path, backend)
     try:
         if kind == "decord":
-            out = _read_decord(path, indices)
+            try:
+                out = _read_decord(path, indices)
+            except VideoError:
+                raise
+            except Exception as e:
+                log.info("%s: decord cannot read it (%s); using imageio-ffmpeg", path, _short(e))
+                out = None
             if out is not None:
                 return out
-            kind = "imageio"  # decord mis-decoded this file
+            kind = "imageio"  # decord mis-decoded or could not open this file
         if kind == "gif":
             return _read_gif(path, indices)
         return _read_imageio(path, indices)
@@ -151,7 +166,7 @@ def _read_imageio(path: Path, indices: list[int]) -> np.ndarray:
     wanted = sorted(set(indices))
     last = wanted[-1]
     got: dict[int, np.ndarray] = {}
-    reader = imageio.get_reader(str(path), format="FFMPEG")
+    reader = imageio.get_reader(str(path), format="FFMPEG", output_params=PASSTHROUGH)
     try:
         for i, frame in enumerate(reader):  # streams; stops after the last wanted frame
             if i in wanted:
@@ -179,6 +194,49 @@ def _read_gif(path: Path, indices: list[int]) -> np.ndarray:
     if max(indices) not in got:
         raise VideoError(path, f"has {len(got)} frames, frame {max(indices)} was requested")
     return np.stack([got[i] for i in indices])
+
+
+def iter_frames(path, backend: str = "auto", chunk: int = 32) -> Iterator[np.ndarray]:
+    """Every frame in order, as uint8 chunks (n <= chunk, H, W, 3), decoded only as they are consumed: memory holds
+    one chunk, whatever the video's length."""
+    path = Path(path)
+    _check_exists(path)
+    kind = _backend(path, backend)
+    if kind == "decord":
+        n = probe(path, backend).num_frames
+        for start in range(0, n, chunk):
+            yield read_frames(path, range(start, min(n, start + chunk)), backend)
+        return
+    try:
+        if kind == "gif":
+            from PIL import Image, ImageSequence
+
+            with Image.open(path) as im:
+                frames = (np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im))
+                yield from _chunks(frames, chunk)
+            return
+        import imageio.v2 as imageio
+
+        reader = imageio.get_reader(str(path), format="FFMPEG", output_params=PASSTHROUGH)
+        try:
+            yield from _chunks((np.asarray(f)[..., :3] for f in reader), chunk)
+        finally:
+            reader.close()
+    except VideoError:
+        raise
+    except Exception as e:
+        raise VideoError(path, f"corrupt or unreadable ({_short(e)})") from None
+
+
+def _chunks(frames, size: int) -> Iterator[np.ndarray]:
+    buf = []
+    for f in frames:
+        buf.append(f)
+        if len(buf) == size:
+            yield np.stack(buf)
+            buf = []
+    if buf:
+        yield np.stack(buf)
 
 
 def read_video(path, max_frames: int | None = None, backend: str = "auto") -> tuple[np.ndarray, float]:

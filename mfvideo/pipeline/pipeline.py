@@ -85,17 +85,31 @@ class MFVideoPipeline:
     def fps(self) -> float:
         return self.config.sample.fps
 
-    def _labels(self, class_labels, batch: int):
+    def check_labels(self, class_labels) -> torch.Tensor:
+        """Class ids as a (B,) long tensor; an id outside 0..num_classes-1 (or -1, none) is a ValueError."""
         n = self.config.model.num_classes
-        if class_labels is None:
-            return torch.full((batch,), -1, dtype=torch.long, device=self.device) if n else None
         labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
         if not n:
             raise ValueError("this model is unconditional: class_labels must be None")
+        if labels.numel() == 0:
+            raise ValueError("class_labels is empty: give at least one class id")
         bad = [int(c) for c in labels if not (0 <= int(c) < n or int(c) == -1)]
         if bad:
             raise ValueError(f"class id {bad[0]} out of range: this model has classes 0..{n - 1} (-1 = none)")
-        return labels.to(self.device)
+        return labels
+
+    def _labels(self, class_labels, batch: int):
+        if class_labels is None:
+            n = self.config.model.num_classes
+            return torch.full((batch,), -1, dtype=torch.long, device=self.device) if n else None
+        return self.check_labels(class_labels).to(self.device)
+
+    @staticmethod
+    def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+        """The caller's CPU generator, else one seeded with ``seed`` (a random seed when both are None)."""
+        if generator is not None:
+            return generator
+        return torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
 
     def _latent_shape(self, frames: int):
         return self.codec.latent_shape((frames, self.resolution, self.resolution))
@@ -135,13 +149,23 @@ class MFVideoPipeline:
     @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
                  seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
-                 sampler: str | None = None) -> PipelineOutput:
-        """Clips from noise: one network call for the first window, one per further window (sliding)."""
+                 sampler: str | None = None, generator: torch.Generator | None = None) -> PipelineOutput:
+        """Clips from noise: one network call for the first window, one per further window (sliding).
+
+        ``class_labels``: one id per clip, or one id for ``num_clips`` clips. Noise comes from ``generator`` (a CPU
+        ``torch.Generator``) or from ``seed``.
+        """
         how = self.resolve_sampler(sampler, steps)
-        num_frames = num_frames or self.window
+        num_frames = self.window if num_frames is None else int(num_frames)
+        if num_frames < 1 or (num_clips is not None and int(num_clips) < 1):
+            raise ValueError(f"num_frames and num_clips must be >= 1, got {num_frames} and {num_clips}")
         y = self._labels(class_labels, num_clips or 1)
+        if y is not None and num_clips and y.shape[0] != num_clips:
+            if y.shape[0] != 1:
+                raise ValueError(f"{y.shape[0]} class labels for {num_clips} clips")
+            y = y.expand(num_clips)
         batch = y.shape[0] if y is not None else (num_clips or 1)
-        g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        g = self._generator(seed, generator)
         f = self.codec.temporal_factor
         # a causal VAE decodes f k + 1 frames: the first window is the smallest such count covering num_frames
         first = min(num_frames, self.window) if f == 1 else self._pixel_frames(min(self.latent_window, -(-(num_frames - 1) // f) + 1))
@@ -154,18 +178,21 @@ class MFVideoPipeline:
 
     @torch.no_grad()
     def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
-               class_labels=None, seed: int | None = None, sampler: str | None = None) -> PipelineOutput:
+               class_labels=None, seed: int | None = None, sampler: str | None = None,
+               generator: torch.Generator | None = None, include_input: bool = True) -> PipelineOutput:
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
         ``context_frames`` counts pixel frames (default: half the window); with a causal video VAE it is rounded
-        down to the VAE's 4k+1 (8k+1) rule.
+        down to the VAE's 4k+1 (8k+1) rule. A video file is decoded frame by frame and resized on the fly, so memory
+        does not grow with the input's resolution; with ``include_input=False`` only its last ``context_frames`` are
+        decoded and the output holds the context and the new frames.
         """
         from .inputs import load_clip
 
         how = self.resolve_sampler(sampler, steps)
-        frames = load_clip(video, self.resolution)  # (B, T, H, W, 3) uint8 at the model's resolution
         k_lat = self._context_latents(context_frames)
         k_pix = self._pixel_frames(k_lat)
+        frames = load_clip(video, self.resolution, last=None if include_input else k_pix)  # (B, T, r, r, 3) uint8
         if frames.shape[1] < k_pix:
             raise ValueError(f"the input has {frames.shape[1]} frames, fewer than the {k_pix} context frames requested")
         if num_new_frames < 1:
@@ -173,7 +200,7 @@ class MFVideoPipeline:
         y = self._labels(class_labels, frames.shape[0])
         if y is not None and y.shape[0] == 1 and frames.shape[0] > 1:
             y = y.expand(frames.shape[0])
-        g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        g = self._generator(seed, generator)
         ctx = self._encode(frames[:, frames.shape[1] - k_pix :])  # (B, C, k_lat, h, w)
         return self._continue(frames, ctx, num_new_frames, y, how, g)
 
@@ -216,7 +243,8 @@ class MFVideoPipeline:
 
     @torch.no_grad()
     def condition(self, frames, frame_indices, num_frames: int | None = None, class_labels=None,
-                  seed: int | None = None, steps: int | None = None, sampler: str | None = None) -> PipelineOutput:
+                  seed: int | None = None, steps: int | None = None, sampler: str | None = None,
+                  generator: torch.Generator | None = None) -> PipelineOutput:
         """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation)."""
         from .inputs import load_clip
 
@@ -232,7 +260,7 @@ class MFVideoPipeline:
         if any(not 0 <= i < num_frames for i in idx) or len(set(idx)) != len(idx):
             raise ValueError(f"frame indices must be distinct and lie in [0, {num_frames - 1}], got {idx}")
         y = self._labels(class_labels, given.shape[0])
-        g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        g = self._generator(seed, generator)
         noise = self._noise(given.shape[0], num_frames, g)
         context = torch.zeros_like(noise)
         context[:, :, idx] = self._encode(given)

@@ -8,6 +8,10 @@ Layout of ``<run>/checkpoints/step_00001000/``::
     optimizer.pt, trainer.pt    optimizer / scheduler and trainer state (loaded with weights_only=True)
     COMPLETE                    written last, before the rename
 
+A failed write (full disk) removes the temporary folder and raises ``CheckpointError``: the previous checkpoint stays.
+Old checkpoints are renamed out of the listing before they are deleted, so a kill while pruning never leaves one
+listed without its optimizer state.
+
 The pipeline loads the same folder (config + EMA weights).
 """
 
@@ -15,10 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, from_dict, to_yaml
@@ -44,22 +50,50 @@ def save_checkpoint(
 ) -> Path:
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    (tmp / "config.yaml").write_text(to_yaml(cfg))
-    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / "model.safetensors")
-    for decay, state in ema_states.items():
-        save_file({k: v.contiguous().cpu() for k, v in state.items()}, tmp / ema_filename(decay))
-    torch.save(optimizer_state, tmp / "optimizer.pt")
-    torch.save(trainer_state, tmp / "trainer.pt")
-    (tmp / MARKER).write_text(json.dumps({"step": step}))
-    _fsync_dir(tmp)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        (tmp / "config.yaml").write_text(to_yaml(cfg))
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / "model.safetensors")
+        for decay, state in ema_states.items():
+            save_file({k: v.contiguous().cpu() for k, v in state.items()}, tmp / ema_filename(decay))
+        torch.save(optimizer_state, tmp / "optimizer.pt")
+        torch.save(trainer_state, tmp / "trainer.pt")
+        (tmp / MARKER).write_text(json.dumps({"step": step}))
+        _fsync_dir(tmp)
+    except (OSError, RuntimeError, SafetensorError) as e:  # a full disk, a quota, a lost mount
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = latest_checkpoint(run_dir)
+        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+        raise CheckpointError(f"cannot write checkpoint {final}: {reason}; "
+                              f"{'the previous checkpoint ' + str(kept) + ' is kept' if kept else 'no checkpoint kept'}") from None
     if final.exists():
-        shutil.rmtree(final)
+        _remove(final)
     os.replace(tmp, final)  # atomic: the folder appears complete or not at all
     prune(run_dir, keep_last)
     return final
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder so that no kill leaves it half-deleted yet listed: rename it out of the listing
+    first (atomic), then delete."""
+    trash = path.with_name(path.name + ".trash")
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_partial(run_dir) -> list[Path]:
+    """Remove what a killed save or prune left behind (``*.tmp``, ``*.trash``); returns the removed paths."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    leftovers = [p for p in root.iterdir() if p.is_dir() and p.name.endswith((".tmp", ".trash"))]
+    for p in leftovers:
+        shutil.rmtree(p, ignore_errors=True)
+    return leftovers
 
 
 def _fsync_dir(path: Path) -> None:
@@ -68,15 +102,18 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
+REQUIRED = ("config.yaml", "model.safetensors", "optimizer.pt", "trainer.pt", MARKER)
+
+
 def is_valid(path: Path) -> bool:
-    return path.is_dir() and (path / MARKER).is_file() and (path / "model.safetensors").is_file()
+    return path.is_dir() and all((path / f).is_file() for f in REQUIRED)
 
 
 def list_checkpoints(run_dir) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.name.startswith("step_") and not p.name.endswith(".tmp") and is_valid(p))
+    return sorted(p for p in root.iterdir() if re.fullmatch(r"step_\d{8}", p.name) and is_valid(p))
 
 
 def latest_checkpoint(run_dir) -> Path | None:
@@ -86,8 +123,8 @@ def latest_checkpoint(run_dir) -> Path | None:
 
 def prune(run_dir, keep_last: int) -> None:
     found = list_checkpoints(run_dir)
-    for old in found[: max(0, len(found) - keep_last)]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in found[: max(0, len(found) - max(1, keep_last))]:  # never the newest
+        _remove(old)
 
 
 def load_config_from(path) -> Config:
@@ -97,7 +134,13 @@ def load_config_from(path) -> Config:
     f = path / "config.yaml"
     if not f.is_file():
         raise CheckpointError(f"{path}: no config.yaml (not a checkpoint folder)")
-    return from_dict(yaml.safe_load(f.read_text()), source=str(f))
+    try:
+        data = yaml.safe_load(f.read_text())  # safe: a Python tag is refused, never run
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{f}: expected a mapping of config sections, got {type(data).__name__}")
+    return from_dict(data, source=str(f))
 
 
 def load_weights(path, which: str = "ema") -> dict[str, torch.Tensor]:

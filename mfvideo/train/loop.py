@@ -25,7 +25,7 @@ from ..data import build_dataset
 from ..latents import build_codec
 from ..method import sample_context_masks
 from .checkpoint import (
-    CheckpointError, latest_checkpoint, load_into, load_weights, save_checkpoint,
+    CheckpointError, clean_partial, latest_checkpoint, load_into, load_weights, save_checkpoint,
 )
 from .ema import EMA
 
@@ -138,6 +138,8 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
 
     tc = cfg.train
     run_dir = Path(tc.output_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"train.output_dir {run_dir} is a file, not a folder")
     trackers = "tensorboard" if tc.tensorboard and _has_tensorboard() else None
     accelerator = make_accelerator(mixed_precision=tc.mixed_precision, log_with=trackers, project_dir=str(run_dir))
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -153,6 +155,9 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda st: min(1.0, (st + 1) / warmup) if warmup else 1.0)
 
     step = 0
+    if accelerator.is_main_process:
+        for p in clean_partial(run_dir):
+            log.warning("removed %s, left by an interrupted checkpoint save or prune", p)
     resume_from = _resolve_resume(cfg, run_dir)
     if resume_from is not None:
         step = _restore(resume_from, model, ema, optimizer, scheduler)
@@ -176,81 +181,117 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     sampler = ResumableBatchSampler(len(s.dataset), tc.batch_size, rank, world, tc.seed, start=step * tc.grad_accum)
     loader = DataLoader(s.dataset, batch_sampler=sampler, num_workers=tc.num_workers, collate_fn=collate,
                         persistent_workers=tc.num_workers > 0)
-    batches = iter(loader)
-    video = cfg.data.num_frames > 1
-    use_masks = video and any(k != "none" and w > 0 for k, w in tc.context_masks.items())
+    run = Run(cfg, accelerator, s.method, model, net, jvp_net, codec, ema, optimizer, scheduler, run_dir,
+              use_masks=cfg.data.num_frames > 1 and any(k != "none" and w > 0 for k, w in tc.context_masks.items()),
+              trackers=bool(trackers))
     stop_at = tc.max_steps if max_steps is None else min(tc.max_steps, max_steps)
-
-    bar = tqdm(total=stop_at, initial=step, disable=not accelerator.is_main_process, desc="train", dynamic_ncols=True)
-    log_file = run_dir / "log.jsonl"
-    nonfinite, t_last, seen = 0, time.perf_counter(), 0
     summary = {"first_loss": None, "last_loss": None, "steps": step}
-    while step < stop_at:
-        model.train()
-        logs_acc: dict[str, float] = {}
-        for micro in range(tc.grad_accum):
-            batch = next(batches)
-            gen = torch.Generator(device).manual_seed(step_seed(tc.seed, step, micro, rank))
-            with torch.no_grad():
-                x = batch["x"].to(device)
-                if cfg.data.kind != "latent_cache":
-                    x = codec.encode(x if x.ndim == 5 else x[:, :, None], generator=gen)
-                    x = x[:, :, 0] if cfg.data.num_frames == 1 else x
-            y = batch["y"].to(device) if cfg.model.num_classes else None
-            ctx = None
-            if use_masks:
-                cpu_gen = torch.Generator().manual_seed(step_seed(tc.seed, step, micro, rank, 1))
-                ctx = sample_context_masks(x.shape[0], x.shape[2], tc.context_masks, tc.max_context_frames,
-                                           device=device, generator=cpu_gen)
-            sync = micro == tc.grad_accum - 1
-            ctx_mgr = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
-            with ctx_mgr, accelerator.autocast():
-                loss, logs = s.method.loss(net, x, y, context=ctx, generator=gen, jvp_net=jvp_net)
-                accelerator.backward(loss / tc.grad_accum)
-            for k, v in logs.items():
-                logs_acc[k] = logs_acc.get(k, 0.0) + float(v) / tc.grad_accum
-            seen += x.shape[0] * world
-
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
-        grad_norm = float(grad_norm)
-        if not (math.isfinite(logs_acc["loss"]) and math.isfinite(grad_norm)):
-            optimizer.zero_grad(set_to_none=True)
-            nonfinite += 1
-            log.warning("step %d: non-finite loss or gradient (%d in a row); step skipped", step, nonfinite)
-            if nonfinite >= tc.max_nonfinite:
-                last = latest_checkpoint(run_dir)
-                raise TrainingError(f"{nonfinite} non-finite steps in a row at step {step}; last good checkpoint: {last}")
-            continue
-        nonfinite = 0
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update(accelerator.unwrap_model(model))
-        step += 1
-        bar.update(1)
-
-        summary["first_loss"] = summary["first_loss"] or logs_acc["loss_unweighted"]
-        summary["last_loss"], summary["steps"] = logs_acc["loss_unweighted"], step
-        if step % tc.log_every == 0 or step == stop_at:
-            now = time.perf_counter()
-            record = {"step": step, **{k: round(v, 6) for k, v in logs_acc.items()}, "grad_norm": round(grad_norm, 4),
-                      "lr": scheduler.get_last_lr()[0], "samples_per_s": round(seen / (now - t_last), 2)}
-            t_last, seen = now, 0
-            bar.set_postfix(loss=f"{record['loss_unweighted']:.3g}", gn=f"{grad_norm:.2g}")
-            if accelerator.is_main_process:
-                with open(log_file, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            if trackers:
-                accelerator.log(record, step=step)
-        if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at):
-            _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler)
-        if tc.sample_every and step % tc.sample_every == 0 and accelerator.is_main_process:
-            _write_samples(cfg, accelerator.unwrap_model(model), ema, codec, s.method, run_dir, step)
-    bar.close()
+    bar = tqdm(total=stop_at, initial=step, disable=not accelerator.is_main_process, desc="train", dynamic_ncols=True)
+    try:
+        batches, nonfinite, t_last, seen = iter(loader), 0, time.perf_counter(), 0
+        while step < stop_at:
+            model.train()
+            logs: dict[str, float] = {}
+            for micro in range(tc.grad_accum):
+                for k, v in micro_step(run, next(batches), step, micro).items():
+                    logs[k] = logs.get(k, 0.0) + v / tc.grad_accum
+                seen += tc.batch_size * world
+            grad_norm = optimizer_step(run, logs["loss"])
+            if grad_norm is None:  # non-finite: skipped
+                nonfinite += 1
+                log.warning("step %d: non-finite loss or gradient (%d in a row); step skipped", step, nonfinite)
+                if nonfinite >= tc.max_nonfinite:
+                    raise TrainingError(f"{nonfinite} non-finite steps in a row at step {step}; "
+                                        f"last good checkpoint: {latest_checkpoint(run_dir)}")
+                continue
+            nonfinite, step = 0, step + 1
+            bar.update(1)
+            summary["first_loss"] = summary["first_loss"] or logs["loss_unweighted"]
+            summary["last_loss"], summary["steps"] = logs["loss_unweighted"], step
+            if step % tc.log_every == 0 or step == stop_at:
+                now = time.perf_counter()
+                record = log_step(run, step, logs, grad_norm, seen / (now - t_last))
+                bar.set_postfix(loss=f"{record['loss_unweighted']:.3g}", gn=f"{grad_norm:.2g}")
+                t_last, seen = now, 0
+            if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at):
+                _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler)
+            if tc.sample_every and step % tc.sample_every == 0 and accelerator.is_main_process:
+                _write_samples(cfg, accelerator.unwrap_model(model), ema, codec, s.method, run_dir, step)
+    finally:
+        bar.close()  # before any error line, so that it stands on a line of its own
     accelerator.end_training()
     summary["model"] = accelerator.unwrap_model(model)
     summary["ema"] = ema
     return summary
+
+
+@dataclass
+class Run:
+    """What the step functions of one training run share."""
+
+    cfg: Config
+    accelerator: object
+    method: object
+    model: torch.nn.Module  # as prepared by accelerate (DDP-wrapped on several processes)
+    net: object  # what the loss calls: the model, or its torch.compile wrapper
+    jvp_net: object  # what the JVP runs through: always the eager (wrapped) model
+    codec: torch.nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    run_dir: Path
+    use_masks: bool
+    trackers: bool
+
+
+def micro_step(run: Run, batch: dict, step: int, micro: int) -> dict[str, float]:
+    """Forward, loss and backward of one micro-batch; every random draw from (seed, step, micro, rank)."""
+    cfg, acc = run.cfg, run.accelerator
+    tc, device, rank = cfg.train, acc.device, acc.process_index
+    gen = torch.Generator(device).manual_seed(step_seed(tc.seed, step, micro, rank))
+    with torch.no_grad():
+        x = batch["x"].to(device)
+        if cfg.data.kind != "latent_cache":
+            x = run.codec.encode(x if x.ndim == 5 else x[:, :, None], generator=gen)
+            x = x[:, :, 0] if cfg.data.num_frames == 1 else x
+    y = batch["y"].to(device) if cfg.model.num_classes else None
+    ctx = None
+    if run.use_masks:
+        cpu_gen = torch.Generator().manual_seed(step_seed(tc.seed, step, micro, rank, 1))
+        ctx = sample_context_masks(x.shape[0], x.shape[2], tc.context_masks, tc.max_context_frames,
+                                   device=device, generator=cpu_gen)
+    last = micro == tc.grad_accum - 1  # DDP all-reduces on the last micro-step only
+    with acc.no_sync(run.model) if not last else contextlib.nullcontext():
+        with acc.autocast():
+            loss, logs = run.method.loss(run.net, x, y, context=ctx, generator=gen, jvp_net=run.jvp_net)
+        acc.backward(loss / tc.grad_accum)  # outside autocast: the backward runs in the forward's own dtypes
+    return {k: float(v) for k, v in logs.items()}
+
+
+def optimizer_step(run: Run, loss: float) -> float | None:
+    """Clip, step, EMA; the gradient norm, or None (gradients dropped) when the loss or the norm is not finite."""
+    tc = run.cfg.train
+    grad_norm = float(run.accelerator.clip_grad_norm_(run.model.parameters(), tc.grad_clip or float("inf")))
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        run.optimizer.zero_grad(set_to_none=True)
+        return None
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.ema.update(run.accelerator.unwrap_model(run.model))
+    return grad_norm
+
+
+def log_step(run: Run, step: int, logs: dict, grad_norm: float, samples_per_s: float) -> dict:
+    """One record to log.jsonl (main process) and the trackers."""
+    record = {"step": step, **{k: round(v, 6) for k, v in logs.items()}, "grad_norm": round(grad_norm, 4),
+              "lr": run.scheduler.get_last_lr()[0], "samples_per_s": round(samples_per_s, 2)}
+    if run.accelerator.is_main_process:
+        with open(run.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+    if run.trackers:
+        run.accelerator.log(record, step=step)
+    return record
 
 
 def _has_tensorboard() -> bool:
@@ -279,18 +320,33 @@ def _restore(path: Path, model, ema, optimizer, scheduler) -> int:
 
     from .checkpoint import ema_filename
 
-    load_into(model, load_file(path / "model.safetensors"), str(path))
+    def read(f: Path, loader):
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing; cannot resume from {path}")
+        try:
+            return loader(f)
+        except Exception as e:  # truncated or corrupt: a clear line, never a pickle traceback
+            raise CheckpointError(f"{f}: unreadable ({str(e).strip().splitlines()[0][:160]}); "
+                                  f"cannot resume from {path}") from None
+
+    def pt(f):
+        return torch.load(f, map_location="cpu", weights_only=True)
+
+    load_into(model, read(path / "model.safetensors", load_file), str(path))
     for d in ema.decays:
         f = path / ema_filename(d)
         if not f.is_file():
             raise CheckpointError(f"{path}: no EMA weights for decay {d:g}")
-        ema.load_state_dict(d, load_file(f))
-    opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
-    scheduler.load_state_dict(opt["scheduler"])
-    state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
-    ema.num_updates = int(state["ema_updates"])
-    return int(state["step"])
+        ema.load_state_dict(d, read(f, load_file))
+    opt = read(path / "optimizer.pt", pt)
+    state = read(path / "trainer.pt", pt)
+    try:
+        optimizer.load_state_dict(opt["optimizer"])
+        scheduler.load_state_dict(opt["scheduler"])
+        ema.num_updates = int(state["ema_updates"])
+        return int(state["step"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: optimizer or trainer state of another run ({e}); cannot resume") from None
 
 
 @torch.no_grad()

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 from .config import Config, ConfigError, ModelConfig
+
+NOT_CONSTRUCTOR_KEYS = ("size", "init_from")  # ModelConfig fields that are not STDiT arguments
 
 
 def model_kwargs(m: ModelConfig) -> dict:
-    """Plain STDiT kwargs: the registry size expanded, fields set in the config on top."""
+    """Plain STDiT kwargs: the registry size expanded, every field set in the config on top.
+
+    The keys are ModelConfig's fields, which are STDiT's constructor arguments (a test holds them equal), so a
+    new constructor argument is configurable without touching this function.
+    """
+    from .models import STDiT
     from .models import model_kwargs as size_kwargs
 
     kw = {}
@@ -15,19 +25,19 @@ def model_kwargs(m: ModelConfig) -> dict:
             kw = size_kwargs(m.size)
         except KeyError as e:
             raise ConfigError(f"model.size: {e.args[0]}") from None
-    for key in ("hidden_size", "depth", "num_heads", "patch_size"):
-        if getattr(m, key) is not None:
-            kw[key] = getattr(m, key)
+    params = inspect.signature(STDiT.__init__).parameters
+    for f in dataclasses.fields(m):
+        if f.name in NOT_CONSTRUCTOR_KEYS:
+            continue
+        if f.name not in params:
+            raise ConfigError(f"model.{f.name} is not an argument of STDiT")
+        if getattr(m, f.name) is not None:
+            kw[f.name] = getattr(m, f.name)
     missing = [k for k in ("hidden_size", "depth", "num_heads", "patch_size") if k not in kw]
     if missing:
         raise ConfigError(f"model: no size given and {', '.join('model.' + k for k in missing)} unset")
     if m.in_channels is None or m.num_classes is None:
         raise ConfigError("model.in_channels / model.num_classes unresolved (call resolve_model_config first)")
-    kw.update(
-        in_channels=m.in_channels, num_classes=m.num_classes, temporal_patch_size=m.temporal_patch_size,
-        mlp_ratio=m.mlp_ratio, temporal=m.temporal, qk_norm=m.qk_norm, attn_backend=m.attn_backend,
-        attention=m.attention, time_scale=m.time_scale,
-    )
     return kw
 
 

@@ -1,4 +1,5 @@
-"""Files in and out: mp4 via imageio (H.264, yuv420p), PNG grids, atomic writes."""
+"""Files in and out: mp4 via imageio (H.264, yuv420p), PNG grids, atomic writes. Frames may be uint8 or float in
+[0, 1] (``frames.to_uint8``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .frames import to_uint8
 
 
 @contextlib.contextmanager
@@ -25,18 +28,6 @@ def atomic_path(path: str | Path, suffix: str | None = None):
             os.unlink(tmp)
 
 
-def to_uint8_frames(frames) -> np.ndarray:
-    """(T, H, W, 3|1) or (T, H, W) uint8 or float in [0, 1] -> (T, H, W, 3) uint8."""
-    a = np.asarray(frames)
-    if a.dtype != np.uint8:
-        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if a.ndim == 3:
-        a = a[..., None]
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return a
-
-
 class OutputError(OSError):
     """A file could not be written (full disk, ffmpeg failure); the previous file at that path is untouched."""
 
@@ -49,7 +40,7 @@ def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> 
     """
     import imageio.v2 as imageio
 
-    a = to_uint8_frames(frames)
+    a = to_uint8(frames)
     if a.ndim != 4 or len(a) == 0:
         raise ValueError(f"expected frames (T, H, W, 3) with T >= 1, got shape {a.shape}")
     if a.shape[1] % 2 or a.shape[2] % 2:
@@ -108,7 +99,7 @@ def save_image(image, path: str | Path) -> Path:
 
     with atomic_path(path, suffix=".png") as tmp:
         try:
-            imageio.imwrite(tmp, to_uint8_frames(np.asarray(image)[None])[0], format="PNG")
+            imageio.imwrite(tmp, to_uint8(np.asarray(image)[None])[0], format="PNG")
         except OSError as e:
             raise OutputError(f"cannot write {path}: {e.strerror or e}; nothing was written") from None
     return Path(path)
@@ -118,7 +109,7 @@ def grid(videos, pad: int = 2) -> np.ndarray:
     """A contact sheet: (B, T, H, W, 3) frames -> one image with a row per clip and a column per frame."""
     v = np.asarray(videos)
     b, t = v.shape[:2]
-    v = to_uint8_frames(v.reshape(b * t, *v.shape[2:])).reshape(b, t, *v.shape[2:4], 3)
+    v = to_uint8(v.reshape(b * t, *v.shape[2:])).reshape(b, t, *v.shape[2:4], 3)
     h, w = v.shape[2:4]
     sheet = np.full((b * (h + pad) + pad, t * (w + pad) + pad, 3), 255, np.uint8)
     for i in range(b):

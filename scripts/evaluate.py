@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mfvideo.frames import pixels_to_uint8
+
 from mfvideo.cli import user_errors
 
 
@@ -51,7 +53,7 @@ def main(argv=None):
     sampler, steps = pipe.resolve_sampler(a.sampler, a.steps)
     net = FeatureNetwork(a.network, a.kind, device=str(acc.device))
     protocol = dict(kind=a.kind, network=Path(a.network).name, clips=a.num_clips, frames=a.num_frames,
-                    resolution=pipe.resolution, split=a.real_split, sampler=sampler, steps=steps, data=dataclasses.asdict(pipe.config.data))
+                    resolution=pipe.resolution, split=a.real_split, sampler=sampler, steps=steps, data=dataclasses.asdict(pipe.cfg.data))
     work = Path(a.work) / f"{Path(a.checkpoint or 'bundled').name}_{a.kind}_{sampler}{steps}"
     run = dict(num_frames=a.num_frames, batch_size=a.batch_size, steps=steps, seed=a.seed, sampler=sampler)
     fake = sample_features(pipe, net.features, work, a.num_clips, **run, rank=acc.process_index,
@@ -62,14 +64,12 @@ def main(argv=None):
     fake = sample_features(pipe, net.features, work, a.num_clips, **run, progress=False)
 
     def real_features():
-        data = dataclasses.replace(pipe.config.data, num_frames=a.num_frames, split=a.real_split)
+        data = dataclasses.replace(pipe.cfg.data, num_frames=a.num_frames, split=a.real_split)
         ds = build_dataset(data)
         feats = []
         for i in range(0, min(a.num_clips, len(ds)), a.batch_size):
             x = torch.stack([ds[j]["x"] for j in range(i, min(i + a.batch_size, a.num_clips, len(ds)))])  # (B, C, T, H, W)
-            x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            x = x.expand(-1, 3, -1, -1, -1) if x.shape[1] == 1 else x
-            feats.append(net.features(x.permute(0, 2, 3, 4, 1).numpy()))
+            feats.append(net.features(pixels_to_uint8(x)))  # (B, T, H, W, 3) uint8
         return np.concatenate(feats)
 
     mu_r, s_r = cached_stats(json.dumps(protocol, sort_keys=True, default=str), a.cache, real_features)

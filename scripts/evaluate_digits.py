@@ -44,7 +44,7 @@ def main():
     checkpoints = [parse_checkpoint(c) for c in a.checkpoint]
     rows = {"classifier held-out accuracy": {"accuracy": heldout_accuracy(suite.classifier)}}
     first = MFVideoPipeline.from_pretrained(checkpoints[0][1])
-    rows["real held-out clips"] = evaluate_real(suite, first.config.data, a.n)
+    rows["real held-out clips"] = evaluate_real(suite, first.cfg.data, a.n)
     for label, ck in checkpoints:
         pipe = MFVideoPipeline.from_pretrained(ck)
         if pipe.default_sampler == "meanflow":

@@ -112,7 +112,7 @@ def test_digit_suite_ranks_real_then_bundled_then_untrained():
     suite = DigitSuite.load()
     assert heldout_accuracy(suite.classifier, n=500) > 0.9  # the shipped classifier reads held-out handwriting
     bundled = MFVideoPipeline.from_pretrained()
-    real = evaluate_real(suite, bundled.config.data, n=80)
+    real = evaluate_real(suite, bundled.cfg.data, n=80)
     trained = evaluate_pipeline(bundled, suite, n=80)
     untrained = MFVideoPipeline.from_pretrained()
     torch.manual_seed(0)

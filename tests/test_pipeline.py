@@ -11,7 +11,7 @@ from mfvideo.builders import build_model
 from mfvideo.config import load_config
 from mfvideo.data.video_io import VideoError, probe, read_video
 from mfvideo.io import save_video
-from mfvideo.latents import IdentityCodec
+from mfvideo.method import euler_sample
 from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.train.checkpoint import CheckpointError
 
@@ -26,7 +26,7 @@ def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     model = randomize(build_model(cfg.model), std=0.05)
     path = tmp_path_factory.mktemp("ckpt")
-    MFVideoPipeline(model, IdentityCodec(1), cfg).save_pretrained(path)
+    MFVideoPipeline(model, training_config=cfg).save_pretrained(path)
     return path
 
 
@@ -42,13 +42,13 @@ class CallCounter:
 
 def test_generate_shapes_seeds_and_sliding(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
-    out = pipe.generate(class_labels=[0, 3, 7], seed=1)
+    out = pipe.generate(class_labels=[0, 3, 7], seed=1, output_type="uint8")
     assert out.frames.shape == (3, 4, 16, 16, 3) and out.frames.dtype == np.uint8
-    again = pipe.generate(class_labels=[0, 3, 7], seed=1)
+    again = pipe.generate(class_labels=[0, 3, 7], seed=1, output_type="uint8")
     assert np.array_equal(out.frames, again.frames)
     assert not np.array_equal(out.frames, pipe.generate(class_labels=[0, 3, 7], seed=2).frames)
     counter = CallCounter(pipe.model)
-    pipe.model = counter
+    pipe.transformer = counter
     long = pipe.generate(num_frames=9, num_clips=2, seed=1)  # 4 frames, then windows of 2 context + 2 new
     assert long.frames.shape == (2, 9, 16, 16, 3)
     assert counter.calls == 4 and max(counter.frames) == 4  # 1 + ceil(5 / 2) calls, never more than a window
@@ -60,14 +60,14 @@ def test_extend_keeps_the_input_and_calls_once_per_window(ckpt, tmp_path):
     video = rng.integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
     video[..., 1] = video[..., 2] = video[..., 0]  # a grey clip: the 1-channel model sees it exactly
     counter = CallCounter(pipe.model)
-    pipe.model = counter
-    out = pipe.extend(video, num_new_frames=7, context_frames=2, seed=0)
+    pipe.transformer = counter
+    out = pipe.extend(video, num_new_frames=7, context_frames=2, seed=0, output_type="uint8")
     assert out.frames.shape == (1, 12, 16, 16, 3)
     assert np.array_equal(out.frames[0, :5], video)
     assert counter.calls == 4 and counter.frames == [4, 4, 4, 3]  # windows of 2 context + 2 new; the last 2 + 1
     # the same through a file on disk
     path = save_video(video, tmp_path / "in.mp4", fps=5)
-    from_file = pipe.extend(path, num_new_frames=3, context_frames=2, seed=0)
+    from_file = pipe.extend(path, num_new_frames=3, context_frames=2, seed=0, output_type="uint8")
     assert from_file.frames.shape == (1, 8, 16, 16, 3)
     assert np.abs(from_file.frames[0, :5].astype(int) - read_video(path)[0].astype(int)).max() == 0
 
@@ -100,15 +100,13 @@ def test_sampler_choice_defaults_and_euler_values(ckpt, tmp_path):
         pipe.generate(num_clips=1, sampler="heun")
     # Euler through the pipeline = the method's Euler sampler on the same noise; every call has r = t
     rec = TimeRecorder(pipe.model)
-    pipe.model = rec
+    pipe.transformer = rec
     out = pipe.generate(class_labels=[1, 2], seed=3, steps=3, sampler="euler")
     assert rec.calls == 3 and all(torch.equal(t, r) for t, r in rec.times)
     assert [float(t[0]) for t, _ in rec.times] == pytest.approx([1.0, 2 / 3, 1 / 3])
-    from mfvideo.pipeline.render import latents_to_frames
-
     noise = pipe._noise(2, 4, torch.Generator().manual_seed(3))
-    ref = pipe.method.sample_euler(rec.model, noise, y=torch.tensor([1, 2]), steps=3)
-    assert np.array_equal(out.frames, latents_to_frames(pipe.codec, ref))
+    ref = euler_sample(rec.model, noise, y=torch.tensor([1, 2]), steps=3)
+    assert np.array_equal(out.frames, pipe.codec.decode_frames(ref) / np.float32(255))
     assert not np.array_equal(out.frames, pipe.generate(class_labels=[1, 2], seed=3, steps=3).frames)
     # extension with Euler: context frames carry t = r = 0, new frames t = r = the grid time
     rec.calls, rec.times = 0, []
@@ -117,11 +115,11 @@ def test_sampler_choice_defaults_and_euler_values(ckpt, tmp_path):
     assert rec.calls == 2 and torch.equal(t, r) and t[0].tolist() == [0.0, 0.0, 1.0, 1.0]
     # a model trained as flow matching (ratio_r_neq_t = 0) samples with 50 Euler steps by default
     fm = MFVideoPipeline.from_pretrained(ckpt)
-    fm.config.method.ratio_r_neq_t = 0.0
+    fm.cfg.method.ratio_r_neq_t = 0.0
     fm.save_pretrained(tmp_path / "fm")
     fm = MFVideoPipeline.from_pretrained(tmp_path / "fm")
     assert fm.default_sampler == "euler"
-    fm.model = rec = CallCounter(fm.model)
+    fm.transformer = rec = CallCounter(fm.model)
     fm.generate(num_clips=1, seed=0)
     assert rec.calls == 50
 
@@ -129,7 +127,7 @@ def test_sampler_choice_defaults_and_euler_values(ckpt, tmp_path):
 def test_condition_on_arbitrary_frames_returns_them(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     keys = np.stack([np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 200, np.uint8)])
-    out = pipe.condition(keys, frame_indices=[0, 3], seed=0)
+    out = pipe.condition(keys, frame_indices=[0, 3], seed=0, output_type="uint8")
     assert out.frames.shape == (1, 4, 16, 16, 3)
     assert np.array_equal(out.frames[0, [0, 3]], keys)
     with pytest.raises(ValueError, match="distinct"):
@@ -218,18 +216,17 @@ def test_extend_and_generate_through_a_causal_video_vae():
     """Wan-style 4k+1 latents: windows slide in latent frames; each decoded window contributes its last 4 x new frames."""
     from vae_configs import tiny_vae
 
-    from mfvideo.latents.vae import VideoVAECodec
-
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.num_frames=9", "data.resolution=64", "data.channels=3",
                                                       "model.patch_size=2"])
     cfg.model.in_channels, cfg.model.num_classes = 4, 10
     torch.manual_seed(0)
-    pipe = MFVideoPipeline(randomize(build_model(cfg.model)), VideoVAECodec(tiny_vae("wan"), "wan"), cfg)
+    cfg.latents.kind = "wan"
+    pipe = MFVideoPipeline(randomize(build_model(cfg.model)), tiny_vae("wan"), training_config=cfg)
     assert pipe.latent_window == 3
     counter = CallCounter(pipe.model)
-    pipe.model = counter
+    pipe.transformer = counter
     video = np.random.default_rng(0).integers(0, 255, (7, 64, 64, 3), dtype=np.uint8)
-    out = pipe.extend(video, num_new_frames=10, context_frames=5, seed=0)  # 2 context latents = 5 frames
+    out = pipe.extend(video, num_new_frames=10, context_frames=5, seed=0, output_type="uint8")  # 2 context latents
     assert out.frames.shape == (1, 17, 64, 64, 3) and np.array_equal(out.frames[0, :7], video)
     assert counter.calls == 3 and counter.frames == [3, 3, 3]  # 1 new latent = 4 frames per call
     counter.calls, counter.frames = 0, []

@@ -23,14 +23,16 @@ def main(argv=None):
     check_output_dir(args.out)
 
     import numpy as np
+    import torch
 
     from ..data.moving_digits import MovingDigits
+    from ..frames import pixels_to_uint8
     from ..io import grid, save_image, save_video
     from ..pipeline import MFVideoPipeline
 
     out = Path(args.out)
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint)
-    cfg = pipe.config
+    cfg = pipe.cfg
     t0 = time.perf_counter()
     gen = pipe.generate(num_frames=args.num_frames, class_labels=list(range(10)), seed=args.seed)
     t_gen = time.perf_counter() - t0
@@ -41,8 +43,7 @@ def main(argv=None):
     k = pipe.window // 2
     real = MovingDigits(split="test", num_frames=k + 16, resolution=cfg.data.resolution, digit_size=cfg.data.digit_size,
                         speed=cfg.data.speed, channels=1, seed=cfg.data.seed + 1)
-    truth = np.stack([real[i]["x"][0].numpy() for i in range(3)])  # (3, T, H, W) in [-1, 1]
-    truth = np.repeat(((truth + 1) * 127.5).round().astype(np.uint8)[..., None], 3, axis=-1)  # (3, T, H, W, 3)
+    truth = pixels_to_uint8(torch.stack([real[i]["x"] for i in range(3)]))  # (3, T, H, W, 3)
     rows = []
     t0 = time.perf_counter()
     for i, clip in enumerate(truth):

@@ -82,6 +82,7 @@ class MovingDigits(Dataset):
         self.num_clips = num_clips
         self.channels = channels
         self.num_classes = 10 if num_digits == 1 else 0
+        self.classes = [str(d) for d in range(self.num_classes)]  # class names, saved with the model
         self.num_frames = num_frames
 
     def __len__(self) -> int:

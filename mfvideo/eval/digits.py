@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.moving_digits import render_clip
+from ..frames import grey, to_uint8, unit_to_uint8
 from .frechet import frechet_distance_features
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "digit_classifier.safetensors"
@@ -98,8 +99,7 @@ def load_classifier(path: Path = ASSET) -> DigitClassifier:
 
 def _grey(clips: np.ndarray) -> torch.Tensor:
     """uint8 (N, T, H, W, 3) -> float (N, T, 1, H, W) in [0, 1]."""
-    x = torch.as_tensor(np.asarray(clips)).float().mean(-1) / 255.0
-    return x[:, :, None]
+    return torch.from_numpy(grey(to_uint8(clips)))[:, :, None]
 
 
 def centroids(clips: np.ndarray) -> np.ndarray:
@@ -161,6 +161,6 @@ def real_clips(n: int, split: str = "test", num_frames: int = 8, resolution: int
     clips, labels = [], []
     for i in range(n):
         c = render_clip(i, split, num_frames, resolution, 1, digit_size, speed, seed)
-        clips.append(np.repeat((np.clip(c.frames, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=-1))
+        clips.append(to_uint8(unit_to_uint8(c.frames)))  # (T, H, W) grey in [0, 1] -> (T, H, W, 3)
         labels.append(c.label)
     return np.stack(clips), np.array(labels)

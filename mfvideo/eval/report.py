@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from ..frames import grey
 from .digits import DigitSuite, real_clips
 
 
@@ -19,18 +20,18 @@ def evaluate_pipeline(pipe, suite: DigitSuite, n: int = 200, steps: int | None =
 
     ``sampler`` / ``steps`` as in the pipeline (default: the model's own sampler, MeanFlow 1-NFE or Euler 50).
     """
-    cfg = pipe.config.data
+    cfg = pipe.cfg.data
     T = pipe.window
     real, _ = real_clips(n, "test", T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 1)
     labels = np.arange(n) % 10
     t0 = time.perf_counter()
-    frames = pipe.generate(class_labels=labels.tolist(), seed=seed, steps=steps, sampler=sampler).frames
+    frames = pipe.generate(class_labels=labels.tolist(), seed=seed, steps=steps, sampler=sampler, output_type="uint8").frames
     elapsed = time.perf_counter() - t0
     out = suite.clip_metrics(frames, labels, real)
     out["seconds_per_clip"] = elapsed / n
     k = T // 2
     long, _ = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 2)
-    ext = pipe.extend(long[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler).frames
+    ext = pipe.extend(long[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
     out.update(suite.extension_metrics(long[:, :k], ext[:, k:], long[:, k:]))
     return out
 
@@ -62,11 +63,11 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
       and ``long_window_contrast`` (mean and 99th-percentile intensity relative to the context's), and
       ``long_seam_flicker``: mean |frame difference| across window seams over that inside windows (1 = no jump).
     """
-    cfg = pipe.config.data
+    cfg = pipe.cfg.data
     T = pipe.window
     k = T // 2
     clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
-    ext = pipe.extend(clips[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler).frames
+    ext = pipe.extend(clips[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
     by_distance = _frame_accuracy(suite, ext[:, k:], labels)
     preds, _ = suite.predict(ext[:, k:])
     majority = np.array([np.bincount(p, minlength=10).argmax() for p in preds])
@@ -74,7 +75,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
            "extension_identity_kept": float((majority == labels).mean())}
 
     given = clips[:, [0, T - 1]]
-    mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler).frames
+    mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
     acc = _frame_accuracy(suite, mid, labels)
     dist = np.minimum(np.arange(T), T - 1 - np.arange(T))
     out["interpolation_accuracy_by_frame"] = np.round(acc.astype(float), 4).tolist()
@@ -82,23 +83,23 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
 
     new = T - k
     long = pipe.extend(clips[:, :k], num_new_frames=long_frames, context_frames=k, steps=steps, seed=seed,
-                       sampler=sampler).frames[:, k:]  # (n, long_frames, H, W, 3)
+                       sampler=sampler, output_type="uint8").frames[:, k:]  # (n, long_frames, H, W, 3)
     windows = long[:, : long_frames // new * new].reshape(n, -1, new, *long.shape[2:])  # (n, W, new, H, W, 3)
-    grey = windows.astype(np.float32).mean(-1) / 255.0  # (n, W, new, H, W)
-    ctx = clips[:, :k].astype(np.float32).mean(-1) / 255.0
+    lum = grey(windows)  # (n, W, new, H, W)
+    ctx = grey(clips[:, :k])
     win_acc = [float(_frame_accuracy(suite, windows[:, w], labels).mean()) for w in range(windows.shape[1])]
     last_preds, _ = suite.predict(windows[:, -1])
     last_major = np.array([np.bincount(p, minlength=10).argmax() for p in last_preds])
-    diffs = np.abs(np.diff(long.astype(np.float32).mean(-1) / 255.0, axis=1)).mean(axis=(0, 2, 3))  # (F - 1,)
+    diffs = np.abs(np.diff(grey(long), axis=1)).mean(axis=(0, 2, 3))  # (F - 1,)
     seams = np.arange(new - 1, diffs.shape[0], new)  # difference between the last frame of a window and the next
     inside = np.setdiff1d(np.arange(diffs.shape[0]), seams)
     out.update({
         "long_new_frames": long_frames,
         "long_identity_kept_last_window": float((last_major == labels).mean()),
         "long_window_accuracy": np.round(win_acc, 4).tolist(),
-        "long_window_brightness": np.round((grey.mean(axis=(0, 2, 3, 4)) / ctx.mean()).astype(float), 4).tolist(),
+        "long_window_brightness": np.round((lum.mean(axis=(0, 2, 3, 4)) / ctx.mean()).astype(float), 4).tolist(),
         "long_window_contrast": np.round(
-            [float(np.percentile(grey[:, w], 99) / np.percentile(ctx, 99)) for w in range(grey.shape[1])], 4).tolist(),
+            [float(np.percentile(lum[:, w], 99) / np.percentile(ctx, 99)) for w in range(lum.shape[1])], 4).tolist(),
         "long_seam_flicker": float(diffs[seams].mean() / diffs[inside].mean()),
     })
     return out

@@ -19,7 +19,7 @@ def sample_features(pipe, features, out_dir, num_clips: int, num_frames: int | N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_batches = (num_clips + batch_size - 1) // batch_size
-    classes = pipe.config.model.num_classes
+    classes = pipe.cfg.model.num_classes
     for b in tqdm(range(rank, n_batches, world), desc=f"eval[{rank}]", disable=not progress):
         path = out / f"features_{b:05d}.npy"
         if path.is_file():
@@ -27,7 +27,7 @@ def sample_features(pipe, features, out_dir, num_clips: int, num_frames: int | N
         idx = np.arange(b * batch_size, min(num_clips, (b + 1) * batch_size))
         labels = (idx % classes).tolist() if classes else None
         clips = pipe.generate(num_frames=num_frames, class_labels=labels, num_clips=len(idx), seed=seed + b, steps=steps,
-                              sampler=sampler).frames
+                              sampler=sampler, output_type="uint8").frames
         tmp = path.with_name(f".{path.name}.tmp.npy")
         np.save(tmp, features(clips))
         tmp.replace(path)

@@ -6,8 +6,11 @@ unit variance; pixels are (B, 3 | 1, T, H, W) in [-1, 1]. Frame rules (causal vi
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+from ..frames import pixels_to_uint8, uint8_to_pixels
 
 
 class Codec(nn.Module):
@@ -38,6 +41,17 @@ class Codec(nn.Module):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def decode_frames(self, latents: torch.Tensor) -> np.ndarray:
+        """Normalised latents (B, C, T, H, W) -> uint8 frames (B, T', H', W', 3)."""
+        return pixels_to_uint8(self.decode(latents))
+
+    @torch.no_grad()
+    def encode_frames(self, frames, channels: int = 3) -> torch.Tensor:
+        """uint8 frames (B, T, H, W, 3) -> normalised latents, on the codec's device (``channels``: pixel channels)."""
+        device = next((b.device for b in [*self.parameters(), *self.buffers()]), torch.device("cpu"))
+        return self.encode(uint8_to_pixels(frames, channels).to(device))
 
     def latent_shape(self, channels_frames_hw: tuple[int, int, int]) -> tuple[int, int, int, int]:
         frames, h, w = channels_frames_hw

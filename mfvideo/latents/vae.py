@@ -141,6 +141,11 @@ def build_vae_codec(cfg) -> Codec:
         vae = cls.from_pretrained(cfg.path, torch_dtype=_dtype(cfg.dtype), local_files_only=True)
     except Exception as e:  # missing folder, wrong class, unreadable weights
         raise ConfigError(f"latents.path={cfg.path}: cannot load {names[cfg.kind]} ({str(e).splitlines()[0][:200]})") from None
-    if cfg.kind == "image_vae":
-        return ImageVAECodec(vae, cfg.sample_posterior)
-    return VideoVAECodec(vae, cfg.kind, cfg.sample_posterior)
+    return codec_from_vae(cfg.kind, vae, cfg.sample_posterior)
+
+
+def codec_from_vae(kind: str, vae, sample_posterior: bool = False) -> Codec:
+    """Wrap an already loaded diffusers VAE (e.g. a pipeline's ``vae`` component) in the codec of ``kind``."""
+    if kind == "image_vae":
+        return ImageVAECodec(vae, sample_posterior)
+    return VideoVAECodec(vae, kind, sample_posterior)

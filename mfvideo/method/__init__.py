@@ -6,9 +6,9 @@ Imports torch and nothing else of mfvideo; works with any callable ``net(z, t, r
 from .masks import KINDS as MASK_KINDS
 from .masks import context_mask, sample_context_masks
 from .meanflow import NULL_CLASS, MeanFlow
-from .samplers import euler_sample, meanflow_sample, time_grid
+from .samplers import SAMPLERS, euler_sample, meanflow_sample, sample, time_grid
 
 __all__ = [
-    "MASK_KINDS", "NULL_CLASS", "MeanFlow",
-    "context_mask", "euler_sample", "meanflow_sample", "sample_context_masks", "time_grid",
+    "MASK_KINDS", "NULL_CLASS", "SAMPLERS", "MeanFlow",
+    "context_mask", "euler_sample", "meanflow_sample", "sample", "sample_context_masks", "time_grid",
 ]

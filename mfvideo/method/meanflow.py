@@ -9,6 +9,7 @@ Conventions (the whole library follows them):
   tangent (v, 0, 1) for (z, r, t). Target: u_tgt = sg(v_g - clip(t - r, 0, 1) du/dt).
 - Per-sample loss = sum of squared error over all non-batch dims; adaptive weight loss / sg((loss + eps)^p).
 - Flow matching is this object with ``ratio_r_neq_t = 0``: every row has r = t and the target is v_g.
+- Sampling is a plain function of the network (``samplers.py``), not a method of this object.
 - Frame conditioning (video extension): a context mask m (B, T) marks clean frames. They replace the noisy
   ones in place, carry per-frame times t (1 - m) = r (1 - m) = 0, their tangent is 0 (z does not move with t
   there) and the loss counts only generated frames.
@@ -24,7 +25,6 @@ from typing import Optional
 import torch
 from torch.func import jvp
 
-from .samplers import euler_sample, meanflow_sample
 
 NULL_CLASS = -1  # label of the unconditional (dropped) class
 
@@ -235,15 +235,6 @@ class MeanFlow:
             target = v_g[idx_jvp] - bcast(h[idx_jvp], dudt) * dudt.detach()
             u_tgt = u_tgt.index_put((idx_jvp,), target.detach())
         return u, u_tgt
-
-    # ----------------------------------------------------------------------------------------------------
-    def sample(self, net, noise, y=None, steps: int = 1, context=None, context_mask=None) -> torch.Tensor:
-        """k-NFE MeanFlow sampling from noise (1 network call by default). See ``samplers.meanflow_sample``."""
-        return meanflow_sample(net, noise, y=y, steps=steps, context=context, context_mask=context_mask)
-
-    def sample_euler(self, net, noise, y=None, steps: int = 50, context=None, context_mask=None) -> torch.Tensor:
-        """The flow-matching baseline: Euler steps of the instantaneous velocity net(z, t, t)."""
-        return euler_sample(net, noise, y=y, steps=steps, context=context, context_mask=context_mask)
 
 
 def _take(y, idx):

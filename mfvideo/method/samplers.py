@@ -52,3 +52,16 @@ def euler_sample(net, noise, y=None, steps: int = 50, context=None, context_mask
         tt = _frame_time(t, z, context_mask)
         z = _keep_context(z - (t - s) * net(z, tt, tt, y=y), context, context_mask)
     return z
+
+
+# name -> (sampler, default network calls per window). One table: the pipeline, the CLIs and the evaluation read it.
+SAMPLERS = {"meanflow": (meanflow_sample, 1), "euler": (euler_sample, 50)}
+
+
+def sample(net, noise, sampler: str = "meanflow", steps: int | None = None, y=None, context=None,
+           context_mask=None) -> torch.Tensor:
+    """Run the named sampler (``SAMPLERS``) with ``steps`` network calls per window (default: the sampler's own)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+    fn, default = SAMPLERS[sampler]
+    return fn(net, noise, y=y, steps=default if steps is None else steps, context=context, context_mask=context_mask)

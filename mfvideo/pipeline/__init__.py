@@ -1,6 +1,6 @@
-"""Generation and video extension: the 1-NFE pipeline, mp4 in and out."""
+"""Generation and video extension: the 1-NFE pipeline (a diffusers DiffusionPipeline), mp4 in and out."""
 
 from ..io import save_video
-from .pipeline import BUNDLED, MFVideoPipeline, PipelineOutput
+from .pipeline import BUNDLED, MFVideoPipeline, MFVideoPipelineOutput, PipelineOutput
 
-__all__ = ["BUNDLED", "MFVideoPipeline", "PipelineOutput", "save_video"]
+__all__ = ["BUNDLED", "MFVideoPipeline", "MFVideoPipelineOutput", "PipelineOutput", "save_video"]

@@ -1,8 +1,18 @@
-"""The 1-NFE generation pipeline: generate, extend and condition on frames, from one checkpoint folder.
+"""The 1-NFE generation pipeline: a diffusers ``DiffusionPipeline`` that generates, extends and conditions on frames.
 
-A checkpoint folder (what training writes, or ``save_pretrained``) holds ``config.yaml`` and weights; the
-pipeline builds the STDiT, loads the EMA weights and builds the codec from the config. Frames are uint8
-(B, T, H, W, 3). Every window costs one network evaluation (``steps=1``).
+Components: ``transformer`` (the STDiT) and ``vae`` (the latent codec's diffusers VAE; None in pixel space). The
+resolved training config travels with the pipeline (``training_config`` in ``model_index.json``, ``config.yaml``
+beside it) and decides the window, resolution, fps and codec. Every window costs one network evaluation
+(``num_inference_steps=1``).
+
+Two folder layouts load with ``MFVideoPipeline.from_pretrained``:
+- diffusers' (``save_pretrained``): ``model_index.json``, ``transformer/``, ``vae/`` if any, ``config.yaml``; it also
+  opens with ``DiffusionPipeline.from_pretrained(dir, custom_pipeline=dir, trust_remote_code=True)`` (README);
+- a training checkpoint (``config.yaml``, ``model.safetensors``, ``ema_*.safetensors``): the EMA weights by default.
+
+Outputs follow diffusers: ``output_type="np"`` gives float32 frames (B, T, H, W, 3) in [0, 1], so
+``diffusers.utils.export_to_video(out.frames[0])`` and ``mfvideo.io.save_video`` write the same video; "uint8",
+"pt" (B, T, 3, H, W) and "pil" are the others.
 
 ``sampler``: ``"meanflow"`` (k-NFE average-velocity steps, default for MeanFlow models) or ``"euler"`` (Euler steps of
 the instantaneous velocity u(z, t, t); the default, with 50 steps, for a model trained as flow matching, i.e.
@@ -11,86 +21,171 @@ the instantaneous velocity u(z, t, t); the default, with 50 steps, for a model t
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Union
 
 import numpy as np
 import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
 
 from ..builders import build_model
-from ..config import Config, to_yaml
-from ..latents import build_codec
-from ..train.checkpoint import CheckpointError, load_config_from, load_into, load_weights
-from .render import frames_to_pixels, latents_to_frames
+from ..config import Config, from_dict, to_dict, to_yaml
+from ..frames import to_output
+from ..latents import IdentityCodec
+from ..method import SAMPLERS, sample
+from ..weights import CheckpointError, load_config_from, load_into, load_weights
 
 log = logging.getLogger(__name__)
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "moving_digits"
-SAMPLERS = {"meanflow": 1, "euler": 50}  # sampler -> default number of network calls per window
+SHIM = "pipeline.py"  # what diffusers' custom_pipeline loads: one import, nothing else
 
 
 @dataclass
-class PipelineOutput:
-    frames: np.ndarray  # uint8 (B, T, H, W, 3)
+class MFVideoPipelineOutput(BaseOutput):
+    """``frames``: (B, T, H, W, 3) as ``output_type`` asked; ``fps``: the model's frame rate."""
+
+    frames: Union[np.ndarray, torch.Tensor, list]
     fps: float
 
 
-class MFVideoPipeline:
+PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
+
+
+class MFVideoPipeline(DiffusionPipeline):
     """One-step clip generation and video extension with a MeanFlow STDiT."""
 
-    def __init__(self, model, codec, config: Config, device="cpu"):
-        self.model = model.eval().to(device)
-        self.codec = codec.eval().to(device)
-        self.config = config
-        self.method = config.method  # a MeanFlow
-        self.device = torch.device(device)
+    model_cpu_offload_seq = "transformer->vae"
+    _optional_components = ["vae"]
+
+    def __init__(self, transformer, vae=None, training_config: dict | Config | None = None,
+                 id2label: dict | None = None):
+        super().__init__()
+        if training_config is None:
+            raise ValueError("MFVideoPipeline needs the training_config the transformer was trained with")
+        if isinstance(training_config, Config):
+            training_config = to_dict(training_config)
+        self.register_modules(transformer=transformer, vae=vae)
+        labels = {str(k): str(v) for k, v in (id2label or {}).items()}
+        self.register_to_config(training_config=training_config, id2label=labels or None)
+        self.cfg: Config = from_dict(training_config, source="training_config")
+        self.method = self.cfg.method  # a MeanFlow
+        self.labels = labels
+        transformer.eval()
 
     # ----------------------------------------------------------------------------------------------------
+    # loading and saving
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, device="cpu", weights: str = "ema") -> "MFVideoPipeline":
-        """Load a checkpoint folder (default: the bundled moving-digits model)."""
-        path = Path(path) if path is not None else BUNDLED
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: no such checkpoint folder")
+    def from_checkpoint(cls, path, device="cpu", weights: str = "ema") -> "MFVideoPipeline":
+        """A training checkpoint folder (config.yaml + weights); ``weights``: "ema" (default) or "model"."""
+        path = Path(path)
         cfg = load_config_from(path)
         model = build_model(cfg.model)
         load_into(model, load_weights(path, which=weights), str(path))
-        return cls(model, build_codec(cfg.latents, cfg.data.channels), cfg, device)
+        vae = None
+        if cfg.latents.kind != "identity":
+            from ..latents.vae import build_vae_codec
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write config.yaml + model.safetensors (the weights in use), loadable by ``from_pretrained``."""
-        from safetensors.torch import save_file
+            vae = build_vae_codec(cfg.latents).vae
+        classes = path / "classes.json"
+        id2label = dict(enumerate(json.loads(classes.read_text()))) if classes.is_file() else None
+        return cls(model, vae, training_config=to_dict(cfg), id2label=id2label).to(device)
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device="cpu", weights: str = "ema",
+                        **kwargs) -> "MFVideoPipeline":
+        """A diffusers folder (``save_pretrained``) or a training checkpoint folder; default: the bundled model."""
+        path = Path(path) if path is not None else BUNDLED
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: no such checkpoint folder")
+        if not (path / "model_index.json").is_file():
+            return cls.from_checkpoint(path, device, weights)
+        if not (path / "config.yaml").is_file():
+            raise CheckpointError(f"{path}: no config.yaml (not an mfvideo folder)")
+        load_config_from(path)  # a bad config is one clear line, before diffusers reads anything
+        from diffusers.utils import logging as diffusers_logging
+
+        bar = diffusers_logging.is_progress_bar_enabled()
+        diffusers_logging.disable_progress_bar()  # a local folder of one or two components loads in milliseconds
+        try:
+            pipe = super().from_pretrained(path, local_files_only=True, **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:  # missing or mismatched weights
+            raise CheckpointError(f"{path}: cannot load ({str(e).strip().splitlines()[0][:200]})") from None
+        finally:
+            if bar:
+                diffusers_logging.enable_progress_bar()
+        return pipe.to(device)
+
+    def save_pretrained(self, path: str | Path, **kwargs) -> Path:
+        """diffusers' layout (model_index.json, transformer/, vae/) plus config.yaml for training and a one-line
+        ``pipeline.py`` that lets ``DiffusionPipeline.from_pretrained(custom_pipeline=...)`` find this class."""
         from ..io import atomic_path
 
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / "model.safetensors") as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, tmp)
+        kwargs.setdefault("safe_serialization", True)
+        self.register_to_config(training_config=to_dict(self.cfg))  # self.cfg is the one owner at run time
+        super().save_pretrained(path, **kwargs)
         with atomic_path(path / "config.yaml") as tmp:
-            tmp.write_text(to_yaml(self.config))
+            tmp.write_text(to_yaml(self.cfg))
+        with atomic_path(path / SHIM) as tmp:
+            tmp.write_text("from mfvideo.pipeline import MFVideoPipeline  # noqa: F401\n")
         return path
 
     # ----------------------------------------------------------------------------------------------------
     @property
+    def model(self):
+        """The transformer (the name of earlier releases)."""
+        return self.transformer
+
+    @property
+    def codec(self):
+        """The latent codec around the ``vae`` component (identity in pixel space), on the pipeline's device."""
+        key = (id(self.vae), self.cfg.latents.kind)
+        if getattr(self, "_codec_key", None) != key:
+            if self.vae is None:
+                codec = IdentityCodec(self.cfg.data.channels)
+            else:
+                from ..latents.vae import codec_from_vae
+
+                codec = codec_from_vae(self.cfg.latents.kind, self.vae, self.cfg.latents.sample_posterior)
+            self._codec, self._codec_key = codec, key
+        return self._codec.to(self.device)
+
+    @property
     def window(self) -> int:
         """Frames per network call: the training clip length."""
-        return self.config.data.num_frames
+        return self.cfg.data.num_frames
 
     @property
     def resolution(self) -> int:
-        return self.config.data.resolution
+        return self.cfg.data.resolution
 
     @property
     def fps(self) -> float:
-        return self.config.sample.fps
+        return self.cfg.sample.fps
+
+    def get_label_ids(self, labels) -> list[int]:
+        """Class names (``id2label``) or ids -> ids."""
+        by_name = {v: int(k) for k, v in self.labels.items()}
+        ids = []
+        for label in [labels] if isinstance(labels, (str, int)) else labels:
+            if isinstance(label, str) and label in by_name:
+                ids.append(by_name[label])
+            elif isinstance(label, str) and not label.lstrip("-").isdigit():
+                raise ValueError(f"unknown class name {label!r}; known: {', '.join(sorted(by_name)) or 'none'}")
+            else:
+                ids.append(int(label))
+        return ids
 
     def check_labels(self, class_labels) -> torch.Tensor:
-        """Class ids as a (B,) long tensor; an id outside 0..num_classes-1 (or -1, none) is a ValueError."""
-        n = self.config.model.num_classes
-        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+        """Class ids (or names) as a (B,) long tensor; an id outside 0..num_classes-1 (or -1, none) is a ValueError."""
+        n = self.cfg.model.num_classes
         if not n:
             raise ValueError("this model is unconditional: class_labels must be None")
+        labels = torch.as_tensor(self.get_label_ids(class_labels), dtype=torch.long).reshape(-1)
         if labels.numel() == 0:
             raise ValueError("class_labels is empty: give at least one class id")
         bad = [int(c) for c in labels if not (0 <= int(c) < n or int(c) == -1)]
@@ -100,7 +195,7 @@ class MFVideoPipeline:
 
     def _labels(self, class_labels, batch: int):
         if class_labels is None:
-            n = self.config.model.num_classes
+            n = self.cfg.model.num_classes
             return torch.full((batch,), -1, dtype=torch.long, device=self.device) if n else None
         return self.check_labels(class_labels).to(self.device)
 
@@ -127,15 +222,17 @@ class MFVideoPipeline:
         sampler = sampler or self.default_sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-        steps = SAMPLERS[sampler] if steps is None else int(steps)
+        steps = SAMPLERS[sampler][1] if steps is None else int(steps)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         return sampler, steps
 
     def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None):
-        sampler, steps = how
-        fn = self.method.sample if sampler == "meanflow" else self.method.sample_euler
-        return fn(self.model, noise, y=y, steps=steps, context=context, context_mask=mask)
+        return sample(self.transformer, noise, how[0], how[1], y=y, context=context, context_mask=mask)
+
+    def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True):
+        out = MFVideoPipelineOutput(to_output(frames, output_type), self.fps)
+        return out if return_dict else (out.frames,)
 
     # ----------------------------------------------------------------------------------------------------
     @property
@@ -147,9 +244,26 @@ class MFVideoPipeline:
         return self.codec.pixel_frames(latent_frames)
 
     @torch.no_grad()
+    def __call__(self, class_labels=None, num_frames: int | None = None, num_inference_steps: int | None = None,
+                 generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
+                 num_videos: int | None = None, video: Any = None, num_new_frames: int | None = None,
+                 context_frames: int | None = None, sampler: str | None = None):
+        """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
+        ``num_new_frames``. diffusers' names: ``num_inference_steps`` network calls per window (default 1),
+        ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil"), ``return_dict``."""
+        if video is not None:
+            return self.extend(video, num_new_frames or self.window, context_frames=context_frames,
+                               steps=num_inference_steps, class_labels=class_labels, generator=generator,
+                               sampler=sampler, output_type=output_type, return_dict=return_dict)
+        return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
+                             steps=num_inference_steps, context_frames=context_frames, sampler=sampler,
+                             generator=generator, output_type=output_type, return_dict=return_dict)
+
+    @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
                  seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
-                 sampler: str | None = None, generator: torch.Generator | None = None) -> PipelineOutput:
+                 sampler: str | None = None, generator: torch.Generator | None = None, output_type: str = "np",
+                 return_dict: bool = True):
         """Clips from noise: one network call for the first window, one per further window (sliding).
 
         ``class_labels``: one id per clip, or one id for ``num_clips`` clips. Noise comes from ``generator`` (a CPU
@@ -170,39 +284,42 @@ class MFVideoPipeline:
         # a causal VAE decodes f k + 1 frames: the first window is the smallest such count covering num_frames
         first = min(num_frames, self.window) if f == 1 else self._pixel_frames(min(self.latent_window, -(-(num_frames - 1) // f) + 1))
         latents = self._sample(self._noise(batch, first, g), y, how)
-        frames = latents_to_frames(self.codec, latents)[:, :num_frames]  # (B, first, H, W, 3)
+        frames = self.codec.decode_frames(latents)[:, :num_frames]  # (B, first, H, W, 3)
         if num_frames > frames.shape[1]:
             k = self._context_latents(context_frames)
-            return self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g)
-        return PipelineOutput(frames, self.fps)
+            frames = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g)
+        return self._output(frames, output_type, return_dict)
 
     @torch.no_grad()
     def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
                class_labels=None, seed: int | None = None, sampler: str | None = None,
-               generator: torch.Generator | None = None, include_input: bool = True) -> PipelineOutput:
+               generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
+               return_dict: bool = True):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
+        ``video``: a file path, or frames (T, H, W, 3) / (B, T, H, W, 3) as uint8 or float in [0, 1].
         ``context_frames`` counts pixel frames (default: half the window); with a causal video VAE it is rounded
-        down to the VAE's 4k+1 (8k+1) rule. A video file is decoded frame by frame and resized on the fly, so memory
+        down to the VAE's 4k+1 (8k+1) rule. A video file is decoded chunk by chunk and resized on the fly, so memory
         does not grow with the input's resolution; with ``include_input=False`` only its last ``context_frames`` are
         decoded and the output holds the context and the new frames.
         """
         from .inputs import load_clip
 
         how = self.resolve_sampler(sampler, steps)
+        if int(num_new_frames) < 1:
+            raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
         k_lat = self._context_latents(context_frames)
         k_pix = self._pixel_frames(k_lat)
         frames = load_clip(video, self.resolution, last=None if include_input else k_pix)  # (B, T, r, r, 3) uint8
         if frames.shape[1] < k_pix:
             raise ValueError(f"the input has {frames.shape[1]} frames, fewer than the {k_pix} context frames requested")
-        if num_new_frames < 1:
-            raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
         y = self._labels(class_labels, frames.shape[0])
         if y is not None and y.shape[0] == 1 and frames.shape[0] > 1:
             y = y.expand(frames.shape[0])
         g = self._generator(seed, generator)
-        ctx = self._encode(frames[:, frames.shape[1] - k_pix :])  # (B, C, k_lat, h, w)
-        return self._continue(frames, ctx, num_new_frames, y, how, g)
+        ctx = self.codec.encode_frames(frames[:, frames.shape[1] - k_pix :], self.cfg.data.channels)  # (B, C, k, h, w)
+        frames = self._continue(frames, ctx, int(num_new_frames), y, how, g)
+        return self._output(frames, output_type, return_dict)
 
     def _context_latents(self, k_pix: int | None) -> int:
         """Context pixel frames -> context latent frames, within [1, latent window - 1]."""
@@ -213,17 +330,14 @@ class MFVideoPipeline:
             raise ValueError(f"context_frames must lie in [1, {most}] for a {self.window}-frame window, got {k_pix}")
         return k
 
-    def _encode(self, frames: np.ndarray) -> torch.Tensor:
-        pixels = frames_to_pixels(frames, self.config.data.channels).to(self.device)
-        return self.codec.encode(pixels)
-
-    def _continue(self, frames, ctx, num_new, y, how, g) -> PipelineOutput:
+    def _continue(self, frames, ctx, num_new, y, how, g) -> np.ndarray:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
 
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
         just the new latents; a causal VAE decodes the whole window and its last f x new frames are kept.
         """
-        f, w, k = self.codec.temporal_factor, self.latent_window, ctx.shape[2]
+        codec = self.codec
+        f, w, k = codec.temporal_factor, self.latent_window, ctx.shape[2]
         out, made = [frames], 0
         while made < num_new:
             new = w - k if f > 1 else min(w - k, num_new - made)
@@ -232,19 +346,16 @@ class MFVideoPipeline:
             mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool, device=self.device)
             mask[:, :k] = True
             window = self._sample(noise, y, how, context=context, mask=mask)  # (B, C, k + new, h, w)
-            if f == 1:
-                pix = latents_to_frames(self.codec, window[:, :, k:])
-            else:
-                pix = latents_to_frames(self.codec, window)[:, -f * new :]
+            pix = codec.decode_frames(window[:, :, k:]) if f == 1 else codec.decode_frames(window)[:, -f * new :]
             out.append(pix[:, : num_new - made])
             made += pix.shape[1]
             ctx = window[:, :, -k:]
-        return PipelineOutput(np.concatenate(out, axis=1), self.fps)
+        return np.concatenate(out, axis=1)
 
     @torch.no_grad()
     def condition(self, frames, frame_indices, num_frames: int | None = None, class_labels=None,
                   seed: int | None = None, steps: int | None = None, sampler: str | None = None,
-                  generator: torch.Generator | None = None) -> PipelineOutput:
+                  generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True):
         """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation)."""
         from .inputs import load_clip
 
@@ -263,10 +374,10 @@ class MFVideoPipeline:
         g = self._generator(seed, generator)
         noise = self._noise(given.shape[0], num_frames, g)
         context = torch.zeros_like(noise)
-        context[:, :, idx] = self._encode(given)
+        context[:, :, idx] = self.codec.encode_frames(given, self.cfg.data.channels)
         mask = torch.zeros(given.shape[0], num_frames, dtype=torch.bool, device=self.device)
         mask[:, idx] = True
         latents = self._sample(noise, y, how, context=context, mask=mask)
-        frames_out = latents_to_frames(self.codec, latents)
+        frames_out = self.codec.decode_frames(latents)
         frames_out[:, idx] = given  # the given frames are returned exactly as given
-        return PipelineOutput(frames_out, self.fps)
+        return self._output(frames_out, output_type, return_dict)

@@ -3,6 +3,7 @@
 Layout of ``<run>/checkpoints/step_00001000/``::
 
     config.yaml                 the resolved config (sampling needs nothing else)
+    classes.json                class names by id, when the data has them
     model.safetensors           the trained weights
     ema_0.9999.safetensors      one file per EMA decay
     optimizer.pt, trainer.pt    optimizer / scheduler and trainer state (loaded with weights_only=True)
@@ -25,15 +26,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..config import Config, from_dict, to_yaml
+from ..config import Config, to_yaml
+from ..weights import CheckpointError, load_config_from, load_into, load_weights  # noqa: F401 (re-exported)
 
 MARKER = "COMPLETE"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing files, another architecture. One line, no traceback."""
 
 
 def ema_filename(decay: float) -> str:
@@ -46,7 +44,7 @@ def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
 
 def save_checkpoint(
     run_dir, step: int, cfg: Config, model_state: dict, ema_states: dict, optimizer_state: dict, trainer_state: dict,
-    keep_last: int = 3,
+    keep_last: int = 3, classes: list[str] | None = None,
 ) -> Path:
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
@@ -55,6 +53,8 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         (tmp / "config.yaml").write_text(to_yaml(cfg))
+        if classes:
+            (tmp / "classes.json").write_text(json.dumps(list(classes), indent=1))
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / "model.safetensors")
         for decay, state in ema_states.items():
             save_file({k: v.contiguous().cpu() for k, v in state.items()}, tmp / ema_filename(decay))
@@ -125,55 +125,3 @@ def prune(run_dir, keep_last: int) -> None:
     found = list_checkpoints(run_dir)
     for old in found[: max(0, len(found) - max(1, keep_last))]:  # never the newest
         _remove(old)
-
-
-def load_config_from(path) -> Config:
-    import yaml
-
-    path = Path(path)
-    f = path / "config.yaml"
-    if not f.is_file():
-        raise CheckpointError(f"{path}: no config.yaml (not a checkpoint folder)")
-    try:
-        data = yaml.safe_load(f.read_text())  # safe: a Python tag is refused, never run
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{f}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{f}: expected a mapping of config sections, got {type(data).__name__}")
-    return from_dict(data, source=str(f))
-
-
-def load_weights(path, which: str = "ema") -> dict[str, torch.Tensor]:
-    """The weights of a checkpoint folder: ``ema`` (the first EMA file found; falls back to the model) or ``model``."""
-    path = Path(path)
-    candidates = sorted(path.glob("ema_*.safetensors")) if which == "ema" else []
-    candidates.append(path / "model.safetensors")
-    for c in candidates:
-        if c.is_file():
-            try:
-                return load_file(c)
-            except Exception as e:
-                raise CheckpointError(f"{c}: unreadable weights ({str(e).splitlines()[0]})") from None
-    raise CheckpointError(f"{path}: no weights (expected ema_*.safetensors or model.safetensors)")
-
-
-def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_temporal: bool = False) -> list[str]:
-    """Strict load with a clear error listing mismatched keys; returns the keys left at their init.
-
-    With ``allow_missing_temporal`` (video from image), temporal keys may be missing and stay zero-initialised.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    allowed = [k for k in missing if allow_missing_temporal and "temporal" in k]
-    missing = [k for k in missing if k not in allowed]
-    if missing or unexpected or shape:
-        parts = []
-        for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shape)):
-            if keys:
-                more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
-                parts.append(f"{name}: {', '.join(keys[:5])}{more}")
-        raise CheckpointError(f"{source}: weights of another architecture; " + "; ".join(parts))
-    model.load_state_dict({k: v for k, v in state.items()}, strict=False)
-    return allowed

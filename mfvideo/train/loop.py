@@ -23,7 +23,7 @@ from ..builders import build_model, resolve_model_config
 from ..config import Config, ConfigError, to_yaml
 from ..data import build_dataset
 from ..latents import build_codec
-from ..method import sample_context_masks
+from ..method import sample, sample_context_masks
 from .checkpoint import (
     CheckpointError, clean_partial, latest_checkpoint, load_into, load_weights, save_checkpoint,
 )
@@ -214,9 +214,9 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
                 bar.set_postfix(loss=f"{record['loss_unweighted']:.3g}", gn=f"{grad_norm:.2g}")
                 t_last, seen = now, 0
             if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at):
-                _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler)
+                _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, getattr(s.dataset, "classes", None))
             if tc.sample_every and step % tc.sample_every == 0 and accelerator.is_main_process:
-                _write_samples(cfg, accelerator.unwrap_model(model), ema, codec, s.method, run_dir, step)
+                _write_samples(cfg, accelerator.unwrap_model(model), ema, codec, run_dir, step)
     finally:
         bar.close()  # before any error line, so that it stands on a line of its own
     accelerator.end_training()
@@ -302,7 +302,7 @@ def _has_tensorboard() -> bool:
     return True
 
 
-def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler):
+def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, classes=None):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
@@ -310,7 +310,7 @@ def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler):
             run_dir, step, cfg, unwrapped.state_dict(), {d: ema.state_dict(d) for d in ema.decays},
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
             {"step": step, "ema_updates": ema.num_updates},
-            keep_last=cfg.train.keep_last,
+            keep_last=cfg.train.keep_last, classes=classes,
         )
     accelerator.wait_for_everyone()
 
@@ -350,12 +350,11 @@ def _restore(path: Path, model, ema, optimizer, scheduler) -> int:
 
 
 @torch.no_grad()
-def _write_samples(cfg, model, ema, codec, method, run_dir, step):
+def _write_samples(cfg, model, ema, codec, run_dir, step):
     """A short 1-NFE sample with the first EMA's weights: mp4 for video, a PNG grid for images."""
     import copy
 
     from ..io import grid, save_image, save_video
-    from ..pipeline.render import latents_to_frames
 
     net = copy.deepcopy(model).eval()
     ema.copy_to(net, ema.decays[0])
@@ -365,7 +364,7 @@ def _write_samples(cfg, model, ema, codec, method, run_dir, step):
     device = next(net.parameters()).device
     noise = torch.randn((n, *shape), generator=g).to(device)
     y = torch.arange(n, device=device) % cfg.model.num_classes if cfg.model.num_classes else None
-    frames = latents_to_frames(codec, method.sample(net, noise, y=y, steps=cfg.sample.steps))  # (n, T, H, W, 3)
+    frames = codec.decode_frames(sample(net, noise, steps=cfg.sample.steps, y=y))  # (n, T, H, W, 3) uint8
     out = Path(run_dir) / "samples"
     save_image(grid(frames), out / f"step_{step:08d}.png")
     if cfg.data.num_frames > 1:

@@ -1,0 +1,36 @@
+"""mfvideo-export CHECKPOINT --out DIR: a training checkpoint as a diffusers pipeline folder.
+
+The folder opens with ``MFVideoPipeline.from_pretrained(DIR)`` and with diffusers' own
+``DiffusionPipeline.from_pretrained(DIR, custom_pipeline=DIR, trust_remote_code=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import ArgumentParser, check_output_dir, user_errors
+
+
+@user_errors
+def main(argv=None):
+    p = ArgumentParser(prog="mfvideo-export", description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="a training checkpoint folder (runs/<name>/checkpoints/step_XXXXXXXX)")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema", help="the EMA weights (default) or the raw ones")
+    p.add_argument("--out", required=True, help="output folder (diffusers layout)")
+    args = p.parse_args(argv)
+    out = check_output_dir(args.out)
+    if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
+        raise ValueError(f"output folder {out} is not empty and not a pipeline folder: refusing to write into it")
+    if Path(args.checkpoint).resolve() == out.resolve():
+        raise ValueError("--out is the checkpoint folder itself")
+
+    from ..pipeline import MFVideoPipeline
+
+    pipe = MFVideoPipeline.from_checkpoint(args.checkpoint, weights=args.weights)
+    pipe.save_pretrained(out)
+    print(f"wrote {out} (model_index.json, transformer/, config.yaml)")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

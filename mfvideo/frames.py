@@ -1,0 +1,83 @@
+"""Frame values, one place: uint8 frames (…, H, W, 3) <-> float frames in [0, 1] <-> model pixels in [-1, 1].
+
+Frames handed to users are (B, T, H, W, 3); model pixels are (B, C, T, H, W) with C = 1 (grey) or 3. Grey is
+stored as one channel and shown as three equal ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from einops import rearrange
+
+OUTPUT_TYPES = ("np", "uint8", "pt", "pil")
+
+
+def to_uint8(frames, name: str = "frames") -> np.ndarray:
+    """uint8 or integer in [0, 255], or float in [0, 1] (array or tensor), (…, H, W[, 1 | 3]) -> uint8 (…, H, W, 3).
+
+    Values outside those ranges are an error, never a silent clip: a float array of 0..255 values would otherwise
+    come out white.
+    """
+    a = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if a.dtype != np.uint8:
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+            raise ValueError(f"{name} must be uint8 in [0, 255] or float in [0, 1], got dtype {a.dtype}")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if np.issubdtype(a.dtype, np.integer):
+            if lo < 0 or hi > 255:
+                raise ValueError(f"integer {name} must lie in [0, 255], got values in [{lo:g}, {hi:g}]")
+            a = a.astype(np.uint8)
+        else:
+            if not np.isfinite(a).all() or lo < -1e-3 or hi > 1 + 1e-3:
+                raise ValueError(f"float {name} must lie in [0, 1], got values in [{lo:g}, {hi:g}] "
+                                 "(for 0..255 pass a uint8 array)")
+            a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if a.ndim >= 1 and a.shape[-1] not in (1, 3):
+        a = a[..., None]  # (…, H, W) grey
+    return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
+
+
+def pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """Model pixels (B, C, T, H, W) in [-1, 1], C = 1 or 3 -> uint8 frames (B, T, H, W, 3)."""
+    x = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1, -1)
+    return rearrange(x, "b c t h w -> b t h w c").cpu().numpy()
+
+
+def uint8_to_pixels(frames, channels: int = 3) -> torch.Tensor:
+    """uint8 frames (B, T, H, W, 3) -> model pixels (B, channels, T, H, W) in [-1, 1] (1 channel: the RGB mean)."""
+    x = torch.as_tensor(np.asarray(frames)).float() / 127.5 - 1.0
+    x = rearrange(x, "b t h w c -> b c t h w")
+    return x.mean(dim=1, keepdim=True) if channels == 1 else x
+
+
+def unit_to_uint8(x) -> np.ndarray:
+    """Float values in [0, 1] (clipped) -> uint8, same shape (for data already in range, e.g. rendered digits)."""
+    return (np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def grey(frames) -> np.ndarray:
+    """uint8 frames (…, H, W, 3) -> float32 intensity (…, H, W) in [0, 1]."""
+    return np.asarray(frames).astype(np.float32).mean(-1) / 255.0
+
+
+def to_output(frames: np.ndarray, output_type: str):
+    """uint8 (B, T, H, W, 3) -> what a pipeline returns for ``output_type``:
+
+    "np" float32 (B, T, H, W, 3) in [0, 1] (diffusers' convention: ``export_to_video(out.frames[0])`` works);
+    "uint8" the same as uint8; "pt" float32 tensor (B, T, 3, H, W) in [0, 1]; "pil" a list (per clip) of lists of
+    PIL images.
+    """
+    if output_type == "uint8":
+        return frames
+    if output_type == "np":
+        return frames.astype(np.float32) / 255.0
+    if output_type == "pt":
+        return rearrange(torch.from_numpy(frames).float() / 255.0, "b t h w c -> b t c h w")
+    if output_type == "pil":
+        from PIL import Image
+
+        return [[Image.fromarray(f) for f in clip] for clip in frames]
+    raise ValueError(f"unknown output_type {output_type!r}; use one of {', '.join(OUTPUT_TYPES)}")

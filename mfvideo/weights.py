@@ -1,0 +1,73 @@
+"""Reading what training and ``save_pretrained`` write: the resolved config and the weights of a checkpoint folder.
+
+Used by the trainer (resume, ``init_from``) and the pipeline alike, so neither imports the other. Every failure is a
+``CheckpointError`` with one line that names the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from .config import Config, from_dict
+
+DIFFUSERS_WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"  # save_pretrained's layout
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing files, another architecture. One line, no traceback."""
+
+
+def load_config_from(path) -> Config:
+    """The typed config of a checkpoint folder (its config.yaml, loaded safely and validated)."""
+    import yaml
+
+    path = Path(path)
+    f = path / "config.yaml"
+    if not f.is_file():
+        raise CheckpointError(f"{path}: no config.yaml (not a checkpoint folder)")
+    try:
+        data = yaml.safe_load(f.read_text())  # safe: a Python tag is refused, never run
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{f}: expected a mapping of config sections, got {type(data).__name__}")
+    return from_dict(data, source=str(f))
+
+
+def load_weights(path, which: str = "ema") -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint folder: ``ema`` (the first EMA file found; falls back to the model) or ``model``."""
+    path = Path(path)
+    candidates = sorted(path.glob("ema_*.safetensors")) if which == "ema" else []
+    candidates += [path / "model.safetensors", path / DIFFUSERS_WEIGHTS]
+    for c in candidates:
+        if c.is_file():
+            try:
+                return load_file(c)
+            except Exception as e:
+                raise CheckpointError(f"{c}: unreadable weights ({str(e).splitlines()[0]})") from None
+    raise CheckpointError(f"{path}: no weights (expected ema_*.safetensors, model.safetensors or {DIFFUSERS_WEIGHTS})")
+
+
+def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_temporal: bool = False) -> list[str]:
+    """Strict load with a clear error listing mismatched keys; returns the keys left at their init.
+
+    With ``allow_missing_temporal`` (video from image), temporal keys may be missing and stay zero-initialised.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    allowed = [k for k in missing if allow_missing_temporal and "temporal" in k]
+    missing = [k for k in missing if k not in allowed]
+    if missing or unexpected or shape:
+        parts = []
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shape)):
+            if keys:
+                more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
+                parts.append(f"{name}: {', '.join(keys[:5])}{more}")
+        raise CheckpointError(f"{source}: weights of another architecture; " + "; ".join(parts))
+    model.load_state_dict({k: v for k, v in state.items()}, strict=False)
+    return allowed

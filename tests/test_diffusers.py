@@ -1,0 +1,107 @@
+"""diffusers-native use: save_pretrained / DiffusionPipeline.from_pretrained, __call__'s argument names and outputs,
+export_to_video; one owner for the model's keys; one-way imports between training and the pipeline."""
+
+import ast
+import dataclasses
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mfvideo.builders import NOT_CONSTRUCTOR_KEYS
+from mfvideo.config import ModelConfig
+from mfvideo.data.video_io import read_video
+from mfvideo.io import save_video
+from mfvideo.models import STDiT
+from mfvideo.pipeline import MFVideoPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pipe") / "digits"
+    MFVideoPipeline.from_pretrained().save_pretrained(path)
+    return path
+
+
+def test_diffusion_pipeline_from_pretrained_generates_and_export_to_video_matches_save_video(saved, tmp_path):
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import export_to_video
+
+    assert {"model_index.json", "config.yaml", "transformer", "pipeline.py"} <= {p.name for p in saved.iterdir()}
+    pipe = DiffusionPipeline.from_pretrained(saved, custom_pipeline=str(saved), trust_remote_code=True)
+    assert type(pipe).__name__ == "MFVideoPipeline" and isinstance(pipe.transformer, STDiT)
+    ours = MFVideoPipeline.from_pretrained(saved)
+    out = pipe(class_labels=[3], generator=torch.Generator().manual_seed(0))  # diffusers' argument names
+    ref = ours.generate(class_labels=[3], generator=torch.Generator().manual_seed(0), output_type="uint8")
+    assert out.frames.dtype == np.float32 and 0.0 <= out.frames.min() and out.frames.max() <= 1.0
+    assert np.array_equal(np.round(out.frames * 255).astype(np.uint8), ref.frames)  # same weights, same noise
+    export_to_video(out.frames[0], str(tmp_path / "diffusers.mp4"), fps=int(out.fps))
+    save_video(out.frames[0], tmp_path / "ours.mp4", fps=out.fps)
+    a, b = read_video(tmp_path / "diffusers.mp4")[0].astype(int), read_video(tmp_path / "ours.mp4")[0].astype(int)
+    truth = ref.frames[0].astype(int)
+    assert a.shape == b.shape == truth.shape
+    # both encoders are lossy; an inverted or rescaled video would be off by ~100 or more
+    assert np.abs(a - truth).mean() < 8 and np.abs(b - truth).mean() < 8 and np.abs(a - b).mean() < 8
+
+
+def test_call_output_types_return_dict_and_extension(saved):
+    pipe = MFVideoPipeline.from_pretrained(saved)
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    base = pipe(class_labels=["7", 1], generator=g(), output_type="uint8").frames  # names via id2label
+    assert base.shape == (2, pipe.window, 16, 16, 3) and base.dtype == np.uint8
+    pt = pipe(class_labels=[7, 1], generator=g(), output_type="pt").frames
+    assert pt.shape == (2, pipe.window, 3, 16, 16) and torch.equal((pt * 255).round().byte().permute(0, 1, 3, 4, 2),
+                                                                  torch.from_numpy(base))
+    pil = pipe(class_labels=[7, 1], generator=g(), output_type="pil").frames
+    assert len(pil) == 2 and np.array_equal(np.asarray(pil[1][0]), base[1, 0])
+    (frames,) = pipe(class_labels=[7, 1], generator=g(), return_dict=False)
+    assert np.array_equal(np.round(frames * 255).astype(np.uint8), base)
+    ext = pipe(video=base[:1], num_new_frames=5, generator=g(), output_type="uint8").frames
+    assert ext.shape[1] == pipe.window + 5 and np.array_equal(ext[0, : pipe.window], base[0])
+    with pytest.raises(ValueError, match="unknown class name"):
+        pipe(class_labels=["seven"])
+    with pytest.raises(ValueError, match="output_type"):
+        pipe(class_labels=[1], output_type="gif")
+
+
+def test_export_cli_turns_a_training_checkpoint_into_a_pipeline_folder(tmp_path):
+    from mfvideo.cli import export, train
+
+    train.main([str(ROOT / "configs" / "tiny.yaml"), f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2",
+                "train.checkpoint_every=2"])
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000002"
+    assert export.main([str(ckpt), "--out", str(tmp_path / "exported")]) == 0
+    a = MFVideoPipeline.from_pretrained(ckpt).generate(num_clips=2, seed=0, output_type="uint8").frames
+    b = MFVideoPipeline.from_pretrained(tmp_path / "exported").generate(num_clips=2, seed=0, output_type="uint8").frames
+    assert np.array_equal(a, b)
+    assert MFVideoPipeline.from_pretrained(tmp_path / "exported").labels == {str(i): str(i) for i in range(10)}
+
+
+def test_model_config_fields_are_the_constructor_arguments():
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} - set(NOT_CONSTRUCTOR_KEYS)
+    params = set(inspect.signature(STDiT.__init__).parameters) - {"self"}
+    assert fields == params
+
+
+def _imports(folder: Path) -> set[str]:
+    """Every mfvideo module imported (absolutely or relatively) by the files under ``folder``."""
+    found = set()
+    for f in folder.rglob("*.py"):
+        package = ["mfvideo", *f.relative_to(ROOT / "mfvideo").parent.parts]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                found.add(".".join(base + ([node.module] if node.module else [])))
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+    return found
+
+
+def test_training_and_pipeline_do_not_import_each_other():
+    assert not any(m.startswith("mfvideo.pipeline") for m in _imports(ROOT / "mfvideo" / "train"))
+    assert not any(m.startswith("mfvideo.train") for m in _imports(ROOT / "mfvideo" / "pipeline"))
+    assert "mfvideo.weights" in _imports(ROOT / "mfvideo" / "pipeline")  # the shared loader, and it is found

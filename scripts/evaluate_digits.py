@@ -5,8 +5,9 @@
 
 Without --checkpoint the bundled model is scored. A MeanFlow model is scored with k-NFE MeanFlow sampling (--steps)
 and with Euler steps of its instantaneous velocity u(z, t, t) (--euler-steps); a model trained as flow matching
-(method.ratio_r_neq_t = 0) with Euler steps only. Every row scores generation and extension with the same sampler.
-Prints a markdown table and writes JSON.
+(method.ratio_r_neq_t = 0) with Euler steps only. Every row scores generation, extension, interpolation and long
+extension (``--long-frames`` new frames) with the same sampler; extension and interpolation use the null label.
+Prints two markdown tables (generation; following the context) and writes JSON.
 """
 
 import argparse
@@ -16,11 +17,13 @@ from pathlib import Path
 import torch
 
 from mfvideo.eval.digits import DigitSuite, heldout_accuracy
-from mfvideo.eval.report import evaluate_pipeline, evaluate_real
+from mfvideo.eval.report import evaluate_context, evaluate_pipeline, evaluate_real
 from mfvideo.pipeline import MFVideoPipeline
 
 COLS = ["fd", "class_accuracy", "identity", "jerk", "identity_kept", "trajectory_error",
         "trajectory_error_static_baseline", "seconds_per_clip"]
+CONTEXT_COLS = ["extension_identity_kept", "extension_accuracy_by_distance", "interpolation_midpoint_accuracy",
+                "long_identity_kept_last_window", "long_seam_flicker", "long_window_brightness"]
 
 
 def parse_checkpoint(arg: str | None) -> tuple[str, str | None]:
@@ -37,6 +40,7 @@ def main():
     p.add_argument("--steps", type=int, nargs="*", default=[1, 2], help="MeanFlow k-NFE rows (MeanFlow models)")
     p.add_argument("--euler-steps", type=int, nargs="*", default=[], help="Euler rows of u(z, t, t) (every model)")
     p.add_argument("--n", type=int, default=200)
+    p.add_argument("--long-frames", type=int, default=64, help="new frames of the long extension")
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args()
     torch.manual_seed(0)
@@ -47,17 +51,21 @@ def main():
     rows["real held-out clips"] = evaluate_real(suite, first.cfg.data, a.n)
     for label, ck in checkpoints:
         pipe = MFVideoPipeline.from_pretrained(ck)
-        if pipe.default_sampler == "meanflow":
-            for s in a.steps:
-                rows[f"{label}, MeanFlow {s}-NFE"] = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler="meanflow")
-        for s in a.euler_steps:
-            rows[f"{label}, Euler {s}"] = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler="euler")
+        runs = [("meanflow", s, f"MeanFlow {s}-NFE") for s in a.steps] if pipe.default_sampler == "meanflow" else []
+        runs += [("euler", s, f"Euler {s}") for s in a.euler_steps]
+        for sampler, s, name in runs:
+            row = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler)
+            row.update(evaluate_context(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames))
+            rows[f"{label}, {name}"] = row
+            print(f"{label}, {name}: done", flush=True)
     untrained = MFVideoPipeline.from_pretrained(checkpoints[0][1])
     torch.manual_seed(0)
     untrained.model.initialize_weights()
     for prm in untrained.model.parameters():  # adaLN-Zero starts at exactly 0: perturb so it is a real network
         prm.data.add_(torch.randn_like(prm) * 0.02)
     rows["untrained model, 1-NFE"] = evaluate_pipeline(untrained, suite, a.n, steps=1, sampler="meanflow")
+    rows["untrained model, 1-NFE"].update(evaluate_context(untrained, suite, a.n, steps=1, sampler="meanflow",
+                                                           long_frames=a.long_frames))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(rows, indent=1))
     print("| clips | " + " | ".join(COLS) + " |")
@@ -66,7 +74,16 @@ def main():
         if "accuracy" in r and len(r) == 1:
             continue
         print(f"| {name} | " + " | ".join(f"{r[c]:.3g}" if c in r else "" for c in COLS) + " |")
+    print("\n| clips | " + " | ".join(CONTEXT_COLS) + " |")
+    print("|---" * (len(CONTEXT_COLS) + 1) + "|")
+    for name, r in rows.items():
+        if "extension_identity_kept" in r:
+            print(f"| {name} | " + " | ".join(_fmt(r[c]) for c in CONTEXT_COLS) + " |")
     print(f"digit classifier held-out accuracy: {rows['classifier held-out accuracy']['accuracy']:.3f}")
+
+
+def _fmt(v) -> str:
+    return " ".join(f"{x:.2f}" for x in v) if isinstance(v, list) else f"{v:.3g}"
 
 
 if __name__ == "__main__":

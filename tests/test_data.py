@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +91,13 @@ def test_mostly_broken_dataset_stops_with_a_clear_error(tmp_path):
     with pytest.raises(TooManyBadFiles, match="unreadable"):
         for i in range(len(ds)):
             ds[i]
+    with pytest.raises(TooManyBadFiles, match=r"3 of 4 videos are unreadable or too short \(e.g. .*bad0.mp4"):
+        VideoFolder.from_folder(tmp_path, num_frames=4, resolution=32).scan()  # counted over the whole folder
+    write_counting_video(tmp_path / "good2.mp4", 20)
+    write_counting_video(tmp_path / "good3.mp4", 2)  # too short for a 4-frame clip
+    scanned = VideoFolder.from_folder(tmp_path, num_frames=4, resolution=32, max_bad_fraction=0.7).scan()
+    assert sorted(Path(p).name for p, _ in scanned.files) == ["good.mp4", "good2.mp4"]
+    assert sorted(Path(p).name for p in scanned.bad) == ["bad0.mp4", "bad1.mp4", "bad2.mp4", "good3.mp4"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no videos"):
         VideoFolder.from_folder(tmp_path / "empty", num_frames=4)

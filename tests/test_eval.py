@@ -1,4 +1,5 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -121,3 +122,42 @@ def test_digit_suite_ranks_real_then_bundled_then_untrained():
     noise = evaluate_pipeline(untrained, suite, n=80)
     assert real["fd"] < trained["fd"] < noise["fd"], (real["fd"], trained["fd"], noise["fd"])
     assert real["class_accuracy"] > trained["class_accuracy"] > noise["class_accuracy"]
+
+
+class _Oracle:
+    """A 'pipeline' whose extensions and interpolations are the true held-out clips: the context metrics' ceiling."""
+
+    def __init__(self, cfg):
+        self.cfg, self.window = cfg, cfg.data.num_frames
+
+    def _truth(self, n, frames):
+        from mfvideo.eval.digits import real_clips
+
+        d = self.cfg.data
+        return real_clips(n, "test", frames, d.resolution, d.digit_size, d.speed, seed=d.seed + 4)[0]
+
+    def extend(self, context, num_new_frames, **kw):
+        return SimpleNamespace(frames=self._truth(len(context), context.shape[1] + num_new_frames))
+
+    def condition(self, given, idx, num_frames, **kw):
+        return SimpleNamespace(frames=self._truth(len(given), num_frames))
+
+
+def test_context_metrics_read_true_continuations_as_right_and_noise_as_wrong():
+    from mfvideo.eval.digits import DigitSuite
+    from mfvideo.eval.report import evaluate_context
+    from mfvideo.pipeline import MFVideoPipeline
+
+    suite = DigitSuite.load()
+    cfg = MFVideoPipeline.from_pretrained().cfg
+    truth = evaluate_context(_Oracle(cfg), suite, n=60, long_frames=16)
+    assert min(truth["extension_accuracy_by_distance"]) > 0.85 and truth["interpolation_midpoint_accuracy"] > 0.85
+    assert truth["long_identity_kept_last_window"] > 0.85 and truth["extension_identity_kept"] > 0.9
+    assert abs(truth["long_seam_flicker"] - 1) < 0.25  # a real clip has no seams
+    assert all(abs(b - 1) < 0.15 for b in truth["long_window_brightness"])
+    untrained = MFVideoPipeline.from_pretrained()
+    torch.manual_seed(0)
+    for p in untrained.model.parameters():
+        p.data.normal_(0, 0.02)
+    noise = evaluate_context(untrained, suite, n=60, long_frames=16)
+    assert noise["extension_identity_kept"] < 0.4 and noise["interpolation_midpoint_accuracy"] < 0.4

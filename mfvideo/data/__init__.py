@@ -21,7 +21,7 @@ def build_dataset(cfg, split: str | None = None):
     if cfg.kind == "video_folder":
         from .videos import VideoFolder
 
-        return VideoFolder.from_config(cfg, split=split)
+        return VideoFolder.from_config(cfg, split=split).scan()  # bad files found once, before any worker starts
     if cfg.kind == "latent_cache":
         from .latent_cache import LatentCache
 

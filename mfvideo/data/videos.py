@@ -89,6 +89,28 @@ class VideoFolder(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.files)
 
+    def scan(self) -> "VideoFolder":
+        """Probe every file once, here (headers only): broken or too-short files are named with their reason,
+        counted over the whole dataset and dropped, so data workers never meet them; too many stop the run."""
+        good = []
+        for path, label in self.files:
+            try:
+                info = probe(path, self.backend)
+                self.clip_window(info.num_frames, info.fps, None)
+                good.append((path, label))
+            except VideoError as e:
+                self.bad[path] = e.reason
+                log.warning("skipping %s: %s", path, e.reason)
+        total = len(self.files)
+        if self.bad:
+            log.warning("%d of %d videos skipped", len(self.bad), total)
+        if not good or len(self.bad) > self.max_bad_fraction * total:
+            example = next(iter(self.bad.items()))
+            raise TooManyBadFiles(f"{len(self.bad)} of {total} videos are unreadable or too short "
+                                  f"(e.g. {example[0]}: {example[1]}); check the dataset")
+        self.files = good
+        return self
+
     def clip_window(self, num_available: int, fps: float, rng: np.random.Generator | None) -> list[int]:
         """Frame indices of one clip: a random window when training, the centre one otherwise."""
         stride = self.frame_stride

@@ -193,7 +193,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
             model.train()
             logs: dict[str, float] = {}
             for micro in range(tc.grad_accum):
-                for k, v in micro_step(run, next(batches), step, micro).items():
+                for k, v in micro_step(run, _next(batches), step, micro).items():
                     logs[k] = logs.get(k, 0.0) + v / tc.grad_accum
                 seen += tc.batch_size * world
             grad_norm = optimizer_step(run, logs["loss"])
@@ -223,6 +223,18 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     summary["model"] = accelerator.unwrap_model(model)
     summary["ema"] = ema
     return summary
+
+
+def _next(batches):
+    """The next batch; an error raised inside a data worker keeps its own message (not "Caught ... in worker")."""
+    try:
+        return next(batches)
+    except Exception as e:
+        text = str(e)
+        if "DataLoader worker" not in text:
+            raise
+        reason = [line for line in text.strip().splitlines() if line.strip()][-1]
+        raise TrainingError(f"data: {reason.split(': ', 1)[-1]}") from None
 
 
 @dataclass

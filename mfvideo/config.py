@@ -86,6 +86,7 @@ class TrainConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # diffusers' get_scheduler: constant, linear, cosine, cosine_with_restarts, polynomial
     grad_clip: Optional[float] = None
     grad_accum: int = 1
     max_steps: int = 1000
@@ -101,7 +102,7 @@ class TrainConfig:
     num_workers: int = 0
     context_masks: Dict[str, float] = field(default_factory=lambda: {"none": 1.0})
     max_context_frames: Optional[int] = None  # None: half the clip
-    tensorboard: bool = True
+    trackers: List[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers: tensorboard, wandb, ...
     compile: bool = False
 
 
@@ -228,6 +229,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.attention must be one of {', '.join(ATTENTION_LAYOUTS)}, got {cfg.model.attention!r}")
     if cfg.data.kind == "moving_digits" and cfg.data.digit_size > cfg.data.resolution:
         raise ConfigError(f"data.digit_size {cfg.data.digit_size} exceeds data.resolution {cfg.data.resolution}")
+    schedules = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial")
+    if cfg.train.lr_schedule not in schedules:
+        raise ConfigError(f"train.lr_schedule must be one of {', '.join(schedules)}, got {cfg.train.lr_schedule!r}")
     if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision must be no or bf16, got {cfg.train.mixed_precision!r}")
     if cfg.train.mixed_precision == "fp16":
@@ -246,8 +250,19 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def _upgrade(d: dict) -> dict:
+    """Saved configs of earlier releases: ``train.tensorboard: bool`` became ``train.trackers``."""
+    train = d.get("train")
+    if isinstance(train, dict) and "tensorboard" in train:
+        train = dict(train)
+        train.setdefault("trackers", ["tensorboard"] if train.pop("tensorboard") else [])
+        d = {**d, "train": train}
+    return d
+
+
 def from_dict(d: dict, source: str = "checkpoint") -> Config:
     """Rebuild a typed config from a saved dict (e.g. the config.yaml inside a checkpoint)."""
+    d = _upgrade(d) if isinstance(d, dict) else d
     cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(d), source)
     obj = _to_object(cfg, source)
     try:

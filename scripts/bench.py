@@ -31,7 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mfvideo.method import MeanFlow, sample_context_masks  # noqa: E402
+from mfvideo.latents.vae import ImageVAECodec  # noqa: E402
+from mfvideo.method import MeanFlow, euler_sample, meanflow_sample, sample_context_masks  # noqa: E402
 from mfvideo.models import build_model  # noqa: E402
 
 # name: (model kwargs, latent shape (C, T, H, W), batch)
@@ -167,11 +168,11 @@ def bench_sampling(device, reps):
     case = "moving-digits (2.6M, 8x16x16 px)"
     net, x, y = make(case, device)
     net.eval()
-    mf = MeanFlow()
     noise = torch.randn_like(x[:8])
     res = {}
-    for name, fn in {"1-NFE": lambda: mf.sample(net, noise, y[:8]), "2-NFE": lambda: mf.sample(net, noise, y[:8], steps=2),
-                     "Euler 50": lambda: mf.sample_euler(net, noise, y[:8], steps=50)}.items():
+    for name, fn in {"1-NFE": lambda: meanflow_sample(net, noise, y[:8]),
+                     "2-NFE": lambda: meanflow_sample(net, noise, y[:8], steps=2),
+                     "Euler 50": lambda: euler_sample(net, noise, y[:8], steps=50)}.items():
         ts = []
         for rep in range(reps + 1):
             sync(device)
@@ -186,16 +187,17 @@ def bench_sampling(device, reps):
 
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4).to(device).eval()
+    codec = ImageVAECodec(vae)  # the SD-VAE's normalisation, read from its config
     b2 = build_model(**GPU_CASES["B/2 image (256 tokens)"][0]).to(device).eval()
     z = torch.randn(1, 4, 32, 32, device=device)
     t_net, t_dec = [], []
     for rep in range(max(2, reps // 2) + 1):
         sync(device)
         t0 = time.perf_counter()
-        lat = mf.sample(b2, z, torch.zeros(1, dtype=torch.long, device=device))
+        lat = meanflow_sample(b2, z, torch.zeros(1, dtype=torch.long, device=device))
         sync(device)
         t1 = time.perf_counter()
-        vae.decode(lat / 0.18215)
+        codec.decode(lat[:, :, None])  # (1, 4, 1, 32, 32) latents -> pixels
         sync(device)
         if rep:
             t_net.append(t1 - t0)

@@ -23,6 +23,15 @@ def randomize(net, std=0.05, seed=0):
     return net
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps a process-wide singleton: each test may train at its own precision (the process group stays)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    yield
+
+
 @pytest.fixture
 def make_model():
     return tiny_model

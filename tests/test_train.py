@@ -118,7 +118,7 @@ def test_every_shipped_config_trains_real_steps(config, tmp_path):
     base = load_config(ROOT / "configs" / config)
     small = [
         f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2", "train.batch_size=4", "train.grad_accum=1",
-        "train.checkpoint_every=2", "train.sample_every=2", "train.num_workers=0", "train.tensorboard=false",
+        "train.checkpoint_every=2", "train.sample_every=2", "train.num_workers=0", "train.trackers=[]",
         "train.resume=null", "model.size=null", "model.hidden_size=32", "model.depth=1", "model.num_heads=2",
         "model.patch_size=2", "model.in_channels=null", "data.kind=moving_digits", "data.root=null",
         "data.resolution=16", "data.digit_size=8", "data.num_clips=64", "data.channels=3",

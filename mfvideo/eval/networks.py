@@ -47,7 +47,7 @@ class FeatureNetwork:
         x = rearrange(x, "n t h w c -> (n t) c h w")
         r = self.protocol["resolution"]
         if r and x.shape[-1] != r:
-            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False).clamp(lo, hi)  # no rounding overshoot
         return rearrange(x, "(n t) c h w -> n c t h w", n=clips.shape[0])
 
     @torch.no_grad()

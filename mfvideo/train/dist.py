@@ -10,11 +10,7 @@ import torch
 def make_accelerator(**kwargs):
     """An ``accelerate.Accelerator``; CPU-only multi-process runs (torchrun, gloo) need ``cpu=True`` to be seen."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
-    # accelerate keeps a process-wide singleton: a second run in the same process (a notebook, the tests) with
-    # another precision would be refused. Reset it, keeping the process group (PartialState).
-    AcceleratorState._reset_state(reset_partial_state=False)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if not torch.cuda.is_available() and world > 1:
         kwargs.setdefault("cpu", True)

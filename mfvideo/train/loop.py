@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..builders import build_model, resolve_model_config
-from ..config import Config, ConfigError, to_yaml
+from ..config import Config, ConfigError, to_dict, to_yaml
 from ..data import build_dataset
 from ..latents import build_codec
 from ..method import sample, sample_context_masks
@@ -140,8 +140,9 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     run_dir = Path(tc.output_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"train.output_dir {run_dir} is a file, not a folder")
-    trackers = "tensorboard" if tc.tensorboard and _has_tensorboard() else None
-    accelerator = make_accelerator(mixed_precision=tc.mixed_precision, log_with=trackers, project_dir=str(run_dir))
+    trackers = _available_trackers(tc.trackers)
+    accelerator = make_accelerator(mixed_precision=tc.mixed_precision, log_with=trackers or None,
+                                   project_dir=str(run_dir))
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
 
@@ -151,8 +152,10 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     model = s.model.to(device)
     ema = EMA(model, tc.ema_decays, warmup=tc.ema_warmup)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
-    warmup = max(tc.warmup_steps, 0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda st: min(1.0, (st + 1) / warmup) if warmup else 1.0)
+    from diffusers.optimization import get_scheduler
+
+    schedule = "constant_with_warmup" if tc.lr_schedule == "constant" and tc.warmup_steps else tc.lr_schedule
+    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.max_steps)
 
     step = 0
     if accelerator.is_main_process:
@@ -175,8 +178,8 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
         if hasattr(s.dataset, "classes"):
             (run_dir / "classes.json").write_text(json.dumps(s.dataset.classes, indent=1))
-    if trackers:
-        accelerator.init_trackers("tb")
+    if trackers:  # the resolved config as the run's hyper-parameters
+        accelerator.init_trackers(run_dir.name or "mfvideo", config=flat_config(cfg))
 
     sampler = ResumableBatchSampler(len(s.dataset), tc.batch_size, rank, world, tc.seed, start=step * tc.grad_accum)
     loader = DataLoader(s.dataset, batch_sampler=sampler, num_workers=tc.num_workers, collate_fn=collate,
@@ -306,12 +309,29 @@ def log_step(run: Run, step: int, logs: dict, grad_norm: float, samples_per_s: f
     return record
 
 
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _available_trackers(names: list[str]) -> list[str]:
+    """The configured trackers whose packages are installed; the others are skipped with one warning each."""
+    import importlib.util
+
+    packages = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
+                "aim": "aim", "clearml": "clearml", "dvclive": "dvclive"}
+    found = []
+    for name in names:
+        if importlib.util.find_spec(packages.get(name, name)) is None:
+            log.warning("tracker %s is not installed; logging to log.jsonl without it", name)
+        else:
+            found.append(name)
+    return found
+
+
+def flat_config(cfg: Config) -> dict:
+    """{"train.lr": 1e-4, ...}: scalars and strings only, as TensorBoard's hyper-parameter panel takes them."""
+    out = {}
+    for section, values in to_dict(cfg).items():
+        for key, value in values.items():
+            ok = isinstance(value, (int, float, str, bool))
+            out[f"{section}.{key}"] = value if ok else json.dumps(value)
+    return out
 
 
 def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, classes=None):

@@ -1,0 +1,62 @@
+"""Sample sheets of a moving-digits model, for looking at (not scoring): what a person would see.
+
+    python scripts/digit_sheets.py [--checkpoint DIR] [--out results] [--scale 3]
+
+Writes (each PNG magnified ``--scale`` times, white gutters between frames):
+- ``moving_digits_generated.png``: 1-NFE generation, one row per digit 0..9 (8 frames = 1 network call);
+- ``moving_digits_extended.png``: held-out clips continued with the null label, pairs of rows: the true clip, then
+  its first 4 frames + the model's 12 new frames (3 windows);
+- ``moving_digits_long.png``: one held-out clip per row continued by 64 frames with the null label, wrapped every
+  17 frames (the 4 context frames first);
+- ``moving_digits_interpolation.png``: pairs of rows: the true clip, then frames 0 and 7 given and 1..6 generated.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from mfvideo.eval.digits import real_clips
+from mfvideo.io import grid, save_image
+from mfvideo.pipeline import MFVideoPipeline
+
+
+def _save(rows: np.ndarray, path: Path, scale: int) -> None:
+    sheet = grid(rows)
+    save_image(np.kron(sheet, np.ones((scale, scale, 1), np.uint8)), path)
+    print(f"wrote {path}")
+
+
+def _interleave(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.empty((2 * len(a), *a.shape[1:]), a.dtype)
+    out[0::2], out[1::2] = a, b
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--out", default="results")
+    p.add_argument("--scale", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    out = Path(a.out)
+    pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
+    d, T = pipe.cfg.data, pipe.window
+    k = T // 2
+    gen = pipe.generate(class_labels=list(range(10)), seed=a.seed, output_type="uint8").frames
+    _save(gen, out / "moving_digits_generated.png", a.scale)
+
+    clips, _ = real_clips(6, "test", k + 12, d.resolution, d.digit_size, d.speed, seed=d.seed + 11)
+    ext = pipe.extend(clips[:, :k], 12, context_frames=k, seed=a.seed, output_type="uint8").frames
+    _save(_interleave(clips, ext), out / "moving_digits_extended.png", a.scale)
+
+    long = pipe.extend(clips[:3, :k], 64, context_frames=k, seed=a.seed, output_type="uint8").frames  # (3, 68, ...)
+    _save(long.reshape(3 * 4, 17, *long.shape[2:]), out / "moving_digits_long.png", a.scale)  # 68 = 4 rows of 17
+
+    mid = pipe.condition(clips[:, [0, T - 1]], [0, T - 1], num_frames=T, seed=a.seed, output_type="uint8").frames
+    _save(_interleave(clips[:, :T], mid), out / "moving_digits_interpolation.png", a.scale)
+
+
+if __name__ == "__main__":
+    main()

@@ -92,8 +92,19 @@ def train_step(net, opt, mf, x, y, amp, gen, jvp_net=None):
     return logs
 
 
+def timed(fn, min_run_time: float = 1.0) -> float:
+    """Median seconds per call through torch.utils.benchmark (warm-up, CUDA synchronisation, adaptive repeats)."""
+    from torch.utils import benchmark
+
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+
+
 def bench_steps(case, device, reps, amp=False):
-    """Median step time of each variant, interleaved: A B C A B C ..."""
+    """Median step time of each variant, interleaved: A B C A B C ...
+
+    Hand-written on purpose: the variants' ratios are what we report, and on a shared machine only interleaving them
+    step by step cancels the load others put on it; torch.utils.benchmark times one statement after another.
+    """
     net, x, y = make(case, device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     variants = VARIANTS | {PYTORCH_RULE: VARIANTS["meanflow, detached JVP"]}
@@ -173,15 +184,7 @@ def bench_sampling(device, reps):
     for name, fn in {"1-NFE": lambda: meanflow_sample(net, noise, y[:8]),
                      "2-NFE": lambda: meanflow_sample(net, noise, y[:8], steps=2),
                      "Euler 50": lambda: euler_sample(net, noise, y[:8], steps=50)}.items():
-        ts = []
-        for rep in range(reps + 1):
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            if rep:
-                ts.append(time.perf_counter() - t0)
-        res[name] = statistics.median(ts)
+        res[name] = timed(fn, min_run_time=0.1 * reps)
     # B/2 image model + full-size SD-VAE decoder (random weights, real architecture) at 256x256
     from diffusers import AutoencoderKL
 
@@ -218,20 +221,9 @@ def bench_attention(device, reps):
     backends = ["sdpa", "math"] + (["xformers"] if xformers_available() else []) + (["jvp_flash"] if jvp_flash_available() else [])
     for b in backends:
         net.set_attn_backend(b)
-        f_ts, j_ts = [], []
-        for rep in range(reps + 1):
-            sync(device)
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                net(x, t, t * 0.5, y)
-            sync(device)
-            t1 = time.perf_counter()
-            jvp(lambda z_, t_: net(z_, t_, t_ * 0.5, y), (x, t), (x, torch.ones_like(t)))
-            sync(device)
-            if rep:
-                f_ts.append(t1 - t0)
-                j_ts.append(time.perf_counter() - t1)
-        res[b] = {"forward": statistics.median(f_ts), "jvp": statistics.median(j_ts)}
+        forward = torch.no_grad()(lambda: net(x, t, t * 0.5, y))
+        tangent = lambda: jvp(lambda z_, t_: net(z_, t_, t_ * 0.5, y), (x, t), (x, torch.ones_like(t)))  # noqa: E731
+        res[b] = {"forward": timed(forward, 0.1 * reps), "jvp": timed(tangent, 0.1 * reps)}
     return res
 
 

@@ -10,8 +10,10 @@ batch is checked and such files are read through imageio-ffmpeg instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -72,12 +74,13 @@ def probe(path, backend: str = "auto") -> VideoInfo:
     path = Path(path)
     _check_exists(path)
     kind = _backend(path, backend)
-    try:
+    with _video_errors(path, "unreadable"):
         if kind == "decord":
             try:
                 import decord
 
-                vr = decord.VideoReader(str(path), num_threads=1)
+                with _native_stderr_silenced():
+                    vr = decord.VideoReader(str(path), num_threads=1)
                 h, w = vr[0].shape[:2] if len(vr) else (0, 0)
                 return VideoInfo(len(vr), float(vr.get_avg_fps()), int(h), int(w))
             except Exception as e:  # e.g. a webm without a duration (as browsers record them): ffmpeg reads it
@@ -95,10 +98,6 @@ def probe(path, backend: str = "auto") -> VideoInfo:
             return VideoInfo(int(n), float(meta.get("fps", 0.0) or 0.0), int(h), int(w))
         finally:
             reader.close()
-    except VideoError:
-        raise
-    except Exception as e:
-        raise VideoError(path, f"unreadable ({_short(e)})") from None
 
 
 def _probe_gif(path: Path) -> VideoInfo:
@@ -118,7 +117,7 @@ def read_frames(path, indices, backend: str = "auto") -> np.ndarray:
     if not indices:
         raise ValueError("no frame indices requested")
     kind = _backend(path, backend)
-    try:
+    with _video_errors(path, "corrupt or unreadable"):
         if kind == "decord":
             try:
                 out = _read_decord(path, indices)
@@ -133,16 +132,13 @@ def read_frames(path, indices, backend: str = "auto") -> np.ndarray:
         if kind == "gif":
             return _read_gif(path, indices)
         return _read_imageio(path, indices)
-    except VideoError:
-        raise
-    except Exception as e:
-        raise VideoError(path, f"corrupt or unreadable ({_short(e)})") from None
 
 
 def _read_decord(path: Path, indices: list[int]) -> np.ndarray | None:
     import decord
 
-    vr = decord.VideoReader(str(path), num_threads=1)
+    with _native_stderr_silenced():
+        vr = decord.VideoReader(str(path), num_threads=1)
     n = len(vr)
     if max(indices) >= n:
         raise VideoError(path, f"has {n} frames, frame {max(indices)} was requested")
@@ -207,7 +203,7 @@ def iter_frames(path, backend: str = "auto", chunk: int = 32) -> Iterator[np.nda
         for start in range(0, n, chunk):
             yield read_frames(path, range(start, min(n, start + chunk)), backend)
         return
-    try:
+    with _video_errors(path, "corrupt or unreadable"):
         if kind == "gif":
             from PIL import Image, ImageSequence
 
@@ -222,10 +218,6 @@ def iter_frames(path, backend: str = "auto", chunk: int = 32) -> Iterator[np.nda
             yield from _chunks((np.asarray(f)[..., :3] for f in reader), chunk)
         finally:
             reader.close()
-    except VideoError:
-        raise
-    except Exception as e:
-        raise VideoError(path, f"corrupt or unreadable ({_short(e)})") from None
 
 
 def _chunks(frames, size: int) -> Iterator[np.ndarray]:
@@ -246,6 +238,35 @@ def read_video(path, max_frames: int | None = None, backend: str = "auto") -> tu
     if n < 1:
         raise VideoError(path, "no frames")
     return read_frames(path, range(n), backend), info.fps
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """decord's C++ code prints its own lines to file descriptor 2 when it cannot open a file; we report the failure
+    ourselves (one line), so its noise is dropped while a reader opens."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _video_errors(path, what: str):
+    """Any decoder failure inside the block -> one ``VideoError`` naming the file (``what (the decoder's reason)``)."""
+    try:
+        yield
+    except VideoError:
+        raise
+    except Exception as e:
+        raise VideoError(path, f"{what} ({_short(e)})") from None
 
 
 def _short(e: Exception) -> str:

@@ -104,6 +104,8 @@ class TrainConfig:
     max_context_frames: Optional[int] = None  # None: half the clip
     trackers: List[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers: tensorboard, wandb, ...
     compile: bool = False
+    distributed: str = "ddp"  # ddp | fsdp (FSDP2: parameters, gradients and optimizer state sharded over processes)
+    activation_checkpointing: bool = False  # recompute each block in the backward: activations of one block at a time
 
 
 @dataclass
@@ -229,6 +231,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.attention must be one of {', '.join(ATTENTION_LAYOUTS)}, got {cfg.model.attention!r}")
     if cfg.data.kind == "moving_digits" and cfg.data.digit_size > cfg.data.resolution:
         raise ConfigError(f"data.digit_size {cfg.data.digit_size} exceeds data.resolution {cfg.data.resolution}")
+    if cfg.train.distributed not in ("ddp", "fsdp"):
+        raise ConfigError(f"train.distributed must be ddp or fsdp, got {cfg.train.distributed!r}")
     schedules = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial")
     if cfg.train.lr_schedule not in schedules:
         raise ConfigError(f"train.lr_schedule must be one of {', '.join(schedules)}, got {cfg.train.lr_schedule!r}")

@@ -56,6 +56,13 @@ def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_te
 
     With ``allow_missing_temporal`` (video from image), temporal keys may be missing and stay zero-initialised.
     """
+    allowed = check_keys(model, state, source, allow_missing_temporal)
+    model.load_state_dict({k: v for k, v in state.items()}, strict=False)
+    return allowed
+
+
+def check_keys(model: torch.nn.Module, state: dict, source: str, allow_missing_temporal: bool = False) -> list[str]:
+    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys; returns the allowed missing ones."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -69,5 +76,4 @@ def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_te
                 more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
                 parts.append(f"{name}: {', '.join(keys[:5])}{more}")
         raise CheckpointError(f"{source}: weights of another architecture; " + "; ".join(parts))
-    model.load_state_dict({k: v for k, v in state.items()}, strict=False)
     return allowed

@@ -211,3 +211,29 @@ def test_lean_linear_with_frozen_weights_still_gives_input_gradients():
         (out.square().sum() + tan.sum()).backward()
         grads.append(x.grad)
     assert torch.allclose(*grads, atol=1e-6)
+
+
+@pytest.mark.parametrize("jvp_mode", ["detached", "fused"])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(jvp_mode):
+    from mfvideo.method import MeanFlow
+
+    torch.manual_seed(0)
+    plain = randomize(tiny_model(attention="joint"))
+    ckpt = randomize(tiny_model(attention="joint"))
+    ckpt.enable_gradient_checkpointing()
+    calls = []
+    inner = ckpt._gradient_checkpointing_func
+    ckpt._set_gradient_checkpointing(True, lambda *a: calls.append(1) or inner(*a))
+    g = torch.Generator().manual_seed(1)
+    x, noise = torch.randn(4, 3, 2, 8, 8, generator=g), torch.randn(4, 3, 2, 8, 8, generator=g)
+    t = torch.rand(4, generator=g) * 0.8 + 0.2
+    r = torch.where(torch.arange(4) % 2 == 0, t * 0.5, t)
+    mf = MeanFlow(ratio_r_neq_t=0.5, jvp_mode=jvp_mode)
+    grads = []
+    for net in (plain, ckpt):
+        loss, _ = mf.loss(net, x, torch.tensor([1, 2, 3, 4]), t=t, r=r, noise=noise)
+        loss.backward()
+        grads.append((loss.detach(), torch.cat([p.grad.flatten() for p in net.parameters()])))
+    assert calls, "no block was checkpointed"
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-7)

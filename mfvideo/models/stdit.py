@@ -26,7 +26,7 @@ from torch import nn
 
 from .attention import Attention
 from .embeddings import LabelEmbedder, TimestepEmbedder, sincos_1d, sincos_2d
-from .linear import Linear
+from .linear import Linear, under_forward_ad
 
 
 ATTENTION_LAYOUTS = ("factorised", "joint")
@@ -113,6 +113,8 @@ class STDiT(ModelMixin, ConfigMixin):
     temporal patch). y: (B,) class labels, -1 for the null class; None means null (or no classes at all).
     """
 
+    _supports_gradient_checkpointing = True  # diffusers' enable_gradient_checkpointing(): per block
+
     @register_to_config
     def __init__(
         self,
@@ -148,6 +150,7 @@ class STDiT(ModelMixin, ConfigMixin):
         )
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
         self._pos_cache: dict = {}
+        self.gradient_checkpointing = False
         self.initialize_weights()
 
     def initialize_weights(self):
@@ -232,8 +235,14 @@ class STDiT(ModelMixin, ConfigMixin):
             raise ValueError("this model has no classes (num_classes=0) but labels were given")
         c = c[:, :, None]  # (B, 1 | T', 1, D)
 
+        # Activation checkpointing keeps only each block's input for the backward; never under the JVP (forward-mode AD
+        # through a recomputed block is not supported, and the detached JVP keeps no graph anyway).
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and not under_forward_ad(x)
         for block in self.blocks:
-            x = block(x, c, pos_t)  # (B, T', N, D)
+            if checkpointed:
+                x = self._gradient_checkpointing_func(block, x, c, pos_t)  # (B, T', N, D)
+            else:
+                x = block(x, c, pos_t)  # (B, T', N, D)
         x = self.final_layer(x, c)  # (B, T', N, pt*p*p*C)
         out = rearrange(
             x, "b t (h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", h=hp, w=wp, pt=pt, ph=p, pw=p

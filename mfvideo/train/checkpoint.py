@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..config import Config, to_yaml
-from ..weights import CheckpointError, load_config_from, load_into, load_weights  # noqa: F401 (re-exported)
+from ..weights import CheckpointError, check_keys, load_config_from, load_into, load_weights  # noqa: F401 (re-exported)
 
 MARKER = "COMPLETE"
 

@@ -1,9 +1,15 @@
-"""Exponential moving averages of the weights, one or more decays, kept in fp32 by the trainer."""
+"""Exponential moving averages of the weights, one or more decays, kept in fp32 by the trainer.
+
+With a sharded model (FSDP2) each shadow is sharded like its parameter; ``state_dict`` gathers full tensors (every
+rank must call it) and ``load_state_dict`` takes full tensors.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .sharding import full, is_sharded, like
 
 
 class EMA:
@@ -19,6 +25,7 @@ class EMA:
         self.num_updates = 0
         self.names = [n for n, p in model.named_parameters()]
         self.shadows = {d: [p.detach().float().clone() for _, p in model.named_parameters()] for d in self.decays}
+        self.sharded = is_sharded(model)
 
     def decay_at(self, decay: float) -> float:
         n = self.num_updates
@@ -28,18 +35,17 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         params = [p.detach().float() for p in model.parameters()]
         for d, shadow in self.shadows.items():
-            torch._foreach_lerp_(shadow, params, 1.0 - self.decay_at(d))
+            if self.sharded:  # DTensor shards: one lerp each
+                for s, p in zip(shadow, params):
+                    s.lerp_(p, 1.0 - self.decay_at(d))
+            else:
+                torch._foreach_lerp_(shadow, params, 1.0 - self.decay_at(d))
         self.num_updates += 1
 
     def state_dict(self, decay: float) -> dict[str, torch.Tensor]:
-        return {n: s.contiguous() for n, s in zip(self.names, self.shadows[decay])}
+        return {n: full(s).contiguous() for n, s in zip(self.names, self.shadows[decay])}
 
     @torch.no_grad()
     def load_state_dict(self, decay: float, state: dict[str, torch.Tensor]) -> None:
         for n, s in zip(self.names, self.shadows[decay]):
-            s.copy_(state[n])
-
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module, decay: float) -> None:
-        for p, s in zip(model.parameters(), self.shadows[decay]):
-            p.copy_(s.to(p.dtype))
+            s.copy_(like(s, state[n]))

@@ -25,9 +25,10 @@ from ..data import build_dataset
 from ..latents import build_codec
 from ..method import sample, sample_context_masks
 from .checkpoint import (
-    CheckpointError, clean_partial, latest_checkpoint, load_into, load_weights, save_checkpoint,
+    CheckpointError, check_keys, clean_partial, latest_checkpoint, load_into, load_weights, save_checkpoint,
 )
 from .ema import EMA
+from .sharding import full, load_model_state, load_optimizer_state, model_state, optimizer_state, shard
 
 log = logging.getLogger("mfvideo.train")
 
@@ -150,6 +151,13 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     s = build_setup(cfg)
     codec = s.codec.to(device)
     model = s.model.to(device)
+    if tc.activation_checkpointing:
+        model.enable_gradient_checkpointing()
+    sharded = tc.distributed == "fsdp" and world > 1
+    if tc.distributed == "fsdp" and world == 1:
+        log.warning("train.distributed=fsdp with one process: nothing to shard, training unsharded")
+    if sharded:
+        shard(model, tc.mixed_precision)  # before the optimizer and EMA: they hold this rank's shards only
     ema = EMA(model, tc.ema_decays, warmup=tc.ema_warmup)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     from diffusers.optimization import get_scheduler
@@ -167,7 +175,8 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
         if accelerator.is_main_process:
             log.warning("resumed from %s at step %d", resume_from, step)
 
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if not sharded:  # FSDP2 needs no wrapper: fully_shard's hooks gather weights and reduce-scatter gradients
+        model, optimizer = accelerator.prepare(model, optimizer)
     net = model  # call the wrapped model, never model.module: DDP must see the forward to all-reduce gradients
     jvp_net = model  # forward-mode AD runs eagerly: compiled graphs do not carry our JVP rules
     if tc.compile:
@@ -186,7 +195,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
                         persistent_workers=tc.num_workers > 0)
     run = Run(cfg, accelerator, s.method, model, net, jvp_net, codec, ema, optimizer, scheduler, run_dir,
               use_masks=cfg.data.num_frames > 1 and any(k != "none" and w > 0 for k, w in tc.context_masks.items()),
-              trackers=bool(trackers))
+              trackers=bool(trackers), sharded=sharded)
     stop_at = tc.max_steps if max_steps is None else min(tc.max_steps, max_steps)
     summary = {"first_loss": None, "last_loss": None, "steps": step}
     bar = tqdm(total=stop_at, initial=step, disable=not accelerator.is_main_process, desc="train", dynamic_ncols=True)
@@ -218,8 +227,10 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
                 t_last, seen = now, 0
             if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at):
                 _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, getattr(s.dataset, "classes", None))
-            if tc.sample_every and step % tc.sample_every == 0 and accelerator.is_main_process:
-                _write_samples(cfg, accelerator.unwrap_model(model), ema, codec, run_dir, step)
+            if tc.sample_every and step % tc.sample_every == 0:
+                weights = ema.state_dict(ema.decays[0])  # every rank: gathering a sharded EMA is a collective
+                if accelerator.is_main_process:
+                    _write_samples(cfg, weights, codec, run_dir, step, device)
     finally:
         bar.close()  # before any error line, so that it stands on a line of its own
     accelerator.end_training()
@@ -257,6 +268,7 @@ class Run:
     run_dir: Path
     use_masks: bool
     trackers: bool
+    sharded: bool = False  # FSDP2: no wrapper, gradient sync switched on the module itself
 
 
 def micro_step(run: Run, batch: dict, step: int, micro: int) -> dict[str, float]:
@@ -275,8 +287,10 @@ def micro_step(run: Run, batch: dict, step: int, micro: int) -> dict[str, float]
         cpu_gen = torch.Generator().manual_seed(step_seed(tc.seed, step, micro, rank, 1))
         ctx = sample_context_masks(x.shape[0], x.shape[2], tc.context_masks, tc.max_context_frames,
                                    device=device, generator=cpu_gen)
-    last = micro == tc.grad_accum - 1  # DDP all-reduces on the last micro-step only
-    with acc.no_sync(run.model) if not last else contextlib.nullcontext():
+    last = micro == tc.grad_accum - 1  # gradients are synchronised on the last micro-step only
+    if run.sharded:
+        run.model.set_requires_gradient_sync(last)
+    with acc.no_sync(run.model) if not (last or run.sharded) else contextlib.nullcontext():
         with acc.autocast():
             loss, logs = run.method.loss(run.net, x, y, context=ctx, generator=gen, jvp_net=run.jvp_net)
         acc.backward(loss / tc.grad_accum)  # outside autocast: the backward runs in the forward's own dtypes
@@ -286,7 +300,10 @@ def micro_step(run: Run, batch: dict, step: int, micro: int) -> dict[str, float]
 def optimizer_step(run: Run, loss: float) -> float | None:
     """Clip, step, EMA; the gradient norm, or None (gradients dropped) when the loss or the norm is not finite."""
     tc = run.cfg.train
-    grad_norm = float(run.accelerator.clip_grad_norm_(run.model.parameters(), tc.grad_clip or float("inf")))
+    if run.sharded:  # DTensor gradients: the norm is over all shards
+        grad_norm = float(full(torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip or float("inf"))))
+    else:
+        grad_norm = float(run.accelerator.clip_grad_norm_(run.model.parameters(), tc.grad_clip or float("inf")))
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         run.optimizer.zero_grad(set_to_none=True)
         return None
@@ -335,14 +352,15 @@ def flat_config(cfg: Config) -> dict:
 
 
 def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, classes=None):
+    """Full tensors by parameter name whatever the sharding (gathered on every rank), written by the main process."""
     accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    weights, emas = model_state(unwrapped), {d: ema.state_dict(d) for d in ema.decays}
+    opt = optimizer_state(unwrapped, getattr(optimizer, "optimizer", optimizer))
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
         save_checkpoint(
-            run_dir, step, cfg, unwrapped.state_dict(), {d: ema.state_dict(d) for d in ema.decays},
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-            {"step": step, "ema_updates": ema.num_updates},
-            keep_last=cfg.train.keep_last, classes=classes,
+            run_dir, step, cfg, weights, emas, {"optimizer": opt, "scheduler": scheduler.state_dict()},
+            {"step": step, "ema_updates": ema.num_updates}, keep_last=cfg.train.keep_last, classes=classes,
         )
     accelerator.wait_for_everyone()
 
@@ -364,7 +382,9 @@ def _restore(path: Path, model, ema, optimizer, scheduler) -> int:
     def pt(f):
         return torch.load(f, map_location="cpu", weights_only=True)
 
-    load_into(model, read(path / "model.safetensors", load_file), str(path))
+    weights = read(path / "model.safetensors", load_file)
+    check_keys(model, weights, str(path))
+    load_model_state(model, weights)  # full tensors into a plain or sharded model
     for d in ema.decays:
         f = path / ema_filename(d)
         if not f.is_file():
@@ -373,7 +393,7 @@ def _restore(path: Path, model, ema, optimizer, scheduler) -> int:
     opt = read(path / "optimizer.pt", pt)
     state = read(path / "trainer.pt", pt)
     try:
-        optimizer.load_state_dict(opt["optimizer"])
+        load_optimizer_state(model, optimizer, opt["optimizer"])
         scheduler.load_state_dict(opt["scheduler"])
         ema.num_updates = int(state["ema_updates"])
         return int(state["step"])
@@ -382,18 +402,16 @@ def _restore(path: Path, model, ema, optimizer, scheduler) -> int:
 
 
 @torch.no_grad()
-def _write_samples(cfg, model, ema, codec, run_dir, step):
-    """A short 1-NFE sample with the first EMA's weights: mp4 for video, a PNG grid for images."""
-    import copy
-
+def _write_samples(cfg, weights, codec, run_dir, step, device):
+    """A short 1-NFE sample with the given (full, EMA) weights in a fresh unsharded model: mp4 for video, PNG grid."""
     from ..io import grid, save_image, save_video
 
-    net = copy.deepcopy(model).eval()
-    ema.copy_to(net, ema.decays[0])
+    net = build_model(cfg.model).eval()
+    net.load_state_dict(weights)
+    net.to(device)
     n = min(cfg.sample.num_samples, 8)
     g = torch.Generator().manual_seed(cfg.sample.seed)
     shape = codec.latent_shape((cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution))
-    device = next(net.parameters()).device
     noise = torch.randn((n, *shape), generator=g).to(device)
     y = torch.arange(n, device=device) % cfg.model.num_classes if cfg.model.num_classes else None
     frames = codec.decode_frames(sample(net, noise, steps=cfg.sample.steps, y=y))  # (n, T, H, W, 3) uint8

@@ -105,6 +105,7 @@ CASES = {
     "sample classes without ids": S("--classes"), "sample classes disagree": S("--classes", "1", "2", "--num-clips", "3"),
     "sample class out of range": S("--classes", "11"), "sample fps 0": S("--fps", "0"),
     "sample grid of a billion clips": S("--num-clips", "1000000000", "--grid"),
+    "sample a billion clips": S("--num-clips", "1000000000"),
     "sample out is a file": ["sample", "--out", "{w}/a_file"], "sample device cuda": S("--device", "cuda"),
     # train
     "train patch_size 0": T("model.patch_size=0"), "train ema decay 1.5": T("train.ema_decays=[1.5]"),

@@ -7,6 +7,7 @@ from pathlib import Path
 from . import ArgumentParser, check_output_dir, device, positive_float, positive_int, user_errors
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
+MAX_CLIPS = 100_000  # one mp4 each: more is a typo, not a request (1e9 files would fill any disk)
 
 
 @user_errors
@@ -33,6 +34,8 @@ def main(argv=None):
             raise ValueError(f"--num-clips {args.num_clips} disagrees with the {len(classes)} --classes given")
         classes = classes * args.num_clips  # N clips of the one class
     n = len(classes) if classes is not None else (args.num_clips or 4)
+    if n > MAX_CLIPS:
+        raise ValueError(f"--num-clips {n}: at most {MAX_CLIPS:,} clips (one mp4 each) per call")
     if args.grid and n > 1000:
         raise ValueError(f"--grid draws one row per clip: at most 1000 clips, got {n}")
     folder = check_output_dir(args.out)

@@ -39,7 +39,7 @@ class ModelConfig:
     temporal: bool = True
     qk_norm: bool = False
     attn_backend: str = "sdpa"
-    attention: str = "factorised"  # factorised (space, then time) | joint (one attention over the clip)
+    attention: str = "factorised"  # factorised (space, then time) | spacetime (space, then the whole clip) | joint
     time_scale: float = 1.0
     init_from: Optional[str] = None  # an image checkpoint to start a video model from
 

@@ -237,3 +237,20 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(jvp_mode):
     assert calls, "no block was checkpointed"
     assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-6)
     assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("attention, starts_as_image", [("factorised", True), ("spacetime", True), ("joint", False)])
+def test_video_model_from_image_weights_starts_as_the_image_model_per_frame(attention, starts_as_image):
+    """Temporal sub-layers start at zero (factorised, spacetime): frame by frame the video model is the image model.
+    Joint attention mixes frames from the first step (what the design table measures)."""
+    torch.manual_seed(0)
+    image = randomize(tiny_model(temporal=False))
+    video = tiny_model(attention=attention)  # fresh: its temporal gates are zero
+    missing = video.load_state_dict(image.state_dict(), strict=False).missing_keys
+    assert all("temporal" in k for k in missing)
+    x = torch.randn(2, 3, 4, 8, 8)
+    t, r = torch.rand(2), torch.rand(2) * 0.3
+    with torch.no_grad():
+        per_frame = torch.stack([image(x[:, :, i], t, r) for i in range(4)], dim=2)
+        out = video(x, t, r)
+    assert torch.allclose(out, per_frame, atol=1e-5) == starts_as_image

@@ -1,19 +1,20 @@
-"""STDiT: a spatio-temporal DiT with factorised attention for latents (B, C, T, H, W).
+"""STDiT: a spatio-temporal DiT for latents (B, C, T, H, W), with a choice of attention layouts.
 
-Attention is ``"factorised"`` (each block: spatial self-attention inside every frame, then temporal
-self-attention across frames at every spatial position) or ``"joint"`` (each block: one self-attention over all
-T x H x W tokens of the clip), then the MLP, each modulated by adaLN-Zero from the conditioning
-c = emb_t(t) + emb_h(t - r) + emb_y(y). Joint attention gives every new frame a direct path to every context
-token (with factorised attention a moving object's identity must hop frame to frame through patches at the same
-position) and costs no more at 128 tokens per clip, but it changes an image model's function from the first step:
-started from the same image checkpoint, the factorised model (temporal sub-layers at zero) was far ahead after 800
-video steps (README, design table). Factorised is the default; ``attention="joint"`` is there to be trained longer. Times may be per clip (B,) or per frame (B, T): context frames of
-frame-conditional generation carry their own time t = r = 0.
+``attention``:
+- ``"factorised"``: each block is spatial self-attention inside every frame, then a temporal sub-layer attending
+  across frames at each spatial position, then the MLP;
+- ``"spacetime"``: the same, but the temporal sub-layer attends over every token of every frame (T x H x W), so a new
+  frame reaches every context token directly instead of through patches at its own position;
+- ``"joint"``: one self-attention over all T x H x W tokens per block, no separate spatial attention.
+Every sub-layer is modulated by adaLN-Zero from c = emb_t(t) + emb_h(t - r) + emb_y(y). Times may be per clip
+(B,) or per frame (B, T): context frames of frame-conditional generation carry their own time t = r = 0.
 
 The temporal sub-layer of each block is a separate module (``blocks.i.temporal``) with its own zero-initialised
-adaLN gate and its own temporal sin-cos positions added to its input, so a video model built from an image
-model's weights starts as that image model applied per frame. With ``temporal=False`` the model is image-only:
-4-D inputs (B, C, H, W) are accepted and the parameter count is the DiT's.
+adaLN gate and its own temporal sin-cos positions added to its input, so a factorised or spacetime video model built
+from an image model's weights starts as that image model applied per frame; joint attention changes the image
+model's function from the first step (README, design table: from the same image checkpoint the factorised model was
+far ahead after 800 video steps). With ``temporal=False`` the model is image-only: 4-D inputs (B, C, H, W) are
+accepted and the parameter count is the DiT's.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .embeddings import LabelEmbedder, TimestepEmbedder, sincos_1d, sincos_2d
 from .linear import Linear, under_forward_ad
 
 
-ATTENTION_LAYOUTS = ("factorised", "joint")
+ATTENTION_LAYOUTS = ("factorised", "spacetime", "joint")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -49,10 +50,12 @@ class Mlp(nn.Module):
 
 
 class TemporalSublayer(nn.Module):
-    """Temporal self-attention at each spatial position, a zero-gated residual (adaLN-Zero)."""
+    """Self-attention across frames, a zero-gated residual (adaLN-Zero): at each spatial position, or with
+    ``spacetime`` over every token of the clip."""
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool, backend: str):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, backend: str, spacetime: bool = False):
         super().__init__()
+        self.spacetime = spacetime
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads, qk_norm, backend)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 3 * dim))
@@ -61,8 +64,10 @@ class TemporalSublayer(nn.Module):
         # x: (B, T, N, D); c: (B, T or 1, 1, D); pos_t: (T, 1, D)
         shift, scale, gate = self.adaLN_modulation(c).chunk(3, dim=-1)
         h = modulate(self.norm(x), shift, scale) + pos_t  # (B, T, N, D)
-        h = rearrange(h, "b t n d -> (b n) t d")
-        h = rearrange(self.attn(h), "(b n) t d -> b t n d", b=x.shape[0])
+        if self.spacetime:
+            h = rearrange(self.attn(rearrange(h, "b t n d -> b (t n) d")), "b (t n) d -> b t n d", t=x.shape[1])
+        else:
+            h = rearrange(self.attn(rearrange(h, "b t n d -> (b n) t d")), "(b n) t d -> b t n d", b=x.shape[0])
         return x + gate * h
 
 
@@ -70,7 +75,7 @@ class STDiTBlock(nn.Module):
     """Spatial attention, optional temporal attention, MLP; adaLN-Zero modulation from c."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, temporal: bool, qk_norm: bool, backend: str,
-                 joint: bool = False):
+                 joint: bool = False, spacetime: bool = False):
         super().__init__()
         self.joint = joint  # self.attn runs over every token of the clip, no temporal sub-layer
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -78,7 +83,7 @@ class STDiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 6 * dim))
-        self.temporal = TemporalSublayer(dim, num_heads, qk_norm, backend) if temporal and not joint else None
+        self.temporal = TemporalSublayer(dim, num_heads, qk_norm, backend, spacetime) if temporal and not joint else None
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
         # x: (B, T, N, D); c: (B, T or 1, 1, D)
@@ -145,7 +150,8 @@ class STDiT(ModelMixin, ConfigMixin):
         # inside the temporal attention only (one-sample overfit, 1-NFE error 0.09 vs 1.0 after 600 steps).
         self.temporal_pos_gate = nn.Parameter(torch.zeros(hidden_size)) if temporal else None
         self.blocks = nn.ModuleList(
-            STDiTBlock(hidden_size, num_heads, mlp_ratio, temporal, qk_norm, attn_backend, joint=attention == "joint")
+            STDiTBlock(hidden_size, num_heads, mlp_ratio, temporal, qk_norm, attn_backend, joint=attention == "joint",
+                       spacetime=attention == "spacetime")
             for _ in range(depth)
         )
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)

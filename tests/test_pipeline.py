@@ -236,3 +236,13 @@ def test_extend_and_generate_through_a_causal_video_vae():
         pipe.extend(video, 4, context_frames=9)
     with pytest.raises(ValueError, match="needs 4k\\+1 frames"):
         pipe.codec.encode(torch.zeros(1, 3, 8, 64, 64))
+
+
+def test_demo_writes_its_sheets_and_videos(tmp_path):
+    """The Quick start's first command, on the bundled model."""
+    from mfvideo.cli import demo
+
+    assert demo.main(["--out", str(tmp_path / "demo")]) == 0
+    for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4"):
+        assert (tmp_path / "demo" / name).is_file(), name
+    assert probe(tmp_path / "demo" / "extended" / "extended_0.mp4").num_frames == 4 + 16

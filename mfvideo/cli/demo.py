@@ -34,7 +34,8 @@ def main(argv=None):
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint)
     cfg = pipe.cfg
     t0 = time.perf_counter()
-    gen = pipe.generate(num_frames=args.num_frames, class_labels=list(range(10)), seed=args.seed)
+    gen = pipe.generate(num_frames=args.num_frames, class_labels=list(range(10)), seed=args.seed,
+                        output_type="uint8")
     t_gen = time.perf_counter() - t0
     for d, clip in enumerate(gen.frames):
         save_video(clip, out / "generated" / f"digit_{d}.mp4", fps=gen.fps)
@@ -48,7 +49,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     for i, clip in enumerate(truth):
         save_video(clip[:k], out / "extended" / f"input_{i}.mp4", fps=gen.fps)
-        ext = pipe.extend(out / "extended" / f"input_{i}.mp4", num_new_frames=16, context_frames=k, seed=args.seed)
+        ext = pipe.extend(out / "extended" / f"input_{i}.mp4", num_new_frames=16, context_frames=k, seed=args.seed,
+                          output_type="uint8")
         save_video(ext.frames[0], out / "extended" / f"extended_{i}.mp4", fps=gen.fps)
         rows += [clip, ext.frames[0]]
     t_ext = time.perf_counter() - t0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from . import ArgumentParser, check_output_dir, device, positive_float, positive_int, user_errors
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips

@@ -46,7 +46,6 @@ def main():
         rel = lambda a_, b_: float((a_.float() - b_).norm() / b_.norm())  # noqa: E731
         res[name] = {"u_rel_err": rel(u16, u32), "dudt_rel_err": rel(d16, d32)}
         print(name, res[name], flush=True)
-        del net
         torch.cuda.empty_cache()
     Path(a.out).write_text(json.dumps(res, indent=1))
 

@@ -41,7 +41,8 @@ class ModelConfig:
     attn_backend: str = "sdpa"
     attention: str = "factorised"  # factorised (space, then time) | spacetime (space, then the whole clip) | joint
     time_scale: float = 1.0
-    init_from: Optional[str] = None  # an image checkpoint to start a video model from
+    context_summary: bool = False  # pooled context-frame tokens join the conditioning (ContextSummary)
+    init_from: Optional[str] = None  # a checkpoint to start from: an image model, or a video model gaining new parts
 
 
 @dataclass

@@ -54,7 +54,8 @@ def load_weights(path, which: str = "ema") -> dict[str, torch.Tensor]:
 def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_temporal: bool = False) -> list[str]:
     """Strict load with a clear error listing mismatched keys; returns the keys left at their init.
 
-    With ``allow_missing_temporal`` (video from image), temporal keys may be missing and stay zero-initialised.
+    With ``allow_missing_temporal`` (video from image, or a video model gaining a context embedder), the
+    zero-started video parts -- temporal sub-layers, the context embedder -- may be missing and keep their init.
     """
     allowed = check_keys(model, state, source, allow_missing_temporal)
     model.load_state_dict({k: v for k, v in state.items()}, strict=False)
@@ -67,7 +68,7 @@ def check_keys(model: torch.nn.Module, state: dict, source: str, allow_missing_t
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    allowed = [k for k in missing if allow_missing_temporal and "temporal" in k]
+    allowed = [k for k in missing if allow_missing_temporal and ("temporal" in k or k.startswith("context_embedder."))]
     missing = [k for k in missing if k not in allowed]
     if missing or unexpected or shape:
         parts = []

@@ -208,3 +208,32 @@ def test_multi_step_and_euler_samplers_call_the_net_as_documented():
 def test_method_imports_without_models_or_data():
     code = "import sys, mfvideo.method; bad=[m for m in sys.modules if m.startswith(('mfvideo.models','mfvideo.data','diffusers'))]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("on", [False, True], ids=["plain", "context_label_guidance"])
+def test_unlabelled_context_rows_keep_their_true_labels_guidance_only_when_asked(on):
+    torch.manual_seed(0)
+    net = randomize(tiny_model()).double()
+    x, noise = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    y = torch.tensor([3, 5])
+    mask = torch.tensor([[True, True, False, False], [False] * 4])  # row 0 continues a context, row 1 does not
+    t = torch.tensor([0.6, 0.6], dtype=torch.float64)
+    mf = MeanFlow(adaptive_p=0.0, cfg_omega=1.0, cfg_kappa=0.5, class_dropout=0.0, context_class_dropout=1.0,
+                  context_label_guidance=on)
+    seen = []
+
+    def spy(z, t, r, y=None):
+        seen.append(y.clone())
+        return net(z, t, r, y)
+
+    loss, _ = mf.loss(spy, x, y, t=t, r=t, noise=noise, context=mask)
+    assert seen[-1].tolist() == [-1, 5]  # the network itself sees the null label on the context row either way
+    gen = (~mask).double()[:, None, :, None, None]  # (B, 1, T, 1, 1)
+    t_in = t[:, None] * (~mask).double()  # (B, T)
+    z = (1 - t_in[:, None, :, None, None]) * x + t_in[:, None, :, None, None] * noise
+    v = noise - x
+    with torch.no_grad():
+        guided = v - 0.5 * net(z, t_in, t_in, torch.tensor([-1, -1])) + 0.5 * net(z, t_in, t_in, y)
+    v_g = torch.stack([guided[0] if on else v[0], guided[1]]) * gen
+    expected = (((net(z, t_in, t_in, torch.tensor([-1, 5])) - v_g) * gen) ** 2).sum(dim=(1, 2, 3, 4)).mean()
+    torch.testing.assert_close(loss, expected)

@@ -254,3 +254,37 @@ def test_video_model_from_image_weights_starts_as_the_image_model_per_frame(atte
         per_frame = torch.stack([image(x[:, :, i], t, r) for i in range(4)], dim=2)
         out = video(x, t, r)
     assert torch.allclose(out, per_frame, atol=1e-5) == starts_as_image
+
+
+def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_content():
+    """The embedder is a zero-started addition (a trained video model gains it unchanged); trained, it passes what
+    the clean frames show to the new frames even with every temporal path shut, and nothing of the new frames."""
+    from mfvideo.weights import load_into
+
+    torch.manual_seed(0)
+    base = randomize(tiny_model(depth=2)).double()
+    model = tiny_model(depth=2, context_summary=True).double()
+    assert load_into(model, base.state_dict(), "base", allow_missing_temporal=True) == [
+        "context_embedder.proj.weight", "context_embedder.proj.bias"]
+    z = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    t = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.7, 0.7, 0.7]], dtype=torch.float64)  # frames at 0 are context
+    r = torch.zeros_like(t)
+    y = torch.tensor([-1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(model(z, t, r, y), base(z, t, r, y))  # starts as the model it extends
+        for block in model.blocks:  # shut every path between frames except the embedder
+            block.temporal.adaLN_modulation[-1].weight.zero_()
+            block.temporal.adaLN_modulation[-1].bias.zero_()
+        model.temporal_pos_gate.zero_()
+        per_clip = torch.tensor([0.7, 0.3], dtype=torch.float64)  # one time per clip: no context, nothing added
+        without = model(z, per_clip, per_clip * 0, y)
+        randomize(model.context_embedder, std=0.5, seed=1)
+        out = model(z, t, r, y)
+        other_context = z.clone()
+        other_context[0, :, :2] = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+        other_context[1, :, 0] = torch.randn(3, 8, 8, dtype=torch.float64)
+        assert (model(other_context, t, r, y)[:, :, 2:] - out[:, :, 2:]).abs().amin() > 0  # new frames see it
+        other_new = z.clone()
+        other_new[:, :, 3] = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+        torch.testing.assert_close(model(other_new, t, r, y)[:, :, 2], out[:, :, 2])  # new frames do not feed it
+        torch.testing.assert_close(model(z, per_clip, per_clip * 0, y), without)

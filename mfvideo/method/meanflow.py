@@ -50,6 +50,11 @@ class MeanFlow:
     context_class_dropout: the same probability on rows that have context frames (None: ``class_dropout``). A user's
         video has no label, so extension runs with the null class: a high value here makes the model read what it
         continues from the context frames instead of from the label.
+    context_label_guidance: rows with context frames whose label was dropped keep the guidance of their true label:
+        the network sees the null label, its target v + (1 - omega - kappa) v_unc + kappa v_cond(y) holds the class
+        direction, which it can only find in the context frames. Where the context determines the class (a clip's
+        frames show its digit), v_cond = v_unc at the optimum and the term vanishes: it changes how fast the model
+        learns to read the context, not what it converges to. Without guidance (omega = 1, kappa = 0) it does nothing.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -67,6 +72,7 @@ class MeanFlow:
     cfg_t_end: float = 1.0
     class_dropout: float = 0.0
     context_class_dropout: Optional[float] = None
+    context_label_guidance: bool = False
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
@@ -168,14 +174,19 @@ class MeanFlow:
         p_drop = torch.full((B,), self.class_dropout, device=x.device)
         if context is not None and self.context_class_dropout is not None:
             p_drop = torch.where(context.any(dim=1), self.context_class_dropout, p_drop)
+        y_guide = y  # the labels the target is guided with
         if y is not None and bool((p_drop > 0).any()):
             drop = torch.rand(B, device=x.device, generator=generator) < p_drop
-            y = torch.where(drop, torch.full_like(y, NULL_CLASS), y)
+            y = torch.where(drop, torch.full_like(y, NULL_CLASS), y)  # what the network sees
+            if self.context_label_guidance and context is not None:
+                drop = drop & ~context.any(dim=1)  # unlabelled context rows keep their true label's guidance
+            else:
+                y_guide = y
         else:
             drop = None
-        v_g = self.guided_velocity(net, z, t, v, y, t_in)
+        v_g = self.guided_velocity(net, z, t, v, y_guide, t_in)
         if drop is not None and v_g is not v:
-            v_g = torch.where(bcast(drop, v), v, v_g)
+            v_g = torch.where(bcast(drop, v), v, v_g)  # dropped rows regress the plain v
         if gen is not None:
             v_g = v_g * bcast(gen, v)  # the tangent (and target) on context frames is 0
 

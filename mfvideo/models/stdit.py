@@ -6,7 +6,8 @@
 - ``"spacetime"``: the same, but the temporal sub-layer attends over every token of every frame (T x H x W), so a new
   frame reaches every context token directly instead of through patches at its own position;
 - ``"joint"``: one self-attention over all T x H x W tokens per block, no separate spatial attention.
-Every sub-layer is modulated by adaLN-Zero from c = emb_t(t) + emb_h(t - r) + emb_y(y). Times may be per clip
+Every sub-layer is modulated by adaLN-Zero from c = emb_t(t) + emb_h(t - r) + emb_y(y); with ``context_summary``
+the blocks from the middle on add the pooled tokens of the context frames to c (``ContextSummary``). Times may be per clip
 (B,) or per frame (B, T): context frames of frame-conditional generation carry their own time t = r = 0.
 
 The temporal sub-layer of each block is a separate module (``blocks.i.temporal``) with its own zero-initialised
@@ -69,6 +70,28 @@ class TemporalSublayer(nn.Module):
         else:
             h = rearrange(self.attn(rearrange(h, "b t n d -> (b n) t d")), "(b n) t d -> b t n d", b=x.shape[0])
         return x + gate * h
+
+
+class ContextSummary(nn.Module):
+    """The clean (context) frames' tokens, pooled over space and time, as a vector added to the conditioning c.
+
+    Labels reach every token through adaLN; this gives what a context shows (a clip's digit, its look) the same
+    path, so a new frame need not find it by attention from pure noise. Context frames are the frames at
+    t = r = 0 (frame-conditional generation); without any, or with one time per clip, it adds nothing. The output
+    layer starts at zero, so a model gains it without changing its function.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.proj = Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, N, D); clean: (B, T) bool, True on context frames -> (B, 1, 1, D)
+        w = clean.to(x.dtype)[:, :, None, None]  # (B, T, 1, 1)
+        pooled = (x * w).sum(dim=(1, 2)) / (w.sum(dim=(1, 2)) * x.shape[2]).clamp_min(1)  # (B, D)
+        has = clean.any(dim=1).to(x.dtype)[:, None]  # (B, 1)
+        return (self.proj(self.norm(pooled)) * has)[:, None, None]  # (B, 1, 1, D)
 
 
 class STDiTBlock(nn.Module):
@@ -136,6 +159,7 @@ class STDiT(ModelMixin, ConfigMixin):
         attn_backend: str = "sdpa",
         time_scale: float = 1.0,
         attention: str = "factorised",
+        context_summary: bool = False,
     ):
         super().__init__()
         if attention not in ATTENTION_LAYOUTS:
@@ -154,6 +178,8 @@ class STDiT(ModelMixin, ConfigMixin):
                        spacetime=attention == "spacetime")
             for _ in range(depth)
         )
+        # Pooled context tokens join c from the middle block on (the first half builds the features it pools).
+        self.context_embedder = ContextSummary(hidden_size) if context_summary and temporal else None
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
         self._pos_cache: dict = {}
         self.gradient_checkpointing = False
@@ -182,6 +208,9 @@ class STDiT(ModelMixin, ConfigMixin):
             for lin in gated:  # adaLN-Zero: every residual branch starts at zero
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)
+        if self.context_embedder is not None:
+            nn.init.zeros_(self.context_embedder.proj.weight)
+            nn.init.zeros_(self.context_embedder.proj.bias)
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
@@ -244,7 +273,11 @@ class STDiT(ModelMixin, ConfigMixin):
         # Activation checkpointing keeps only each block's input for the backward; never under the JVP (forward-mode AD
         # through a recomputed block is not supported, and the detached JVP keeps no graph anyway).
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and not under_forward_ad(x)
-        for block in self.blocks:
+        # Context frames (t = r = 0 per frame) feed the summary; per-clip times have none.
+        clean = (t == 0) & (r == 0) if self.context_embedder is not None and t.shape[1] > 1 else None  # (B, T')
+        for i, block in enumerate(self.blocks):
+            if clean is not None and i == len(self.blocks) // 2:
+                c = c + self.context_embedder(x, clean)  # (B, 1 | T', 1, D)
             if checkpointed:
                 x = self._gradient_checkpointing_func(block, x, c, pos_t)  # (B, T', N, D)
             else:

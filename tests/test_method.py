@@ -237,3 +237,19 @@ def test_unlabelled_context_rows_keep_their_true_labels_guidance_only_when_asked
     v_g = torch.stack([guided[0] if on else v[0], guided[1]]) * gen
     expected = (((net(z, t_in, t_in, torch.tensor([-1, 5])) - v_g) * gen) ** 2).sum(dim=(1, 2, 3, 4)).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_context_rows_draw_their_times_from_their_own_mean():
+    torch.manual_seed(0)
+    x = torch.randn(512, 1, 4, 4, 4)
+    mask = context_mask("first", 512, 4, k=2)
+    mask[256:] = False  # half the rows continue a context
+    seen = {}
+
+    def spy(z, t, r, y=None):
+        seen.setdefault("t", t)  # the first call: the network's own forward, per-frame times (B, T)
+        return torch.zeros_like(z)
+
+    MeanFlow(context_time_mean=2.0, ratio_r_neq_t=0.0).loss(spy, x, context=mask, generator=torch.Generator().manual_seed(0))
+    t = seen["t"][:, -1]  # a generated frame's time
+    assert t[:256].median() > 0.85 and 0.35 < t[256:].median() < 0.6  # sigmoid(2) = 0.88 vs sigmoid(-0.4) = 0.40

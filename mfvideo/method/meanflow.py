@@ -158,10 +158,11 @@ class MeanFlow:
         ``loss_unweighted``).
         """
         B = x.shape[0]
+        has_context = context.any(dim=1) if context is not None else None  # (B,)
         if t is None or r is None:
             mean = None
-            if context is not None and self.context_time_mean is not None:
-                mean = torch.where(context.any(dim=1), self.context_time_mean, self.time_mean).to(x.device)  # (B,)
+            if has_context is not None and self.context_time_mean is not None:
+                mean = torch.where(has_context, self.context_time_mean, self.time_mean).to(x.device)  # (B,)
             t_draw, r_draw = self.sample_t_r(B, x.device, generator, mean)
             t = t_draw if t is None else t
             r = r_draw if r is None else r
@@ -184,14 +185,14 @@ class MeanFlow:
 
         # Class dropout to the null class; dropped rows regress the plain v.
         p_drop = torch.full((B,), self.class_dropout, device=x.device)
-        if context is not None and self.context_class_dropout is not None:
-            p_drop = torch.where(context.any(dim=1), self.context_class_dropout, p_drop)
+        if has_context is not None and self.context_class_dropout is not None:
+            p_drop = torch.where(has_context, self.context_class_dropout, p_drop)
         y_guide = y  # the labels the target is guided with
         if y is not None and bool((p_drop > 0).any()):
             drop = torch.rand(B, device=x.device, generator=generator) < p_drop
             y = torch.where(drop, torch.full_like(y, NULL_CLASS), y)  # what the network sees
-            if self.context_label_guidance and context is not None:
-                drop = drop & ~context.any(dim=1)  # unlabelled context rows keep their true label's guidance
+            if self.context_label_guidance and has_context is not None:
+                drop = drop & ~has_context  # unlabelled context rows keep their true label's guidance
             else:
                 y_guide = y
         else:

@@ -83,7 +83,7 @@ CASES = {
     "extend fps nan": E("--fps", "nan"), "extend num-new-frames 0": ["extend", "{w}/in.mp4", "--num-new-frames", "0",
                                                                      "--out", "{w}/new.mp4"],
     "extend context 0": E("--context-frames", "0"), "extend context too long": E("--context-frames", "99"),
-    "extend class out of range": E("--class", "10"), "extend steps 0": E("--steps", "0"),
+    "extend class out of range": E("--class", "10"), "extend class and infer-class": E("--class", "3", "--infer-class"), "extend steps 0": E("--steps", "0"),
     "extend device bogus": E("--device", "bogus"), "extend device cuda:7": E("--device", "cuda:7"),
     # extend: inputs
     "extend missing input": ["extend", "{w}/missing.mp4", "--num-new-frames", "4", "--out", "{w}/new.mp4"],

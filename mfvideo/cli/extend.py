@@ -16,6 +16,8 @@ def main(argv=None):
     p.add_argument("--context-frames", type=positive_int, default=None,
                    help="frames of context per window (default: half)")
     p.add_argument("--class", dest="class_id", type=int, default=None, help="class id of the clip (default: none)")
+    p.add_argument("--infer-class", action="store_true",
+                   help="read the class off the context with the model itself, then condition on it")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
     p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
@@ -25,6 +27,8 @@ def main(argv=None):
     p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)
+    if args.infer_class and args.class_id is not None:
+        raise ValueError("give --class or --infer-class, not both")
     if not Path(args.input).is_file():
         raise ValueError(f"{args.input}: no such file")
     out_path = check_output_file(args.out, inputs=(args.input,))
@@ -35,7 +39,10 @@ def main(argv=None):
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
     out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
                       class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
-                      sampler=args.sampler)
+                      sampler=args.sampler, infer_label=args.infer_class)
+    if out.class_labels is not None:
+        c = str(int(out.class_labels[0]))
+        print(f"class read from the context: {c} ({pipe.labels.get(c, c)})")
     save_video(out.frames[0], out_path, fps=args.fps or out.fps)
     print(f"wrote {out.frames.shape[1]} frames ({args.num_new_frames} new) to {out_path}")
     return 0

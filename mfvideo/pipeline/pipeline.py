@@ -36,7 +36,7 @@ from ..builders import build_model
 from ..config import Config, from_dict, to_dict, to_yaml
 from ..frames import to_output
 from ..latents import IdentityCodec
-from ..method import SAMPLERS, sample
+from ..method import SAMPLERS, infer_class, sample
 from ..weights import CheckpointError, load_config_from, load_into, load_weights
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,12 @@ SHIM = "pipeline.py"  # what diffusers' custom_pipeline loads: one import, nothi
 
 @dataclass
 class MFVideoPipelineOutput(BaseOutput):
-    """``frames``: (B, T, H, W, 3) as ``output_type`` asked; ``fps``: the model's frame rate."""
+    """``frames``: (B, T, H, W, 3) as ``output_type`` asked; ``fps``: the model's frame rate; ``class_labels``: the
+    class ids read from the given frames when ``infer_label=True`` (else None)."""
 
     frames: Union[np.ndarray, torch.Tensor, list]
     fps: float
+    class_labels: Union[np.ndarray, None] = None
 
 
 PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
@@ -230,9 +232,27 @@ class MFVideoPipeline(DiffusionPipeline):
     def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None):
         return sample(self.transformer, noise, how[0], how[1], y=y, context=context, context_mask=mask)
 
-    def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True):
-        out = MFVideoPipelineOutput(to_output(frames, output_type), self.fps)
+    def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True, labels=None):
+        out = MFVideoPipelineOutput(to_output(frames, output_type), self.fps,
+                                    None if labels is None else labels.cpu().numpy())
         return out if return_dict else (out.frames,)
+
+    def _labels_for(self, given: torch.Tensor, class_labels, infer_label: bool) -> torch.Tensor | None:
+        """Labels for clips whose given frames (latents (B, C, K, h, w)) are known: the caller's, or with
+        ``infer_label`` the model's own reading of those frames (``mfvideo.method.classify``), logged."""
+        if not infer_label:
+            y = self._labels(class_labels, given.shape[0])
+            return y.expand(given.shape[0]) if y is not None and y.shape[0] == 1 else y
+        if class_labels is not None:
+            raise ValueError("give class_labels or infer_label=True, not both")
+        n = self.cfg.model.num_classes
+        if not n:
+            raise ValueError("infer_label needs a class-conditional model; this one is unconditional")
+        y, margin = infer_class(self.transformer, given, n, generator=torch.Generator().manual_seed(0))
+        names = [self.labels.get(str(int(c)), str(int(c))) for c in y]
+        log.info("class read from the given frames: %s (margins %s)", ", ".join(names),
+                 ", ".join(f"{float(m):.2f}" for m in margin))
+        return y
 
     # ----------------------------------------------------------------------------------------------------
     @property
@@ -294,7 +314,7 @@ class MFVideoPipeline(DiffusionPipeline):
     def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
                class_labels=None, seed: int | None = None, sampler: str | None = None,
                generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
-               return_dict: bool = True):
+               return_dict: bool = True, infer_label: bool = False):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
         ``video``: a file path, or frames (T, H, W, 3) / (B, T, H, W, 3) as uint8 or float in [0, 1].
@@ -302,6 +322,11 @@ class MFVideoPipeline(DiffusionPipeline):
         down to the VAE's 4k+1 (8k+1) rule. A video file is decoded chunk by chunk and resized on the fly, so memory
         does not grow with the input's resolution; with ``include_input=False`` only its last ``context_frames`` are
         decoded and the output holds the context and the new frames.
+
+        An unlabelled video runs with the null label: the model reads what it continues from the context frames.
+        ``infer_label=True`` (class-conditional models) first reads the class off the context with the model
+        itself (a diffusion classifier: 8 x classes network calls per clip) and conditions on it; the ids come back
+        in ``class_labels``.
         """
         from .inputs import load_clip
 
@@ -313,13 +338,11 @@ class MFVideoPipeline(DiffusionPipeline):
         frames = load_clip(video, self.resolution, last=None if include_input else k_pix)  # (B, T, r, r, 3) uint8
         if frames.shape[1] < k_pix:
             raise ValueError(f"the input has {frames.shape[1]} frames, fewer than the {k_pix} context frames requested")
-        y = self._labels(class_labels, frames.shape[0])
-        if y is not None and y.shape[0] == 1 and frames.shape[0] > 1:
-            y = y.expand(frames.shape[0])
         g = self._generator(seed, generator)
         ctx = self.codec.encode_frames(frames[:, frames.shape[1] - k_pix :], self.cfg.data.channels)  # (B, C, k, h, w)
+        y = self._labels_for(ctx, class_labels, infer_label)
         frames = self._continue(frames, ctx, int(num_new_frames), y, how, g)
-        return self._output(frames, output_type, return_dict)
+        return self._output(frames, output_type, return_dict, y if infer_label else None)
 
     def _context_latents(self, k_pix: int | None) -> int:
         """Context pixel frames -> context latent frames, within [1, latent window - 1]."""
@@ -355,8 +378,10 @@ class MFVideoPipeline(DiffusionPipeline):
     @torch.no_grad()
     def condition(self, frames, frame_indices, num_frames: int | None = None, class_labels=None,
                   seed: int | None = None, steps: int | None = None, sampler: str | None = None,
-                  generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True):
-        """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation)."""
+                  generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
+                  infer_label: bool = False):
+        """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation); ``infer_label``
+        as in ``extend``."""
         from .inputs import load_clip
 
         how = self.resolve_sampler(sampler, steps)
@@ -370,14 +395,14 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"{given.shape[1]} frames given for {len(idx)} frame indices")
         if any(not 0 <= i < num_frames for i in idx) or len(set(idx)) != len(idx):
             raise ValueError(f"frame indices must be distinct and lie in [0, {num_frames - 1}], got {idx}")
-        y = self._labels(class_labels, given.shape[0])
         g = self._generator(seed, generator)
         noise = self._noise(given.shape[0], num_frames, g)
         context = torch.zeros_like(noise)
         context[:, :, idx] = self.codec.encode_frames(given, self.cfg.data.channels)
+        y = self._labels_for(context[:, :, sorted(idx)], class_labels, infer_label)
         mask = torch.zeros(given.shape[0], num_frames, dtype=torch.bool, device=self.device)
         mask[:, idx] = True
         latents = self._sample(noise, y, how, context=context, mask=mask)
         frames_out = self.codec.decode_frames(latents)
         frames_out[:, idx] = given  # the given frames are returned exactly as given
-        return self._output(frames_out, output_type, return_dict)
+        return self._output(frames_out, output_type, return_dict, y if infer_label else None)

@@ -1,13 +1,14 @@
 """Score moving-digits models with the quality suite: real held-out clips, the given checkpoints, an untrained model.
 
     python scripts/evaluate_digits.py [--checkpoint [LABEL=]DIR ...] [--steps 1 2] [--euler-steps 1 2 10 50]
-                                      [--n 200] [--out results/digits_eval.json]
+                                      [--n 200] [--read-label] [--out results/digits_eval.json]
 
 Without --checkpoint the bundled model is scored. A MeanFlow model is scored with k-NFE MeanFlow sampling (--steps)
 and with Euler steps of its instantaneous velocity u(z, t, t) (--euler-steps); a model trained as flow matching
 (method.ratio_r_neq_t = 0) with Euler steps only. Every row scores generation, extension, interpolation and long
 extension (``--long-frames`` new frames) with the same sampler; extension and interpolation use the null label.
-Prints two markdown tables (generation; following the context) and writes JSON.
+``--read-label`` adds extensions conditioned on the class the model reads off the context (``infer_label``) and on
+the true class. Prints markdown tables (generation; following the context; read labels) and writes JSON.
 """
 
 import argparse
@@ -17,13 +18,15 @@ from pathlib import Path
 import torch
 
 from mfvideo.eval.digits import DigitSuite, heldout_accuracy
-from mfvideo.eval.report import evaluate_context, evaluate_pipeline, evaluate_real
+from mfvideo.eval.report import evaluate_context, evaluate_pipeline, evaluate_read_label, evaluate_real
 from mfvideo.pipeline import MFVideoPipeline
 
 COLS = ["fd", "class_accuracy", "identity", "jerk", "identity_kept", "trajectory_error",
         "trajectory_error_static_baseline", "seconds_per_clip"]
 CONTEXT_COLS = ["extension_identity_kept", "extension_accuracy_by_distance", "interpolation_midpoint_accuracy",
                 "long_identity_kept_last_window", "long_seam_flicker", "long_window_brightness"]
+READ_COLS = ["read_label_accuracy", "read_label_extension_identity_kept", "read_label_extension_accuracy_by_distance",
+             "read_label_long_identity_kept_last_window", "true_label_extension_identity_kept"]
 
 
 def parse_checkpoint(arg: str | None) -> tuple[str, str | None]:
@@ -41,6 +44,8 @@ def main():
     p.add_argument("--euler-steps", type=int, nargs="*", default=[], help="Euler rows of u(z, t, t) (every model)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--long-frames", type=int, default=64, help="new frames of the long extension")
+    p.add_argument("--read-label", action="store_true",
+                   help="also extend with the class the model reads off the context, and with the true class")
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args()
     torch.manual_seed(0)
@@ -56,6 +61,8 @@ def main():
         for sampler, s, name in runs:
             row = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler)
             row.update(evaluate_context(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames))
+            if a.read_label:
+                row.update(evaluate_read_label(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames))
             rows[f"{label}, {name}"] = row
             print(f"{label}, {name}: done", flush=True)
     untrained = MFVideoPipeline.from_pretrained(checkpoints[0][1])
@@ -79,6 +86,12 @@ def main():
     for name, r in rows.items():
         if "extension_identity_kept" in r:
             print(f"| {name} | " + " | ".join(_fmt(r[c]) for c in CONTEXT_COLS) + " |")
+    if a.read_label:
+        print("\n| clips | " + " | ".join(READ_COLS) + " |")
+        print("|---" * (len(READ_COLS) + 1) + "|")
+        for name, r in rows.items():
+            if "read_label_accuracy" in r:
+                print(f"| {name} | " + " | ".join(_fmt(r[c]) for c in READ_COLS) + " |")
     print(f"digit classifier held-out accuracy: {rows['classifier held-out accuracy']['accuracy']:.3f}")
 
 

@@ -163,3 +163,18 @@ def test_context_metrics_read_true_continuations_as_right_and_noise_as_wrong():
         p.data.normal_(0, 0.02)
     noise = evaluate_context(untrained, suite, n=60, long_frames=16)
     assert noise["extension_identity_kept"] < 0.4 and noise["interpolation_midpoint_accuracy"] < 0.4
+
+
+def test_read_label_extension_keeps_the_digit_the_null_label_loses():
+    """The bundled model reads the digit off unlabelled context; conditioned on that reading its extensions keep the
+    digit nearly as often as with the true label, and far more often than with the null label."""
+    from mfvideo.eval.digits import DigitSuite
+    from mfvideo.eval.report import evaluate_context, evaluate_read_label
+    from mfvideo.pipeline import MFVideoPipeline
+
+    suite, pipe = DigitSuite.load(), MFVideoPipeline.from_pretrained()
+    read = evaluate_read_label(pipe, suite, n=60, long_frames=8)
+    null = evaluate_context(pipe, suite, n=60, long_frames=8)
+    assert read["read_label_accuracy"] > 0.8, read
+    assert read["read_label_extension_identity_kept"] > read["true_label_extension_identity_kept"] - 0.15, read
+    assert read["read_label_extension_identity_kept"] > null["extension_identity_kept"] + 0.1, (read, null)

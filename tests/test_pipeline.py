@@ -243,6 +243,13 @@ def test_demo_writes_its_sheets_and_videos(tmp_path):
     from mfvideo.cli import demo
 
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
-    for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4"):
+    for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4",
+                 "extended/extended_2_read_class.mp4"):
         assert (tmp_path / "demo" / name).is_file(), name
     assert probe(tmp_path / "demo" / "extended" / "extended_0.mp4").num_frames == 4 + 16
+    assert probe(tmp_path / "demo" / "extended" / "extended_0_read_class.mp4").num_frames == 4 + 16
+    # the sheet: 3 clips x (truth, extension with no label, extension with the read class), 20 frames each
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(tmp_path / "demo" / "extended.png"))
+    assert sheet.shape[:2] == (9 * (16 + 2) + 2, 20 * (16 + 2) + 2)  # grid(): 2-pixel padding around 16x16 frames

@@ -103,3 +103,36 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
         "long_seam_flicker": float(diffs[seams].mean() / diffs[inside].mean()),
     })
     return out
+
+
+def evaluate_read_label(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
+                        sampler: str | None = None, long_frames: int = 64) -> dict:
+    """Extension when the class is read off the context by the model itself (``infer_label=True``), against the
+    true label (the ceiling of any reading), on the clips of ``evaluate_context``.
+
+    - ``read_label_accuracy``: the read class is the true digit;
+    - ``read_label_extension_identity_kept`` / ``..._accuracy_by_distance``: as in ``evaluate_context``;
+    - ``true_label_extension_identity_kept``; ``read_label_long_identity_kept_last_window``.
+    """
+    cfg = pipe.cfg.data
+    T = pipe.window
+    k = T // 2
+    clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
+    out = {}
+    for name, kw in [("read_label", {"infer_label": True}), ("true_label", {"class_labels": labels.tolist()})]:
+        ext = pipe.extend(clips[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler,
+                          output_type="uint8", **kw)
+        preds, _ = suite.predict(ext.frames[:, k:])
+        majority = np.array([np.bincount(p, minlength=10).argmax() for p in preds])
+        out[f"{name}_extension_identity_kept"] = float((majority == labels).mean())
+        out[f"{name}_extension_accuracy_by_distance"] = np.round(
+            _frame_accuracy(suite, ext.frames[:, k:], labels).astype(float), 4).tolist()
+        if name == "read_label":
+            out["read_label_accuracy"] = float((ext.class_labels == labels).mean())
+            read = ext.class_labels.tolist()
+    long = pipe.extend(clips[:, :k], num_new_frames=long_frames, context_frames=k, steps=steps, seed=seed,
+                       sampler=sampler, class_labels=read, output_type="uint8").frames[:, -(T - k):]
+    preds, _ = suite.predict(long)
+    majority = np.array([np.bincount(p, minlength=10).argmax() for p in preds])
+    out["read_label_long_identity_kept_last_window"] = float((majority == labels).mean())
+    return out

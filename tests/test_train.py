@@ -26,12 +26,18 @@ def weights(ckpt):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    straight = tiny_cfg(tmp_path / "a", "train.max_steps=8", "train.checkpoint_every=4")
+    straight = tiny_cfg(tmp_path / "a", "train.max_steps=8", "train.checkpoint_every=4", "train.log_every=1")
     train(straight)
-    interrupted = tiny_cfg(tmp_path / "b", "train.max_steps=8", "train.checkpoint_every=4", "train.resume=auto")
-    train(interrupted, max_steps=4)  # stop after 4 steps, as a killed run would
+    interrupted = tiny_cfg(tmp_path / "b", "train.max_steps=8", "train.checkpoint_every=4", "train.resume=auto",
+                           "train.log_every=1")
+    train(interrupted, max_steps=6)  # stop after 6 steps ...
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_00000006")  # ... as a kill before the step-6 save would
     assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_00000004"]
     train(interrupted)  # resumes from step 4
+    # the log holds each step once, with the uninterrupted run's values (steps 5 and 6 are not left twice)
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in "ab"]
+    assert [r["step"] for r in logs[1]] == list(range(1, 9))
+    assert [r["loss_unweighted"] for r in logs[0]] == [r["loss_unweighted"] for r in logs[1]]
     a, b = weights(latest_checkpoint(tmp_path / "a")), weights(latest_checkpoint(tmp_path / "b"))
     assert a.keys() == b.keys()
     for k in a:

@@ -174,6 +174,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
         step = _restore(resume_from, model, ema, optimizer, scheduler)
         if accelerator.is_main_process:
             log.warning("resumed from %s at step %d", resume_from, step)
+            _trim_log(run_dir / "log.jsonl", step)
 
     if not sharded:  # FSDP2 needs no wrapper: fully_shard's hooks gather weights and reduce-scatter gradients
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -324,6 +325,19 @@ def log_step(run: Run, step: int, logs: dict, grad_norm: float, samples_per_s: f
     if run.trackers:
         run.accelerator.log(record, step=step)
     return record
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop the records a resumed run is about to write again (logged after its checkpoint, before the stop), so
+    log.jsonl holds one record per step, as an uninterrupted run's would. Rewritten atomically."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        tmp.replace(path)
 
 
 def _available_trackers(names: list[str]) -> list[str]:

@@ -26,7 +26,8 @@ COLS = ["fd", "class_accuracy", "identity", "jerk", "identity_kept", "trajectory
 CONTEXT_COLS = ["extension_identity_kept", "extension_accuracy_by_distance", "interpolation_midpoint_accuracy",
                 "long_identity_kept_last_window", "long_seam_flicker", "long_window_brightness"]
 READ_COLS = ["read_label_accuracy", "read_label_extension_identity_kept", "read_label_extension_accuracy_by_distance",
-             "read_label_long_identity_kept_last_window", "true_label_extension_identity_kept"]
+             "read_label_interpolation_midpoint_accuracy", "read_label_long_identity_kept_last_window",
+             "true_label_extension_identity_kept"]
 
 
 def parse_checkpoint(arg: str | None) -> tuple[str, str | None]:

@@ -178,3 +178,4 @@ def test_read_label_extension_keeps_the_digit_the_null_label_loses():
     assert read["read_label_accuracy"] > 0.8, read
     assert read["read_label_extension_identity_kept"] > read["true_label_extension_identity_kept"] - 0.15, read
     assert read["read_label_extension_identity_kept"] > null["extension_identity_kept"] + 0.1, (read, null)
+    assert read["read_label_interpolation_midpoint_accuracy"] > null["interpolation_midpoint_accuracy"], (read, null)

@@ -112,6 +112,7 @@ def evaluate_read_label(pipe, suite: DigitSuite, n: int = 200, steps: int | None
 
     - ``read_label_accuracy``: the read class is the true digit;
     - ``read_label_extension_identity_kept`` / ``..._accuracy_by_distance``: as in ``evaluate_context``;
+    - ``read_label_interpolation_midpoint_accuracy``: first and last frame given, the class read off those two;
     - ``true_label_extension_identity_kept``; ``read_label_long_identity_kept_last_window``.
     """
     cfg = pipe.cfg.data
@@ -130,6 +131,11 @@ def evaluate_read_label(pipe, suite: DigitSuite, n: int = 200, steps: int | None
         if name == "read_label":
             out["read_label_accuracy"] = float((ext.class_labels == labels).mean())
             read = ext.class_labels.tolist()
+    mid = pipe.condition(clips[:, [0, T - 1]], [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler,
+                         output_type="uint8", infer_label=True)
+    acc = _frame_accuracy(suite, mid.frames, labels)
+    dist = np.minimum(np.arange(T), T - 1 - np.arange(T))
+    out["read_label_interpolation_midpoint_accuracy"] = float(acc[dist == dist.max()].mean())
     long = pipe.extend(clips[:, :k], num_new_frames=long_frames, context_frames=k, steps=steps, seed=seed,
                        sampler=sampler, class_labels=read, output_type="uint8").frames[:, -(T - k):]
     preds, _ = suite.predict(long)

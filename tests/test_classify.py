@@ -53,6 +53,11 @@ def test_the_bundled_model_reads_held_out_digits_and_extends_with_what_it_read()
     assert mid.class_labels.shape == (8,) and (mid.class_labels == labels[:8]).mean() >= 0.6
     with pytest.raises(ValueError, match="not both"):
         pipe.extend(clips[:1], num_new_frames=4, class_labels=[3], infer_label=True)
+    with pytest.raises(ValueError, match="pass video="):
+        pipe(class_labels=[3], infer_label=True)
+    call = pipe(video=clips[:2], num_new_frames=4, context_frames=4, infer_label=True,
+                generator=torch.Generator().manual_seed(0))  # diffusers' call passes it on
+    assert np.array_equal(call.class_labels, out.class_labels[:2])
 
 
 def test_extend_cli_infer_class_says_what_it_read(tmp_path, capsys):

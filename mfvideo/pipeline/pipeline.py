@@ -267,14 +267,18 @@ class MFVideoPipeline(DiffusionPipeline):
     def __call__(self, class_labels=None, num_frames: int | None = None, num_inference_steps: int | None = None,
                  generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
                  num_videos: int | None = None, video: Any = None, num_new_frames: int | None = None,
-                 context_frames: int | None = None, sampler: str | None = None):
+                 context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames``. diffusers' names: ``num_inference_steps`` network calls per window (default 1),
-        ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil"), ``return_dict``."""
+        ``num_new_frames`` (``infer_label``: as in ``extend``). diffusers' names: ``num_inference_steps`` network
+        calls per window (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil"),
+        ``return_dict``."""
         if video is not None:
             return self.extend(video, num_new_frames or self.window, context_frames=context_frames,
                                steps=num_inference_steps, class_labels=class_labels, generator=generator,
-                               sampler=sampler, output_type=output_type, return_dict=return_dict)
+                               sampler=sampler, output_type=output_type, return_dict=return_dict,
+                               infer_label=infer_label)
+        if infer_label:
+            raise ValueError("infer_label reads the class off a given video: pass video=")
         return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
                              steps=num_inference_steps, context_frames=context_frames, sampler=sampler,
                              generator=generator, output_type=output_type, return_dict=return_dict)

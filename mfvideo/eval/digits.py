@@ -130,9 +130,18 @@ class DigitSuite:
         preds = self.classifier.head(feats).argmax(1)
         return preds.view(n, t).numpy(), feats.view(n, t, -1).mean(1).numpy()
 
+    @staticmethod
+    def majority(preds: np.ndarray) -> np.ndarray:
+        """Per-frame predictions (N, T) -> each clip's most frequent class (N,)."""
+        return np.array([np.bincount(p, minlength=10).argmax() for p in preds])
+
+    def clip_class(self, clips) -> np.ndarray:
+        """The class read in most of each clip's frames: (N,)."""
+        return self.majority(self.predict(clips)[0])
+
     def clip_metrics(self, clips, labels=None, real_clips=None) -> dict:
         preds, feats = self.predict(clips)
-        majority = np.array([np.bincount(p, minlength=10).argmax() for p in preds])
+        majority = self.majority(preds)
         out = {"identity": float((preds == majority[:, None]).mean()),
                "jerk": float(np.abs(np.diff(centroids(clips), n=2, axis=1)).mean())}
         if labels is not None:
@@ -144,10 +153,7 @@ class DigitSuite:
 
     def extension_metrics(self, context, continuation, true_continuation) -> dict:
         """context (N, k, ...), generated and true continuations (N, m, ...), uint8."""
-        ctx_preds, _ = self.predict(context)
-        gen_preds, _ = self.predict(continuation)
-        ctx_class = np.array([np.bincount(p, minlength=10).argmax() for p in ctx_preds])
-        gen_class = np.array([np.bincount(p, minlength=10).argmax() for p in gen_preds])
+        ctx_class, gen_class = self.clip_class(context), self.clip_class(continuation)
         err = np.linalg.norm(centroids(continuation) - centroids(true_continuation), axis=-1).mean()
         static = np.repeat(np.asarray(context)[:, -1:], np.asarray(continuation).shape[1], axis=1)
         static_err = np.linalg.norm(centroids(static) - centroids(true_continuation), axis=-1).mean()

@@ -49,6 +49,22 @@ def _frame_accuracy(suite: DigitSuite, frames: np.ndarray, labels: np.ndarray) -
     return (preds == labels[:, None]).mean(axis=0)
 
 
+def _extension_scores(suite: DigitSuite, new_frames: np.ndarray, labels: np.ndarray) -> dict:
+    """The new frames (N, m, H, W, 3) against the true digits: accuracy by distance from the context (m,), and the
+    share of clips whose majority is the true digit."""
+    by_distance = _frame_accuracy(suite, new_frames, labels)
+    return {"extension_accuracy_by_distance": np.round(by_distance.astype(float), 4).tolist(),
+            "extension_identity_kept": float((suite.clip_class(new_frames) == labels).mean())}
+
+
+def _midpoint_accuracy(acc: np.ndarray) -> float:
+    """Per-frame accuracy (T,) of a window whose first and last frames are given -> that of the frames farthest
+    from both."""
+    T = acc.shape[0]
+    dist = np.minimum(np.arange(T), T - 1 - np.arange(T))
+    return float(acc[dist == dist.max()].mean())
+
+
 def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
                      sampler: str | None = None, long_frames: int = 64) -> dict:
     """How well generated frames follow unlabelled context, on held-out clips (null label throughout).
@@ -68,18 +84,13 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     k = T // 2
     clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
     ext = pipe.extend(clips[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
-    by_distance = _frame_accuracy(suite, ext[:, k:], labels)
-    preds, _ = suite.predict(ext[:, k:])
-    majority = np.array([np.bincount(p, minlength=10).argmax() for p in preds])
-    out = {"extension_accuracy_by_distance": np.round(by_distance.astype(float), 4).tolist(),
-           "extension_identity_kept": float((majority == labels).mean())}
+    out = _extension_scores(suite, ext[:, k:], labels)
 
     given = clips[:, [0, T - 1]]
     mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
     acc = _frame_accuracy(suite, mid, labels)
-    dist = np.minimum(np.arange(T), T - 1 - np.arange(T))
     out["interpolation_accuracy_by_frame"] = np.round(acc.astype(float), 4).tolist()
-    out["interpolation_midpoint_accuracy"] = float(acc[dist == dist.max()].mean())
+    out["interpolation_midpoint_accuracy"] = _midpoint_accuracy(acc)
 
     new = T - k
     long = pipe.extend(clips[:, :k], num_new_frames=long_frames, context_frames=k, steps=steps, seed=seed,
@@ -88,8 +99,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     lum = grey(windows)  # (n, W, new, H, W)
     ctx = grey(clips[:, :k])
     win_acc = [float(_frame_accuracy(suite, windows[:, w], labels).mean()) for w in range(windows.shape[1])]
-    last_preds, _ = suite.predict(windows[:, -1])
-    last_major = np.array([np.bincount(p, minlength=10).argmax() for p in last_preds])
+    last_major = suite.clip_class(windows[:, -1])
     diffs = np.abs(np.diff(grey(long), axis=1)).mean(axis=(0, 2, 3))  # (F - 1,)
     seams = np.arange(new - 1, diffs.shape[0], new)  # difference between the last frame of a window and the next
     inside = np.setdiff1d(np.arange(diffs.shape[0]), seams)
@@ -119,26 +129,16 @@ def evaluate_read_label(pipe, suite: DigitSuite, n: int = 200, steps: int | None
     T = pipe.window
     k = T // 2
     clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
-    out = {}
-    for name, kw in [("read_label", {"infer_label": True}), ("true_label", {"class_labels": labels.tolist()})]:
-        ext = pipe.extend(clips[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler,
-                          output_type="uint8", **kw)
-        preds, _ = suite.predict(ext.frames[:, k:])
-        majority = np.array([np.bincount(p, minlength=10).argmax() for p in preds])
-        out[f"{name}_extension_identity_kept"] = float((majority == labels).mean())
-        out[f"{name}_extension_accuracy_by_distance"] = np.round(
-            _frame_accuracy(suite, ext.frames[:, k:], labels).astype(float), 4).tolist()
-        if name == "read_label":
-            out["read_label_accuracy"] = float((ext.class_labels == labels).mean())
-            read = ext.class_labels.tolist()
+    kw = dict(context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8")
+    ext = pipe.extend(clips[:, :k], num_new_frames=T, infer_label=True, **kw)
+    read = ext.class_labels.tolist()
+    out = {"read_label_accuracy": float((ext.class_labels == labels).mean())}
+    out.update({f"read_label_{m}": v for m, v in _extension_scores(suite, ext.frames[:, k:], labels).items()})
+    truth = pipe.extend(clips[:, :k], num_new_frames=T, class_labels=labels.tolist(), **kw).frames
+    out.update({f"true_label_{m}": v for m, v in _extension_scores(suite, truth[:, k:], labels).items()})
     mid = pipe.condition(clips[:, [0, T - 1]], [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler,
-                         output_type="uint8", infer_label=True)
-    acc = _frame_accuracy(suite, mid.frames, labels)
-    dist = np.minimum(np.arange(T), T - 1 - np.arange(T))
-    out["read_label_interpolation_midpoint_accuracy"] = float(acc[dist == dist.max()].mean())
-    long = pipe.extend(clips[:, :k], num_new_frames=long_frames, context_frames=k, steps=steps, seed=seed,
-                       sampler=sampler, class_labels=read, output_type="uint8").frames[:, -(T - k):]
-    preds, _ = suite.predict(long)
-    majority = np.array([np.bincount(p, minlength=10).argmax() for p in preds])
-    out["read_label_long_identity_kept_last_window"] = float((majority == labels).mean())
+                         output_type="uint8", infer_label=True).frames
+    out["read_label_interpolation_midpoint_accuracy"] = _midpoint_accuracy(_frame_accuracy(suite, mid, labels))
+    last = pipe.extend(clips[:, :k], num_new_frames=long_frames, class_labels=read, **kw).frames[:, -(T - k):]
+    out["read_label_long_identity_kept_last_window"] = float((suite.clip_class(last) == labels).mean())
     return out

@@ -35,18 +35,18 @@ def class_errors(net, x: torch.Tensor, num_classes: int, draws: int = 8, t_range
     t = t.to(x.device)
     tb = t.view(-1, 1, 1, 1, 1, 1)
     z = (1 - tb) * x + tb * e  # (D, B, C, T, H, W)
-    v = e - x
-    # every (class, draw, clip) triple as one row: class-major so that the rows of one class are contiguous
+    z, v = z.flatten(0, 1), (e - x).flatten(0, 1)  # (D B, C, T, H, W): row d B + b
+    # every (class, draw, clip) triple is one row, class-major; a batch gathers its (draw, clip) rows by index, so the
+    # noised clips are not copied once per class
     K, D = num_classes, draws
-    z_rows = z.unsqueeze(0).expand(K, *z.shape).reshape(K * D * B, *x.shape[1:])
-    v_rows = v.unsqueeze(0).expand(K, *v.shape).reshape(K * D * B, *x.shape[1:])
-    t_rows = t.view(1, D, 1).expand(K, D, B).reshape(-1)
-    y_rows = torch.arange(K, device=x.device).view(K, 1, 1).expand(K, D, B).reshape(-1)
+    rows = torch.arange(K * D * B, device=x.device)
+    cls, db = rows // (D * B), rows % (D * B)
+    tt = t.repeat_interleave(B)  # (D B,)
     err = torch.empty(K * D * B, device=x.device, dtype=x.dtype)
     for i in range(0, err.shape[0], batch_size):
-        s = slice(i, i + batch_size)
-        u = net(z_rows[s], t_rows[s], t_rows[s], y=y_rows[s])
-        err[s] = (u - v_rows[s]).float().pow(2).flatten(1).mean(dim=1).to(err.dtype)
+        j = db[i : i + batch_size]
+        u = net(z[j], tt[j], tt[j], y=cls[i : i + batch_size])
+        err[i : i + batch_size] = (u - v[j]).float().pow(2).flatten(1).mean(dim=1).to(err.dtype)
     return err.view(K, D, B).mean(dim=1).T  # (B, K)
 
 

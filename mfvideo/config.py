@@ -116,6 +116,7 @@ class SampleConfig:
     fps: float = 8.0
     num_samples: int = 8
     seed: int = 0
+    context_noise: float = 0.0  # noise level of the model's own frames when they are the next window's context
 
 
 @dataclass
@@ -197,7 +198,7 @@ RANGES = [
     ("train.max_nonfinite", *_at_least(1)), ("train.num_workers", *_at_least(0)),
     ("train.max_context_frames", *_at_least(1)),
     ("sample.steps", *_at_least(1)), ("sample.num_frames", *_at_least(1)), ("sample.fps", *_positive()),
-    ("sample.num_samples", *_at_least(1)),
+    ("sample.num_samples", *_at_least(1)), ("sample.context_noise", *_unit()), ("method.context_noise", *_unit()),
 ]
 
 

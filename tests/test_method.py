@@ -253,3 +253,63 @@ def test_context_rows_draw_their_times_from_their_own_mean():
     MeanFlow(context_time_mean=2.0, ratio_r_neq_t=0.0).loss(spy, x, context=mask, generator=torch.Generator().manual_seed(0))
     t = seen["t"][:, -1]  # a generated frame's time
     assert t[:256].median() > 0.85 and 0.35 < t[256:].median() < 0.6  # sigmoid(2) = 0.88 vs sigmoid(-0.4) = 0.40
+
+
+def test_context_noise_loss_equals_its_definition():
+    """Context frames at a drawn level s: z = (1 - s) x + s e and t = r = s there, half the rows clean; the target is
+    the finite-difference one along a tangent that leaves the context's time alone; only new frames count."""
+    torch.manual_seed(2)
+    net = randomize(tiny_model()).double()
+    B = 8
+    x, e = torch.randn(B, 3, 4, 8, 8, dtype=torch.float64), torch.randn(B, 3, 4, 8, 8, dtype=torch.float64)
+    mask = context_mask("first", B, 4, k=2)
+    seen = []
+
+    def spy(z, t, r, y=None):
+        seen.append((z, t, r))
+        return net(z, t, r, y)
+
+    t, r = torch.full((B,), 0.8, dtype=torch.float64), torch.full((B,), 0.3, dtype=torch.float64)
+    mf = MeanFlow(adaptive_p=0.0, context_noise=0.4)
+    _, logs = mf.loss(spy, x, t=t, r=r, noise=e, context=mask, generator=torch.Generator().manual_seed(0))
+    z, t_in, r_in = seen[0]  # the forward with grad (jvp_mode "detached")
+    s = t_in[:, 0]
+    assert torch.equal(t_in[:, :2], r_in[:, :2]) and torch.equal(t_in[:, 1], s)  # one level per row, h = 0
+    assert (t_in[:, 2:] == 0.8).all() and (r_in[:, 2:] == 0.3).all()
+    assert (s == 0).sum() >= 2 and (s > 0).sum() >= 2 and (s < 0.4).all()  # some rows clean, some noised
+    sb = s[:, None, None, None, None]
+    torch.testing.assert_close(z[:, :, :2], (1 - sb) * x[:, :, :2] + sb * e[:, :, :2])
+    gen = (~mask).double()
+    v = (e - x) * gen[:, None, :, None, None]
+    target = fd_target(net, z, t_in, r_in, v, None, gen)
+    with torch.no_grad():
+        err = (net(z, t_in, r_in) - target) ** 2 * gen[:, None, :, None, None]
+    torch.testing.assert_close(logs["loss_unweighted"], err.sum(dim=(1, 2, 3, 4)).mean(), rtol=1e-5, atol=1e-5)
+    # Off by default: context frames are clean and at time 0.
+    seen.clear()
+    MeanFlow(adaptive_p=0.0).loss(spy, x, t=t, r=r, noise=e, context=mask)
+    assert (seen[0][1][:, :2] == 0).all() and torch.equal(seen[0][0][:, :, :2], x[:, :, :2])
+
+
+@pytest.mark.parametrize("sampler", ["meanflow", "euler"])
+def test_samplers_noise_the_context_to_the_asked_level_and_return_it_clean(sampler):
+    calls = []
+
+    def net(z, t, r, y=None):
+        calls.append((z.clone(), t.clone(), r.clone()))
+        return torch.ones_like(z)
+
+    g = torch.Generator().manual_seed(0)
+    noise, ctx = torch.randn(2, 1, 4, 2, 2, generator=g), torch.randn(2, 1, 4, 2, 2, generator=g)
+    mask = torch.tensor([[True, True, False, False]] * 2)
+    fn = meanflow_sample if sampler == "meanflow" else euler_sample
+    out = fn(net, noise, steps=2, context=ctx, context_mask=mask, context_noise=0.3)
+    assert len(calls) == 2
+    for z, t, r in calls:
+        torch.testing.assert_close(z[:, :, :2], 0.7 * ctx[:, :, :2] + 0.3 * noise[:, :, :2])
+        assert torch.allclose(t[:, :2], torch.tensor(0.3)) and torch.allclose(r[:, :2], torch.tensor(0.3))
+    assert (calls[0][1][:, 2:] == 1.0).all() and (calls[1][1][:, 2:] == 0.5).all()
+    assert torch.equal(out[:, :, :2], ctx[:, :, :2])  # the given frames come back as given
+    torch.testing.assert_close(out[:, :, 2:], noise[:, :, 2:] - 1.0)  # two half steps of u = 1
+    with pytest.raises(ValueError, match="context_noise"):
+        fn(net, noise, steps=1, context=ctx, context_mask=mask, context_noise=1.0)

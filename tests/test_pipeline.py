@@ -93,6 +93,42 @@ class TimeRecorder(CallCounter):
         return super().__call__(z, t, r, y)
 
 
+class InputRecorder(CallCounter):
+    """Also records what every call sees: (z, t, r)."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.seen = []
+
+    def __call__(self, z, t, r, y=None):
+        self.seen.append((z.clone(), t.clone(), r.clone()))
+        return super().__call__(z, t, r, y)
+
+
+def test_only_the_models_own_frames_are_noised_when_they_become_context(ckpt):
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    video = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
+    video[..., 1] = video[..., 2] = video[..., 0]
+    rec = InputRecorder(pipe.model)
+    pipe.transformer = rec
+    out = pipe.extend(video, num_new_frames=4, context_frames=2, seed=0, context_noise=0.25, output_type="pt").frames
+    (z0, t0, r0), (z1, t1, r1) = rec.seen  # two windows of 2 context + 2 new
+    given = torch.from_numpy(video[..., 0]).double() / 255 * 2 - 1  # the identity codec's [-1, 1]
+    torch.testing.assert_close(z0[0, 0, :2].double(), given, atol=1e-6, rtol=0)  # the user's frames: clean, t = 0
+    assert (t0[:, :2] == 0).all() and (t0[:, 2:] == 1).all()
+    own = out[0, 2:4, 0].double() * 2 - 1  # what the first window made, as frames in [-1, 1]
+    assert (t1[:, :2] == 0.25).all() and (r1[:, :2] == 0.25).all() and (t1[:, 2:] == 1).all()
+    assert (z1[0, 0, :2].double() - own).abs().mean() > 0.1  # noised, not the frames themselves
+    # The level defaults to the model's sample.context_noise (0 unless set), and generate noises its own frames too.
+    rec.seen.clear()
+    pipe.cfg.sample.context_noise = 0.1
+    pipe.generate(num_frames=8, num_clips=1, seed=0)  # a window of 4, then two of 2 context + 2 new
+    assert len(rec.seen) == 3 and rec.seen[0][1].ndim == 1  # the first window has no context
+    assert [float(t[0, 0]) for _, t, _ in rec.seen[1:]] == [pytest.approx(0.1)] * 2
+    with pytest.raises(ValueError, match="context_noise"):
+        pipe.extend(video, num_new_frames=2, context_frames=2, context_noise=1.5)
+
+
 def test_sampler_choice_defaults_and_euler_values(ckpt, tmp_path):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     assert pipe.default_sampler == "meanflow" and pipe.resolve_sampler(None, None) == ("meanflow", 1)

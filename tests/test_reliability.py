@@ -84,6 +84,7 @@ CASES = {
                                                                      "--out", "{w}/new.mp4"],
     "extend context 0": E("--context-frames", "0"), "extend context too long": E("--context-frames", "99"),
     "extend class out of range": E("--class", "10"), "extend class and infer-class": E("--class", "3", "--infer-class"), "extend steps 0": E("--steps", "0"),
+    "extend context-noise 1": E("--context-noise", "1"), "extend context-noise nan": E("--context-noise", "nan"),
     "extend device bogus": E("--device", "bogus"), "extend device cuda:7": E("--device", "cuda:7"),
     # extend: inputs
     "extend missing input": ["extend", "{w}/missing.mp4", "--num-new-frames", "4", "--out", "{w}/new.mp4"],
@@ -111,7 +112,8 @@ CASES = {
     "train patch_size 0": T("model.patch_size=0"), "train ema decay 1.5": T("train.ema_decays=[1.5]"),
     "train negative mask weight": T("train.context_masks.first=-1"), "train max_steps 0": T("train.max_steps=0"),
     "train max_steps -5": T("train.max_steps=-5"), "train log_every 0": T("train.log_every=0"),
-    "train keep_last 0": T("train.keep_last=0"), "train unknown key": T("train.learning_rate=1"),
+    "train keep_last 0": T("train.keep_last=0"), "train context_noise 1": T("method.context_noise=1.0"),
+    "train sample context_noise -0.1": T("sample.context_noise=-0.1"), "train unknown key": T("train.learning_rate=1"),
     "train output dir is a file": ["train", TINY, "train.output_dir={w}/a_file", "train.max_steps=2"],
     "train config missing": ["train", "{w}/missing.yaml"],
     # cache

@@ -22,6 +22,9 @@ def main(argv=None):
                    help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
     p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
                    help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
+    p.add_argument("--context-noise", type=float, default=None,
+                   help="noise level in [0, 1) of the model's own frames when they become context (default: the "
+                        "model's sample.context_noise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None)
     p.add_argument("--device", type=device, default="cpu")
@@ -39,7 +42,7 @@ def main(argv=None):
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
     out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
                       class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
-                      sampler=args.sampler, infer_label=args.infer_class)
+                      sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise)
     if out.class_labels is not None:
         c = str(int(out.class_labels[0]))
         print(f"class read from the context: {c} ({pipe.labels.get(c, c)})")

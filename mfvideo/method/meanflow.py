@@ -12,7 +12,8 @@ Conventions (the whole library follows them):
 - Sampling is a plain function of the network (``samplers.py``), not a method of this object.
 - Frame conditioning (video extension): a context mask m (B, T) marks clean frames. They replace the noisy
   ones in place, carry per-frame times t (1 - m) = r (1 - m) = 0, their tangent is 0 (z does not move with t
-  there) and the loss counts only generated frames.
+  there) and the loss counts only generated frames. With ``context_noise`` they sit at a small level s instead
+  (t = r = s on those frames), still with no tangent.
 
 This module imports torch and nothing of ours: ``net`` is any callable.
 """
@@ -58,6 +59,13 @@ class MeanFlow:
     context_time_mean: the logit-normal mean of (t, r) on rows with context frames (None: ``time_mean``). Only where
         the new frames are mostly noise does the context carry what they show, and the one-step jump starts at
         t = 1; the default mean puts ~20 % of rows above t = 0.7, a mean of 1.0 ~80 %.
+    context_noise: the most noise on context frames (noise augmentation, as GameNGen and Diffusion Forcing do): half
+        the rows with context keep it clean (a given video is used as it is), the other half's context frames sit at
+        a level s ~ U(0, context_noise), z = (1 - s) x + s e, carried as their per-frame time t = r = s (still no
+        tangent and no loss there). A long extension conditions every window on the model's
+        own frames, whose small errors a model trained on clean context copies and compounds (digits fade window by
+        window); one that has seen noisy context learns to fill in what the noise hides from what it has learned.
+        The pipeline noises its own frames to ``sample.context_noise`` when they become context. 0: clean context.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -77,6 +85,7 @@ class MeanFlow:
     context_class_dropout: Optional[float] = None
     context_label_guidance: bool = False
     context_time_mean: Optional[float] = None
+    context_noise: float = 0.0
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
@@ -89,6 +98,8 @@ class MeanFlow:
             raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
         if self.context_class_dropout is not None and not 0.0 <= self.context_class_dropout <= 1.0:
             raise ValueError(f"context_class_dropout must lie in [0, 1], got {self.context_class_dropout}")
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"context_noise must lie in [0, 1), got {self.context_noise}")
         if self.cfg_t_start > self.cfg_t_end:
             raise ValueError(f"cfg_t_start {self.cfg_t_start} > cfg_t_end {self.cfg_t_end}")
 
@@ -175,6 +186,11 @@ class MeanFlow:
                 raise ValueError(f"context mask {tuple(context.shape)} does not match (B, T) of x {tuple(x.shape)}")
             gen = (~context).to(x.dtype)  # (B, T): 1 on generated frames
             t_in, r_in = t[:, None] * gen, r[:, None] * gen  # (B, T)
+            if self.context_noise > 0:  # context frames at a fixed level s: t = r = s, independent of t
+                s = torch.rand(B, device=x.device, dtype=x.dtype, generator=generator) * self.context_noise
+                s = s * (torch.rand(B, device=x.device, generator=generator) < 0.5)  # half the rows stay clean
+                s_ctx = s[:, None] * (1 - gen)  # (B, T)
+                t_in, r_in = t_in + s_ctx, r_in + s_ctx
             dt_tangent = gen  # d t_in / d t
         else:
             gen = None

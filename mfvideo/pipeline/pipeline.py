@@ -229,8 +229,17 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"steps must be >= 1, got {steps}")
         return sampler, steps
 
-    def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None):
-        return sample(self.transformer, noise, how[0], how[1], y=y, context=context, context_mask=mask)
+    def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None, context_noise: float = 0.0):
+        return sample(self.transformer, noise, how[0], how[1], y=y, context=context, context_mask=mask,
+                      context_noise=context_noise)
+
+    def resolve_context_noise(self, context_noise: float | None) -> float:
+        """The noise level given to generated frames that become context (default: the model's
+        ``sample.context_noise``, set for models trained with ``method.context_noise``)."""
+        s = self.cfg.sample.context_noise if context_noise is None else float(context_noise)
+        if not 0.0 <= s < 1.0:
+            raise ValueError(f"context_noise must lie in [0, 1), got {s}")
+        return s
 
     def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True, labels=None):
         out = MFVideoPipelineOutput(to_output(frames, output_type), self.fps,
@@ -287,13 +296,14 @@ class MFVideoPipeline(DiffusionPipeline):
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
                  seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
                  sampler: str | None = None, generator: torch.Generator | None = None, output_type: str = "np",
-                 return_dict: bool = True):
+                 return_dict: bool = True, context_noise: float | None = None):
         """Clips from noise: one network call for the first window, one per further window (sliding).
 
         ``class_labels``: one id per clip, or one id for ``num_clips`` clips. Noise comes from ``generator`` (a CPU
-        ``torch.Generator``) or from ``seed``.
+        ``torch.Generator``) or from ``seed``. ``context_noise``: as in ``extend``.
         """
         how = self.resolve_sampler(sampler, steps)
+        s = self.resolve_context_noise(context_noise)
         num_frames = self.window if num_frames is None else int(num_frames)
         if num_frames < 1 or (num_clips is not None and int(num_clips) < 1):
             raise ValueError(f"num_frames and num_clips must be >= 1, got {num_frames} and {num_clips}")
@@ -311,14 +321,14 @@ class MFVideoPipeline(DiffusionPipeline):
         frames = self.codec.decode_frames(latents)[:, :num_frames]  # (B, first, H, W, 3)
         if num_frames > frames.shape[1]:
             k = self._context_latents(context_frames)
-            frames = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g)
+            frames = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g, s, s)
         return self._output(frames, output_type, return_dict)
 
     @torch.no_grad()
     def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
                class_labels=None, seed: int | None = None, sampler: str | None = None,
                generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
-               return_dict: bool = True, infer_label: bool = False):
+               return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
         ``video``: a file path, or frames (T, H, W, 3) / (B, T, H, W, 3) as uint8 or float in [0, 1].
@@ -331,10 +341,15 @@ class MFVideoPipeline(DiffusionPipeline):
         ``infer_label=True`` (class-conditional models) first reads the class off the context with the model
         itself (a diffusion classifier: 8 x classes network calls per clip) and conditions on it; the ids come back
         in ``class_labels``.
+
+        ``context_noise`` (default: the model's ``sample.context_noise``): from the second window on, the context is
+        the model's own frames; they are noised to this level first, so their small errors are not copied forward
+        and compounded. The given video is always used as it is.
         """
         from .inputs import load_clip
 
         how = self.resolve_sampler(sampler, steps)
+        s = self.resolve_context_noise(context_noise)
         if int(num_new_frames) < 1:
             raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
         k_lat = self._context_latents(context_frames)
@@ -345,7 +360,7 @@ class MFVideoPipeline(DiffusionPipeline):
         g = self._generator(seed, generator)
         ctx = self.codec.encode_frames(frames[:, frames.shape[1] - k_pix :], self.cfg.data.channels)  # (B, C, k, h, w)
         y = self._labels_for(ctx, class_labels, infer_label)
-        frames = self._continue(frames, ctx, int(num_new_frames), y, how, g)
+        frames = self._continue(frames, ctx, int(num_new_frames), y, how, g, 0.0, s)
         return self._output(frames, output_type, return_dict, y if infer_label else None)
 
     def _context_latents(self, k_pix: int | None) -> int:
@@ -357,8 +372,11 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"context_frames must lie in [1, {most}] for a {self.window}-frame window, got {k_pix}")
         return k
 
-    def _continue(self, frames, ctx, num_new, y, how, g) -> np.ndarray:
+    def _continue(self, frames, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0
+                  ) -> np.ndarray:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
+        The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
+        ``noise_next``.
 
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
         just the new latents; a causal VAE decodes the whole window and its last f x new frames are kept.
@@ -372,7 +390,8 @@ class MFVideoPipeline(DiffusionPipeline):
             context = torch.cat([ctx, torch.zeros_like(noise[:, :, k:])], dim=2)
             mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool, device=self.device)
             mask[:, :k] = True
-            window = self._sample(noise, y, how, context=context, mask=mask)  # (B, C, k + new, h, w)
+            level = noise_first if made == 0 else noise_next
+            window = self._sample(noise, y, how, context, mask, level)  # (B, C, k + new, h, w)
             pix = codec.decode_frames(window[:, :, k:]) if f == 1 else codec.decode_frames(window)[:, -f * new :]
             out.append(pix[:, : num_new - made])
             made += pix.shape[1]

@@ -1,14 +1,16 @@
 """Score moving-digits models with the quality suite: real held-out clips, the given checkpoints, an untrained model.
 
     python scripts/evaluate_digits.py [--checkpoint [LABEL=]DIR ...] [--steps 1 2] [--euler-steps 1 2 10 50]
-                                      [--n 200] [--read-label] [--out results/digits_eval.json]
+                                      [--n 200] [--read-label] [--context-noise 0 0.1 0.2]
+                                      [--out results/digits_eval.json]
 
 Without --checkpoint the bundled model is scored. A MeanFlow model is scored with k-NFE MeanFlow sampling (--steps)
 and with Euler steps of its instantaneous velocity u(z, t, t) (--euler-steps); a model trained as flow matching
 (method.ratio_r_neq_t = 0) with Euler steps only. Every row scores generation, extension, interpolation and long
 extension (``--long-frames`` new frames) with the same sampler; extension and interpolation use the null label.
 ``--read-label`` adds extensions conditioned on the class the model reads off the context (``infer_label``) and on
-the true class. Prints markdown tables (generation; following the context; read labels) and writes JSON.
+the true class. ``--context-noise`` scores the context rows once per level of noise given to the model's own frames
+when they become context (default: each model's ``sample.context_noise``). Prints markdown tables (generation; following the context; read labels) and writes JSON.
 """
 
 import argparse
@@ -23,7 +25,7 @@ from mfvideo.pipeline import MFVideoPipeline
 
 COLS = ["fd", "class_accuracy", "identity", "jerk", "identity_kept", "trajectory_error",
         "trajectory_error_static_baseline", "seconds_per_clip"]
-CONTEXT_COLS = ["extension_identity_kept", "extension_accuracy_by_distance", "interpolation_midpoint_accuracy",
+CONTEXT_COLS = ["context_noise", "extension_identity_kept", "extension_accuracy_by_distance", "interpolation_midpoint_accuracy",
                 "long_identity_kept_last_window", "long_seam_flicker", "long_window_brightness"]
 READ_COLS = ["read_label_accuracy", "read_label_extension_identity_kept", "read_label_extension_accuracy_by_distance",
              "read_label_interpolation_midpoint_accuracy", "read_label_long_identity_kept_last_window",
@@ -47,6 +49,8 @@ def main():
     p.add_argument("--long-frames", type=int, default=64, help="new frames of the long extension")
     p.add_argument("--read-label", action="store_true",
                    help="also extend with the class the model reads off the context, and with the true class")
+    p.add_argument("--context-noise", type=float, nargs="+", default=[None],
+                   help="levels of noise on the model's own frames as context (default: the model's own)")
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args()
     torch.manual_seed(0)
@@ -60,12 +64,18 @@ def main():
         runs = [("meanflow", s, f"MeanFlow {s}-NFE") for s in a.steps] if pipe.default_sampler == "meanflow" else []
         runs += [("euler", s, f"Euler {s}") for s in a.euler_steps]
         for sampler, s, name in runs:
-            row = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler)
-            row.update(evaluate_context(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames))
-            if a.read_label:
-                row.update(evaluate_read_label(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames))
-            rows[f"{label}, {name}"] = row
-            print(f"{label}, {name}: done", flush=True)
+            generation = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler)
+            for level in a.context_noise:
+                if level is not None:
+                    pipe.cfg.sample.context_noise = level  # the default of every extension below
+                row = dict(generation)
+                row.update(evaluate_context(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames))
+                if a.read_label:
+                    row.update(evaluate_read_label(pipe, suite, a.n, steps=s, sampler=sampler,
+                                                   long_frames=a.long_frames))
+                key = f"{label}, {name}" + ("" if level is None else f", context noise {level:g}")
+                rows[key] = row
+                print(f"{key}: done", flush=True)
     untrained = MFVideoPipeline.from_pretrained(checkpoints[0][1])
     torch.manual_seed(0)
     untrained.model.initialize_weights()

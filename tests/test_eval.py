@@ -144,6 +144,9 @@ class _Oracle:
     def condition(self, given, idx, num_frames, **kw):
         return SimpleNamespace(frames=self._truth(len(given), num_frames))
 
+    def resolve_context_noise(self, level):
+        return 0.0
+
 
 def test_context_metrics_read_true_continuations_as_right_and_noise_as_wrong():
     from mfvideo.eval.digits import DigitSuite

@@ -74,6 +74,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
       frames is the true digit.
     - ``interpolation_accuracy_by_frame``: frames 0 and T - 1 given; accuracy of every frame in between;
       ``interpolation_midpoint_accuracy``: the frames farthest from both given frames.
+    - ``context_noise``: the level the model's own frames are noised to when they become context (the pipeline's).
     - long extension of ``long_frames`` new frames (windows of T, T / 2 context): ``long_identity_kept_last_window``
       (majority of the last window's new frames), per-window ``long_window_accuracy``, ``long_window_brightness``
       and ``long_window_contrast`` (mean and 99th-percentile intensity relative to the context's), and
@@ -84,7 +85,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     k = T // 2
     clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
     ext = pipe.extend(clips[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
-    out = _extension_scores(suite, ext[:, k:], labels)
+    out = {"context_noise": pipe.resolve_context_noise(None), **_extension_scores(suite, ext[:, k:], labels)}
 
     given = clips[:, [0, T - 1]]
     mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames

@@ -140,6 +140,11 @@ def test_context_mask_mix():
     assert m.shape == (256, 8) and (~m).any(dim=1).all()  # every row generates something
     counts = m.sum(1)
     assert (counts == 0).sum() > 20 and (m[:, 0] & ~m[:, -1]).sum() > 20 and (m[:, -1] & ~m[:, 0]).sum() > 20
+    assert not (m[:, 0] & m[:, -1]).any()  # no kind above gives both ends of an 8-frame clip
+    ends = sample_context_masks(256, 8, {"ends": 1}, max_context=4, generator=torch.Generator().manual_seed(0))
+    assert (ends[:, 0] & ends[:, -1]).all() and not ends[:, 2:6].any()  # 1 or 2 frames at each end, the middle new
+    assert set(ends.sum(1).tolist()) == {2, 4} and torch.equal(ends, ends.flip(1))
+    assert context_mask("ends", 1, 6, k=2).tolist() == [[True, True, False, False, True, True]]
     with pytest.raises(ValueError, match="unknown context mask"):
         sample_context_masks(2, 8, {"middle": 1.0})
 

@@ -1,23 +1,27 @@
 """Context masks for frame-conditional training: which frames of a clip are given clean.
 
 A mask is (B, T) bool, True on context frames. Training draws a mix of kinds so one model learns
-unconditional generation, extension (first k), backward extension (last k), interpolation (every n-th) and
-single-frame conditioning (one random frame).
+unconditional generation, extension (first k), backward extension (last k), in-betweening (every n-th),
+interpolation between a clip's two ends (first and last k) and single-frame conditioning (one random frame).
 """
 
 from __future__ import annotations
 
 import torch
 
-KINDS = ("none", "first", "last", "every", "random_frame")
+KINDS = ("none", "first", "last", "every", "ends", "random_frame")
 
 
 def context_mask(kind: str, batch: int, frames: int, k: int = 1, n: int = 2, index: int = 0, device=None):
-    """A (B, T) mask of one kind: first/last k frames, every n-th frame, or the frame at ``index``."""
+    """A (B, T) mask of one kind: first/last k frames, every n-th frame, the first and last k, or the frame at
+    ``index``."""
     m = torch.zeros(batch, frames, dtype=torch.bool, device=device)
     if kind == "first":
         m[:, :k] = True
     elif kind == "last":
+        m[:, frames - k :] = True
+    elif kind == "ends":
+        m[:, :k] = True
         m[:, frames - k :] = True
     elif kind == "every":
         m[:, ::n] = True
@@ -36,7 +40,8 @@ def sample_context_masks(
     device=None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One mask per row: kind drawn from ``probs`` (kind -> weight), k uniform in [1, max_context] (default T // 2).
+    """One mask per row: kind drawn from ``probs`` (kind -> weight), k uniform in [1, max_context] (default T // 2;
+    "ends" gives k // 2 frames, at least 1, at each end).
 
     Every row keeps at least one generated frame.
     """
@@ -53,7 +58,7 @@ def sample_context_masks(
     ns = torch.randint(2, max(3, frames // 2 + 1), (batch,), generator=generator)
     idx = torch.randint(0, frames, (batch,), generator=generator)
     rows = [
-        context_mask(kinds[c], 1, frames, k=int(k), n=int(n), index=int(i))
+        context_mask(kinds[c], 1, frames, k=max(1, int(k) // 2) if kinds[c] == "ends" else int(k), n=int(n), index=int(i))
         for c, k, n, i in zip(choice.tolist(), ks, ns, idx)
     ]
     return torch.cat(rows).to(device)

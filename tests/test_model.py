@@ -288,3 +288,14 @@ def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_cont
         other_new[:, :, 3] = torch.randn(2, 3, 8, 8, dtype=torch.float64)
         torch.testing.assert_close(model(other_new, t, r, y)[:, :, 2], out[:, :, 2])  # new frames do not feed it
         torch.testing.assert_close(model(z, per_clip, per_clip * 0, y), without)
+        # Noise-augmented context (t = r = s below the new frames' time) feeds it too; frames all at one time do not.
+        ctx = t == 0
+        t_s, r_s = t.masked_fill(ctx, 0.2), r.masked_fill(ctx, 0.2)
+        noisy = model(z, t_s, r_s, y)
+        assert (model(other_context, t_s, r_s, y)[:, :, 2:] - noisy[:, :, 2:]).abs().amin() > 0
+        torch.testing.assert_close(model(other_new, t_s, r_s, y)[:, :, 2], noisy[:, :, 2])
+        flat = torch.full_like(t, 0.4)  # r = t everywhere, one level: no context
+        model.context_embedder.proj.bias.data.add_(1.0)  # were it applied, every output would move
+        with_bias = model(z, flat, flat, y)
+        model.context_embedder.proj.bias.data.sub_(1.0)
+        torch.testing.assert_close(with_bias, model(z, flat, flat, y))

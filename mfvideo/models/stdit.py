@@ -77,7 +77,8 @@ class ContextSummary(nn.Module):
 
     Labels reach every token through adaLN; this gives what a context shows (a clip's digit, its look) the same
     path, so a new frame need not find it by attention from pure noise. Context frames are the frames at
-    t = r = 0 (frame-conditional generation); without any, or with one time per clip, it adds nothing. The output
+    t = r below the row's highest time (t = r = 0, or t = r = s with noise-augmented context, ``method.context_noise``,
+    as long as s is below the new frames' time); without any, or with one time per clip, it adds nothing. The output
     layer starts at zero, so a model gains it without changing its function.
     """
 
@@ -273,8 +274,11 @@ class STDiT(ModelMixin, ConfigMixin):
         # Activation checkpointing keeps only each block's input for the backward; never under the JVP (forward-mode AD
         # through a recomputed block is not supported, and the detached JVP keeps no graph anyway).
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and not under_forward_ad(x)
-        # Context frames (t = r = 0 per frame) feed the summary; per-clip times have none.
-        clean = (t == 0) & (r == 0) if self.context_embedder is not None and t.shape[1] > 1 else None  # (B, T')
+        # Context frames feed the summary: frames that do not move (t = r) and are less noisy than the row's new frames
+        # (t = 0, or the level s of noise-augmented context); per-clip times have none.
+        clean = None
+        if self.context_embedder is not None and t.shape[1] > 1:
+            clean = (t == r) & (t < t.amax(dim=1, keepdim=True))  # (B, T')
         for i, block in enumerate(self.blocks):
             if clean is not None and i == len(self.blocks) // 2:
                 c = c + self.context_embedder(x, clean)  # (B, 1 | T', 1, D)

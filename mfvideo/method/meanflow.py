@@ -64,8 +64,9 @@ class MeanFlow:
         a level s ~ U(0, context_noise), z = (1 - s) x + s e, carried as their per-frame time t = r = s (still no
         tangent and no loss there). A long extension conditions every window on the model's
         own frames, whose small errors a model trained on clean context copies and compounds (digits fade window by
-        window); one that has seen noisy context learns to fill in what the noise hides from what it has learned.
-        The pipeline noises its own frames to ``sample.context_noise`` when they become context. 0: clean context.
+        window); the noise is meant to hide them. The pipeline noises its own frames to ``sample.context_noise``
+        when they become context. 0: clean context. Measured on the digits (README): it slows the fade, it does not
+        keep the digit.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus

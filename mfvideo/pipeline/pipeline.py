@@ -343,8 +343,9 @@ class MFVideoPipeline(DiffusionPipeline):
         in ``class_labels``.
 
         ``context_noise`` (default: the model's ``sample.context_noise``): from the second window on, the context is
-        the model's own frames; they are noised to this level first, so their small errors are not copied forward
-        and compounded. The given video is always used as it is.
+        the model's own frames; they are noised to this level first (for a model trained with
+        ``method.context_noise``; one trained on clean context reads the noise as content). The given video is
+        always used as it is.
         """
         from .inputs import load_clip
 

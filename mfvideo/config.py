@@ -198,7 +198,7 @@ RANGES = [
     ("train.max_nonfinite", *_at_least(1)), ("train.num_workers", *_at_least(0)),
     ("train.max_context_frames", *_at_least(1)),
     ("sample.steps", *_at_least(1)), ("sample.num_frames", *_at_least(1)), ("sample.fps", *_positive()),
-    ("sample.num_samples", *_at_least(1)), ("sample.context_noise", *_unit()), ("method.context_noise", *_unit()),
+    ("sample.num_samples", *_at_least(1)), ("sample.context_noise", *_unit()),
 ]
 
 

@@ -82,26 +82,15 @@ def test_extension_uses_its_context(ckpt):
 
 
 class TimeRecorder(CallCounter):
-    """Also records the (t, r) of every call."""
+    """Also records the (t, r) of every call, and with them the input: ``seen`` holds (z, t, r)."""
 
     def __init__(self, model):
         super().__init__(model)
-        self.times = []
+        self.times, self.seen = [], []
 
     def __call__(self, z, t, r, y=None):
         self.times.append((t.clone(), r.clone()))
-        return super().__call__(z, t, r, y)
-
-
-class InputRecorder(CallCounter):
-    """Also records what every call sees: (z, t, r)."""
-
-    def __init__(self, model):
-        super().__init__(model)
-        self.seen = []
-
-    def __call__(self, z, t, r, y=None):
-        self.seen.append((z.clone(), t.clone(), r.clone()))
+        self.seen.append((z.clone(), *self.times[-1]))
         return super().__call__(z, t, r, y)
 
 
@@ -109,7 +98,7 @@ def test_only_the_models_own_frames_are_noised_when_they_become_context(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     video = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
     video[..., 1] = video[..., 2] = video[..., 0]
-    rec = InputRecorder(pipe.model)
+    rec = TimeRecorder(pipe.model)
     pipe.transformer = rec
     out = pipe.extend(video, num_new_frames=4, context_frames=2, seed=0, context_noise=0.25, output_type="pt").frames
     (z0, t0, r0), (z1, t1, r1) = rec.seen  # two windows of 2 context + 2 new

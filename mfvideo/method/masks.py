@@ -57,8 +57,10 @@ def sample_context_masks(
     ks = torch.randint(1, max_k + 1, (batch,), generator=generator)
     ns = torch.randint(2, max(3, frames // 2 + 1), (batch,), generator=generator)
     idx = torch.randint(0, frames, (batch,), generator=generator)
+    ends = torch.tensor([kind == "ends" for kind in kinds])[choice]  # (B,)
+    ks = torch.where(ends, (ks // 2).clamp_min(1), ks)  # k frames at each end
     rows = [
-        context_mask(kinds[c], 1, frames, k=max(1, int(k) // 2) if kinds[c] == "ends" else int(k), n=int(n), index=int(i))
+        context_mask(kinds[c], 1, frames, k=int(k), n=int(n), index=int(i))
         for c, k, n, i in zip(choice.tolist(), ks, ns, idx)
     ]
     return torch.cat(rows).to(device)

@@ -42,6 +42,7 @@ class ModelConfig:
     attention: str = "factorised"  # factorised (space, then time) | spacetime (space, then the whole clip) | joint
     time_scale: float = 1.0
     context_summary: bool = False  # pooled context-frame tokens join the conditioning (ContextSummary)
+    clip_attention: bool = False  # factorised + a zero-gated sub-layer over the whole clip in every block
     init_from: Optional[str] = None  # a checkpoint to start from: an image model, or a video model gaining new parts
 
 
@@ -231,6 +232,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.attn_backend must be one of {', '.join(BACKENDS)}, got {cfg.model.attn_backend!r}")
     if cfg.model.attention not in ATTENTION_LAYOUTS:
         raise ConfigError(f"model.attention must be one of {', '.join(ATTENTION_LAYOUTS)}, got {cfg.model.attention!r}")
+    if cfg.model.clip_attention and not (cfg.model.temporal and cfg.model.attention == "factorised"):
+        raise ConfigError(f"model.clip_attention needs model.attention=factorised and a video model, "
+                          f"got attention={cfg.model.attention!r}, temporal={cfg.model.temporal}")
     if cfg.data.kind == "moving_digits" and cfg.data.digit_size > cfg.data.resolution:
         raise ConfigError(f"data.digit_size {cfg.data.digit_size} exceeds data.resolution {cfg.data.resolution}")
     if cfg.train.distributed not in ("ddp", "fsdp"):

@@ -55,11 +55,16 @@ def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_te
     """Strict load with a clear error listing mismatched keys; returns the keys left at their init.
 
     With ``allow_missing_temporal`` (video from image, or a video model gaining a context embedder), the
-    zero-started video parts -- temporal sub-layers, the context embedder -- may be missing and keep their init.
+    zero-started video parts -- temporal and clip sub-layers, the context embedder -- may be missing and keep their init.
     """
     allowed = check_keys(model, state, source, allow_missing_temporal)
     model.load_state_dict({k: v for k, v in state.items()}, strict=False)
     return allowed
+
+
+def _zero_started(key: str) -> bool:
+    """Parts a video model may gain from a checkpoint without them: they start at zero and change nothing."""
+    return "temporal" in key or ".clip." in key or key.startswith("context_embedder.")
 
 
 def check_keys(model: torch.nn.Module, state: dict, source: str, allow_missing_temporal: bool = False) -> list[str]:
@@ -68,7 +73,7 @@ def check_keys(model: torch.nn.Module, state: dict, source: str, allow_missing_t
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    allowed = [k for k in missing if allow_missing_temporal and ("temporal" in k or k.startswith("context_embedder."))]
+    allowed = [k for k in missing if allow_missing_temporal and _zero_started(k)]
     missing = [k for k in missing if k not in allowed]
     if missing or unexpected or shape:
         parts = []

@@ -256,6 +256,38 @@ def test_video_model_from_image_weights_starts_as_the_image_model_per_frame(atte
     assert torch.allclose(out, per_frame, atol=1e-5) == starts_as_image
 
 
+def test_clip_attention_starts_as_the_model_it_extends_and_links_other_positions_across_frames():
+    """clip_attention is a zero-gated addition (a trained factorised model gains it unchanged); opened, it carries a
+    context token to a new frame at another spatial position within one sub-layer, which per-position temporal
+    attention cannot: with spatial attention and the frame-position gate shut, only the clip sub-layer links them."""
+    from mfvideo.weights import load_into
+
+    torch.manual_seed(0)
+    base = randomize(tiny_model(depth=1)).double()
+    model = tiny_model(depth=1, clip_attention=True).double()
+    fresh = load_into(model, base.state_dict(), "base", allow_missing_temporal=True)
+    assert fresh and all(k.startswith("blocks.0.clip.") for k in fresh)
+    z = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.7, 0.7, 0.7]], dtype=torch.float64)
+    r = torch.zeros_like(t)
+    with torch.no_grad():
+        torch.testing.assert_close(model(z, t, r), base(z, t, r))  # starts as the model it extends
+        d = model.config.hidden_size
+        for net in (base, model):
+            net.blocks[0].adaLN_modulation[-1].weight[2 * d:3 * d].zero_()  # spatial attention's gate
+            net.blocks[0].adaLN_modulation[-1].bias[2 * d:3 * d].zero_()
+    reach = {}
+    for name, net in (("factorised", base), ("clip", model)):
+        if name == "clip":
+            randomize(net.blocks[0].clip, std=0.3, seed=2)
+        (g,) = torch.autograd.grad(net(z, t, r)[0, :, 2, 6:, 6:].sum(), z)  # frame 2, the last patch (3, 3)
+        reach[name] = g[0, :, 0, :2, :2].abs().sum().item()  # from frame 0, the first patch (0, 0)
+        assert g[0, :, 0, 6:, 6:].abs().sum() > 0  # the same position is linked either way (temporal attention)
+    assert reach["factorised"] == 0 and reach["clip"] > 1e-6
+    with pytest.raises(ValueError, match="factorised video models only"):
+        tiny_model(attention="spacetime", clip_attention=True)
+
+
 def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_content():
     """The embedder is a zero-started addition (a trained video model gains it unchanged); trained, it passes what
     the clean frames show to the new frames even with every temporal path shut, and nothing of the new frames."""

@@ -6,6 +6,9 @@
 - ``"spacetime"``: the same, but the temporal sub-layer attends over every token of every frame (T x H x W), so a new
   frame reaches every context token directly instead of through patches at its own position;
 - ``"joint"``: one self-attention over all T x H x W tokens per block, no separate spatial attention.
+With ``clip_attention`` (factorised only) every block gains a third, zero-gated sub-layer over every token of the clip
+after the temporal one: a moving object's new frames reach the context where it was, while the per-position temporal
+sub-layer stays as it is, so a trained factorised model gains it without changing its function.
 Every sub-layer is modulated by adaLN-Zero from c = emb_t(t) + emb_h(t - r) + emb_y(y); with ``context_summary``
 the blocks from the middle on add the pooled tokens of the context frames to c (``ContextSummary``). Times may be per clip
 (B,) or per frame (B, T): context frames of frame-conditional generation carry their own time t = r = 0.
@@ -99,7 +102,7 @@ class STDiTBlock(nn.Module):
     """Spatial attention, optional temporal attention, MLP; adaLN-Zero modulation from c."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, temporal: bool, qk_norm: bool, backend: str,
-                 joint: bool = False, spacetime: bool = False):
+                 joint: bool = False, spacetime: bool = False, clip: bool = False):
         super().__init__()
         self.joint = joint  # self.attn runs over every token of the clip, no temporal sub-layer
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -108,6 +111,7 @@ class STDiTBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 6 * dim))
         self.temporal = TemporalSublayer(dim, num_heads, qk_norm, backend, spacetime) if temporal and not joint else None
+        self.clip = TemporalSublayer(dim, num_heads, qk_norm, backend, spacetime=True) if clip else None
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
         # x: (B, T, N, D); c: (B, T or 1, 1, D)
@@ -120,6 +124,8 @@ class STDiTBlock(nn.Module):
         x = x + gate_a * h
         if self.temporal is not None:
             x = self.temporal(x, c, pos_t)  # temporal attention across frames
+        if self.clip is not None:
+            x = self.clip(x, c, pos_t)  # attention over every token of the clip
         return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
 
@@ -161,10 +167,14 @@ class STDiT(ModelMixin, ConfigMixin):
         time_scale: float = 1.0,
         attention: str = "factorised",
         context_summary: bool = False,
+        clip_attention: bool = False,
     ):
         super().__init__()
         if attention not in ATTENTION_LAYOUTS:
             raise ValueError(f"unknown attention layout {attention!r}; choose one of {ATTENTION_LAYOUTS}")
+        if clip_attention and not (temporal and attention == "factorised"):
+            raise ValueError("clip_attention adds a sub-layer to factorised video models only "
+                             f"(attention={attention!r}, temporal={temporal})")
         p, pt = patch_size, temporal_patch_size
         self.x_embedder = nn.Conv3d(in_channels, hidden_size, kernel_size=(pt, p, p), stride=(pt, p, p))
         self.t_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)
@@ -176,7 +186,7 @@ class STDiT(ModelMixin, ConfigMixin):
         self.temporal_pos_gate = nn.Parameter(torch.zeros(hidden_size)) if temporal else None
         self.blocks = nn.ModuleList(
             STDiTBlock(hidden_size, num_heads, mlp_ratio, temporal, qk_norm, attn_backend, joint=attention == "joint",
-                       spacetime=attention == "spacetime")
+                       spacetime=attention == "spacetime", clip=clip_attention)
             for _ in range(depth)
         )
         # Pooled context tokens join c from the middle block on (the first half builds the features it pools).
@@ -205,7 +215,7 @@ class STDiT(ModelMixin, ConfigMixin):
             nn.init.normal_(emb.mlp[0].weight, std=0.02)
             nn.init.normal_(emb.mlp[2].weight, std=0.02)
         for block in self.blocks:
-            gated = [block.adaLN_modulation[-1]] + ([block.temporal.adaLN_modulation[-1]] if block.temporal else [])
+            gated = [block.adaLN_modulation[-1]] + [sub.adaLN_modulation[-1] for sub in (block.temporal, block.clip) if sub]
             for lin in gated:  # adaLN-Zero: every residual branch starts at zero
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)

@@ -244,6 +244,40 @@ def test_unlabelled_context_rows_keep_their_true_labels_guidance_only_when_asked
     torch.testing.assert_close(loss, expected)
 
 
+@pytest.mark.parametrize("label_guidance", [False, True], ids=["context_only", "with_true_label"])
+@pytest.mark.parametrize("classes", [True, False], ids=["labelled_model", "unconditional_model"])
+def test_context_guidance_takes_the_unconditional_velocity_without_the_context(label_guidance, classes):
+    """context_guidance: on context rows the guidance's unconditional branch sees neither label nor context (context
+    frames noised to the row's t, every frame at t), and the row stays guided even with its label dropped; rows
+    without context are guided as before."""
+    torch.manual_seed(0)
+    net = randomize(tiny_model(num_classes=10 if classes else 0)).double()
+    x, noise = torch.randn(3, 3, 4, 8, 8, dtype=torch.float64), torch.randn(3, 3, 4, 8, 8, dtype=torch.float64)
+    y = torch.tensor([3, 5, 7]) if classes else None
+    mask = torch.tensor([[True, True, False, False], [False] * 4, [True, False, False, False]])
+    t = torch.tensor([0.6, 0.6, 0.9], dtype=torch.float64)
+    mf = MeanFlow(adaptive_p=0.0, cfg_omega=1.0, cfg_kappa=0.5, class_dropout=0.0, context_class_dropout=1.0,
+                  context_label_guidance=label_guidance, context_guidance=True)
+    loss, _ = mf.loss(net, x, y, t=t, r=t, noise=noise, context=mask)
+    gen = (~mask).double()[:, None, :, None, None]  # (B, 1, T, 1, 1)
+    t_in = t[:, None] * (~mask).double()  # (B, T)
+    z = (1 - t_in[:, None, :, None, None]) * x + t_in[:, None, :, None, None] * noise
+    t_all = t[:, None].expand(3, 4)
+    z_free = (1 - t_all[:, None, :, None, None]) * x + t_all[:, None, :, None, None] * noise
+    assert torch.equal(z_free[1], z[1]) and not torch.equal(z_free[0], z[0])
+    null = torch.full((3,), -1) if classes else None
+    seen = torch.tensor([-1, 5, -1]) if classes else None  # what the network sees: context rows unlabelled
+    guide = (y if label_guidance else seen) if classes else None
+    with torch.no_grad():
+        v_g = (noise - x) - 0.5 * net(z_free, t_all, t_all, null) + 0.5 * net(z, t_in, t_in, guide)
+    expected = (((net(z, t_in, t_in, seen) - v_g * gen) * gen) ** 2).sum(dim=(1, 2, 3, 4)).mean()
+    torch.testing.assert_close(loss, expected)
+    # Without it the unconditional branch keeps the context (and, for an unconditional model, nothing is guided).
+    off = MeanFlow(adaptive_p=0.0, cfg_omega=1.0, cfg_kappa=0.5, class_dropout=0.0, context_class_dropout=1.0,
+                   context_label_guidance=label_guidance)
+    assert (off.loss(net, x, y, t=t, r=t, noise=noise, context=mask)[0] - loss).abs() > 1e-4
+
+
 def test_context_rows_draw_their_times_from_their_own_mean():
     torch.manual_seed(0)
     x = torch.randn(512, 1, 4, 4, 4)

@@ -56,6 +56,15 @@ class MeanFlow:
         direction, which it can only find in the context frames. Where the context determines the class (a clip's
         frames show its digit), v_cond = v_unc at the optimum and the term vanishes: it changes how fast the model
         learns to read the context, not what it converges to. Without guidance (omega = 1, kappa = 0) it does nothing.
+    context_guidance: on rows with context frames, the unconditional velocity of the guidance is the network's with
+        neither label nor context (the context frames noised to the row's t like the rest, every frame at time t):
+        v_g = omega v + (1 - omega - kappa) v(z_t | nothing) + kappa v(z | context, y). Without it the unconditional
+        branch keeps the context, so once the model reads the context the guidance on those rows vanishes and
+        unlabelled extension learns the unguided conditional (for one-step samples: blurrier, less sure of what it
+        continues, the further from the context the more). With it the target keeps a direction towards what the
+        context shows, as classifier-free guidance on the frames does in image-to-video models, folded into training
+        so sampling stays one network call. Context rows whose label was dropped stay guided (by their true label
+        under ``context_label_guidance``, else by the context alone). Works for unconditional models too.
     context_time_mean: the logit-normal mean of (t, r) on rows with context frames (None: ``time_mean``). Only where
         the new frames are mostly noise does the context carry what they show, and the one-step jump starts at
         t = 1; the default mean puts ~20 % of rows above t = 0.7, a mean of 1.0 ~80 %.
@@ -85,6 +94,7 @@ class MeanFlow:
     class_dropout: float = 0.0
     context_class_dropout: Optional[float] = None
     context_label_guidance: bool = False
+    context_guidance: bool = False
     context_time_mean: Optional[float] = None
     context_noise: float = 0.0
     skip_jvp_when_r_eq_t: bool = True
@@ -131,20 +141,28 @@ class MeanFlow:
     def guided(self) -> bool:
         return self.cfg_omega != 1.0 or self.cfg_kappa != 0.0
 
-    def guided_velocity(self, net, z, t, v, y, frame_t):
-        """v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond inside the interval, else v (no grad)."""
-        if y is None or not self.guided:
+    def guided_velocity(self, net, z, t, v, y, frame_t, z_unc=None, t_unc=None):
+        """v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond inside the interval, else v (no grad).
+
+        v_cond = net(z, frame_t, frame_t, y); v_unc = net(z_unc, t_unc, t_unc, null) with z_unc, t_unc defaulting
+        to z, frame_t (``context_guidance`` passes the clip without its context). y None: an unconditional model,
+        guided only when z_unc differs from z.
+        """
+        if not self.guided or (y is None and z_unc is None):
             return v
+        z_unc = z if z_unc is None else z_unc
+        t_unc = frame_t if t_unc is None else t_unc
         inside = (t >= self.cfg_t_start) & (t <= self.cfg_t_end)  # (B,)
         omega = torch.where(inside, torch.full_like(t, self.cfg_omega), torch.ones_like(t))
         kappa = torch.where(inside, torch.full_like(t, self.cfg_kappa), torch.zeros_like(t))
-        null = torch.full_like(y, NULL_CLASS)
+        null = None if y is None else torch.full_like(y, NULL_CLASS)
         with torch.no_grad():  # instantaneous velocities (r = t); both in one batched call when kappa != 0
             if self.cfg_kappa != 0.0:
-                tt = torch.cat([frame_t, frame_t])
-                v_unc, v_cond = net(torch.cat([z, z]), tt, tt, y=torch.cat([null, y])).chunk(2)
+                tt = torch.cat([t_unc, frame_t])
+                yy = None if y is None else torch.cat([null, y])
+                v_unc, v_cond = net(torch.cat([z_unc, z]), tt, tt, y=yy).chunk(2)
             else:
-                v_unc, v_cond = net(z, frame_t, frame_t, y=null), 0.0
+                v_unc, v_cond = net(z_unc, t_unc, t_unc, y=null), 0.0
         omega, kappa = bcast(omega, v), bcast(kappa, v)
         return omega * v + (1 - omega - kappa) * v_unc + kappa * v_cond
 
@@ -214,7 +232,13 @@ class MeanFlow:
                 y_guide = y
         else:
             drop = None
-        v_g = self.guided_velocity(net, z, t, v, y_guide, t_in)
+        z_unc = t_unc = None
+        if self.context_guidance and gen is not None:
+            if drop is not None:
+                drop = drop & ~has_context  # context rows stay guided, by the context at least
+            t_unc = t[:, None].expand_as(t_in)  # (B, T): every frame at the row's time, as if nothing were given
+            z_unc = (1 - bcast(t_unc, x)) * x + bcast(t_unc, x) * e
+        v_g = self.guided_velocity(net, z, t, v, y_guide, t_in, z_unc, t_unc)
         if drop is not None and v_g is not v:
             v_g = torch.where(bcast(drop, v), v, v_g)  # dropped rows regress the plain v
         if gen is not None:

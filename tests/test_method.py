@@ -257,7 +257,7 @@ def test_context_guidance_takes_the_unconditional_velocity_without_the_context(l
     mask = torch.tensor([[True, True, False, False], [False] * 4, [True, False, False, False]])
     t = torch.tensor([0.6, 0.6, 0.9], dtype=torch.float64)
     mf = MeanFlow(adaptive_p=0.0, cfg_omega=1.0, cfg_kappa=0.5, class_dropout=0.0, context_class_dropout=1.0,
-                  context_label_guidance=label_guidance, context_guidance=True)
+                  context_label_guidance=label_guidance, context_guidance=1.0)
     loss, _ = mf.loss(net, x, y, t=t, r=t, noise=noise, context=mask)
     gen = (~mask).double()[:, None, :, None, None]  # (B, 1, T, 1, 1)
     t_in = t[:, None] * (~mask).double()  # (B, T)
@@ -276,6 +276,30 @@ def test_context_guidance_takes_the_unconditional_velocity_without_the_context(l
     off = MeanFlow(adaptive_p=0.0, cfg_omega=1.0, cfg_kappa=0.5, class_dropout=0.0, context_class_dropout=1.0,
                    context_label_guidance=label_guidance)
     assert (off.loss(net, x, y, t=t, r=t, noise=noise, context=mask)[0] - loss).abs() > 1e-4
+
+
+def test_context_guidance_share_drops_the_context_on_that_share_of_context_rows_only():
+    """context_guidance = 0.5: the unconditional branch sees the clip without its context on about half the context
+    rows (a mean target of half-strength guidance), with it on the others, and rows without context are untouched."""
+    torch.manual_seed(0)
+    B = 64
+    x, noise = torch.randn(B, 1, 4, 4, 4), torch.randn(B, 1, 4, 4, 4)
+    mask = context_mask("first", B, 4, k=2)
+    mask[B // 2:] = False
+    calls = []
+
+    def spy(z, t, r, y=None):
+        calls.append((z, t))
+        return torch.zeros_like(z)
+
+    mf = MeanFlow(cfg_kappa=0.5, ratio_r_neq_t=0.0, context_guidance=0.5)
+    mf.loss(spy, x, torch.zeros(B, dtype=torch.long), noise=noise, context=mask, generator=torch.Generator().manual_seed(0))
+    z_unc, t_unc = calls[0][0][:B], calls[0][1][:B]  # the batched guidance call: unconditional half first
+    z, t_in = calls[1]  # the network's own forward
+    free = (z_unc != z).flatten(1).any(dim=1)  # (B,)
+    assert not free[B // 2:].any() and 8 < int(free[: B // 2].sum()) < 24
+    assert torch.equal(t_unc[free], t_in[free].amax(dim=1, keepdim=True).expand(-1, 4))  # every frame at t
+    assert torch.equal(t_unc[~free], t_in[~free])
 
 
 def test_context_rows_draw_their_times_from_their_own_mean():

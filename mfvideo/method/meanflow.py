@@ -56,15 +56,15 @@ class MeanFlow:
         direction, which it can only find in the context frames. Where the context determines the class (a clip's
         frames show its digit), v_cond = v_unc at the optimum and the term vanishes: it changes how fast the model
         learns to read the context, not what it converges to. Without guidance (omega = 1, kappa = 0) it does nothing.
-    context_guidance: on rows with context frames, the unconditional velocity of the guidance is the network's with
-        neither label nor context (the context frames noised to the row's t like the rest, every frame at time t):
-        v_g = omega v + (1 - omega - kappa) v(z_t | nothing) + kappa v(z | context, y). Without it the unconditional
-        branch keeps the context, so once the model reads the context the guidance on those rows vanishes and
-        unlabelled extension learns the unguided conditional (for one-step samples: blurrier, less sure of what it
-        continues, the further from the context the more). With it the target keeps a direction towards what the
-        context shows, as classifier-free guidance on the frames does in image-to-video models, folded into training
-        so sampling stays one network call. Context rows whose label was dropped stay guided (by their true label
-        under ``context_label_guidance``, else by the context alone). Works for unconditional models too.
+    context_guidance: the share of rows with context frames whose guidance's unconditional velocity is the
+        network's with neither label nor context (the context frames noised to the row's t like the rest, every frame
+        at time t): v_g = omega v + (1 - omega - kappa) v(z_t | nothing) + kappa v(z | context, y). Otherwise the
+        unconditional branch keeps the context, so once the model reads the context the guidance on those rows
+        vanishes and unlabelled extension learns the unguided conditional. The regression learns the mean target, so
+        a share lam gives the unconditional branch (1 - lam) v(context) + lam v(nothing) at no extra cost: guidance
+        of strength lam towards what the context shows, as classifier-free guidance on the frames does in
+        image-to-video models, folded into training so sampling stays one network call. Those rows stay guided even
+        with their label dropped. Works for unconditional models too. 0: off.
     context_time_mean: the logit-normal mean of (t, r) on rows with context frames (None: ``time_mean``). Only where
         the new frames are mostly noise does the context carry what they show, and the one-step jump starts at
         t = 1; the default mean puts ~20 % of rows above t = 0.7, a mean of 1.0 ~80 %.
@@ -94,7 +94,7 @@ class MeanFlow:
     class_dropout: float = 0.0
     context_class_dropout: Optional[float] = None
     context_label_guidance: bool = False
-    context_guidance: bool = False
+    context_guidance: float = 0.0
     context_time_mean: Optional[float] = None
     context_noise: float = 0.0
     skip_jvp_when_r_eq_t: bool = True
@@ -109,6 +109,8 @@ class MeanFlow:
             raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
         if self.context_class_dropout is not None and not 0.0 <= self.context_class_dropout <= 1.0:
             raise ValueError(f"context_class_dropout must lie in [0, 1], got {self.context_class_dropout}")
+        if not 0.0 <= self.context_guidance <= 1.0:
+            raise ValueError(f"context_guidance must lie in [0, 1], got {self.context_guidance}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"context_noise must lie in [0, 1), got {self.context_noise}")
         if self.cfg_t_start > self.cfg_t_end:
@@ -233,11 +235,12 @@ class MeanFlow:
         else:
             drop = None
         z_unc = t_unc = None
-        if self.context_guidance and gen is not None:
+        if self.context_guidance > 0 and gen is not None:
+            free = has_context & (torch.rand(B, device=x.device, generator=generator) < self.context_guidance)  # (B,)
             if drop is not None:
-                drop = drop & ~has_context  # context rows stay guided, by the context at least
-            t_unc = t[:, None].expand_as(t_in)  # (B, T): every frame at the row's time, as if nothing were given
-            z_unc = (1 - bcast(t_unc, x)) * x + bcast(t_unc, x) * e
+                drop = drop & ~free  # guided by the context at least
+            t_unc = torch.where(free[:, None], t[:, None], t_in)  # (B, T): every frame at the row's time
+            z_unc = (1 - bcast(t_unc, x)) * x + bcast(t_unc, x) * e  # context frames noised like the rest
         v_g = self.guided_velocity(net, z, t, v, y_guide, t_in, z_unc, t_unc)
         if drop is not None and v_g is not v:
             v_g = torch.where(bcast(drop, v), v, v_g)  # dropped rows regress the plain v

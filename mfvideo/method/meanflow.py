@@ -64,7 +64,8 @@ class MeanFlow:
         a share lam gives the unconditional branch (1 - lam) v(context) + lam v(nothing) at no extra cost: guidance
         of strength lam towards what the context shows, as classifier-free guidance on the frames does in
         image-to-video models, folded into training so sampling stays one network call. Those rows stay guided even
-        with their label dropped. Works for unconditional models too. 0: off.
+        with their label dropped. Works for unconditional models too. Without guidance (omega = 1, kappa = 0) it
+        does nothing. 0: off.
     context_time_mean: the logit-normal mean of (t, r) on rows with context frames (None: ``time_mean``). Only where
         the new frames are mostly noise does the context carry what they show, and the one-step jump starts at
         t = 1; the default mean puts ~20 % of rows above t = 0.7, a mean of 1.0 ~80 %.

@@ -302,6 +302,71 @@ def test_context_guidance_share_drops_the_context_on_that_share_of_context_rows_
     assert torch.equal(t_unc[~free], t_in[~free])
 
 
+def test_self_context_continues_the_models_own_frames_and_scores_the_real_clip():
+    """self_context = 1: every prefix-context row with k >= 2 frames has its context frames j..k-1 replaced by the
+    network's one-step continuation of its first j real frames (j in [1, k - 1]); other rows keep real context; the
+    loss still regresses the real clip's new frames."""
+    torch.manual_seed(0)
+    net = randomize(tiny_model()).double()
+    B, T = 12, 6
+    x, e = torch.randn(B, 3, T, 8, 8, dtype=torch.float64), torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
+    mask = context_mask("first", B, T, k=4)
+    mask[8] = context_mask("first", 1, T, k=2)[0]
+    mask[9] = context_mask("first", 1, T, k=1)[0]  # too short to make frames from
+    mask[10] = context_mask("every", 1, T, n=2)[0]  # not a prefix
+    mask[11] = False  # no context
+    y = torch.arange(B) % 10
+    calls = []
+
+    def spy(z, t, r, y=None):
+        calls.append((z, t, r, y))
+        return net(z, t, r, y)
+
+    t = torch.full((B,), 0.7, dtype=torch.float64)
+    mf = MeanFlow(adaptive_p=0.0, ratio_r_neq_t=0.0, self_context=1.0)
+    loss, _ = mf.loss(spy, x, y, t=t, r=t, noise=e, context=mask, generator=torch.Generator().manual_seed(0))
+    (z1, t1, r1, y1), (z, t_in, _, _) = calls  # the one-step continuation, then the network's own forward
+    assert z1.shape[0] == 9 and torch.equal(y1, y[:9])  # the prefix rows with k >= 2, labels as the network sees them
+    given = t1 == 0  # (9, T)
+    j = given.sum(dim=1)
+    assert ((j >= 1) & (j <= mask[:9].sum(dim=1) - 1)).all() and len(set(j.tolist())) > 1
+    assert torch.equal(r1, torch.zeros_like(r1)) and ((t1 == 0) | (t1 == 1)).all()
+    g5 = given[:, None, :, None, None].expand_as(z1)
+    assert torch.equal(z1[g5], x[:9][g5])
+    with torch.no_grad():
+        made = z1 - t1[:, None, :, None, None] * net(z1, t1, r1, y1)
+    x_seen = x.clone()
+    for b in range(9):
+        x_seen[b, :, j[b] : int(mask[b].sum())] = made[b, :, j[b] : int(mask[b].sum())]
+    ctx = mask[:, None, :, None, None].expand_as(z)
+    torch.testing.assert_close(z[ctx], x_seen[ctx])  # context = real frames < j, then the model's own frames
+    assert not torch.equal(z[:9][ctx[:9]], x[:9][ctx[:9]])
+    gen = (~mask).double()[:, None, :, None, None]
+    z_exp = (1 - t_in[:, None, :, None, None]) * x_seen + t_in[:, None, :, None, None] * e
+    torch.testing.assert_close(z, z_exp)
+    expected = (((net(z_exp, t_in, t_in, y) - (e - x) * gen) * gen) ** 2).sum(dim=(1, 2, 3, 4)).mean()
+    torch.testing.assert_close(loss, expected)  # the targets are the real clip's frames
+
+
+def test_self_made_context_never_sees_the_frames_it_replaces():
+    """The made frames depend on the first j real frames only: changing every later frame leaves them as they were."""
+    torch.manual_seed(1)
+    net = randomize(tiny_model()).double()
+    B, T = 16, 6
+    x = torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, :, 1:] = torch.randn_like(x2[:, :, 1:])  # the same first frame, everything after it different
+    mask = context_mask("first", B, T, k=3)
+    mf = MeanFlow(self_context=1.0)
+    a = mf.self_made_context(net, x, mask, None, torch.Generator().manual_seed(0))
+    b = mf.self_made_context(net, x2, mask, None, torch.Generator().manual_seed(0))
+    j1 = (a[:, :, 1] != x[:, :, 1]).flatten(1).any(dim=1)  # rows made from the first frame alone: frame 1 replaced
+    assert 0 < int(j1.sum()) < B
+    torch.testing.assert_close(a[j1][:, :, :3], b[j1][:, :, :3])  # their context is the same
+    assert torch.equal(a[:, :, 3:], x[:, :, 3:])  # frames after the context are the real ones
+    assert not torch.equal(a[~j1][:, :, 2], b[~j1][:, :, 2])  # made from two real frames: frame 1 matters
+
+
 def test_context_rows_draw_their_times_from_their_own_mean():
     torch.manual_seed(0)
     x = torch.randn(512, 1, 4, 4, 4)

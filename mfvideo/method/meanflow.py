@@ -77,6 +77,14 @@ class MeanFlow:
         window); the noise is meant to hide them. The pipeline noises its own frames to ``sample.context_noise``
         when they become context. 0: clean context. Measured on the digits (README): it slows the fade, it does not
         keep the digit.
+    self_context: the share of rows whose context is a prefix of k >= 2 frames that continue the model's own frames
+        instead of real ones: from the first j real frames (j uniform in [1, k - 1]) the network makes frames j..k-1
+        in one step (no grad; the pipeline's 1-NFE extension, with the row's label as the network sees it), and those
+        replace the real frames j..k-1 as context; the new frames' targets stay the real clip. From its second window
+        on, a long extension conditions on the model's own frames, whose artefacts (dimmer ink, speckle, a glyph
+        drifting) a model trained on real context only copies and compounds; these rows teach it to continue the
+        clip behind such frames instead (as scheduled sampling and self-forcing do for autoregressive models). The
+        made frames never saw the frames they are scored on. One more forward (no grad) of those rows. 0: off.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -98,6 +106,7 @@ class MeanFlow:
     context_guidance: float = 0.0
     context_time_mean: Optional[float] = None
     context_noise: float = 0.0
+    self_context: float = 0.0
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
@@ -112,6 +121,8 @@ class MeanFlow:
             raise ValueError(f"context_class_dropout must lie in [0, 1], got {self.context_class_dropout}")
         if not 0.0 <= self.context_guidance <= 1.0:
             raise ValueError(f"context_guidance must lie in [0, 1], got {self.context_guidance}")
+        if not 0.0 <= self.self_context <= 1.0:
+            raise ValueError(f"self_context must lie in [0, 1], got {self.self_context}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"context_noise must lie in [0, 1), got {self.context_noise}")
         if self.cfg_t_start > self.cfg_t_end:
@@ -218,9 +229,6 @@ class MeanFlow:
             gen = None
             t_in, r_in, dt_tangent = t, r, torch.ones_like(t)
 
-        z = (1 - bcast(t_in, x)) * x + bcast(t_in, x) * e  # context frames: z = x
-        v = e - x
-
         # Class dropout to the null class; dropped rows regress the plain v.
         p_drop = torch.full((B,), self.class_dropout, device=x.device)
         if has_context is not None and self.context_class_dropout is not None:
@@ -235,6 +243,11 @@ class MeanFlow:
                 y_guide = y
         else:
             drop = None
+        if self.self_context > 0 and context is not None:
+            x = self.self_made_context(net, x, context, y, generator)  # context frames only; the targets stay real
+
+        z = (1 - bcast(t_in, x)) * x + bcast(t_in, x) * e  # context frames: z = x
+        v = e - x
         z_unc = t_unc = None
         if self.context_guidance > 0 and gen is not None:
             free = has_context & (torch.rand(B, device=x.device, generator=generator) < self.context_guidance)  # (B,)
@@ -263,6 +276,33 @@ class MeanFlow:
             logs["loss_mf"] = per_sample.detach()[neq].mean()  # rows with r != t
             logs["loss_fm"] = per_sample.detach()[~neq].mean()  # rows with r = t
         return loss, logs
+
+    # ----------------------------------------------------------------------------------------------------
+    def self_made_context(self, net, x: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        """x (B, C, T, ...) with the context frames j..k-1 of a ``self_context`` share of the prefix-context rows
+        replaced by the network's one-step continuation of their first j frames (see ``self_context``)."""
+        B, T = context.shape
+        frame = torch.arange(T, device=x.device)
+        k = context.sum(dim=1)  # (B,) context frames per row
+        prefix = (context == (frame[None] < k[:, None])).all(dim=1) & (k >= 2)  # (B,)
+        pick = prefix & (torch.rand(B, device=x.device, generator=generator) < self.self_context)
+        idx = pick.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return x
+        k = k[idx]
+        j = 1 + (torch.rand(idx.numel(), device=x.device, generator=generator) * (k - 1)).long().clamp_max(k - 2)
+        given = frame[None] < j[:, None]  # (n, T): the real frames the rest is made from
+        xs = x[idx]
+        e = torch.randn(xs.shape, device=x.device, dtype=x.dtype, generator=generator)
+        t1 = (~given).to(x.dtype)  # (n, T): new frames at t = 1, given ones at t = r = 0
+        z1 = torch.where(bcast(given, xs), xs, e)
+        with torch.no_grad():  # one step from t = 1 to r = 0, as the pipeline's 1-NFE window does
+            made = z1 - bcast(t1, xs) * net(z1, t1, torch.zeros_like(t1), y=_take(y, idx)).to(x.dtype)
+        swap = ~given & (frame[None] < k[:, None])  # (n, T): frames j..k-1
+        x = x.clone()
+        x[idx] = torch.where(bcast(swap, xs), made, xs)
+        return x
 
     # ----------------------------------------------------------------------------------------------------
     def predict_and_target(self, net, z, t, r, v_g, dt_tangent=None, y=None, jvp_net=None):

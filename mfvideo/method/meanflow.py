@@ -15,7 +15,7 @@ Conventions (the whole library follows them):
   there) and the loss counts only generated frames. With ``context_noise`` they sit at a small level s instead
   (t = r = s on those frames), still with no tangent.
 
-This module imports torch and nothing of ours: ``net`` is any callable.
+This module imports torch and its sibling ``samplers`` (plain functions of torch): ``net`` is any callable.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Optional
 
 import torch
 from torch.func import jvp
+
+from .samplers import meanflow_sample  # the pipeline's 1-NFE window, for self-made context
 
 
 NULL_CLASS = -1  # label of the unconditional (dropped) class
@@ -295,10 +297,7 @@ class MeanFlow:
         given = frame[None] < j[:, None]  # (n, T): the real frames the rest is made from
         xs = x[idx]
         e = torch.randn(xs.shape, device=x.device, dtype=x.dtype, generator=generator)
-        t1 = (~given).to(x.dtype)  # (n, T): new frames at t = 1, given ones at t = r = 0
-        z1 = torch.where(bcast(given, xs), xs, e)
-        with torch.no_grad():  # one step from t = 1 to r = 0, as the pipeline's 1-NFE window does
-            made = z1 - bcast(t1, xs) * net(z1, t1, torch.zeros_like(t1), y=_take(y, idx)).to(x.dtype)
+        made = meanflow_sample(net, e, _take(y, idx), steps=1, context=xs, context_mask=given).to(x.dtype)  # no grad
         swap = ~given & (frame[None] < k[:, None])  # (n, T): frames j..k-1
         x = x.clone()
         x[idx] = torch.where(bcast(swap, xs), made, xs)

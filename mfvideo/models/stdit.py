@@ -10,8 +10,10 @@ With ``clip_attention`` (factorised only) every block gains a third, zero-gated 
 after the temporal one: a moving object's new frames reach the context where it was, while the per-position temporal
 sub-layer stays as it is, so a trained factorised model gains it without changing its function.
 Every sub-layer is modulated by adaLN-Zero from c = emb_t(t) + emb_h(t - r) + emb_y(y); with ``context_summary``
-the blocks from the middle on add the pooled tokens of the context frames to c (``ContextSummary``). Times may be per clip
-(B,) or per frame (B, T): context frames of frame-conditional generation carry their own time t = r = 0.
+the blocks from the middle on add the pooled tokens of the context frames to c (``ContextSummary``); with
+``context_reader`` (class-conditional models) unlabelled rows with context frames read the class off those pooled tokens
+and take its embedding from the middle block on (``ContextReader``). Times may be per clip (B,) or per frame (B, T):
+context frames of frame-conditional generation carry their own time t = r = 0.
 
 The temporal sub-layer of each block is a separate module (``blocks.i.temporal``) with its own zero-initialised
 adaLN gate and its own temporal sin-cos positions added to its input, so a factorised or spacetime video model built
@@ -75,6 +77,13 @@ class TemporalSublayer(nn.Module):
         return x + gate * h
 
 
+def pool_context(x: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the context frames' tokens: x (B, T, N, D), clean (B, T) bool -> (B, D), and (B,) bool: any context."""
+    w = clean.to(x.dtype)[:, :, None, None]  # (B, T, 1, 1)
+    pooled = (x * w).sum(dim=(1, 2)) / (w.sum(dim=(1, 2)) * x.shape[2]).clamp_min(1)  # (B, D)
+    return pooled, clean.any(dim=1)
+
+
 class ContextSummary(nn.Module):
     """The clean (context) frames' tokens, pooled over space and time, as a vector added to the conditioning c.
 
@@ -92,10 +101,38 @@ class ContextSummary(nn.Module):
 
     def forward(self, x: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         # x: (B, T, N, D); clean: (B, T) bool, True on context frames -> (B, 1, 1, D)
-        w = clean.to(x.dtype)[:, :, None, None]  # (B, T, 1, 1)
-        pooled = (x * w).sum(dim=(1, 2)) / (w.sum(dim=(1, 2)) * x.shape[2]).clamp_min(1)  # (B, D)
-        has = clean.any(dim=1).to(x.dtype)[:, None]  # (B, 1)
-        return (self.proj(self.norm(pooled)) * has)[:, None, None]  # (B, 1, 1, D)
+        pooled, has = pool_context(x, clean)
+        return (self.proj(self.norm(pooled)) * has.to(x.dtype)[:, None])[:, None, None]  # (B, 1, 1, D)
+
+
+class ContextReader(nn.Module):
+    """Reads the class off the context frames: logits over the classes from their tokens pooled at the middle block
+    (a two-layer MLP head: on the digits it reads 0.946 of held-out clips right, a linear head 0.909).
+
+    A user's video has no label, and a class-conditional model run with the null label renders what it continues
+    from the frames alone, which the unguided null class does blurrily and with drifting identity. With a reader,
+    unlabelled rows that have context frames take the read class's embedding, sum_k p_k E_k in place of the null
+    embedding, from the middle block on; the first half of the network runs with the null label and builds the
+    features it reads (on the bundled digits model, the true label given from the middle block on keeps the context's
+    digit in 0.995 of extensions, given to every block in 0.95, the null label in 0.805). One network call, as
+    before. Labelled rows and rows without context frames are untouched. Fitted on a trained model in minutes with
+    the network frozen (``mfvideo.train.reader``, ``mfvideo-fit-reader``); a model trained with one in place learns
+    through the soft embedding too (the loss reaches the head).
+    """
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.head = nn.Sequential(Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), Linear(4 * dim, num_classes))
+
+    def features(self, x: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, has = pool_context(x, clean)
+        return self.norm(pooled), has  # (B, D), (B,)
+
+    def forward(self, x: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # x: (B, T, N, D); clean: (B, T) -> logits (B, K), has context (B,)
+        feats, has = self.features(x, clean)
+        return self.head(feats), has
 
 
 class STDiTBlock(nn.Module):
@@ -168,6 +205,7 @@ class STDiT(ModelMixin, ConfigMixin):
         attention: str = "factorised",
         context_summary: bool = False,
         clip_attention: bool = False,
+        context_reader: bool = False,
     ):
         super().__init__()
         if attention not in ATTENTION_LAYOUTS:
@@ -175,6 +213,9 @@ class STDiT(ModelMixin, ConfigMixin):
         if clip_attention and not (temporal and attention == "factorised"):
             raise ValueError("clip_attention adds a sub-layer to factorised video models only "
                              f"(attention={attention!r}, temporal={temporal})")
+        if context_reader and not (temporal and num_classes > 0):
+            raise ValueError("context_reader reads a class off context frames: it needs a class-conditional video model "
+                             f"(num_classes={num_classes}, temporal={temporal})")
         p, pt = patch_size, temporal_patch_size
         self.x_embedder = nn.Conv3d(in_channels, hidden_size, kernel_size=(pt, p, p), stride=(pt, p, p))
         self.t_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)
@@ -191,6 +232,7 @@ class STDiT(ModelMixin, ConfigMixin):
         )
         # Pooled context tokens join c from the middle block on (the first half builds the features it pools).
         self.context_embedder = ContextSummary(hidden_size) if context_summary and temporal else None
+        self.class_reader = ContextReader(hidden_size, num_classes) if context_reader else None
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
         self._pos_cache: dict = {}
         self.gradient_checkpointing = False
@@ -254,10 +296,9 @@ class STDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"per-frame times have {t.shape[1]} frames, the input has {frames}")
         return t[:, ::pt]  # (B, T')
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None):
-        image = z.ndim == 4
-        if image:
-            z = z[:, :, None]  # (B, C, 1, H, W)
+    def _embed(self, z: torch.Tensor, t, r, y):
+        """Tokens (B, T', N, D), conditioning c (B, 1 | T', 1, D), temporal positions, the context frames (B, T') or
+        None, the labels (B,) (-1: null) or None, and the grid (T', H', W')."""
         B, _, T, H, W = z.shape
         p, pt = self.config.patch_size, self.config.temporal_patch_size
         if T % pt or H % p or W % p:
@@ -274,24 +315,68 @@ class STDiT(ModelMixin, ConfigMixin):
         t = self._frame_times(torch.as_tensor(t, device=z.device), B, T)  # (B, 1 | T')
         r = self._frame_times(torch.as_tensor(r, device=z.device), B, T)
         c = self.t_embedder(t) + self.h_embedder(t - r)  # (B, 1 | T', D)
+        labels = None
         if self.y_embedder is not None:
             labels = y if y is not None else torch.full((B,), LabelEmbedder.NULL, device=z.device)
             c = c + self.y_embedder(labels)[:, None]
         elif y is not None:
             raise ValueError("this model has no classes (num_classes=0) but labels were given")
-        c = c[:, :, None]  # (B, 1 | T', 1, D)
+        # Context frames feed the summary and the reader: frames that do not move (t = r) and are less noisy than the
+        # row's new frames (t = 0, or the level s of noise-augmented context); per-clip times have none.
+        clean = None
+        if (self.context_embedder is not None or self.class_reader is not None) and t.shape[1] > 1:
+            clean = (t == r) & (t < t.amax(dim=1, keepdim=True))  # (B, T')
+        return x, c[:, :, None], pos_t, clean, labels, (tp, hp, wp)
+
+    def _read_label(self, x: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The change of c on unlabelled rows with context: expected embedding of the read class minus the null
+        embedding, (B, 1, 1, D); zero on other rows."""
+        logits, has = self.class_reader(x, clean)  # (B, K), (B,)
+        table = self.y_embedder.embedding_table.weight  # (K + 1, D): the classes, then the null row
+        p = torch.softmax(logits.float(), dim=-1).to(x.dtype)  # (B, K)
+        delta = p @ table[:-1] - table[-1]  # (B, D)
+        read = (has & (labels < 0)).to(x.dtype)[:, None]  # (B, 1)
+        return (delta * read)[:, None, None]
+
+    @torch.no_grad()
+    def read_context(self, z: torch.Tensor, t, r) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reader's logits (B, K) for clips z (B, C, T, H, W) whose context frames sit at t = r below the others
+        (per-frame times (B, T)), as the forward computes them with the null label; and (B,) bool: has context."""
+        if self.class_reader is None:
+            raise ValueError("this model has no context reader (model.context_reader=false)")
+        x, c, pos_t, clean, _, _ = self._embed(z, t, r, None)
+        if clean is None:
+            raise ValueError("read_context needs per-frame times (B, T) that mark context frames")
+        for block in self.blocks[: len(self.blocks) // 2]:
+            x = block(x, c, pos_t)
+        return self.class_reader(x, clean)
+
+    def context_features(self, z: torch.Tensor, t, r) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reader's input features (B, D) (normalised pooled context tokens at the middle block) and (B,) has
+        context: what ``fit_context_reader`` fits the head on."""
+        x, c, pos_t, clean, _, _ = self._embed(z, t, r, None)
+        if clean is None:
+            raise ValueError("context_features needs per-frame times (B, T) that mark context frames")
+        for block in self.blocks[: len(self.blocks) // 2]:
+            x = block(x, c, pos_t)
+        return self.class_reader.features(x, clean)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None):
+        image = z.ndim == 4
+        if image:
+            z = z[:, :, None]  # (B, C, 1, H, W)
+        x, c, pos_t, clean, labels, (tp, hp, wp) = self._embed(z, t, r, y)
+        p, pt = self.config.patch_size, self.config.temporal_patch_size
 
         # Activation checkpointing keeps only each block's input for the backward; never under the JVP (forward-mode AD
         # through a recomputed block is not supported, and the detached JVP keeps no graph anyway).
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and not under_forward_ad(x)
-        # Context frames feed the summary: frames that do not move (t = r) and are less noisy than the row's new frames
-        # (t = 0, or the level s of noise-augmented context); per-clip times have none.
-        clean = None
-        if self.context_embedder is not None and t.shape[1] > 1:
-            clean = (t == r) & (t < t.amax(dim=1, keepdim=True))  # (B, T')
         for i, block in enumerate(self.blocks):
             if clean is not None and i == len(self.blocks) // 2:
-                c = c + self.context_embedder(x, clean)  # (B, 1 | T', 1, D)
+                if self.context_embedder is not None:
+                    c = c + self.context_embedder(x, clean)  # (B, 1 | T', 1, D)
+                if self.class_reader is not None:
+                    c = c + self._read_label(x, clean, labels)  # unlabelled rows take the class read off the context
             if checkpointed:
                 x = self._gradient_checkpointing_func(block, x, c, pos_t)  # (B, T', N, D)
             else:

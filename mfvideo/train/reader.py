@@ -1,0 +1,161 @@
+"""Fit a trained class-conditional model's context reader (``STDiT.context_reader``) with the network frozen.
+
+The reader is a small MLP head over the context frames' tokens pooled at the middle block, exactly as the forward
+computes them for an unlabelled row (null label, context frames at t = r = 0, the other frames at the window's time).
+Fitting it is a classifier on those features: one no-grad pass of half the network over ``num_clips``
+training clips under the masks and times the samplers use, then minibatch optimisation of the head. Minutes on a
+CPU for the digits model; the generator's weights are not touched, so generation with a label, and every row without
+context, are exactly the model's as before.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from ..method.masks import sample_context_masks
+
+log = logging.getLogger(__name__)
+
+SAMPLER_TIMES = ((1.0, 0.0), (1.0, 0.5), (0.5, 0.0))  # (t, r) of 1-NFE and 2-NFE windows
+
+
+def draw_times(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, r) per row, (B,) each: half the rows at the samplers' own (t, r), the rest t ~ U(0, 1), r in [0, t]
+    (a quarter of those with r = t, as Euler steps use)."""
+    fixed = torch.tensor(SAMPLER_TIMES)[torch.randint(0, len(SAMPLER_TIMES), (batch,), generator=generator)]
+    t = torch.rand(batch, generator=generator).clamp_min(1e-3)
+    r = t * torch.rand(batch, generator=generator) * (torch.rand(batch, generator=generator) > 0.25)
+    pick = torch.rand(batch, generator=generator) < 0.5
+    return torch.where(pick, fixed[:, 0], t), torch.where(pick, fixed[:, 1], r)
+
+
+@torch.no_grad()
+def reader_features(model, x: torch.Tensor, masks: dict, max_context: int | None, generator: torch.Generator
+                    ) -> torch.Tensor:
+    """The reader's input features (B, D) for clean latents x (B, C, T, H, W) under one drawn context mask and
+    (t, r) per row: context frames clean at t = r = 0, the others noised to t."""
+    B, _, T = x.shape[:3]
+    ctx = sample_context_masks(B, T, masks, max_context, generator=generator).to(x.device)  # (B, T)
+    t, r = (a.to(x.device, x.dtype) for a in draw_times(B, generator))
+    gen = (~ctx).to(x.dtype)
+    t_in, r_in = t[:, None] * gen, r[:, None] * gen  # (B, T)
+    e = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    tb = t_in[:, None, :, None, None]
+    z = (1 - tb) * x + tb * e
+    feats, _ = model.context_features(z, t_in, r_in)
+    return feats
+
+
+def fit_context_reader(model, clips, labels, masks: dict, max_context: int | None = None, val_clips=None,
+                       val_labels=None, steps: int = 600, lr: float = 3e-3, weight_decay: float = 1e-4,
+                       batch_size: int = 4096, seed: int = 0, feature_batch: int = 500) -> dict:
+    """Fit ``model.class_reader.head`` to read ``labels`` (N,) off ``clips`` (N, C, T, H, W) latents.
+
+    ``masks``: context-mask kinds -> weights (``train.context_masks``; "none" is dropped: a reader needs context).
+    Each clip is seen under one drawn mask and (t, r); the head is fitted by AdamW on the cross-entropy of
+    ``batch_size`` features per step. Returns train (and, with ``val_*``, held-out) accuracy and loss. The network's
+    other weights are not changed.
+    """
+    if model.class_reader is None:
+        raise ValueError("this model has no context reader: build it with model.context_reader=true")
+    masks = {k: w for k, w in masks.items() if k != "none" and w > 0}
+    if not masks:
+        raise ValueError("fitting a context reader needs context masks other than 'none'")
+    g = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+
+    def features(xs):
+        return torch.cat([reader_features(model, xs[i : i + feature_batch], masks, max_context, g)
+                          for i in range(0, xs.shape[0], feature_batch)])
+
+    feats, y = features(clips), torch.as_tensor(labels).long().to(clips.device)
+    head = model.class_reader.head
+    params = list(head.parameters())
+    requires = [q.requires_grad for q in params]
+    for q in params:
+        q.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    with torch.enable_grad():
+        for _ in range(steps):
+            idx = torch.randint(0, y.shape[0], (min(batch_size, y.shape[0]),), generator=g).to(y.device)
+            loss = F.cross_entropy(head(feats[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for q, req in zip(params, requires):
+        q.requires_grad_(req)
+        q.grad = None
+
+    def score(f, t):
+        with torch.no_grad():
+            logits = head(f)
+        return float((logits.argmax(1) == t).float().mean()), float(F.cross_entropy(logits, t))
+
+    acc, loss = score(feats, y)
+    stats = {"train_accuracy": acc, "train_loss": loss, "clips": int(y.shape[0])}
+    if val_clips is not None:
+        vy = torch.as_tensor(val_labels).long().to(val_clips.device)
+        acc, loss = score(features(val_clips), vy)
+        stats.update(val_accuracy=acc, val_loss=loss)
+    model.train(was_training)
+    log.info("context reader fitted: %s", stats)
+    return stats
+
+
+def load_clips(data_cfg, codec, split: str, n: int, start: int = 0, batch_size: int = 256):
+    """The first n items of a split from ``start`` as latents (n, C, T, h, w) and their labels (n,)."""
+    from ..data import build_dataset
+
+    ds = build_dataset(data_cfg, split=split)
+    if len(ds) < start + n:
+        raise ValueError(f"the {split} split has {len(ds)} clips; {start + n} requested for the context reader")
+    xs, ys = [], []
+    for i in range(start, start + n, batch_size):
+        items = [ds[j] for j in range(i, min(i + batch_size, start + n))]
+        x = torch.stack([it["x"] for it in items])
+        with torch.no_grad():
+            xs.append(x if data_cfg.kind == "latent_cache" else codec.encode(x.to(codec_device(codec))).cpu())
+        ys.append(torch.tensor([int(it["y"]) for it in items]))
+    y = torch.cat(ys)
+    if bool((y < 0).any()):
+        raise ValueError(f"the {split} split has unlabelled clips: a context reader needs class labels")
+    return torch.cat(xs), y
+
+
+def codec_device(codec) -> torch.device:
+    p = next(iter(codec.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def add_context_reader(pipe, num_clips: int = 60000, val_clips: int = 3000, seed: int = 0, **fit_kw) -> dict:
+    """Give a pipeline's class-conditional video model a context reader fitted on its own training data
+    (``cfg.data``, train split; held-out score on the test split), in place. Returns the fit's statistics."""
+    from ..builders import build_model
+
+    cfg = pipe.cfg
+    if not cfg.model.num_classes or not cfg.model.temporal:
+        raise ValueError("a context reader needs a class-conditional video model "
+                         f"(num_classes={cfg.model.num_classes}, temporal={cfg.model.temporal})")
+    old = pipe.transformer
+    if old.class_reader is None:
+        cfg.model.context_reader = True
+        model = build_model(cfg.model).to(next(old.parameters()).device)
+        missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("class_reader.") for k in missing):
+            raise ValueError(f"cannot add a context reader: unexpected {unexpected}, missing {missing}")
+    else:
+        model = old
+    device = next(model.parameters()).device
+    x, y = load_clips(cfg.data, pipe.codec, "train", num_clips)
+    vx = vy = None
+    if val_clips:
+        vx, vy = load_clips(cfg.data, pipe.codec, "test", val_clips)
+        vx = vx.to(device)
+    stats = fit_context_reader(model, x.to(device), y, dict(cfg.train.context_masks), cfg.train.max_context_frames,
+                               vx, vy, seed=seed, **fit_kw)
+    pipe.register_modules(transformer=model.eval())
+    return stats

@@ -1,0 +1,168 @@
+"""The context reader: unlabelled rows with context read the class off it and take its embedding from the middle
+block on; labelled rows and rows without context are untouched; fitting it changes nothing else."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import randomize, tiny_model
+from mfvideo.models.embeddings import LabelEmbedder
+
+
+def _pair(depth=4, **kw):
+    """A model with a reader and the same model without one (shared weights), float64."""
+    torch.manual_seed(0)
+    base = randomize(tiny_model(depth=depth, **kw)).double()
+    model = tiny_model(depth=depth, context_reader=True, **kw).double()
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("class_reader.") for k in missing) and missing
+    randomize(model.class_reader, std=0.3, seed=2)
+    return base, model
+
+
+def _inputs():
+    z = torch.randn(4, 3, 4, 8, 8, dtype=torch.float64)
+    ctx = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    t = (1.0 - ctx.double()) * torch.tensor([1.0, 0.7, 0.6, 0.9], dtype=torch.float64)[:, None]
+    return z, t, torch.zeros_like(t)
+
+
+def _with_label_from(base, block, y):
+    """Reference, independent of the model's own code: ``base`` run with the null label, the conditioning of every
+    block from ``block`` on (and of the final layer) shifted by E_y - E_null (hooks on their inputs)."""
+    table = base.y_embedder.embedding_table.weight
+    delta = (table[y] - table[-1])[:, None, None]  # (B, 1, 1, D), against c (B, 1 | T, 1, D)
+
+    def shift(_, args):
+        x, c, *rest = args
+        return (x, c + delta, *rest)
+
+    hooks = [b.register_forward_pre_hook(shift) for b in base.blocks[block:]]
+    hooks.append(base.final_layer.register_forward_pre_hook(shift))
+    return hooks
+
+
+def test_reader_leaves_labelled_rows_and_rows_without_context_unchanged():
+    base, model = _pair()
+    z, t, r = _inputs()
+    with torch.no_grad():
+        y = torch.tensor([3, 1, -1, 7])  # labelled rows 0, 1, 3; row 2 has no context
+        torch.testing.assert_close(model(z, t, r, y), base(z, t, r, y), rtol=0, atol=0)
+        per_clip = torch.tensor([0.9, 0.5, 0.3, 1.0], dtype=torch.float64)  # one time per clip: no context at all
+        null = torch.full((4,), -1)
+        torch.testing.assert_close(model(z, per_clip, per_clip * 0, null), base(z, per_clip, per_clip * 0, null),
+                                   rtol=0, atol=0)
+        moved = (model(z, t, r, null) - base(z, t, r, null)).abs().flatten(1).amax(1)
+        assert (moved[[0, 1, 3]] > 1e-6).all() and moved[2] == 0  # unlabelled rows with context read a class
+
+
+def test_confident_reader_equals_the_label_given_from_the_middle_block_on():
+    base, model = _pair(depth=4)
+    z, t, r = _inputs()
+    y_read = torch.tensor([3, 1, 0, 7])
+    head = model.class_reader.head[-1]
+    with torch.no_grad():  # a reader that reads y_read with certainty: logits +-200 from its bias alone
+        rows = []
+        for i in range(4):  # per-row logits need a per-row input: make the head constant per row via the bias
+            head.weight.zero_()
+            head.bias.fill_(-200.0)
+            head.bias[y_read[i]] = 200.0
+            rows.append(model(z[i : i + 1], t[i : i + 1], r[i : i + 1], torch.tensor([-1]))[0])
+        out = torch.stack(rows)
+        hooks = _with_label_from(base, 2, y_read)
+        try:
+            ref = base(z, t, r, torch.full((4,), -1))
+        finally:
+            for h in hooks:
+                h.remove()
+        plain = base(z, t, r, torch.full((4,), -1))
+    for i in (0, 1, 3):
+        torch.testing.assert_close(out[i], ref[i], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[2], plain[2], rtol=1e-10, atol=1e-12)  # no context: nothing read (batch of 1 vs 4)
+    assert (ref[0] - plain[0]).abs().max() > 1e-4  # the reference is not trivially the null model
+
+
+def test_reader_is_soft_and_differentiable_and_its_jvp_matches_finite_differences():
+    from mfvideo.method import MeanFlow
+
+    _, model = _pair(depth=2)
+    z, t, r = _inputs()
+    t, r = t * 0.8, t * 0.3
+    y = torch.full((4,), -1)
+    v = torch.randn_like(z) * (t != 0).double()[:, None, :, None, None]
+    gen = (t != 0).double()
+    _, u_tgt = MeanFlow().predict_and_target(model, z, t, r, v, dt_tangent=gen, y=y)
+    eps = 1e-6
+    with torch.no_grad():
+        plus = model(z + eps * v, t + eps * gen, r, y)
+        minus = model(z - eps * v, t - eps * gen, r, y)
+    expected = v - (t - r)[:, None, :, None, None] * (plus - minus) / (2 * eps)
+    torch.testing.assert_close(u_tgt, expected, rtol=1e-5, atol=1e-5)
+    model.zero_grad()
+    model(z, t, r, y).square().sum().backward()
+    assert model.class_reader.head[0].weight.grad.abs().sum() > 0  # the loss reaches the reader
+
+
+def test_reader_needs_a_class_conditional_video_model():
+    with pytest.raises(ValueError, match="class-conditional video model"):
+        tiny_model(num_classes=0, context_reader=True)
+    with pytest.raises(ValueError, match="class-conditional video model"):
+        tiny_model(temporal=False, context_reader=True)
+    model = tiny_model(context_reader=True)
+    with pytest.raises(ValueError, match="per-frame times"):
+        model.read_context(torch.randn(1, 3, 4, 8, 8), torch.tensor([0.5]), torch.tensor([0.5]))
+
+
+def test_fitted_reader_reads_held_out_digits_and_changes_nothing_else():
+    """On the bundled digits model: fitted on 3,000 training clips it reads the digit of held-out clips (other
+    handwriting) far above chance, in the null-label extension setting too; only the reader's head changes."""
+    from mfvideo.builders import build_model
+    from mfvideo.pipeline import MFVideoPipeline
+    from mfvideo.train.reader import fit_context_reader, load_clips
+
+    pipe = MFVideoPipeline.from_pretrained()
+    cfg = pipe.cfg
+    cfg.model.context_reader = True
+    model = build_model(cfg.model).eval()
+    model.load_state_dict(pipe.transformer.state_dict(), strict=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = load_clips(cfg.data, pipe.codec, "train", 3000)
+    vx, vy = load_clips(cfg.data, pipe.codec, "test", 500)
+    stats = fit_context_reader(model, x, y, dict(cfg.train.context_masks), cfg.train.max_context_frames, vx, vy,
+                               steps=300)
+    assert stats["val_accuracy"] > 0.75, stats  # chance is 0.1
+    after = model.state_dict()
+    changed = [k for k in after if not torch.equal(after[k], before[k])]
+    assert changed and all(k.startswith("class_reader.head.") for k in changed)
+    # The extension setting: 4 clean frames, 4 new ones at t = 1.
+    t = torch.tensor([0.0] * 4 + [1.0] * 4).expand(vx.shape[0], 8)
+    logits, has = model.read_context(torch.cat([vx[:, :, :4], torch.randn_like(vx[:, :, 4:])], 2), t, torch.zeros_like(t))
+    assert has.all() and (logits.argmax(1) == vy).float().mean() > 0.8
+
+
+def test_fit_reader_cli_writes_a_loadable_pipeline_and_refuses_unconditional_models(tmp_path):
+    from mfvideo.pipeline import MFVideoPipeline
+    from mfvideo.train.reader import add_context_reader
+
+    out = tmp_path / "with_reader"
+    cmd = [sys.executable, "-m", "mfvideo.cli.fit_reader", "--out", str(out), "--clips", "300", "--val-clips", "100",
+           "--steps", "20"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "held-out" in res.stdout and (out / "context_reader.json").is_file()
+    pipe = MFVideoPipeline.from_pretrained(out)
+    assert pipe.transformer.class_reader is not None and pipe.cfg.model.context_reader
+    # the generator is the bundled one: a labelled clip is unchanged
+    bundled = MFVideoPipeline.from_pretrained()
+    a = pipe.generate(class_labels=[3], seed=0, output_type="pt").frames
+    b = bundled.generate(class_labels=[3], seed=0, output_type="pt").frames
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # a user mistake: one line, exit 2
+    res = subprocess.run([sys.executable, "-m", "mfvideo.cli.fit_reader", str(out), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "source folder itself" in res.stderr and "Traceback" not in res.stderr
+    bundled.cfg.model.num_classes = 0
+    with pytest.raises(ValueError, match="class-conditional video model"):
+        add_context_reader(bundled, 10, 0)

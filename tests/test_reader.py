@@ -4,6 +4,7 @@ block on; labelled rows and rows without context are untouched; fitting it chang
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +167,31 @@ def test_fit_reader_cli_writes_a_loadable_pipeline_and_refuses_unconditional_mod
     bundled.cfg.model.num_classes = 0
     with pytest.raises(ValueError, match="class-conditional video model"):
         add_context_reader(bundled, 10, 0)
+
+
+def test_extend_holds_the_reading_of_the_given_video_for_every_window():
+    """The bundled model reads the class off the given frames once and holds it over later windows (whose context
+    is its own frames); ``reread_context`` reads each window. The first window is the same either way."""
+    from mfvideo.eval.digits import real_clips
+    from mfvideo.pipeline import MFVideoPipeline
+
+    pipe = MFVideoPipeline.from_pretrained()
+    d = pipe.cfg.data
+    clips, labels = real_clips(20, "test", 4, d.resolution, d.digit_size, d.speed, seed=d.seed + 4)
+    calls = []
+    hook = pipe.transformer.class_reader.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        held = pipe.extend(clips, num_new_frames=12, context_frames=4, seed=0, output_type="uint8")
+        n_held, calls[:] = len(calls), []
+        reread = pipe.extend(clips, num_new_frames=12, context_frames=4, seed=0, output_type="uint8",
+                             reread_context=True)
+        n_reread = len(calls)
+    finally:
+        hook.remove()
+    assert n_held == 1 and n_reread == 1 + 3  # one reading in all vs the reported one + one per window (3 windows)
+    np.testing.assert_array_equal(held.frames[:, :8], reread.frames[:, :8])  # the first window: the same reading
+    assert (held.frames[:, 8:] != reread.frames[:, 8:]).any()
+    assert reread.class_labels is not None and (held.class_labels == reread.class_labels).all()
+    assert (held.class_labels == labels).mean() >= 0.8  # the read digits (chance 0.1)
+    labelled = pipe.extend(clips[:2], num_new_frames=4, context_frames=4, seed=0, class_labels=[1, -1])
+    assert labelled.class_labels[0] == -1 and labelled.class_labels[1] >= 0  # only the unlabelled row is read

@@ -25,6 +25,9 @@ def main(argv=None):
     p.add_argument("--context-noise", type=float, default=None,
                    help="noise level in [0, 1) of the model's own frames when they become context (default: the "
                         "model's sample.context_noise)")
+    p.add_argument("--reread-context", action="store_true",
+                   help="a model with a context reader reads every window's own context instead of holding what it "
+                        "read off the input (for videos whose content changes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None)
     p.add_argument("--device", type=device, default="cpu")
@@ -42,8 +45,9 @@ def main(argv=None):
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
     out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
                       class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
-                      sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise)
-    if out.class_labels is not None:
+                      sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
+                      reread_context=args.reread_context)
+    if out.class_labels is not None and int(out.class_labels[0]) >= 0:
         c = str(int(out.class_labels[0]))
         print(f"class read from the context: {c} ({pipe.labels.get(c, c)})")
     save_video(out.frames[0], out_path, fps=args.fps or out.fps)

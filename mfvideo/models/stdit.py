@@ -328,12 +328,17 @@ class STDiT(ModelMixin, ConfigMixin):
             clean = (t == r) & (t < t.amax(dim=1, keepdim=True))  # (B, T')
         return x, c[:, :, None], pos_t, clean, labels, (tp, hp, wp)
 
-    def _read_label(self, x: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The change of c on unlabelled rows with context: expected embedding of the read class minus the null
-        embedding, (B, 1, 1, D); zero on other rows."""
-        logits, has = self.class_reader(x, clean)  # (B, K), (B,)
+    def _read_label(self, x: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor,
+                    class_probs: torch.Tensor | None = None) -> torch.Tensor:
+        """The change of c on unlabelled rows with context: expected embedding of the read class (or of
+        ``class_probs`` (B, K), a reading held from earlier) minus the null embedding, (B, 1, 1, D); zero on other
+        rows."""
+        if class_probs is None:
+            logits, has = self.class_reader(x, clean)  # (B, K), (B,)
+            p = torch.softmax(logits.float(), dim=-1).to(x.dtype)  # (B, K)
+        else:
+            p, has = class_probs.to(x.dtype), clean.any(dim=1)
         table = self.y_embedder.embedding_table.weight  # (K + 1, D): the classes, then the null row
-        p = torch.softmax(logits.float(), dim=-1).to(x.dtype)  # (B, K)
         delta = p @ table[:-1] - table[-1]  # (B, D)
         read = (has & (labels < 0)).to(x.dtype)[:, None]  # (B, 1)
         return (delta * read)[:, None, None]
@@ -361,7 +366,13 @@ class STDiT(ModelMixin, ConfigMixin):
             x = block(x, c, pos_t)
         return self.class_reader.features(x, clean)
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None):
+    def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None,
+                class_probs: torch.Tensor | None = None):
+        """``class_probs`` (B, K): for a model with a context reader, the class distribution unlabelled rows with
+        context take instead of reading their own context (the pipeline holds the reading of a given video for every
+        window of a long extension)."""
+        if class_probs is not None and self.class_reader is None:
+            raise ValueError("class_probs needs a model with a context reader (model.context_reader=true)")
         image = z.ndim == 4
         if image:
             z = z[:, :, None]  # (B, C, 1, H, W)
@@ -376,7 +387,7 @@ class STDiT(ModelMixin, ConfigMixin):
                 if self.context_embedder is not None:
                     c = c + self.context_embedder(x, clean)  # (B, 1 | T', 1, D)
                 if self.class_reader is not None:
-                    c = c + self._read_label(x, clean, labels)  # unlabelled rows take the class read off the context
+                    c = c + self._read_label(x, clean, labels, class_probs)  # unlabelled rows: the class read off the context
             if checkpointed:
                 x = self._gradient_checkpointing_func(block, x, c, pos_t)  # (B, T', N, D)
             else:

@@ -21,6 +21,8 @@ the instantaneous velocity u(z, t, t); the default, with 50 steps, for a model t
 
 from __future__ import annotations
 
+import functools
+
 import json
 import logging
 from dataclasses import dataclass
@@ -47,7 +49,8 @@ SHIM = "pipeline.py"  # what diffusers' custom_pipeline loads: one import, nothi
 @dataclass
 class MFVideoPipelineOutput(BaseOutput):
     """``frames``: (B, T, H, W, 3) as ``output_type`` asked; ``fps``: the model's frame rate; ``class_labels``: the
-    class ids read from the given frames when ``infer_label=True`` (else None)."""
+    class ids read from the given frames when ``infer_label=True``, or by the model's context reader in an unlabelled
+    ``extend`` (-1 for rows that were given a label); else None."""
 
     frames: Union[np.ndarray, torch.Tensor, list]
     fps: float
@@ -229,9 +232,27 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"steps must be >= 1, got {steps}")
         return sampler, steps
 
-    def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None, context_noise: float = 0.0):
-        return sample(self.transformer, noise, how[0], how[1], y=y, context=context, context_mask=mask,
-                      context_noise=context_noise)
+    def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None, context_noise: float = 0.0,
+                class_probs=None):
+        net = self.transformer if class_probs is None else functools.partial(self.transformer, class_probs=class_probs)
+        return sample(net, noise, how[0], how[1], y=y, context=context, context_mask=mask, context_noise=context_noise)
+
+    def _read_given(self, noise, y, context, mask) -> torch.Tensor | None:
+        """The context reader's class distribution (B, K) for the first window of an extension (the given video as
+        context, the new frames pure noise at t = 1), logged; None when the model has no reader or every row has a
+        label."""
+        net = self.transformer
+        if getattr(net, "class_reader", None) is None or (y is not None and bool((y >= 0).all())):
+            return None
+        m = mask.to(noise.dtype)
+        t = 1.0 - m  # (B, T): context at t = r = 0, new frames at t = 1
+        logits, _ = net.read_context(torch.where(mask[:, None, :, None, None], context, noise), t, torch.zeros_like(t))
+        probs = torch.softmax(logits.float(), dim=-1)
+        top, ids = probs.max(dim=1)
+        names = [self.labels.get(str(int(c)), str(int(c))) for c in ids]
+        log.info("class read off the given frames by the context reader: %s (p %s)", ", ".join(names),
+                 ", ".join(f"{float(p):.2f}" for p in top))
+        return probs
 
     def resolve_context_noise(self, context_noise: float | None) -> float:
         """The noise level given to generated frames that become context (default: the model's
@@ -321,14 +342,15 @@ class MFVideoPipeline(DiffusionPipeline):
         frames = self.codec.decode_frames(latents)[:, :num_frames]  # (B, first, H, W, 3)
         if num_frames > frames.shape[1]:
             k = self._context_latents(context_frames)
-            frames = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g, s, s)
+            frames, _ = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g, s, s)
         return self._output(frames, output_type, return_dict)
 
     @torch.no_grad()
     def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
                class_labels=None, seed: int | None = None, sampler: str | None = None,
                generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
-               return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None):
+               return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None,
+               reread_context: bool = False):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
         ``video``: a file path, or frames (T, H, W, 3) / (B, T, H, W, 3) as uint8 or float in [0, 1].
@@ -337,8 +359,11 @@ class MFVideoPipeline(DiffusionPipeline):
         does not grow with the input's resolution; with ``include_input=False`` only its last ``context_frames`` are
         decoded and the output holds the context and the new frames.
 
-        An unlabelled video runs with the null label: the model reads what it continues from the context frames.
-        ``infer_label=True`` (class-conditional models) first reads the class off the context with the model
+        An unlabelled video runs with the null label: the model reads what it continues from the context frames. A model
+        with a context reader (``model.context_reader``, the bundled one) reads the class off the given video in the
+        first window and holds that reading for every later window, whose context is the model's own frames
+        (``reread_context=True``: every window reads its own context, for videos whose content changes); the read
+        ids come back in ``class_labels``. ``infer_label=True`` (class-conditional models) first reads the class off the context with the model
         itself (a diffusion classifier: 8 x classes network calls per clip) and conditions on it; the ids come back
         in ``class_labels``.
 
@@ -361,8 +386,9 @@ class MFVideoPipeline(DiffusionPipeline):
         g = self._generator(seed, generator)
         ctx = self.codec.encode_frames(frames[:, frames.shape[1] - k_pix :], self.cfg.data.channels)  # (B, C, k, h, w)
         y = self._labels_for(ctx, class_labels, infer_label)
-        frames = self._continue(frames, ctx, int(num_new_frames), y, how, g, 0.0, s)
-        return self._output(frames, output_type, return_dict, y if infer_label else None)
+        frames, read = self._continue(frames, ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
+                                     report_read=True)
+        return self._output(frames, output_type, return_dict, y if infer_label else read)
 
     def _context_latents(self, k_pix: int | None) -> int:
         """Context pixel frames -> context latent frames, within [1, latent window - 1]."""
@@ -373,18 +399,20 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"context_frames must lie in [1, {most}] for a {self.window}-frame window, got {k_pix}")
         return k
 
-    def _continue(self, frames, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0
-                  ) -> np.ndarray:
+    def _continue(self, frames, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
+                  hold_read: bool = False, report_read: bool = False) -> tuple[np.ndarray, torch.Tensor | None]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
-        ``noise_next``.
+        ``noise_next``. With ``report_read`` (a model with a context reader), the class is read off the first window's
+        context and returned as ids (B,) (-1 on labelled rows; else None) beside the frames; with ``hold_read`` too,
+        that reading holds for every window.
 
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
         just the new latents; a causal VAE decodes the whole window and its last f x new frames are kept.
         """
         codec = self.codec
         f, w, k = codec.temporal_factor, self.latent_window, ctx.shape[2]
-        out, made = [frames], 0
+        out, made, probs, read = [frames], 0, None, None
         while made < num_new:
             new = w - k if f > 1 else min(w - k, num_new - made)
             noise = self._noise(ctx.shape[0], self._pixel_frames(k + new), g)  # (B, C, k + new, h, w)
@@ -392,12 +420,17 @@ class MFVideoPipeline(DiffusionPipeline):
             mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool, device=self.device)
             mask[:, :k] = True
             level = noise_first if made == 0 else noise_next
-            window = self._sample(noise, y, how, context, mask, level)  # (B, C, k + new, h, w)
+            if report_read and made == 0 and level == 0:
+                probs = self._read_given(noise, y, context, mask)  # (B, K) or None
+                if probs is not None:
+                    read = probs.argmax(dim=1) if y is None else torch.where(y < 0, probs.argmax(dim=1), -1)
+            held = probs if hold_read else None
+            window = self._sample(noise, y, how, context, mask, level, held)  # (B, C, k + new, h, w)
             pix = codec.decode_frames(window[:, :, k:]) if f == 1 else codec.decode_frames(window)[:, -f * new :]
             out.append(pix[:, : num_new - made])
             made += pix.shape[1]
             ctx = window[:, :, -k:]
-        return np.concatenate(out, axis=1)
+        return np.concatenate(out, axis=1), read
 
     @torch.no_grad()
     def condition(self, frames, frame_indices, num_frames: int | None = None, class_labels=None,

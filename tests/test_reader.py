@@ -106,6 +106,34 @@ def test_reader_is_soft_and_differentiable_and_its_jvp_matches_finite_difference
     assert model.class_reader.head[0].weight.grad.abs().sum() > 0  # the loss reaches the reader
 
 
+def test_a_held_reading_of_the_same_input_reproduces_the_forward_and_of_another_holds_it():
+    base, model = _pair(depth=4, context_summary=True)
+    randomize(model.context_embedder, std=0.3, seed=3)
+    z, t, r = _inputs()
+    y = torch.tensor([-1, 2, -1, -1])
+    with torch.no_grad():
+        own = model.read_context(z, t, r, y)
+        torch.testing.assert_close(model(z, t, r, y, reading=own), model(z, t, r, y), rtol=1e-12, atol=1e-12)
+        other = torch.randn_like(z)
+        other[:, :, :1] = z[:, :, :1]
+        held = model(other, t, r, y, reading=own)
+        assert (held - model(other, t, r, y))[[0, 1, 3]].abs().amax() > 1e-6  # the held reading is used
+        # ... and is all the context frames feed beyond the temporal paths: shut those, and the new frames of
+        # `other` with the held reading no longer depend on other's context frames
+        for block in model.blocks:
+            block.temporal.adaLN_modulation[-1].weight.zero_()
+            block.temporal.adaLN_modulation[-1].bias.zero_()
+        model.temporal_pos_gate.zero_()
+        own = model.read_context(z, t, r, y)
+        moved = other.clone()
+        moved[:, :, 0] = torch.randn_like(moved[:, :, 0])
+        a, b = model(other, t, r, y, reading=own), model(moved, t, r, y, reading=own)
+        gen = t[:, None, :, None, None].expand_as(a) > 0
+        gen[2] = False  # row 2 has no context: its frame 0 is a new frame, changed on purpose
+        torch.testing.assert_close(a[gen], b[gen], rtol=1e-12, atol=1e-12)
+        assert (model(moved, t, r, y) - model(other, t, r, y))[gen].abs().max() > 1e-6  # read afresh, they do
+
+
 def test_reader_needs_a_class_conditional_video_model():
     with pytest.raises(ValueError, match="class-conditional video model"):
         tiny_model(num_classes=0, context_reader=True)
@@ -139,8 +167,8 @@ def test_fitted_reader_reads_held_out_digits_and_changes_nothing_else():
     assert changed and all(k.startswith("class_reader.head.") for k in changed)
     # The extension setting: 4 clean frames, 4 new ones at t = 1.
     t = torch.tensor([0.0] * 4 + [1.0] * 4).expand(vx.shape[0], 8)
-    logits, has = model.read_context(torch.cat([vx[:, :, :4], torch.randn_like(vx[:, :, 4:])], 2), t, torch.zeros_like(t))
-    assert has.all() and (logits.argmax(1) == vy).float().mean() > 0.8
+    reading = model.read_context(torch.cat([vx[:, :, :4], torch.randn_like(vx[:, :, 4:])], 2), t, torch.zeros_like(t))
+    assert reading.has_context.all() and (reading.class_probs.argmax(1) == vy).float().mean() > 0.8
 
 
 def test_fit_reader_cli_writes_a_loadable_pipeline_and_refuses_unconditional_models(tmp_path):
@@ -178,17 +206,22 @@ def test_extend_holds_the_reading_of_the_given_video_for_every_window():
     pipe = MFVideoPipeline.from_pretrained()
     d = pipe.cfg.data
     clips, labels = real_clips(20, "test", 4, d.resolution, d.digit_size, d.speed, seed=d.seed + 4)
-    calls = []
-    hook = pipe.transformer.class_reader.register_forward_hook(lambda *a: calls.append(1))
+    calls = {"reader": 0, "summary": 0}
+    net = pipe.transformer
+    hooks = [net.class_reader.register_forward_hook(lambda *a: calls.__setitem__("reader", calls["reader"] + 1)),
+             net.context_embedder.register_forward_hook(lambda *a: calls.__setitem__("summary", calls["summary"] + 1))]
     try:
         held = pipe.extend(clips, num_new_frames=12, context_frames=4, seed=0, output_type="uint8")
-        n_held, calls[:] = len(calls), []
+        n_held = dict(calls)
+        calls.update(reader=0, summary=0)
         reread = pipe.extend(clips, num_new_frames=12, context_frames=4, seed=0, output_type="uint8",
                              reread_context=True)
-        n_reread = len(calls)
+        n_reread = dict(calls)
     finally:
-        hook.remove()
-    assert n_held == 1 and n_reread == 1 + 3  # one reading in all vs the reported one + one per window (3 windows)
+        for h in hooks:
+            h.remove()
+    # one reading in all vs the reported one + one per window (3 windows), for the class and the summary alike
+    assert n_held == {"reader": 1, "summary": 1} and n_reread == {"reader": 1 + 3, "summary": 1 + 3}
     np.testing.assert_array_equal(held.frames[:, :8], reread.frames[:, :8])  # the first window: the same reading
     assert (held.frames[:, 8:] != reread.frames[:, 8:]).any()
     assert reread.class_labels is not None and (held.class_labels == reread.class_labels).all()

@@ -25,6 +25,9 @@ accepted and the parameter count is the DiT's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -75,6 +78,17 @@ class TemporalSublayer(nn.Module):
         else:
             h = rearrange(self.attn(rearrange(h, "b t n d -> (b n) t d")), "(b n) t d -> b t n d", b=x.shape[0])
         return x + gate * h
+
+
+@dataclass
+class ContextReading:
+    """What a forward takes from a clip's context frames at the middle block (``STDiT.read_context``): the summary
+    added to c (B, 1, 1, D) and the reader's class distribution (B, K), None where the model has no such part, and
+    (B,) bool, which rows had context."""
+
+    summary: Optional[torch.Tensor]
+    class_probs: Optional[torch.Tensor]
+    has_context: torch.Tensor
 
 
 def pool_context(x: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -344,17 +358,23 @@ class STDiT(ModelMixin, ConfigMixin):
         return (delta * read)[:, None, None]
 
     @torch.no_grad()
-    def read_context(self, z: torch.Tensor, t, r) -> tuple[torch.Tensor, torch.Tensor]:
-        """The reader's logits (B, K) for clips z (B, C, T, H, W) whose context frames sit at t = r below the others
-        (per-frame times (B, T)), as the forward computes them with the null label; and (B,) bool: has context."""
-        if self.class_reader is None:
-            raise ValueError("this model has no context reader (model.context_reader=false)")
-        x, c, pos_t, clean, _, _ = self._embed(z, t, r, None)
+    def read_context(self, z: torch.Tensor, t, r, y: torch.Tensor | None = None) -> "ContextReading":
+        """What the forward takes from the context frames of clips z (B, C, T, H, W) at the middle block (context
+        frames at t = r below the others, per-frame times (B, T); labels y as in the forward): the summary, the
+        reader's class distribution, and which rows have context. Given back to the forward as ``reading``, it
+        reproduces that forward on the same input; on another input (a later window) it holds what was read."""
+        x, c, pos_t, clean, labels, _ = self._embed(z, t, r, y)
         if clean is None:
-            raise ValueError("read_context needs per-frame times (B, T) that mark context frames")
+            raise ValueError("read_context needs per-frame times (B, T) that mark context frames, and a model with a "
+                             "context summary or reader")
         for block in self.blocks[: len(self.blocks) // 2]:
             x = block(x, c, pos_t)
-        return self.class_reader(x, clean)
+        summary = self.context_embedder(x, clean) if self.context_embedder is not None else None
+        probs = None
+        if self.class_reader is not None:
+            logits, _ = self.class_reader(x, clean)
+            probs = torch.softmax(logits.float(), dim=-1)
+        return ContextReading(summary, probs, clean.any(dim=1))
 
     def context_features(self, z: torch.Tensor, t, r) -> tuple[torch.Tensor, torch.Tensor]:
         """The reader's input features (B, D) (normalised pooled context tokens at the middle block) and (B,) has
@@ -367,12 +387,10 @@ class STDiT(ModelMixin, ConfigMixin):
         return self.class_reader.features(x, clean)
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None,
-                class_probs: torch.Tensor | None = None):
-        """``class_probs`` (B, K): for a model with a context reader, the class distribution unlabelled rows with
-        context take instead of reading their own context (the pipeline holds the reading of a given video for every
-        window of a long extension)."""
-        if class_probs is not None and self.class_reader is None:
-            raise ValueError("class_probs needs a model with a context reader (model.context_reader=true)")
+                reading: "ContextReading | None" = None):
+        """``reading`` (``read_context`` of an earlier input): rows with context take its summary and class
+        distribution instead of reading their own context frames; the pipeline holds the reading of a given video
+        for every window of a long extension, whose later windows' context is the model's own frames."""
         image = z.ndim == 4
         if image:
             z = z[:, :, None]  # (B, C, 1, H, W)
@@ -384,10 +402,14 @@ class STDiT(ModelMixin, ConfigMixin):
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and not under_forward_ad(x)
         for i, block in enumerate(self.blocks):
             if clean is not None and i == len(self.blocks) // 2:
+                held = reading is not None
                 if self.context_embedder is not None:
-                    c = c + self.context_embedder(x, clean)  # (B, 1 | T', 1, D)
-                if self.class_reader is not None:
-                    c = c + self._read_label(x, clean, labels, class_probs)  # unlabelled rows: the class read off the context
+                    if held and reading.summary is not None:  # the held summary, on rows with context now
+                        c = c + reading.summary * clean.any(dim=1).to(x.dtype)[:, None, None, None]
+                    else:
+                        c = c + self.context_embedder(x, clean)  # (B, 1 | T', 1, D)
+                if self.class_reader is not None:  # unlabelled rows: the class read off the context (or held)
+                    c = c + self._read_label(x, clean, labels, reading.class_probs if held else None)
             if checkpointed:
                 x = self._gradient_checkpointing_func(block, x, c, pos_t)  # (B, T', N, D)
             else:

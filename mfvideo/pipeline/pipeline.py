@@ -233,26 +233,26 @@ class MFVideoPipeline(DiffusionPipeline):
         return sampler, steps
 
     def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None, context_noise: float = 0.0,
-                class_probs=None):
-        net = self.transformer if class_probs is None else functools.partial(self.transformer, class_probs=class_probs)
+                reading=None):
+        net = self.transformer if reading is None else functools.partial(self.transformer, reading=reading)
         return sample(net, noise, how[0], how[1], y=y, context=context, context_mask=mask, context_noise=context_noise)
 
-    def _read_given(self, noise, y, context, mask) -> torch.Tensor | None:
-        """The context reader's class distribution (B, K) for the first window of an extension (the given video as
-        context, the new frames pure noise at t = 1), logged; None when the model has no reader or every row has a
-        label."""
+    def _read_given(self, noise, y, context, mask):
+        """What the model reads off the first window of an extension (the given video as context, the new frames
+        pure noise at t = 1, r = 0; ``STDiT.read_context``), with the read class logged; None for a model with
+        neither a context summary nor a reader."""
         net = self.transformer
-        if getattr(net, "class_reader", None) is None or (y is not None and bool((y >= 0).all())):
+        if getattr(net, "context_embedder", None) is None and getattr(net, "class_reader", None) is None:
             return None
         m = mask.to(noise.dtype)
         t = 1.0 - m  # (B, T): context at t = r = 0, new frames at t = 1
-        logits, _ = net.read_context(torch.where(mask[:, None, :, None, None], context, noise), t, torch.zeros_like(t))
-        probs = torch.softmax(logits.float(), dim=-1)
-        top, ids = probs.max(dim=1)
-        names = [self.labels.get(str(int(c)), str(int(c))) for c in ids]
-        log.info("class read off the given frames by the context reader: %s (p %s)", ", ".join(names),
-                 ", ".join(f"{float(p):.2f}" for p in top))
-        return probs
+        reading = net.read_context(torch.where(mask[:, None, :, None, None], context, noise), t, torch.zeros_like(t), y)
+        if reading.class_probs is not None and (y is None or bool((y < 0).any())):
+            top, ids = reading.class_probs.max(dim=1)
+            names = [self.labels.get(str(int(c)), str(int(c))) for c in ids]
+            log.info("class read off the given frames by the context reader: %s (p %s)", ", ".join(names),
+                     ", ".join(f"{float(p):.2f}" for p in top))
+        return reading
 
     def resolve_context_noise(self, context_noise: float | None) -> float:
         """The noise level given to generated frames that become context (default: the model's
@@ -359,11 +359,12 @@ class MFVideoPipeline(DiffusionPipeline):
         does not grow with the input's resolution; with ``include_input=False`` only its last ``context_frames`` are
         decoded and the output holds the context and the new frames.
 
-        An unlabelled video runs with the null label: the model reads what it continues from the context frames. A model
-        with a context reader (``model.context_reader``, the bundled one) reads the class off the given video in the
-        first window and holds that reading for every later window, whose context is the model's own frames
-        (``reread_context=True``: every window reads its own context, for videos whose content changes); the read
-        ids come back in ``class_labels``. ``infer_label=True`` (class-conditional models) first reads the class off the context with the model
+        An unlabelled video runs with the null label: the model reads what it continues from the context frames. What
+        it reads at the middle block -- the context summary (``model.context_summary``) and, with a context reader
+        (``model.context_reader``; both in the bundled model), the class -- is read off the given video in the first
+        window and held for every later window, whose context is the model's own frames (``reread_context=True``:
+        every window reads its own context, for videos whose content changes); read class ids come back in
+        ``class_labels``. ``infer_label=True`` (class-conditional models) first reads the class off the context with the model
         itself (a diffusion classifier: 8 x classes network calls per clip) and conditions on it; the ids come back
         in ``class_labels``.
 
@@ -403,16 +404,16 @@ class MFVideoPipeline(DiffusionPipeline):
                   hold_read: bool = False, report_read: bool = False) -> tuple[np.ndarray, torch.Tensor | None]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
-        ``noise_next``. With ``report_read`` (a model with a context reader), the class is read off the first window's
-        context and returned as ids (B,) (-1 on labelled rows; else None) beside the frames; with ``hold_read`` too,
-        that reading holds for every window.
+        ``noise_next``. With ``report_read`` the model reads the first window's context (``STDiT.read_context``: its
+        summary, and with a context reader the class, returned as ids (B,), -1 on labelled rows, else None); with
+        ``hold_read`` too, that reading holds for every window.
 
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
         just the new latents; a causal VAE decodes the whole window and its last f x new frames are kept.
         """
         codec = self.codec
         f, w, k = codec.temporal_factor, self.latent_window, ctx.shape[2]
-        out, made, probs, read = [frames], 0, None, None
+        out, made, reading, read = [frames], 0, None, None
         while made < num_new:
             new = w - k if f > 1 else min(w - k, num_new - made)
             noise = self._noise(ctx.shape[0], self._pixel_frames(k + new), g)  # (B, C, k + new, h, w)
@@ -421,10 +422,11 @@ class MFVideoPipeline(DiffusionPipeline):
             mask[:, :k] = True
             level = noise_first if made == 0 else noise_next
             if report_read and made == 0 and level == 0:
-                probs = self._read_given(noise, y, context, mask)  # (B, K) or None
-                if probs is not None:
+                reading = self._read_given(noise, y, context, mask)  # what the model reads off the given frames
+                probs = None if reading is None else reading.class_probs  # (B, K) or None
+                if probs is not None and (y is None or bool((y < 0).any())):
                     read = probs.argmax(dim=1) if y is None else torch.where(y < 0, probs.argmax(dim=1), -1)
-            held = probs if hold_read else None
+            held = reading if hold_read else None
             window = self._sample(noise, y, how, context, mask, level, held)  # (B, C, k + new, h, w)
             pix = codec.decode_frames(window[:, :, k:]) if f == 1 else codec.decode_frames(window)[:, -f * new :]
             out.append(pix[:, : num_new - made])

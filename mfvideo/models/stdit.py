@@ -363,12 +363,7 @@ class STDiT(ModelMixin, ConfigMixin):
         frames at t = r below the others, per-frame times (B, T); labels y as in the forward): the summary, the
         reader's class distribution, and which rows have context. Given back to the forward as ``reading``, it
         reproduces that forward on the same input; on another input (a later window) it holds what was read."""
-        x, c, pos_t, clean, labels, _ = self._embed(z, t, r, y)
-        if clean is None:
-            raise ValueError("read_context needs per-frame times (B, T) that mark context frames, and a model with a "
-                             "context summary or reader")
-        for block in self.blocks[: len(self.blocks) // 2]:
-            x = block(x, c, pos_t)
+        x, clean = self._first_half(z, t, r, y)
         summary = self.context_embedder(x, clean) if self.context_embedder is not None else None
         probs = None
         if self.class_reader is not None:
@@ -379,12 +374,19 @@ class STDiT(ModelMixin, ConfigMixin):
     def context_features(self, z: torch.Tensor, t, r) -> tuple[torch.Tensor, torch.Tensor]:
         """The reader's input features (B, D) (normalised pooled context tokens at the middle block) and (B,) has
         context: what ``fit_context_reader`` fits the head on."""
-        x, c, pos_t, clean, _, _ = self._embed(z, t, r, None)
+        x, clean = self._first_half(z, t, r, None)
+        return self.class_reader.features(x, clean)
+
+    def _first_half(self, z: torch.Tensor, t, r, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (B, T', N, D) at the input of the middle block, where the summary and the reader look, and the
+        context frames (B, T')."""
+        x, c, pos_t, clean, _, _ = self._embed(z, t, r, y)
         if clean is None:
-            raise ValueError("context_features needs per-frame times (B, T) that mark context frames")
+            raise ValueError("reading the context needs per-frame times (B, T) that mark context frames, and a model "
+                             "with a context summary or reader")
         for block in self.blocks[: len(self.blocks) // 2]:
             x = block(x, c, pos_t)
-        return self.class_reader.features(x, clean)
+        return x, clean
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None,
                 reading: "ContextReading | None" = None):

@@ -1,8 +1,9 @@
 """mfvideo-demo --out DIR: the bundled moving-digits model generates and extends clips on this machine.
 
 Writes one generated clip per digit (mp4), a contact sheet of them, three held-out real clips (their first frames
-only) extended by the model twice, with no label and with the class the model reads off the frames
-(``infer_label``), and a sheet comparing both extensions with the true continuation.
+only) extended by the model twice, with no label (its context reader reads the class inside the one call per
+window) and with the class a diffusion classifier reads off the frames first (``infer_label``), and a sheet
+comparing both extensions with the true continuation.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main(argv=None):
     print(f"extended 3 held-out clips by 16 frames from {k} context frames, twice, in {t_ext:.2f} s; "
           f"classes read off the context: {', '.join(read)}")
     print(f"wrote {out}/generated.png, {out}/extended.png (rows: true clip, then input + extension with no label, "
-          f"then with the class read off the input) and the mp4s")
+          f"then with the class infer_label read off the input) and the mp4s")
     return 0
 
 

@@ -228,8 +228,8 @@ class STDiT(ModelMixin, ConfigMixin):
             raise ValueError("clip_attention adds a sub-layer to factorised video models only "
                              f"(attention={attention!r}, temporal={temporal})")
         if context_reader and not (temporal and num_classes > 0):
-            raise ValueError("context_reader reads a class off context frames: it needs a class-conditional video model "
-                             f"(num_classes={num_classes}, temporal={temporal})")
+            raise ValueError("context_reader reads a class off context frames: it needs a class-conditional video "
+                             f"model (num_classes={num_classes}, temporal={temporal})")
         p, pt = patch_size, temporal_patch_size
         self.x_embedder = nn.Conv3d(in_channels, hidden_size, kernel_size=(pt, p, p), stride=(pt, p, p))
         self.t_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)

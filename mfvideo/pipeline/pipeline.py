@@ -22,7 +22,6 @@ the instantaneous velocity u(z, t, t); the default, with 50 steps, for a model t
 from __future__ import annotations
 
 import functools
-
 import json
 import logging
 from dataclasses import dataclass
@@ -239,20 +238,21 @@ class MFVideoPipeline(DiffusionPipeline):
 
     def _read_given(self, noise, y, context, mask):
         """What the model reads off the first window of an extension (the given video as context, the new frames
-        pure noise at t = 1, r = 0; ``STDiT.read_context``), with the read class logged; None for a model with
-        neither a context summary nor a reader."""
+        pure noise at t = 1, r = 0; ``STDiT.read_context``), or None for a model with neither a context summary nor
+        a reader; and the read class ids (B,), -1 on labelled rows (logged), or None when nothing was read."""
         net = self.transformer
         if getattr(net, "context_embedder", None) is None and getattr(net, "class_reader", None) is None:
-            return None
+            return None, None
         m = mask.to(noise.dtype)
         t = 1.0 - m  # (B, T): context at t = r = 0, new frames at t = 1
         reading = net.read_context(torch.where(mask[:, None, :, None, None], context, noise), t, torch.zeros_like(t), y)
-        if reading.class_probs is not None and (y is None or bool((y < 0).any())):
-            top, ids = reading.class_probs.max(dim=1)
-            names = [self.labels.get(str(int(c)), str(int(c))) for c in ids]
-            log.info("class read off the given frames by the context reader: %s (p %s)", ", ".join(names),
-                     ", ".join(f"{float(p):.2f}" for p in top))
-        return reading
+        if reading.class_probs is None or (y is not None and bool((y >= 0).all())):
+            return reading, None
+        top, ids = reading.class_probs.max(dim=1)
+        names = [self.labels.get(str(int(c)), str(int(c))) for c in ids]
+        log.info("class read off the given frames by the context reader: %s (p %s)", ", ".join(names),
+                 ", ".join(f"{float(p):.2f}" for p in top))
+        return reading, ids if y is None else torch.where(y < 0, ids, -1)
 
     def resolve_context_noise(self, context_noise: float | None) -> float:
         """The noise level given to generated frames that become context (default: the model's
@@ -364,9 +364,9 @@ class MFVideoPipeline(DiffusionPipeline):
         (``model.context_reader``; both in the bundled model), the class -- is read off the given video in the first
         window and held for every later window, whose context is the model's own frames (``reread_context=True``:
         every window reads its own context, for videos whose content changes); read class ids come back in
-        ``class_labels``. ``infer_label=True`` (class-conditional models) first reads the class off the context with the model
-        itself (a diffusion classifier: 8 x classes network calls per clip) and conditions on it; the ids come back
-        in ``class_labels``.
+        ``class_labels``. ``infer_label=True`` (class-conditional models) first reads the class off the context with
+        the model itself (a diffusion classifier: 8 x classes network calls per clip) and conditions on it; the ids
+        come back in ``class_labels``.
 
         ``context_noise`` (default: the model's ``sample.context_noise``): from the second window on, the context is
         the model's own frames; they are noised to this level first (for a model trained with
@@ -422,10 +422,7 @@ class MFVideoPipeline(DiffusionPipeline):
             mask[:, :k] = True
             level = noise_first if made == 0 else noise_next
             if report_read and made == 0 and level == 0:
-                reading = self._read_given(noise, y, context, mask)  # what the model reads off the given frames
-                probs = None if reading is None else reading.class_probs  # (B, K) or None
-                if probs is not None and (y is None or bool((y < 0).any())):
-                    read = probs.argmax(dim=1) if y is None else torch.where(y < 0, probs.argmax(dim=1), -1)
+                reading, read = self._read_given(noise, y, context, mask)  # what the model reads off the given frames
             held = reading if hold_read else None
             window = self._sample(noise, y, how, context, mask, level, held)  # (B, C, k + new, h, w)
             pix = codec.decode_frames(window[:, :, k:]) if f == 1 else codec.decode_frames(window)[:, -f * new :]

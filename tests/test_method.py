@@ -441,3 +441,89 @@ def test_samplers_noise_the_context_to_the_asked_level_and_return_it_clean(sampl
     torch.testing.assert_close(out[:, :, 2:], noise[:, :, 2:] - 1.0)  # two half steps of u = 1
     with pytest.raises(ValueError, match="context_noise"):
         fn(net, noise, steps=1, context=ctx, context_mask=mask, context_noise=1.0)
+
+
+def _two_step_by_hand(net, x, e, mask, y):
+    """The two-step jump 1 -> 1/2 -> 0 with the context frames of x kept: written out, not the sampler."""
+    m5 = mask[:, None, :, None, None]
+    gen = (~mask).double()
+    z = torch.where(m5, x, e)
+    z = torch.where(m5, x, z - 0.5 * net(z, gen, 0.5 * gen, y=y))
+    return torch.where(m5, x, z - 0.5 * net(z, 0.5 * gen, 0 * gen, y=y))
+
+
+def test_split_consistency_regresses_the_one_step_jump_on_the_two_step_one():
+    """split_consistency = 1: every row is trained at (t, r) = (1, 0) on its new frames towards e - x2, x2 the
+    network's own two-step jump from the same noise and context; the target carries no gradient."""
+    torch.manual_seed(0)
+    net = randomize(tiny_model()).double()
+    B, T = 6, 4
+    x, e = torch.randn(B, 3, T, 8, 8, dtype=torch.float64), torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[2:4] = context_mask("first", 2, T, k=2)
+    mask[4:] = context_mask("ends", 2, T, k=1)
+    y = torch.tensor([3, -1, 5, -1, 7, 1])
+    mf = MeanFlow(adaptive_p=0.0, split_consistency=1.0, cfg_omega=1.0, cfg_kappa=0.5)
+    t = torch.full((B,), 0.4, dtype=torch.float64)
+    loss, logs = mf.loss(net, x, y, t=t, r=0.5 * t, noise=e, context=mask, generator=torch.Generator().manual_seed(0))
+    gen = (~mask).double()
+    g5 = gen[:, None, :, None, None]
+    with torch.no_grad():
+        target = e - _two_step_by_hand(net, x, e, mask, y)
+    u = net(torch.where(mask[:, None, :, None, None], x, e), gen, 0 * gen, y=y)  # the one-step jump
+    expected = (((u - target) * g5) ** 2).sum(dim=(1, 2, 3, 4)).mean()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(logs["loss_split"], expected.detach())
+    assert "loss_mf" not in logs and "loss_fm" not in logs
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    ref = torch.autograd.grad(expected, list(net.parameters()))
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b)  # no gradient through the two-step target
+
+
+def test_split_consistency_share_leaves_the_other_rows_meanflow_rows():
+    """A share of the rows (drawn first from the generator) is one-step rows; the rest get the very MeanFlow loss
+    they would get without the option."""
+    torch.manual_seed(1)
+    net = randomize(tiny_model()).double()
+    B, T = 16, 4
+    x, e = torch.randn(B, 3, T, 8, 8, dtype=torch.float64), torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
+    mask = context_mask("first", B, T, k=1)
+    mask[::3] = False
+    y = torch.arange(B) % 10
+    t = torch.rand(B, dtype=torch.float64) * 0.8 + 0.1
+    r = t * torch.tensor([0.5, 1.0]).repeat(B // 2).double()
+    mf = MeanFlow(adaptive_p=0.0, split_consistency=0.5)
+    loss, logs = mf.loss(net, x, y, t=t, r=r, noise=e, context=mask, generator=torch.Generator().manual_seed(3))
+    split = torch.rand(B, generator=torch.Generator().manual_seed(3)) < 0.5
+    assert 0 < int(split.sum()) < B
+    one, rest = split.nonzero().squeeze(1), (~split).nonzero().squeeze(1)
+    plain, _ = MeanFlow(adaptive_p=0.0).loss(net, x[rest], y[rest], t=t[rest], r=r[rest], noise=e[rest],
+                                              context=mask[rest])
+    with torch.no_grad():
+        target = e[one] - _two_step_by_hand(net, x[one], e[one], mask[one], y[one])
+    g = (~mask[one]).double()
+    u = net(torch.where(mask[one][:, None, :, None, None], x[one], e[one]), g, 0 * g, y=y[one])
+    split_sum = (((u - target) * g[:, None, :, None, None]) ** 2).sum()
+    torch.testing.assert_close(loss, (plain * rest.numel() + split_sum) / B)
+
+
+def test_split_consistency_training_closes_the_gap_between_one_and_two_steps():
+    torch.manual_seed(0)
+    net = tiny_model(hidden_size=64, num_heads=4)
+    x = torch.randn(8, 3, 2, 8, 8)
+    held = torch.randn(8, 3, 2, 8, 8)
+
+    def gap():
+        return (meanflow_sample(net, held, steps=1) - meanflow_sample(net, held, steps=2)).pow(2).mean().item()
+
+    randomize(net)
+    before = gap()
+    mf = MeanFlow(split_consistency=1.0)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for step in range(60):
+        loss, _ = mf.loss(net, x, noise=held, generator=torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert gap() < 0.2 * before, (before, gap())

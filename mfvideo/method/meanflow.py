@@ -87,6 +87,15 @@ class MeanFlow:
         drifting) a model trained on real context only copies and compounds; these rows teach it to continue the
         clip behind such frames instead (as scheduled sampling and self-forcing do for autoregressive models). The
         made frames never saw the frames they are scored on. One more forward (no grad) of those rows. 0: off.
+    split_consistency: the share of rows trained on the one-step jump the sampler takes (t = 1, r = 0 on the new
+        frames) towards the network's own two-step jump from the same noise and context, 1 -> 1/2 -> 0 (no grad):
+        the interval-splitting identity of the average velocity, (t - r) u(z_t, t, r) = (t - s) u(z_t, t, s) +
+        (s - r) u(z_s, s, r), which MeanFlow's identity is the differential form of (the self-consistency of shortcut
+        models and SplitMeanFlow). MeanFlow's target at (1, 0) is right only in expectation over the data behind
+        z_1, so one-step samples regress towards a blurred mean; the two-step jump is a fixed function of the noise,
+        so this target is sharp, and it carries the two-step sampler's better reading of the context (a later window
+        frame, an interpolation's middle). The other rows keep the MeanFlow target and anchor it to the data. Those
+        rows skip the JVP and the guidance calls: two no-grad forwards of them instead. 0: off.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -109,6 +118,7 @@ class MeanFlow:
     context_time_mean: Optional[float] = None
     context_noise: float = 0.0
     self_context: float = 0.0
+    split_consistency: float = 0.0
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
@@ -125,6 +135,8 @@ class MeanFlow:
             raise ValueError(f"context_guidance must lie in [0, 1], got {self.context_guidance}")
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"self_context must lie in [0, 1], got {self.self_context}")
+        if not 0.0 <= self.split_consistency <= 1.0:
+            raise ValueError(f"split_consistency must lie in [0, 1], got {self.split_consistency}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"context_noise must lie in [0, 1), got {self.context_noise}")
         if self.cfg_t_start > self.cfg_t_end:
@@ -212,6 +224,11 @@ class MeanFlow:
             t_draw, r_draw = self.sample_t_r(B, x.device, generator, mean)
             t = t_draw if t is None else t
             r = r_draw if r is None else r
+        split = None  # (B,) bool: rows trained on the one-step jump towards the two-step one
+        if self.split_consistency > 0:
+            split = torch.rand(B, device=x.device, generator=generator) < self.split_consistency
+            t, r = torch.where(split, 1.0, t), torch.where(split, 0.0, r)
+            split = split if bool(split.any()) else None
         t, r = t.to(x.dtype), r.to(x.dtype)
         e = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) if noise is None else noise
 
@@ -224,6 +241,7 @@ class MeanFlow:
             if self.context_noise > 0:  # context frames at a fixed level s: t = r = s, independent of t
                 s = torch.rand(B, device=x.device, dtype=x.dtype, generator=generator) * self.context_noise
                 s = s * (torch.rand(B, device=x.device, generator=generator) < 0.5)  # half the rows stay clean
+                s = s if split is None else s * ~split  # the two-step teacher sees clean context
                 s_ctx = s[:, None] * (1 - gen)  # (B, T)
                 t_in, r_in = t_in + s_ctx, r_in + s_ctx
             dt_tangent = gen  # d t_in / d t
@@ -257,14 +275,22 @@ class MeanFlow:
                 drop = drop & ~free  # guided by the context at least
             t_unc = torch.where(free[:, None], t[:, None], t_in)  # (B, T): every frame at the row's time
             z_unc = (1 - bcast(t_unc, x)) * x + bcast(t_unc, x) * e  # context frames noised like the rest
-        v_g = self.guided_velocity(net, z, t, v, y_guide, t_in, z_unc, t_unc)
-        if drop is not None and v_g is not v:
-            v_g = torch.where(bcast(drop, v), v, v_g)  # dropped rows regress the plain v
-        if gen is not None:
-            v_g = v_g * bcast(gen, v)  # the tangent (and target) on context frames is 0
+        # The MeanFlow rows (all of them unless split_consistency): guided target, JVP.
+        rows = None if split is None else (~split).nonzero().squeeze(1)
+        if rows is not None and rows.numel() == 0:  # every row is a one-step row
+            u = u_tgt = z[:0]
+        else:
+            u, u_tgt = self.meanflow_rows(net, rows, z, t, v, y, y_guide, t_in, r_in, dt_tangent, gen, drop, z_unc,
+                                          t_unc, jvp_net)
 
-        u, u_tgt = self.predict_and_target(net, z, t_in, r_in, v_g, dt_tangent, y, jvp_net=jvp_net)
-        neq = t != r  # (B,)
+        if split is not None:  # the one-step rows: u(z_1, 1, 0) towards the network's own two-step jump
+            one = split.nonzero().squeeze(1)
+            u_one = net(z[one], t_in[one], r_in[one], y=_take(y, one))
+            tgt_one = self.split_target(net, e[one], x[one], _take(context, one), _take(y, one))
+            order = torch.argsort(torch.cat([rows, one]))  # back to the batch's row order
+            u = torch.cat([u, u_one.to(u.dtype)])[order]
+            u_tgt = torch.cat([u_tgt, tgt_one.to(u_tgt.dtype)])[order]
+        neq = (t != r) if split is None else (t != r) & ~split  # (B,) MeanFlow rows with r != t
 
         err = (u - u_tgt) ** 2
         if gen is not None:
@@ -274,10 +300,37 @@ class MeanFlow:
         loss = (per_sample / weight).mean()
 
         logs = {"loss_unweighted": per_sample.detach().mean(), "loss": loss.detach()}
-        if neq.any() and (~neq).any():
+        fm = (t == r) if split is None else (t == r) & ~split  # (B,) rows with r = t
+        if neq.any() and fm.any():
             logs["loss_mf"] = per_sample.detach()[neq].mean()  # rows with r != t
-            logs["loss_fm"] = per_sample.detach()[~neq].mean()  # rows with r = t
+            logs["loss_fm"] = per_sample.detach()[fm].mean()  # rows with r = t
+        if split is not None:
+            logs["loss_split"] = per_sample.detach()[split].mean()  # one-step rows against the two-step jump
         return loss, logs
+
+    # ----------------------------------------------------------------------------------------------------
+    def meanflow_rows(self, net, rows, z, t, v, y, y_guide, t_in, r_in, dt_tangent, gen, drop, z_unc, t_unc,
+                      jvp_net=None):
+        """u (with grad) and the guided MeanFlow target of the batch's ``rows`` (None: all of them)."""
+        v_m = _rows(v, rows)
+        v_g = self.guided_velocity(net, _rows(z, rows), _rows(t, rows), v_m, _rows(y_guide, rows), _rows(t_in, rows),
+                                   _rows(z_unc, rows), _rows(t_unc, rows))
+        if drop is not None and v_g is not v_m:
+            v_g = torch.where(bcast(_rows(drop, rows), v_m), v_m, v_g)  # dropped rows regress the plain v
+        if gen is not None:
+            v_g = v_g * bcast(_rows(gen, rows), v_m)  # the tangent (and target) on context frames is 0
+        return self.predict_and_target(net, _rows(z, rows), _rows(t_in, rows), _rows(r_in, rows), v_g,
+                                       _rows(dt_tangent, rows), _rows(y, rows), jvp_net=jvp_net)
+
+    # ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def split_target(self, net, e: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None = None,
+                     y: torch.Tensor | None = None) -> torch.Tensor:
+        """The target of one-step rows (see ``split_consistency``): u_tgt = e - x2 (n, C, ...), x2 the network's
+        two-step jump (1 -> 1/2 -> 0) from noise e, with the context frames of x where ``context`` (n, T) marks them
+        (the pipeline's 2-NFE window; no grad). On context frames the target is unused (the loss masks them)."""
+        x2 = meanflow_sample(net, e, y, steps=2, context=None if context is None else x, context_mask=context)
+        return e - x2.to(e.dtype)
 
     # ----------------------------------------------------------------------------------------------------
     def self_made_context(self, net, x: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None,
@@ -347,3 +400,8 @@ class MeanFlow:
 
 def _take(y, idx):
     return None if y is None else y[idx]
+
+
+def _rows(a, idx):
+    """a[idx], or a itself when idx is None (every row) or a is None."""
+    return a if a is None or idx is None else a[idx]

@@ -481,9 +481,11 @@ def test_split_consistency_regresses_the_one_step_jump_on_the_two_step_one():
         torch.testing.assert_close(a, b)  # no gradient through the two-step target
 
 
-def test_split_consistency_share_leaves_the_other_rows_meanflow_rows():
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_split_consistency_share_leaves_the_other_rows_meanflow_rows(p):
     """A share of the rows (drawn first from the generator) is one-step rows; the rest get the very MeanFlow loss
-    they would get without the option."""
+    they would get without the option; with the adaptive weight, a one-step row weighs as a MeanFlow row of the
+    batch's mean MeanFlow loss."""
     torch.manual_seed(1)
     net = randomize(tiny_model()).double()
     B, T = 16, 4
@@ -493,19 +495,20 @@ def test_split_consistency_share_leaves_the_other_rows_meanflow_rows():
     y = torch.arange(B) % 10
     t = torch.rand(B, dtype=torch.float64) * 0.8 + 0.1
     r = t * torch.tensor([0.5, 1.0]).repeat(B // 2).double()
-    mf = MeanFlow(adaptive_p=0.0, split_consistency=0.5)
+    mf = MeanFlow(adaptive_p=p, split_consistency=0.5)
     loss, logs = mf.loss(net, x, y, t=t, r=r, noise=e, context=mask, generator=torch.Generator().manual_seed(3))
     split = torch.rand(B, generator=torch.Generator().manual_seed(3)) < 0.5
     assert 0 < int(split.sum()) < B
     one, rest = split.nonzero().squeeze(1), (~split).nonzero().squeeze(1)
-    plain, _ = MeanFlow(adaptive_p=0.0).loss(net, x[rest], y[rest], t=t[rest], r=r[rest], noise=e[rest],
-                                              context=mask[rest])
+    plain, plain_logs = MeanFlow(adaptive_p=p).loss(net, x[rest], y[rest], t=t[rest], r=r[rest], noise=e[rest],
+                                                     context=mask[rest])
     with torch.no_grad():
         target = e[one] - _two_step_by_hand(net, x[one], e[one], mask[one], y[one])
     g = (~mask[one]).double()
     u = net(torch.where(mask[one][:, None, :, None, None], x[one], e[one]), g, 0 * g, y=y[one])
     split_sum = (((u - target) * g[:, None, :, None, None]) ** 2).sum()
-    torch.testing.assert_close(loss, (plain * rest.numel() + split_sum) / B)
+    split_weight = (plain_logs["loss_unweighted"] + 0.01) ** p  # the MeanFlow rows' mean loss
+    torch.testing.assert_close(loss, (plain * rest.numel() + split_sum / split_weight) / B)
 
 
 def test_split_consistency_training_closes_the_gap_between_one_and_two_steps():

@@ -108,6 +108,8 @@ class TrainConfig:
     trackers: List[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers: tensorboard, wandb, ...
     compile: bool = False
     distributed: str = "ddp"  # ddp | fsdp (FSDP2: parameters, gradients and optimizer state sharded over processes)
+    teacher: Optional[str] = None  # a frozen model (pipeline or checkpoint folder) whose two-step jump the
+    # method.split_consistency rows regress on; None: the network being trained
     activation_checkpointing: bool = False  # recompute each block in the backward: activations of one block at a time
 
 
@@ -249,6 +251,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.mixed_precision=fp16 is refused: MeanFlow's JVP overflows in fp16; use bf16")
     if cfg.data.num_frames < 1:
         raise ConfigError(f"data.num_frames must be >= 1, got {cfg.data.num_frames}")
+    if cfg.train.teacher and cfg.method.split_consistency == 0:
+        raise ConfigError("train.teacher is only used by method.split_consistency, which is 0")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
 

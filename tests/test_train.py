@@ -273,3 +273,36 @@ def test_compiled_training_matches_eager(tmp_path):
         logs[mode] = [json.loads(line)["loss_unweighted"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(logs["true"]) == 3
     assert logs["true"] == pytest.approx(logs["false"], rel=1e-3)
+
+
+def test_split_consistency_teacher_is_the_frozen_given_model(tmp_path, monkeypatch):
+    """train.teacher: the split_consistency targets come from that model's EMA weights, frozen, never from the
+    network being trained; a teacher without the option, or of another kind, is a one-line error."""
+    train(tiny_cfg(tmp_path / "teacher", "train.max_steps=3", "train.checkpoint_every=3"))
+    ckpt = latest_checkpoint(tmp_path / "teacher")
+    from mfvideo.method.meanflow import MeanFlow
+
+    seen, real = [], MeanFlow.split_target
+
+    def spy(self, net, *a, **k):
+        seen.append(net)
+        return real(self, net, *a, **k)
+
+    monkeypatch.setattr(MeanFlow, "split_target", spy)
+    train(tiny_cfg(tmp_path / "student", "train.max_steps=2", "train.checkpoint_every=0",
+                   "method.split_consistency=0.5", f"train.teacher={ckpt}"))
+    assert len(seen) == 2 and seen[0] is seen[1]
+    teacher = seen[0]
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    ema = load_file(ckpt / "ema_0.99.safetensors")
+    assert all(torch.equal(v, ema[k]) for k, v in teacher.state_dict().items())
+    seen.clear()
+    train(tiny_cfg(tmp_path / "self", "train.max_steps=1", "train.checkpoint_every=0", "method.split_consistency=0.5"))
+    assert len(seen) == 1 and seen[0].training  # no teacher: the network itself
+
+    with pytest.raises(ConfigError, match="train.teacher is only used by method.split_consistency"):
+        tiny_cfg(tmp_path / "x", f"train.teacher={ckpt}")
+    train(tiny_cfg(tmp_path / "img", "data.num_frames=1", "train.max_steps=1", "train.checkpoint_every=1"))
+    with pytest.raises(CheckpointError, match=r"train.teacher=.*: temporal False does not match the model's True"):
+        train(tiny_cfg(tmp_path / "y", "train.max_steps=1", "method.split_consistency=0.5",
+                       f"train.teacher={latest_checkpoint(tmp_path / 'img')}"))

@@ -210,12 +210,14 @@ class MeanFlow:
         context: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         jvp_net=None,
+        teacher=None,
     ) -> tuple[torch.Tensor, dict]:
         """MeanFlow loss of ``net`` on a clean batch x (B, C, ...).
 
         t, r (B,) and noise override the random draws. context: (B, T) bool, True on clean context frames
         (5-D x only). ``jvp_net``: the same network to differentiate forward (default ``net``), e.g. the eager
-        module when ``net`` is its ``torch.compile`` wrapper. Returns (the adaptively weighted batch mean, logs with
+        module when ``net`` is its ``torch.compile`` wrapper. ``teacher``: the network whose two-step jump the
+        ``split_consistency`` rows regress on (default ``net`` itself, no grad). Returns (the adaptively weighted batch mean, logs with
         ``loss_unweighted``).
         """
         B = x.shape[0]
@@ -289,7 +291,7 @@ class MeanFlow:
         if split is not None:  # the one-step rows: u(z_1, 1, 0) towards the network's own two-step jump
             one = split.nonzero().squeeze(1)
             u_one = net(z[one], t_in[one], r_in[one], y=_take(y, one))
-            tgt_one = self.split_target(net, e[one], x[one], _take(context, one), _take(y, one))
+            tgt_one = self.split_target(net if teacher is None else teacher, e[one], x[one], _take(context, one), _take(y, one))
             order = torch.argsort(torch.cat([rows, one]))  # back to the batch's row order
             u = torch.cat([u, u_one.to(u.dtype)])[order]
             u_tgt = torch.cat([u_tgt, tgt_one.to(u_tgt.dtype)])[order]

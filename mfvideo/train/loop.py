@@ -121,6 +121,19 @@ def build_setup(cfg: Config) -> Setup:
     return Setup(cfg, dataset, codec, model, cfg.method)
 
 
+def load_teacher(path: str, model: torch.nn.Module, device) -> torch.nn.Module:
+    """The frozen network of ``train.teacher`` (a pipeline or checkpoint folder, EMA weights), checked against the
+    model being trained: same latent channels, classes and clip/image kind."""
+    from ..pipeline import MFVideoPipeline
+
+    teacher = MFVideoPipeline.from_pretrained(path).transformer
+    for key in ("in_channels", "num_classes", "temporal"):
+        if getattr(teacher.config, key) != getattr(model.config, key):
+            raise CheckpointError(f"train.teacher={path}: {key} {getattr(teacher.config, key)} does not match the "
+                                  f"model's {getattr(model.config, key)}")
+    return teacher.to(device).eval().requires_grad_(False)
+
+
 def _resolve_resume(cfg: Config, run_dir: Path) -> Path | None:
     if cfg.train.resume in (None, "", "none"):
         return None
@@ -159,6 +172,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
         log.warning("train.distributed=fsdp with one process: nothing to shard, training unsharded")
     if sharded:
         shard(model, tc.mixed_precision)  # before the optimizer and EMA: they hold this rank's shards only
+    teacher = load_teacher(tc.teacher, s.model, device) if tc.teacher else None
     ema = EMA(model, tc.ema_decays, warmup=tc.ema_warmup)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     from diffusers.optimization import get_scheduler
@@ -197,7 +211,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
                         persistent_workers=tc.num_workers > 0)
     run = Run(cfg, accelerator, s.method, model, net, jvp_net, codec, ema, optimizer, scheduler, run_dir,
               use_masks=cfg.data.num_frames > 1 and any(k != "none" and w > 0 for k, w in tc.context_masks.items()),
-              trackers=bool(trackers), sharded=sharded)
+              trackers=bool(trackers), sharded=sharded, teacher=teacher)
     stop_at = tc.max_steps if max_steps is None else min(tc.max_steps, max_steps)
     summary = {"first_loss": None, "last_loss": None, "steps": step}
     bar = tqdm(total=stop_at, initial=step, disable=not accelerator.is_main_process, desc="train", dynamic_ncols=True)
@@ -271,6 +285,7 @@ class Run:
     use_masks: bool
     trackers: bool
     sharded: bool = False  # FSDP2: no wrapper, gradient sync switched on the module itself
+    teacher: object = None  # train.teacher: the frozen network of the split_consistency targets
 
 
 def micro_step(run: Run, batch: dict, step: int, micro: int) -> dict[str, float]:
@@ -294,7 +309,8 @@ def micro_step(run: Run, batch: dict, step: int, micro: int) -> dict[str, float]
         run.model.set_requires_gradient_sync(last)
     with acc.no_sync(run.model) if not (last or run.sharded) else contextlib.nullcontext():
         with acc.autocast():
-            loss, logs = run.method.loss(run.net, x, y, context=ctx, generator=gen, jvp_net=run.jvp_net)
+            loss, logs = run.method.loss(run.net, x, y, context=ctx, generator=gen, jvp_net=run.jvp_net,
+                                         teacher=run.teacher)
         acc.backward(loss / tc.grad_accum)  # outside autocast: the backward runs in the forward's own dtypes
     return {k: float(v) for k, v in logs.items()}
 

@@ -481,8 +481,8 @@ def test_split_consistency_regresses_the_one_step_jump_on_the_two_step_one():
         torch.testing.assert_close(a, b)  # no gradient through the two-step target
 
 
-@pytest.mark.parametrize("p", [0.0, 1.0])
-def test_split_consistency_share_leaves_the_other_rows_meanflow_rows(p):
+@pytest.mark.parametrize("p, own", [(0.0, False), (1.0, False), (1.0, True)])
+def test_split_consistency_share_leaves_the_other_rows_meanflow_rows(p, own):
     """A share of the rows (drawn first from the generator) is one-step rows; the rest get the very MeanFlow loss
     they would get without the option; with the adaptive weight, a one-step row weighs as a MeanFlow row of the
     batch's mean MeanFlow loss."""
@@ -495,7 +495,7 @@ def test_split_consistency_share_leaves_the_other_rows_meanflow_rows(p):
     y = torch.arange(B) % 10
     t = torch.rand(B, dtype=torch.float64) * 0.8 + 0.1
     r = t * torch.tensor([0.5, 1.0]).repeat(B // 2).double()
-    mf = MeanFlow(adaptive_p=p, split_consistency=0.5)
+    mf = MeanFlow(adaptive_p=p, split_consistency=0.5, split_own_weight=own)
     loss, logs = mf.loss(net, x, y, t=t, r=r, noise=e, context=mask, generator=torch.Generator().manual_seed(3))
     split = torch.rand(B, generator=torch.Generator().manual_seed(3)) < 0.5
     assert 0 < int(split.sum()) < B
@@ -506,9 +506,9 @@ def test_split_consistency_share_leaves_the_other_rows_meanflow_rows(p):
         target = e[one] - _two_step_by_hand(net, x[one], e[one], mask[one], y[one])
     g = (~mask[one]).double()
     u = net(torch.where(mask[one][:, None, :, None, None], x[one], e[one]), g, 0 * g, y=y[one])
-    split_sum = (((u - target) * g[:, None, :, None, None]) ** 2).sum()
-    split_weight = (plain_logs["loss_unweighted"] + 0.01) ** p  # the MeanFlow rows' mean loss
-    torch.testing.assert_close(loss, (plain * rest.numel() + split_sum / split_weight) / B)
+    split_rows = (((u - target) * g[:, None, :, None, None]) ** 2).sum(dim=(1, 2, 3, 4))
+    split_weight = (split_rows if own else plain_logs["loss_unweighted"]) + 0.01  # own loss, or the MeanFlow mean
+    torch.testing.assert_close(loss, (plain * rest.numel() + (split_rows / split_weight ** p).sum()) / B)
 
 
 def test_split_consistency_training_closes_the_gap_between_one_and_two_steps():

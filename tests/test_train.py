@@ -302,6 +302,8 @@ def test_split_consistency_teacher_is_the_frozen_given_model(tmp_path, monkeypat
 
     with pytest.raises(ConfigError, match="train.teacher is only used by method.split_consistency"):
         tiny_cfg(tmp_path / "x", f"train.teacher={ckpt}")
+    with pytest.raises(ConfigError, match="method.split_own_weight needs a frozen train.teacher"):
+        tiny_cfg(tmp_path / "x", "method.split_consistency=0.5", "method.split_own_weight=true")
     train(tiny_cfg(tmp_path / "img", "data.num_frames=1", "train.max_steps=1", "train.checkpoint_every=1"))
     with pytest.raises(CheckpointError, match=r"train.teacher=.*: temporal False does not match the model's True"):
         train(tiny_cfg(tmp_path / "y", "train.max_steps=1", "method.split_consistency=0.5",

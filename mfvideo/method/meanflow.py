@@ -99,6 +99,9 @@ class MeanFlow:
         that of a MeanFlow row with the batch's mean MeanFlow loss, not their own: the one-step jump is already near
         the two-step one (a loss ~10x smaller), and weighted by its own loss the self-made target outweighed the
         data (on the digits the class was lost within 250 steps). 0: off.
+    split_own_weight: weigh the one-step rows by their own loss (the adaptive weight of every other row) instead:
+        they then pull as hard as the MeanFlow rows. Only for a frozen teacher (``train.teacher``), whose target
+        does not move with the network.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -122,6 +125,7 @@ class MeanFlow:
     context_noise: float = 0.0
     self_context: float = 0.0
     split_consistency: float = 0.0
+    split_own_weight: bool = False
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
@@ -302,7 +306,7 @@ class MeanFlow:
             err = err * bcast(gen, err)  # only generated frames count
         per_sample = err.sum(dim=list(range(1, x.ndim)))  # (B,)
         scale = per_sample.detach()
-        if split is not None and bool((~split).any()):  # one-step rows weigh as a MeanFlow row of the mean loss
+        if split is not None and not self.split_own_weight and bool((~split).any()):  # as a mean MeanFlow row
             scale = torch.where(split, scale[~split].mean(), scale)
         weight = (scale + self.adaptive_eps) ** self.adaptive_p
         loss = (per_sample / weight).mean()

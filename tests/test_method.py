@@ -530,3 +530,22 @@ def test_split_consistency_training_closes_the_gap_between_one_and_two_steps():
         loss.backward()
         opt.step()
     assert gap() < 0.2 * before, (before, gap())
+
+
+def test_split_steps_target_is_the_k_step_jump_and_two_is_the_least():
+    torch.manual_seed(2)
+    net = randomize(tiny_model()).double()
+    x, e = torch.randn(3, 3, 4, 8, 8, dtype=torch.float64), torch.randn(3, 3, 4, 8, 8, dtype=torch.float64)
+    mask = context_mask("first", 3, 4, k=1)
+    y = torch.tensor([1, 2, -1])
+    target = MeanFlow(split_steps=4).split_target(net, e, x, mask, y)
+    gen = (~mask).double()
+    m5 = mask[:, None, :, None, None]
+    z = torch.where(m5, x, e)
+    with torch.no_grad():
+        for t in (1.0, 0.75, 0.5, 0.25):  # four equal intervals, written out
+            z = torch.where(m5, x, z - 0.25 * net(z, t * gen, (t - 0.25) * gen, y=y))
+    torch.testing.assert_close(target, e - z)
+    assert (target - MeanFlow().split_target(net, e, x, mask, y)).abs().max() > 1e-3  # two steps differ
+    with pytest.raises(ValueError, match="split_steps must be >= 2"):
+        MeanFlow(split_steps=1)

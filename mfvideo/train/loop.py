@@ -25,7 +25,8 @@ from ..data import build_dataset
 from ..latents import build_codec
 from ..method import sample, sample_context_masks
 from .checkpoint import (
-    CheckpointError, check_keys, clean_partial, latest_checkpoint, load_into, load_weights, save_checkpoint,
+    CheckpointError, check_keys, clean_partial, latest_checkpoint, load_config_from, load_into, load_weights,
+    save_checkpoint,
 )
 from .ema import EMA
 from .sharding import full, load_model_state, load_optimizer_state, model_state, optimizer_state, shard
@@ -124,9 +125,8 @@ def build_setup(cfg: Config) -> Setup:
 def load_teacher(path: str, model: torch.nn.Module, device) -> torch.nn.Module:
     """The frozen network of ``train.teacher`` (a pipeline or checkpoint folder, EMA weights), checked against the
     model being trained: same latent channels, classes and clip/image kind."""
-    from ..pipeline import MFVideoPipeline
-
-    teacher = MFVideoPipeline.from_pretrained(path).transformer
+    teacher = build_model(load_config_from(path).model)
+    load_into(teacher, load_weights(path, which="ema"), path)
     for key in ("in_channels", "num_classes", "temporal"):
         if getattr(teacher.config, key) != getattr(model.config, key):
             raise CheckpointError(f"train.teacher={path}: {key} {getattr(teacher.config, key)} does not match the "

@@ -188,3 +188,18 @@ def test_unlabelled_extension_keeps_the_digit_with_the_reader_and_loses_it_witho
     assert null["extension_identity_kept"] > true - 0.05, (null, true)
     assert null["extension_identity_kept"] > without["extension_identity_kept"] + 0.1, (null, without)
     assert null["interpolation_midpoint_accuracy"] > without["interpolation_midpoint_accuracy"] + 0.1, (null, without)
+
+
+def test_speckle_counts_isolated_ink_and_not_strokes():
+    from mfvideo.eval.digits import real_clips, speckle
+
+    clips, _ = real_clips(20, "test", 4)
+    assert speckle(clips) == 0.0  # strokes are connected ink
+    dotted = clips.copy()
+    dotted[:, :, 0, 0] = 255  # one isolated dot in a corner of every frame
+    dotted[:, :, 15, 8] = 200  # and one on the bottom edge
+    dotted[:, :, 15, 9] = 200  # ... with a neighbour: a 2-pixel blob is not isolated
+    assert speckle(dotted) == 1.0
+    dim = clips.copy()
+    dim[:, :, 0, 0] = 40  # below the ink level
+    assert speckle(dim) == 0.0

@@ -112,6 +112,17 @@ def centroids(clips: np.ndarray) -> np.ndarray:
     return np.stack([rows, cols], axis=-1)
 
 
+def speckle(clips: np.ndarray, level: float = 60 / 255) -> float:
+    """Isolated ink per frame: the mean count of pixels brighter than ``level`` whose 8 neighbours are all darker
+    (the grain a one-step sample leaves around its strokes; a real clip has none)."""
+    on = _grey(clips)[:, :, 0].numpy() > level  # (N, T, H, W)
+    pad = np.pad(on, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    h, w = on.shape[-2:]
+    lit = sum(pad[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(int)
+              for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+    return float((on & (lit == 0)).sum(axis=(2, 3)).mean())
+
+
 @dataclass
 class DigitSuite:
     classifier: DigitClassifier
@@ -142,7 +153,7 @@ class DigitSuite:
     def clip_metrics(self, clips, labels=None, real_clips=None) -> dict:
         preds, feats = self.predict(clips)
         majority = self.majority(preds)
-        out = {"identity": float((preds == majority[:, None]).mean()),
+        out = {"identity": float((preds == majority[:, None]).mean()), "speckle": speckle(clips),
                "jerk": float(np.abs(np.diff(centroids(clips), n=2, axis=1)).mean())}
         if labels is not None:
             out["class_accuracy"] = float((majority == np.asarray(labels)).mean())

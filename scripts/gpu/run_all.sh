@@ -7,7 +7,8 @@
 #   bash scripts/gpu/run_all.sh bench   # scripts/bench.py: B/2 image and video rows, bf16, attention backends under JVP
 #   bash scripts/gpu/run_all.sh train   # the moving-digits recipe on the GPU (image stage, then video stage with the
 #                                       # context levers), exported as a pipeline folder
-# Device time is 30 minutes a session: run the three back to back (each installs the wheels if the machine is fresh).
+# Device time is now 15 minutes a task, starts and idle waits included: run check, then bench (keep the machine warm
+# between them: each installs the wheels if the machine is fresh); train only where a later task has time left.
 set -uo pipefail
 stage=${1:?usage: run_all.sh check|bench|train}
 cd "$(dirname "$0")/../.."

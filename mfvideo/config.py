@@ -108,7 +108,7 @@ class TrainConfig:
     trackers: List[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers: tensorboard, wandb, ...
     compile: bool = False
     distributed: str = "ddp"  # ddp | fsdp (FSDP2: parameters, gradients and optimizer state sharded over processes)
-    teacher: Optional[str] = None  # a frozen model (pipeline or checkpoint folder) whose two-step jump the
+    teacher: Optional[str] = None  # a frozen model (pipeline or checkpoint folder) whose multi-step jump the
     # method.split_consistency rows regress on; None: the network being trained
     activation_checkpointing: bool = False  # recompute each block in the backward: activations of one block at a time
 

@@ -88,7 +88,8 @@ class MeanFlow:
         clip behind such frames instead (as scheduled sampling and self-forcing do for autoregressive models). The
         made frames never saw the frames they are scored on. One more forward (no grad) of those rows. 0: off.
     split_consistency: the share of rows trained on the one-step jump the sampler takes (t = 1, r = 0 on the new
-        frames) towards the network's own two-step jump from the same noise and context, 1 -> 1/2 -> 0 (no grad):
+        frames) towards the two-step jump from the same noise and context, 1 -> 1/2 -> 0 (no grad), of the network
+        itself or of a frozen ``teacher`` (``train.teacher``):
         the interval-splitting identity of the average velocity, (t - r) u(z_t, t, r) = (t - s) u(z_t, t, s) +
         (s - r) u(z_s, s, r), which MeanFlow's identity is the differential form of (the self-consistency of shortcut
         models and SplitMeanFlow). MeanFlow's target at (1, 0) is right only in expectation over the data behind
@@ -227,9 +228,9 @@ class MeanFlow:
 
         t, r (B,) and noise override the random draws. context: (B, T) bool, True on clean context frames
         (5-D x only). ``jvp_net``: the same network to differentiate forward (default ``net``), e.g. the eager
-        module when ``net`` is its ``torch.compile`` wrapper. ``teacher``: the network whose two-step jump the
-        ``split_consistency`` rows regress on (default ``net`` itself, no grad). Returns (the adaptively weighted batch mean, logs with
-        ``loss_unweighted``).
+        module when ``net`` is its ``torch.compile`` wrapper. ``teacher``: the network whose multi-step jump the
+        ``split_consistency`` rows regress on (default ``net`` itself, no grad). Returns (the adaptively weighted
+        batch mean, logs with ``loss_unweighted``).
         """
         B = x.shape[0]
         has_context = context.any(dim=1) if context is not None else None  # (B,)
@@ -299,10 +300,11 @@ class MeanFlow:
             u, u_tgt = self.meanflow_rows(net, rows, z, t, v, y, y_guide, t_in, r_in, dt_tangent, gen, drop, z_unc,
                                           t_unc, jvp_net)
 
-        if split is not None:  # the one-step rows: u(z_1, 1, 0) towards the network's own two-step jump
+        if split is not None:  # the one-step rows: u(z_1, 1, 0) towards the (teacher's) multi-step jump
             one = split.nonzero().squeeze(1)
             u_one = net(z[one], t_in[one], r_in[one], y=_take(y, one))
-            tgt_one = self.split_target(net if teacher is None else teacher, e[one], x[one], _take(context, one), _take(y, one))
+            tgt_one = self.split_target(net if teacher is None else teacher, e[one], x[one], _take(context, one),
+                                        _take(y, one))
             order = torch.argsort(torch.cat([rows, one]))  # back to the batch's row order
             u = torch.cat([u, u_one.to(u.dtype)])[order]
             u_tgt = torch.cat([u_tgt, tgt_one.to(u_tgt.dtype)])[order]

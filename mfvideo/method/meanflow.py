@@ -333,15 +333,15 @@ class MeanFlow:
     def meanflow_rows(self, net, rows, z, t, v, y, y_guide, t_in, r_in, dt_tangent, gen, drop, z_unc, t_unc,
                       jvp_net=None):
         """u (with grad) and the guided MeanFlow target of the batch's ``rows`` (None: all of them)."""
-        v_m = _rows(v, rows)
-        v_g = self.guided_velocity(net, _rows(z, rows), _rows(t, rows), v_m, _rows(y_guide, rows), _rows(t_in, rows),
-                                   _rows(z_unc, rows), _rows(t_unc, rows))
-        if drop is not None and v_g is not v_m:
-            v_g = torch.where(bcast(_rows(drop, rows), v_m), v_m, v_g)  # dropped rows regress the plain v
+        z, v, t_in = _take(z, rows), _take(v, rows), _take(t_in, rows)
+        v_g = self.guided_velocity(net, z, _take(t, rows), v, _take(y_guide, rows), t_in, _take(z_unc, rows),
+                                   _take(t_unc, rows))
+        if drop is not None and v_g is not v:
+            v_g = torch.where(bcast(_take(drop, rows), v), v, v_g)  # dropped rows regress the plain v
         if gen is not None:
-            v_g = v_g * bcast(_rows(gen, rows), v_m)  # the tangent (and target) on context frames is 0
-        return self.predict_and_target(net, _rows(z, rows), _rows(t_in, rows), _rows(r_in, rows), v_g,
-                                       _rows(dt_tangent, rows), _rows(y, rows), jvp_net=jvp_net)
+            v_g = v_g * bcast(_take(gen, rows), v)  # the tangent (and target) on context frames is 0
+        return self.predict_and_target(net, z, t_in, _take(r_in, rows), v_g, _take(dt_tangent, rows), _take(y, rows),
+                                       jvp_net=jvp_net)
 
     # ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -421,10 +421,6 @@ class MeanFlow:
         return u, u_tgt
 
 
-def _take(y, idx):
-    return None if y is None else y[idx]
-
-
-def _rows(a, idx):
+def _take(a, idx):
     """a[idx], or a itself when idx is None (every row) or a is None."""
     return a if a is None or idx is None else a[idx]

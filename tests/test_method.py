@@ -511,6 +511,40 @@ def test_split_consistency_share_leaves_the_other_rows_meanflow_rows(p, own):
     torch.testing.assert_close(loss, (plain * rest.numel() + (split_rows / split_weight ** p).sum()) / B)
 
 
+@pytest.mark.parametrize("share, share_context", [(0.0, 1.0), (1.0, 0.0)])
+def test_split_context_chooses_rows_by_context_and_teaches_unlabelled_ones_the_labelled_jump(share, share_context):
+    """split_context is the one-step share of the rows with context, split_consistency that of the others; an
+    unlabelled context row (its label dropped, context_label_guidance) regresses the teacher's jump **with** its
+    true label, while the network sees the null one; the rest keep their plain MeanFlow loss."""
+    torch.manual_seed(4)
+    net = randomize(tiny_model()).double()
+    B, T = 12, 4
+    x, e = torch.randn(B, 3, T, 8, 8, dtype=torch.float64), torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
+    mask = context_mask("first", B, T, k=2)
+    mask[::2] = False  # even rows: no context
+    y = torch.arange(B) % 10
+    t = torch.rand(B, dtype=torch.float64) * 0.8 + 0.1
+    r = t * torch.tensor([0.5, 1.0, 1.0]).repeat(B // 3).double()
+    mf = MeanFlow(adaptive_p=0.0, split_consistency=share, split_context=share_context, context_class_dropout=1.0,
+                  context_label_guidance=True)
+    loss, logs = mf.loss(net, x, y, t=t, r=r, noise=e, context=mask, generator=torch.Generator().manual_seed(0))
+    has = mask.any(dim=1)
+    one, rest = (has if share_context else ~has).nonzero().squeeze(1), (~has if share_context else has).nonzero().squeeze(1)
+    seen = torch.where(has, -1, y)  # every context row's label is dropped
+    plain, _ = MeanFlow(adaptive_p=0.0, context_class_dropout=1.0, context_label_guidance=True).loss(
+        net, x[rest], y[rest], t=t[rest], r=r[rest], noise=e[rest], context=mask[rest],
+        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        target = e[one] - _two_step_by_hand(net, x[one], e[one], mask[one], y[one])  # the true label
+    g = (~mask[one]).double()
+    u = net(torch.where(mask[one][:, None, :, None, None], x[one], e[one]), g, 0 * g, y=seen[one])
+    split_rows = (((u - target) * g[:, None, :, None, None]) ** 2).sum(dim=(1, 2, 3, 4))
+    torch.testing.assert_close(loss, (plain * rest.numel() + split_rows.sum()) / B)
+    torch.testing.assert_close(logs["loss_split"], split_rows.mean())
+    with pytest.raises(ValueError, match="split_context must lie in"):
+        MeanFlow(split_context=1.5)
+
+
 def test_split_consistency_training_closes_the_gap_between_one_and_two_steps():
     torch.manual_seed(0)
     net = tiny_model(hidden_size=64, num_heads=4)

@@ -100,6 +100,12 @@ class MeanFlow:
         that of a MeanFlow row with the batch's mean MeanFlow loss, not their own: the one-step jump is already near
         the two-step one (a loss ~10x smaller), and weighted by its own loss the self-made target outweighed the
         data (on the digits the class was lost within 250 steps). 0: off.
+    split_context: the share of the rows **with** context frames trained so (None: ``split_consistency``, which then
+        holds for every row; set, ``split_consistency`` is the share of the rows without context). A context row's
+        teacher is given the label its target is guided with (with ``context_label_guidance``: the true label even
+        where the network sees the null one), so an unlabelled continuation is taught the labelled teacher's jump,
+        which only the context frames can tell the network; a row without context keeps the label it shows the
+        network (an unconditional row's target is the teacher's unconditional jump, not one class's).
     split_steps: the teacher's network calls for the target (default 2, the split above; k > 2 splits [0, 1] into
         k equal intervals, the same identity applied k - 1 times). A model's more-step jump is its better one (the
         bundled digits model: frame identity 0.83 / 0.94 / 0.97 at 1 / 2 / 4 calls), and a distilled student comes
@@ -130,6 +136,7 @@ class MeanFlow:
     context_noise: float = 0.0
     self_context: float = 0.0
     split_consistency: float = 0.0
+    split_context: Optional[float] = None
     split_steps: int = 2
     split_own_weight: bool = False
     skip_jvp_when_r_eq_t: bool = True
@@ -150,6 +157,8 @@ class MeanFlow:
             raise ValueError(f"self_context must lie in [0, 1], got {self.self_context}")
         if not 0.0 <= self.split_consistency <= 1.0:
             raise ValueError(f"split_consistency must lie in [0, 1], got {self.split_consistency}")
+        if self.split_context is not None and not 0.0 <= self.split_context <= 1.0:
+            raise ValueError(f"split_context must lie in [0, 1], got {self.split_context}")
         if self.split_steps < 2:
             raise ValueError(f"split_steps must be >= 2 (the one-step jump's target), got {self.split_steps}")
         if not 0.0 <= self.context_noise < 1.0:
@@ -177,6 +186,12 @@ class MeanFlow:
         neq = torch.zeros(batch, dtype=torch.bool, device=device)
         neq[torch.randperm(batch, device=device, generator=generator)[:num_neq]] = True
         return t, torch.where(neq, r, t)
+
+    # ----------------------------------------------------------------------------------------------------
+    @property
+    def splits(self) -> bool:
+        """Whether any row is trained on the one-step jump (``split_consistency`` or ``split_context``)."""
+        return self.split_consistency > 0 or (self.split_context or 0.0) > 0
 
     # ----------------------------------------------------------------------------------------------------
     # guidance folded into training
@@ -242,8 +257,11 @@ class MeanFlow:
             t = t_draw if t is None else t
             r = r_draw if r is None else r
         split = None  # (B,) bool: rows trained on the one-step jump towards the two-step one
-        if self.split_consistency > 0:
-            split = torch.rand(B, device=x.device, generator=generator) < self.split_consistency
+        if self.splits:
+            share = torch.full((B,), self.split_consistency, device=x.device)
+            if has_context is not None and self.split_context is not None:
+                share = torch.where(has_context, self.split_context, share)
+            split = torch.rand(B, device=x.device, generator=generator) < share
             t, r = torch.where(split, 1.0, t), torch.where(split, 0.0, r)
             split = split if bool(split.any()) else None
         t, r = t.to(x.dtype), r.to(x.dtype)
@@ -303,8 +321,11 @@ class MeanFlow:
         if split is not None:  # the one-step rows: u(z_1, 1, 0) towards the (teacher's) multi-step jump
             one = split.nonzero().squeeze(1)
             u_one = net(z[one], t_in[one], r_in[one], y=_take(y, one))
+            y_teach = y  # what the network sees; context rows: the label their target is guided with
+            if y is not None and has_context is not None:
+                y_teach = torch.where(has_context, y_guide, y)
             tgt_one = self.split_target(net if teacher is None else teacher, e[one], x[one], _take(context, one),
-                                        _take(y, one))
+                                        _take(y_teach, one))
             order = torch.argsort(torch.cat([rows, one]))  # back to the batch's row order
             u = torch.cat([u, u_one.to(u.dtype)])[order]
             u_tgt = torch.cat([u_tgt, tgt_one.to(u_tgt.dtype)])[order]

@@ -251,10 +251,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.mixed_precision=fp16 is refused: MeanFlow's JVP overflows in fp16; use bf16")
     if cfg.data.num_frames < 1:
         raise ConfigError(f"data.num_frames must be >= 1, got {cfg.data.num_frames}")
-    if cfg.method.split_own_weight and MethodConfig.splits.fget(cfg.method) and not cfg.train.teacher:
+    if cfg.method.split_own_weight and cfg.method.splits and not cfg.train.teacher:
         raise ConfigError("method.split_own_weight needs a frozen train.teacher: weighted by its own loss, the "
                           "network's own two-step target runs away with it")
-    if cfg.train.teacher and not MethodConfig.splits.fget(cfg.method):
+    if cfg.train.teacher and not cfg.method.splits:
         raise ConfigError("train.teacher is only used by method.split_consistency / split_context, which are 0")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")

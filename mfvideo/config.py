@@ -44,6 +44,7 @@ class ModelConfig:
     context_summary: bool = False  # pooled context-frame tokens join the conditioning (ContextSummary)
     clip_attention: bool = False  # factorised + a zero-gated sub-layer over the whole clip in every block
     context_reader: bool = False  # unlabelled rows with context read the class off it (ContextReader)
+    prediction: str = "u"  # u: the output is the average velocity | x: the denoised field z - t u (pMF; pixel space)
     init_from: Optional[str] = None  # a checkpoint to start from: an image model, or a video model gaining new parts
 
 

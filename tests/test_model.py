@@ -331,3 +331,28 @@ def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_cont
         with_bias = model(z, flat, flat, y)
         model.context_embedder.proj.bias.data.sub_(1.0)
         torch.testing.assert_close(with_bias, model(z, flat, flat, y))
+
+
+def test_x_prediction_returns_u_from_the_denoised_field_and_its_one_step_sample_is_the_network_output():
+    """prediction="x": the same weights' raw output x gives u = (z - x) / max(t, 0.05), per clip or per frame, and the
+    1-NFE sample z_1 - u(z_1, 0, 1) is x itself (no trace of the input noise)."""
+    from mfvideo.method import meanflow_sample
+
+    torch.manual_seed(0)
+    raw = randomize(tiny_model()).double()
+    net = tiny_model(prediction="x").double()
+    net.load_state_dict(raw.state_dict())
+    z, y = torch.randn(3, 3, 4, 8, 8, dtype=torch.float64), torch.tensor([1, -1, 7])
+    t, r = torch.tensor([0.9, 0.4, 0.02], dtype=torch.float64), torch.tensor([0.1, 0.4, 0.0], dtype=torch.float64)
+    with torch.no_grad():
+        x = raw(z, t, r, y)
+        tb = torch.tensor([0.9, 0.4, 0.05], dtype=torch.float64)[:, None, None, None, None]  # 0.02 clamped to 0.05
+        torch.testing.assert_close(net(z, t, r, y), (z - x) / tb)
+        tf = torch.tensor([[0.0, 0.0, 0.8, 0.8], [0.0, 0.5, 0.5, 0.5], [0.3, 0.3, 0.3, 0.3]], dtype=torch.float64)
+        per_frame = (z - raw(z, tf, tf * 0, y)) / tf.clamp(min=0.05)[:, None, :, None, None]
+        torch.testing.assert_close(net(z, tf, tf * 0, y), per_frame)
+        one = torch.ones(3, dtype=torch.float64)
+        torch.testing.assert_close(meanflow_sample(net, z, y=y, steps=1), raw(z, one, one * 0, y))
+        assert (meanflow_sample(raw, z, y=y, steps=1) - raw(z, one, one * 0, y)).abs().max() > 0.5  # u: z - u
+    with pytest.raises(ValueError, match="unknown prediction 'eps'"):
+        tiny_model(prediction="eps")

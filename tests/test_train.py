@@ -105,6 +105,8 @@ def test_video_model_initialised_from_image_checkpoint(tmp_path):
             assert torch.equal(v, img[k]), k
         else:
             assert "temporal" in k
+    with pytest.raises(ConfigError, match=r"model.init_from=.* predicts 'u', this model 'x' \(model.prediction\)"):
+        build_setup(tiny_cfg(tmp_path / "vidx", f"model.init_from={img_ckpt}", "model.prediction=x"))
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))

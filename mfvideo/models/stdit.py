@@ -192,11 +192,30 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
+PREDICTIONS = ("u", "x")
+X_PREDICTION_T_MIN = 0.05  # the smallest t dividing an x-prediction (JiT clips its 1 / (1 - t) likewise)
+
+
+def x_to_u(z: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+    """pMF's field (Lu et al., 2026): the network predicts x(z_t, r, t) = z_t - t u(z_t, r, t), a denoised image on
+    the data manifold, and u = (z_t - x) / t is what the method sees, so the loss, the JVP and the samplers stay
+    those of u. The 1-NFE sample z_1 - u(z_1, 0, 1) is then the network's x itself: what the input noise leaves in
+    a u-prediction's output (speckle, in pixel space) cancels exactly. z, x: (B, C, T, H, W); t: () | (B,) | (B, T).
+    t is clamped at ``X_PREDICTION_T_MIN`` (context frames carry t = 0; their u never enters a loss or a sample)."""
+    t = torch.as_tensor(t, device=z.device, dtype=z.dtype)
+    if t.ndim == 0:
+        t = t.expand(z.shape[0])
+    t = t[:, None, :, None, None] if t.ndim == 2 else t[:, None, None, None, None]  # (B, 1, T | 1, 1, 1)
+    return (z - x) / t.clamp(min=X_PREDICTION_T_MIN)
+
+
 class STDiT(ModelMixin, ConfigMixin):
     """u = net(z, t, r, y): the average velocity over [r, t] for latents z of shape (B, C, T, H, W) or (B, C, H, W).
 
     t, r: () or (B,) for one time per clip, or (B, T) for one time per frame (read at the first frame of each
     temporal patch). y: (B,) class labels, -1 for the null class; None means null (or no classes at all).
+    prediction: what the output layer predicts: "u" the average velocity itself, or "x" the denoised field
+    z - t u (``x_to_u``), which pixel-space models want (the forward returns u either way).
     """
 
     _supports_gradient_checkpointing = True  # diffusers' enable_gradient_checkpointing(): per block
@@ -220,8 +239,11 @@ class STDiT(ModelMixin, ConfigMixin):
         context_summary: bool = False,
         clip_attention: bool = False,
         context_reader: bool = False,
+        prediction: str = "u",
     ):
         super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
         if attention not in ATTENTION_LAYOUTS:
             raise ValueError(f"unknown attention layout {attention!r}; choose one of {ATTENTION_LAYOUTS}")
         if clip_attention and not (temporal and attention == "factorised"):
@@ -420,4 +442,6 @@ class STDiT(ModelMixin, ConfigMixin):
         out = rearrange(
             x, "b t (h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", h=hp, w=wp, pt=pt, ph=p, pw=p
         )  # (B, C, T, H, W)
+        if self.config.prediction == "x":
+            out = x_to_u(z, out, t)  # (B, C, T, H, W)
         return out[:, :, 0] if image else out

@@ -114,6 +114,10 @@ def build_setup(cfg: Config) -> Setup:
     resolve_model_config(cfg, latent_channels, getattr(dataset, "num_classes", 0))
     model = build_model(cfg.model)
     if cfg.model.init_from:
+        source_prediction = load_config_from(cfg.model.init_from).model.prediction
+        if source_prediction != cfg.model.prediction:
+            raise ConfigError(f"model.init_from={cfg.model.init_from} predicts {source_prediction!r}, this model "
+                              f"{cfg.model.prediction!r} (model.prediction): its output layer would mean another field")
         state = load_weights(cfg.model.init_from, which="model")
         fresh = load_into(model, state, cfg.model.init_from, allow_missing_temporal=True)
         new = f": {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''}" if fresh else ""

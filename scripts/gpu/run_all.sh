@@ -6,7 +6,7 @@
 #                                       # bf16-vs-fp32 tangent error of a B/2 model (scripts/gpu/tangent_error.py)
 #   bash scripts/gpu/run_all.sh bench   # scripts/bench.py: B/2 image and video rows, bf16, attention backends under JVP
 #   bash scripts/gpu/run_all.sh train   # the moving-digits recipe on the GPU (image stage, then video stage with the
-#                                       # context levers), exported as a pipeline folder
+#                                       # context levers; PREDICTION=u|x, default x), exported as a pipeline folder
 # Device time is now 15 minutes a task, starts and idle waits included: run check, then bench (keep the machine warm
 # between them: each installs the wheels if the machine is fresh); train only where a later task has time left.
 set -uo pipefail
@@ -35,11 +35,12 @@ case $stage in
     ;;
   train)
     budget=${TRAIN_SECONDS:-480}
+    pred=${PREDICTION:-x}  # x-prediction: the best equal-budget arm on CPU (README, MeanFlow vs flow matching rerun)
     timeout $((budget / 3)) python3 -m mfvideo.cli.train configs/moving_digits_image.yaml train.output_dir=/tmp/gpu_image \
-      train.batch_size=512 train.mixed_precision=bf16 train.checkpoint_every=250 2>&1 | tail -3 | tee "$out/train_image.txt"
+      model.prediction=$pred train.batch_size=512 train.mixed_precision=bf16 train.checkpoint_every=250 2>&1 | tail -3 | tee "$out/train_image.txt"
     img=$(ls -d /tmp/gpu_image/checkpoints/step_* | tail -1)
     timeout $((budget * 2 / 3)) python3 -m mfvideo.cli.train configs/moving_digits.yaml train.output_dir=/tmp/gpu_video \
-      model.init_from="$img" train.batch_size=256 train.mixed_precision=bf16 train.checkpoint_every=250 2>&1 | tail -3 \
+      model.init_from="$img" model.prediction=$pred train.batch_size=256 train.mixed_precision=bf16 train.checkpoint_every=250 2>&1 | tail -3 \
       | tee "$out/train_video.txt"
     vid=$(ls -d /tmp/gpu_video/checkpoints/step_* | tail -1)
     python3 -m mfvideo.cli.export "$vid" --out "$out/moving_digits_gpu" && cp /tmp/gpu_video/log.jsonl "$out/train_video_log.jsonl"

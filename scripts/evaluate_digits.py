@@ -23,10 +23,11 @@ from mfvideo.eval.digits import DigitSuite, heldout_accuracy
 from mfvideo.eval.report import evaluate_context, evaluate_pipeline, evaluate_read_label, evaluate_real
 from mfvideo.pipeline import MFVideoPipeline
 
-COLS = ["fd", "class_accuracy", "identity", "jerk", "identity_kept", "trajectory_error",
+COLS = ["fd", "class_accuracy", "identity", "speckle", "jerk", "identity_kept", "glyph_match", "trajectory_error",
         "trajectory_error_static_baseline", "seconds_per_clip"]
-CONTEXT_COLS = ["context_noise", "extension_identity_kept", "extension_accuracy_by_distance", "interpolation_midpoint_accuracy",
-                "long_identity_kept_last_window", "long_seam_flicker", "long_window_brightness"]
+CONTEXT_COLS = ["context_noise", "extension_identity_kept", "extension_accuracy_by_distance", "extension_glyph_match",
+                "interpolation_midpoint_accuracy", "interpolation_midpoint_glyph_match", "long_identity_kept_last_window",
+                "long_window_glyph_match", "long_seam_flicker", "long_window_brightness"]
 READ_COLS = ["read_label_accuracy", "read_label_extension_identity_kept", "read_label_extension_accuracy_by_distance",
              "read_label_interpolation_midpoint_accuracy", "read_label_long_identity_kept_last_window",
              "true_label_extension_identity_kept"]

@@ -160,12 +160,15 @@ def test_context_metrics_read_true_continuations_as_right_and_noise_as_wrong():
     assert truth["long_identity_kept_last_window"] > 0.85 and truth["extension_identity_kept"] > 0.9
     assert abs(truth["long_seam_flicker"] - 1) < 0.25  # a real clip has no seams
     assert all(abs(b - 1) < 0.15 for b in truth["long_window_brightness"])
+    assert truth["extension_glyph_match"] > 0.99 and min(truth["long_window_glyph_match"]) > 0.99
+    assert truth["interpolation_midpoint_glyph_match"] > 0.99
     untrained = MFVideoPipeline.from_pretrained()
     torch.manual_seed(0)
     for p in untrained.model.parameters():
         p.data.normal_(0, 0.02)
     noise = evaluate_context(untrained, suite, n=60, long_frames=16)
     assert noise["extension_identity_kept"] < 0.4 and noise["interpolation_midpoint_accuracy"] < 0.4
+    assert noise["extension_glyph_match"] < 0.8 and max(noise["long_window_glyph_match"]) < 0.8
 
 
 def test_unlabelled_extension_keeps_the_digit_with_the_reader_and_loses_it_without():
@@ -203,3 +206,23 @@ def test_speckle_counts_isolated_ink_and_not_strokes():
     dim = clips.copy()
     dim[:, :, 0, 0] = 40  # below the ink level
     assert speckle(dim) == 0.0
+
+
+def test_glyph_match_scores_the_same_handwriting_moved_as_one_and_others_lower():
+    from mfvideo.eval.digits import glyph_match, real_clips
+
+    clips, labels = real_clips(200, "test", 12)
+    same = glyph_match(clips[:, 3], clips[:, 4:])  # the true continuation: the glyph translated
+    assert same.shape == (200, 8) and np.allclose(same, 1.0, atol=1e-6)
+    # the same class by another writer, another class, a blur: each a step further from 1
+    other = np.stack([clips[next(j for j in range(200) if j != i and labels[j] == labels[i]), 4:] for i in range(50)])
+    wrong = np.stack([clips[next(j for j in range(200) if labels[j] != labels[i]), 4:] for i in range(50)])
+    assert 0.7 < glyph_match(clips[:50, 3], other).mean() < 0.95
+    assert glyph_match(clips[:50, 3], wrong).mean() < glyph_match(clips[:50, 3], other).mean() - 0.08
+    blurred = clips.astype(np.float32)
+    blurred[:, :, 1:-1] = (blurred[:, :, :-2] + blurred[:, :, 1:-1] + blurred[:, :, 2:]) / 3  # vertical box blur
+    assert glyph_match(clips[:, 3], blurred[:, 4:].astype(np.uint8)).mean() < 0.97
+    # a shift larger than max_shift is not searched: a far-moved glyph is no longer matched
+    moved = np.zeros_like(clips[:, :1])
+    moved[:, 0, 8:] = clips[:, 3, :8]
+    assert glyph_match(clips[:, 3], moved, max_shift=0).mean() < glyph_match(clips[:, 3], moved).mean()

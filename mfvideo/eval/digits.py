@@ -8,7 +8,10 @@ Metrics on uint8 clips (N, T, H, W, 3):
 - ``jerk``: mean |second difference| of the ink centroid per frame, in pixels (motion smoothness; real clips have
   ~0 except at bounces);
 - extension: ``identity_kept`` (continuation class = context class) and ``trajectory_error`` (centroid distance to
-  the true continuation, pixels), with the static baseline (repeat the last context frame) for scale.
+  the true continuation, pixels), with the static baseline (repeat the last context frame) for scale;
+- ``glyph_match``: whether a new frame still shows the *same handwriting* as the context (not only the same class):
+  the cosine similarity of its ink to the last context frame's, at the best integer shift. A moving digit is one
+  glyph translated, so a true continuation scores 1; a blurred or redrawn digit scores less.
 """
 
 from __future__ import annotations
@@ -123,6 +126,26 @@ def speckle(clips: np.ndarray, level: float = 60 / 255) -> float:
     return float((on & (lit == 0)).sum(axis=(2, 3)).mean())
 
 
+def glyph_match(reference: np.ndarray, frames: np.ndarray, max_shift: int = 8) -> np.ndarray:
+    """Cosine similarity of each frame's ink to the reference frame's, maximised over integer shifts of up to
+    ``max_shift`` pixels (zero padded, no wrap-around). reference: uint8 (N, H, W, 3); frames: uint8
+    (N, m, H, W, 3) -> (N, m) in [0, 1]: 1 where a frame is the reference glyph translated."""
+    ref = grey(to_uint8(reference)).astype(np.float64)  # (N, H, W)
+    x = grey(to_uint8(frames)).astype(np.float64)  # (N, m, H, W)
+    h, w = ref.shape[-2:]
+    s = max_shift
+    pad = np.pad(ref, ((0, 0), (s, s), (s, s)))
+    x_norm = np.sqrt((x**2).sum(axis=(2, 3))) + 1e-8  # (N, m)
+    best = np.zeros(x.shape[:2])
+    for dy in range(2 * s + 1):
+        for dx in range(2 * s + 1):
+            shifted = pad[:, dy : dy + h, dx : dx + w]  # (N, H, W): the reference moved by (dy - s, dx - s)
+            norm = np.sqrt((shifted**2).sum(axis=(1, 2))) + 1e-8  # (N,)
+            cos = np.einsum("nhw,nmhw->nm", shifted, x) / (norm[:, None] * x_norm)
+            best = np.maximum(best, cos)
+    return best
+
+
 @dataclass
 class DigitSuite:
     classifier: DigitClassifier
@@ -169,7 +192,8 @@ class DigitSuite:
         static = np.repeat(np.asarray(context)[:, -1:], np.asarray(continuation).shape[1], axis=1)
         static_err = np.linalg.norm(centroids(static) - centroids(true_continuation), axis=-1).mean()
         return {"identity_kept": float((gen_class == ctx_class).mean()), "trajectory_error": float(err),
-                "trajectory_error_static_baseline": float(static_err)}
+                "trajectory_error_static_baseline": float(static_err),
+                "glyph_match": float(glyph_match(np.asarray(context)[:, -1], continuation).mean())}
 
 
 def real_clips(n: int, split: str = "test", num_frames: int = 8, resolution: int = 16, digit_size: int = 8,

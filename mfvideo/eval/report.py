@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ..frames import grey
-from .digits import DigitSuite, real_clips
+from .digits import DigitSuite, glyph_match, real_clips
 
 
 def evaluate_pipeline(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
@@ -79,6 +79,9 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
       (majority of the last window's new frames), per-window ``long_window_accuracy``, ``long_window_brightness``
       and ``long_window_contrast`` (mean and 99th-percentile intensity relative to the context's), and
       ``long_seam_flicker``: mean |frame difference| across window seams over that inside windows (1 = no jump).
+    - ``*glyph_match*`` (``digits.glyph_match``): the new frames against the given frame's handwriting, 1 for a
+      true continuation; the same digit by another writer scores ~0.85, another digit ~0.67, a blur of sigma 0.8
+      px ~0.92 (held-out clips).
     """
     cfg = pipe.cfg.data
     T = pipe.window
@@ -86,12 +89,16 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
     ext = pipe.extend(clips[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
     out = {"context_noise": pipe.resolve_context_noise(None), **_extension_scores(suite, ext[:, k:], labels)}
+    glyph = glyph_match(clips[:, k - 1], ext[:, k:])  # (n, T): same handwriting as the last context frame?
+    out["extension_glyph_match_by_distance"] = np.round(glyph.mean(axis=0), 4).tolist()
+    out["extension_glyph_match"] = float(glyph.mean())
 
     given = clips[:, [0, T - 1]]
     mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
     acc = _frame_accuracy(suite, mid, labels)
     out["interpolation_accuracy_by_frame"] = np.round(acc.astype(float), 4).tolist()
     out["interpolation_midpoint_accuracy"] = _midpoint_accuracy(acc)
+    out["interpolation_midpoint_glyph_match"] = _midpoint_accuracy(glyph_match(given[:, 0], mid).mean(axis=0))
 
     new = T - k
     long = pipe.extend(clips[:, :k], num_new_frames=long_frames, context_frames=k, steps=steps, seed=seed,
@@ -100,6 +107,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     lum = grey(windows)  # (n, W, new, H, W)
     ctx = grey(clips[:, :k])
     win_acc = [float(_frame_accuracy(suite, windows[:, w], labels).mean()) for w in range(windows.shape[1])]
+    win_glyph = glyph_match(clips[:, k - 1], long[:, : windows.shape[1] * new]).reshape(n, -1, new).mean(axis=(0, 2))
     last_major = suite.clip_class(windows[:, -1])
     diffs = np.abs(np.diff(grey(long), axis=1)).mean(axis=(0, 2, 3))  # (F - 1,)
     seams = np.arange(new - 1, diffs.shape[0], new)  # difference between the last frame of a window and the next
@@ -108,6 +116,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
         "long_new_frames": long_frames,
         "long_identity_kept_last_window": float((last_major == labels).mean()),
         "long_window_accuracy": np.round(win_acc, 4).tolist(),
+        "long_window_glyph_match": np.round(win_glyph, 4).tolist(),
         "long_window_brightness": np.round((lum.mean(axis=(0, 2, 3, 4)) / ctx.mean()).astype(float), 4).tolist(),
         "long_window_contrast": np.round(
             [float(np.percentile(lum[:, w], 99) / np.percentile(ctx, 99)) for w in range(lum.shape[1])], 4).tolist(),

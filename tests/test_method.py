@@ -40,10 +40,10 @@ def test_jvp_target_equals_finite_difference(shape, prediction):
     assert (wrong - u_tgt).abs().max() > 100 * (expected - u_tgt).abs().max()
 
 
-@pytest.mark.parametrize("prediction", ["u", "x"])
-def test_jvp_target_equals_finite_difference_per_frame_times(prediction):
+@pytest.mark.parametrize("prediction, reference", [("u", False), ("x", False), ("x", True)])
+def test_jvp_target_equals_finite_difference_per_frame_times(prediction, reference):
     torch.manual_seed(1)
-    net = randomize(tiny_model(prediction=prediction)).double()
+    net = randomize(tiny_model(prediction=prediction, context_reference=reference)).double()
     x, e = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
     mask = torch.tensor([[True, False, False, False], [False, False, True, True]])
     gen = (~mask).double()

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from einops import rearrange
 
 from conftest import randomize, tiny_model
 from mfvideo.models import MODELS, build_model, math_attention
@@ -286,6 +287,49 @@ def test_clip_attention_starts_as_the_model_it_extends_and_links_other_positions
     assert reach["factorised"] == 0 and reach["clip"] > 1e-6
     with pytest.raises(ValueError, match="factorised video models only"):
         tiny_model(attention="spacetime", clip_attention=True)
+
+
+def test_nearest_context_frame_for_every_mask_kind():
+    from mfvideo.models.stdit import nearest_context
+
+    masks = torch.tensor([
+        [1, 1, 1, 1, 0, 0, 0, 0],  # extension: every new frame takes the last given one
+        [0, 0, 0, 0, 1, 1, 1, 1],  # backward extension: the first given one
+        [1, 0, 0, 0, 0, 0, 0, 1],  # interpolation: the nearer end
+        [1, 0, 1, 0, 0, 0, 0, 0],  # a tie (frame 1) goes to the earlier frame
+    ]).bool()
+    assert nearest_context(masks).tolist() == [
+        [0, 1, 2, 3, 3, 3, 3, 3], [4, 4, 4, 4, 4, 5, 6, 7], [0, 0, 0, 0, 7, 7, 7, 7], [0, 0, 2, 2, 2, 2, 2, 2]]
+
+
+def test_context_reference_starts_as_the_model_it_extends_and_gives_each_frame_its_nearest_context_frame():
+    """A zero-started addition (a trained model gains it unchanged); opened, a new frame's tokens take its nearest
+    context frame and the signed distance to it, nothing of another frame, and rows without context get nothing."""
+    from mfvideo.weights import load_into
+
+    torch.manual_seed(0)
+    base = randomize(tiny_model(depth=1)).double()
+    model = tiny_model(depth=1, context_reference=True).double()
+    assert load_into(model, base.state_dict(), "base", allow_missing_temporal=True) == [
+        "reference_embedder.proj.weight", "reference_embedder.proj.bias"]
+    z = torch.randn(3, 3, 4, 8, 8, dtype=torch.float64)
+    t = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.7] * 4, [0.9, 0.9, 0.0, 0.9]], dtype=torch.float64)
+    r = torch.zeros_like(t)
+    with torch.no_grad():
+        torch.testing.assert_close(model(z, t, r), base(z, t, r))  # starts as the model it extends
+        randomize(model.reference_embedder, std=0.3, seed=1)
+        out, ref = model(z, t, r), base(z, t, r)
+        assert (out[0] - ref[0]).abs().max() > 1e-3 and (out[2] - ref[2]).abs().max() > 1e-3
+        torch.testing.assert_close(out[1], ref[1])  # no context frames: untouched
+        torch.testing.assert_close(model(z, t[1, 0], r[1, 0]), base(z, t[1, 0], r[1, 0]))  # per-clip times: none
+        emb = model.reference_embedder
+        tokens = emb(z, torch.tensor([[True, True, False, False]] * 3))  # (B, T', N, D)
+        proj = lambda frame, offset: emb.proj(torch.cat([frame, torch.full_like(frame[:, :1], offset)], dim=1))
+        for f, (src, offset) in enumerate([(0, 0.0), (1, 0.0), (1, 0.25), (1, 0.5)]):  # offsets in clips (T = 4)
+            want = rearrange(proj(z[:, :, src:src + 1], offset), "b d t h w -> b t (h w) d")[:, 0]
+            torch.testing.assert_close(tokens[:, f], want)
+    with pytest.raises(ValueError, match="needs a video model"):
+        tiny_model(temporal=False, context_reference=True)
 
 
 def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_content():

@@ -114,7 +114,8 @@ CASES = {
     "train max_steps -5": T("train.max_steps=-5"), "train log_every 0": T("train.log_every=0"),
     "train keep_last 0": T("train.keep_last=0"), "train context_noise 1": T("method.context_noise=1.0"),
     "train sample context_noise -0.1": T("sample.context_noise=-0.1"),
-    "train clip_attention on joint": T("model.attention=joint", "model.clip_attention=true"), "train unknown key": T("train.learning_rate=1"),
+    "train clip_attention on joint": T("model.attention=joint", "model.clip_attention=true"),
+    "train context_reference on images": T("data.num_frames=1", "model.context_reference=true"), "train unknown key": T("train.learning_rate=1"),
     "train output dir is a file": ["train", TINY, "train.output_dir={w}/a_file", "train.max_steps=2"],
     "train config missing": ["train", "{w}/missing.yaml"],
     # cache

@@ -12,7 +12,8 @@ sub-layer stays as it is, so a trained factorised model gains it without changin
 Every sub-layer is modulated by adaLN-Zero from c = emb_t(t) + emb_h(t - r) + emb_y(y); with ``context_summary``
 the blocks from the middle on add the pooled tokens of the context frames to c (``ContextSummary``); with
 ``context_reader`` (class-conditional models) unlabelled rows with context frames read the class off those pooled tokens
-and take its embedding from the middle block on (``ContextReader``). Times may be per clip (B,) or per frame (B, T):
+and take its embedding from the middle block on (``ContextReader``); with ``context_reference`` every frame's input
+gains its nearest context frame as extra channels (``ContextReference``). Times may be per clip (B,) or per frame (B, T):
 context frames of frame-conditional generation carry their own time t = r = 0.
 
 The temporal sub-layer of each block is a separate module (``blocks.i.temporal``) with its own zero-initialised
@@ -29,9 +30,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from einops import rearrange
+from einops import einsum, rearrange
 from torch import nn
 
 from .attention import Attention
@@ -149,6 +151,46 @@ class ContextReader(nn.Module):
         return self.head(feats), has
 
 
+def nearest_context(clean: torch.Tensor) -> torch.Tensor:
+    """For each frame, the index of the nearest context frame (ties: the earlier one): clean (B, T) bool -> (B, T)
+    long; rows without context get 0 (their reference is switched off by the caller)."""
+    T = clean.shape[1]
+    f = torch.arange(T, device=clean.device)
+    dist = (f[:, None] - f[None, :]).abs().float() + 0.25 * (f[None, :] > f[:, None])  # (T, S): later sources lose ties
+    dist = dist[None].expand(clean.shape[0], T, T).masked_fill(~clean[:, None, :], float("inf"))  # (B, T, S)
+    return dist.argmin(dim=-1)
+
+
+class ContextReference(nn.Module):
+    """Every frame's input gains its nearest context frame (the clean frame itself, as given) and the signed
+    distance to it in clips, through a zero-started patch embedding added to the tokens.
+
+    The image-to-video models' reference-frame input (the conditioning latent concatenated to every frame's
+    channels), generalised to any context mask (extension, backward extension, interpolation: each frame takes the
+    nearest given one). Factorised attention links a new frame to the context only at its own patch, so a moving
+    object's appearance has to hop frame by frame, and a pooled summary carries a class but not a glyph; here the
+    glyph sits in the new frame's own tokens, where spatial attention can move it to where the motion (read by the
+    temporal attention) puts it. Rows without context frames, and per-clip times, get nothing; the embedding starts
+    at zero, so a trained model gains it without changing its function.
+    """
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int, temporal_patch_size: int):
+        super().__init__()
+        k = (temporal_patch_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_channels + 1, dim, kernel_size=k, stride=k)
+
+    def forward(self, z: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        # z: (B, C, T, H, W); clean: (B, T) bool, True on context frames -> (B, T', N, D)
+        B, _, T, H, W = z.shape
+        src = nearest_context(clean)  # (B, T)
+        ref = einsum(F.one_hot(src, T).to(z.dtype), z, "b t s, b c s h w -> b c t h w")  # (B, C, T, H, W)
+        offset = (torch.arange(T, device=z.device) - src).to(z.dtype) / T  # (B, T)
+        offset = offset[:, None, :, None, None].expand(B, 1, T, H, W)
+        has = clean.any(dim=1).to(z.dtype)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
+        x = self.proj(torch.cat([ref, offset], dim=1)) * has  # (B, D, T', H', W')
+        return rearrange(x, "b d t h w -> b t (h w) d")
+
+
 class STDiTBlock(nn.Module):
     """Spatial attention, optional temporal attention, MLP; adaLN-Zero modulation from c."""
 
@@ -190,6 +232,12 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))
+
+
+def context_frames(t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Context frames of per-frame times (B, T): frames that do not move (t = r) and are less noisy than the row's
+    new frames (t = 0, or the level s of noise-augmented context) -> (B, T) bool."""
+    return (t == r) & (t < t.amax(dim=1, keepdim=True))
 
 
 PREDICTIONS = ("u", "x")
@@ -240,6 +288,7 @@ class STDiT(ModelMixin, ConfigMixin):
         clip_attention: bool = False,
         context_reader: bool = False,
         prediction: str = "u",
+        context_reference: bool = False,
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -252,6 +301,8 @@ class STDiT(ModelMixin, ConfigMixin):
         if context_reader and not (temporal and num_classes > 0):
             raise ValueError("context_reader reads a class off context frames: it needs a class-conditional video "
                              f"model (num_classes={num_classes}, temporal={temporal})")
+        if context_reference and not temporal:
+            raise ValueError("context_reference gives each frame its nearest context frame: it needs a video model")
         p, pt = patch_size, temporal_patch_size
         self.x_embedder = nn.Conv3d(in_channels, hidden_size, kernel_size=(pt, p, p), stride=(pt, p, p))
         self.t_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)
@@ -269,6 +320,7 @@ class STDiT(ModelMixin, ConfigMixin):
         # Pooled context tokens join c from the middle block on (the first half builds the features it pools).
         self.context_embedder = ContextSummary(hidden_size) if context_summary and temporal else None
         self.class_reader = ContextReader(hidden_size, num_classes) if context_reader else None
+        self.reference_embedder = ContextReference(in_channels, hidden_size, p, pt) if context_reference else None
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
         self._pos_cache: dict = {}
         self.gradient_checkpointing = False
@@ -297,9 +349,10 @@ class STDiT(ModelMixin, ConfigMixin):
             for lin in gated:  # adaLN-Zero: every residual branch starts at zero
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)
-        if self.context_embedder is not None:
-            nn.init.zeros_(self.context_embedder.proj.weight)
-            nn.init.zeros_(self.context_embedder.proj.bias)
+        for part in (self.context_embedder, self.reference_embedder):  # zero-started additions
+            if part is not None:
+                nn.init.zeros_(part.proj.weight)
+                nn.init.zeros_(part.proj.bias)
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
@@ -343,13 +396,16 @@ class STDiT(ModelMixin, ConfigMixin):
 
         x = self.x_embedder(z)  # (B, D, T', H', W')
         x = rearrange(x, "b d t h w -> b t (h w) d")  # (B, T', N, D)
+        t_full, r_full = torch.as_tensor(t, device=z.device), torch.as_tensor(r, device=z.device)
+        if self.reference_embedder is not None and t_full.ndim == 2:
+            x = x + self.reference_embedder(z, context_frames(t_full, r_full))  # the nearest context frame
         pos_s, pos_t = self._positions(tp, hp, wp, x.device, x.dtype)
         x = x + pos_s  # (B, T', N, D)
         if self.temporal_pos_gate is not None:
             x = x + self.temporal_pos_gate * pos_t  # frame index, visible to every layer once the gate opens
 
-        t = self._frame_times(torch.as_tensor(t, device=z.device), B, T)  # (B, 1 | T')
-        r = self._frame_times(torch.as_tensor(r, device=z.device), B, T)
+        t = self._frame_times(t_full, B, T)  # (B, 1 | T')
+        r = self._frame_times(r_full, B, T)
         c = self.t_embedder(t) + self.h_embedder(t - r)  # (B, 1 | T', D)
         labels = None
         if self.y_embedder is not None:
@@ -361,7 +417,7 @@ class STDiT(ModelMixin, ConfigMixin):
         # row's new frames (t = 0, or the level s of noise-augmented context); per-clip times have none.
         clean = None
         if (self.context_embedder is not None or self.class_reader is not None) and t.shape[1] > 1:
-            clean = (t == r) & (t < t.amax(dim=1, keepdim=True))  # (B, T')
+            clean = context_frames(t, r)  # (B, T')
         return x, c[:, :, None], pos_t, clean, labels, (tp, hp, wp)
 
     def _read_label(self, x: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor,

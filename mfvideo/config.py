@@ -88,6 +88,8 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 32  # per process
     lr: float = 1e-4
+    lr_scale: Dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr factor (longest wins),
+    # e.g. {reference_embedder: 30}: a zero-started part added to a trained model grows at a pace of its own
     betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -133,6 +135,15 @@ class Config:
     latents: LatentsConfig = field(default_factory=LatentsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: dotted keys of a command line arrive as nested mappings."""
+    out = {}
+    for k, v in dict(tree).items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
 
 
 def _merge(base, other, source: str):
@@ -220,6 +231,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.ema_decays must lie in [0, 1), got {d!r}")
     if not cfg.train.ema_decays:
         raise ConfigError("train.ema_decays must hold at least one decay")
+    cfg.train.lr_scale = _flat(cfg.train.lr_scale)  # train.lr_scale.final_layer.linear=... arrives nested
+    bad = [k for k, f in cfg.train.lr_scale.items() if not (isinstance(f, (int, float)) and math.isfinite(f) and f > 0)]
+    if bad:
+        raise ConfigError(f"train.lr_scale.{bad[0]} must be a positive number, got {cfg.train.lr_scale[bad[0]]!r}")
     if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {list(cfg.train.betas)}")
     from .method.masks import KINDS

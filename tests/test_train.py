@@ -310,3 +310,25 @@ def test_split_consistency_teacher_is_the_frozen_given_model(tmp_path, monkeypat
     with pytest.raises(CheckpointError, match=r"train.teacher=.*: temporal False does not match the model's True"):
         train(tiny_cfg(tmp_path / "y", "train.max_steps=1", "method.split_consistency=0.5",
                        f"train.teacher={latest_checkpoint(tmp_path / 'img')}"))
+
+
+def test_lr_scale_gives_parameter_groups_their_own_pace_through_the_trainer(tmp_path):
+    from conftest import tiny_model
+    from mfvideo.train.loop import param_groups
+
+    model = tiny_model(depth=2, context_reference=True)
+    groups = param_groups(model, 1e-3, {"reference_embedder": 30, "blocks.0": 2, "blocks.0.attn": 5})
+    lr = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert len(lr) == sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    for name, p in model.named_parameters():
+        want = 30 if name.startswith("reference_embedder") else 5 if name.startswith("blocks.0.attn") else (
+            2 if name.startswith("blocks.0") else 1)
+        assert lr[id(p)] == pytest.approx(1e-3 * want), name
+    with pytest.raises(ConfigError, match="no parameter name starts with 'blocks.9'"):
+        param_groups(model, 1e-3, {"blocks.9": 2})
+    # Through the trainer: the output layer at a billionth of the lr stays where it started (zero).
+    for run, extra in (("plain", []), ("frozen", ["train.lr_scale.final_layer.linear=1e-9"])):
+        train(tiny_cfg(tmp_path / run, "train.max_steps=2", "train.checkpoint_every=2", *extra))
+    plain, slow = (load_file(latest_checkpoint(tmp_path / r) / "model.safetensors") for r in ("plain", "frozen"))
+    assert plain["final_layer.linear.weight"].abs().max() > 1e-3
+    assert slow["final_layer.linear.weight"].abs().max() < 1e-9

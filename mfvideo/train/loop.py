@@ -126,6 +126,20 @@ def build_setup(cfg: Config) -> Setup:
     return Setup(cfg, dataset, codec, model, cfg.method)
 
 
+def param_groups(model: torch.nn.Module, lr: float, lr_scale: dict[str, float]) -> list[dict]:
+    """The optimizer's parameter groups: one per lr factor of ``train.lr_scale`` (the longest matching name prefix;
+    1 where none matches), in the model's parameter order within each group."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    unused = [k for k in lr_scale if not any(n.startswith(k) for n, _ in named)]
+    if unused:
+        raise ConfigError(f"train.lr_scale: no parameter name starts with {unused[0]!r}")
+    groups: dict[float, list] = {}
+    for n, p in named:
+        match = max((k for k in lr_scale if n.startswith(k)), key=len, default=None)
+        groups.setdefault(1.0 if match is None else float(lr_scale[match]), []).append(p)
+    return [{"params": ps, "lr": lr * f} for f, ps in groups.items()]
+
+
 def load_teacher(path: str, model: torch.nn.Module, device) -> torch.nn.Module:
     """The frozen network of ``train.teacher`` (a pipeline or checkpoint folder, EMA weights), checked against the
     model being trained: same latent channels, classes and clip/image kind."""
@@ -178,7 +192,8 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
         shard(model, tc.mixed_precision)  # before the optimizer and EMA: they hold this rank's shards only
     teacher = load_teacher(tc.teacher, s.model, device) if tc.teacher else None
     ema = EMA(model, tc.ema_decays, warmup=tc.ema_warmup)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, tc.lr, tc.lr_scale), lr=tc.lr, betas=tuple(tc.betas),
+                                  weight_decay=tc.weight_decay)
     from diffusers.optimization import get_scheduler
 
     schedule = "constant_with_warmup" if tc.lr_schedule == "constant" and tc.warmup_steps else tc.lr_schedule

@@ -222,6 +222,13 @@ def test_glyph_match_scores_the_same_handwriting_moved_as_one_and_others_lower()
     blurred = clips.astype(np.float32)
     blurred[:, :, 1:-1] = (blurred[:, :, :-2] + blurred[:, :, 1:-1] + blurred[:, :, 2:]) / 3  # vertical box blur
     assert glyph_match(clips[:, 3], blurred[:, 4:].astype(np.uint8)).mean() < 0.97
+    # a clip whose frames each come from another writer of the same digit keeps its class but not one hand
+    from mfvideo.eval.digits import glyph_consistency
+
+    assert glyph_consistency(clips) > 0.999
+    mixed = clips[:50, :5].copy()
+    mixed[:, 1:] = other[:, :4]
+    assert 0.7 < glyph_consistency(mixed) < 0.95
     # a shift larger than max_shift is not searched: a far-moved glyph is no longer matched
     moved = np.zeros_like(clips[:, :1])
     moved[:, 0, 8:] = clips[:, 3, :8]

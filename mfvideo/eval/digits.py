@@ -146,6 +146,14 @@ def glyph_match(reference: np.ndarray, frames: np.ndarray, max_shift: int = 8) -
     return best
 
 
+def glyph_consistency(clips: np.ndarray) -> float:
+    """Does a clip keep one handwriting? Mean ``glyph_match`` of every frame against the clip's first: 1 for a glyph
+    that only moves (every real clip), ~0.85 where each frame is the digit redrawn by another hand. clips: uint8
+    (N, T, H, W, 3), T >= 2."""
+    clips = np.asarray(clips)
+    return float(glyph_match(clips[:, 0], clips[:, 1:]).mean())
+
+
 @dataclass
 class DigitSuite:
     classifier: DigitClassifier
@@ -177,7 +185,8 @@ class DigitSuite:
         preds, feats = self.predict(clips)
         majority = self.majority(preds)
         out = {"identity": float((preds == majority[:, None]).mean()), "speckle": speckle(clips),
-               "jerk": float(np.abs(np.diff(centroids(clips), n=2, axis=1)).mean())}
+               "jerk": float(np.abs(np.diff(centroids(clips), n=2, axis=1)).mean()),
+               "glyph_consistency": glyph_consistency(clips)}
         if labels is not None:
             out["class_accuracy"] = float((majority == np.asarray(labels)).mean())
         if real_clips is not None:

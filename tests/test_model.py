@@ -257,16 +257,22 @@ def test_video_model_from_image_weights_starts_as_the_image_model_per_frame(atte
     assert torch.allclose(out, per_frame, atol=1e-5) == starts_as_image
 
 
+def grown(depth: int, **part):
+    """A random float64 model and the same model gaining a zero-started ``part`` by ``init_from``'s rule: (base, model,
+    the keys left at their init)."""
+    from mfvideo.weights import load_into
+
+    torch.manual_seed(0)
+    base = randomize(tiny_model(depth=depth)).double()
+    model = tiny_model(depth=depth, **part).double()
+    return base, model, load_into(model, base.state_dict(), "base", allow_missing_temporal=True)
+
+
 def test_clip_attention_starts_as_the_model_it_extends_and_links_other_positions_across_frames():
     """clip_attention is a zero-gated addition (a trained factorised model gains it unchanged); opened, it carries a
     context token to a new frame at another spatial position within one sub-layer, which per-position temporal
     attention cannot: with spatial attention and the frame-position gate shut, only the clip sub-layer links them."""
-    from mfvideo.weights import load_into
-
-    torch.manual_seed(0)
-    base = randomize(tiny_model(depth=1)).double()
-    model = tiny_model(depth=1, clip_attention=True).double()
-    fresh = load_into(model, base.state_dict(), "base", allow_missing_temporal=True)
+    base, model, fresh = grown(1, clip_attention=True)
     assert fresh and all(k.startswith("blocks.0.clip.") for k in fresh)
     z = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.7, 0.7, 0.7]], dtype=torch.float64)
@@ -305,13 +311,8 @@ def test_nearest_context_frame_for_every_mask_kind():
 def test_context_reference_starts_as_the_model_it_extends_and_gives_each_frame_its_nearest_context_frame():
     """A zero-started addition (a trained model gains it unchanged); opened, a new frame's tokens take its nearest
     context frame and the signed distance to it, nothing of another frame, and rows without context get nothing."""
-    from mfvideo.weights import load_into
-
-    torch.manual_seed(0)
-    base = randomize(tiny_model(depth=1)).double()
-    model = tiny_model(depth=1, context_reference=True).double()
-    assert load_into(model, base.state_dict(), "base", allow_missing_temporal=True) == [
-        "reference_embedder.proj.weight", "reference_embedder.proj.bias"]
+    base, model, fresh = grown(1, context_reference=True)
+    assert fresh == ["reference_embedder.proj.weight", "reference_embedder.proj.bias"]
     z = torch.randn(3, 3, 4, 8, 8, dtype=torch.float64)
     t = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.7] * 4, [0.9, 0.9, 0.0, 0.9]], dtype=torch.float64)
     r = torch.zeros_like(t)
@@ -335,13 +336,8 @@ def test_context_reference_starts_as_the_model_it_extends_and_gives_each_frame_i
 def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_content():
     """The embedder is a zero-started addition (a trained video model gains it unchanged); trained, it passes what
     the clean frames show to the new frames even with every temporal path shut, and nothing of the new frames."""
-    from mfvideo.weights import load_into
-
-    torch.manual_seed(0)
-    base = randomize(tiny_model(depth=2)).double()
-    model = tiny_model(depth=2, context_summary=True).double()
-    assert load_into(model, base.state_dict(), "base", allow_missing_temporal=True) == [
-        "context_embedder.proj.weight", "context_embedder.proj.bias"]
+    base, model, fresh = grown(2, context_summary=True)
+    assert fresh == ["context_embedder.proj.weight", "context_embedder.proj.bias"]
     z = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
     t = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.7, 0.7, 0.7]], dtype=torch.float64)  # frames at 0 are context
     r = torch.zeros_like(t)

@@ -75,3 +75,16 @@ def test_extend_cli_infer_class_says_what_it_read(tmp_path, capsys):
     read = MFVideoPipeline.from_pretrained(None).extend(str(tmp_path / "in.mp4"), 4, infer_label=True).class_labels
     assert said.startswith(f"class read from the context: {int(read[0])} ")
     assert read_video(tmp_path / "out.mp4")[0].shape[0] == 10
+
+
+def test_class_errors_draw_the_models_noise_prior():
+    seen = []
+
+    def net(z, t, r, y=None):
+        seen.append(z / t.view(-1, 1, 1, 1, 1))  # x = 0: z / t is the noise
+        return z * 0
+
+    class_errors(net, torch.zeros(500, 1, 3, 4, 4), 2, draws=2, frame_correlation=0.6, batch_size=10_000)
+    e = seen[0]
+    cov = torch.cov(e.transpose(0, 2).reshape(3, -1))
+    assert torch.allclose(cov[0, 1:], torch.full((2,), 0.6), atol=0.04)

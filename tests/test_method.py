@@ -585,3 +585,46 @@ def test_split_steps_target_is_the_k_step_jump_and_two_is_the_least():
     assert (target - MeanFlow().split_target(net, e, x, mask, y)).abs().max() > 1e-3  # two steps differ
     with pytest.raises(ValueError, match="split_steps must be >= 2"):
         MeanFlow(split_steps=1)
+
+
+def frame_covariance(e: torch.Tensor) -> torch.Tensor:
+    """(T, T) covariance between the frames of noise e (B, C, T, H, W), over every clip, channel and position."""
+    return torch.cov(e.transpose(0, 2).reshape(e.shape[2], -1))
+
+
+def test_prior_noise_is_randn_at_zero_and_correlates_the_frames_by_rho():
+    from mfvideo.method.noise import prior_noise
+
+    shape = (4, 2, 3, 5, 5)
+    plain = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(prior_noise(shape, 0.0, torch.Generator().manual_seed(3)), plain)  # old draws, bit for bit
+    e = prior_noise((4000, 1, 3, 4, 4), 0.7, torch.Generator().manual_seed(0))
+    cov = frame_covariance(e)
+    off = ~torch.eye(3, dtype=torch.bool)
+    assert torch.allclose(cov.diagonal(), torch.ones(3), atol=0.03)  # every element still N(0, 1)
+    assert torch.allclose(cov[off], torch.full((6,), 0.7), atol=0.03)
+    pos = torch.cov(torch.stack([e[:, 0, 0, 0, 0], e[:, 0, 1, 2, 3]]))[0, 1]  # other frame, other position
+    assert abs(float(pos)) < 0.05
+    img = prior_noise((8, 3, 4, 4), 0.7, torch.Generator().manual_seed(3))  # images: no frames to share over
+    assert torch.equal(img, torch.randn((8, 3, 4, 4), generator=torch.Generator().manual_seed(3)))
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="frame_correlation"):
+            prior_noise(shape, bad)
+        with pytest.raises(ValueError, match="noise_frame_correlation"):
+            MeanFlow(noise_frame_correlation=bad)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.8])
+def test_the_loss_noises_clips_with_the_frame_correlated_prior(rho):
+    seen = []
+
+    def net(z, t, r, y=None):
+        seen.append(z)
+        return z * 0
+
+    x = torch.zeros(3000, 1, 3, 4, 4)  # z = e at t = 1
+    t = r = torch.ones(3000)
+    MeanFlow(noise_frame_correlation=rho).loss(net, x, t=t, r=r, generator=torch.Generator().manual_seed(0))
+    cov = frame_covariance(seen[0])
+    assert torch.allclose(cov.diagonal(), torch.ones(3), atol=0.03)
+    assert torch.allclose(cov[0, 1:], torch.full((2,), rho), atol=0.03)

@@ -278,3 +278,24 @@ def test_demo_writes_its_sheets_and_videos(tmp_path):
 
     sheet = np.asarray(Image.open(tmp_path / "demo" / "extended.png"))
     assert sheet.shape[:2] == (9 * (16 + 2) + 2, 20 * (16 + 2) + 2)  # grid(): 2-pixel padding around 16x16 frames
+
+
+def test_sampling_draws_the_noise_prior_the_model_was_trained_with(tmp_path):
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    cfg.model.in_channels, cfg.model.num_classes = 1, 10
+    cfg.method.noise_frame_correlation = 0.9
+    MFVideoPipeline(randomize(build_model(cfg.model)), training_config=cfg).save_pretrained(tmp_path / "rho")
+    pipe = MFVideoPipeline.from_pretrained(tmp_path / "rho")
+    assert pipe.method.noise_frame_correlation == 0.9  # saved with the model
+    seen = []
+
+    def record(z, t, r, y=None):
+        seen.append(z)
+        return torch.zeros_like(z)
+
+    pipe.transformer = record
+    pipe.generate(num_clips=200, seed=0)  # one call at t = 1: z is the noise
+    e = seen[0]  # (200, 1, 4, 16, 16)
+    cov = torch.cov(e.transpose(0, 2).reshape(e.shape[2], -1))
+    assert torch.allclose(cov.diagonal(), torch.ones(4), atol=0.03)
+    assert torch.allclose(cov[0, 1:], torch.full((3,), 0.9), atol=0.03)

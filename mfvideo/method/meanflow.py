@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from torch.func import jvp
 
+from .noise import prior_noise
 from .samplers import meanflow_sample  # the pipeline's 1-NFE window, for self-made context
 
 
@@ -113,6 +114,9 @@ class MeanFlow:
     split_own_weight: weigh the one-step rows by their own loss (the adaptive weight of every other row) instead:
         they then pull as hard as the MeanFlow rows. Only for a frozen teacher (``train.teacher``), whose target
         does not move with the network.
+    noise_frame_correlation: rho, the correlation between the frames' noise of a clip (``noise.prior_noise``: a
+        share rho of every frame's noise is shared by the clip's frames, each element still N(0, 1)). Part of the
+        model: the pipeline draws its noise the same way. 0: independent frames (images are unaffected).
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -139,6 +143,7 @@ class MeanFlow:
     split_context: Optional[float] = None
     split_steps: int = 2
     split_own_weight: bool = False
+    noise_frame_correlation: float = 0.0
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
@@ -163,6 +168,8 @@ class MeanFlow:
             raise ValueError(f"split_steps must be >= 2 (the one-step jump's target), got {self.split_steps}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"context_noise must lie in [0, 1), got {self.context_noise}")
+        if not 0.0 <= self.noise_frame_correlation < 1.0:
+            raise ValueError(f"noise_frame_correlation must lie in [0, 1), got {self.noise_frame_correlation}")
         if self.cfg_t_start > self.cfg_t_end:
             raise ValueError(f"cfg_t_start {self.cfg_t_start} > cfg_t_end {self.cfg_t_end}")
 
@@ -186,6 +193,10 @@ class MeanFlow:
         neq = torch.zeros(batch, dtype=torch.bool, device=device)
         neq[torch.randperm(batch, device=device, generator=generator)[:num_neq]] = True
         return t, torch.where(neq, r, t)
+
+    def noise(self, shape, device=None, dtype=None, generator=None) -> torch.Tensor:
+        """The path's noise end e of ``shape`` (see ``noise_frame_correlation``)."""
+        return prior_noise(shape, self.noise_frame_correlation, generator, device=device, dtype=dtype)
 
     # ----------------------------------------------------------------------------------------------------
     @property
@@ -265,7 +276,7 @@ class MeanFlow:
             t, r = torch.where(split, 1.0, t), torch.where(split, 0.0, r)
             split = split if bool(split.any()) else None
         t, r = t.to(x.dtype), r.to(x.dtype)
-        e = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) if noise is None else noise
+        e = self.noise(x.shape, x.device, x.dtype, generator) if noise is None else noise
 
         # Per-frame times: context frames sit at t = r = 0 and do not move with t.
         if context is not None:
@@ -393,7 +404,7 @@ class MeanFlow:
         j = 1 + (torch.rand(idx.numel(), device=x.device, generator=generator) * (k - 1)).long().clamp_max(k - 2)
         given = frame[None] < j[:, None]  # (n, T): the real frames the rest is made from
         xs = x[idx]
-        e = torch.randn(xs.shape, device=x.device, dtype=x.dtype, generator=generator)
+        e = self.noise(xs.shape, x.device, x.dtype, generator)
         made = meanflow_sample(net, e, _take(y, idx), steps=1, context=xs, context_mask=given).to(x.dtype)  # no grad
         swap = ~given & (frame[None] < k[:, None])  # (n, T): frames j..k-1
         x = x.clone()

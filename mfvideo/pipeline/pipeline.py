@@ -214,7 +214,8 @@ class MFVideoPipeline(DiffusionPipeline):
         return self.codec.latent_shape((frames, self.resolution, self.resolution))
 
     def _noise(self, batch: int, frames: int, generator) -> torch.Tensor:
-        return torch.randn((batch, *self._latent_shape(frames)), generator=generator).to(self.device)
+        shape = (batch, *self._latent_shape(frames))
+        return self.method.noise(shape, generator=generator).to(self.device)  # the prior the model was trained on
 
     @property
     def default_sampler(self) -> str:
@@ -278,7 +279,8 @@ class MFVideoPipeline(DiffusionPipeline):
         n = self.cfg.model.num_classes
         if not n:
             raise ValueError("infer_label needs a class-conditional model; this one is unconditional")
-        y, margin = infer_class(self.transformer, given, n, generator=torch.Generator().manual_seed(0))
+        y, margin = infer_class(self.transformer, given, n, generator=torch.Generator().manual_seed(0),
+                                frame_correlation=self.method.noise_frame_correlation)
         names = [self.labels.get(str(int(c)), str(int(c))) for c in y]
         log.info("class read from the given frames: %s (margins %s)", ", ".join(names),
                  ", ".join(f"{float(m):.2f}" for m in margin))

@@ -462,7 +462,7 @@ def _write_samples(cfg, weights, codec, run_dir, step, device):
     n = min(cfg.sample.num_samples, 8)
     g = torch.Generator().manual_seed(cfg.sample.seed)
     shape = codec.latent_shape((cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution))
-    noise = torch.randn((n, *shape), generator=g).to(device)
+    noise = cfg.method.noise((n, *shape), generator=g).to(device)  # the prior the model trains on
     y = torch.arange(n, device=device) % cfg.model.num_classes if cfg.model.num_classes else None
     frames = codec.decode_frames(sample(net, noise, steps=cfg.sample.steps, y=y))  # (n, T, H, W, 3) uint8
     out = Path(run_dir) / "samples"

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..method.masks import sample_context_masks
+from ..method.noise import prior_noise
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,16 @@ def draw_times(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, to
 
 
 @torch.no_grad()
-def reader_features(model, x: torch.Tensor, masks: dict, max_context: int | None, generator: torch.Generator
-                    ) -> torch.Tensor:
+def reader_features(model, x: torch.Tensor, masks: dict, max_context: int | None, generator: torch.Generator,
+                    frame_correlation: float = 0.0) -> torch.Tensor:
     """The reader's input features (B, D) for clean latents x (B, C, T, H, W) under one drawn context mask and
-    (t, r) per row: context frames clean at t = r = 0, the others noised to t."""
+    (t, r) per row: context frames clean at t = r = 0, the others noised to t with the model's noise prior."""
     B, _, T = x.shape[:3]
     ctx = sample_context_masks(B, T, masks, max_context, generator=generator).to(x.device)  # (B, T)
     t, r = (a.to(x.device, x.dtype) for a in draw_times(B, generator))
     gen = (~ctx).to(x.dtype)
     t_in, r_in = t[:, None] * gen, r[:, None] * gen  # (B, T)
-    e = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    e = prior_noise(x.shape, frame_correlation, generator).to(x.device, x.dtype)
     tb = t_in[:, None, :, None, None]
     z = (1 - tb) * x + tb * e
     feats, _ = model.context_features(z, t_in, r_in)
@@ -51,13 +52,14 @@ def reader_features(model, x: torch.Tensor, masks: dict, max_context: int | None
 
 def fit_context_reader(model, clips, labels, masks: dict, max_context: int | None = None, val_clips=None,
                        val_labels=None, steps: int = 600, lr: float = 3e-3, weight_decay: float = 1e-4,
-                       batch_size: int = 4096, seed: int = 0, feature_batch: int = 500) -> dict:
+                       batch_size: int = 4096, seed: int = 0, feature_batch: int = 500,
+                       frame_correlation: float = 0.0) -> dict:
     """Fit ``model.class_reader.head`` to read ``labels`` (N,) off ``clips`` (N, C, T, H, W) latents.
 
     ``masks``: context-mask kinds -> weights (``train.context_masks``; "none" is dropped: a reader needs context).
     Each clip is seen under one drawn mask and (t, r); the head is fitted by AdamW on the cross-entropy of
     ``batch_size`` features per step. Returns train (and, with ``val_*``, held-out) accuracy and loss. The network's
-    other weights are not changed.
+    other weights are not changed. ``frame_correlation``: the model's ``method.noise_frame_correlation``.
     """
     if model.class_reader is None:
         raise ValueError("this model has no context reader: build it with model.context_reader=true")
@@ -69,7 +71,7 @@ def fit_context_reader(model, clips, labels, masks: dict, max_context: int | Non
     model.eval()
 
     def features(xs):
-        return torch.cat([reader_features(model, xs[i : i + feature_batch], masks, max_context, g)
+        return torch.cat([reader_features(model, xs[i : i + feature_batch], masks, max_context, g, frame_correlation)
                           for i in range(0, xs.shape[0], feature_batch)])
 
     feats, y = features(clips), torch.as_tensor(labels).long().to(clips.device)
@@ -156,6 +158,6 @@ def add_context_reader(pipe, num_clips: int = 60000, val_clips: int = 3000, seed
         vx, vy = load_clips(cfg.data, pipe.codec, "test", val_clips)
         vx = vx.to(device)
     stats = fit_context_reader(model, x.to(device), y, dict(cfg.train.context_masks), cfg.train.max_context_frames,
-                               vx, vy, seed=seed, **fit_kw)
+                               vx, vy, seed=seed, frame_correlation=cfg.method.noise_frame_correlation, **fit_kw)
     pipe.register_modules(transformer=model.eval())
     return stats

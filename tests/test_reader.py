@@ -228,3 +228,22 @@ def test_extend_holds_the_reading_of_the_given_video_for_every_window():
     assert (held.class_labels == labels).mean() >= 0.8  # the read digits (chance 0.1)
     labelled = pipe.extend(clips[:2], num_new_frames=4, context_frames=4, seed=0, class_labels=[1, -1])
     assert labelled.class_labels[0] == -1 and labelled.class_labels[1] >= 0  # only the unlabelled row is read
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.7])
+def test_reader_features_noise_the_new_frames_with_the_models_prior(rho):
+    from mfvideo.train.reader import reader_features
+
+    class Recorder:
+        def context_features(self, z, t, r):
+            self.z, self.t = z, t
+            return z.flatten(1), None
+
+    rec = Recorder()
+    x = torch.zeros(4000, 1, 4, 2, 2)  # z / t is the noise on the new frames
+    reader_features(rec, x, {"last": 1.0}, 1, torch.Generator().manual_seed(0), frame_correlation=rho)
+    assert bool((rec.t[:, :3] > 0).all()) and bool((rec.t[:, 3] == 0).all())  # frames 0-2 new, frame 3 given
+    e = rec.z[:, :, :3] / rec.t[:, None, :3, None, None]  # (B, C, 3, H, W)
+    cov = torch.cov(e.transpose(0, 2).reshape(3, -1))
+    assert torch.allclose(cov.diagonal(), torch.ones(3), atol=0.05)
+    assert torch.allclose(cov[0, 1:], torch.full((2,), rho), atol=0.05)

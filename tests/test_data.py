@@ -37,6 +37,17 @@ def test_moving_digits_deterministic_inside_frame_and_split_disjoint():
     assert not any(t.tobytes() in flat_train for t in test)
 
 
+def test_moving_digits_fixed_angle_moves_exactly_one_pixel_along_the_axis():
+    for i in range(20):
+        drawn = render_clip(i, "test", num_frames=12, resolution=16, digit_size=8, speed=1.0, seed=3)
+        fixed = render_clip(i, "test", num_frames=12, resolution=16, digit_size=8, speed=1.0, seed=3, angle=np.pi / 2)  # downwards
+        assert (fixed.digit_index == drawn.digit_index).all()  # same glyph and start: only the direction is set
+        np.testing.assert_allclose(fixed.positions[0], drawn.positions[0])
+        corner = np.rint(fixed.positions[:, 0])  # (T, 2) rendered top-left corner
+        assert (corner[:, 1] == corner[0, 1]).all()  # no sideways motion
+        assert (np.abs(np.diff(corner[:, 0])) == 1).all()  # one whole pixel per frame, bounces included
+
+
 def test_moving_digits_image_mode_and_range():
     d = MovingDigits(num_frames=1, resolution=16, digit_size=8, channels=3)
     x = d[0]["x"]

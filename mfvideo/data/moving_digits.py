@@ -41,8 +41,10 @@ class Clip:
 
 def render_clip(
     index: int, split: str = "train", num_frames: int = 8, resolution: int = 32, num_digits: int = 1,
-    digit_size: int = 16, speed: float = 1.5, seed: int = 0,
+    digit_size: int = 16, speed: float = 1.5, seed: int = 0, angle: float | None = None,
 ) -> Clip:
+    """One clip; ``angle`` (radians; 0 rightwards, pi / 2 downwards) fixes every digit's direction of motion instead of drawing it
+    (the draws stay the same, so positions and glyphs do not change with it)."""
     if split not in SPLITS:
         raise ValueError(f"unknown moving-digits split {split!r}; known: {list(SPLITS)}")
     if digit_size > resolution:
@@ -52,7 +54,8 @@ def render_clip(
     which = rng.integers(0, len(bank), num_digits)
     span = resolution - digit_size  # top-left corner lives in [0, span]
     pos = rng.uniform(0, span, (num_digits, 2))
-    angle = rng.uniform(0, 2 * np.pi, num_digits)
+    drawn = rng.uniform(0, 2 * np.pi, num_digits)  # drawn even when fixed: every later draw stays the same
+    angle = drawn if angle is None else np.full(num_digits, float(angle))
     vel = speed * np.stack([np.sin(angle), np.cos(angle)], axis=1)  # (num_digits, 2)
     frames = np.zeros((num_frames, resolution, resolution), np.float32)
     positions = np.zeros((num_frames, num_digits, 2), np.float32)

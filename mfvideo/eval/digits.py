@@ -206,11 +206,13 @@ class DigitSuite:
 
 
 def real_clips(n: int, split: str = "test", num_frames: int = 8, resolution: int = 16, digit_size: int = 8,
-               speed: float = 1.0, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """n real moving-digit clips as uint8 (N, T, H, W, 3) with labels."""
+               speed: float = 1.0, seed: int = 1, angle=None) -> tuple[np.ndarray, np.ndarray]:
+    """n real moving-digit clips as uint8 (N, T, H, W, 3) with labels; ``angle``: None (drawn), one direction of
+    motion in radians, or a function of the clip index giving one."""
     clips, labels = [], []
     for i in range(n):
-        c = render_clip(i, split, num_frames, resolution, 1, digit_size, speed, seed)
+        a = angle(i) if callable(angle) else angle
+        c = render_clip(i, split, num_frames, resolution, 1, digit_size, speed, seed, a)
         clips.append(to_uint8(unit_to_uint8(c.frames)))  # (T, H, W) grey in [0, 1] -> (T, H, W, 3)
         labels.append(c.label)
     return np.stack(clips), np.array(labels)

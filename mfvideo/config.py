@@ -45,6 +45,7 @@ class ModelConfig:
     clip_attention: bool = False  # factorised + a zero-gated sub-layer over the whole clip in every block
     context_reader: bool = False  # unlabelled rows with context read the class off it (ContextReader)
     context_reference: bool = False  # each frame's input gains its nearest context frame (ContextReference)
+    clip_rope: bool = False  # 3-D rotary positions in attention over the whole clip (clip_attention, spacetime, joint)
     prediction: str = "u"  # u: the output is the average velocity | x: the denoised field z - t u (pMF; pixel space)
     init_from: Optional[str] = None  # a checkpoint to start from: an image model, or a video model gaining new parts
 
@@ -255,6 +256,11 @@ def validate(cfg: Config) -> None:
     if cfg.model.clip_attention and not (cfg.model.temporal and cfg.model.attention == "factorised"):
         raise ConfigError(f"model.clip_attention needs model.attention=factorised and a video model, "
                           f"got attention={cfg.model.attention!r}, temporal={cfg.model.temporal}")
+    if cfg.model.clip_rope and not (cfg.model.temporal and (cfg.model.clip_attention
+                                                           or cfg.model.attention != "factorised")):
+        raise ConfigError("model.clip_rope needs attention over the whole clip: model.clip_attention=true or "
+                          f"model.attention=spacetime|joint, got attention={cfg.model.attention!r}, "
+                          f"clip_attention={cfg.model.clip_attention}")
     if cfg.model.context_reference and (not cfg.model.temporal or cfg.data.num_frames == 1):
         raise ConfigError("model.context_reference gives each frame its nearest context frame: it needs a video model "
                           f"(model.temporal={cfg.model.temporal}, data.num_frames={cfg.data.num_frames})")

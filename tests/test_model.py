@@ -295,6 +295,73 @@ def test_clip_attention_starts_as_the_model_it_extends_and_links_other_positions
         tiny_model(attention="spacetime", clip_attention=True)
 
 
+def test_rope_scores_depend_only_on_the_offset_between_two_tokens():
+    """3-D RoPE: the score of a query and a key is the same for every pair of grid positions with the same (frame, row,
+    column) offset, differs between offsets, and the rotation keeps each vector's length."""
+    from mfvideo.models.embeddings import apply_rope, rope_3d
+
+    T, H, W, d = 4, 5, 6, 12
+    angles = rope_3d(T, H, W, d)  # (T*H*W, d / 2)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(d, generator=g, dtype=torch.float64), torch.randn(d, generator=g, dtype=torch.float64)
+    at = lambda f, i, j: (f * H + i) * W + j  # noqa: E731  frame-major, as the STDiT flattens a clip
+
+    def score(a, b):
+        L = angles.shape[0]
+        qs, ks = torch.zeros(L, d, dtype=torch.float64), torch.zeros(L, d, dtype=torch.float64)
+        qs[a], ks[b] = q, k
+        return (apply_rope(qs, angles)[a] * apply_rope(ks, angles)[b]).sum()
+
+    base = score(at(2, 3, 4), at(1, 2, 4))  # offset (1 frame, 1 row, 0 columns)
+    for shift in [(0, 0, 0), (1, 1, 0), (-1, -2, 1), (1, 0, -3)]:
+        a = at(2 + shift[0], 3 + shift[1], 4 + shift[2])
+        b = at(1 + shift[0], 2 + shift[1], 4 + shift[2])
+        torch.testing.assert_close(score(a, b), base)
+    for other in [at(1, 2, 3), at(0, 2, 4), at(1, 3, 4)]:  # one column, one frame, one row further off
+        assert (score(at(2, 3, 4), other) - base).abs() > 1e-3
+    x = torch.randn(2, 3, T * H * W, d, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(apply_rope(x, angles).norm(dim=-1), x.norm(dim=-1))
+
+
+def test_clip_rope_changes_the_clip_attention_keeps_value_and_tangent_exact_and_is_refused_without_it():
+    from torch.func import jvp
+
+    from mfvideo.config import ConfigError, load_config
+
+    torch.manual_seed(0)
+    plain = randomize(tiny_model(clip_attention=True)).double()
+    rope = tiny_model(clip_attention=True, clip_rope=True).double()
+    rope.load_state_dict(plain.state_dict())  # no new weights: the same network, rotated queries and keys
+    z = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    t, r = torch.tensor([0.8, 0.5], dtype=torch.float64), torch.tensor([0.2, 0.5], dtype=torch.float64)
+    with torch.no_grad():
+        assert (rope(z, t, r) - plain(z, t, r)).abs().max() > 1e-4
+    dz = torch.randn_like(z)
+    tangents = (dz, torch.ones_like(t), torch.zeros_like(r))
+    out = {}
+    for backend in ("math", "sdpa"):
+        rope.set_attn_backend(backend)
+        out[backend] = jvp(lambda z_, t_, r_: rope(z_, t_, r_), (z, t, r), tangents)
+    torch.testing.assert_close(out["sdpa"][0], out["math"][0])
+    torch.testing.assert_close(out["sdpa"][1], out["math"][1])
+    eps = 1e-6
+    with torch.no_grad():
+        fd = (rope(z + eps * dz, t + eps, r) - rope(z - eps * dz, t - eps, r)) / (2 * eps)
+    torch.testing.assert_close(out["math"][1], fd, rtol=1e-5, atol=1e-6)
+    for attention in ("spacetime", "joint"):  # every attention over the whole clip takes it
+        torch.manual_seed(0)
+        a = randomize(tiny_model(attention=attention)).double()
+        b = tiny_model(attention=attention, clip_rope=True).double()
+        b.load_state_dict(a.state_dict())
+        with torch.no_grad():
+            assert (a(z, t, r) - b(z, t, r)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="clip_rope"):
+        tiny_model(clip_rope=True)  # factorised without clip attention: nothing spans the clip
+    with pytest.raises(ConfigError, match="model.clip_rope"):
+        load_config("configs/moving_digits.yaml", ["model.clip_rope=true"])
+    assert load_config("configs/moving_digits.yaml", ["model.clip_rope=true", "model.clip_attention=true"]).model.clip_rope
+
+
 def test_nearest_context_frame_for_every_mask_kind():
     from mfvideo.models.stdit import nearest_context
 

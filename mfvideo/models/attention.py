@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .embeddings import apply_rope
 from .linear import Linear, under_forward_ad
 
 BACKENDS = ("sdpa", "math", "xformers", "jvp_flash")
@@ -115,8 +116,11 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, L, D); rope: rotary angles (L, d / 2) of the queries and keys (``embeddings.rope_3d``) or None
         qkv = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
         q, k, v = self.q_norm(qkv[0]), self.k_norm(qkv[1]), qkv[2]  # (B, heads, L, d)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = attention(q, k, v, self.backend)  # (B, heads, L, d)
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))  # (B, L, D)

@@ -1,4 +1,4 @@
-"""Embeddings of the STDiT: timesteps, class labels and fixed sin-cos positions."""
+"""Embeddings of the STDiT: timesteps, class labels, fixed sin-cos positions and 3-D rotary positions."""
 
 from __future__ import annotations
 
@@ -34,6 +34,32 @@ def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
     rows = torch.arange(h, device=device, dtype=torch.float64).repeat_interleave(w)  # (h*w,)
     cols = torch.arange(w, device=device, dtype=torch.float64).repeat(h)  # (h*w,)
     return torch.cat([sinusoidal(rows, dim // 2), sinusoidal(cols, dim // 2)], dim=-1)
+
+
+def rope_3d(t: int, h: int, w: int, head_dim: int, device=None, base: float = 100.0) -> torch.Tensor:
+    """Rotary angles of a (t, h, w) token grid, frame-major as the STDiT flattens it: (t*h*w, head_dim // 2).
+
+    Each head's channel pairs are split between the axes: ``head_dim // 6`` pairs each for row and column, the rest
+    for the frame. Per axis the pair frequencies are
+    base^(-i / pairs) (base 100: these grids are a few tokens wide, so every pair turns noticeably within them)."""
+    if head_dim % 2 or head_dim < 6:
+        raise ValueError(f"3-D rotary positions need an even head width of at least 6, got {head_dim}")
+    spatial = head_dim // 6  # pairs per spatial axis
+    pairs = (head_dim // 2 - 2 * spatial, spatial, spatial)  # frame, row, column
+    grid = torch.meshgrid(*(torch.arange(n, device=device, dtype=torch.float64) for n in (t, h, w)), indexing="ij")
+    angles = []
+    for pos, n in zip(grid, pairs):
+        freqs = base ** (-torch.arange(n, device=device, dtype=torch.float64) / n)  # (n,)
+        angles.append(pos.reshape(-1, 1) * freqs)  # (t*h*w, n)
+    return torch.cat(angles, dim=1)  # (L, head_dim // 2)
+
+
+def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each channel pair (2i, 2i + 1) of x (..., L, d) by angles (L, d // 2): q . k of two rotated tokens
+    then depends on their positions only through the offset between them."""
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)  # (L, d // 2)
+    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)  # (..., L, d // 2) each
+    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)  # (..., L, d)
 
 
 class TimestepEmbedder(nn.Module):

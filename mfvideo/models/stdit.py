@@ -8,7 +8,11 @@
 - ``"joint"``: one self-attention over all T x H x W tokens per block, no separate spatial attention.
 With ``clip_attention`` (factorised only) every block gains a third, zero-gated sub-layer over every token of the clip
 after the temporal one: a moving object's new frames reach the context where it was, while the per-position temporal
-sub-layer stays as it is, so a trained factorised model gains it without changing its function.
+sub-layer stays as it is, so a trained factorised model gains it without changing its function. With ``clip_rope``
+every attention over the whole clip (the clip sub-layer, spacetime's temporal sub-layer, joint attention) rotates its
+queries and keys by the tokens' (frame, row, column) (3-D RoPE, ``embeddings.rope_3d``), so its scores depend on
+the offset between two tokens: "the same content one patch over, one frame back" is one fixed pattern for every
+position, where the additive sin-cos positions make it a different one at each.
 Every sub-layer is modulated by adaLN-Zero from c = emb_t(t) + emb_h(t - r) + emb_y(y); with ``context_summary``
 the blocks from the middle on add the pooled tokens of the context frames to c (``ContextSummary``); with
 ``context_reader`` (class-conditional models) unlabelled rows with context frames read the class off those pooled tokens
@@ -37,7 +41,7 @@ from einops import einsum, rearrange
 from torch import nn
 
 from .attention import Attention
-from .embeddings import LabelEmbedder, TimestepEmbedder, sincos_1d, sincos_2d
+from .embeddings import LabelEmbedder, TimestepEmbedder, rope_3d, sincos_1d, sincos_2d
 from .linear import Linear, under_forward_ad
 
 
@@ -71,12 +75,13 @@ class TemporalSublayer(nn.Module):
         self.attn = Attention(dim, num_heads, qk_norm, backend)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 3 * dim))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, N, D); c: (B, T or 1, 1, D); pos_t: (T, 1, D)
+    def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor, rope: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        # x: (B, T, N, D); c: (B, T or 1, 1, D); pos_t: (T, 1, D); rope: (T * N, d / 2) rotary angles or None
         shift, scale, gate = self.adaLN_modulation(c).chunk(3, dim=-1)
         h = modulate(self.norm(x), shift, scale) + pos_t  # (B, T, N, D)
         if self.spacetime:
-            h = rearrange(self.attn(rearrange(h, "b t n d -> b (t n) d")), "b (t n) d -> b t n d", t=x.shape[1])
+            h = rearrange(self.attn(rearrange(h, "b t n d -> b (t n) d"), rope), "b (t n) d -> b t n d", t=x.shape[1])
         else:
             h = rearrange(self.attn(rearrange(h, "b t n d -> (b n) t d")), "(b n) t d -> b t n d", b=x.shape[0])
         return x + gate * h
@@ -206,19 +211,21 @@ class STDiTBlock(nn.Module):
         self.temporal = TemporalSublayer(dim, num_heads, qk_norm, backend, spacetime) if temporal and not joint else None
         self.clip = TemporalSublayer(dim, num_heads, qk_norm, backend, spacetime=True) if clip else None
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, N, D); c: (B, T or 1, 1, D)
+    def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor, rope: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        # x: (B, T, N, D); c: (B, T or 1, 1, D); rope: rotary angles (T * N, d / 2) of the attention over the whole
+        # clip (joint, spacetime's temporal sub-layer, the clip sub-layer), or None
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c).chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift_a, scale_a)  # (B, T, N, D)
         if self.joint:  # one attention over the whole clip
-            h = rearrange(self.attn(rearrange(h, "b t n d -> b (t n) d")), "b (t n) d -> b t n d", t=x.shape[1])
+            h = rearrange(self.attn(rearrange(h, "b t n d -> b (t n) d"), rope), "b (t n) d -> b t n d", t=x.shape[1])
         else:  # spatial attention inside each frame
             h = rearrange(self.attn(rearrange(h, "b t n d -> (b t) n d")), "(b t) n d -> b t n d", b=x.shape[0])
         x = x + gate_a * h
         if self.temporal is not None:
-            x = self.temporal(x, c, pos_t)  # temporal attention across frames
+            x = self.temporal(x, c, pos_t, rope if self.temporal.spacetime else None)  # attention across frames
         if self.clip is not None:
-            x = self.clip(x, c, pos_t)  # attention over every token of the clip
+            x = self.clip(x, c, pos_t, rope)  # attention over every token of the clip
         return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
 
@@ -289,6 +296,7 @@ class STDiT(ModelMixin, ConfigMixin):
         context_reader: bool = False,
         prediction: str = "u",
         context_reference: bool = False,
+        clip_rope: bool = False,
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -301,6 +309,12 @@ class STDiT(ModelMixin, ConfigMixin):
         if context_reader and not (temporal and num_classes > 0):
             raise ValueError("context_reader reads a class off context frames: it needs a class-conditional video "
                              f"model (num_classes={num_classes}, temporal={temporal})")
+        if clip_rope and not (temporal and (clip_attention or attention != "factorised")):
+            raise ValueError("clip_rope rotates the queries and keys of attention over the whole clip: it needs a video "
+                             "model with clip_attention or a spacetime or joint layout "
+                             f"(attention={attention!r}, clip_attention={clip_attention}, temporal={temporal})")
+        if clip_rope and (hidden_size // num_heads) < 6:
+            raise ValueError(f"clip_rope needs heads at least 6 channels wide, got {hidden_size // num_heads}")
         if context_reference and not temporal:
             raise ValueError("context_reference gives each frame its nearest context frame: it needs a video model")
         p, pt = patch_size, temporal_patch_size
@@ -372,6 +386,16 @@ class STDiT(ModelMixin, ConfigMixin):
                 sincos_2d(h, w, d, device).to(dtype),
                 sincos_1d(t, d, device).to(dtype)[:, None],
             )
+        return self._pos_cache[key]
+
+    def _rope(self, t: int, h: int, w: int, device) -> torch.Tensor | None:
+        """Rotary angles (t*h*w, head_dim / 2) of the attention over the whole clip, or None without ``clip_rope``."""
+        if not self.config.clip_rope:
+            return None
+        key = ("rope", t, h, w, device)
+        if key not in self._pos_cache:
+            head_dim = self.config.hidden_size // self.config.num_heads
+            self._pos_cache[key] = rope_3d(t, h, w, head_dim, device).float()
         return self._pos_cache[key]
 
     def _frame_times(self, t: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
@@ -458,12 +482,13 @@ class STDiT(ModelMixin, ConfigMixin):
     def _first_half(self, z: torch.Tensor, t, r, y) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (B, T', N, D) at the input of the middle block, where the summary and the reader look, and the
         context frames (B, T')."""
-        x, c, pos_t, clean, _, _ = self._embed(z, t, r, y)
+        x, c, pos_t, clean, _, grid = self._embed(z, t, r, y)
+        rope = self._rope(*grid, x.device)
         if clean is None:
             raise ValueError("reading the context needs per-frame times (B, T) that mark context frames, and a model "
                              "with a context summary or reader")
         for block in self.blocks[: len(self.blocks) // 2]:
-            x = block(x, c, pos_t)
+            x = block(x, c, pos_t, rope)
         return x, clean
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None,
@@ -476,6 +501,7 @@ class STDiT(ModelMixin, ConfigMixin):
             z = z[:, :, None]  # (B, C, 1, H, W)
         x, c, pos_t, clean, labels, (tp, hp, wp) = self._embed(z, t, r, y)
         p, pt = self.config.patch_size, self.config.temporal_patch_size
+        rope = self._rope(tp, hp, wp, x.device)  # (T' * N, d / 2) or None
 
         # Activation checkpointing keeps only each block's input for the backward; never under the JVP (forward-mode AD
         # through a recomputed block is not supported, and the detached JVP keeps no graph anyway).
@@ -491,9 +517,9 @@ class STDiT(ModelMixin, ConfigMixin):
                 if self.class_reader is not None:  # unlabelled rows: the class read off the context (or held)
                     c = c + self._read_label(x, clean, labels, reading.class_probs if held else None)
             if checkpointed:
-                x = self._gradient_checkpointing_func(block, x, c, pos_t)  # (B, T', N, D)
+                x = self._gradient_checkpointing_func(block, x, c, pos_t, rope)  # (B, T', N, D)
             else:
-                x = block(x, c, pos_t)  # (B, T', N, D)
+                x = block(x, c, pos_t, rope)  # (B, T', N, D)
         x = self.final_layer(x, c)  # (B, T', N, pt*p*p*C)
         out = rearrange(
             x, "b t (h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", h=hp, w=wp, pt=pt, ph=p, pw=p

@@ -10,7 +10,7 @@
 #                                       # and scored (digit suite incl. glyph consistency); VIDEO_ARGS adds overrides
 #                                       # to the video stage, e.g. the design arm the README's "Keeping the
 #                                       # handwriting" asks for: VIDEO_ARGS="model.context_reference=true
-#                                       # model.clip_attention=true"
+#                                       # model.clip_attention=true model.clip_rope=true"
 # Device time is now 15 minutes a task, starts and idle waits included: run check, then bench (keep the machine warm
 # between them: each installs the wheels if the machine is fresh); train only where a later task has time left.
 set -uo pipefail

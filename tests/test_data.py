@@ -40,7 +40,8 @@ def test_moving_digits_deterministic_inside_frame_and_split_disjoint():
 def test_moving_digits_fixed_angle_moves_exactly_one_pixel_along_the_axis():
     for i in range(20):
         drawn = render_clip(i, "test", num_frames=12, resolution=16, digit_size=8, speed=1.0, seed=3)
-        fixed = render_clip(i, "test", num_frames=12, resolution=16, digit_size=8, speed=1.0, seed=3, angle=np.pi / 2)  # downwards
+        fixed = render_clip(i, "test", num_frames=12, resolution=16, digit_size=8, speed=1.0, seed=3,
+                            angle=np.pi / 2)  # downwards
         assert (fixed.digit_index == drawn.digit_index).all()  # same glyph and start: only the direction is set
         np.testing.assert_allclose(fixed.positions[0], drawn.positions[0])
         corner = np.rint(fixed.positions[:, 0])  # (T, 2) rendered top-left corner

@@ -43,8 +43,8 @@ def render_clip(
     index: int, split: str = "train", num_frames: int = 8, resolution: int = 32, num_digits: int = 1,
     digit_size: int = 16, speed: float = 1.5, seed: int = 0, angle: float | None = None,
 ) -> Clip:
-    """One clip; ``angle`` (radians; 0 rightwards, pi / 2 downwards) fixes every digit's direction of motion instead of drawing it
-    (the draws stay the same, so positions and glyphs do not change with it)."""
+    """One clip. ``angle`` (radians; 0 rightwards, pi / 2 downwards) fixes every digit's direction of motion instead
+    of drawing it; every random draw stays the same, so the glyphs and starting positions do not change with it."""
     if split not in SPLITS:
         raise ValueError(f"unknown moving-digits split {split!r}; known: {list(SPLITS)}")
     if digit_size > resolution:

@@ -40,8 +40,8 @@ def rope_3d(t: int, h: int, w: int, head_dim: int, device=None, base: float = 10
     """Rotary angles of a (t, h, w) token grid, frame-major as the STDiT flattens it: (t*h*w, head_dim // 2).
 
     Each head's channel pairs are split between the axes: ``head_dim // 6`` pairs each for row and column, the rest
-    for the frame. Per axis the pair frequencies are
-    base^(-i / pairs) (base 100: these grids are a few tokens wide, so every pair turns noticeably within them)."""
+    for the frame. Per axis, pair i of n turns by base^(-i / n) per token (base 100, not the usual 10,000: these
+    grids are a few tokens wide, and each pair should turn noticeably within them)."""
     if head_dim % 2 or head_dim < 6:
         raise ValueError(f"3-D rotary positions need an even head width of at least 6, got {head_dim}")
     spatial = head_dim // 6  # pairs per spatial axis

@@ -301,16 +301,16 @@ def test_rope_scores_depend_only_on_the_offset_between_two_tokens():
     from mfvideo.models.embeddings import apply_rope, rope_3d
 
     T, H, W, d = 4, 5, 6, 12
-    angles = rope_3d(T, H, W, d)  # (T*H*W, d / 2)
+    rope = rope_3d(T, H, W, d)  # (2, T*H*W, d / 2)
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(d, generator=g, dtype=torch.float64), torch.randn(d, generator=g, dtype=torch.float64)
     at = lambda f, i, j: (f * H + i) * W + j  # noqa: E731  frame-major, as the STDiT flattens a clip
 
     def score(a, b):
-        L = angles.shape[0]
+        L = rope.shape[1]
         qs, ks = torch.zeros(L, d, dtype=torch.float64), torch.zeros(L, d, dtype=torch.float64)
         qs[a], ks[b] = q, k
-        return (apply_rope(qs, angles)[a] * apply_rope(ks, angles)[b]).sum()
+        return (apply_rope(qs, rope)[a] * apply_rope(ks, rope)[b]).sum()
 
     base = score(at(2, 3, 4), at(1, 2, 4))  # offset (1 frame, 1 row, 0 columns)
     for shift in [(0, 0, 0), (1, 1, 0), (-1, -2, 1), (1, 0, -3)]:
@@ -320,7 +320,7 @@ def test_rope_scores_depend_only_on_the_offset_between_two_tokens():
     for other in [at(1, 2, 3), at(0, 2, 4), at(1, 3, 4)]:  # one column, one frame, one row further off
         assert (score(at(2, 3, 4), other) - base).abs() > 1e-3
     x = torch.randn(2, 3, T * H * W, d, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(apply_rope(x, angles).norm(dim=-1), x.norm(dim=-1))
+    torch.testing.assert_close(apply_rope(x, rope).norm(dim=-1), x.norm(dim=-1))
 
 
 def test_clip_rope_changes_the_clip_attention_keeps_value_and_tangent_exact_and_is_refused_without_it():

@@ -117,7 +117,7 @@ class Attention(nn.Module):
         self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
-        # x: (B, L, D); rope: rotary angles (L, d / 2) of the queries and keys (``embeddings.rope_3d``) or None
+        # x: (B, L, D); rope: rotary table (2, L, d / 2) of the queries and keys (``embeddings.rope_3d``) or None
         qkv = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
         q, k, v = self.q_norm(qkv[0]), self.k_norm(qkv[1]), qkv[2]  # (B, heads, L, d)
         if rope is not None:

@@ -37,7 +37,8 @@ def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
 
 
 def rope_3d(t: int, h: int, w: int, head_dim: int, device=None, base: float = 100.0) -> torch.Tensor:
-    """Rotary angles of a (t, h, w) token grid, frame-major as the STDiT flattens it: (t*h*w, head_dim // 2).
+    """Rotary table of a (t, h, w) token grid, frame-major as the STDiT flattens it: the cos and sin of each token's
+    angles, (2, t*h*w, head_dim // 2).
 
     Each head's channel pairs are split between the axes: ``head_dim // 6`` pairs each for row and column, the rest
     for the frame. Per axis, pair i of n turns by base^(-i / n) per token (base 100, not the usual 10,000: these
@@ -51,13 +52,14 @@ def rope_3d(t: int, h: int, w: int, head_dim: int, device=None, base: float = 10
     for pos, n in zip(grid, pairs):
         freqs = base ** (-torch.arange(n, device=device, dtype=torch.float64) / n)  # (n,)
         angles.append(pos.reshape(-1, 1) * freqs)  # (t*h*w, n)
-    return torch.cat(angles, dim=1)  # (L, head_dim // 2)
+    angles = torch.cat(angles, dim=1)  # (L, head_dim // 2)
+    return torch.stack([angles.cos(), angles.sin()])  # (2, L, head_dim // 2)
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate each channel pair (2i, 2i + 1) of x (..., L, d) by angles (L, d // 2): q . k of two rotated tokens
-    then depends on their positions only through the offset between them."""
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)  # (L, d // 2)
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate each channel pair (2i, 2i + 1) of x (..., L, d) by the angles of ``rope`` ((2, L, d // 2) cos and sin,
+    ``rope_3d``): q . k of two rotated tokens then depends on their positions only through the offset between them."""
+    cos, sin = rope.to(x.dtype)  # (L, d // 2) each
     x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)  # (..., L, d // 2) each
     return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)  # (..., L, d)
 

@@ -77,7 +77,7 @@ class TemporalSublayer(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor, rope: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        # x: (B, T, N, D); c: (B, T or 1, 1, D); pos_t: (T, 1, D); rope: (T * N, d / 2) rotary angles or None
+        # x: (B, T, N, D); c: (B, T or 1, 1, D); pos_t: (T, 1, D); rope: (2, T * N, d / 2) rotary table or None
         shift, scale, gate = self.adaLN_modulation(c).chunk(3, dim=-1)
         h = modulate(self.norm(x), shift, scale) + pos_t  # (B, T, N, D)
         if self.spacetime:
@@ -213,7 +213,7 @@ class STDiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, pos_t: torch.Tensor, rope: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        # x: (B, T, N, D); c: (B, T or 1, 1, D); rope: rotary angles (T * N, d / 2) of the attention over the whole
+        # x: (B, T, N, D); c: (B, T or 1, 1, D); rope: rotary table (2, T * N, d / 2) of the attention over the whole
         # clip (joint, spacetime's temporal sub-layer, the clip sub-layer), or None
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c).chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift_a, scale_a)  # (B, T, N, D)
@@ -388,14 +388,15 @@ class STDiT(ModelMixin, ConfigMixin):
             )
         return self._pos_cache[key]
 
-    def _rope(self, t: int, h: int, w: int, device) -> torch.Tensor | None:
-        """Rotary angles (t*h*w, head_dim / 2) of the attention over the whole clip, or None without ``clip_rope``."""
+    def _rope(self, t: int, h: int, w: int, device, dtype) -> torch.Tensor | None:
+        """Rotary table (2, t*h*w, head_dim / 2) of the attention over the whole clip, cached per grid, or None
+        without ``clip_rope``."""
         if not self.config.clip_rope:
             return None
-        key = ("rope", t, h, w, device)
+        key = ("rope", t, h, w, device, dtype)
         if key not in self._pos_cache:
             head_dim = self.config.hidden_size // self.config.num_heads
-            self._pos_cache[key] = rope_3d(t, h, w, head_dim, device).float()
+            self._pos_cache[key] = rope_3d(t, h, w, head_dim, device).to(dtype)
         return self._pos_cache[key]
 
     def _frame_times(self, t: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
@@ -483,7 +484,7 @@ class STDiT(ModelMixin, ConfigMixin):
         """Tokens (B, T', N, D) at the input of the middle block, where the summary and the reader look, and the
         context frames (B, T')."""
         x, c, pos_t, clean, _, grid = self._embed(z, t, r, y)
-        rope = self._rope(*grid, x.device)
+        rope = self._rope(*grid, x.device, x.dtype)
         if clean is None:
             raise ValueError("reading the context needs per-frame times (B, T) that mark context frames, and a model "
                              "with a context summary or reader")
@@ -501,7 +502,7 @@ class STDiT(ModelMixin, ConfigMixin):
             z = z[:, :, None]  # (B, C, 1, H, W)
         x, c, pos_t, clean, labels, (tp, hp, wp) = self._embed(z, t, r, y)
         p, pt = self.config.patch_size, self.config.temporal_patch_size
-        rope = self._rope(tp, hp, wp, x.device)  # (T' * N, d / 2) or None
+        rope = self._rope(tp, hp, wp, x.device, x.dtype)  # (2, T' * N, d / 2) or None
 
         # Activation checkpointing keeps only each block's input for the backward; never under the JVP (forward-mode AD
         # through a recomputed block is not supported, and the detached JVP keeps no graph anyway).

@@ -92,6 +92,7 @@ def main(out_path, through="sharded"):
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(result, f)
+    dist.barrier()  # both ranks done before teardown: gloo's threads can abort a rank torn down while the other works
     dist.destroy_process_group()
 
 

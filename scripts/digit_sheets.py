@@ -6,6 +6,8 @@ Writes (each PNG magnified ``--scale`` times, white gutters between frames):
 - ``moving_digits_generated.png``: 1-NFE generation, one row per digit 0..9 (8 frames = 1 network call);
 - ``moving_digits_extended.png``: held-out clips continued with the null label, pairs of rows: the true clip, then
   its first 4 frames + the model's 12 new frames (3 windows);
+- ``moving_digits_extended_per_frame.png``: the same clips in threes of rows: the true clip, the extension above,
+  and the extension with ``frames_per_window=1`` (one network call per new frame, each next to its context);
 - ``moving_digits_long.png``: one held-out clip per row continued by 64 frames with the null label, wrapped every
   17 frames (the 4 context frames first);
 - ``moving_digits_interpolation.png``: pairs of rows: the true clip, then frames 0 and 7 given and 1..6 generated.
@@ -50,6 +52,9 @@ def main():
     clips, _ = real_clips(6, "test", k + 12, d.resolution, d.digit_size, d.speed, seed=d.seed + 11)
     ext = pipe.extend(clips[:, :k], 12, context_frames=k, seed=a.seed, output_type="uint8").frames
     _save(_interleave(clips, ext), out / "moving_digits_extended.png", a.scale)
+    one = pipe.extend(clips[:, :k], 12, context_frames=k, seed=a.seed, output_type="uint8", frames_per_window=1).frames
+    threes = np.stack([clips, ext, one], axis=1).reshape(-1, *clips.shape[1:])  # (3 x 6, k + 12, H, W, 3)
+    _save(threes, out / "moving_digits_extended_per_frame.png", a.scale)
 
     long = pipe.extend(clips[:3, :k], 64, context_frames=k, seed=a.seed, output_type="uint8").frames  # (3, 68, ...)
     _save(long.reshape(3 * 4, 17, *long.shape[2:]), out / "moving_digits_long.png", a.scale)  # 68 = 4 rows of 17

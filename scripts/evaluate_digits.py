@@ -14,6 +14,7 @@ when they become context (default: each model's ``sample.context_noise``). Print
 """
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from mfvideo.pipeline import MFVideoPipeline
 
 COLS = ["fd", "class_accuracy", "identity", "glyph_consistency", "speckle", "jerk", "identity_kept", "glyph_match", "trajectory_error",
         "trajectory_error_static_baseline", "seconds_per_clip"]
-CONTEXT_COLS = ["context_noise", "extension_identity_kept", "extension_accuracy_by_distance", "extension_glyph_match",
+CONTEXT_COLS = ["context_noise", "frames_per_window", "extension_identity_kept", "extension_accuracy_by_distance", "extension_glyph_match",
                 "interpolation_midpoint_accuracy", "interpolation_midpoint_glyph_match", "long_identity_kept_last_window",
                 "long_window_glyph_match", "long_seam_flicker", "long_window_brightness"]
 READ_COLS = ["read_label_accuracy", "read_label_extension_identity_kept", "read_label_extension_accuracy_by_distance",
@@ -52,6 +53,8 @@ def main():
                    help="also extend with the class the model reads off the context, and with the true class")
     p.add_argument("--context-noise", type=float, nargs="+", default=[None],
                    help="levels of noise on the model's own frames as context (default: the model's own)")
+    p.add_argument("--frames-per-window", type=int, nargs="+", default=[None],
+                   help="new frames kept per extension window (the pipeline's frames_per_window; default: all)")
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args()
     torch.manual_seed(0)
@@ -66,15 +69,17 @@ def main():
         runs += [("euler", s, f"Euler {s}") for s in a.euler_steps]
         for sampler, s, name in runs:
             generation = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler)
-            for level in a.context_noise:
+            for level, keep in itertools.product(a.context_noise, a.frames_per_window):
                 if level is not None:
                     pipe.cfg.sample.context_noise = level  # the default of every extension below
                 row = dict(generation)
-                row.update(evaluate_context(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames))
+                row.update(evaluate_context(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames,
+                                            frames_per_window=keep))
                 if a.read_label:
                     row.update(evaluate_read_label(pipe, suite, a.n, steps=s, sampler=sampler,
                                                    long_frames=a.long_frames))
-                key = f"{label}, {name}" + ("" if level is None else f", context noise {level:g}")
+                key = (f"{label}, {name}" + ("" if level is None else f", context noise {level:g}")
+                       + ("" if keep is None else f", {keep} kept per window"))
                 rows[key] = row
                 print(f"{key}: done", flush=True)
     untrained = MFVideoPipeline.from_pretrained(checkpoints[0][1])
@@ -108,6 +113,8 @@ def main():
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return ""
     return " ".join(f"{x:.2f}" for x in v) if isinstance(v, list) else f"{v:.3g}"
 
 

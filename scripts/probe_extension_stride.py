@@ -16,7 +16,7 @@ import json
 import numpy as np
 import torch
 
-from mfvideo.eval.digits import DigitSuite, real_clips
+from mfvideo.eval.digits import DigitSuite, glyph_match, real_clips
 from mfvideo.eval.report import _frame_accuracy
 from mfvideo.frames import grey
 from mfvideo.pipeline import MFVideoPipeline
@@ -26,14 +26,16 @@ from mfvideo.pipeline.inputs import load_clip
 def extend(pipe, ctx: torch.Tensor, num_new: int, stride: int, keep_window: bool, seed: int = 0) -> np.ndarray:
     """ctx (B, C, k, h, w) latents -> (B, num_new, H, W, 3) uint8 frames, ``stride`` kept per 1-NFE window."""
     g = torch.Generator().manual_seed(seed)
-    k, out, made = ctx.shape[2], [], 0
+    k, out, made, reading = ctx.shape[2], [], 0, None
     while made < num_new:
         new = pipe.window - k if keep_window else stride
         noise = pipe._noise(ctx.shape[0], k + new, g)  # (B, C, k + new, h, w)
         context = torch.cat([ctx, torch.zeros_like(noise[:, :, k:])], dim=2)
         mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool)
         mask[:, :k] = True
-        window = pipe._sample(noise, None, ("meanflow", 1), context, mask, 0.0)
+        if made == 0:  # the pipeline's held reading: read off the given frames once, held for every window
+            reading, _ = pipe._read_given(noise, None, context, mask)
+        window = pipe._sample(noise, None, ("meanflow", 1), context, mask, 0.0, reading)
         keep = window[:, :, k : k + stride]
         out.append(pipe.codec.decode_frames(keep))
         made += stride
@@ -66,6 +68,8 @@ def main():
             "extension_identity_kept": float((suite.clip_class(short) == labels).mean()),
             "long_identity_kept_last_frames": float((suite.clip_class(last) == labels).mean()),
             "long_brightness_last_frames": float(grey(last).mean() / grey(clips[:, :k]).mean()),
+            "extension_glyph_match": float(glyph_match(clips[:, k - 1], short).mean()),
+            "long_glyph_match_last_frames": float(glyph_match(clips[:, k - 1], last).mean()),
         }
         print(name, rows[name], flush=True)
     if a.out:

@@ -94,6 +94,32 @@ class TimeRecorder(CallCounter):
         return super().__call__(z, t, r, y)
 
 
+def test_frames_per_window_keeps_the_first_new_frames_and_slides_by_them(ckpt):
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    video = np.random.default_rng(1).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
+    video[..., 1] = video[..., 2] = video[..., 0]
+    every = pipe.extend(video, num_new_frames=4, context_frames=2, seed=0, output_type="pt").frames
+    same = pipe.extend(video, num_new_frames=4, context_frames=2, seed=0, output_type="pt", frames_per_window=2).frames
+    assert torch.equal(every, same)  # all of a window's new frames: the default
+    rec = TimeRecorder(pipe.model)
+    pipe.transformer = rec
+    one = pipe.extend(video, num_new_frames=3, context_frames=2, seed=0, output_type="pt", frames_per_window=1).frames
+    assert one.shape == (1, 5, 3, 16, 16) and rec.frames == [4, 4, 4]  # one full window per new frame
+    torch.testing.assert_close(one[:, 2], every[:, 2], atol=0, rtol=0)  # the same first window, its first frame
+    assert not torch.equal(one[:, 3], every[:, 3])
+    for i, ((z, t, _), (z_next, t_next, _)) in enumerate(zip(rec.seen, rec.seen[1:])):
+        assert (t_next[:, :2] == 0).all() and (t_next[:, 2:] == 1).all()
+        assert torch.equal(z_next[:, :, 0], z[:, :, 1])  # the context slides by the one kept frame ...
+        made = one[0, 2 + i, 0].double() * 2 - 1  # ... whose newest frame is the frame just kept (as uint8, in [-1, 1])
+        torch.testing.assert_close(z_next[0, 0, 1].double().clamp(-1, 1), made, atol=1.01 / 255, rtol=0)
+    rec.seen.clear()
+    long = pipe.generate(num_frames=7, num_clips=1, seed=0, context_frames=2, frames_per_window=1)
+    assert long.frames.shape == (1, 7, 16, 16, 3) and len(rec.seen) == 4  # a window of 4, then one per frame
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match=r"frames_per_window must lie in \[1, 2\] with 2 context frames"):
+            pipe.extend(video, 2, context_frames=2, frames_per_window=bad)
+
+
 def test_only_the_models_own_frames_are_noised_when_they_become_context(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     video = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
@@ -200,13 +226,15 @@ def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path):
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["clip_000_class1.mp4", "clip_001_class2.mp4", "grid.png"]
     assert probe(tmp_path / "s" / "clip_000_class1.mp4").num_frames == 4
     proc = _cli("scripts/extend.py", str(tmp_path / "s" / "clip_000_class1.mp4"), "--checkpoint", str(ckpt),
-                "--num-new-frames", "5", "--context-frames", "2", "--out", str(tmp_path / "e.mp4"))
+                "--num-new-frames", "5", "--context-frames", "2", "--frames-per-window", "1", "--out", str(tmp_path / "e.mp4"))
     assert proc.returncode == 0, proc.stderr
     assert probe(tmp_path / "e.mp4").num_frames == 9
     for args in (
         ["scripts/sample.py", "--checkpoint", str(ckpt), "--classes", "10", "--out", str(tmp_path / "bad")],
         ["scripts/extend.py", str(tmp_path / "nope.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3", "--out", str(tmp_path / "bad.mp4")],
         ["scripts/sample.py", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad")],
+        ["scripts/extend.py", str(tmp_path / "e.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3",
+         "--context-frames", "2", "--frames-per-window", "3", "--out", str(tmp_path / "bad.mp4")],
     ):
         proc = _cli(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
@@ -254,6 +282,15 @@ def test_extend_and_generate_through_a_causal_video_vae():
     out = pipe.extend(video, num_new_frames=10, context_frames=5, seed=0, output_type="uint8")  # 2 context latents
     assert out.frames.shape == (1, 17, 64, 64, 3) and np.array_equal(out.frames[0, :7], video)
     assert counter.calls == 3 and counter.frames == [3, 3, 3]  # 1 new latent = 4 frames per call
+    # 1 context latent, 2 new per window; keeping 1 (4 pixel frames) per window: the same first window, its first
+    # new latent's frames (pixel frames 1-4 of the 9 the window decodes to), then a window per 4 frames
+    every = pipe.extend(video, num_new_frames=8, context_frames=1, seed=0, output_type="uint8").frames
+    counter.calls, counter.frames = 0, []
+    four = pipe.extend(video, num_new_frames=8, context_frames=1, seed=0, output_type="uint8", frames_per_window=4).frames
+    assert four.shape == (1, 15, 64, 64, 3) and counter.frames == [3, 3]
+    assert np.array_equal(four[:, 7:11], every[:, 7:11]) and not np.array_equal(four[:, 11:], every[:, 11:])
+    with pytest.raises(ValueError, match="multiple of the VAE's 4 frames"):
+        pipe.extend(video, 4, context_frames=1, frames_per_window=2)
     counter.calls, counter.frames = 0, []
     gen = pipe.generate(num_frames=13, num_clips=2, seed=0)
     assert gen.frames.shape == (2, 13, 64, 64, 3) and counter.calls == 2

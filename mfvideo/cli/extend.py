@@ -15,6 +15,9 @@ def main(argv=None):
     p.add_argument("--num-new-frames", type=positive_int, required=True)
     p.add_argument("--context-frames", type=positive_int, default=None,
                    help="frames of context per window (default: half)")
+    p.add_argument("--frames-per-window", type=positive_int, default=None,
+                   help="keep only the first N new frames of every window and slide by N: frames nearer their context, "
+                        "(window - context) / N times the network calls; 1 = one call per new frame (default: all)")
     p.add_argument("--class", dest="class_id", type=int, default=None, help="class id of the clip (default: none)")
     p.add_argument("--infer-class", action="store_true",
                    help="read the class off the context with the model itself, then condition on it")
@@ -46,7 +49,7 @@ def main(argv=None):
     out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
                       class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
                       sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
-                      reread_context=args.reread_context)
+                      reread_context=args.reread_context, frames_per_window=args.frames_per_window)
     if out.class_labels is not None and int(out.class_labels[0]) >= 0:
         c = str(int(out.class_labels[0]))
         print(f"class read from the context: {c} ({pipe.labels.get(c, c)})")

@@ -16,6 +16,9 @@ def main(argv=None):
                    help="class ids: one clip each, or with --num-clips N and one id, N clips of that class")
     p.add_argument("--num-clips", type=positive_int, default=None, help="clips to generate (default: 4, or one per class)")
     p.add_argument("--num-frames", type=positive_int, default=None, help="frames per clip (default: the model's window)")
+    p.add_argument("--frames-per-window", type=positive_int, default=None,
+                   help="clips longer than the window: keep the first N new frames of every later window and slide by "
+                        "N (default: all; as mfvideo-extend)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=positive_int, default=None,
                    help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
@@ -53,7 +56,7 @@ def main(argv=None):
         count = min(BATCH, n - start)
         out = pipe.generate(num_frames=args.num_frames, num_clips=count, generator=generator, steps=args.steps,
                             class_labels=None if classes is None else classes[start : start + count],
-                            sampler=args.sampler)
+                            sampler=args.sampler, frames_per_window=args.frames_per_window)
         fps, frames = fps or out.fps, out.frames.shape[1]
         for i, clip in enumerate(out.frames, start):
             label = f"_class{classes[i]}" if classes is not None else ""

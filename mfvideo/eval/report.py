@@ -66,7 +66,7 @@ def _midpoint_accuracy(acc: np.ndarray) -> float:
 
 
 def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
-                     sampler: str | None = None, long_frames: int = 64) -> dict:
+                     sampler: str | None = None, long_frames: int = 64, frames_per_window: int | None = None) -> dict:
     """How well generated frames follow unlabelled context, on held-out clips (null label throughout).
 
     - ``extension_accuracy_by_distance``: 4 context + 8 new frames; the share of clips whose new frame at distance
@@ -79,6 +79,9 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
       (majority of the last window's new frames), per-window ``long_window_accuracy``, ``long_window_brightness``
       and ``long_window_contrast`` (mean and 99th-percentile intensity relative to the context's), and
       ``long_seam_flicker``: mean |frame difference| across window seams over that inside windows (1 = no jump).
+      "Windows" of these figures are blocks of T / 2 new frames; with ``frames_per_window`` (the pipeline's option,
+      for the extensions; it does not touch interpolation) the seams are every ``frames_per_window`` frames, and
+      with 1 every frame is one (flicker None).
     - ``*glyph_match*`` (``digits.glyph_match``): the new frames against the given frame's handwriting, 1 for a
       true continuation; the same digit by another writer scores ~0.85, another digit ~0.67, a blur of sigma 0.8
       px ~0.92 (held-out clips).
@@ -87,8 +90,10 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     T = pipe.window
     k = T // 2
     clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
-    ext = pipe.extend(clips[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
-    out = {"context_noise": pipe.resolve_context_noise(None), **_extension_scores(suite, ext[:, k:], labels)}
+    kw = dict(context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8", frames_per_window=frames_per_window)
+    ext = pipe.extend(clips[:, :k], num_new_frames=T, **kw).frames
+    out = {"context_noise": pipe.resolve_context_noise(None), "frames_per_window": frames_per_window or T - k,
+           **_extension_scores(suite, ext[:, k:], labels)}
     glyph = glyph_match(clips[:, k - 1], ext[:, k:])  # (n, T): same handwriting as the last context frame?
     out["extension_glyph_match_by_distance"] = np.round(glyph.mean(axis=0), 4).tolist()
     out["extension_glyph_match"] = float(glyph.mean())
@@ -101,8 +106,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     out["interpolation_midpoint_glyph_match"] = _midpoint_accuracy(glyph_match(given[:, 0], mid).mean(axis=0))
 
     new = T - k
-    long = pipe.extend(clips[:, :k], num_new_frames=long_frames, context_frames=k, steps=steps, seed=seed,
-                       sampler=sampler, output_type="uint8").frames[:, k:]  # (n, long_frames, H, W, 3)
+    long = pipe.extend(clips[:, :k], num_new_frames=long_frames, **kw).frames[:, k:]  # (n, long_frames, H, W, 3)
     windows = long[:, : long_frames // new * new].reshape(n, -1, new, *long.shape[2:])  # (n, W, new, H, W, 3)
     lum = grey(windows)  # (n, W, new, H, W)
     ctx = grey(clips[:, :k])
@@ -110,7 +114,8 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     win_glyph = glyph_match(clips[:, k - 1], long[:, : windows.shape[1] * new]).reshape(n, -1, new).mean(axis=(0, 2))
     last_major = suite.clip_class(windows[:, -1])
     diffs = np.abs(np.diff(grey(long), axis=1)).mean(axis=(0, 2, 3))  # (F - 1,)
-    seams = np.arange(new - 1, diffs.shape[0], new)  # difference between the last frame of a window and the next
+    stride = out["frames_per_window"]
+    seams = np.arange(stride - 1, diffs.shape[0], stride)  # difference between the last frame of a window and the next
     inside = np.setdiff1d(np.arange(diffs.shape[0]), seams)
     out.update({
         "long_new_frames": long_frames,
@@ -120,7 +125,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
         "long_window_brightness": np.round((lum.mean(axis=(0, 2, 3, 4)) / ctx.mean()).astype(float), 4).tolist(),
         "long_window_contrast": np.round(
             [float(np.percentile(lum[:, w], 99) / np.percentile(ctx, 99)) for w in range(lum.shape[1])], 4).tolist(),
-        "long_seam_flicker": float(diffs[seams].mean() / diffs[inside].mean()),
+        "long_seam_flicker": float(diffs[seams].mean() / diffs[inside].mean()) if inside.size else None,
     })
     return out
 

@@ -299,31 +299,34 @@ class MFVideoPipeline(DiffusionPipeline):
     def __call__(self, class_labels=None, num_frames: int | None = None, num_inference_steps: int | None = None,
                  generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
                  num_videos: int | None = None, video: Any = None, num_new_frames: int | None = None,
-                 context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False):
+                 context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False,
+                 frames_per_window: int | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames`` (``infer_label``: as in ``extend``). diffusers' names: ``num_inference_steps`` network
-        calls per window (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil"),
-        ``return_dict``."""
+        ``num_new_frames`` (``infer_label``, ``frames_per_window``: as in ``extend``). diffusers' names:
+        ``num_inference_steps`` network calls per window (default 1), ``generator``, ``output_type`` ("np" float in
+        [0, 1], "uint8", "pt", "pil"), ``return_dict``."""
         if video is not None:
             return self.extend(video, num_new_frames or self.window, context_frames=context_frames,
                                steps=num_inference_steps, class_labels=class_labels, generator=generator,
                                sampler=sampler, output_type=output_type, return_dict=return_dict,
-                               infer_label=infer_label)
+                               infer_label=infer_label, frames_per_window=frames_per_window)
         if infer_label:
             raise ValueError("infer_label reads the class off a given video: pass video=")
         return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
                              steps=num_inference_steps, context_frames=context_frames, sampler=sampler,
-                             generator=generator, output_type=output_type, return_dict=return_dict)
+                             generator=generator, output_type=output_type, return_dict=return_dict,
+                             frames_per_window=frames_per_window)
 
     @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
                  seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
                  sampler: str | None = None, generator: torch.Generator | None = None, output_type: str = "np",
-                 return_dict: bool = True, context_noise: float | None = None):
+                 return_dict: bool = True, context_noise: float | None = None, frames_per_window: int | None = None):
         """Clips from noise: one network call for the first window, one per further window (sliding).
 
         ``class_labels``: one id per clip, or one id for ``num_clips`` clips. Noise comes from ``generator`` (a CPU
-        ``torch.Generator``) or from ``seed``. ``context_noise``: as in ``extend``.
+        ``torch.Generator``) or from ``seed``. ``context_noise``, ``frames_per_window`` (for the windows after the
+        first): as in ``extend``.
         """
         how = self.resolve_sampler(sampler, steps)
         s = self.resolve_context_noise(context_noise)
@@ -336,6 +339,8 @@ class MFVideoPipeline(DiffusionPipeline):
                 raise ValueError(f"{y.shape[0]} class labels for {num_clips} clips")
             y = y.expand(num_clips)
         batch = y.shape[0] if y is not None else (num_clips or 1)
+        k = self._context_latents(context_frames)
+        keep = self._frames_per_window(frames_per_window, k)
         g = self._generator(seed, generator)
         f = self.codec.temporal_factor
         # a causal VAE decodes f k + 1 frames: the first window is the smallest such count covering num_frames
@@ -343,8 +348,8 @@ class MFVideoPipeline(DiffusionPipeline):
         latents = self._sample(self._noise(batch, first, g), y, how)
         frames = self.codec.decode_frames(latents)[:, :num_frames]  # (B, first, H, W, 3)
         if num_frames > frames.shape[1]:
-            k = self._context_latents(context_frames)
-            frames, _ = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g, s, s)
+            frames, _ = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g, s, s,
+                                       keep=keep)
         return self._output(frames, output_type, return_dict)
 
     @torch.no_grad()
@@ -352,7 +357,7 @@ class MFVideoPipeline(DiffusionPipeline):
                class_labels=None, seed: int | None = None, sampler: str | None = None,
                generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
                return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None,
-               reread_context: bool = False):
+               reread_context: bool = False, frames_per_window: int | None = None):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
         ``video``: a file path, or frames (T, H, W, 3) / (B, T, H, W, 3) as uint8 or float in [0, 1].
@@ -374,6 +379,12 @@ class MFVideoPipeline(DiffusionPipeline):
         the model's own frames; they are noised to this level first (for a model trained with
         ``method.context_noise``; one trained on clean context reads the noise as content). The given video is
         always used as it is.
+
+        ``frames_per_window`` (default: all, window - context): keep only the first n new frames of every window and
+        slide the window by n. Every kept frame then lies within n frames of its context, at the price of
+        (window - context) / n times the network calls: with n = 1, one call per new frame (streaming). A one-step
+        window's frames get worse with distance from their context (the bundled model: 0.96 -> 0.88 over 4 new
+        frames, flat at 0.95-0.965 with n = 1; README).
         """
         from .inputs import load_clip
 
@@ -383,6 +394,7 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
         k_lat = self._context_latents(context_frames)
         k_pix = self._pixel_frames(k_lat)
+        keep = self._frames_per_window(frames_per_window, k_lat)
         frames = load_clip(video, self.resolution, last=None if include_input else k_pix)  # (B, T, r, r, 3) uint8
         if frames.shape[1] < k_pix:
             raise ValueError(f"the input has {frames.shape[1]} frames, fewer than the {k_pix} context frames requested")
@@ -390,7 +402,7 @@ class MFVideoPipeline(DiffusionPipeline):
         ctx = self.codec.encode_frames(frames[:, frames.shape[1] - k_pix :], self.cfg.data.channels)  # (B, C, k, h, w)
         y = self._labels_for(ctx, class_labels, infer_label)
         frames, read = self._continue(frames, ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
-                                     report_read=True)
+                                     report_read=True, keep=keep)
         return self._output(frames, output_type, return_dict, y if infer_label else read)
 
     def _context_latents(self, k_pix: int | None) -> int:
@@ -402,22 +414,39 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"context_frames must lie in [1, {most}] for a {self.window}-frame window, got {k_pix}")
         return k
 
+    def _frames_per_window(self, n: int | None, k: int) -> int | None:
+        """New pixel frames kept from each window (``frames_per_window``) -> new latent frames kept, within
+        [1, latent window - k latent context frames]; None: every new frame of the window."""
+        if n is None:
+            return None
+        f, w = self.codec.temporal_factor, self.latent_window
+        most = f * (w - k)
+        if int(n) < 1 or int(n) > most or int(n) % f:
+            rule = f" and a multiple of the VAE's {f} frames per latent frame" if f > 1 else ""
+            raise ValueError(f"frames_per_window must lie in [1, {most}]{rule} with {self._pixel_frames(k)} context "
+                             f"frames in a {self.window}-frame window, got {n}")
+        return int(n) // f
+
     def _continue(self, frames, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
-                  hold_read: bool = False, report_read: bool = False) -> tuple[np.ndarray, torch.Tensor | None]:
+                  hold_read: bool = False, report_read: bool = False,
+                  keep: int | None = None) -> tuple[np.ndarray, torch.Tensor | None]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
         ``noise_next``. With ``report_read`` the model reads the first window's context (``STDiT.read_context``: its
         summary, and with a context reader the class, returned as ids (B,), -1 on labelled rows, else None); with
-        ``hold_read`` too, that reading holds for every window.
+        ``hold_read`` too, that reading holds for every window. ``keep`` (latent frames): every window is the full
+        window but only its first ``keep`` new frames are kept, and the window slides by ``keep``; None: all of
+        them (and with a per-frame codec the last window is cut to the frames still wanted).
 
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
-        just the new latents; a causal VAE decodes the whole window and its last f x new frames are kept.
+        just the kept latents; a causal VAE decodes the whole window and keeps the pixel frames of the kept latents.
         """
         codec = self.codec
         f, w, k = codec.temporal_factor, self.latent_window, ctx.shape[2]
         out, made, reading, read = [frames], 0, None, None
         while made < num_new:
-            new = w - k if f > 1 else min(w - k, num_new - made)
+            new = w - k if f > 1 or keep is not None else min(w - k, num_new - made)
+            kept = new if keep is None else keep
             noise = self._noise(ctx.shape[0], self._pixel_frames(k + new), g)  # (B, C, k + new, h, w)
             context = torch.cat([ctx, torch.zeros_like(noise[:, :, k:])], dim=2)
             mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool, device=self.device)
@@ -427,10 +456,13 @@ class MFVideoPipeline(DiffusionPipeline):
                 reading, read = self._read_given(noise, y, context, mask)  # what the model reads off the given frames
             held = reading if hold_read else None
             window = self._sample(noise, y, how, context, mask, level, held)  # (B, C, k + new, h, w)
-            pix = codec.decode_frames(window[:, :, k:]) if f == 1 else codec.decode_frames(window)[:, -f * new :]
+            if f == 1:
+                pix = codec.decode_frames(window[:, :, k : k + kept])  # (B, kept, H, W, 3)
+            else:  # latent j >= 1 holds pixel frames f (j - 1) + 1 .. f j
+                pix = codec.decode_frames(window)[:, self._pixel_frames(k) : self._pixel_frames(k + kept)]
             out.append(pix[:, : num_new - made])
             made += pix.shape[1]
-            ctx = window[:, :, -k:]
+            ctx = window[:, :, kept : kept + k]  # the k latest frames: the window slides by the kept frames
         return np.concatenate(out, axis=1), read
 
     @torch.no_grad()

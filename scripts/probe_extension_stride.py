@@ -1,11 +1,11 @@
 """Probe: long extension that keeps only the first ``stride`` new frames of every 1-NFE window (more windows, each new
-frame nearer real or recent context), on 200 held-out digit clips, null label. Not a library feature: it measures
-whether the fall of accuracy with distance inside a window is what loses the digit over 64 frames.
+frame nearer real or recent context), on 200 held-out digit clips, null label: the pipeline's ``frames_per_window``
+(full windows) against windows cut to 4 + ``stride`` frames.
 
     python scripts/probe_extension_stride.py --checkpoint mfvideo/assets/moving_digits --out probe_stride.json
 
-``keep_window``: every window is the model's full window (4 context + 4 new) and only ``stride`` new frames are kept;
-otherwise the window is shortened to 4 + ``stride`` frames.
+Rows: the pipeline's windows (4 context + 4 new) keeping ``stride`` new frames each, and windows cut to 4 +
+``stride`` frames. On the bundled model both probe loops gave the same figures (results/s18_stride.json).
 """
 
 from __future__ import annotations
@@ -23,23 +23,22 @@ from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.pipeline.inputs import load_clip
 
 
-def extend(pipe, ctx: torch.Tensor, num_new: int, stride: int, keep_window: bool, seed: int = 0) -> np.ndarray:
-    """ctx (B, C, k, h, w) latents -> (B, num_new, H, W, 3) uint8 frames, ``stride`` kept per 1-NFE window."""
+def short_windows(pipe, ctx: torch.Tensor, num_new: int, stride: int, seed: int = 0) -> np.ndarray:
+    """ctx (B, C, k, h, w) latents -> (B, num_new, H, W, 3) uint8 frames from windows cut to k + ``stride`` frames
+    (the pipeline's ``frames_per_window`` keeps the full window instead), the reading held as the pipeline does."""
     g = torch.Generator().manual_seed(seed)
     k, out, made, reading = ctx.shape[2], [], 0, None
     while made < num_new:
-        new = pipe.window - k if keep_window else stride
-        noise = pipe._noise(ctx.shape[0], k + new, g)  # (B, C, k + new, h, w)
+        noise = pipe._noise(ctx.shape[0], k + stride, g)  # (B, C, k + stride, h, w)
         context = torch.cat([ctx, torch.zeros_like(noise[:, :, k:])], dim=2)
-        mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool)
+        mask = torch.zeros(ctx.shape[0], k + stride, dtype=torch.bool)
         mask[:, :k] = True
         if made == 0:  # the pipeline's held reading: read off the given frames once, held for every window
             reading, _ = pipe._read_given(noise, None, context, mask)
         window = pipe._sample(noise, None, ("meanflow", 1), context, mask, 0.0, reading)
-        keep = window[:, :, k : k + stride]
-        out.append(pipe.codec.decode_frames(keep))
+        out.append(pipe.codec.decode_frames(window[:, :, k:]))
         made += stride
-        ctx = torch.cat([ctx, keep], dim=2)[:, :, -k:]
+        ctx = window[:, :, -k:]
     return np.concatenate(out, axis=1)[:, :num_new]
 
 
@@ -59,8 +58,13 @@ def main():
     rows = {}
     for name, stride, keep_window in [("stride 4 (the pipeline's)", 4, True), ("stride 2, full window", 2, True),
                                       ("stride 1, full window", 1, True), ("stride 2, 6-frame window", 2, False)]:
-        short = extend(pipe, ctx, T, stride, keep_window)
-        long = extend(pipe, ctx, a.long_frames, stride, keep_window)
+        if keep_window:  # the pipeline's frames_per_window
+            kw = dict(context_frames=k, seed=0, output_type="uint8", frames_per_window=stride, include_input=False)
+            short = pipe.extend(clips[:, :k], T, **kw).frames[:, k:]
+            long = pipe.extend(clips[:, :k], a.long_frames, **kw).frames[:, k:]
+        else:
+            short = short_windows(pipe, ctx, T, stride)
+            long = short_windows(pipe, ctx, a.long_frames, stride)
         last = long[:, -(T - k):]
         rows[name] = {
             "calls_per_64_frames": -(-a.long_frames // stride),

@@ -46,6 +46,8 @@ class ModelConfig:
     context_reader: bool = False  # unlabelled rows with context read the class off it (ContextReader)
     context_reference: bool = False  # each frame's input gains its nearest context frame (ContextReference)
     clip_rope: bool = False  # 3-D rotary positions in attention over the whole clip (clip_attention, spacetime, joint)
+    refiner_channels: int = 0  # a residual 3-D conv stack on the output at the latent grid (ConvRefiner); 0: none
+    refiner_layers: int = 3
     prediction: str = "u"  # u: the output is the average velocity | x: the denoised field z - t u (pMF; pixel space)
     init_from: Optional[str] = None  # a checkpoint to start from: an image model, or a video model gaining new parts
 

@@ -23,11 +23,11 @@ def fd_target(net, z, t, r, v, y, dt_tangent, eps=1e-7):
     return v - h * dudt
 
 
-@pytest.mark.parametrize("prediction", ["u", "x"])
+@pytest.mark.parametrize("prediction, refiner", [("u", 0), ("x", 0), ("x", 8)])
 @pytest.mark.parametrize("shape", [(4, 3, 8, 8), (4, 3, 3, 8, 8)], ids=["image-4d", "video-5d"])
-def test_jvp_target_equals_finite_difference(shape, prediction):
+def test_jvp_target_equals_finite_difference(shape, prediction, refiner):
     torch.manual_seed(0)
-    net = randomize(tiny_model(temporal=len(shape) == 5, prediction=prediction)).double()
+    net = randomize(tiny_model(temporal=len(shape) == 5, prediction=prediction, refiner_channels=refiner)).double()
     x, e = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
     t = torch.tensor([0.9, 0.6, 0.5, 0.3], dtype=torch.float64)
     r = torch.tensor([0.1, 0.6, 0.2, 0.0], dtype=torch.float64)
@@ -40,10 +40,10 @@ def test_jvp_target_equals_finite_difference(shape, prediction):
     assert (wrong - u_tgt).abs().max() > 100 * (expected - u_tgt).abs().max()
 
 
-@pytest.mark.parametrize("prediction, reference", [("u", False), ("x", False), ("x", True)])
-def test_jvp_target_equals_finite_difference_per_frame_times(prediction, reference):
+@pytest.mark.parametrize("prediction, reference, refiner", [("u", False, 0), ("x", False, 0), ("x", True, 0), ("x", False, 8)])
+def test_jvp_target_equals_finite_difference_per_frame_times(prediction, reference, refiner):
     torch.manual_seed(1)
-    net = randomize(tiny_model(prediction=prediction, context_reference=reference)).double()
+    net = randomize(tiny_model(prediction=prediction, context_reference=reference, refiner_channels=refiner)).double()
     x, e = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
     mask = torch.tensor([[True, False, False, False], [False, False, True, True]])
     gen = (~mask).double()

@@ -440,6 +440,36 @@ def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_cont
         torch.testing.assert_close(with_bias, model(z, flat, flat, y))
 
 
+def test_refiner_starts_as_the_model_it_extends_and_reaches_one_frame_and_pixel_per_layer():
+    """A zero-started addition (a trained model gains it unchanged, by init_from's rule); opened, it changes the
+    output, per clip and per frame times alike; each 3 x 3 x 3 layer reaches one frame and one pixel further and no
+    more; the input z and the times enter it."""
+    from mfvideo.models.refiner import ConvRefiner
+
+    base, model, fresh = grown(1, refiner_channels=8)
+    assert sorted(fresh) == sorted(f"refiner.convs.{i}.{p}" for i in range(3) for p in ("weight", "bias"))
+    z = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    t = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.7] * 4], dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(z, t, t * 0), base(z, t, t * 0))
+        torch.testing.assert_close(model(z[:, :, 0], t[:, 0], t[:, 0] * 0), base(z[:, :, 0], t[:, 0], t[:, 0] * 0))
+        randomize(model.refiner, std=0.2, seed=1)
+        assert (model(z, t, t * 0) - base(z, t, t * 0)).abs().max() > 1e-3
+        assert (model(z, t, t * 0) - model(z, t.flip(1), t * 0)).abs().max() > 1e-3  # the times enter
+    torch.manual_seed(0)
+    ref = randomize(ConvRefiner(channels=1, hidden=4, layers=2), std=0.3).double()
+    out = torch.zeros(1, 1, 6, 9, 9, dtype=torch.float64)
+    zz = torch.zeros_like(out).requires_grad_(True)
+    tt = torch.zeros(1, 6, dtype=torch.float64)
+    y = ref(out, zz, tt, tt)  # (1, 1, 6, 9, 9)
+    (g,) = torch.autograd.grad(y[0, 0, 3, 4, 4], zz)  # which input pixels reach output frame 3, pixel (4, 4)?
+    reach = g[0, 0].abs() > 0  # (6, 9, 9)
+    frames, rows, cols = (reach.any(dim=d).nonzero().flatten().tolist() for d in ((1, 2), (0, 2), (0, 1)))
+    assert frames == [1, 2, 3, 4, 5] and rows == cols == [2, 3, 4, 5, 6]  # 2 layers: +-2 frames and pixels
+    with pytest.raises(ValueError, match="refiner_channels must be >= 0"):
+        tiny_model(refiner_channels=-1)
+
+
 def test_x_prediction_returns_u_from_the_denoised_field_and_its_one_step_sample_is_the_network_output():
     """prediction="x": the same weights' raw output x gives u = (z - x) / max(t, 0.05), per clip or per frame, and the
     1-NFE sample z_1 - u(z_1, 0, 1) is x itself (no trace of the input noise)."""

@@ -43,6 +43,7 @@ from torch import nn
 from .attention import Attention
 from .embeddings import LabelEmbedder, TimestepEmbedder, rope_3d, sincos_1d, sincos_2d
 from .linear import Linear, under_forward_ad
+from .refiner import ConvRefiner
 
 
 ATTENTION_LAYOUTS = ("factorised", "spacetime", "joint")
@@ -247,6 +248,12 @@ def context_frames(t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return (t == r) & (t < t.amax(dim=1, keepdim=True))
 
 
+def _per_frame(t, batch: int, device) -> torch.Tensor:
+    """() | (B,) | (B, T) times -> (B, 1) or (B, T), every frame's own (no temporal patching)."""
+    t = torch.as_tensor(t, device=device)
+    return t.expand(batch)[:, None] if t.ndim < 2 else t
+
+
 PREDICTIONS = ("u", "x")
 X_PREDICTION_T_MIN = 0.05  # the smallest t dividing an x-prediction (JiT clips its 1 / (1 - t) likewise)
 
@@ -297,6 +304,8 @@ class STDiT(ModelMixin, ConfigMixin):
         prediction: str = "u",
         context_reference: bool = False,
         clip_rope: bool = False,
+        refiner_channels: int = 0,
+        refiner_layers: int = 3,
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -315,6 +324,9 @@ class STDiT(ModelMixin, ConfigMixin):
                              f"(attention={attention!r}, clip_attention={clip_attention}, temporal={temporal})")
         if clip_rope and (hidden_size // num_heads) < 6:
             raise ValueError(f"clip_rope needs heads at least 6 channels wide, got {hidden_size // num_heads}")
+        if refiner_channels < 0 or (refiner_channels and refiner_layers < 2):
+            raise ValueError(f"refiner_channels must be >= 0 (0: none) with refiner_layers >= 2, got "
+                             f"{refiner_channels} and {refiner_layers}")
         if context_reference and not temporal:
             raise ValueError("context_reference gives each frame its nearest context frame: it needs a video model")
         p, pt = patch_size, temporal_patch_size
@@ -336,6 +348,7 @@ class STDiT(ModelMixin, ConfigMixin):
         self.class_reader = ContextReader(hidden_size, num_classes) if context_reader else None
         self.reference_embedder = ContextReference(in_channels, hidden_size, p, pt) if context_reference else None
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
+        self.refiner = ConvRefiner(in_channels, refiner_channels, refiner_layers) if refiner_channels else None
         self._pos_cache: dict = {}
         self.gradient_checkpointing = False
         self.initialize_weights()
@@ -371,6 +384,9 @@ class STDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
+        if self.refiner is not None:  # a zero-started correction
+            nn.init.zeros_(self.refiner.convs[-1].weight)
+            nn.init.zeros_(self.refiner.convs[-1].bias)
 
     def set_attn_backend(self, backend: str) -> None:
         for module in self.modules():
@@ -525,6 +541,8 @@ class STDiT(ModelMixin, ConfigMixin):
         out = rearrange(
             x, "b t (h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", h=hp, w=wp, pt=pt, ph=p, pw=p
         )  # (B, C, T, H, W)
+        if self.refiner is not None:
+            out = self.refiner(out, z, _per_frame(t, z.shape[0], z.device), _per_frame(r, z.shape[0], z.device))
         if self.config.prediction == "x":
             out = x_to_u(z, out, t)  # (B, C, T, H, W)
         return out[:, :, 0] if image else out

@@ -115,7 +115,7 @@ def test_frames_per_window_keeps_the_first_new_frames_and_slides_by_them(ckpt):
     rec.seen.clear()
     long = pipe.generate(num_frames=7, num_clips=1, seed=0, context_frames=2, frames_per_window=1)
     assert long.frames.shape == (1, 7, 16, 16, 3) and len(rec.seen) == 4  # a window of 4, then one per frame
-    for bad in (0, 3):
+    for bad in (0, 3, 1.5):
         with pytest.raises(ValueError, match=r"frames_per_window must lie in \[1, 2\] with 2 context frames"):
             pipe.extend(video, 2, context_frames=2, frames_per_window=bad)
 

@@ -421,7 +421,7 @@ class MFVideoPipeline(DiffusionPipeline):
             return None
         f, w = self.codec.temporal_factor, self.latent_window
         most = f * (w - k)
-        if int(n) < 1 or int(n) > most or int(n) % f:
+        if n != int(n) or int(n) < 1 or int(n) > most or int(n) % f:
             rule = f" and a multiple of the VAE's {f} frames per latent frame" if f > 1 else ""
             raise ValueError(f"frames_per_window must lie in [1, {most}]{rule} with {self._pixel_frames(k)} context "
                              f"frames in a {self.window}-frame window, got {n}")

@@ -455,7 +455,9 @@ def test_refiner_starts_as_the_model_it_extends_and_reaches_one_frame_and_pixel_
         torch.testing.assert_close(model(z[:, :, 0], t[:, 0], t[:, 0] * 0), base(z[:, :, 0], t[:, 0], t[:, 0] * 0))
         randomize(model.refiner, std=0.2, seed=1)
         assert (model(z, t, t * 0) - base(z, t, t * 0)).abs().max() > 1e-3
-        assert (model(z, t, t * 0) - model(z, t.flip(1), t * 0)).abs().max() > 1e-3  # the times enter
+        out = torch.zeros_like(z)
+        assert (model.refiner(out, z, t, t * 0) - model.refiner(out, z, t.flip(1), t * 0)).abs().max() > 1e-3  # t enters
+        assert (model.refiner(out, z, t, t * 0) - model.refiner(out, z, t, t * 0.5)).abs().max() > 1e-3  # so does r
     torch.manual_seed(0)
     ref = randomize(ConvRefiner(channels=1, hidden=4, layers=2), std=0.3).double()
     out = torch.zeros(1, 1, 6, 9, 9, dtype=torch.float64)

@@ -11,10 +11,12 @@
 #                                       # to the video stage, e.g. the design arm the README's "Keeping the
 #                                       # handwriting" asks for: VIDEO_ARGS="model.context_reference=true
 #                                       # model.clip_attention=true model.clip_rope=true"
-# Device time is now 15 minutes a task, starts and idle waits included: run check, then bench (keep the machine warm
-# between them: each installs the wheels if the machine is fresh); train only where a later task has time left.
+#   bash scripts/gpu/run_all.sh all     # one call for a 15-minute lease (a start costs 1-2 of them): the CUDA kernel
+#                                       # tests, the bf16 tangent error and a --quick benchmark, ending within ~9 min
+# Device time is now 15 minutes a task, starts and idle waits included: `all` first; check / bench / train are the
+# long forms for a lease with time left (keep the machine warm between calls).
 set -uo pipefail
-stage=${1:?usage: run_all.sh check|bench|train}
+stage=${1:?usage: run_all.sh all|check|bench|train}
 cd "$(dirname "$0")/../.."
 out=/tmp/gpu_$stage; rm -rf "$out"; mkdir -p "$out"
 dest=${OUT:-results}
@@ -30,6 +32,12 @@ export PYTHONUNBUFFERED=1
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$out/env.txt"
 case $stage in
+  all)
+    timeout 90 python3 -m pytest -q -o addopts="" -k "gpu_attention or finite_difference" \
+      tests/test_model.py tests/test_method.py 2>&1 | tee "$out/pytest_cuda.txt"
+    timeout 90 python3 scripts/gpu/tangent_error.py --out "$out/tangent_error.json" 2>&1 | tee "$out/tangent.txt"
+    timeout 330 python3 scripts/bench.py --quick --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
+    ;;
   check)
     timeout 330 python3 -m pytest -q -o addopts="" -x tests/test_model.py tests/test_method.py 2>&1 | tee "$out/pytest_cuda.txt"
     timeout 180 python3 scripts/gpu/tangent_error.py --out "$out/tangent_error.json" 2>&1 | tee "$out/tangent.txt"
@@ -52,5 +60,5 @@ case $stage in
     timeout 120 python3 scripts/evaluate_digits.py --checkpoint "gpu=$out/moving_digits_gpu" --steps 1 --n 200 \
       --long-frames 16 --out "$out/digits_eval.json" 2>&1 | tail -12 | tee "$out/digits_eval.txt"
     ;;
-  *) echo "unknown stage $stage: check, bench or train"; exit 2 ;;
+  *) echo "unknown stage $stage: all, check, bench or train"; exit 2 ;;
 esac

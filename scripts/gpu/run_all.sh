@@ -10,7 +10,8 @@
 #                                       # and scored (digit suite incl. glyph consistency); VIDEO_ARGS adds overrides
 #                                       # to the video stage, e.g. the design arm the README's "Keeping the
 #                                       # handwriting" asks for: VIDEO_ARGS="model.context_reference=true
-#                                       # model.clip_attention=true model.clip_rope=true"
+#                                       # model.clip_attention=true model.clip_rope=true"; MODEL_ARGS adds overrides to
+#                                       # both stages, e.g. 2x2-pixel patches: MODEL_ARGS="model.patch_size=2"
 #   bash scripts/gpu/run_all.sh all     # one call for a 15-minute lease (a start costs 1-2 of them): the CUDA kernel
 #                                       # tests, the bf16 tangent error and a --quick benchmark, ending within ~9 min
 # Device time is now 15 minutes a task, starts and idle waits included: `all` first; check / bench / train are the
@@ -49,14 +50,14 @@ case $stage in
     budget=${TRAIN_SECONDS:-400}  # + ~2 min of scoring (on the CPU cores): the stage ends within ~9 min
     pred=${PREDICTION:-x}  # x-prediction: the best equal-budget arm on CPU (README, MeanFlow vs flow matching rerun)
     timeout $((budget / 3)) python3 -m mfvideo.cli.train configs/moving_digits_image.yaml train.output_dir=/tmp/gpu_image \
-      model.prediction=$pred train.batch_size=512 train.mixed_precision=bf16 train.checkpoint_every=250 2>&1 | tail -3 | tee "$out/train_image.txt"
+      model.prediction=$pred train.batch_size=512 train.mixed_precision=bf16 train.checkpoint_every=250 ${MODEL_ARGS:-} 2>&1 | tail -3 | tee "$out/train_image.txt"
     img=$(ls -d /tmp/gpu_image/checkpoints/step_* | tail -1)
     timeout $((budget * 2 / 3)) python3 -m mfvideo.cli.train configs/moving_digits.yaml train.output_dir=/tmp/gpu_video \
       model.init_from="$img" model.prediction=$pred train.batch_size=256 train.mixed_precision=bf16 train.checkpoint_every=250 \
-      ${VIDEO_ARGS:-} 2>&1 | tail -3 | tee "$out/train_video.txt"
+      ${MODEL_ARGS:-} ${VIDEO_ARGS:-} 2>&1 | tail -3 | tee "$out/train_video.txt"
     vid=$(ls -d /tmp/gpu_video/checkpoints/step_* | tail -1)
     python3 -m mfvideo.cli.export "$vid" --out "$out/moving_digits_gpu" && cp /tmp/gpu_video/log.jsonl "$out/train_video_log.jsonl"
-    echo "${VIDEO_ARGS:-}" > "$out/video_args.txt"
+    echo "MODEL_ARGS=${MODEL_ARGS:-} VIDEO_ARGS=${VIDEO_ARGS:-}" > "$out/video_args.txt"
     timeout 120 python3 scripts/evaluate_digits.py --checkpoint "gpu=$out/moving_digits_gpu" --steps 1 --n 200 \
       --long-frames 16 --out "$out/digits_eval.json" 2>&1 | tail -12 | tee "$out/digits_eval.txt"
     ;;

@@ -162,9 +162,9 @@ print(json.dumps({"peak_bytes": peak, "saved_bytes": saved[0]}))
 """
 
 
-def bench_memory(case, device):
+def bench_memory(case, device, variants=tuple(VARIANTS)):
     out = {}
-    for v in VARIANTS:
+    for v in variants:
         proc = subprocess.run([sys.executable, "-c", MEM_CHILD, case, v, str(device), str(ROOT)],
                               capture_output=True, text=True, cwd=ROOT)
         if proc.returncode:
@@ -254,6 +254,95 @@ def bench_compile(case, device, reps):
     return res
 
 
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peaks (SXM datasheets)
+
+
+def step_flops(case, device, variant) -> float:
+    """FLOPs of one training step (forward, JVP where the variant runs it, backward) as torch's FlopCounterMode counts
+    them at dispatch (matmuls, convolutions, attention); the optimizer's elementwise work is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net, x, y = make(case, device)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.0)
+    with FlopCounterMode(display=False) as counter:
+        train_step(net, opt, MeanFlow(**VARIANTS[variant]), x, y, False, torch.Generator(device).manual_seed(0))
+    return float(counter.get_total_flops())
+
+
+def bench_throughput(res, device, peak_tflops):
+    """Samples/s and model FLOP utilisation of the bf16 steps: counted FLOPs / step time / the chip's bf16 peak."""
+    out = {}
+    for case, times in res["steps_bf16"].items():
+        batch = (CASES | GPU_CASES)[case][2]
+        out[case] = {}
+        for v in ("flow matching", "meanflow, detached JVP"):
+            flops = step_flops(case, device, v)
+            achieved = flops / times[v] / 1e12
+            out[case][v] = {"samples_per_s": batch / times[v], "tflop_per_step": flops / 1e12,
+                            "achieved_tflops": achieved, "mfu": achieved / peak_tflops if peak_tflops else None}
+    return out
+
+
+def bench_long_attention(device, reps, length: int, heads: int = 12, head_dim: int = 64, batch: int = 2):
+    """Attention alone at a long sequence (a B/2 video clip's tokens): forward, and forward + JVP tangent, per backend,
+    with the peak memory of the JVP call on CUDA (bf16 there, fp32 on the CPU)."""
+    from torch.func import jvp
+
+    from mfvideo.models.attention import attention, jvp_flash_available, xformers_available
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    gen = torch.Generator(device).manual_seed(0)
+    q, k, v, dq, dk, dv = (torch.randn(batch, heads, length, head_dim, device=device, dtype=dtype, generator=gen)
+                           for _ in range(6))
+    backends = ["math", "sdpa"] + (["xformers"] if xformers_available() else []) + (["jvp_flash"] if jvp_flash_available() else [])
+    out = {"tokens": length, "heads": heads, "head_dim": head_dim, "batch": batch, "dtype": str(dtype)}
+    ref = jvp(lambda a, b, c: attention(a, b, c, "math"), (q, k, v), (dq, dk, dv))
+    for b in backends:
+        fwd = torch.no_grad()(lambda: attention(q, k, v, b))
+        tangent = lambda: jvp(lambda a, b_, c: attention(a, b_, c, b), (q, k, v), (dq, dk, dv))  # noqa: E731
+        row = {"forward": timed(fwd, 0.1 * reps), "forward_and_jvp": timed(tangent, 0.1 * reps)}
+        got = tangent()
+        row["tangent_rel_err_vs_math"] = float((got[1].float() - ref[1].float()).norm() / ref[1].float().norm())
+        if device.type == "cuda":
+            torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+            tangent()
+            torch.cuda.synchronize()
+            row["jvp_peak_bytes"] = torch.cuda.max_memory_allocated() - base
+        out[b] = row
+    return out
+
+
+@torch.no_grad()
+def bench_clip_latency(device, reps, frames: int = 17, px: int = 256):
+    """1-NFE latency of one clip with the UCF-101 recipe's model (STDiT-B/2 on Wan 2.1 VAE latents): the network call
+    and the decode, timed apart; the real AutoencoderKLWan architecture with random weights (bf16 on CUDA)."""
+    from diffusers import AutoencoderKLWan
+
+    from mfvideo.latents.vae import VideoVAECodec
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    codec = VideoVAECodec(AutoencoderKLWan().to(device, dtype), "wan")
+    c, t, h, w = codec.latent_shape((frames, px, px))
+    net = build_model("STDiT-B/2", in_channels=c, num_classes=101, qk_norm=True).to(device).eval()
+    z = torch.randn(1, c, t, h, w, device=device)
+    y = torch.zeros(1, dtype=torch.long, device=device)
+    t_net, t_dec = [], []
+    for rep in range(max(2, reps // 2) + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            lat = meanflow_sample(net, z, y)
+        sync(device)
+        t1 = time.perf_counter()
+        codec.decode(lat.float())
+        sync(device)
+        if rep:
+            t_net.append(t1 - t0)
+            t_dec.append(time.perf_counter() - t1)
+    return {"clip": f"{frames} frames, {px}x{px} px -> latents {c}x{t}x{h}x{w}", "network": statistics.median(t_net),
+            "decode": statistics.median(t_dec)}
+
+
 def bench_data(device):
     from mfvideo.data import MovingDigits
     from mfvideo.data.latent_cache import LatentCache, cache_dataset, write_manifest
@@ -280,9 +369,17 @@ def bench_data(device):
         import numpy as np
 
         rng = np.random.default_rng(0)
+        import importlib.util
+
+        if importlib.util.find_spec("imageio_ffmpeg") is None:  # e.g. the GPU machine, which lacks the 68 MB wheel
+            res["mp4 decoding"] = "skipped: imageio-ffmpeg not installed"
+            return res
         for i in range(8):
             save_video(rng.integers(0, 255, (64, 240, 320, 3), dtype=np.uint8), vids / "c" / f"{i}.mp4", fps=25)
         for backend in ("decord", "imageio"):
+            if backend == "decord" and importlib.util.find_spec("decord") is None:
+                res["mp4 decoding, decord"] = "skipped: decord not installed"
+                continue
             vf = VideoFolder.from_folder(vids, num_frames=16, resolution=128, frame_stride=2, backend=backend)
             t0 = time.perf_counter()
             for i in range(16):
@@ -294,7 +391,10 @@ def bench_data(device):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None)
-    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions; peak memory of flow matching and the "
+                   "default MeanFlow step only; torch.compile of one case")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the chip's dense bf16 peak for the FLOP "
+                   "utilisation (default: from the device name, " + ", ".join(PEAK_BF16_TFLOPS) + ")")
     p.add_argument("--markdown", default=None, help="print the README table of this JSON and exit")
     a = p.parse_args()
     if a.markdown:
@@ -303,54 +403,103 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(os.cpu_count() or 1)
     reps = 3 if a.quick else 8
-    cases = list(CASES) + (list(GPU_CASES) if device.type == "cuda" else [])
-    res = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})",
-           "torch": torch.__version__, "steps": {}, "memory": {}}
+    cuda = device.type == "cuda"
+    cases = list(CASES) + (list(GPU_CASES) if cuda else [])
+    name = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+    peak = a.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None) if cuda else None
+    res = {"device": name, "torch": torch.__version__, "peak_bf16_tflops": peak, "steps": {}, "memory": {}}
+    out = Path(a.out or ROOT / "results" / f"bench_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():  # after every section, atomically: a run stopped by a time limit keeps what it measured
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=1))
+        tmp.replace(out)
+
+    mem_variants = ["flow matching", "meanflow, detached JVP"] if a.quick else list(VARIANTS)
     for case in cases:
         res["steps"][case] = bench_steps(case, device, reps)
-        res["memory"][case] = bench_memory(case, device)
+        res["memory"][case] = bench_memory(case, device, mem_variants)
         print(case, res["steps"][case], res["memory"][case], flush=True)
-    if device.type == "cuda":
+        save()
+    if cuda:
         res["steps_bf16"] = {c: bench_steps(c, device, reps, amp=True) for c in GPU_CASES}
+        res["throughput_bf16"] = bench_throughput(res, device, peak)
+        save()
     res["sampling"] = bench_sampling(device, reps)
     res["attention"] = bench_attention(device, reps)
-    res["compile"] = {c: bench_compile(c, device, reps) for c in (["moving-digits (2.6M, 8x16x16 px)"] if device.type == "cpu" else GPU_CASES)}
+    save()
+    res["attention_long"] = bench_long_attention(device, reps, length=2304 if cuda else 576)  # 9 x 16 x 16 tokens on CUDA
+    save()
+    if cuda:
+        res["clip_latency"] = bench_clip_latency(device, reps)
+        save()
+    compile_cases = (["moving-digits (2.6M, 8x16x16 px)"] if not cuda else list(GPU_CASES)[:1] if a.quick else GPU_CASES)
+    res["compile"] = {c: bench_compile(c, device, reps) for c in compile_cases}
+    save()
     res["data"] = bench_data(device)
     consumed = CASES["moving-digits (2.6M, 8x16x16 px)"][2] / res["steps"]["moving-digits (2.6M, 8x16x16 px)"]["meanflow, detached JVP"]
     res["data"]["training consumes (clips/s, moving-digits MeanFlow step)"] = consumed
-    out = Path(a.out or ROOT / "results" / f"bench_{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    save()
     print(markdown(res))
     print(f"\nwrote {out}")
 
 
 def markdown(res) -> str:
+    """The README tables of a result JSON; sections a stopped run did not reach are left out."""
     names = list(VARIANTS)
     lines = [f"Device: {res['device']}, torch {res['torch']}. Ratios are against flow matching, same model and batch.", "",
              "| training step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for case, s in res["steps"].items():
         fm = s["flow matching"]
         lines.append(f"| {case}: time | " + " | ".join(f"{s[n] * 1e3:.0f} ms ({s[n] / fm:.2f}x)" for n in names) + " |")
-        m = res["memory"][case]
-        key = "peak_bytes" if res["device"].startswith("CPU") is False else "saved_bytes"
-        base = m["flow matching"][key]
-        label = "peak memory" if key == "peak_bytes" else "activations saved for backward"
-        lines.append(f"| {case}: {label} | " + " | ".join(f"{m[n][key] / 2**20:.0f} MiB ({m[n][key] / base:.2f}x)" for n in names) + " |")
+        m = res["memory"].get(case, {})
+        key = "saved_bytes" if res["device"].startswith("CPU") else "peak_bytes"
+        if "flow matching" in m:
+            base = m["flow matching"][key]
+            label = "peak memory" if key == "peak_bytes" else "activations saved for backward"
+            lines.append(f"| {case}: {label} | " + " | ".join(
+                f"{m[n][key] / 2**20:.0f} MiB ({m[n][key] / base:.2f}x)" if n in m else "" for n in names) + " |")
+    for case, s in res.get("steps_bf16", {}).items():
+        fm = s["flow matching"]
+        lines.append(f"| {case}, bf16: time | " + " | ".join(f"{s[n] * 1e3:.0f} ms ({s[n] / fm:.2f}x)" for n in names) + " |")
+    if res.get("throughput_bf16"):
+        lines += ["", "| bf16 step | samples/s | TFLOP per step (counted) | achieved TFLOP/s | FLOP utilisation |",
+                  "|---|---|---|---|---|"]
+        for case, c in res["throughput_bf16"].items():
+            for v, r in c.items():
+                mfu = f"{r['mfu']:.0%} of {res['peak_bf16_tflops']:.0f}" if r["mfu"] is not None else "(peak unknown)"
+                lines.append(f"| {case}, {v} | {r['samples_per_s']:,.0f} | {r['tflop_per_step']:.2f} | "
+                             f"{r['achieved_tflops']:.0f} | {mfu} |")
     lines += ["", "| JVP rule for Linear (default detached JVP) | ours: x_t W^T | PyTorch's: x_t W^T + x 0^T |", "|---|---|---|"]
     for case, s in res["steps"].items():
         if PYTORCH_RULE in s:
             fm, ours, theirs = s["flow matching"], s["meanflow, detached JVP"], s[PYTORCH_RULE]
             lines.append(f"| {case}: step time | {ours * 1e3:.0f} ms ({ours / fm:.2f}x FM) | {theirs * 1e3:.0f} ms ({theirs / fm:.2f}x FM) |")
-    s = res["sampling"]
-    lines += ["", "| sampling (8 clips, moving digits) | time | vs 1-NFE |", "|---|---|---|"]
-    for k in ("1-NFE", "2-NFE", "Euler 50"):
-        lines.append(f"| {k} | {s[k] * 1e3:.1f} ms | {s[k] / s['1-NFE']:.1f}x |")
-    net, dec = s["B/2 1-NFE 256px: network"], s["B/2 1-NFE 256px: SD-VAE decode"]
-    lines.append(f"| B/2 1-NFE at 256 px: network / SD-VAE decode | {net * 1e3:.0f} / {dec * 1e3:.0f} ms | decode = {dec / (net + dec):.0%} of the total |")
-    lines += ["", "| attention backend (moving-digits model, batch 32) | forward | JVP |", "|---|---|---|"]
-    for b, v in res["attention"].items():
-        lines.append(f"| {b} | {v['forward'] * 1e3:.0f} ms | {v['jvp'] * 1e3:.0f} ms |")
+    if "sampling" in res:
+        s = res["sampling"]
+        lines += ["", "| sampling (8 clips, moving digits) | time | vs 1-NFE |", "|---|---|---|"]
+        for k in ("1-NFE", "2-NFE", "Euler 50"):
+            lines.append(f"| {k} | {s[k] * 1e3:.1f} ms | {s[k] / s['1-NFE']:.1f}x |")
+        net, dec = s["B/2 1-NFE 256px: network"], s["B/2 1-NFE 256px: SD-VAE decode"]
+        lines.append(f"| B/2 1-NFE at 256 px: network / SD-VAE decode | {net * 1e3:.0f} / {dec * 1e3:.0f} ms | decode = {dec / (net + dec):.0%} of the total |")
+    if "clip_latency" in res:
+        c = res["clip_latency"]
+        lines.append(f"| STDiT-B/2 1-NFE clip ({c['clip']}): network / Wan 2.1 decode | {c['network'] * 1e3:.0f} / "
+                     f"{c['decode'] * 1e3:.0f} ms | decode = {c['decode'] / (c['network'] + c['decode']):.0%} of the total |")
+    if "attention" in res:
+        lines += ["", "| attention backend (moving-digits model, batch 32) | forward | JVP |", "|---|---|---|"]
+        for b, v in res["attention"].items():
+            lines.append(f"| {b} | {v['forward'] * 1e3:.0f} ms | {v['jvp'] * 1e3:.0f} ms |")
+    if "attention_long" in res:
+        a = res["attention_long"]
+        lines += ["", f"| attention alone, {a['tokens']} tokens, {a['heads']} heads of {a['head_dim']}, batch {a['batch']}, "
+                  f"{a['dtype'].split('.')[-1]} | forward | forward + JVP | JVP peak memory | tangent vs math |", "|---|---|---|---|---|"]
+        for b, v in a.items():
+            if isinstance(v, dict):
+                mem = f"{v['jvp_peak_bytes'] / 2**20:.0f} MiB" if "jvp_peak_bytes" in v else ""
+                lines.append(f"| {b} | {v['forward'] * 1e3:.2f} ms | {v['forward_and_jvp'] * 1e3:.2f} ms | {mem} | "
+                             f"{v['tangent_rel_err_vs_math']:.1e} |")
     if "compile" in res:
         lines += ["", "| torch.compile (JVP through the eager module) | eager | compiled | first compiled step | loss rel. diff |",
                   "|---|---|---|---|---|"]
@@ -358,9 +507,10 @@ def markdown(res) -> str:
             for v, r in c.items():
                 lines.append(f"| {case}, {v} | {r['eager'] * 1e3:.0f} ms | {r['compiled'] * 1e3:.0f} ms ({r['compiled'] / r['eager']:.2f}x) "
                              f"| {r['first_compiled_step']:.0f} s | {r['loss_rel_diff']:.1e} |")
-    lines += ["", "| data | clips/s |", "|---|---|"]
-    for k, v in res["data"].items():
-        lines.append(f"| {k} | {v:,.0f} |")
+    if "data" in res:
+        lines += ["", "| data | clips/s |", "|---|---|"]
+        for k, v in res["data"].items():
+            lines.append(f"| {k} | {v:,.0f} |" if isinstance(v, (int, float)) else f"| {k} | {v} |")
     return "\n".join(lines)
 
 

@@ -300,11 +300,19 @@ def test_extend_and_generate_through_a_causal_video_vae():
         pipe.codec.encode(torch.zeros(1, 3, 8, 64, 64))
 
 
-def test_demo_writes_its_sheets_and_videos(tmp_path):
-    """The Quick start's first command, on the bundled model."""
+def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
+    """The Quick start's first command, on the bundled model: its extensions keep one new frame per window (the
+    steadiest; README "Frames kept per window") unless told otherwise, its generation whole windows."""
     from mfvideo.cli import demo
+    from mfvideo.pipeline import MFVideoPipeline
 
+    kept = []
+    for name in ("extend", "generate"):
+        real = getattr(MFVideoPipeline, name)
+        monkeypatch.setattr(MFVideoPipeline, name, lambda self, *a, _real=real, _name=name, **kw:
+                            kept.append((_name, kw.get("frames_per_window"))) or _real(self, *a, **kw))
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
+    assert kept == [("generate", None)] + [("extend", 1)] * 6
     for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4",
                  "extended/extended_2_read_class.mp4"):
         assert (tmp_path / "demo" / name).is_file(), name

@@ -301,8 +301,8 @@ def test_extend_and_generate_through_a_causal_video_vae():
 
 
 def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
-    """The Quick start's first command, on the bundled model: its extensions keep one new frame per window (the
-    steadiest; README "Frames kept per window") unless told otherwise, its generation whole windows."""
+    """The Quick start's first command, on the bundled model: past the first window, its clips keep one new frame
+    per window (the steadiest; README "Frames kept per window") unless told otherwise."""
     from mfvideo.cli import demo
     from mfvideo.pipeline import MFVideoPipeline
 
@@ -312,7 +312,7 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
         monkeypatch.setattr(MFVideoPipeline, name, lambda self, *a, _real=real, _name=name, **kw:
                             kept.append((_name, kw.get("frames_per_window"))) or _real(self, *a, **kw))
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
-    assert kept == [("generate", None)] + [("extend", 1)] * 6
+    assert kept == [("generate", 1)] + [("extend", 1)] * 6
     for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4",
                  "extended/extended_2_read_class.mp4"):
         assert (tmp_path / "demo" / name).is_file(), name

@@ -247,3 +247,28 @@ def test_reader_features_noise_the_new_frames_with_the_models_prior(rho):
     cov = torch.cov(e.transpose(0, 2).reshape(3, -1))
     assert torch.allclose(cov.diagonal(), torch.ones(3), atol=0.05)
     assert torch.allclose(cov[0, 1:], torch.full((2,), rho), atol=0.05)
+
+
+def test_generate_holds_what_it_read_off_its_first_window():
+    """Past the first window a generated clip continues its own frames: the reading of the first window's last frames
+    holds for every later window (one reading in all), ``reread_context`` reads each window's; the first window and
+    the first continuation window are the same either way. Holding is what keeps long clips bright and on class
+    (README "Generating past the window")."""
+    from mfvideo.pipeline import MFVideoPipeline
+
+    pipe = MFVideoPipeline.from_pretrained()
+    calls = {"summary": 0}
+    hook = pipe.transformer.context_embedder.register_forward_hook(
+        lambda *a: calls.__setitem__("summary", calls["summary"] + 1))
+    try:
+        kw = dict(num_frames=20, class_labels=[3, 7], seed=0, output_type="uint8")
+        held = pipe.generate(**kw).frames
+        n_held = calls["summary"]
+        calls["summary"] = 0
+        reread = pipe.generate(**kw, reread_context=True).frames
+        n_reread = calls["summary"]
+    finally:
+        hook.remove()
+    assert n_held == 1 and n_reread == 1 + 3  # 8 frames, then 3 windows of 4 new frames
+    np.testing.assert_array_equal(held[:, :12], reread[:, :12])  # the first window and the first continuation
+    assert (held[:, 12:] != reread[:, 12:]).any()

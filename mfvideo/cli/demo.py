@@ -3,9 +3,10 @@
 Writes one generated clip per digit (mp4), a contact sheet of them, three held-out real clips (their first frames
 only) extended by the model twice, with no label (its context reader reads the class inside the one call per
 window) and with the class a diffusion classifier reads off the frames first (``infer_label``), and a sheet
-comparing both extensions with the true continuation. Each extension window keeps its first
+comparing both extensions with the true continuation. Past the first window, each window keeps its first
 ``--frames-per-window`` new frames (default 1 with a per-frame codec, as the bundled model's: one network call per
-new frame, its steadiest extension; 4 keeps whole windows, a quarter of the calls; README "Frames kept per window").
+new frame, its steadiest clips; 4 keeps whole windows, a quarter of the calls; README "Frames kept per window" and
+"Generating past the window").
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def main(argv=None):
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled model)")
     p.add_argument("--num-frames", type=positive_int, default=16, help="frames per generated clip")
     p.add_argument("--frames-per-window", type=positive_int, default=None,
-                   help="new frames an extension keeps per window (default 1 with a per-frame codec: one call per "
-                        "new frame; whole windows with a causal video VAE); generation keeps whole windows")
+                   help="new frames kept per window past the first (default 1 with a per-frame codec: one call per "
+                        "new frame; whole windows with a causal video VAE)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     check_output_dir(args.out)
@@ -43,9 +44,9 @@ def main(argv=None):
     t0 = time.perf_counter()
     n = args.frames_per_window or (1 if pipe.codec.temporal_factor == 1 else None)
     k = pipe.window // 2
-    per = n or pipe.window - k  # new frames an extension keeps per window
+    per = n or pipe.window - k  # new frames kept per window past the first
     gen = pipe.generate(num_frames=args.num_frames, class_labels=list(range(10)), seed=args.seed,
-                        output_type="uint8")
+                        output_type="uint8", frames_per_window=n)
     t_gen = time.perf_counter() - t0
     for d, clip in enumerate(gen.frames):
         save_video(clip, out / "generated" / f"digit_{d}.mp4", fps=gen.fps)
@@ -69,7 +70,7 @@ def main(argv=None):
         rows += [clip, ext.frames[0], ext_read.frames[0]]
     t_ext = time.perf_counter() - t0
     save_image(grid(np.stack(rows)), out / "extended.png")
-    windows = 1 + -(-max(args.num_frames - pipe.window, 0) // (pipe.window - k))
+    windows = 1 + -(-max(args.num_frames - pipe.window, 0) // per)
     print(f"generated 10 clips x {args.num_frames} frames ({windows} network calls per clip, batched) in {t_gen:.2f} s")
     print(f"extended 3 held-out clips by 16 frames from {k} context frames ({-(-16 // per)} calls each, "
           f"{per} new frame(s) kept per window), twice, in {t_ext:.2f} s; classes read off the context: {', '.join(read)}")

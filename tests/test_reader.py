@@ -267,8 +267,11 @@ def test_generate_holds_what_it_read_off_its_first_window():
         calls["summary"] = 0
         reread = pipe.generate(**kw, reread_context=True).frames
         n_reread = calls["summary"]
+        calls["summary"] = 0
+        pipe.generate(**kw, context_noise=0.3)  # own frames noised as context: still read once, off them clean
+        n_noised = calls["summary"]
     finally:
         hook.remove()
-    assert n_held == 1 and n_reread == 1 + 3  # 8 frames, then 3 windows of 4 new frames
+    assert n_held == 1 and n_reread == 1 + 3 and n_noised == 1  # 8 frames, then 3 windows of 4 new frames
     np.testing.assert_array_equal(held[:, :12], reread[:, :12])  # the first window and the first continuation
     assert (held[:, 12:] != reread[:, 12:]).any()

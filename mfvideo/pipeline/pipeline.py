@@ -239,8 +239,9 @@ class MFVideoPipeline(DiffusionPipeline):
 
     def _read_given(self, noise, y, context, mask):
         """What the model reads off the first window of an extension (the given video as context, the new frames
-        pure noise at t = 1, r = 0; ``STDiT.read_context``), or None for a model with neither a context summary nor
-        a reader; and the read class ids (B,), -1 on labelled rows (logged), or None when nothing was read."""
+        pure noise at t = 1, r = 0; ``STDiT.read_context``) or of a generated clip's first continuation (its first
+        window's last frames, clean), or None for a model with neither a context summary nor a reader; and the read
+        class ids (B,), -1 on labelled rows (logged), or None when nothing was read."""
         net = self.transformer
         if getattr(net, "context_embedder", None) is None and getattr(net, "class_reader", None) is None:
             return None, None
@@ -437,7 +438,7 @@ class MFVideoPipeline(DiffusionPipeline):
                   keep: int | None = None) -> tuple[np.ndarray, torch.Tensor | None]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
-        ``noise_next``. With ``report_read`` the model reads the first window's context (``STDiT.read_context``: its
+        ``noise_next``. With ``report_read`` the model reads the first window's context (clean) (``STDiT.read_context``: its
         summary, and with a context reader the class, returned as ids (B,), -1 on labelled rows, else None); with
         ``hold_read`` too, that reading holds for every window. ``keep`` (latent frames): every window is the full
         window but only its first ``keep`` new frames are kept, and the window slides by ``keep``; None: all of
@@ -457,7 +458,7 @@ class MFVideoPipeline(DiffusionPipeline):
             mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool, device=self.device)
             mask[:, :k] = True
             level = noise_first if made == 0 else noise_next
-            if report_read and made == 0 and level == 0:
+            if report_read and made == 0:  # off the clean context, also where the window then noises it
                 reading, read = self._read_given(noise, y, context, mask)  # what the model reads off the given frames
             held = reading if hold_read else None
             window = self._sample(noise, y, how, context, mask, level, held)  # (B, C, k + new, h, w)

@@ -252,7 +252,7 @@ class MFVideoPipeline(DiffusionPipeline):
             return reading, None
         top, ids = reading.class_probs.max(dim=1)
         names = [self.labels.get(str(int(c)), str(int(c))) for c in ids]
-        log.info("class read off the given frames by the context reader: %s (p %s)", ", ".join(names),
+        log.info("class read off the context frames by the context reader: %s (p %s)", ", ".join(names),
                  ", ".join(f"{float(p):.2f}" for p in top))
         return reading, ids if y is None else torch.where(y < 0, ids, -1)
 

@@ -254,6 +254,7 @@ def bench_compile(case, device, reps):
     return res
 
 
+SECTIONS = ("steps", "throughput", "sampling", "attention", "attention_long", "clip_latency", "compile", "data")
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peaks (SXM datasheets)
 
 
@@ -396,6 +397,8 @@ def main():
     p.add_argument("--peak-tflops", type=float, default=None, help="the chip's dense bf16 peak for the FLOP "
                    "utilisation (default: from the device name, " + ", ".join(PEAK_BF16_TFLOPS) + ")")
     p.add_argument("--markdown", default=None, help="print the README table of this JSON and exit")
+    p.add_argument("--only", default=None, help="comma-separated sections to (re)measure into the existing --out JSON, "
+                   "keeping the rest: " + ", ".join(SECTIONS))
     a = p.parse_args()
     if a.markdown:
         print(markdown(json.loads(Path(a.markdown).read_text())))
@@ -410,6 +413,11 @@ def main():
     res = {"device": name, "torch": torch.__version__, "peak_bf16_tflops": peak, "steps": {}, "memory": {}}
     out = Path(a.out or ROOT / "results" / f"bench_{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    only = set(a.only.split(",")) if a.only else set(SECTIONS)
+    if only - set(SECTIONS):
+        raise SystemExit(f"bench.py: unknown section(s) {sorted(only - set(SECTIONS))}; choose from {', '.join(SECTIONS)}")
+    if a.only and out.exists():
+        res = json.loads(out.read_text()) | {"torch": torch.__version__}
 
     def save():  # after every section, atomically: a run stopped by a time limit keeps what it measured
         tmp = out.with_suffix(".tmp")
@@ -417,30 +425,38 @@ def main():
         tmp.replace(out)
 
     mem_variants = ["flow matching", "meanflow, detached JVP"] if a.quick else list(VARIANTS)
-    for case in cases:
-        res["steps"][case] = bench_steps(case, device, reps)
-        res["memory"][case] = bench_memory(case, device, mem_variants)
-        print(case, res["steps"][case], res["memory"][case], flush=True)
-        save()
-    if cuda:
+    if "steps" in only:
+        for case in cases:
+            res["steps"][case] = bench_steps(case, device, reps)
+            res["memory"][case] = bench_memory(case, device, mem_variants)
+            print(case, res["steps"][case], res["memory"][case], flush=True)
+            save()
+    if cuda and "throughput" in only:
         res["steps_bf16"] = {c: bench_steps(c, device, reps, amp=True) for c in GPU_CASES}
         res["throughput_bf16"] = bench_throughput(res, device, peak)
         save()
-    res["sampling"] = bench_sampling(device, reps)
-    res["attention"] = bench_attention(device, reps)
-    save()
-    res["attention_long"] = bench_long_attention(device, reps, length=2304 if cuda else 576)  # 9 x 16 x 16 tokens on CUDA
-    save()
-    if cuda:
+    if "sampling" in only:
+        res["sampling"] = bench_sampling(device, reps)
+        save()
+    if "attention" in only:
+        res["attention"] = bench_attention(device, reps)
+        save()
+    if "attention_long" in only:
+        res["attention_long"] = bench_long_attention(device, reps, length=2304 if cuda else 576)  # 9 x 16 x 16 tokens
+        save()
+    if cuda and "clip_latency" in only:
         res["clip_latency"] = bench_clip_latency(device, reps)
         save()
-    compile_cases = (["moving-digits (2.6M, 8x16x16 px)"] if not cuda else list(GPU_CASES)[:1] if a.quick else GPU_CASES)
-    res["compile"] = {c: bench_compile(c, device, reps) for c in compile_cases}
-    save()
-    res["data"] = bench_data(device)
-    consumed = CASES["moving-digits (2.6M, 8x16x16 px)"][2] / res["steps"]["moving-digits (2.6M, 8x16x16 px)"]["meanflow, detached JVP"]
-    res["data"]["training consumes (clips/s, moving-digits MeanFlow step)"] = consumed
-    save()
+    if "compile" in only:
+        compile_cases = (["moving-digits (2.6M, 8x16x16 px)"] if not cuda else list(GPU_CASES)[:1] if a.quick else GPU_CASES)
+        res["compile"] = {c: bench_compile(c, device, reps) for c in compile_cases}
+        save()
+    if "data" in only:
+        res["data"] = bench_data(device)
+        if "moving-digits (2.6M, 8x16x16 px)" in res["steps"]:
+            consumed = CASES["moving-digits (2.6M, 8x16x16 px)"][2] / res["steps"]["moving-digits (2.6M, 8x16x16 px)"]["meanflow, detached JVP"]
+            res["data"]["training consumes (clips/s, moving-digits MeanFlow step)"] = consumed
+        save()
     print(markdown(res))
     print(f"\nwrote {out}")
 

@@ -32,12 +32,21 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def xformers_available() -> bool:
-    """True when xformers imports and CUDA is present (xformers has no CPU kernels)."""
+    """True when xformers' memory-efficient kernel runs here: it imports, CUDA is present, and a tiny bf16 call works.
+
+    An xformers wheel built for another torch imports but has no CUDA operators ("xFormers wasn't build with CUDA
+    support"): the probe catches that once, logs why, and the ``xformers`` backend then runs as ``sdpa``.
+    """
     if not torch.cuda.is_available():
         return False
     try:
-        import xformers.ops  # noqa: F401
-    except Exception:  # a broken build (torch mismatch) raises more than ImportError
+        import xformers.ops as xops
+
+        q = torch.zeros(1, 32, 1, 64, device="cuda", dtype=torch.bfloat16)  # (B, L, heads, d)
+        xops.memory_efficient_attention(q, q, q)
+    except Exception as e:  # missing, or a build for another torch / CUDA
+        log.warning("xformers attention unavailable (%s); the xformers backend runs as sdpa",
+                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         return False
     return True
 
@@ -54,20 +63,35 @@ def jvp_flash_available() -> bool:
     return True
 
 
-_jvp_flash_failed: list[str] = []  # set once the kernel refused a shape: the math path from then on
+JVP_FLASH_HEAD_DIMS = (16, 32, 64, 128, 256)
+_jvp_flash_refused: set[tuple] = set()  # (L, d, dtype) the kernel raised on: the math path for those from then on
+
+
+def jvp_flash_fits(q: torch.Tensor) -> bool:
+    """The kernel's own limits: an even sequence of >= 32 tokens, a head size in 16..256 (powers of two), half floats
+    or fp32. Shorter sequences (temporal attention over a few frames) take the math path, which is cheap there."""
+    length, d = q.shape[-2:]
+    return length >= 32 and length % 2 == 0 and d in JVP_FLASH_HEAD_DIMS and q.dtype in (
+        torch.float16, torch.bfloat16, torch.float32)
 
 
 def _jvp_flash(q, k, v):
-    """The fused JVP kernel, or None if it is unavailable or refused these inputs (logged once)."""
-    if _jvp_flash_failed or not (q.is_cuda and jvp_flash_available()):
+    """The fused JVP kernel on forward-AD dual tensors, or None if unavailable or it refused this shape (logged once).
+
+    ``JVPAttn.fwd_dual`` reads the tangents off the dual inputs; the package's plain ``attention`` (``JVPAttn.fwd``)
+    takes none and, under ``torch.func.jvp``, fails or returns a tangent it never computed: never call that here.
+    """
+    key = (q.shape[-2], q.shape[-1], q.dtype)
+    if key in _jvp_flash_refused or not (q.is_cuda and jvp_flash_fits(q) and jvp_flash_available()):
         return None
-    from jvp_flash_attention.jvp_attention import attention as jvp_attention
+    from jvp_flash_attention.jvp_attention import JVPAttn
 
     try:
-        return jvp_attention(q, k, v)
-    except Exception as e:  # e.g. a sequence length or head size the kernel does not support
-        _jvp_flash_failed.append(str(e))
-        log.warning("jvp_flash attention refused %s: %s; using the math path for the JVP", tuple(q.shape), e)
+        return JVPAttn.fwd_dual(q, k, v)  # (B, heads, L, d), its tangent attached
+    except Exception as e:  # a shape or dtype the kernel does not support after all
+        _jvp_flash_refused.add(key)
+        log.warning("jvp_flash attention refused %s: %s; using the math path for the JVP at this shape",
+                    tuple(q.shape), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         return None
 
 
@@ -90,13 +114,32 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
     if backend == "math":
         return math_attention(q, k, v)
     if backend == "xformers" and q.is_cuda and xformers_available():
-        import xformers.ops as xops
-
-        # xformers takes (B, L, heads, d).
-        q, k, v = (rearrange(a, "b h l d -> b l h d") for a in (q, k, v))
-        out = xops.memory_efficient_attention(q, k, v)  # (B, L, heads, d)
-        return rearrange(out, "b l h d -> b h l d")
+        out = _xformers(q, k, v)
+        if out is not None:
+            return out
     return F.scaled_dot_product_attention(q, k, v)
+
+
+_xformers_refused: set[tuple] = set()  # (L, d, dtype) no xformers operator accepted: sdpa for those from then on
+
+
+def _xformers(q, k, v):
+    """xformers' memory-efficient attention on (B, heads, L, d), or None where no operator of this build takes the
+    inputs (e.g. fp32 in a build with only the flash kernels): logged once per shape, then sdpa."""
+    import xformers.ops as xops
+
+    key = (q.shape[-2], q.shape[-1], q.dtype)
+    if key in _xformers_refused:
+        return None
+    try:
+        # xformers takes (B, L, heads, d).
+        out = xops.memory_efficient_attention(*(rearrange(a, "b h l d -> b l h d") for a in (q, k, v)))
+    except NotImplementedError as e:
+        _xformers_refused.add(key)
+        log.warning("xformers has no operator for %s %s (%s); using sdpa there", tuple(q.shape), q.dtype,
+                    str(e).strip().splitlines()[0])
+        return None
+    return rearrange(out, "b l h d -> b h l d")
 
 
 class Attention(nn.Module):

@@ -2,6 +2,8 @@
 # On the GPU machine (device tool: carry .whl), one stage per call: the device tool stops a command at 10 minutes,
 # so every stage bounds its steps with `timeout` to end within ~9 and packs what it has into one file,
 # $OUT/gpu_<stage>.tgz (or results/gpu_<stage>.tgz by hand), even when a step timed out.
+#   bash scripts/gpu/run_all.sh rest    # the second call of such a lease: kernel tests, bf16 step profile, remaining
+#                                       # bench sections (attention, long attention, clip latency, compile)
 #   bash scripts/gpu/run_all.sh check   # CUDA tests (backend vs fp32 math path: value, tangent, gradient; bf16) and the
 #                                       # bf16-vs-fp32 tangent error of a B/2 model (scripts/gpu/tangent_error.py)
 #   bash scripts/gpu/run_all.sh bench   # scripts/bench.py: B/2 image and video rows, bf16, attention backends under JVP
@@ -17,7 +19,7 @@
 # Device time is now 15 minutes a task, starts and idle waits included: `all` first; check / bench / train are the
 # long forms for a lease with time left (keep the machine warm between calls).
 set -uo pipefail
-stage=${1:?usage: run_all.sh all|check|bench|train}
+stage=${1:?usage: run_all.sh all|rest|check|bench|train}
 cd "$(dirname "$0")/../.."
 out=/tmp/gpu_$stage; rm -rf "$out"; mkdir -p "$out"
 dest=${OUT:-results}
@@ -38,6 +40,14 @@ case $stage in
       tests/test_model.py tests/test_method.py 2>&1 | tee "$out/pytest_cuda.txt"
     timeout 90 python3 scripts/gpu/tangent_error.py --out "$out/tangent_error.json" 2>&1 | tee "$out/tangent.txt"
     timeout 330 python3 scripts/bench.py --quick --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
+    ;;
+  rest)  # after `all` in a lease with ~8 min left: the kernel tests, a bf16 step profile, the bench sections `all`
+         # leaves out, merged into results/bench_cuda.json's figures (commit that file from `all` first)
+    [ -f results/bench_cuda.json ] && cp results/bench_cuda.json "$out/bench_cuda.json"
+    timeout 60 python3 -m pytest -q -o addopts="" -k "gpu_attention" tests/test_model.py 2>&1 | tee "$out/pytest_cuda.txt"
+    timeout 120 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
+    timeout 190 python3 scripts/bench.py --quick --only attention_long,clip_latency,attention,sampling,compile \
+      --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
     ;;
   check)
     timeout 330 python3 -m pytest -q -o addopts="" -x tests/test_model.py tests/test_method.py 2>&1 | tee "$out/pytest_cuda.txt"

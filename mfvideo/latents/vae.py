@@ -96,8 +96,9 @@ class VideoVAECodec(Codec):
             self.temporal_factor = cfg.patch_size_t * 2**scalings
             self.spatial_factor = cfg.patch_size * 2**scalings
         mean, std, scale = self._stats()
-        self.register_buffer("mean", mean.view(1, -1, 1, 1, 1), persistent=False)
-        self.register_buffer("std", std.view(1, -1, 1, 1, 1), persistent=False)
+        device = next(vae.parameters()).device  # a VAE already on the GPU: its statistics go with it
+        self.register_buffer("mean", mean.view(1, -1, 1, 1, 1).to(device), persistent=False)
+        self.register_buffer("std", std.view(1, -1, 1, 1, 1).to(device), persistent=False)
         self.scale = scale
 
     def _stats(self):
@@ -117,11 +118,11 @@ class VideoVAECodec(Codec):
         return self.normalise(z)
 
     def normalise(self, z):
-        return (z - self.mean) * self.scale / self.std
+        return (z - self.mean.to(z.device)) * self.scale / self.std.to(z.device)
 
     @torch.no_grad()
     def decode(self, latents):
-        z = latents * self.std / self.scale + self.mean
+        z = latents * self.std.to(latents.device) / self.scale + self.mean.to(latents.device)
         return self.vae.decode(z.to(self.vae.dtype)).sample.float().clamp(-1, 1)
 
 

@@ -1,0 +1,77 @@
+"""The user's path on the GPU, end to end: the bundled pipeline on CUDA against the CPU (generation, a 24-frame
+clip past the window, extension of an unlabelled clip), then a short bf16 training run on CUDA whose checkpoint the
+pipeline loads and samples from.
+
+    python scripts/gpu/smoke.py [--out smoke.json] [--train-steps 60]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from mfvideo.pipeline import MFVideoPipeline  # noqa: E402
+
+
+def frames(pipe, call, **kw):
+    out = getattr(pipe, call)(generator=torch.Generator().manual_seed(0), **kw)
+    return np.asarray(out.frames, dtype=np.float32)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="smoke.json")
+    p.add_argument("--train-steps", type=int, default=60)
+    p.add_argument("--device", default="cuda", help="cpu: a dry run of this script")
+    a = p.parse_args()
+    res = {"device": torch.cuda.get_device_name() if a.device == "cuda" else a.device}
+    out = Path(a.out)
+    cpu, gpu = (MFVideoPipeline.from_pretrained(None, device=d) for d in ("cpu", a.device))
+    calls = {"generate 4 labelled": ("generate", dict(class_labels=[0, 3, 7, 9])),
+             "generate 24 frames, 1 per window": ("generate", dict(class_labels=[2, 5], num_frames=24, frames_per_window=1)),
+             "generate 2-NFE": ("generate", dict(class_labels=[1, 8], steps=2))}
+    for name, (call, kw) in calls.items():
+        t0 = time.perf_counter()
+        g = frames(gpu, call, **kw)
+        t_gpu = time.perf_counter() - t0
+        c = frames(cpu, call, **kw)
+        res[name] = {"max_abs_diff_vs_cpu": float(np.abs(g - c).max()), "mean_abs_diff": float(np.abs(g - c).mean()),
+                     "gpu_s": t_gpu, "shape": list(g.shape)}
+        print(name, res[name], flush=True)
+    clip = frames(cpu, "generate", class_labels=[4, 6])[:, :4]  # (B, 4, H, W, 3): the context, labels withheld
+    g = frames(gpu, "extend", video=clip, num_new_frames=12, infer_label=True)
+    c = frames(cpu, "extend", video=clip, num_new_frames=12, infer_label=True)
+    res["extend unlabelled 4 -> +12"] = {"max_abs_diff_vs_cpu": float(np.abs(g - c).max()),
+                                         "mean_abs_diff": float(np.abs(g - c).mean()), "shape": list(g.shape)}
+    print("extend", res["extend unlabelled 4 -> +12"], flush=True)
+    out.write_text(json.dumps(res, indent=1))
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "mfvideo.cli.train", "configs/moving_digits.yaml",
+                               f"train.output_dir={tmp}/run", f"train.max_steps={a.train_steps}", "train.batch_size=256",
+                               "train.mixed_precision=bf16", f"train.checkpoint_every={a.train_steps}", "train.log_every=20"],
+                              cwd=ROOT, capture_output=True, text=True)
+        res["train"] = {"rc": proc.returncode, "seconds": time.perf_counter() - t0, "tail": proc.stdout[-1500:] + proc.stderr[-1500:]}
+        ckpts = sorted(Path(tmp, "run", "checkpoints").glob("step_*"))
+        if ckpts:
+            log = [json.loads(line) for line in Path(tmp, "run", "log.jsonl").read_text().splitlines() if line.strip()]
+            res["train"]["log"] = log[-3:]
+            pipe = MFVideoPipeline.from_pretrained(ckpts[-1], device=a.device)
+            f = frames(pipe, "generate", class_labels=[0, 1])
+            res["train"]["sample_finite"] = bool(np.isfinite(f).all())
+        print("train", {k: v for k, v in res["train"].items() if k != "tail"}, flush=True)
+        print(res["train"]["tail"][-1200:])
+    out.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

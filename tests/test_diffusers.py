@@ -105,3 +105,25 @@ def test_training_and_pipeline_do_not_import_each_other():
     assert not any(m.startswith("mfvideo.pipeline") for m in _imports(ROOT / "mfvideo" / "train"))
     assert not any(m.startswith("mfvideo.train") for m in _imports(ROOT / "mfvideo" / "pipeline"))
     assert "mfvideo.weights" in _imports(ROOT / "mfvideo" / "pipeline")  # the shared loader, and it is found
+
+
+@pytest.mark.parametrize("kind", ["identity", "image_vae", "wan"])
+def test_codecs_work_where_they_are_moved_or_where_their_vae_already_is(kind):
+    """A codec encodes onto and decodes on the device it was moved to (pixel space too, which has no weights of its
+    own), and one wrapped around a VAE already on another device follows the VAE. The GPU showed both broken (latents
+    on the CPU beside a CUDA model; Wan statistics on the CPU beside a CUDA VAE): the "meta" device stands in here."""
+    from mfvideo.latents import IdentityCodec
+    from mfvideo.latents.vae import ImageVAECodec, VideoVAECodec
+    from tests.vae_configs import tiny_vae
+
+    frames = np.zeros((1, 5, 16, 16, 3), dtype=np.uint8)
+    if kind == "identity":
+        codecs = [IdentityCodec(3).to("meta")]
+    else:
+        wrap = (lambda v: ImageVAECodec(v)) if kind == "image_vae" else (lambda v: VideoVAECodec(v, "wan"))
+        codecs = [wrap(tiny_vae(kind)).to("meta"), wrap(tiny_vae(kind).to("meta"))]
+    for codec in codecs:
+        assert all(b.device.type == "meta" for b in codec.buffers())  # meta tensors mix with CPU ones: check apart
+        z = codec.encode_frames(frames)
+        assert z.device.type == "meta"
+        assert codec.decode(z).device.type == "meta"

@@ -20,6 +20,16 @@ class Codec(nn.Module):
     spatial_factor: int = 1
     temporal_factor: int = 1  # causal video VAEs: T = temporal_factor * k + 1
 
+    def __init__(self):
+        super().__init__()
+        # an empty buffer that follows .to(device): where encode_frames puts its latents, also for a codec with no
+        # weights of its own (pixel space), whose latents went to the CPU while the model sat on the GPU
+        self.register_buffer("_where", torch.empty(0), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self._where.device
+
     def latent_frames(self, frames: int) -> int:
         self.check_frames(frames)
         return frames if self.temporal_factor == 1 else (frames - 1) // self.temporal_factor + 1
@@ -50,8 +60,7 @@ class Codec(nn.Module):
     @torch.no_grad()
     def encode_frames(self, frames, channels: int = 3) -> torch.Tensor:
         """uint8 frames (B, T, H, W, 3) -> normalised latents, on the codec's device (``channels``: pixel channels)."""
-        device = next((b.device for b in [*self.parameters(), *self.buffers()]), torch.device("cpu"))
-        return self.encode(uint8_to_pixels(frames, channels).to(device))
+        return self.encode(uint8_to_pixels(frames, channels).to(self.device))
 
     def latent_shape(self, channels_frames_hw: tuple[int, int, int]) -> tuple[int, int, int, int]:
         frames, h, w = channels_frames_hw

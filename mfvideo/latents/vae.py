@@ -33,6 +33,7 @@ class ImageVAECodec(Codec):
     def __init__(self, vae, sample_posterior: bool = False):
         super().__init__()
         self.vae = vae.eval().requires_grad_(False)
+        self._where = self._where.to(next(vae.parameters()).device)  # a VAE already on the GPU: encode there
         cfg = vae.config
         self.latent_channels = cfg.latent_channels
         self.spatial_factor = 2 ** (len(cfg.block_out_channels) - 1)
@@ -96,7 +97,8 @@ class VideoVAECodec(Codec):
             self.temporal_factor = cfg.patch_size_t * 2**scalings
             self.spatial_factor = cfg.patch_size * 2**scalings
         mean, std, scale = self._stats()
-        device = next(vae.parameters()).device  # a VAE already on the GPU: its statistics go with it
+        device = next(vae.parameters()).device  # a VAE already on the GPU: its statistics and encoding go with it
+        self._where = self._where.to(device)
         self.register_buffer("mean", mean.view(1, -1, 1, 1, 1).to(device), persistent=False)
         self.register_buffer("std", std.view(1, -1, 1, 1, 1).to(device), persistent=False)
         self.scale = scale

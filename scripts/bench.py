@@ -227,6 +227,33 @@ def bench_attention(device, reps):
     return res
 
 
+def bench_jvp_api(case, device, reps, amp=False):
+    """The model's JVP along (v, 1, 0) (no grad, the detached mode's call) through torch.func.jvp vs dual tensors
+    (``mfvideo.method.jvp.forward_jvp``, what the loss uses), interleaved; and the forward alone for scale."""
+    from torch.func import jvp
+
+    from mfvideo.method.jvp import forward_jvp
+
+    net, x, y = make(case, device)
+    t = torch.rand(x.shape[0], device=device)
+    r = t * 0.5
+    fn = lambda z_, t_, r_: net(z_, t_, r_, y=y)  # noqa: E731
+    calls = {"forward": lambda: fn(x, t, r),
+             "torch.func.jvp": lambda: jvp(fn, (x, t, r), (x, torch.ones_like(t), torch.zeros_like(r))),
+             "forward_ad (ours)": lambda: forward_jvp(fn, (x, t, r), (x, torch.ones_like(t), None))}
+    times = {k: [] for k in calls}
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        for rep in range(2 * reps + 2):
+            for k, call in calls.items():
+                sync(device)
+                t0 = time.perf_counter()
+                call()
+                sync(device)
+                if rep >= 2:
+                    times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bench_compile(case, device, reps):
     """Training step with the model under torch.compile (the JVP runs through the eager module) vs eager."""
     net, x, y = make(case, device)
@@ -254,7 +281,8 @@ def bench_compile(case, device, reps):
     return res
 
 
-SECTIONS = ("steps", "throughput", "sampling", "attention", "attention_long", "clip_latency", "compile", "data")
+SECTIONS = ("steps", "throughput", "jvp_api", "sampling", "attention", "attention_long", "clip_latency", "compile",
+            "data")
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peaks (SXM datasheets)
 
 
@@ -447,6 +475,11 @@ def main():
     if cuda and "clip_latency" in only:
         res["clip_latency"] = bench_clip_latency(device, reps)
         save()
+    if "jvp_api" in only:
+        res["jvp_api"] = {c: bench_jvp_api(c, device, reps) for c in cases}
+        if cuda:
+            res["jvp_api"].update({f"{c}, bf16": bench_jvp_api(c, device, reps, amp=True) for c in GPU_CASES})
+        save()
     if "compile" in only:
         compile_cases = (["moving-digits (2.6M, 8x16x16 px)"] if not cuda else list(GPU_CASES)[:1] if a.quick else GPU_CASES)
         res["compile"] = {c: bench_compile(c, device, reps) for c in compile_cases}
@@ -492,6 +525,13 @@ def markdown(res) -> str:
         if PYTORCH_RULE in s:
             fm, ours, theirs = s["flow matching"], s["meanflow, detached JVP"], s[PYTORCH_RULE]
             lines.append(f"| {case}: step time | {ours * 1e3:.0f} ms ({ours / fm:.2f}x FM) | {theirs * 1e3:.0f} ms ({theirs / fm:.2f}x FM) |")
+    if "jvp_api" in res:
+        lines += ["", "| the model's JVP (no grad) | forward | torch.func.jvp | forward_ad (ours) | ours vs func |",
+                  "|---|---|---|---|---|"]
+        for case, j in res["jvp_api"].items():
+            f, a, b = j["forward"], j["torch.func.jvp"], j["forward_ad (ours)"]
+            lines.append(f"| {case} | {f * 1e3:.1f} ms | {a * 1e3:.1f} ms ({a / f:.1f}x fwd) | {b * 1e3:.1f} ms "
+                         f"({b / f:.1f}x fwd) | {b / a:.2f}x |")
     if "sampling" in res:
         s = res["sampling"]
         lines += ["", "| sampling (8 clips, moving digits) | time | vs 1-NFE |", "|---|---|---|"]

@@ -628,3 +628,40 @@ def test_the_loss_noises_clips_with_the_frame_correlated_prior(rho):
     cov = frame_covariance(seen[0])
     assert torch.allclose(cov.diagonal(), torch.ones(3), atol=0.03)
     assert torch.allclose(cov[0, 1:], torch.full((2,), rho), atol=0.03)
+
+
+def test_forward_jvp_equals_torch_func_jvp_in_value_tangent_and_gradient():
+    """Dual tensors (forward_ad) give torch.func.jvp's numbers: output, tangent (a None tangent is a zero one) and the
+    parameter gradient through the primal (the fused mode); inside vmap, where dual levels cannot nest, it still
+    answers (via torch.func.jvp)."""
+    from torch.func import jvp, vmap
+
+    from mfvideo.method.jvp import forward_jvp
+
+    torch.manual_seed(0)
+    net = randomize(tiny_model(num_classes=10)).double()
+    z, v = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    t, r, y = torch.tensor([0.7, 0.4], dtype=torch.float64), torch.tensor([0.2, 0.1], dtype=torch.float64), torch.tensor([1, 7])
+    fn = lambda z_, t_, r_: net(z_, t_, r_, y=y)  # noqa: E731
+    grads = []
+    for api in ("ours", "func"):
+        net.zero_grad()
+        if api == "ours":
+            u, du = forward_jvp(fn, (z, t, r), (v, torch.ones_like(t), None))
+        else:
+            u, du = jvp(fn, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
+        (u.square().sum()).backward()
+        grads.append((u.detach(), du, [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    (u1, d1, g1), (u2, d2, g2) = grads
+    assert torch.allclose(u1, u2, atol=1e-12) and torch.allclose(d1, d2, atol=1e-12) and len(g1) == len(g2) > 0
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g1, g2))
+    assert d1.abs().max() > 1e-3  # a real tangent, not zeros
+    # along r alone, ours equals func's r-tangent (a None tangent elsewhere is zero)
+    _, dr = forward_jvp(fn, (z, t, r), (None, None, torch.ones_like(r)))
+    _, dr2 = jvp(fn, (z, t, r), (torch.zeros_like(z), torch.zeros_like(t), torch.ones_like(r)))
+    assert torch.allclose(dr, dr2, atol=1e-12)
+    # nested inside vmap: per-row JVPs equal the batched one
+    per_row = vmap(lambda zz, vv, tt, rr, yy: forward_jvp(lambda a, b, c: net(a[None], b[None], c[None], y=yy[None])[0],
+                                                         (zz, tt, rr), (vv, torch.ones_like(tt), None))[1])(z, v, t, r, y)
+    with torch.no_grad():
+        assert torch.allclose(per_row, d1, atol=1e-10)

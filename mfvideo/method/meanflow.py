@@ -15,7 +15,7 @@ Conventions (the whole library follows them):
   there) and the loss counts only generated frames. With ``context_noise`` they sit at a small level s instead
   (t = r = s on those frames), still with no tangent.
 
-This module imports torch and its sibling ``samplers`` (plain functions of torch): ``net`` is any callable.
+This module imports torch and its siblings ``jvp``, ``noise`` and ``samplers`` (plain functions of torch): ``net`` is any callable.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch.func import jvp
 
+from .jvp import forward_jvp
 from .noise import prior_noise
 from .samplers import meanflow_sample  # the pipeline's 1-NFE window, for self-made context
 
@@ -433,8 +433,8 @@ class MeanFlow:
         if idx_jvp.numel():
             y_j = _take(y, idx_jvp)
             args = (z[idx_jvp], t[idx_jvp], r[idx_jvp])
-            tangents = (v_g[idx_jvp], dt_tangent[idx_jvp], torch.zeros_like(r[idx_jvp]))
-            jvp_fn = lambda: jvp(lambda z_, t_, r_: jvp_net(z_, t_, r_, y=y_j), args, tangents)  # noqa: E731
+            tangents = (v_g[idx_jvp], dt_tangent[idx_jvp], None)  # along (v, dt/dt, 0): r does not move
+            jvp_fn = lambda: forward_jvp(lambda z_, t_, r_: jvp_net(z_, t_, r_, y=y_j), args, tangents)  # noqa: E731
         if self.jvp_mode == "detached":
             u = net(z, t, r, y=y)  # one forward with grad over every row
             if jvp_fn is not None:

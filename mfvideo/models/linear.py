@@ -35,6 +35,8 @@ class _LinearFn(torch.autograd.Function):
     materialise zero tangents for them either.
     """
 
+    generate_vmap_rule = True  # composes with torch.func.vmap (e.g. a per-sample JVP)
+
     @staticmethod
     def forward(x, weight, bias, consts):
         weight, bias = consts or (weight, bias)

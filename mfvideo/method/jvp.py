@@ -1,0 +1,41 @@
+"""The JVP that MeanFlow's target needs, on PyTorch's forward-mode AD with dual tensors.
+
+``torch.func.jvp`` computes the same numbers, but wraps every tensor at every operation (functorch's dynamic layer
+stack): on a dispatch-bound step (a small model, or a B/2 model in bf16 on an H200, where the GPU sat idle half the
+MeanFlow step) it costs about twice the host time per operation of ``torch.autograd.forward_ad``
+(``scripts/bench.py``'s JVP API rows). Inputs whose tangent is zero (r) stay plain tensors, so nothing is
+differentiated along them. Inside another functorch transform (vmap, grad) or an open ``dual_level``, where dual
+levels cannot nest, it is ``torch.func.jvp``.
+
+Imports torch only.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+
+def _nested() -> bool:
+    """Inside a functorch transform or an open forward-AD level: dual levels cannot nest there."""
+    return torch._C._functorch.peek_interpreter_stack() is not None or fwAD._current_level >= 0
+
+
+def forward_jvp(fn: Callable[..., torch.Tensor], primals: Sequence[torch.Tensor],
+                tangents: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fn(*primals), its directional derivative along ``tangents``); a None tangent is a zero one.
+
+    Same contract as ``torch.func.jvp`` for one tensor output: the primal output keeps its autograd graph (the fused
+    JVP mode backpropagates through it); the tangent is exact, not a finite difference.
+    """
+    if _nested():
+        full = tuple(torch.zeros_like(p) if d is None else d for p, d in zip(primals, tangents))
+        return torch.func.jvp(fn, tuple(primals), full)
+    with fwAD.dual_level():
+        args = [p if d is None else fwAD.make_dual(p, d.to(p.dtype)) for p, d in zip(primals, tangents)]
+        out, tangent = fwAD.unpack_dual(fn(*args))
+        if tangent is None:  # the output does not depend on any input with a tangent
+            tangent = torch.zeros_like(out)
+    return out, tangent

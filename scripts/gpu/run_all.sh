@@ -2,6 +2,10 @@
 # On the GPU machine (device tool: carry .whl), one stage per call: the device tool stops a command at 10 minutes,
 # so every stage bounds its steps with `timeout` to end within ~9 and packs what it has into one file,
 # $OUT/gpu_<stage>.tgz (or results/gpu_<stage>.tgz by hand), even when a step timed out.
+#   bash scripts/gpu/run_all.sh all     # one call for a 15-minute lease (a start costs ~1 of them): the CUDA kernel and
+#                                       # JVP tests, scripts/gpu/smoke.py (the pipeline on CUDA vs CPU, a short CUDA
+#                                       # training run loaded back), the bf16 step profile at 1x and 4x batch, and the
+#                                       # bench's JVP-API and bf16 throughput rows merged into results/bench_cuda.json
 #   bash scripts/gpu/run_all.sh rest    # the second call of such a lease: kernel tests, bf16 step profile, remaining
 #                                       # bench sections (attention, long attention, clip latency, compile)
 #   bash scripts/gpu/run_all.sh check   # CUDA tests (backend vs fp32 math path: value, tangent, gradient; bf16) and the
@@ -14,8 +18,6 @@
 #                                       # handwriting" asks for: VIDEO_ARGS="model.context_reference=true
 #                                       # model.clip_attention=true model.clip_rope=true"; MODEL_ARGS adds overrides to
 #                                       # both stages, e.g. 2x2-pixel patches: MODEL_ARGS="model.patch_size=2"
-#   bash scripts/gpu/run_all.sh all     # one call for a 15-minute lease (a start costs 1-2 of them): the CUDA kernel
-#                                       # tests, the bf16 tangent error and a --quick benchmark, ending within ~9 min
 # Device time is now 15 minutes a task, starts and idle waits included: `all` first; check / bench / train are the
 # long forms for a lease with time left (keep the machine warm between calls).
 set -uo pipefail
@@ -35,11 +37,13 @@ export PYTHONUNBUFFERED=1
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$out/env.txt"
 case $stage in
-  all)
-    timeout 90 python3 -m pytest -q -o addopts="" -k "gpu_attention or finite_difference" \
+  all)  # ~8 min: what the first lease (session 20) left open, and whether its fixes hold on the GPU
+    timeout 60 python3 -m pytest -q -o addopts="" -k "gpu_attention or finite_difference or forward_jvp" \
       tests/test_model.py tests/test_method.py 2>&1 | tee "$out/pytest_cuda.txt"
-    timeout 90 python3 scripts/gpu/tangent_error.py --out "$out/tangent_error.json" 2>&1 | tee "$out/tangent.txt"
-    timeout 330 python3 scripts/bench.py --quick --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
+    timeout 150 python3 scripts/gpu/smoke.py --out "$out/smoke.json" --train-steps 60 2>&1 | tee "$out/smoke.txt"
+    timeout 110 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
+    [ -f results/bench_cuda.json ] && cp results/bench_cuda.json "$out/bench_cuda.json"
+    timeout 170 python3 scripts/bench.py --quick --only jvp_api,throughput --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
     ;;
   rest)  # after `all` in a lease with ~8 min left: the kernel tests, a bf16 step profile, the bench sections `all`
          # leaves out, merged into results/bench_cuda.json's figures (commit that file from `all` first)

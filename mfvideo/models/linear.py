@@ -66,6 +66,8 @@ class _LinearFn(torch.autograd.Function):
     def jvp(ctx, x_t, w_t, b_t, consts_t):
         # PyTorch hands zero-filled tangents for weight and bias; ``linear`` only routes here when they have none,
         # so their terms are skipped rather than multiplied out.
+        if torch.is_autocast_enabled(x_t.device.type):  # the cast weight the forward used, from autocast's cache
+            return F.linear(x_t, ctx.weight)  # (..., out)
         return F.linear(x_t.to(ctx.out_dtype), ctx.weight.to(ctx.out_dtype))  # (..., out)
 
 

@@ -2,10 +2,11 @@
 
 ``torch.func.jvp`` computes the same numbers, but wraps every tensor at every operation (functorch's dynamic layer
 stack): on a dispatch-bound step (a small model, or a B/2 model in bf16 on an H200, where the GPU sat idle half the
-MeanFlow step) it costs about twice the host time per operation of ``torch.autograd.forward_ad``
+MeanFlow step) it costs up to twice the host time per operation of ``torch.autograd.forward_ad``
 (``scripts/bench.py``'s JVP API rows). Inputs whose tangent is zero (r) stay plain tensors, so nothing is
 differentiated along them. Inside another functorch transform (vmap, grad) or an open ``dual_level``, where dual
-levels cannot nest, it is ``torch.func.jvp``.
+levels cannot nest, and through an FSDP2-sharded module, whose hooks have no forward-AD rule, it is
+``torch.func.jvp``.
 
 Imports torch only.
 """
@@ -23,14 +24,25 @@ def _nested() -> bool:
     return torch._C._functorch.peek_interpreter_stack() is not None or fwAD._current_level >= 0
 
 
+def _fsdp_sharded(module) -> bool:
+    """An FSDP2 module (``fully_shard``): its forward hooks apply an autograd Function that returns its inputs as they
+    are and has no forward-AD rule, which dual tensors reject ("returning a view ... the jvp is not")."""
+    if module is None or not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, torch.nn.Module) and any(isinstance(m, FSDPModule) for m in module.modules())
+
+
 def forward_jvp(fn: Callable[..., torch.Tensor], primals: Sequence[torch.Tensor],
-                tangents: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+                tangents: Sequence[torch.Tensor | None], module=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(fn(*primals), its directional derivative along ``tangents``); a None tangent is a zero one.
 
     Same contract as ``torch.func.jvp`` for one tensor output: the primal output keeps its autograd graph (the fused
-    JVP mode backpropagates through it); the tangent is exact, not a finite difference.
+    JVP mode backpropagates through it); the tangent is exact, not a finite difference. ``module``: the network
+    ``fn`` calls, if any; FSDP2-sharded ones take ``torch.func.jvp``.
     """
-    if _nested():
+    if _nested() or _fsdp_sharded(module):
         full = tuple(torch.zeros_like(p) if d is None else d for p, d in zip(primals, tangents))
         return torch.func.jvp(fn, tuple(primals), full)
     with fwAD.dual_level():

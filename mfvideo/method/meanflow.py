@@ -434,7 +434,8 @@ class MeanFlow:
             y_j = _take(y, idx_jvp)
             args = (z[idx_jvp], t[idx_jvp], r[idx_jvp])
             tangents = (v_g[idx_jvp], dt_tangent[idx_jvp], None)  # along (v, dt/dt, 0): r does not move
-            jvp_fn = lambda: forward_jvp(lambda z_, t_, r_: jvp_net(z_, t_, r_, y=y_j), args, tangents)  # noqa: E731
+            jvp_fn = lambda: forward_jvp(lambda z_, t_, r_: jvp_net(z_, t_, r_, y=y_j), args, tangents,  # noqa: E731
+                                         module=jvp_net)
         if self.jvp_mode == "detached":
             u = net(z, t, r, y=y)  # one forward with grad over every row
             if jvp_fn is not None:

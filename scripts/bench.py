@@ -71,8 +71,12 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def make(case, device, dtype=torch.float32):
+BF16_BATCH_SCALE = 4  # bf16 rows at 4x the case's batch (256 images, 16 clips): the small batch starves an H200
+
+
+def make(case, device, dtype=torch.float32, scale: int = 1):
     kw, shape, batch = (CASES | GPU_CASES)[case]
+    batch *= scale
     torch.manual_seed(0)
     net = build_model(**kw).to(device)
     x = torch.randn(batch, *shape, device=device)
@@ -99,13 +103,13 @@ def timed(fn, min_run_time: float = 1.0) -> float:
     return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
 
 
-def bench_steps(case, device, reps, amp=False):
+def bench_steps(case, device, reps, amp=False, scale: int = 1):
     """Median step time of each variant, interleaved: A B C A B C ...
 
     Hand-written on purpose: the variants' ratios are what we report, and on a shared machine only interleaving them
     step by step cancels the load others put on it; torch.utils.benchmark times one statement after another.
     """
-    net, x, y = make(case, device)
+    net, x, y = make(case, device, scale=scale)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     variants = VARIANTS | {PYTORCH_RULE: VARIANTS["meanflow, detached JVP"]}
     times = {v: [] for v in variants}
@@ -286,12 +290,12 @@ SECTIONS = ("steps", "throughput", "jvp_api", "sampling", "attention", "attentio
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peaks (SXM datasheets)
 
 
-def step_flops(case, device, variant) -> float:
+def step_flops(case, device, variant, scale: int = 1) -> float:
     """FLOPs of one training step (forward, JVP where the variant runs it, backward) as torch's FlopCounterMode counts
     them at dispatch (matmuls, convolutions, attention); the optimizer's elementwise work is not counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    net, x, y = make(case, device)
+    net, x, y = make(case, device, scale=scale)
     opt = torch.optim.AdamW(net.parameters(), lr=0.0)
     with FlopCounterMode(display=False) as counter:
         train_step(net, opt, MeanFlow(**VARIANTS[variant]), x, y, False, torch.Generator(device).manual_seed(0))
@@ -301,11 +305,12 @@ def step_flops(case, device, variant) -> float:
 def bench_throughput(res, device, peak_tflops):
     """Samples/s and model FLOP utilisation of the bf16 steps: counted FLOPs / step time / the chip's bf16 peak."""
     out = {}
+    scale = res.get("bf16_batch_scale", 1)
     for case, times in res["steps_bf16"].items():
-        batch = (CASES | GPU_CASES)[case][2]
+        batch = (CASES | GPU_CASES)[case][2] * scale
         out[case] = {}
         for v in ("flow matching", "meanflow, detached JVP"):
-            flops = step_flops(case, device, v)
+            flops = step_flops(case, device, v, scale)
             achieved = flops / times[v] / 1e12
             out[case][v] = {"samples_per_s": batch / times[v], "tflop_per_step": flops / 1e12,
                             "achieved_tflops": achieved, "mfu": achieved / peak_tflops if peak_tflops else None}
@@ -460,7 +465,8 @@ def main():
             print(case, res["steps"][case], res["memory"][case], flush=True)
             save()
     if cuda and "throughput" in only:
-        res["steps_bf16"] = {c: bench_steps(c, device, reps, amp=True) for c in GPU_CASES}
+        res["bf16_batch_scale"] = BF16_BATCH_SCALE
+        res["steps_bf16"] = {c: bench_steps(c, device, reps, amp=True, scale=BF16_BATCH_SCALE) for c in GPU_CASES}
         res["throughput_bf16"] = bench_throughput(res, device, peak)
         save()
     if "sampling" in only:
@@ -509,13 +515,15 @@ def markdown(res) -> str:
             label = "peak memory" if key == "peak_bytes" else "activations saved for backward"
             lines.append(f"| {case}: {label} | " + " | ".join(
                 f"{m[n][key] / 2**20:.0f} MiB ({m[n][key] / base:.2f}x)" if n in m else "" for n in names) + " |")
+    bscale = res.get("bf16_batch_scale", 1)
     for case, s in res.get("steps_bf16", {}).items():
         fm = s["flow matching"]
-        lines.append(f"| {case}, bf16: time | " + " | ".join(f"{s[n] * 1e3:.0f} ms ({s[n] / fm:.2f}x)" for n in names) + " |")
+        lines.append(f"| {case}, bf16, batch {(CASES | GPU_CASES)[case][2] * bscale}: time | " + " | ".join(f"{s[n] * 1e3:.0f} ms ({s[n] / fm:.2f}x)" for n in names) + " |")
     if res.get("throughput_bf16"):
         lines += ["", "| bf16 step | samples/s | TFLOP per step (counted) | achieved TFLOP/s | FLOP utilisation |",
                   "|---|---|---|---|---|"]
         for case, c in res["throughput_bf16"].items():
+            case = f"{case}, batch {(CASES | GPU_CASES)[case][2] * bscale}"
             for v, r in c.items():
                 mfu = f"{r['mfu']:.0%} of {res['peak_bf16_tflops']:.0f}" if r["mfu"] is not None else "(peak unknown)"
                 lines.append(f"| {case}, {v} | {r['samples_per_s']:,.0f} | {r['tflop_per_step']:.2f} | "

@@ -665,3 +665,21 @@ def test_forward_jvp_equals_torch_func_jvp_in_value_tangent_and_gradient():
                                                          (zz, tt, rr), (vv, torch.ones_like(tt), None))[1])(z, v, t, r, y)
     with torch.no_grad():
         assert torch.allclose(per_row, d1, atol=1e-10)
+
+
+def test_fused_and_detached_modes_agree_under_bf16_autocast():
+    """Under autocast the network's output is bf16: the fused mode's u (rows put together from two calls) takes the
+    dtype of what the calls return (it was fp32 and index_put refused), and both modes give one loss."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 2, 8, 8), torch.randint(0, 10, (8,))
+    t = torch.rand(8) * 0.9 + 0.1
+    r = torch.where(torch.arange(8) % 3 == 0, t * 0.5, t)
+    noise = torch.randn_like(x)
+    net = randomize(tiny_model())
+    losses = []
+    for mode in ("fused", "detached"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, logs = MeanFlow(jvp_mode=mode).loss(net, x, y, t=t, r=r, noise=noise)
+        loss.backward()
+        losses.append(float(logs["loss_unweighted"]))
+    assert abs(losses[0] - losses[1]) <= 2e-2 * abs(losses[1])

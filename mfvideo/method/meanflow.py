@@ -442,12 +442,15 @@ class MeanFlow:
                 with torch.no_grad():
                     _, dudt = jvp_fn()
         else:
-            u = torch.empty_like(z)
+            parts = []  # (rows, u of those rows); autocast decides their dtype, so u is made to match them
             if idx_fwd.numel():
-                u = u.index_put((idx_fwd,), net(z[idx_fwd], t[idx_fwd], r[idx_fwd], y=_take(y, idx_fwd)))
+                parts.append((idx_fwd, net(z[idx_fwd], t[idx_fwd], r[idx_fwd], y=_take(y, idx_fwd))))
             if jvp_fn is not None:
                 u_j, dudt = jvp_fn()  # one pass: the primal u_j carries the parameter gradient, the tangent is du/dt
-                u = u.index_put((idx_jvp,), u_j)
+                parts.append((idx_jvp, u_j))
+            u = z.new_empty(z.shape, dtype=parts[0][1].dtype)
+            for idx, part in parts:
+                u = u.index_put((idx,), part.to(u.dtype))
         if jvp_fn is not None:
             target = v_g[idx_jvp] - bcast(h[idx_jvp], dudt) * dudt.detach()
             u_tgt = u_tgt.index_put((idx_jvp,), target.detach())

@@ -6,7 +6,7 @@ Per case, in one run: step times (interleaved, bf16 autocast) of flow matching, 
 JVP, math attention under the JVP) and the same with the ``jvp_flash`` kernel, at the bench batch and 4x it (a step
 bound by Python and kernel launches gains from a larger batch; one bound by the GPU's arithmetic does not); then a
 torch.profiler trace of one MeanFlow step: GPU busy time vs wall time, kernels launched, and the top operators by
-GPU time.
+GPU time. First, the detached mode's JVP call eager vs replayed from a CUDA graph (the host's share of its time).
 """
 
 import argparse
@@ -72,6 +72,53 @@ def profile_one(case, device, variant):
                                      "cpu_ms": e.cpu_time_total / 1e3} for e in top]}
 
 
+def graphed_jvp(case, device, rows_fraction=0.25, reps=20):
+    """The detached mode's JVP call (no grad, bf16 autocast, the r != t quarter of the bench batch) eager vs replayed
+    from a CUDA graph: how much of its time is the host's. An error (e.g. a host sync inside the model) is reported."""
+    from mfvideo.method.jvp import forward_jvp
+
+    net, x, y = make(case, device)
+    n = max(1, int(x.shape[0] * rows_fraction))
+    x, y = x[:n].contiguous(), y[:n].contiguous()
+    t = torch.rand(n, device=device)
+    r, dt = t * 0.5, torch.ones_like(t)
+
+    def call():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return forward_jvp(lambda z_, t_, r_: net(z_, t_, r_, y=y), (x, t, r), (x, dt, None))
+
+    def timed(fn):
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / reps
+
+    res = {"rows": n, "eager_s": timed(call)}
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                call()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_u, static_du = call()
+        eager_u, eager_du = call()
+        graph.replay()
+        torch.cuda.synchronize()
+        res["graph_s"] = timed(graph.replay)
+        res["graph_vs_eager"] = res["graph_s"] / res["eager_s"]
+        res["graph_tangent_rel_diff"] = float((static_du.float() - eager_du.float()).norm() / eager_du.float().norm())
+    except Exception as e:  # noqa: BLE001 -- reported, not raised: the answer is whether it can be captured
+        res["graph_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return res
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="profile_step.json")
@@ -79,6 +126,10 @@ def main():
     device = torch.device("cuda")
     out = Path(a.out)
     res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    for case in GPU_CASES:
+        res[f"{case}, JVP call: eager vs CUDA graph"] = g = graphed_jvp(case, device)
+        print(case, "JVP call eager vs CUDA graph", g, flush=True)
+        out.write_text(json.dumps(res, indent=1))
     for case in GPU_CASES:
         res[case] = {}
         for scale in (1, 4):

@@ -63,6 +63,15 @@ def jvp_flash_available() -> bool:
     return True
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
 JVP_FLASH_HEAD_DIMS = (16, 32, 64, 128, 256)
 _jvp_flash_refused: set[tuple] = set()  # (L, d, dtype) the kernel raised on: the math path for those from then on
 
@@ -82,7 +91,11 @@ def _jvp_flash(q, k, v):
     takes none and, under ``torch.func.jvp``, fails or returns a tangent it never computed: never call that here.
     """
     key = (q.shape[-2], q.shape[-1], q.dtype)
-    if key in _jvp_flash_refused or not (q.is_cuda and jvp_flash_fits(q) and jvp_flash_available()):
+    if q.is_cuda and not jvp_flash_available():
+        _warn_once("jvp_flash_missing", "attn_backend=jvp_flash: the jvp_flash_attention package is not importable "
+                   "here (pip install --no-deps jvp_flash_attention); the JVP takes the math path")
+        return None
+    if key in _jvp_flash_refused or not (q.is_cuda and jvp_flash_fits(q)):
         return None
     from jvp_flash_attention.jvp_attention import JVPAttn
 

@@ -103,9 +103,12 @@ def test_sdpa_backend_is_used_outside_jvp_and_math_inside(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused JVP kernels need CUDA")
+@pytest.mark.parametrize("api", ["forward_ad", "func"])
 @pytest.mark.parametrize("backend", ["xformers", "jvp_flash", "sdpa"])
-def test_gpu_attention_kernels_match_math_in_value_tangent_and_gradient(backend):
-    """bf16 kernels vs the fp32 math path: forward, JVP tangent and the gradient through the JVP's primal."""
+def test_gpu_attention_kernels_match_math_in_value_tangent_and_gradient(backend, api):
+    """bf16 kernels vs the fp32 math path: forward, JVP tangent and the gradient through the JVP's primal, through
+    dual tensors (what the loss uses) and through torch.func.jvp."""
+    from mfvideo.method.jvp import forward_jvp
     from mfvideo.models.attention import jvp_flash_available, xformers_available
 
     if backend == "xformers" and not xformers_available() or backend == "jvp_flash" and not jvp_flash_available():
@@ -116,7 +119,8 @@ def test_gpu_attention_kernels_match_math_in_value_tangent_and_gradient(backend)
     def run(fn, dtype):
         qq, kk, vv = (a.detach().to(dtype).requires_grad_() for a in (q, k, v))  # fresh leaves each run
         out = fn(qq, kk, vv)
-        prim, tan = torch.func.jvp(fn, (qq, kk, vv), tuple(a.to(dtype) for a in (dq, dk, dv)))
+        jvp = forward_jvp if api == "forward_ad" else torch.func.jvp
+        prim, tan = jvp(fn, (qq, kk, vv), tuple(a.to(dtype) for a in (dq, dk, dv)))
         prim.float().square().sum().backward()
         return out.float(), tan.float(), qq.grad.float()
 

@@ -20,11 +20,12 @@ class Codec(nn.Module):
     spatial_factor: int = 1
     temporal_factor: int = 1  # causal video VAEs: T = temporal_factor * k + 1
 
-    def __init__(self):
+    def __init__(self, device: torch.device | str | None = None):
         super().__init__()
         # an empty buffer that follows .to(device): where encode_frames puts its latents, also for a codec with no
-        # weights of its own (pixel space), whose latents went to the CPU while the model sat on the GPU
-        self.register_buffer("_where", torch.empty(0), persistent=False)
+        # weights of its own (pixel space), whose latents went to the CPU while the model sat on the GPU; a codec
+        # around a VAE starts on the VAE's device
+        self.register_buffer("_where", torch.empty(0, device=device), persistent=False)
 
     @property
     def device(self) -> torch.device:

@@ -31,9 +31,8 @@ class ImageVAECodec(Codec):
     """A 2-D ``AutoencoderKL`` applied frame by frame: (B, 3, T, H, W) <-> (B, c, T, H/f, W/f)."""
 
     def __init__(self, vae, sample_posterior: bool = False):
-        super().__init__()
+        super().__init__(next(vae.parameters()).device)  # a VAE already on the GPU: encode there
         self.vae = vae.eval().requires_grad_(False)
-        self._where = self._where.to(next(vae.parameters()).device)  # a VAE already on the GPU: encode there
         cfg = vae.config
         self.latent_channels = cfg.latent_channels
         self.spatial_factor = 2 ** (len(cfg.block_out_channels) - 1)
@@ -72,7 +71,7 @@ class VideoVAECodec(Codec):
     """A causal video VAE from diffusers with its own frame rule and normalisation."""
 
     def __init__(self, vae, kind: str, sample_posterior: bool = False):
-        super().__init__()
+        super().__init__(next(vae.parameters()).device)  # a VAE already on the GPU: stats and encoding there
         if kind not in VIDEO_VAES:
             raise ValueError(f"unknown video VAE {kind!r}; known: {list(VIDEO_VAES)}")
         self.vae = vae.eval().requires_grad_(False)
@@ -97,10 +96,8 @@ class VideoVAECodec(Codec):
             self.temporal_factor = cfg.patch_size_t * 2**scalings
             self.spatial_factor = cfg.patch_size * 2**scalings
         mean, std, scale = self._stats()
-        device = next(vae.parameters()).device  # a VAE already on the GPU: its statistics and encoding go with it
-        self._where = self._where.to(device)
-        self.register_buffer("mean", mean.view(1, -1, 1, 1, 1).to(device), persistent=False)
-        self.register_buffer("std", std.view(1, -1, 1, 1, 1).to(device), persistent=False)
+        self.register_buffer("mean", mean.view(1, -1, 1, 1, 1).to(self.device), persistent=False)
+        self.register_buffer("std", std.view(1, -1, 1, 1, 1).to(self.device), persistent=False)
         self.scale = scale
 
     def _stats(self):
@@ -120,11 +117,11 @@ class VideoVAECodec(Codec):
         return self.normalise(z)
 
     def normalise(self, z):
-        return (z - self.mean.to(z.device)) * self.scale / self.std.to(z.device)
+        return (z - self.mean) * self.scale / self.std
 
     @torch.no_grad()
     def decode(self, latents):
-        z = latents * self.std.to(latents.device) / self.scale + self.mean.to(latents.device)
+        z = latents * self.std / self.scale + self.mean
         return self.vae.decode(z.to(self.vae.dtype)).sample.float().clamp(-1, 1)
 
 

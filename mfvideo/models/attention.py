@@ -30,6 +30,12 @@ BACKENDS = ("sdpa", "math", "xformers", "jvp_flash")
 log = logging.getLogger(__name__)
 
 
+def _first_line(e: Exception) -> str:
+    """An exception's message in one line (xformers' and Triton's run to dozens), or its type if it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 @functools.cache
 def xformers_available() -> bool:
     """True when xformers' memory-efficient kernel runs here: it imports, CUDA is present, and a tiny bf16 call works.
@@ -46,7 +52,7 @@ def xformers_available() -> bool:
         xops.memory_efficient_attention(q, q, q)
     except Exception as e:  # missing, or a build for another torch / CUDA
         log.warning("xformers attention unavailable (%s); the xformers backend runs as sdpa",
-                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                    _first_line(e))
         return False
     return True
 
@@ -104,7 +110,7 @@ def _jvp_flash(q, k, v):
     except Exception as e:  # a shape or dtype the kernel does not support after all
         _jvp_flash_refused.add(key)
         log.warning("jvp_flash attention refused %s: %s; using the math path for the JVP at this shape",
-                    tuple(q.shape), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                    tuple(q.shape), _first_line(e))
         return None
 
 
@@ -150,7 +156,7 @@ def _xformers(q, k, v):
     except NotImplementedError as e:
         _xformers_refused.add(key)
         log.warning("xformers has no operator for %s %s (%s); using sdpa there", tuple(q.shape), q.dtype,
-                    str(e).strip().splitlines()[0])
+                    _first_line(e))
         return None
     return rearrange(out, "b l h d -> b h l d")
 

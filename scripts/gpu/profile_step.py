@@ -30,8 +30,7 @@ ARMS = {"flow matching": ("flow matching", "sdpa"), "meanflow": ("meanflow, deta
 
 
 def step_times(case, device, scale, reps=5):
-    net, x, y = make(case, device)
-    x, y = x.repeat(scale, *([1] * (x.ndim - 1))), y.repeat(scale)
+    net, x, y = make(case, device, scale=scale)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     gen = torch.Generator(device).manual_seed(0)
     times = {a: [] for a in ARMS}

@@ -2,26 +2,26 @@
 # On the GPU machine (device tool: carry .whl), one stage per call: the device tool stops a command at 10 minutes,
 # so every stage bounds its steps with `timeout` to end within ~9 and packs what it has into one file,
 # $OUT/gpu_<stage>.tgz (or results/gpu_<stage>.tgz by hand), even when a step timed out.
-#   bash scripts/gpu/run_all.sh all     # one call for a 15-minute lease (a start costs ~1 of them): the CUDA kernel and
-#                                       # JVP tests, scripts/gpu/smoke.py (the pipeline on CUDA vs CPU, a short CUDA
-#                                       # training run loaded back), the bf16 step profile at 1x and 4x batch, and the
-#                                       # bench's JVP-API and bf16 throughput rows merged into results/bench_cuda.json
-#   bash scripts/gpu/run_all.sh rest    # the second call of such a lease: kernel tests, bf16 step profile, remaining
-#                                       # bench sections (attention, long attention, clip latency, compile)
-#   bash scripts/gpu/run_all.sh check   # CUDA tests (backend vs fp32 math path: value, tangent, gradient; bf16) and the
-#                                       # bf16-vs-fp32 tangent error of a B/2 model (scripts/gpu/tangent_error.py)
-#   bash scripts/gpu/run_all.sh bench   # scripts/bench.py: B/2 image and video rows, bf16, attention backends under JVP
-#   bash scripts/gpu/run_all.sh train   # the moving-digits recipe on the GPU (image stage, then video stage with the
-#                                       # context levers; PREDICTION=u|x, default x), exported as a pipeline folder
-#                                       # and scored (digit suite incl. glyph consistency); VIDEO_ARGS adds overrides
-#                                       # to the video stage, e.g. the design arm the README's "Keeping the
-#                                       # handwriting" asks for: VIDEO_ARGS="model.context_reference=true
-#                                       # model.clip_attention=true model.clip_rope=true"; MODEL_ARGS adds overrides to
-#                                       # both stages, e.g. 2x2-pixel patches: MODEL_ARGS="model.patch_size=2"
-# Device time is now 15 minutes a task, starts and idle waits included: `all` first; check / bench / train are the
-# long forms for a lease with time left (keep the machine warm between calls).
+#   bash scripts/gpu/run_all.sh all      # the first call of a 15-minute lease (a start costs ~1 of them), ~7 min: the CUDA
+#                                        # kernel and JVP tests, scripts/gpu/smoke.py (the pipeline on CUDA vs CPU, a short
+#                                        # CUDA training run loaded back), scripts/gpu/ddp_check.py (2 processes, DDP
+#                                        # gradients through the JVP, NCCL and gloo), the bench's JVP-API and bf16
+#                                        # throughput rows merged into results/bench_cuda.json
+#   TRAIN_SECONDS=240 bash scripts/gpu/run_all.sh train  # the second call, at once (the machine stays warm 30 s):
+#                                        # the moving-digits recipe on the GPU, image stage then video stage (bf16, batch
+#                                        # 1024 / 512, PREDICTION=u|x, default x), exported as a pipeline folder to score
+#                                        # here (scripts/evaluate_digits.py; EVAL=1 scores there). VIDEO_ARGS adds
+#                                        # overrides to the video stage, MODEL_ARGS to both (e.g. model.patch_size=2)
+#   bash scripts/gpu/run_all.sh profile  # the bf16 step profile at 1x and 4x batch (GPU busy share, kernel count, the
+#                                        # JVP call replayed from a CUDA graph)
+#   bash scripts/gpu/run_all.sh rest     # kernel tests, bf16 step profile, remaining bench sections (attention, long
+#                                        # attention, clip latency, compile)
+#   bash scripts/gpu/run_all.sh check    # CUDA tests (backend vs fp32 math path: value, tangent, gradient; bf16) and the
+#                                        # bf16-vs-fp32 tangent error of a B/2 model (scripts/gpu/tangent_error.py)
+#   bash scripts/gpu/run_all.sh bench    # scripts/bench.py: B/2 image and video rows, bf16, attention backends under JVP
+# Device time is 15 minutes a task, starts and idle waits included.
 set -uo pipefail
-stage=${1:?usage: run_all.sh all|rest|check|bench|train}
+stage=${1:?usage: run_all.sh all|profile|rest|check|bench|train}
 cd "$(dirname "$0")/../.."
 out=/tmp/gpu_$stage; rm -rf "$out"; mkdir -p "$out"
 dest=${OUT:-results}
@@ -37,13 +37,16 @@ export PYTHONUNBUFFERED=1
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$out/env.txt"
 case $stage in
-  all)  # ~8 min: what the first lease (session 20) left open, and whether its fixes hold on the GPU
+  all)  # ~7 min: what the first lease (session 20) left open, and whether its fixes hold on the GPU
     timeout 60 python3 -m pytest -q -o addopts="" -k "gpu_attention or finite_difference or forward_jvp" \
       tests/test_model.py tests/test_method.py 2>&1 | tee "$out/pytest_cuda.txt"
     timeout 150 python3 scripts/gpu/smoke.py --out "$out/smoke.json" --train-steps 60 2>&1 | tee "$out/smoke.txt"
-    timeout 110 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
+    timeout 60 python3 scripts/gpu/ddp_check.py --out "$out/ddp.json" 2>&1 | tee "$out/ddp.txt"
     [ -f results/bench_cuda.json ] && cp results/bench_cuda.json "$out/bench_cuda.json"
-    timeout 170 python3 scripts/bench.py --quick --only jvp_api,throughput --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
+    timeout 150 python3 scripts/bench.py --quick --only jvp_api,throughput --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
+    ;;
+  profile)  # the bf16 step profile at 1x and 4x batch (GPU busy share, kernels, CUDA-graph replay of the JVP call)
+    timeout 120 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
     ;;
   rest)  # after `all` in a lease with ~8 min left: the kernel tests, a bf16 step profile, the bench sections `all`
          # leaves out, merged into results/bench_cuda.json's figures (commit that file from `all` first)
@@ -60,20 +63,25 @@ case $stage in
   bench)
     timeout 520 python3 scripts/bench.py --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
     ;;
-  train)
-    budget=${TRAIN_SECONDS:-400}  # + ~2 min of scoring (on the CPU cores): the stage ends within ~9 min
+  train)  # TRAIN_SECONDS of training (1/3 image stage, 2/3 video stage) + ~30 s of starts and export; scored
+           # afterwards on the CPU (scripts/evaluate_digits.py) unless EVAL=1
+    budget=${TRAIN_SECONDS:-400}
     pred=${PREDICTION:-x}  # x-prediction: the best equal-budget arm on CPU (README, MeanFlow vs flow matching rerun)
+    common="model.prediction=$pred train.mixed_precision=bf16 train.checkpoint_every=200 train.num_workers=8 train.log_every=100"
     timeout $((budget / 3)) python3 -m mfvideo.cli.train configs/moving_digits_image.yaml train.output_dir=/tmp/gpu_image \
-      model.prediction=$pred train.batch_size=512 train.mixed_precision=bf16 train.checkpoint_every=250 ${MODEL_ARGS:-} 2>&1 | tail -3 | tee "$out/train_image.txt"
+      train.batch_size=${IMAGE_BATCH:-1024} $common ${MODEL_ARGS:-} 2>&1 | tail -3 | tee "$out/train_image.txt"
+    cp /tmp/gpu_image/log.jsonl "$out/train_image_log.jsonl"
     img=$(ls -d /tmp/gpu_image/checkpoints/step_* | tail -1)
     timeout $((budget * 2 / 3)) python3 -m mfvideo.cli.train configs/moving_digits.yaml train.output_dir=/tmp/gpu_video \
-      model.init_from="$img" model.prediction=$pred train.batch_size=256 train.mixed_precision=bf16 train.checkpoint_every=250 \
-      ${MODEL_ARGS:-} ${VIDEO_ARGS:-} 2>&1 | tail -3 | tee "$out/train_video.txt"
+      model.init_from="$img" train.batch_size=${VIDEO_BATCH:-512} $common ${MODEL_ARGS:-} ${VIDEO_ARGS:-} 2>&1 | tail -3 \
+      | tee "$out/train_video.txt"
     vid=$(ls -d /tmp/gpu_video/checkpoints/step_* | tail -1)
     python3 -m mfvideo.cli.export "$vid" --out "$out/moving_digits_gpu" && cp /tmp/gpu_video/log.jsonl "$out/train_video_log.jsonl"
-    echo "MODEL_ARGS=${MODEL_ARGS:-} VIDEO_ARGS=${VIDEO_ARGS:-}" > "$out/video_args.txt"
-    timeout 120 python3 scripts/evaluate_digits.py --checkpoint "gpu=$out/moving_digits_gpu" --steps 1 --n 200 \
-      --long-frames 16 --out "$out/digits_eval.json" 2>&1 | tail -12 | tee "$out/digits_eval.txt"
+    echo "img=$img vid=$vid MODEL_ARGS=${MODEL_ARGS:-} VIDEO_ARGS=${VIDEO_ARGS:-}" > "$out/video_args.txt"
+    if [ "${EVAL:-0}" = 1 ]; then
+      timeout 120 python3 scripts/evaluate_digits.py --checkpoint "gpu=$out/moving_digits_gpu" --steps 1 --n 200 \
+        --long-frames 16 --out "$out/digits_eval.json" 2>&1 | tail -12 | tee "$out/digits_eval.txt"
+    fi
     ;;
-  *) echo "unknown stage $stage: all, check, bench or train"; exit 2 ;;
+  *) echo "unknown stage $stage: all, profile, rest, check, bench or train"; exit 2 ;;
 esac

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from mfvideo.latents.vae import ImageVAECodec  # noqa: E402
 from mfvideo.method import MeanFlow, euler_sample, meanflow_sample, sample_context_masks  # noqa: E402
+from mfvideo.method.jvp_graph import GraphedJVP  # noqa: E402
 from mfvideo.models import build_model  # noqa: E402
 
 # name: (model kwargs, latent shape (C, T, H, W), batch)
@@ -50,6 +51,8 @@ VARIANTS = {"flow matching": dict(ratio_r_neq_t=0.0),
             "meanflow, JVP on all rows": dict(ratio_r_neq_t=0.25, jvp_mode="fused", skip_jvp_when_r_eq_t=False)}
 # timing only: the default (detached) with PyTorch's own forward-AD rule for Linear instead of ours
 PYTORCH_RULE = "meanflow, detached JVP, PyTorch's Linear JVP rule"
+# CUDA only: the default with its JVP replayed from CUDA graphs (train.cuda_graph_jvp)
+GRAPHED = "meanflow, detached JVP, CUDA graph"
 
 
 @contextlib.contextmanager
@@ -115,6 +118,9 @@ def bench_steps(case, device, reps, amp=False, scale: int = 1):
     net, x, y = make(case, device, scale=scale)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     variants = VARIANTS | {PYTORCH_RULE: VARIANTS["meanflow, detached JVP"]}
+    if device.type == "cuda":
+        variants[GRAPHED] = VARIANTS["meanflow, detached JVP"]
+    graphed = GraphedJVP(net)
     times = {v: [] for v in variants}
     gen = torch.Generator(device).manual_seed(0)
     out_of_memory = set()
@@ -126,7 +132,7 @@ def bench_steps(case, device, reps, amp=False, scale: int = 1):
             t0 = time.perf_counter()
             try:
                 with pytorch_linear_rule(v == PYTORCH_RULE):
-                    train_step(net, opt, MeanFlow(**kw), x, y, amp, gen)
+                    train_step(net, opt, MeanFlow(**kw), x, y, amp, gen, jvp_net=graphed if v == GRAPHED else None)
             except torch.OutOfMemoryError:
                 out_of_memory.add(v)
             if v in out_of_memory:  # outside the except: its traceback no longer holds the step's tensors
@@ -137,6 +143,8 @@ def bench_steps(case, device, reps, amp=False, scale: int = 1):
             sync(device)
             if rep >= 2:  # warm-up
                 times[v].append(time.perf_counter() - t0)
+    if graphed.disabled:
+        print(f"{case}: {GRAPHED}: {graphed.disabled}", flush=True)
     return {v: None if v in out_of_memory else statistics.median(t) for v, t in times.items()}
 
 
@@ -323,8 +331,11 @@ def bench_throughput(res, device, peak_tflops):
     for case, times in res["steps_bf16"].items():
         batch = (CASES | GPU_CASES)[case][2] * scale
         out[case] = {}
-        for v in ("flow matching", "meanflow, detached JVP"):
-            flops = step_flops(case, device, v, scale)
+        for v in ("flow matching", "meanflow, detached JVP", GRAPHED):
+            if not times.get(v):
+                continue
+            # the graphed step does the detached step's work (its padding rows are not counted)
+            flops = step_flops(case, device, "meanflow, detached JVP" if v == GRAPHED else v, scale)
             achieved = flops / times[v] / 1e12
             out[case][v] = {"samples_per_s": batch / times[v], "tflop_per_step": flops / 1e12,
                             "achieved_tflops": achieved, "mfu": achieved / peak_tflops if peak_tflops else None}
@@ -543,6 +554,14 @@ def markdown(res) -> str:
                 mfu = f"{r['mfu']:.0%} of {res['peak_bf16_tflops']:.0f}" if r["mfu"] is not None else "(peak unknown)"
                 lines.append(f"| {case}, {v} | {r['samples_per_s']:,.0f} | {r['tflop_per_step']:.2f} | "
                              f"{r['achieved_tflops']:.0f} | {mfu} |")
+    graph_rows = [(f"{case}" + (f", bf16, batch {(CASES | GPU_CASES)[case][2] * bscale}" if key == "steps_bf16" else ""), s)
+                  for key in ("steps", "steps_bf16") for case, s in res.get(key, {}).items() if s.get(GRAPHED)]
+    if graph_rows:
+        lines += ["", "| step time, JVP replayed from CUDA graphs | detached JVP, eager | detached JVP, CUDA graph |",
+                  "|---|---|---|"]
+        for case, s in graph_rows:
+            fm, eager, g = s["flow matching"], s["meanflow, detached JVP"], s[GRAPHED]
+            lines.append(f"| {case} | {eager * 1e3:.0f} ms ({eager / fm:.2f}x FM) | {g * 1e3:.0f} ms ({g / fm:.2f}x FM) |")
     lines += ["", "| JVP rule for Linear (default detached JVP) | ours: x_t W^T | PyTorch's: x_t W^T + x 0^T |", "|---|---|---|"]
     for case, s in res["steps"].items():
         if PYTORCH_RULE in s:

@@ -683,3 +683,103 @@ def test_fused_and_detached_modes_agree_under_bf16_autocast():
         loss.backward()
         losses.append(float(logs["loss_unweighted"]))
     assert abs(losses[0] - losses[1]) <= 2e-2 * abs(losses[1])
+
+
+def _graph_case(rows, seed=0, per_frame=False):
+    g = torch.Generator().manual_seed(seed)
+    z, v = torch.randn(rows, 3, 4, 8, 8, generator=g), torch.randn(rows, 3, 4, 8, 8, generator=g)
+    t = torch.rand((rows, 4) if per_frame else (rows,), generator=g) * 0.8 + 0.2
+    r, y = t * 0.5, torch.randint(0, 10, (rows,), generator=g)
+    dt = torch.ones_like(t)
+    if per_frame:
+        dt[:, :2] = 0  # context frames: their time does not move
+    return z, t, r, y, v, dt
+
+
+def test_graphed_jvp_pads_rows_to_few_shapes_and_follows_the_weights():
+    """The CUDA-graph JVP's static-buffer path (eager here): any row count is padded to a multiple (one buffer set
+    per padded count and input shape), the padding rows never leak into the answer, which equals the eager JVP, also
+    after the parameters change in place (as AdamW changes them)."""
+    from mfvideo.method.jvp import forward_jvp
+    from mfvideo.method.jvp_graph import GraphedJVP
+
+    torch.manual_seed(0)
+    net = randomize(tiny_model(num_classes=10))
+    gj = GraphedJVP(net, row_multiple=4, capture=False)
+
+    def eager(z, t, r, y, v, dt):
+        with torch.no_grad():
+            return forward_jvp(lambda a, b, c: net(a, b, c, y=y), (z, t, r), (v, dt, None))
+
+    for i, (rows, per_frame) in enumerate([(3, False), (5, False), (8, False), (2, False), (3, True)]):
+        case = _graph_case(rows, seed=i, per_frame=per_frame)
+        u, du = gj.jvp(*case)
+        ref_u, ref_du = eager(*case)
+        assert u.shape == ref_u.shape == (rows, 3, 4, 8, 8) and du.abs().max() > 1e-3
+        assert torch.allclose(u, ref_u, atol=1e-6) and torch.allclose(du, ref_du, atol=1e-5), (rows, per_frame)
+        if i == 1:
+            with torch.no_grad():  # an optimizer step: in place, the buffers and graphs keep reading the parameters
+                for p in net.parameters():
+                    p.mul_(1.1).add_(0.01)
+    assert sorted(k[0] for k in gj.graphs) == [4, 4, 8] and gj.disabled is None  # 3 and 2 rows share one, 5 and 8 one
+
+
+def test_graphed_jvp_gives_up_on_a_graph_that_disagrees_and_the_loss_stays_the_eager_one(monkeypatch, caplog):
+    """A replay that disagrees with the eager JVP is caught on its first call: one warning, and from then on the
+    eager JVP; the MeanFlow loss and gradient through a GraphedJVP equal the plain path's either way. The fused mode
+    refuses it (its JVP carries the gradient)."""
+    from mfvideo.method import jvp_graph
+    from mfvideo.method.jvp_graph import GraphedJVP
+
+    torch.manual_seed(0)
+    net = randomize(tiny_model(num_classes=10))
+    z, t, r, y, v, dt = _graph_case(8, seed=3)
+
+    def loss_and_grad(jvp_net, mode="detached"):
+        net.zero_grad()
+        loss, _ = MeanFlow(ratio_r_neq_t=0.5, jvp_mode=mode).loss(net, z, y, t=t, r=torch.where(
+            torch.arange(8) % 2 == 0, r, t), noise=v, jvp_net=jvp_net)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    ref_loss, ref_grad = loss_and_grad(None)
+    loss, grad = loss_and_grad(GraphedJVP(net, row_multiple=3, capture=False))
+    assert torch.allclose(loss, ref_loss, rtol=1e-6) and torch.allclose(grad, ref_grad, atol=1e-6)
+
+    broken = GraphedJVP(net, capture=False)
+    monkeypatch.setattr(jvp_graph._Graph, "run", lambda self: (self.static[0] * 0, self.static[0] * 0))
+    with caplog.at_level("WARNING"):
+        loss, grad = loss_and_grad(broken)
+    assert broken.disabled and "differs from the eager one" in broken.disabled and not broken.graphs
+    assert sum("CUDA-graph JVP off" in rec.message for rec in caplog.records) == 1
+    assert torch.allclose(loss, ref_loss, rtol=1e-6) and torch.allclose(grad, ref_grad, atol=1e-6)
+    with pytest.raises(ValueError, match="detached mode's JVP only"):
+        loss_and_grad(GraphedJVP(net, capture=False), mode="fused")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_gpu_graphed_jvp_replays_the_eager_jvp_in_bf16_through_optimizer_steps():
+    """On CUDA: the replayed JVP equals the eager one under bf16 autocast, where the primal forward already filled
+    autocast's weight cache (a graph that captured a cached cast would read freed memory on the next step), for
+    varying row counts, after AdamW steps; the graphs were captured (not given up)."""
+    from mfvideo.method.jvp import forward_jvp
+    from mfvideo.method.jvp_graph import GraphedJVP
+
+    torch.manual_seed(0)
+    net = randomize(tiny_model(num_classes=10)).cuda()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    gj = GraphedJVP(net, row_multiple=4)
+    for step, rows in enumerate([6, 7, 3, 8, 6]):
+        z, t, r, y, v, dt = (a.cuda() for a in _graph_case(rows, seed=step, per_frame=step % 2 == 1))
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            u = net(z, t, r, y=y)  # the primal with grad: fills the weight cache
+            u_g, du_g = gj.jvp(z, t, r, y, v, dt)
+            with torch.no_grad():
+                _, du = forward_jvp(lambda a, b, c: net(a, b, c, y=y), (z, t, r), (v, dt, None))
+        rel = float((du_g.float() - du.float()).norm() / du.float().norm())
+        assert rel < 1e-2, (step, rows, rel)
+        u.float().square().mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert gj.disabled is None, gj.disabled
+    assert len(gj.graphs) >= 2 and all(isinstance(g.fn, torch.cuda.CUDAGraph) for g in gj.graphs.values())

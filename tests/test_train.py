@@ -277,6 +277,25 @@ def test_compiled_training_matches_eager(tmp_path):
     assert logs["true"] == pytest.approx(logs["false"], rel=1e-3)
 
 
+def test_cuda_graph_jvp_is_the_detached_unsharded_jvp_and_off_without_cuda(tmp_path, caplog):
+    """train.cuda_graph_jvp: refused with the fused JVP or FSDP (one line naming both keys); without CUDA it says so
+    and trains as before; on CUDA the graphed run's losses equal the eager run's (bf16 rounding)."""
+    with pytest.raises(ConfigError, match="train.cuda_graph_jvp.*method.jvp_mode=detached"):
+        tiny_cfg(tmp_path, "train.cuda_graph_jvp=true", "method.jvp_mode=fused")
+    with pytest.raises(ConfigError, match="train.distributed=ddp"):
+        tiny_cfg(tmp_path, "train.cuda_graph_jvp=true", "train.distributed=fsdp")
+    logs = {}
+    for flag in ("false", "true"):
+        out = tmp_path / flag
+        with caplog.at_level("WARNING"):
+            train(tiny_cfg(out, "train.max_steps=3", "train.checkpoint_every=0", "train.log_every=1",
+                           "train.mixed_precision=bf16", f"train.cuda_graph_jvp={flag}"))
+        logs[flag] = [json.loads(line)["loss_unweighted"] for line in (out / "log.jsonl").read_text().splitlines()]
+    warned = any("train.cuda_graph_jvp: no CUDA device" in r.message for r in caplog.records)
+    assert warned != torch.cuda.is_available()
+    assert len(logs["true"]) == 3 and logs["true"] == pytest.approx(logs["false"], rel=2e-2)
+
+
 def test_split_consistency_teacher_is_the_frozen_given_model(tmp_path, monkeypatch):
     """train.teacher: the split_consistency targets come from that model's EMA weights, frozen, never from the
     network being trained; a teacher without the option, or of another kind, is a one-line error."""

@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 
 from .jvp import forward_jvp
+from .jvp_graph import GraphedJVP
 from .noise import prior_noise
 from .samplers import meanflow_sample  # the pipeline's 1-NFE window, for self-made context
 
@@ -417,7 +418,7 @@ class MeanFlow:
 
         t, r: (B,) or per-frame (B, T); dt_tangent: d t / d t per entry (ones by default, 0 on context frames).
         Rows with r = t everywhere have target v_g: they get a plain forward and no JVP. The JVP runs through
-        ``jvp_net`` (default ``net``).
+        ``jvp_net`` (default ``net``), which may be a ``GraphedJVP`` (CUDA-graph replay) in the detached mode.
         """
         jvp_net = net if jvp_net is None else jvp_net
         B = z.shape[0]
@@ -434,8 +435,14 @@ class MeanFlow:
             y_j = _take(y, idx_jvp)
             args = (z[idx_jvp], t[idx_jvp], r[idx_jvp])
             tangents = (v_g[idx_jvp], dt_tangent[idx_jvp], None)  # along (v, dt/dt, 0): r does not move
-            jvp_fn = lambda: forward_jvp(lambda z_, t_, r_: jvp_net(z_, t_, r_, y=y_j), args, tangents,  # noqa: E731
-                                         module=jvp_net)
+            if isinstance(jvp_net, GraphedJVP):  # replayed from CUDA graphs: the detached mode's JVP only
+                if self.jvp_mode != "detached":
+                    raise ValueError("a GraphedJVP runs the detached mode's JVP only (the fused mode's carries the "
+                                     "gradient); use jvp_mode='detached'")
+                jvp_fn = lambda: jvp_net.jvp(*args, y_j, *tangents[:2])  # noqa: E731
+            else:
+                jvp_fn = lambda: forward_jvp(lambda z_, t_, r_: jvp_net(z_, t_, r_, y=y_j), args,  # noqa: E731
+                                             tangents, module=jvp_net)
         if self.jvp_mode == "detached":
             u = net(z, t, r, y=y)  # one forward with grad over every row
             if jvp_fn is not None:

@@ -24,6 +24,7 @@ from ..config import Config, ConfigError, to_dict, to_yaml
 from ..data import build_dataset
 from ..latents import build_codec
 from ..method import sample, sample_context_masks
+from ..method.jvp_graph import GraphedJVP
 from .checkpoint import (
     CheckpointError, check_keys, clean_partial, latest_checkpoint, load_config_from, load_into, load_weights,
     save_checkpoint,
@@ -216,6 +217,11 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     jvp_net = model  # forward-mode AD runs eagerly: compiled graphs do not carry our JVP rules
     if tc.compile:
         net = torch.compile(model)
+    if tc.cuda_graph_jvp:  # the detached JVP has no gradient for DDP to reduce: the unwrapped module is captured
+        if accelerator.device.type == "cuda":
+            jvp_net = GraphedJVP(accelerator.unwrap_model(model))
+        else:
+            log.warning("train.cuda_graph_jvp: no CUDA device here (%s); the JVP runs eagerly", accelerator.device)
 
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,11 @@ sys.path.insert(0, str(ROOT))
 from scripts.bench import GPU_CASES, VARIANTS, make, sync, train_step  # noqa: E402
 
 from mfvideo.method import MeanFlow  # noqa: E402
+from mfvideo.method.jvp_graph import GraphedJVP  # noqa: E402
 
-ARMS = {"flow matching": ("flow matching", "sdpa"), "meanflow": ("meanflow, detached JVP", "sdpa"),
-        "meanflow, jvp_flash": ("meanflow, detached JVP", "jvp_flash")}
+ARMS = {"flow matching": ("flow matching", "sdpa", False), "meanflow": ("meanflow, detached JVP", "sdpa", False),
+        "meanflow, jvp_flash": ("meanflow, detached JVP", "jvp_flash", False),
+        "meanflow, CUDA graph": ("meanflow, detached JVP", "sdpa", True)}
 
 
 def step_times(case, device, scale, reps=5):
@@ -34,32 +36,35 @@ def step_times(case, device, scale, reps=5):
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     gen = torch.Generator(device).manual_seed(0)
     times = {a: [] for a in ARMS}
+    graphed = GraphedJVP(net)
     for rep in range(reps + 2):
-        for arm, (variant, backend) in ARMS.items():
+        for arm, (variant, backend, graph) in ARMS.items():
             net.set_attn_backend(backend)
             sync(device)
             t0 = time.perf_counter()
-            train_step(net, opt, MeanFlow(**VARIANTS[variant]), x, y, True, gen)
+            train_step(net, opt, MeanFlow(**VARIANTS[variant]), x, y, True, gen, jvp_net=graphed if graph else None)
             sync(device)
             if rep >= 2:
                 times[arm].append(time.perf_counter() - t0)
     med = {a: statistics.median(t) for a, t in times.items()}
-    return {"batch": x.shape[0], "step_s": med, "ratio_vs_fm": {a: med[a] / med["flow matching"] for a in ARMS}}
+    return {"batch": x.shape[0], "step_s": med, "ratio_vs_fm": {a: med[a] / med["flow matching"] for a in ARMS},
+            "graph_error": graphed.disabled}
 
 
-def profile_one(case, device, variant):
+def profile_one(case, device, variant, graph=False):
     from torch.profiler import ProfilerActivity, profile
 
     net, x, y = make(case, device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     gen = torch.Generator(device).manual_seed(0)
     mf = MeanFlow(**VARIANTS[variant])
-    for _ in range(2):
-        train_step(net, opt, mf, x, y, True, gen)
+    jvp_net = GraphedJVP(net) if graph else None
+    for _ in range(4):  # the graphed arm captures its row counts' graphs in these
+        train_step(net, opt, mf, x, y, True, gen, jvp_net=jvp_net)
     sync(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         t0 = time.perf_counter()
-        train_step(net, opt, mf, x, y, True, gen)
+        train_step(net, opt, mf, x, y, True, gen, jvp_net=jvp_net)
         sync(device)
         wall = time.perf_counter() - t0
     events = prof.key_averages()
@@ -72,19 +77,26 @@ def profile_one(case, device, variant):
 
 
 def graphed_jvp(case, device, rows_fraction=0.25, reps=20):
-    """The detached mode's JVP call (no grad, bf16 autocast, the r != t quarter of the bench batch) eager vs replayed
-    from a CUDA graph: how much of its time is the host's. An error (e.g. a host sync inside the model) is reported."""
+    """The detached mode's JVP call (no grad, bf16 autocast, the r != t quarter of the bench batch) eager vs
+    ``GraphedJVP`` (replayed from a CUDA graph, input copies and output clones included): how much of its time is the
+    host's. A capture that failed or disagreed is reported (``graph_error``)."""
     from mfvideo.method.jvp import forward_jvp
+    from mfvideo.method.jvp_graph import GraphedJVP
 
     net, x, y = make(case, device)
     n = max(1, int(x.shape[0] * rows_fraction))
     x, y = x[:n].contiguous(), y[:n].contiguous()
     t = torch.rand(n, device=device)
     r, dt = t * 0.5, torch.ones_like(t)
+    graphed = GraphedJVP(net)
 
-    def call():
+    def eager():
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
             return forward_jvp(lambda z_, t_, r_: net(z_, t_, r_, y=y), (x, t, r), (x, dt, None))
+
+    def replay():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return graphed.jvp(x, t, r, y, x, dt)
 
     def timed(fn):
         for _ in range(3):
@@ -96,25 +108,12 @@ def graphed_jvp(case, device, rows_fraction=0.25, reps=20):
         torch.cuda.synchronize()
         return (time.perf_counter() - t0) / reps
 
-    res = {"rows": n, "eager_s": timed(call)}
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                call()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_u, static_du = call()
-        eager_u, eager_du = call()
-        graph.replay()
-        torch.cuda.synchronize()
-        res["graph_s"] = timed(graph.replay)
-        res["graph_vs_eager"] = res["graph_s"] / res["eager_s"]
-        res["graph_tangent_rel_diff"] = float((static_du.float() - eager_du.float()).norm() / eager_du.float().norm())
-    except Exception as e:  # noqa: BLE001 -- reported, not raised: the answer is whether it can be captured
-        res["graph_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    res = {"rows": n, "eager_s": timed(eager), "graph_s": timed(replay)}
+    res["graph_vs_eager"] = res["graph_s"] / res["eager_s"]
+    (_, a), (_, b) = replay(), eager()
+    res["graph_tangent_rel_diff"] = float((a.float() - b.float()).norm() / b.float().norm())
+    if graphed.disabled:
+        res["graph_error"] = graphed.disabled
     return res
 
 
@@ -135,9 +134,11 @@ def main():
             res[case][f"x{scale}"] = step_times(case, device, scale)
             print(case, res[case][f"x{scale}"], flush=True)
             out.write_text(json.dumps(res, indent=1))
-        for variant in ("flow matching", "meanflow, detached JVP"):
-            res[case][f"profile, {variant}"] = r = profile_one(case, device, variant)
-            print(case, variant, {k: v for k, v in r.items() if k != "top_ops_by_gpu_time"}, flush=True)
+        for variant, graph in (("flow matching", False), ("meanflow, detached JVP", False),
+                               ("meanflow, detached JVP", True)):
+            name = f"profile, {variant}" + (", CUDA graph" if graph else "")
+            res[case][name] = r = profile_one(case, device, variant, graph)
+            print(case, name, {k: v for k, v in r.items() if k != "top_ops_by_gpu_time"}, flush=True)
             for op in r["top_ops_by_gpu_time"][:8]:
                 print(f"   {op['gpu_ms']:8.2f} ms  x{op['calls']:<5} {op['op'][:90]}")
             out.write_text(json.dumps(res, indent=1))

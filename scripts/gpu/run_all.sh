@@ -2,16 +2,19 @@
 # On the GPU machine (device tool: carry .whl), one stage per call: the device tool stops a command at 10 minutes,
 # so every stage bounds its steps with `timeout` to end within ~9 and packs what it has into one file,
 # $OUT/gpu_<stage>.tgz (or results/gpu_<stage>.tgz by hand), even when a step timed out.
-#   bash scripts/gpu/run_all.sh all      # the first call of a 15-minute lease (a start costs ~1 of them), ~7 min: the CUDA
-#                                        # kernel and JVP tests, scripts/gpu/smoke.py (the pipeline on CUDA vs CPU, a short
-#                                        # CUDA training run loaded back), scripts/gpu/ddp_check.py (2 processes, DDP
-#                                        # gradients through the JVP, NCCL and gloo), the bench's JVP-API and bf16
-#                                        # throughput rows merged into results/bench_cuda.json
-#   TRAIN_SECONDS=240 bash scripts/gpu/run_all.sh train  # the second call, at once (the machine stays warm 30 s):
+#   bash scripts/gpu/run_all.sh all      # the first call of a 15-minute lease (a start costs ~1 of them), ~6 min: the CUDA
+#                                        # tests (kernels vs the math path, the JVP, the CUDA-graph JVP), the bf16 step
+#                                        # profile (JVP call eager vs CUDA graph; FM / MeanFlow / MeanFlow with the graphed
+#                                        # JVP at 1x and 4x batch; GPU busy share) and the bench's bf16 throughput rows
+#                                        # with the graphed variant, merged into results/bench_cuda.json
+#   TRAIN_SECONDS=270 bash scripts/gpu/run_all.sh train  # the second call, at once (the machine stays warm 30 s):
 #                                        # the moving-digits recipe on the GPU, image stage then video stage (bf16, batch
-#                                        # 1024 / 512, PREDICTION=u|x, default x), exported as a pipeline folder to score
-#                                        # here (scripts/evaluate_digits.py; EVAL=1 scores there). VIDEO_ARGS adds
-#                                        # overrides to the video stage, MODEL_ARGS to both (e.g. model.patch_size=2)
+#                                        # 1024 / 512, the graphed JVP unless GRAPH=false, PREDICTION=u|x, default x),
+#                                        # exported as a pipeline folder to score here (scripts/evaluate_digits.py; EVAL=1
+#                                        # scores there). VIDEO_ARGS adds overrides to the video stage, MODEL_ARGS to both
+#   bash scripts/gpu/run_all.sh smoke    # scripts/gpu/smoke.py (the pipeline on CUDA vs CPU, a short CUDA training run
+#                                        # loaded back) and scripts/gpu/ddp_check.py (2 processes, DDP gradients through
+#                                        # the JVP; gloo on one GPU, where NCCL refuses 2 ranks): passed in session 21
 #   bash scripts/gpu/run_all.sh profile  # the bf16 step profile at 1x and 4x batch (GPU busy share, kernel count, the
 #                                        # JVP call replayed from a CUDA graph)
 #   bash scripts/gpu/run_all.sh rest     # kernel tests, bf16 step profile, remaining bench sections (attention, long
@@ -21,7 +24,7 @@
 #   bash scripts/gpu/run_all.sh bench    # scripts/bench.py: B/2 image and video rows, bf16, attention backends under JVP
 # Device time is 15 minutes a task, starts and idle waits included.
 set -uo pipefail
-stage=${1:?usage: run_all.sh all|profile|rest|check|bench|train}
+stage=${1:?usage: run_all.sh all|smoke|profile|rest|check|bench|train}
 cd "$(dirname "$0")/../.."
 out=/tmp/gpu_$stage; rm -rf "$out"; mkdir -p "$out"
 dest=${OUT:-results}
@@ -37,19 +40,19 @@ export PYTHONUNBUFFERED=1
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$out/env.txt"
 case $stage in
-  all)  # ~7 min: what the first lease (session 20) left open, and whether its fixes hold on the GPU
-    timeout 60 python3 -m pytest -q -o addopts="" -k "gpu_attention or finite_difference or forward_jvp" \
-      tests/test_model.py tests/test_method.py 2>&1 | tee "$out/pytest_cuda.txt"
+  all)  # ~6 min, the first call of a lease: the CUDA tests (kernels vs the fp32 math path, the JVP, the CUDA-graph
+        # JVP), the step profile (the JVP call eager vs CUDA graph; FM / MeanFlow / MeanFlow with the graphed JVP at
+        # 1x and 4x batch; GPU busy share), and the bench's bf16 rows with the graphed variant, merged into
+        # results/bench_cuda.json
+    timeout 70 python3 -m pytest -q -o addopts="" -k "gpu_ or finite_difference or forward_jvp or graphed or cuda_graph" \
+      tests/test_model.py tests/test_method.py tests/test_train.py 2>&1 | tee "$out/pytest_cuda.txt"
+    timeout 140 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
+    [ -f results/bench_cuda.json ] && cp results/bench_cuda.json "$out/bench_cuda.json"
+    timeout 170 python3 scripts/bench.py --quick --only throughput --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
+    ;;
+  smoke)  # the user's path on CUDA (pipeline vs CPU, a short training run loaded back) and 2 processes through DDP
     timeout 150 python3 scripts/gpu/smoke.py --out "$out/smoke.json" --train-steps 60 2>&1 | tee "$out/smoke.txt"
     timeout 60 python3 scripts/gpu/ddp_check.py --out "$out/ddp.json" 2>&1 | tee "$out/ddp.txt"
-    [ -f results/bench_cuda.json ] && cp results/bench_cuda.json "$out/bench_cuda.json"
-    timeout 170 python3 scripts/bench.py --quick --only jvp_api,throughput --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
-    ;;
-  again)  # the second call of session 21's lease: the DDP check (gloo first now) and the bench rows that `all` did not
-          # reach (its 4x-batch bf16 step ran out of memory in a fused variant; now reported as such)
-    timeout 60 python3 scripts/gpu/ddp_check.py --out "$out/ddp.json" 2>&1 | tee "$out/ddp.txt"
-    [ -f results/bench_cuda.json ] && cp results/bench_cuda.json "$out/bench_cuda.json"
-    timeout 170 python3 scripts/bench.py --quick --only jvp_api,throughput --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
     ;;
   profile)  # the bf16 step profile at 1x and 4x batch (GPU busy share, kernels, CUDA-graph replay of the JVP call)
     timeout 120 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
@@ -73,7 +76,7 @@ case $stage in
            # afterwards on the CPU (scripts/evaluate_digits.py) unless EVAL=1
     budget=${TRAIN_SECONDS:-400}
     pred=${PREDICTION:-x}  # x-prediction: the best equal-budget arm on CPU (README, MeanFlow vs flow matching rerun)
-    common="model.prediction=$pred train.mixed_precision=bf16 train.checkpoint_every=200 train.num_workers=8 train.log_every=100"
+    common="model.prediction=$pred train.mixed_precision=bf16 train.cuda_graph_jvp=${GRAPH:-true} train.checkpoint_every=200 train.num_workers=8 train.log_every=100"
     timeout $((budget / 3)) python3 -m mfvideo.cli.train configs/moving_digits_image.yaml train.output_dir=/tmp/gpu_image \
       train.batch_size=${IMAGE_BATCH:-1024} $common ${MODEL_ARGS:-} 2>&1 | tail -3 | tee "$out/train_image.txt"
     cp /tmp/gpu_image/log.jsonl "$out/train_image_log.jsonl"
@@ -89,5 +92,5 @@ case $stage in
         --long-frames 16 --out "$out/digits_eval.json" 2>&1 | tail -12 | tee "$out/digits_eval.txt"
     fi
     ;;
-  *) echo "unknown stage $stage: all, profile, rest, check, bench or train"; exit 2 ;;
+  *) echo "unknown stage $stage: all, smoke, profile, rest, check, bench or train"; exit 2 ;;
 esac

@@ -109,7 +109,8 @@ class GraphedJVP:
                 call()
         torch.cuda.current_stream(device).wait_stream(side)
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self._pool):
+        # thread_local: CUDA calls of other threads (a data loader's pin-memory thread) do not void this capture
+        with torch.cuda.graph(g, pool=self._pool, capture_error_mode="thread_local"):
             graph.out = call()
         self._pool = g.pool()
         graph.fn = g

@@ -114,8 +114,8 @@ class TrainConfig:
     max_context_frames: Optional[int] = None  # None: half the clip
     trackers: List[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers: tensorboard, wandb, ...
     compile: bool = False
-    cuda_graph_jvp: bool = False  # the detached JVP replayed from CUDA graphs (mfvideo/method/jvp_graph.py): the
-    # host-bound part of a GPU step; ignored (with a warning) without CUDA
+    cuda_graph_jvp: bool = False  # the detached JVP and the guidance's no-grad forward replayed from CUDA graphs
+    # (mfvideo/method/jvp_graph.py): the host-bound part of a GPU step; ignored (with a warning) without CUDA
     distributed: str = "ddp"  # ddp | fsdp (FSDP2: parameters, gradients and optimizer state sharded over processes)
     teacher: Optional[str] = None  # a frozen model (pipeline or checkpoint folder) whose multi-step jump the
     # method.split_consistency rows regress on; None: the network being trained

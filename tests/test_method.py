@@ -721,13 +721,18 @@ def test_graphed_jvp_pads_rows_to_few_shapes_and_follows_the_weights():
             with torch.no_grad():  # an optimizer step: in place, the buffers and graphs keep reading the parameters
                 for p in net.parameters():
                     p.mul_(1.1).add_(0.01)
-    assert sorted(k[0] for k in gj.graphs) == [4, 4, 8] and gj.disabled is None  # 3 and 2 rows share one, 5 and 8 one
+    assert sorted(k[1] for k in gj.graphs) == [4, 4, 8] and gj.disabled is None  # 3 and 2 rows share one, 5 and 8 one
+    z, t, r, y, _, _ = _graph_case(5, seed=9)
+    with torch.no_grad():
+        assert torch.allclose(gj.forward_no_grad(z, t, r, y=y), net(z, t, r, y=y), atol=1e-6)
+    assert sorted(k[:2] for k in gj.graphs)[0] == ("forward", 8)
 
 
 def test_graphed_jvp_gives_up_on_a_graph_that_disagrees_and_the_loss_stays_the_eager_one(monkeypatch, caplog):
-    """A replay that disagrees with the eager JVP is caught on its first call: one warning, and from then on the
-    eager JVP; the MeanFlow loss and gradient through a GraphedJVP equal the plain path's either way. The fused mode
-    refuses it (its JVP carries the gradient)."""
+    """A replay that disagrees with the eager call is caught on its first call: one warning, and from then on the
+    eager JVP and forwards; the MeanFlow loss (with training-time guidance, whose no-grad forward goes through the
+    graphs too) and gradient through a GraphedJVP equal the plain path's either way. The fused mode refuses it (its
+    JVP carries the gradient)."""
     from mfvideo.method import jvp_graph
     from mfvideo.method.jvp_graph import GraphedJVP
 
@@ -737,21 +742,25 @@ def test_graphed_jvp_gives_up_on_a_graph_that_disagrees_and_the_loss_stays_the_e
 
     def loss_and_grad(jvp_net, mode="detached"):
         net.zero_grad()
-        loss, _ = MeanFlow(ratio_r_neq_t=0.5, jvp_mode=mode).loss(net, z, y, t=t, r=torch.where(
+        loss, _ = MeanFlow(ratio_r_neq_t=0.5, jvp_mode=mode, cfg_kappa=0.5).loss(net, z, y, t=t, r=torch.where(
             torch.arange(8) % 2 == 0, r, t), noise=v, jvp_net=jvp_net)
         loss.backward()
         return loss.detach(), torch.cat([p.grad.flatten() for p in net.parameters()])
 
     ref_loss, ref_grad = loss_and_grad(None)
-    loss, grad = loss_and_grad(GraphedJVP(net, row_multiple=3, capture=False))
+    graphed = GraphedJVP(net, row_multiple=3, capture=False)
+    loss, grad = loss_and_grad(graphed)
     assert torch.allclose(loss, ref_loss, rtol=1e-6) and torch.allclose(grad, ref_grad, atol=1e-6)
+    assert sorted(k[0] for k in graphed.graphs) == ["forward", "jvp"]  # the guidance forward and the JVP
 
     broken = GraphedJVP(net, capture=False)
-    monkeypatch.setattr(jvp_graph._Graph, "run", lambda self: (self.static[0] * 0, self.static[0] * 0))
+    run = jvp_graph._Graph.run
+    monkeypatch.setattr(jvp_graph._Graph, "run",
+                        lambda self: (lambda out: tuple(o * 0 for o in out) if isinstance(out, tuple) else out * 0)(run(self)))
     with caplog.at_level("WARNING"):
         loss, grad = loss_and_grad(broken)
     assert broken.disabled and "differs from the eager one" in broken.disabled and not broken.graphs
-    assert sum("CUDA-graph JVP off" in rec.message for rec in caplog.records) == 1
+    assert sum("CUDA graphs off" in rec.message for rec in caplog.records) == 1
     assert torch.allclose(loss, ref_loss, rtol=1e-6) and torch.allclose(grad, ref_grad, atol=1e-6)
     with pytest.raises(ValueError, match="detached mode's JVP only"):
         loss_and_grad(GraphedJVP(net, capture=False), mode="fused")
@@ -759,9 +768,9 @@ def test_graphed_jvp_gives_up_on_a_graph_that_disagrees_and_the_loss_stays_the_e
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_gpu_graphed_jvp_replays_the_eager_jvp_in_bf16_through_optimizer_steps():
-    """On CUDA: the replayed JVP equals the eager one under bf16 autocast, where the primal forward already filled
-    autocast's weight cache (a graph that captured a cached cast would read freed memory on the next step), for
-    varying row counts, after AdamW steps; the graphs were captured (not given up)."""
+    """On CUDA: the replayed JVP (and no-grad forward) equals the eager one under bf16 autocast, where the primal
+    forward already filled autocast's weight cache (a graph that captured a cached cast would read freed memory on
+    the next step), for varying row counts, after AdamW steps; the graphs were captured (not given up)."""
     from mfvideo.method.jvp import forward_jvp
     from mfvideo.method.jvp_graph import GraphedJVP
 
@@ -776,8 +785,10 @@ def test_gpu_graphed_jvp_replays_the_eager_jvp_in_bf16_through_optimizer_steps()
             u_g, du_g = gj.jvp(z, t, r, y, v, dt)
             with torch.no_grad():
                 _, du = forward_jvp(lambda a, b, c: net(a, b, c, y=y), (z, t, r), (v, dt, None))
+            f_g, f = gj.forward_no_grad(z, t, r, y=y), net(z, t, r, y=y).detach()  # the guidance forward
         rel = float((du_g.float() - du.float()).norm() / du.float().norm())
         assert rel < 1e-2, (step, rows, rel)
+        assert float((f_g.float() - f.float()).norm() / f.float().norm()) < 1e-2, step
         u.float().square().mean().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""The detached JVP replayed from CUDA graphs: the host launches one graph instead of every kernel of the JVP.
+"""The detached JVP (and the step's no-grad forwards) replayed from CUDA graphs: the host launches one graph
+instead of every kernel.
 
 On a GPU the MeanFlow step is host-bound: dual tensors cost the host several operations per model operation, and
 the H200 sat idle for half of a bf16 B/2 step (README, "On the GPU"); for the 2.6 M-parameter moving-digits model the
@@ -11,8 +12,11 @@ JVP took 6x the forward's time while its arithmetic is about 2x. In the detached
 - parameters are read where they live: the optimizer updates them in place, and each replay sees the new values
   (autocast's weight cache is switched off inside the capture: a cached cast would be a tensor of the step that was
   being captured, freed after it);
-- each new graph is checked once against the eager JVP on the same inputs; a capture that fails or disagrees is
-  reported once and the JVP runs eagerly from then on.
+- each new graph is checked once against the eager call on the same inputs; a capture that fails or disagrees is
+  reported once and everything runs eagerly from then on.
+
+The training-time guidance's no-grad forward (conditional and unconditional rows in one call, a fixed shape) is the
+step's other pure call: ``forward_no_grad`` replays it the same way.
 
 Used only by the detached mode (the fused mode's JVP carries the parameter gradient, which a graph replayed under
 no grad cannot); the module is the unwrapped network (the detached JVP has no gradient for DDP to reduce).
@@ -30,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 class GraphedJVP:
-    """``jvp(z, t, r, y, dz, dt) -> (u, du/dt)`` of ``module(z, t, r, y=y)`` along (dz, dt, 0), under no grad.
+    """``jvp(z, t, r, y, dz, dt) -> (u, du/dt)`` of ``module(z, t, r, y=y)`` along (dz, dt, 0), and
+    ``forward_no_grad(z, t, r, y)``, both under no grad.
 
     ``capture``: replay from CUDA graphs (default: when the module is on a CUDA device); without it the padded
     static-buffer path runs eagerly (what the CPU tests check). Calling the object calls the module.
@@ -50,57 +55,70 @@ class GraphedJVP:
         return self.module(*args, **kwargs)
 
     def jvp(self, z, t, r, y, dz, dt) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._call("jvp", (z, t, r, y, dz, dt))
+
+    def forward_no_grad(self, z, t, r, y=None) -> torch.Tensor:
+        """``module(z, t, r, y=y)`` under no grad, replayed the same way: the step's other no-grad call (the
+        training-time guidance's instantaneous velocities, conditional and unconditional rows in one batch)."""
+        return self._call("forward", (z, t, r, y))
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _call(self, kind: str, inputs: tuple):
+        z = inputs[0]
         rows = z.shape[0]
         capture = self.capture if self.capture is not None else z.is_cuda
         if self.disabled is not None or rows == 0:
-            return self._eager(z, t, r, y, dz, dt)
+            return self._eager(kind, *inputs)
         padded = -(-rows // self.row_multiple) * self.row_multiple
         auto = (torch.is_autocast_enabled(z.device.type), torch.get_autocast_dtype(z.device.type))
-        inputs = (z, t, r, y, dz, dt)
-        key = (padded, capture, self.module.training, auto,
+        key = (kind, padded, capture, self.module.training, auto,
                *((None,) if a is None else (tuple(a.shape[1:]), a.dtype, a.device) for a in inputs))
         graph = self.graphs.get(key)
-        if graph is None:
+        first = graph is None
+        if first:
             try:
-                graph = self._build(inputs, padded, capture, auto)
-            except Exception as e:  # noqa: BLE001 -- any failure of the capture: the eager JVP is always right
-                return self._give_up(f"capture failed: {type(e).__name__}: {_first_line(e)}", inputs)
+                graph = self._build(kind, inputs, padded, capture, auto)
+            except Exception as e:  # noqa: BLE001 -- any failure of the capture: the eager call is always right
+                return self._give_up(f"capture failed: {type(e).__name__}: {_first_line(e)}", kind, inputs)
             self.graphs[key] = graph
-            graph.load(inputs)
-            u, du = graph.run()
-            ref_u, ref_du = self._eager(*graph.static)
-            err = float((du.float() - ref_du.float()).norm() / ref_du.float().norm().clamp_min(1e-12))
-            if not err <= self.check_rtol:  # NaN-safe
-                return self._give_up(f"the replayed JVP differs from the eager one by {err:.2e} (relative)", inputs)
-            return u[:rows].clone(), du[:rows].clone()
         graph.load(inputs)
-        u, du = graph.run()
-        return u[:rows].clone(), du[:rows].clone()  # the next replay overwrites the static outputs
+        out = graph.run()
+        if first:  # checked once against the eager call on the same inputs
+            ref = self._eager(kind, *graph.static)
+            a, b = (out[1], ref[1]) if kind == "jvp" else (out, ref)
+            err = float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+            if not err <= self.check_rtol:  # NaN-safe
+                return self._give_up(f"the replayed {kind} differs from the eager one by {err:.2e} (relative)", kind,
+                                     inputs)
+        if kind == "jvp":
+            return out[0][:rows].clone(), out[1][:rows].clone()  # the next replay overwrites the static outputs
+        return out[:rows].clone()
 
-    # ------------------------------------------------------------------------------------------------------------
-    def _eager(self, z, t, r, y, dz, dt):
+    def _eager(self, kind: str, z, t, r, y, dz=None, dt=None):
         with torch.no_grad():
+            if kind == "forward":
+                return self.module(z, t, r, y=y)
             return forward_jvp(lambda z_, t_, r_: self.module(z_, t_, r_, y=y), (z, t, r), (dz, dt, None),
                                module=self.module)
 
-    def _give_up(self, reason: str, inputs):
+    def _give_up(self, reason: str, kind: str, inputs):
         self.disabled, self.graphs = reason, {}
-        log.warning("CUDA-graph JVP off (%s); the JVP runs eagerly", reason)
-        return self._eager(*inputs)
+        log.warning("CUDA graphs off (%s); the JVP and no-grad forwards run eagerly", reason)
+        return self._eager(kind, *inputs)
 
-    def _build(self, inputs, padded: int, capture: bool, auto) -> "_Graph":
+    def _build(self, kind: str, inputs, padded: int, capture: bool, auto) -> "_Graph":
         static = tuple(None if a is None else a.new_empty((padded, *a.shape[1:])) for a in inputs)
         graph = _Graph(static)
         graph.load(inputs)
         if not capture:
-            graph.fn = lambda: self._eager(*static)
+            graph.fn = lambda: self._eager(kind, *static)
             return graph
         device = inputs[0].device
         enabled, dtype = auto
 
         def call():  # autocast as the caller has it, without its weight cache (see the module's notes)
             with torch.autocast(device.type, dtype=dtype, enabled=enabled, cache_enabled=False):
-                return self._eager(*static)
+                return self._eager(kind, *static)
 
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -135,7 +153,7 @@ class _Graph:
             if rows < dst.shape[0]:
                 dst[rows:].copy_(src[:1].expand(dst.shape[0] - rows, *src.shape[1:]))
 
-    def run(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self):
         if isinstance(self.fn, torch.cuda.CUDAGraph):
             self.fn.replay()
             return self.out

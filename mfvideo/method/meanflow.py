@@ -367,7 +367,8 @@ class MeanFlow:
                       jvp_net=None):
         """u (with grad) and the guided MeanFlow target of the batch's ``rows`` (None: all of them)."""
         z, v, t_in = _take(z, rows), _take(v, rows), _take(t_in, rows)
-        v_g = self.guided_velocity(net, z, _take(t, rows), v, _take(y_guide, rows), t_in, _take(z_unc, rows),
+        guide_net = jvp_net.forward_no_grad if isinstance(jvp_net, GraphedJVP) else net  # no grad either way
+        v_g = self.guided_velocity(guide_net, z, _take(t, rows), v, _take(y_guide, rows), t_in, _take(z_unc, rows),
                                    _take(t_unc, rows))
         if drop is not None and v_g is not v:
             v_g = torch.where(bcast(_take(drop, rows), v), v, v_g)  # dropped rows regress the plain v

@@ -1,12 +1,13 @@
 """Where a bf16 MeanFlow training step's time goes on the GPU, against flow matching, for the B/2 cases of bench.py.
 
-    python scripts/gpu/profile_step.py [--out profile_step.json]
+    python scripts/gpu/profile_step.py [--out profile_step.json] [--device cpu: a dry run of this script]
 
 Per case, in one run: step times (interleaved, bf16 autocast) of flow matching, the default MeanFlow step (detached
 JVP, math attention under the JVP) and the same with the ``jvp_flash`` kernel, at the bench batch and 4x it (a step
 bound by Python and kernel launches gains from a larger batch; one bound by the GPU's arithmetic does not); then a
 torch.profiler trace of one MeanFlow step: GPU busy time vs wall time, kernels launched, and the top operators by
 GPU time. First, the detached mode's JVP call eager vs replayed from a CUDA graph (the host's share of its time).
+The moving-digits model (the bundled recipe's, the most host-bound) joins the JVP-call and step-time rows.
 """
 
 import argparse
@@ -91,21 +92,21 @@ def graphed_jvp(case, device, rows_fraction=0.25, reps=20):
     graphed = GraphedJVP(net)
 
     def eager():
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
             return forward_jvp(lambda z_, t_, r_: net(z_, t_, r_, y=y), (x, t, r), (x, dt, None))
 
     def replay():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             return graphed.jvp(x, t, r, y, x, dt)
 
     def timed(fn):
         for _ in range(3):
             fn()
-        torch.cuda.synchronize()
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(reps):
             fn()
-        torch.cuda.synchronize()
+        sync(device)
         return (time.perf_counter() - t0) / reps
 
     res = {"rows": n, "eager_s": timed(eager), "graph_s": timed(replay)}
@@ -120,20 +121,26 @@ def graphed_jvp(case, device, rows_fraction=0.25, reps=20):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="profile_step.json")
+    p.add_argument("--device", default="cuda", help="cpu: a dry run (the moving-digits case only, few repeats)")
     a = p.parse_args()
-    device = torch.device("cuda")
+    device = torch.device(a.device)
     out = Path(a.out)
-    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    for case in GPU_CASES:
-        res[f"{case}, JVP call: eager vs CUDA graph"] = g = graphed_jvp(case, device)
+    res = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__}
+    small = "moving-digits (2.6M, 8x16x16 px)"
+    cases = [small, *GPU_CASES] if device.type == "cuda" else [small]
+    reps = 20 if device.type == "cuda" else 1
+    for case in cases:
+        res[f"{case}, JVP call: eager vs CUDA graph"] = g = graphed_jvp(case, device, reps=reps)
         print(case, "JVP call eager vs CUDA graph", g, flush=True)
         out.write_text(json.dumps(res, indent=1))
-    for case in GPU_CASES:
+    for case in cases:
         res[case] = {}
-        for scale in (1, 4):
-            res[case][f"x{scale}"] = step_times(case, device, scale)
+        for scale in (1, 4) if device.type == "cuda" else (1,):
+            res[case][f"x{scale}"] = step_times(case, device, scale, reps=5 if device.type == "cuda" else 1)
             print(case, res[case][f"x{scale}"], flush=True)
             out.write_text(json.dumps(res, indent=1))
+        if case == small and device.type == "cuda":
+            continue  # profiles of the B/2 cases only
         for variant, graph in (("flow matching", False), ("meanflow, detached JVP", False),
                                ("meanflow, detached JVP", True)):
             name = f"profile, {variant}" + (", CUDA graph" if graph else "")

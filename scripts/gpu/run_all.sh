@@ -46,9 +46,9 @@ case $stage in
         # results/bench_cuda.json
     timeout 70 python3 -m pytest -q -o addopts="" -k "gpu_ or finite_difference or forward_jvp or graphed or cuda_graph" \
       tests/test_model.py tests/test_method.py tests/test_train.py 2>&1 | tee "$out/pytest_cuda.txt"
-    timeout 140 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
+    timeout 170 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
     [ -f results/bench_cuda.json ] && cp results/bench_cuda.json "$out/bench_cuda.json"
-    timeout 170 python3 scripts/bench.py --quick --only throughput --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
+    timeout 150 python3 scripts/bench.py --quick --only throughput --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
     ;;
   smoke)  # the user's path on CUDA (pipeline vs CPU, a short training run loaded back) and 2 processes through DDP
     timeout 150 python3 scripts/gpu/smoke.py --out "$out/smoke.json" --train-steps 60 2>&1 | tee "$out/smoke.txt"

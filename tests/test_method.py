@@ -767,15 +767,21 @@ def test_graphed_jvp_gives_up_on_a_graph_that_disagrees_and_the_loss_stays_the_e
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_gpu_graphed_jvp_replays_the_eager_jvp_in_bf16_through_optimizer_steps():
+@pytest.mark.parametrize("own_autocast", [False, True], ids=["plain", "forward-in-autocast"])
+def test_gpu_graphed_jvp_replays_the_eager_jvp_in_bf16_through_optimizer_steps(own_autocast):
     """On CUDA: the replayed JVP (and no-grad forward) equals the eager one under bf16 autocast, where the primal
     forward already filled autocast's weight cache (a graph that captured a cached cast would read freed memory on
-    the next step), for varying row counts, after AdamW steps; the graphs were captured (not given up)."""
+    the next step), for varying row counts, after AdamW steps; also when the module's forward enters autocast itself
+    with its cache on (accelerate's mixed-precision wrapper); the graphs were captured (not given up)."""
+    import types
+
     from mfvideo.method.jvp import forward_jvp
     from mfvideo.method.jvp_graph import GraphedJVP
 
     torch.manual_seed(0)
     net = randomize(tiny_model(num_classes=10)).cuda()
+    if own_autocast:
+        net.forward = types.MethodType(torch.autocast("cuda", dtype=torch.bfloat16)(type(net).forward), net)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
     gj = GraphedJVP(net, row_multiple=4)
     for step, rows in enumerate([6, 7, 3, 8, 6]):

@@ -10,8 +10,8 @@ JVP took 6x the forward's time while its arithmetic is about 2x. In the detached
   varying count of r != t rows needs a handful of graphs, not one per count;
 - one graph per (padded rows, shapes, dtypes, autocast state, train/eval mode), all in one memory pool;
 - parameters are read where they live: the optimizer updates them in place, and each replay sees the new values
-  (autocast's weight cache is switched off inside the capture: a cached cast would be a tensor of the step that was
-  being captured, freed after it);
+  (autocast's weight cache is switched off inside the capture and emptied around it: a cached cast from before would
+  be a tensor of the step that was being captured, freed after it);
 - each new graph is checked once against the eager call on the same inputs; a capture that fails or disagrees is
   reported once and everything runs eagerly from then on.
 
@@ -127,9 +127,14 @@ class GraphedJVP:
                 call()
         torch.cuda.current_stream(device).wait_stream(side)
         g = torch.cuda.CUDAGraph()
+        # A module whose forward enters autocast itself (accelerate's mixed-precision wrapper does, cache on) caches
+        # casts inside the capture anyway: empty the cache before it (no cast of this step may be recorded into the
+        # graph) and after it (no eager call may read a cast the capture made, computed only when replayed).
+        torch.clear_autocast_cache()
         # thread_local: CUDA calls of other threads (a data loader's pin-memory thread) do not void this capture
         with torch.cuda.graph(g, pool=self._pool, capture_error_mode="thread_local"):
             graph.out = call()
+        torch.clear_autocast_cache()
         self._pool = g.pool()
         graph.fn = g
         return graph

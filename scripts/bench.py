@@ -118,9 +118,9 @@ def bench_steps(case, device, reps, amp=False, scale: int = 1):
     net, x, y = make(case, device, scale=scale)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     variants = VARIANTS | {PYTORCH_RULE: VARIANTS["meanflow, detached JVP"]}
-    if device.type == "cuda":
+    graphed = GraphedJVP(net) if device.type == "cuda" else None
+    if graphed is not None:
         variants[GRAPHED] = VARIANTS["meanflow, detached JVP"]
-    graphed = GraphedJVP(net)
     times = {v: [] for v in variants}
     gen = torch.Generator(device).manual_seed(0)
     out_of_memory = set()
@@ -143,7 +143,7 @@ def bench_steps(case, device, reps, amp=False, scale: int = 1):
             sync(device)
             if rep >= 2:  # warm-up
                 times[v].append(time.perf_counter() - t0)
-    if graphed.disabled:
+    if graphed is not None and graphed.disabled:
         print(f"{case}: {GRAPHED}: {graphed.disabled}", flush=True)
     return {v: None if v in out_of_memory else statistics.median(t) for v, t in times.items()}
 

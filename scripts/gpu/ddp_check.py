@@ -65,9 +65,7 @@ def worker(out_dir, device):
     for mode in ("detached", "fused"):
         net = model(dev)
         ddp = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-        loss, _ = MeanFlow(ratio_r_neq_t=0.5, jvp_mode=mode).loss(ddp, x[sl], y[sl], t=t[sl], r=r[sl], noise=noise[sl])
-        loss.backward()
-        g = torch.cat([p.grad.flatten() for p in net.parameters()])
+        _, g = grads(ddp, mode, x[sl], noise[sl], y[sl], t[sl], r[sl])  # the loss through the wrapped model
         torch.save(g.cpu(), Path(out_dir) / f"{mode}_rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()

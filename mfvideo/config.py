@@ -44,6 +44,7 @@ class ModelConfig:
     context_summary: bool = False  # pooled context-frame tokens join the conditioning (ContextSummary)
     clip_attention: bool = False  # factorised + a zero-gated sub-layer over the whole clip in every block
     context_reader: bool = False  # unlabelled rows with context read the class off it (ContextReader)
+    reader_pool: str = "mean"  # mean | attention: how the reader pools the context tokens (ContextReader)
     context_reference: bool = False  # each frame's input gains its nearest context frame (ContextReference)
     clip_rope: bool = False  # 3-D rotary positions in attention over the whole clip (clip_attention, spacetime, joint)
     refiner_channels: int = 0  # a residual 3-D conv stack on the output at the latent grid (ConvRefiner); 0: none

@@ -12,11 +12,14 @@ from conftest import randomize, tiny_model
 from mfvideo.models.embeddings import LabelEmbedder
 
 
-def _pair(depth=4, **kw):
-    """A model with a reader and the same model without one (shared weights), float64."""
+POOLS = ["mean", "attention"]
+
+
+def _pair(depth=4, pool="mean", **kw):
+    """A model with a reader (pooling ``pool``) and the same model without one (shared weights), float64."""
     torch.manual_seed(0)
     base = randomize(tiny_model(depth=depth, **kw)).double()
-    model = tiny_model(depth=depth, context_reader=True, **kw).double()
+    model = tiny_model(depth=depth, context_reader=True, reader_pool=pool, **kw).double()
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("class_reader.") for k in missing) and missing
     randomize(model.class_reader, std=0.3, seed=2)
@@ -45,8 +48,9 @@ def _with_label_from(base, block, y):
     return hooks
 
 
-def test_reader_leaves_labelled_rows_and_rows_without_context_unchanged():
-    base, model = _pair()
+@pytest.mark.parametrize("pool", POOLS)
+def test_reader_leaves_labelled_rows_and_rows_without_context_unchanged(pool):
+    base, model = _pair(pool=pool)
     z, t, r = _inputs()
     with torch.no_grad():
         y = torch.tensor([3, 1, -1, 7])  # labelled rows 0, 1, 3; row 2 has no context
@@ -59,8 +63,9 @@ def test_reader_leaves_labelled_rows_and_rows_without_context_unchanged():
         assert (moved[[0, 1, 3]] > 1e-6).all() and moved[2] == 0  # unlabelled rows with context read a class
 
 
-def test_confident_reader_equals_the_label_given_from_the_middle_block_on():
-    base, model = _pair(depth=4)
+@pytest.mark.parametrize("pool", POOLS)
+def test_confident_reader_equals_the_label_given_from_the_middle_block_on(pool):
+    base, model = _pair(depth=4, pool=pool)
     z, t, r = _inputs()
     y_read = torch.tensor([3, 1, 0, 7])
     head = model.class_reader.head[-1]
@@ -85,10 +90,11 @@ def test_confident_reader_equals_the_label_given_from_the_middle_block_on():
     assert (ref[0] - plain[0]).abs().max() > 1e-4  # the reference is not trivially the null model
 
 
-def test_reader_is_soft_and_differentiable_and_its_jvp_matches_finite_differences():
+@pytest.mark.parametrize("pool", POOLS)
+def test_reader_is_soft_and_differentiable_and_its_jvp_matches_finite_differences(pool):
     from mfvideo.method import MeanFlow
 
-    _, model = _pair(depth=2)
+    _, model = _pair(depth=2, pool=pool)
     z, t, r = _inputs()
     t, r = t * 0.8, t * 0.3
     y = torch.full((4,), -1)
@@ -104,10 +110,13 @@ def test_reader_is_soft_and_differentiable_and_its_jvp_matches_finite_difference
     model.zero_grad()
     model(z, t, r, y).square().sum().backward()
     assert model.class_reader.head[0].weight.grad.abs().sum() > 0  # the loss reaches the reader
+    if pool == "attention":
+        assert model.class_reader.query.grad.abs().sum() > 0 and model.class_reader.key.weight.grad.abs().sum() > 0
 
 
-def test_a_held_reading_of_the_same_input_reproduces_the_forward_and_of_another_holds_it():
-    base, model = _pair(depth=4, context_summary=True)
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_held_reading_of_the_same_input_reproduces_the_forward_and_of_another_holds_it(pool):
+    base, model = _pair(depth=4, pool=pool, context_summary=True)
     randomize(model.context_embedder, std=0.3, seed=3)
     z, t, r = _inputs()
     y = torch.tensor([-1, 2, -1, -1])
@@ -132,6 +141,41 @@ def test_a_held_reading_of_the_same_input_reproduces_the_forward_and_of_another_
         gen[2] = False  # row 2 has no context: its frame 0 is a new frame, changed on purpose
         torch.testing.assert_close(a[gen], b[gen], rtol=1e-12, atol=1e-12)
         assert (model(moved, t, r, y) - model(other, t, r, y))[gen].abs().max() > 1e-6  # read afresh, they do
+
+
+def test_attention_pooled_reader_reads_only_the_context_tokens_in_any_order_and_packed():
+    """Attention pooling: the logits depend on the context frames' tokens only, not on their order, and equal an
+    independent reference (each row's context tokens alone, softmax over them); ``reader_features``' packing (context
+    tokens first, padding between batches) gives the same logits as the full token set."""
+    from mfvideo.train.reader import _cat
+
+    _, model = _pair(depth=2, pool="attention")
+    reader = model.class_reader
+    x = torch.randn(4, 4, 6, 32, dtype=torch.float64)  # (B, T, N, D) tokens at the middle block
+    clean = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        logits, has = reader(x, clean)
+        other = x.clone()
+        other[~clean] = torch.randn_like(other[~clean])  # new frames changed: nothing read changes (rows with context)
+        torch.testing.assert_close(reader(other, clean)[0][:3], logits[:3], rtol=0, atol=0)
+        for b in range(3):  # the reference: this row's context tokens only
+            tok = reader.norm(x[b][clean[b]]).reshape(-1, 32)  # (L_b, D)
+            att = (reader.query @ reader.key(tok).T / 32**0.5).softmax(-1)  # (Q, L_b)
+            ref = reader.head((att @ reader.value(tok)).reshape(-1))
+            torch.testing.assert_close(logits[b], ref, rtol=1e-10, atol=1e-10)
+            perm = torch.randperm(tok.shape[0])  # token order does not matter
+            feats = (tok[perm][None], torch.ones(1, tok.shape[0], dtype=torch.bool))
+            torch.testing.assert_close(reader.classify(*feats)[0], ref, rtol=1e-10, atol=1e-10)
+        assert has.tolist() == [True, True, True, False] and torch.isfinite(logits[3]).all()
+        # packed as the fit stores them: context tokens first, padded to a longer batch's length
+        (tokens, keep), _ = reader.features(x, clean)
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :12]
+        packed = (tokens.gather(1, order[..., None].expand(-1, -1, 32)), keep.gather(1, order))
+        longer = (torch.randn(2, 20, 32, dtype=torch.float64), torch.ones(2, 20, dtype=torch.bool))
+        tok_all, keep_all = _cat([packed, longer])
+        torch.testing.assert_close(reader.classify(tok_all[:3], keep_all[:3]), logits[:3], rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="reader_pool"):
+        tiny_model(context_reader=True, reader_pool="max")
 
 
 def test_reader_needs_a_class_conditional_video_model():
@@ -160,11 +204,11 @@ def test_fitted_reader_reads_held_out_digits_and_changes_nothing_else():
     x, y = load_clips(cfg.data, pipe.codec, "train", 3000)
     vx, vy = load_clips(cfg.data, pipe.codec, "test", 500)
     stats = fit_context_reader(model, x, y, dict(cfg.train.context_masks), cfg.train.max_context_frames, vx, vy,
-                               steps=300)
+                               steps=300, batch_size=256)
     assert stats["val_accuracy"] > 0.75, stats  # chance is 0.1
     after = model.state_dict()
     changed = [k for k in after if not torch.equal(after[k], before[k])]
-    assert changed and all(k.startswith("class_reader.head.") for k in changed)
+    assert changed and all(k.startswith("class_reader.") for k in changed)
     # The extension setting: 4 clean frames, 4 new ones at t = 1.
     t = torch.tensor([0.0] * 4 + [1.0] * 4).expand(vx.shape[0], 8)
     reading = model.read_context(torch.cat([vx[:, :, :4], torch.randn_like(vx[:, :, 4:])], 2), t, torch.zeros_like(t))
@@ -175,19 +219,25 @@ def test_fit_reader_cli_writes_a_loadable_pipeline_and_refuses_unconditional_mod
     from mfvideo.pipeline import MFVideoPipeline
     from mfvideo.train.reader import add_context_reader
 
+    bundled = MFVideoPipeline.from_pretrained()
+    other = {"mean": "attention", "attention": "mean"}[bundled.transformer.class_reader.pool]
     out = tmp_path / "with_reader"
     cmd = [sys.executable, "-m", "mfvideo.cli.fit_reader", "--out", str(out), "--clips", "300", "--val-clips", "100",
-           "--steps", "20"]
+           "--steps", "20", "--pool", other]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "held-out" in res.stdout and (out / "context_reader.json").is_file()
-    pipe = MFVideoPipeline.from_pretrained(out)
-    assert pipe.transformer.class_reader is not None and pipe.cfg.model.context_reader
-    # the generator is the bundled one: a labelled clip is unchanged
-    bundled = MFVideoPipeline.from_pretrained()
+    pipe = MFVideoPipeline.from_pretrained(out)  # the bundled reader replaced by one of the other pooling
+    assert pipe.cfg.model.context_reader and pipe.transformer.class_reader.pool == other == pipe.cfg.model.reader_pool
+    # the generator is the bundled one: every other weight is the same, a labelled clip too (up to a rounding of
+    # the last bit: a batch of one runs oneDNN kernels that depend on where the weights lie in memory)
+    mine, theirs = pipe.transformer.state_dict(), bundled.transformer.state_dict()
+    shared = [k for k in theirs if not k.startswith("class_reader.")]
+    assert shared == [k for k in mine if not k.startswith("class_reader.")]
+    assert all(torch.equal(mine[k], theirs[k]) for k in shared)
     a = pipe.generate(class_labels=[3], seed=0, output_type="pt").frames
     b = bundled.generate(class_labels=[3], seed=0, output_type="pt").frames
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, b, rtol=0, atol=1 / 255 + 1e-6)
     # a user mistake: one line, exit 2
     res = subprocess.run([sys.executable, "-m", "mfvideo.cli.fit_reader", str(out), "--out", str(out)],
                          capture_output=True, text=True)
@@ -237,7 +287,7 @@ def test_reader_features_noise_the_new_frames_with_the_models_prior(rho):
     class Recorder:
         def context_features(self, z, t, r):
             self.z, self.t = z, t
-            return z.flatten(1), None
+            return (z.flatten(1),), None
 
     rec = Recorder()
     x = torch.zeros(4000, 1, 4, 2, 2)  # z / t is the noise on the new frames

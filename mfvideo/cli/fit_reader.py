@@ -21,7 +21,10 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output pipeline folder")
     p.add_argument("--clips", type=positive_int, default=60000, help="training clips to fit on (default 60000)")
     p.add_argument("--val-clips", type=positive_int, default=3000, help="held-out clips to score (default 3000)")
-    p.add_argument("--steps", type=positive_int, default=600, help="optimiser steps of the head (default 600)")
+    p.add_argument("--steps", type=positive_int, default=1500, help="optimiser steps of the reader (default 1500)")
+    p.add_argument("--pool", choices=("mean", "attention"), default=None,
+                   help="the reader's pooling of the context tokens (default: the model's reader's, or attention for "
+                        "a new one); another pooling than the model's replaces its reader")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device, default="cpu")
     args = p.parse_args(argv)
@@ -36,7 +39,7 @@ def main(argv=None):
     from ..train.reader import add_context_reader
 
     pipe = MFVideoPipeline.from_pretrained(args.source, device=args.device)
-    stats = add_context_reader(pipe, args.clips, args.val_clips, seed=args.seed, steps=args.steps)
+    stats = add_context_reader(pipe, args.clips, args.val_clips, seed=args.seed, pool=args.pool, steps=args.steps)
     pipe.save_pretrained(out)
     with atomic_path(out / "context_reader.json") as tmp:
         tmp.write_text(json.dumps(stats, indent=1) + "\n")

@@ -1,11 +1,12 @@
 """Fit a trained class-conditional model's context reader (``STDiT.context_reader``) with the network frozen.
 
-The reader is a small MLP head over the context frames' tokens pooled at the middle block, exactly as the forward
-computes them for an unlabelled row (null label, context frames at t = r = 0, the other frames at the window's time).
-Fitting it is a classifier on those features: one no-grad pass of half the network over ``num_clips``
-training clips under the masks and times the samplers use, then minibatch optimisation of the head. Minutes on a
-CPU for the digits model; the generator's weights are not touched, so generation with a label, and every row without
-context, are exactly the model's as before.
+The reader is a small MLP head over the context frames' tokens at the middle block (mean-pooled, or pooled by
+learned attention queries: ``model.reader_pool``), exactly as the forward computes them for an unlabelled row (null
+label, context frames at t = r = 0, the other frames at the window's time). Fitting it is a classifier on those
+features: one no-grad pass of half the network over ``num_clips`` training clips under the masks and times the
+samplers use (stored: a vector per clip for mean pooling, the context tokens for attention pooling), then minibatch
+optimisation of the reader. Minutes on a CPU for the digits model; the generator's weights are not touched, so
+generation with a label, and every row without context, are exactly the model's as before.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def draw_times(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, to
 
 @torch.no_grad()
 def reader_features(model, x: torch.Tensor, masks: dict, max_context: int | None, generator: torch.Generator,
-                    frame_correlation: float = 0.0) -> torch.Tensor:
-    """The reader's input features (B, D) for clean latents x (B, C, T, H, W) under one drawn context mask and
-    (t, r) per row: context frames clean at t = r = 0, the others noised to t with the model's noise prior."""
+                    frame_correlation: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """The reader's input features (``ContextReader.features``) for clean latents x (B, C, T, H, W) under one drawn
+    context mask and (t, r) per row: context frames clean at t = r = 0, the others noised to t with the model's noise
+    prior. Attention pooling's tokens are packed: the context tokens first, cut after the most any row has."""
     B, _, T = x.shape[:3]
     ctx = sample_context_masks(B, T, masks, max_context, generator=generator).to(x.device)  # (B, T)
     t, r = (a.to(x.device, x.dtype) for a in draw_times(B, generator))
@@ -47,18 +49,33 @@ def reader_features(model, x: torch.Tensor, masks: dict, max_context: int | None
     tb = t_in[:, None, :, None, None]
     z = (1 - tb) * x + tb * e
     feats, _ = model.context_features(z, t_in, r_in)
+    if len(feats) == 2:  # tokens (B, L, D), keep (B, L): the context tokens first, in their order
+        tokens, keep = feats
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(keep.sum(dim=1).max())]  # (B, L')
+        feats = (tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1])), keep.gather(1, order))
     return feats
 
 
+def _cat(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Concatenate feature tuples over the batch; token sets of different lengths are padded (not kept)."""
+    if len(parts[0]) == 1:
+        return (torch.cat([p[0] for p in parts]),)
+    length = max(p[0].shape[1] for p in parts)
+    tokens = torch.cat([F.pad(p[0], (0, 0, 0, length - p[0].shape[1])) for p in parts])  # (N, L, D)
+    keep = torch.cat([F.pad(p[1], (0, length - p[1].shape[1])) for p in parts])  # (N, L), False on padding
+    return tokens, keep
+
+
 def fit_context_reader(model, clips, labels, masks: dict, max_context: int | None = None, val_clips=None,
-                       val_labels=None, steps: int = 600, lr: float = 3e-3, weight_decay: float = 1e-4,
-                       batch_size: int = 4096, seed: int = 0, feature_batch: int = 500,
+                       val_labels=None, steps: int = 1500, lr: float = 3e-3, weight_decay: float = 1e-4,
+                       batch_size: int = 1024, seed: int = 0, feature_batch: int = 500,
                        frame_correlation: float = 0.0) -> dict:
-    """Fit ``model.class_reader.head`` to read ``labels`` (N,) off ``clips`` (N, C, T, H, W) latents.
+    """Fit ``model.class_reader`` (its head, and with attention pooling its queries, keys and values) to read
+    ``labels`` (N,) off ``clips`` (N, C, T, H, W) latents.
 
     ``masks``: context-mask kinds -> weights (``train.context_masks``; "none" is dropped: a reader needs context).
-    Each clip is seen under one drawn mask and (t, r); the head is fitted by AdamW on the cross-entropy of
-    ``batch_size`` features per step. Returns train (and, with ``val_*``, held-out) accuracy and loss. The network's
+    Each clip is seen under one drawn mask and (t, r); the reader is fitted by AdamW on the cross-entropy of
+    ``batch_size`` features per step, the lr decaying to 0 on a cosine. Returns train (and, with ``val_*``, held-out) accuracy and loss. The network's
     other weights are not changed. ``frame_correlation``: the model's ``method.noise_frame_correlation``.
     """
     if model.class_reader is None:
@@ -71,30 +88,33 @@ def fit_context_reader(model, clips, labels, masks: dict, max_context: int | Non
     model.eval()
 
     def features(xs):
-        return torch.cat([reader_features(model, xs[i : i + feature_batch], masks, max_context, g, frame_correlation)
-                          for i in range(0, xs.shape[0], feature_batch)])
+        return _cat([reader_features(model, xs[i : i + feature_batch], masks, max_context, g, frame_correlation)
+                     for i in range(0, xs.shape[0], feature_batch)])
 
     feats, y = features(clips), torch.as_tensor(labels).long().to(clips.device)
-    head = model.class_reader.head
-    params = list(head.parameters())
+    reader = model.class_reader
+    params = list(reader.parameters())
     requires = [q.requires_grad for q in params]
     for q in params:
         q.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     with torch.enable_grad():
         for _ in range(steps):
             idx = torch.randint(0, y.shape[0], (min(batch_size, y.shape[0]),), generator=g).to(y.device)
-            loss = F.cross_entropy(head(feats[idx]), y[idx])
+            loss = F.cross_entropy(reader.classify(*(f[idx] for f in feats)), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
+            decay.step()
     for q, req in zip(params, requires):
         q.requires_grad_(req)
         q.grad = None
 
     def score(f, t):
         with torch.no_grad():
-            logits = head(f)
+            logits = torch.cat([reader.classify(*(a[i : i + batch_size] for a in f))
+                                for i in range(0, t.shape[0], batch_size)])
         return float((logits.argmax(1) == t).float().mean()), float(F.cross_entropy(logits, t))
 
     acc, loss = score(feats, y)
@@ -133,9 +153,13 @@ def codec_device(codec) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def add_context_reader(pipe, num_clips: int = 60000, val_clips: int = 3000, seed: int = 0, **fit_kw) -> dict:
+def add_context_reader(pipe, num_clips: int = 60000, val_clips: int = 3000, seed: int = 0, pool: str | None = None,
+                       **fit_kw) -> dict:
     """Give a pipeline's class-conditional video model a context reader fitted on its own training data
-    (``cfg.data``, train split; held-out score on the test split), in place. Returns the fit's statistics."""
+    (``cfg.data``, train split; held-out score on the test split), in place. Returns the fit's statistics.
+
+    ``pool`` (``mean`` | ``attention``): the reader's pooling; a reader of another pooling is replaced by a new one.
+    None: the model's reader as it is, or a new attention-pooled one (the better reader on the digits)."""
     from ..builders import build_model
 
     cfg = pipe.cfg
@@ -143,10 +167,13 @@ def add_context_reader(pipe, num_clips: int = 60000, val_clips: int = 3000, seed
         raise ValueError("a context reader needs a class-conditional video model "
                          f"(num_classes={cfg.model.num_classes}, temporal={cfg.model.temporal})")
     old = pipe.transformer
-    if old.class_reader is None:
-        cfg.model.context_reader = True
+    if pool is None:
+        pool = "attention" if old.class_reader is None else old.class_reader.pool
+    if old.class_reader is None or old.class_reader.pool != pool:
+        cfg.model.context_reader, cfg.model.reader_pool = True, pool
         model = build_model(cfg.model).to(next(old.parameters()).device)
-        missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
+        weights = {k: v for k, v in old.state_dict().items() if not k.startswith("class_reader.")}
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         if unexpected or any(not k.startswith("class_reader.") for k in missing):
             raise ValueError(f"cannot add a context reader: unexpected {unexpected}, missing {missing}")
     else:

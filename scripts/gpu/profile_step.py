@@ -6,7 +6,8 @@ Per case, in one run: step times (interleaved, bf16 autocast) of flow matching, 
 JVP, math attention under the JVP) and the same with the ``jvp_flash`` kernel, at the bench batch and 4x it (a step
 bound by Python and kernel launches gains from a larger batch; one bound by the GPU's arithmetic does not); then a
 torch.profiler trace of one MeanFlow step: GPU busy time vs wall time, kernels launched, and the top operators by
-GPU time. First, the detached mode's JVP call eager vs replayed from a CUDA graph (the host's share of its time).
+GPU time. First, the detached mode's JVP call eager vs replayed from a CUDA graph (the host's share of its time),
+and with ``--compiled-jvp`` vs ``torch.compile`` of ``torch.func.jvp`` (kernels fused).
 The moving-digits model (the bundled recipe's, the most host-bound) joins the JVP-call and step-time rows.
 """
 
@@ -77,14 +78,41 @@ def profile_one(case, device, variant, graph=False):
                                      "cpu_ms": e.cpu_time_total / 1e3} for e in top]}
 
 
-def graphed_jvp(case, device, rows_fraction=0.25, reps=20):
+def compiled_jvp(net, y):
+    """``torch.compile`` of ``torch.func.jvp`` through the network (static shapes), for timing only: inductor fuses the
+    primal and tangent kernels, which no eager JVP can. Attention takes the math path for the whole call (under
+    compile the model cannot tell that it runs under a JVP, and the fused SDPA kernels have no forward-mode rule)."""
+
+    def jvp(z, t, r, dz, dt):
+        return torch.func.jvp(lambda z_, t_: net(z_, t_, r, y=y), (z, t), (dz, dt))
+
+    compiled = torch.compile(jvp, dynamic=False)
+
+    def call(z, t, r, dz, dt):
+        backends = [m.backend for m in net.modules() if hasattr(m, "backend")]
+        net.set_attn_backend("math")
+        try:
+            return compiled(z, t, r, dz, dt)
+        finally:
+            for m, b in zip([m for m in net.modules() if hasattr(m, "backend")], backends):
+                m.backend = b
+
+    return call
+
+
+def graphed_jvp(case, device, rows_fraction=0.25, reps=20, compiled=False):
     """The detached mode's JVP call (no grad, bf16 autocast, the r != t quarter of the bench batch) eager vs
     ``GraphedJVP`` (replayed from a CUDA graph, input copies and output clones included): how much of its time is the
-    host's. A capture that failed or disagreed is reported (``graph_error``)."""
+    host's. A capture that failed or disagreed is reported (``graph_error``). ``compiled``: also ``torch.compile`` of
+    ``torch.func.jvp`` (compile time, call time, tangent error against the eager JVP): whether fusing the JVP's kernels
+    is worth building into training."""
     from mfvideo.method.jvp import forward_jvp
     from mfvideo.method.jvp_graph import GraphedJVP
 
     net, x, y = make(case, device)
+    with torch.no_grad():  # off adaLN-Zero's exact zeros: the tangent errors below compare a non-zero output
+        for prm in net.parameters():
+            prm.add_(torch.randn_like(prm) * 0.02)
     n = max(1, int(x.shape[0] * rows_fraction))
     x, y = x[:n].contiguous(), y[:n].contiguous()
     t = torch.rand(n, device=device)
@@ -113,6 +141,23 @@ def graphed_jvp(case, device, rows_fraction=0.25, reps=20):
     res["graph_vs_eager"] = res["graph_s"] / res["eager_s"]
     (_, a), (_, b) = replay(), eager()
     res["graph_tangent_rel_diff"] = float((a.float() - b.float()).norm() / b.float().norm())
+    if compiled:
+        fn = compiled_jvp(net, y)
+
+        def compiled_call():
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+                return fn(x, t, r, x, dt)
+
+        try:
+            t0 = time.perf_counter()
+            _, c = compiled_call()
+            sync(device)
+            res["compiled_first_call_s"] = time.perf_counter() - t0  # compilation included
+            res["compiled_s"] = timed(compiled_call)
+            res["compiled_vs_eager"] = res["compiled_s"] / res["eager_s"]
+            res["compiled_tangent_rel_diff"] = float((c.float() - b.float()).norm() / b.float().norm())
+        except Exception as e:  # noqa: BLE001 -- a measurement: report what failed
+            res["compiled_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     if graphed.disabled:
         res["graph_error"] = graphed.disabled
     return res
@@ -122,6 +167,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="profile_step.json")
     p.add_argument("--device", default="cuda", help="cpu: a dry run (the moving-digits case only, few repeats)")
+    p.add_argument("--compiled-jvp", choices=("none", "small", "all"), default="none",
+                   help="also time torch.compile of torch.func.jvp: for the moving-digits case, or every case")
     a = p.parse_args()
     device = torch.device(a.device)
     out = Path(a.out)
@@ -130,7 +177,8 @@ def main():
     cases = [small, *GPU_CASES] if device.type == "cuda" else [small]
     reps = 20 if device.type == "cuda" else 1
     for case in cases:
-        res[f"{case}, JVP call: eager vs CUDA graph"] = g = graphed_jvp(case, device, reps=reps)
+        comp = a.compiled_jvp == "all" or (a.compiled_jvp == "small" and case == small)
+        res[f"{case}, JVP call: eager vs CUDA graph"] = g = graphed_jvp(case, device, reps=reps, compiled=comp)
         print(case, "JVP call eager vs CUDA graph", g, flush=True)
         out.write_text(json.dumps(res, indent=1))
     for case in cases:

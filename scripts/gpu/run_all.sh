@@ -2,12 +2,13 @@
 # On the GPU machine (device tool: carry .whl), one stage per call: the device tool stops a command at 10 minutes,
 # so every stage bounds its steps with `timeout` to end within ~9 and packs what it has into one file,
 # $OUT/gpu_<stage>.tgz (or results/gpu_<stage>.tgz by hand), even when a step timed out.
-#   bash scripts/gpu/run_all.sh all      # the first call of a 15-minute lease (a start costs ~1 of them), ~6 min: the CUDA
+#   bash scripts/gpu/run_all.sh all      # the first call of a 15-minute lease (a start costs ~1 of them), ~7 min: the CUDA
 #                                        # tests (kernels vs the math path, the JVP, the CUDA-graph JVP), the bf16 step
-#                                        # profile (JVP call eager vs CUDA graph; FM / MeanFlow / MeanFlow with the graphed
+#                                        # profile (JVP call eager vs CUDA graph vs torch.compile (moving digits); FM /
+#                                        # MeanFlow / MeanFlow with the graphed
 #                                        # JVP at 1x and 4x batch; GPU busy share) and the bench's bf16 throughput rows
 #                                        # with the graphed variant, merged into results/bench_cuda.json
-#   TRAIN_SECONDS=270 bash scripts/gpu/run_all.sh train  # the second call, at once (the machine stays warm 30 s):
+#   TRAIN_SECONDS=240 bash scripts/gpu/run_all.sh train  # the second call, at once (the machine stays warm 30 s):
 #                                        # the moving-digits recipe on the GPU, image stage then video stage (bf16, batch
 #                                        # 1024 / 512, the graphed JVP unless GRAPH=false, PREDICTION=u|x, default x),
 #                                        # exported as a pipeline folder to score here (scripts/evaluate_digits.py; EVAL=1
@@ -40,13 +41,14 @@ export PYTHONUNBUFFERED=1
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$out/env.txt"
 case $stage in
-  all)  # ~6 min, the first call of a lease: the CUDA tests (kernels vs the fp32 math path, the JVP, the CUDA-graph
-        # JVP), the step profile (the JVP call eager vs CUDA graph; FM / MeanFlow / MeanFlow with the graphed JVP at
-        # 1x and 4x batch; GPU busy share), and the bench's bf16 rows with the graphed variant, merged into
-        # results/bench_cuda.json
+  all)  # ~7 min, the first call of a lease: the CUDA tests (kernels vs the fp32 math path, the JVP, the CUDA-graph
+        # JVP), the step profile (the JVP call eager vs CUDA graph, and vs torch.compile of torch.func.jvp for the
+        # moving-digits model; FM / MeanFlow / MeanFlow with the graphed JVP at 1x and 4x batch; GPU busy share), and
+        # the bench's bf16 rows with the graphed variant, merged into results/bench_cuda.json
     timeout 70 python3 -m pytest -q -o addopts="" -k "gpu_ or finite_difference or forward_jvp or graphed or cuda_graph" \
       tests/test_model.py tests/test_method.py tests/test_train.py 2>&1 | tee "$out/pytest_cuda.txt"
-    timeout 170 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
+    timeout 220 python3 scripts/gpu/profile_step.py --compiled-jvp small --out "$out/profile_step.json" 2>&1 \
+      | tee "$out/profile.txt"
     [ -f results/bench_cuda.json ] && cp results/bench_cuda.json "$out/bench_cuda.json"
     timeout 150 python3 scripts/bench.py --quick --only throughput --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
     ;;
@@ -54,8 +56,10 @@ case $stage in
     timeout 150 python3 scripts/gpu/smoke.py --out "$out/smoke.json" --train-steps 60 2>&1 | tee "$out/smoke.txt"
     timeout 60 python3 scripts/gpu/ddp_check.py --out "$out/ddp.json" 2>&1 | tee "$out/ddp.txt"
     ;;
-  profile)  # the bf16 step profile at 1x and 4x batch (GPU busy share, kernels, CUDA-graph replay of the JVP call)
-    timeout 120 python3 scripts/gpu/profile_step.py --out "$out/profile_step.json" 2>&1 | tee "$out/profile.txt"
+  profile)  # the bf16 step profile at 1x and 4x batch (GPU busy share, kernels, CUDA-graph replay and torch.compile
+            # of the JVP call for every case)
+    timeout 300 python3 scripts/gpu/profile_step.py --compiled-jvp all --out "$out/profile_step.json" 2>&1 \
+      | tee "$out/profile.txt"
     ;;
   rest)  # after `all` in a lease with ~8 min left: the kernel tests, a bf16 step profile, the bench sections `all`
          # leaves out, merged into results/bench_cuda.json's figures (commit that file from `all` first)

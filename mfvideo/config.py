@@ -117,6 +117,8 @@ class TrainConfig:
     compile: bool = False
     cuda_graph_jvp: bool = False  # the detached JVP and the guidance's no-grad forward replayed from CUDA graphs
     # (mfvideo/method/jvp_graph.py): the host-bound part of a GPU step; ignored (with a warning) without CUDA
+    compile_jvp: bool = False  # the same two calls through torch.compile (torch.func.jvp, kernels fused; CPU or GPU,
+    # with cuda_graph_jvp the compiled calls are captured): one compilation per padded row count, then faster calls
     distributed: str = "ddp"  # ddp | fsdp (FSDP2: parameters, gradients and optimizer state sharded over processes)
     teacher: Optional[str] = None  # a frozen model (pipeline or checkpoint folder) whose multi-step jump the
     # method.split_consistency rows regress on; None: the network being trained
@@ -285,10 +287,11 @@ def validate(cfg: Config) -> None:
     if cfg.method.split_own_weight and cfg.method.splits and not cfg.train.teacher:
         raise ConfigError("method.split_own_weight needs a frozen train.teacher: weighted by its own loss, the "
                           "network's own two-step target runs away with it")
-    if cfg.train.cuda_graph_jvp and (cfg.method.jvp_mode != "detached" or cfg.train.distributed == "fsdp"):
-        raise ConfigError("train.cuda_graph_jvp replays the detached JVP of an unsharded model: it needs "
-                          f"method.jvp_mode=detached and train.distributed=ddp, got {cfg.method.jvp_mode!r}, "
-                          f"{cfg.train.distributed!r}")
+    for key in ("cuda_graph_jvp", "compile_jvp"):
+        if getattr(cfg.train, key) and (cfg.method.jvp_mode != "detached" or cfg.train.distributed == "fsdp"):
+            raise ConfigError(f"train.{key} runs the detached JVP of an unsharded model apart: it needs "
+                              f"method.jvp_mode=detached and train.distributed=ddp, got {cfg.method.jvp_mode!r}, "
+                              f"{cfg.train.distributed!r}")
     if cfg.train.teacher and not cfg.method.splits:
         raise ConfigError("train.teacher is only used by method.split_consistency / split_context, which are 0")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:

@@ -277,23 +277,34 @@ def test_compiled_training_matches_eager(tmp_path):
     assert logs["true"] == pytest.approx(logs["false"], rel=1e-3)
 
 
-def test_cuda_graph_jvp_is_the_detached_unsharded_jvp_and_off_without_cuda(tmp_path, caplog):
-    """train.cuda_graph_jvp: refused with the fused JVP or FSDP (one line naming both keys); without CUDA it says so
-    and trains as before; on CUDA the graphed run's losses equal the eager run's (bf16 rounding)."""
-    with pytest.raises(ConfigError, match="train.cuda_graph_jvp.*method.jvp_mode=detached"):
-        tiny_cfg(tmp_path, "train.cuda_graph_jvp=true", "method.jvp_mode=fused")
-    with pytest.raises(ConfigError, match="train.distributed=ddp"):
-        tiny_cfg(tmp_path, "train.cuda_graph_jvp=true", "train.distributed=fsdp")
+def test_cuda_graph_jvp_is_the_detached_unsharded_jvp_and_off_without_cuda(tmp_path, caplog, monkeypatch):
+    """train.cuda_graph_jvp and train.compile_jvp: refused with the fused JVP or FSDP (one line naming both keys);
+    without CUDA the graphs are off (said once) and trains as before; on CUDA the graphed run's losses equal the
+    eager run's (bf16 rounding); compile_jvp runs the JVP compiled (its calls counted) with the eager run's losses."""
+    from mfvideo.method import jvp_graph
+
+    for key in ("cuda_graph_jvp", "compile_jvp"):
+        with pytest.raises(ConfigError, match=f"train.{key}.*method.jvp_mode=detached"):
+            tiny_cfg(tmp_path, f"train.{key}=true", "method.jvp_mode=fused")
+        with pytest.raises(ConfigError, match="train.distributed=ddp"):
+            tiny_cfg(tmp_path, f"train.{key}=true", "train.distributed=fsdp")
+    compiled_calls = []
+    real = jvp_graph.GraphedJVP._compiled_call
+    monkeypatch.setattr(jvp_graph.GraphedJVP, "_compiled_call",
+                        lambda self, kind, *a: compiled_calls.append(kind) or real(self, kind, *a))
     logs = {}
-    for flag in ("false", "true"):
-        out = tmp_path / flag
+    for name, flags in {"eager": (), "graphed": ("train.cuda_graph_jvp=true",),
+                        "compiled": ("train.compile_jvp=true",)}.items():
+        out = tmp_path / name
         with caplog.at_level("WARNING"):
             train(tiny_cfg(out, "train.max_steps=3", "train.checkpoint_every=0", "train.log_every=1",
-                           "train.mixed_precision=bf16", f"train.cuda_graph_jvp={flag}"))
-        logs[flag] = [json.loads(line)["loss_unweighted"] for line in (out / "log.jsonl").read_text().splitlines()]
+                           "train.mixed_precision=bf16", *flags))
+        logs[name] = [json.loads(line)["loss_unweighted"] for line in (out / "log.jsonl").read_text().splitlines()]
     warned = any("train.cuda_graph_jvp: no CUDA device" in r.message for r in caplog.records)
     assert warned != torch.cuda.is_available()
-    assert len(logs["true"]) == 3 and logs["true"] == pytest.approx(logs["false"], rel=2e-2)
+    assert len(logs["graphed"]) == 3 and logs["graphed"] == pytest.approx(logs["eager"], rel=2e-2)
+    assert "jvp" in compiled_calls and not any("off (" in r.message for r in caplog.records)  # compiled, not given up
+    assert len(logs["compiled"]) == 3 and logs["compiled"] == pytest.approx(logs["eager"], rel=2e-2)
 
 
 def test_split_consistency_teacher_is_the_frozen_given_model(tmp_path, monkeypatch):

@@ -433,10 +433,10 @@ class STDiT(ModelMixin, ConfigMixin):
         key = (t, h, w, device, dtype)
         if key not in self._pos_cache:
             d = self.config.hidden_size
-            self._pos_cache[key] = (
-                sincos_2d(h, w, d, device).to(dtype),
-                sincos_1d(t, d, device).to(dtype)[:, None],
-            )
+            pos = sincos_2d(h, w, d, device).to(dtype), sincos_1d(t, d, device).to(dtype)[:, None]
+            if torch.compiler.is_compiling():  # traced, e.g. inside torch.func.jvp: a graph constant, no cache entry
+                return pos
+            self._pos_cache[key] = pos
         return self._pos_cache[key]
 
     def _rope(self, t: int, h: int, w: int, device, dtype) -> torch.Tensor | None:
@@ -447,7 +447,10 @@ class STDiT(ModelMixin, ConfigMixin):
         key = ("rope", t, h, w, device, dtype)
         if key not in self._pos_cache:
             head_dim = self.config.hidden_size // self.config.num_heads
-            self._pos_cache[key] = rope_3d(t, h, w, head_dim, device).to(dtype)
+            table = rope_3d(t, h, w, head_dim, device).to(dtype)
+            if torch.compiler.is_compiling():  # as in _positions
+                return table
+            self._pos_cache[key] = table
         return self._pos_cache[key]
 
     def _frame_times(self, t: torch.Tensor, batch: int, frames: int) -> torch.Tensor:

@@ -217,11 +217,14 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     jvp_net = model  # forward-mode AD runs eagerly: compiled graphs do not carry our JVP rules
     if tc.compile:
         net = torch.compile(model)
-    if tc.cuda_graph_jvp:  # the detached JVP has no gradient for DDP to reduce: the unwrapped module is captured
-        if accelerator.device.type == "cuda":
-            jvp_net = GraphedJVP(accelerator.unwrap_model(model))
-        else:
-            log.warning("train.cuda_graph_jvp: no CUDA device here (%s); the JVP runs eagerly", accelerator.device)
+    # The detached JVP has no gradient for DDP to reduce: the unwrapped module is captured and / or compiled.
+    cuda = accelerator.device.type == "cuda"
+    if tc.cuda_graph_jvp and not cuda:
+        log.warning("train.cuda_graph_jvp: no CUDA device here (%s); the JVP runs %s", accelerator.device,
+                    "compiled" if tc.compile_jvp else "eagerly")
+    if (tc.cuda_graph_jvp and cuda) or tc.compile_jvp:
+        jvp_net = GraphedJVP(accelerator.unwrap_model(model), capture=tc.cuda_graph_jvp and cuda,
+                             compile=tc.compile_jvp)
 
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

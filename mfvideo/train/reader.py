@@ -69,7 +69,7 @@ def _cat(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
 def fit_context_reader(model, clips, labels, masks: dict, max_context: int | None = None, val_clips=None,
                        val_labels=None, steps: int = 1500, lr: float = 3e-3, weight_decay: float = 1e-4,
                        batch_size: int = 1024, seed: int = 0, feature_batch: int = 500,
-                       frame_correlation: float = 0.0) -> dict:
+                       frame_correlation: float = 0.0, max_feature_gib: float = 16.0) -> dict:
     """Fit ``model.class_reader`` (its head, and with attention pooling its queries, keys and values) to read
     ``labels`` (N,) off ``clips`` (N, C, T, H, W) latents.
 
@@ -77,6 +77,8 @@ def fit_context_reader(model, clips, labels, masks: dict, max_context: int | Non
     Each clip is seen under one drawn mask and (t, r); the reader is fitted by AdamW on the cross-entropy of
     ``batch_size`` features per step, the lr decaying to 0 on a cosine. Returns train (and, with ``val_*``, held-out) accuracy and loss. The network's
     other weights are not changed. ``frame_correlation``: the model's ``method.noise_frame_correlation``.
+    ``max_feature_gib``: the most memory the stored features may take (attention pooling stores the context tokens:
+    ~1 GiB for the digits model's 60,000 clips, hundreds for a B/2 video model's), checked after the first batch.
     """
     if model.class_reader is None:
         raise ValueError("this model has no context reader: build it with model.context_reader=true")
@@ -88,8 +90,17 @@ def fit_context_reader(model, clips, labels, masks: dict, max_context: int | Non
     model.eval()
 
     def features(xs):
-        return _cat([reader_features(model, xs[i : i + feature_batch], masks, max_context, g, frame_correlation)
-                     for i in range(0, xs.shape[0], feature_batch)])
+        parts = []
+        for i in range(0, xs.shape[0], feature_batch):
+            parts.append(reader_features(model, xs[i : i + feature_batch], masks, max_context, g, frame_correlation))
+            if i == 0:  # attention pooling stores every context token: say so before memory runs out
+                per_clip = sum(f[0].numel() * f.element_size() for f in parts[0])
+                need = per_clip * xs.shape[0] / 2**30
+                if need > max_feature_gib:
+                    raise ValueError(f"the reader's features of {xs.shape[0]} clips would take {need:.0f} GiB "
+                                     f"(limit {max_feature_gib:g}): fit on fewer clips (--clips) or with "
+                                     "mean pooling (--pool mean)")
+        return _cat(parts)
 
     feats, y = features(clips), torch.as_tensor(labels).long().to(clips.device)
     reader = model.class_reader

@@ -206,9 +206,12 @@ def test_fitted_reader_reads_held_out_digits_and_changes_nothing_else():
     stats = fit_context_reader(model, x, y, dict(cfg.train.context_masks), cfg.train.max_context_frames, vx, vy,
                                steps=300, batch_size=256)
     assert stats["val_accuracy"] > 0.75, stats  # chance is 0.1
+    model.train()
     with pytest.raises(ValueError, match=r"would take .* GiB .*--clips.*--pool mean"):  # before memory runs out
         fit_context_reader(model, x, y, dict(cfg.train.context_masks), cfg.train.max_context_frames, steps=1,
                            max_feature_gib=1e-3)
+    assert model.training  # left as it was
+    model.eval()
     after = model.state_dict()
     changed = [k for k in after if not torch.equal(after[k], before[k])]
     assert changed and all(k.startswith("class_reader.") for k in changed)

@@ -20,7 +20,7 @@ step's other pure call: ``forward_no_grad`` replays it the same way.
 
 ``compile=True`` (``train.compile_jvp``) runs each call through ``torch.compile`` instead of the eager module: the
 JVP as ``torch.func.jvp`` of the network, traced once per padded shape, so inductor fuses the primal and tangent
-kernels (on 2 CPU cores, bf16, the bundled model's JVP call: 0.60x the eager one; ``scripts/gpu/profile_step.py
+kernels (on 2 CPU cores, bf16, the bundled model's JVP call: 0.74x the eager one; ``scripts/gpu/profile_step.py
 --compiled-jvp``). Under compile the network cannot tell that it runs under a JVP, so the call sets every attention
 to the math path (the fused SDPA kernels have no forward-mode rule) and restores it after. Both together compile,
 then capture the compiled call. The first-call check against the eager JVP covers the compiled call too.
@@ -61,6 +61,7 @@ class GraphedJVP:
         self.disabled: str | None = None  # why the graphs were given up, once they were
         self._pool = None
         self._compiled: dict[str, object] = {}  # kind -> torch.compile'd call
+        self._attention = [m for m in module.modules() if isinstance(getattr(m, "backend", None), str)]
 
     def __call__(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -129,7 +130,7 @@ class GraphedJVP:
         with torch.no_grad():
             if kind == "forward":
                 return fn(z, t, r, y)
-            with _math_attention(self.module):
+            with _math_attention(self._attention):
                 return fn(z, t, r, y, dz.to(z.dtype), dt.to(t.dtype))
 
     def _give_up(self, reason: str, kind: str, inputs):
@@ -198,9 +199,8 @@ class _Graph:
 
 
 @contextlib.contextmanager
-def _math_attention(module: torch.nn.Module):
-    """Every attention of ``module`` on the math path for the duration (restored after, also on an error)."""
-    layers = [m for m in module.modules() if isinstance(getattr(m, "backend", None), str)]
+def _math_attention(layers: list[torch.nn.Module]):
+    """Every attention layer given on the math path for the duration (restored after, also on an error)."""
     backends = [m.backend for m in layers]
     for m in layers:
         m.backend = "math"

@@ -97,6 +97,7 @@ def fit_context_reader(model, clips, labels, masks: dict, max_context: int | Non
                 per_clip = sum(f[0].numel() * f.element_size() for f in parts[0])
                 need = per_clip * xs.shape[0] / 2**30
                 if need > max_feature_gib:
+                    model.train(was_training)
                     raise ValueError(f"the reader's features of {xs.shape[0]} clips would take {need:.0f} GiB "
                                      f"(limit {max_feature_gib:g}): fit on fewer clips (--clips) or with "
                                      "mean pooling (--pool mean)")

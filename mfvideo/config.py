@@ -49,6 +49,7 @@ class ModelConfig:
     clip_rope: bool = False  # 3-D rotary positions in attention over the whole clip (clip_attention, spacetime, joint)
     refiner_channels: int = 0  # a residual 3-D conv stack on the output at the latent grid (ConvRefiner); 0: none
     refiner_layers: int = 3
+    copy_radius: int = 0  # new frames may copy from the nearest context frame through predicted kernels (KernelCopy)
     prediction: str = "u"  # u: the output is the average velocity | x: the denoised field z - t u (pMF; pixel space)
     init_from: Optional[str] = None  # a checkpoint to start from: an image model, or a video model gaining new parts
 

@@ -55,7 +55,8 @@ def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_te
     """Strict load with a clear error listing mismatched keys; returns the keys left at their init.
 
     With ``allow_missing_temporal`` (video from image, or a video model gaining a context embedder), the
-    zero-started parts -- temporal and clip sub-layers, the context embedder and reference, the refiner -- may be
+    zero-started parts -- temporal and clip sub-layers, the context embedder and reference, the refiner, the copy
+    path -- may be
     missing and keep their init.
     """
     allowed = check_keys(model, state, source, allow_missing_temporal)
@@ -66,7 +67,7 @@ def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_te
 def _zero_started(key: str) -> bool:
     """Parts a video model may gain from a checkpoint without them: they start at zero and change nothing."""
     return ("temporal" in key or ".clip." in key or key.startswith("context_embedder.")
-            or key.startswith("reference_embedder.") or key.startswith("refiner."))
+            or key.startswith("reference_embedder.") or key.startswith("refiner.") or key.startswith("copier."))
 
 
 def check_keys(model: torch.nn.Module, state: dict, source: str, allow_missing_temporal: bool = False) -> list[str]:

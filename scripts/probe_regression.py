@@ -74,6 +74,9 @@ def main():
                         "model.refiner_channels=32): it starts as the checkpoint")
     p.add_argument("--lr-scale", nargs="*", default=[], metavar="PREFIX=FACTOR",
                    help="lr factors by parameter-name prefix, as train.lr_scale (e.g. refiner=10)")
+    p.add_argument("--open-gate", type=float, default=None,
+                   help="start an added copy path (model.copy_radius) with its gate at this value instead of closed: "
+                        "its kernels' gradient is proportional to the gate")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -96,6 +99,9 @@ def main():
         net = build_model(cfg.model)
         if a.add is not None:
             load_into(net, pipe.transformer.state_dict(), "the checkpoint", allow_missing_temporal=True)
+        if a.open_gate is not None:
+            with torch.no_grad():
+                net.copier.head.bias.view(-1, 2 * net.copier.taps + 1)[:, -1] = a.open_gate
         pipe = MFVideoPipeline(net, pipe.vae, cfg, pipe.labels)
         print(f"network: {sum(q.numel() for q in pipe.transformer.parameters()):,} parameters", flush=True)
     d, net, codec = pipe.cfg.data, pipe.transformer, pipe.codec

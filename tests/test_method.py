@@ -40,10 +40,12 @@ def test_jvp_target_equals_finite_difference(shape, prediction, refiner):
     assert (wrong - u_tgt).abs().max() > 100 * (expected - u_tgt).abs().max()
 
 
-@pytest.mark.parametrize("prediction, reference, refiner", [("u", False, 0), ("x", False, 0), ("x", True, 0), ("x", False, 8)])
-def test_jvp_target_equals_finite_difference_per_frame_times(prediction, reference, refiner):
+@pytest.mark.parametrize("prediction, reference, refiner, copy", [("u", False, 0, 0), ("x", False, 0, 0),
+                                                                  ("x", True, 0, 0), ("x", False, 8, 0), ("x", False, 0, 2)])
+def test_jvp_target_equals_finite_difference_per_frame_times(prediction, reference, refiner, copy):
     torch.manual_seed(1)
-    net = randomize(tiny_model(prediction=prediction, context_reference=reference, refiner_channels=refiner)).double()
+    net = randomize(tiny_model(prediction=prediction, context_reference=reference, refiner_channels=refiner,
+                               copy_radius=copy)).double()
     x, e = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
     mask = torch.tensor([[True, False, False, False], [False, False, True, True]])
     gen = (~mask).double()

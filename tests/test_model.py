@@ -371,7 +371,7 @@ def test_clip_rope_changes_the_clip_attention_keeps_value_and_tangent_exact_and_
 
 
 def test_nearest_context_frame_for_every_mask_kind():
-    from mfvideo.models.stdit import nearest_context
+    from mfvideo.models.copy import nearest_context
 
     masks = torch.tensor([
         [1, 1, 1, 1, 0, 0, 0, 0],  # extension: every new frame takes the last given one
@@ -406,6 +406,40 @@ def test_context_reference_starts_as_the_model_it_extends_and_gives_each_frame_i
             torch.testing.assert_close(tokens[:, f], want)
     with pytest.raises(ValueError, match="needs a video model"):
         tiny_model(temporal=False, context_reference=True)
+
+
+def test_copy_path_starts_as_the_model_it_extends_and_moves_the_nearest_context_frame_by_its_kernel():
+    """A zero-started addition (a trained model gains it unchanged); with its kernels set to one tap and its gate
+    open, every new frame of an x-predicting model is its nearest context frame moved by that tap (zeros shifted
+    in); rows without context, or per-clip times, get no copy."""
+    import torch.nn.functional as F
+
+    from mfvideo.weights import load_into
+
+    torch.manual_seed(0)
+    base = randomize(tiny_model(depth=1, prediction="x")).double()
+    model = tiny_model(depth=1, prediction="x", copy_radius=2).double()
+    assert load_into(model, base.state_dict(), "base", allow_missing_temporal=True) == ["copier.head.weight",
+                                                                                        "copier.head.bias"]
+    z = torch.randn(3, 3, 5, 8, 8, dtype=torch.float64)
+    t = torch.tensor([[0.0, 0.0, 1.0, 0.8, 0.6], [0.7] * 5, [0.0, 0.6, 0.6, 0.6, 0.0]], dtype=torch.float64)
+    r = torch.zeros_like(t)
+    denoised = lambda net: z - t[:, None, :, None, None] * net(z, t, r)  # x-prediction: the network's clip
+    with torch.no_grad():
+        torch.testing.assert_close(model(z, t, r), base(z, t, r))  # starts as the model it extends
+        head = model.copier.head.bias.view(-1, 2 * 5 + 1)  # per pixel slot: 5 vertical taps, 5 horizontal, the gate
+        head[:, 1], head[:, 5 + 4], head[:, 10] = 60.0, 60.0, 1.0  # tap (-1, +2): from one row up, two columns right
+        out = denoised(model)
+    moved = lambda frame: F.pad(frame, (0, 2, 1, 0))[..., :8, 2:]  # (C, H, W): value at (y, x) from (y - 1, x + 2)
+    for f in (2, 3, 4):  # clip 0: given 0-1, new 2-4, all from frame 1
+        torch.testing.assert_close(out[0, :, f], moved(z[0, :, 1]), rtol=0, atol=1e-9)
+    for f, src in ((1, 0), (2, 0), (3, 4)):  # clip 2: interpolation, each from the nearer end (ties: the earlier)
+        torch.testing.assert_close(out[2, :, f], moved(z[2, :, src]), rtol=0, atol=1e-9)
+    with torch.no_grad():
+        torch.testing.assert_close(model(z, t, r)[1], base(z, t, r)[1])  # no context frames: untouched
+        torch.testing.assert_close(model(z, t[1, 0], r[1, 0]), base(z, t[1, 0], r[1, 0]))  # per-clip times: none
+    with pytest.raises(ValueError, match="copy_radius copies from the nearest context frame"):
+        tiny_model(temporal=False, copy_radius=2)
 
 
 def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_content():

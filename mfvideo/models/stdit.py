@@ -43,6 +43,7 @@ from torch import nn
 from .attention import Attention
 from .embeddings import LabelEmbedder, TimestepEmbedder, rope_3d, sincos_1d, sincos_2d
 from .linear import Linear, under_forward_ad
+from .copy import KernelCopy, nearest_context
 from .refiner import ConvRefiner
 
 
@@ -189,16 +190,6 @@ class ContextReader(nn.Module):
         return self.classify(*feats), has
 
 
-def nearest_context(clean: torch.Tensor) -> torch.Tensor:
-    """For each frame, the index of the nearest context frame (ties: the earlier one): clean (B, T) bool -> (B, T)
-    long; rows without context get 0 (their reference is switched off by the caller)."""
-    T = clean.shape[1]
-    f = torch.arange(T, device=clean.device)
-    dist = (f[:, None] - f[None, :]).abs().float() + 0.25 * (f[None, :] > f[:, None])  # (T, S): later sources lose ties
-    dist = dist[None].expand(clean.shape[0], T, T).masked_fill(~clean[:, None, :], float("inf"))  # (B, T, S)
-    return dist.argmin(dim=-1)
-
-
 class ContextReference(nn.Module):
     """Every frame's input gains its nearest context frame (the clean frame itself, as given) and the signed
     distance to it in clips, through a zero-started patch embedding added to the tokens.
@@ -339,6 +330,7 @@ class STDiT(ModelMixin, ConfigMixin):
         refiner_channels: int = 0,
         refiner_layers: int = 3,
         reader_pool: str = "mean",
+        copy_radius: int = 0,
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -364,6 +356,9 @@ class STDiT(ModelMixin, ConfigMixin):
                              f"{refiner_channels} and {refiner_layers}")
         if context_reference and not temporal:
             raise ValueError("context_reference gives each frame its nearest context frame: it needs a video model")
+        if copy_radius < 0 or (copy_radius and not temporal):
+            raise ValueError(f"copy_radius copies from the nearest context frame: it needs a video model and a "
+                             f"radius >= 0 (0: none), got {copy_radius} (temporal={temporal})")
         p, pt = patch_size, temporal_patch_size
         self.x_embedder = nn.Conv3d(in_channels, hidden_size, kernel_size=(pt, p, p), stride=(pt, p, p))
         self.t_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)
@@ -384,6 +379,7 @@ class STDiT(ModelMixin, ConfigMixin):
         self.reference_embedder = ContextReference(in_channels, hidden_size, p, pt) if context_reference else None
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
         self.refiner = ConvRefiner(in_channels, refiner_channels, refiner_layers) if refiner_channels else None
+        self.copier = KernelCopy(hidden_size, in_channels, copy_radius, p, pt) if copy_radius else None
         self._pos_cache: dict = {}
         self.gradient_checkpointing = False
         self.initialize_weights()
@@ -422,6 +418,8 @@ class STDiT(ModelMixin, ConfigMixin):
         if self.refiner is not None:  # a zero-started correction
             nn.init.zeros_(self.refiner.convs[-1].weight)
             nn.init.zeros_(self.refiner.convs[-1].bias)
+        if self.copier is not None:  # gate closed
+            self.copier.reset_parameters()
 
     def set_attn_backend(self, backend: str) -> None:
         for module in self.modules():
@@ -575,10 +573,12 @@ class STDiT(ModelMixin, ConfigMixin):
                 x = self._gradient_checkpointing_func(block, x, c, pos_t, rope)  # (B, T', N, D)
             else:
                 x = block(x, c, pos_t, rope)  # (B, T', N, D)
-        x = self.final_layer(x, c)  # (B, T', N, pt*p*p*C)
         out = rearrange(
-            x, "b t (h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", h=hp, w=wp, pt=pt, ph=p, pw=p
+            self.final_layer(x, c), "b t (h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", h=hp, w=wp, pt=pt, ph=p, pw=p
         )  # (B, C, T, H, W)
+        t_full = torch.as_tensor(t, device=z.device)
+        if self.copier is not None and t_full.ndim == 2:  # per-frame times mark the context frames
+            out = self.copier(x, out, z, context_frames(t_full, torch.as_tensor(r, device=z.device)))
         if self.refiner is not None:
             out = self.refiner(out, z, _per_frame(t, z.shape[0], z.device), _per_frame(r, z.shape[0], z.device))
         if self.config.prediction == "x":

@@ -123,7 +123,7 @@ def build_setup(cfg: Config) -> Setup:
         fresh = load_into(model, state, cfg.model.init_from, allow_missing_temporal=True)
         new = f": {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''}" if fresh else ""
         log.warning("initialised from %s; %d tensors new to it, in parts that start as no change (temporal or clip "
-                    "sub-layers, context embedder or reference, refiner)%s", cfg.model.init_from, len(fresh), new)
+                    "sub-layers, context embedder or reference, refiner, copy path)%s", cfg.model.init_from, len(fresh), new)
     return Setup(cfg, dataset, codec, model, cfg.method)
 
 

@@ -1,0 +1,83 @@
+"""A copy path from the context: every output pixel may take its value from a small neighbourhood of the nearest
+context frame, through a per-pixel kernel the network predicts (``model.copy_radius``).
+
+The transformer sees a clip as patch tokens and draws each token's pixels from a vector: it can say *where* a given
+object goes (its trajectory is right to a fraction of a pixel) but not redraw *the given* object there -- moving a
+glyph by one pixel changes every token it touches, and the network answers with a generic glyph of the class, or a
+blur of the given one when trained to regress it (README, "Keeping the handwriting"). Kernel-prediction networks for
+frame interpolation (SepConv, Niklaus et al., 2017) and dynamic filter networks (Jia et al., 2016) move content the
+other way round: a predicted kernel per output pixel gathers it from a reference frame, so a shift is a kernel, not a
+redraw. Here, with the nearest context frame as the reference (``nearest_context``) and a separable kernel of
+2R + 1 taps per axis:
+
+    copy(y, x) = sum_ij kv_i(y, x) kh_j(y, x) ref(y + i - R, x + j - R)      kv, kh: softmax over the 2R + 1 taps
+    out' = out + m (copy - out)                                               m: a per-pixel gate
+
+Kernels and gate come from their own output head on the last block's tokens; the head starts with zero weights, the
+gate closed (m = 0) and the kernels leaning on their centre tap, so a trained model gains the path without changing
+its function. Rows without context frames, and
+per-clip times, get no copy. Every operation has forward-mode AD (the MeanFlow JVP runs through it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from torch import nn
+
+from .linear import Linear
+
+
+CENTRE_LOGIT = 3.0  # the centre tap's initial weight per axis: e^3 / (e^3 + 2R) (0.71 for R = 4)
+
+
+class KernelCopy(nn.Module):
+    def __init__(self, dim: int, channels: int, radius: int, patch_size: int, temporal_patch_size: int):
+        super().__init__()
+        if radius < 1:
+            raise ValueError(f"copy_radius must be >= 1 (0: no copy path), got {radius}")
+        self.radius, self.taps = radius, 2 * radius + 1
+        self.p, self.pt = patch_size, temporal_patch_size
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.head = Linear(dim, temporal_patch_size * patch_size * patch_size * (2 * self.taps + 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Gate closed (the model unchanged); kernels leaning on their centre tap (a copy in place: closer to a
+        moved frame than the blur of uniform taps, so the gate has a reason to open and the taps, whose gradient
+        is proportional to the gate, start to learn where to look)."""
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():
+            bias = self.head.bias.view(-1, 2 * self.taps + 1)  # (pixel slots, vertical taps | horizontal | gate)
+            bias.zero_()
+            bias[:, self.radius] = bias[:, self.taps + self.radius] = CENTRE_LOGIT
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor, z: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """x: last-block tokens (B, T', N, D); out: the network's output (B, C, T, H, W); z: its input, clean on the
+        context frames; clean: (B, T) bool, the context frames -> out with the copy blended in."""
+        B, C, T, H, W = out.shape
+        K, R = self.taps, self.radius
+        maps = rearrange(self.head(self.norm(x)), "b t (h w) (pt ph pw k) -> b k (t pt) (h ph) (w pw)",
+                         h=H // self.p, pt=self.pt, ph=self.p, pw=self.p)  # (B, 2K + 1, T, H, W)
+        wide = torch.promote_types(maps.dtype, torch.float32)  # the softmax at least in float32
+        kv = torch.softmax(maps[:, :K].to(wide), dim=1).to(out.dtype)  # (B, K, T, H, W): vertical taps
+        kh = torch.softmax(maps[:, K:2 * K].to(wide), dim=1).to(out.dtype)  # (B, K, T, H, W): horizontal taps
+        gate = maps[:, 2 * K:]  # (B, 1, T, H, W)
+        src = nearest_context(clean)  # (B, T)
+        ref = einsum(F.one_hot(src, T).to(z.dtype), z, "b t s, b c s h w -> b c t h w")  # (B, C, T, H, W)
+        windows = F.unfold(rearrange(ref, "b c t h w -> (b t) c h w"), K, padding=R)  # (B*T, C*K*K, H*W)
+        windows = rearrange(windows, "(b t) (c i j) (h w) -> b c i j t h w", b=B, c=C, i=K, h=H)
+        copy = einsum(windows, kv, kh, "b c i j t h w, b i t h w, b j t h w -> b c t h w")  # (B, C, T, H, W)
+        has = clean.any(dim=1).to(out.dtype)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
+        return out + has * gate * (copy - out)
+
+
+def nearest_context(clean: torch.Tensor) -> torch.Tensor:
+    """For each frame, the index of the nearest context frame (ties: the earlier one): clean (B, T) bool -> (B, T)
+    long; rows without context get 0 (their reference is switched off by the caller)."""
+    T = clean.shape[1]
+    f = torch.arange(T, device=clean.device)
+    dist = (f[:, None] - f[None, :]).abs().float() + 0.25 * (f[None, :] > f[:, None])  # (T, S): later sources lose ties
+    dist = dist[None].expand(clean.shape[0], T, T).masked_fill(~clean[:, None, :], float("inf"))  # (B, T, S)
+    return dist.argmin(dim=-1)

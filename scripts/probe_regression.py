@@ -77,6 +77,9 @@ def main():
     p.add_argument("--open-gate", type=float, default=None,
                    help="start an added copy path (model.copy_radius) with its gate at this value instead of closed: "
                         "its kernels' gradient is proportional to the gate")
+    p.add_argument("--copy-loss", type=float, default=0.0,
+                   help="also regress an added copy path's copy itself (weight), so its kernels learn where to look "
+                        "whatever the gate")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -122,8 +125,15 @@ def main():
         idx = torch.randint(0, train.shape[0], (a.batch_size,), generator=g)
         x = train[idx]
         noise = torch.randn(x.shape, generator=g)
+        seen = {}
+        hook = net.copier.register_forward_pre_hook(lambda m, args: seen.update(args=args)) if a.copy_loss else None
         err = (one_call(net, x, noise) - x)[:, :, GIVEN:]  # (B, C, 4, h, w): the new frames only
         loss = err.pow(2).sum(dim=(1, 2, 3, 4)).mean()
+        if hook is not None:
+            hook.remove()
+            tokens, _, z_in, clean = seen["args"]
+            copy, _ = net.copier.copy_and_gate(tokens, z_in, clean)
+            loss = loss + a.copy_loss * (copy - x)[:, :, GIVEN:].pow(2).sum(dim=(1, 2, 3, 4)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

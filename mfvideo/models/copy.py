@@ -56,21 +56,26 @@ class KernelCopy(nn.Module):
     def forward(self, x: torch.Tensor, out: torch.Tensor, z: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """x: last-block tokens (B, T', N, D); out: the network's output (B, C, T, H, W); z: its input, clean on the
         context frames; clean: (B, T) bool, the context frames -> out with the copy blended in."""
-        B, C, T, H, W = out.shape
+        copy, gate = self.copy_and_gate(x, z, clean)
+        has = clean.any(dim=1).to(out.dtype)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
+        return out + has * gate * (copy - out)
+
+    def copy_and_gate(self, x: torch.Tensor, z: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The copy (B, C, T, H, W) of every frame's nearest context frame through its predicted kernels, and the
+        gate (B, 1, T, H, W)."""
+        B, C, T, H, W = z.shape
         K, R = self.taps, self.radius
         maps = rearrange(self.head(self.norm(x)), "b t (h w) (pt ph pw k) -> b k (t pt) (h ph) (w pw)",
                          h=H // self.p, pt=self.pt, ph=self.p, pw=self.p)  # (B, 2K + 1, T, H, W)
         wide = torch.promote_types(maps.dtype, torch.float32)  # the softmax at least in float32
-        kv = torch.softmax(maps[:, :K].to(wide), dim=1).to(out.dtype)  # (B, K, T, H, W): vertical taps
-        kh = torch.softmax(maps[:, K:2 * K].to(wide), dim=1).to(out.dtype)  # (B, K, T, H, W): horizontal taps
-        gate = maps[:, 2 * K:]  # (B, 1, T, H, W)
+        kv = torch.softmax(maps[:, :K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): vertical taps
+        kh = torch.softmax(maps[:, K:2 * K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): horizontal taps
         src = nearest_context(clean)  # (B, T)
         ref = einsum(F.one_hot(src, T).to(z.dtype), z, "b t s, b c s h w -> b c t h w")  # (B, C, T, H, W)
         windows = F.unfold(rearrange(ref, "b c t h w -> (b t) c h w"), K, padding=R)  # (B*T, C*K*K, H*W)
         windows = rearrange(windows, "(b t) (c i j) (h w) -> b c i j t h w", b=B, c=C, i=K, h=H)
         copy = einsum(windows, kv, kh, "b c i j t h w, b i t h w, b j t h w -> b c t h w")  # (B, C, T, H, W)
-        has = clean.any(dim=1).to(out.dtype)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
-        return out + has * gate * (copy - out)
+        return copy, maps[:, 2 * K:]
 
 
 def nearest_context(clean: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,9 @@ redraw. Here, with the nearest context frame as the reference (``nearest_context
 
 Kernels and gate come from their own output head on the last block's tokens; the head starts with zero weights, the
 gate closed (m = 0) and the kernels leaning on their centre tap, so a trained model gains the path without changing
-its function. Rows without context frames, and
-per-clip times, get no copy. Every operation has forward-mode AD (the MeanFlow JVP runs through it).
+its function. Rows without context frames, and per-clip times, get no copy. Every operation has forward-mode AD (the
+MeanFlow JVP runs through it). The kernels' gradient is proportional to the gate: trained by the loss alone, a
+network may shut the gate before the kernels learn where to look (measured, docs/experiments.md, session 23).
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from torch import nn
 
 from .linear import Linear
 
-
 CENTRE_LOGIT = 3.0  # the centre tap's initial weight per axis: e^3 / (e^3 + 2R) (0.71 for R = 4)
 
 
 class KernelCopy(nn.Module):
-    def __init__(self, dim: int, channels: int, radius: int, patch_size: int, temporal_patch_size: int):
+    """out + m (copy - out) on rows with context: per-pixel separable kernels over the nearest context frame."""
+
+    def __init__(self, dim: int, radius: int, patch_size: int, temporal_patch_size: int):
         super().__init__()
         if radius < 1:
             raise ValueError(f"copy_radius must be >= 1 (0: no copy path), got {radius}")
@@ -44,9 +46,8 @@ class KernelCopy(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Gate closed (the model unchanged); kernels leaning on their centre tap (a copy in place: closer to a
-        moved frame than the blur of uniform taps, so the gate has a reason to open and the taps, whose gradient
-        is proportional to the gate, start to learn where to look)."""
+        """Gate closed (the model unchanged); kernels leaning on their centre tap, a copy in place (nearer a moved
+        frame than the blur of uniform taps)."""
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
             bias = self.head.bias.view(-1, 2 * self.taps + 1)  # (pixel slots, vertical taps | horizontal | gate)

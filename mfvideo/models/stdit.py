@@ -41,9 +41,9 @@ from einops import einsum, rearrange, repeat
 from torch import nn
 
 from .attention import Attention
+from .copy import KernelCopy, nearest_context
 from .embeddings import LabelEmbedder, TimestepEmbedder, rope_3d, sincos_1d, sincos_2d
 from .linear import Linear, under_forward_ad
-from .copy import KernelCopy, nearest_context
 from .refiner import ConvRefiner
 
 
@@ -379,7 +379,7 @@ class STDiT(ModelMixin, ConfigMixin):
         self.reference_embedder = ContextReference(in_channels, hidden_size, p, pt) if context_reference else None
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
         self.refiner = ConvRefiner(in_channels, refiner_channels, refiner_layers) if refiner_channels else None
-        self.copier = KernelCopy(hidden_size, in_channels, copy_radius, p, pt) if copy_radius else None
+        self.copier = KernelCopy(hidden_size, copy_radius, p, pt) if copy_radius else None
         self._pos_cache: dict = {}
         self.gradient_checkpointing = False
         self.initialize_weights()

@@ -121,16 +121,16 @@ def main():
     log["evals"][0] = evaluate(pipe, test, test_labels, axis, axis_labels, suite)
     print(0, log["evals"][0], flush=True)
     g, start, losses = torch.Generator().manual_seed(1), time.time(), []
+    seen = {}  # the copy path's inputs of the last call, for --copy-loss
+    if a.copy_loss:
+        net.copier.register_forward_pre_hook(lambda m, args: seen.update(args=args))
     for step in range(1, a.steps + 1):
         idx = torch.randint(0, train.shape[0], (a.batch_size,), generator=g)
         x = train[idx]
         noise = torch.randn(x.shape, generator=g)
-        seen = {}
-        hook = net.copier.register_forward_pre_hook(lambda m, args: seen.update(args=args)) if a.copy_loss else None
         err = (one_call(net, x, noise) - x)[:, :, GIVEN:]  # (B, C, 4, h, w): the new frames only
         loss = err.pow(2).sum(dim=(1, 2, 3, 4)).mean()
-        if hook is not None:
-            hook.remove()
+        if a.copy_loss:
             tokens, _, z_in, clean = seen["args"]
             copy, _ = net.copier.copy_and_gate(tokens, z_in, clean)
             loss = loss + a.copy_loss * (copy - x)[:, :, GIVEN:].pow(2).sum(dim=(1, 2, 3, 4)).mean()

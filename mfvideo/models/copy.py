@@ -71,8 +71,7 @@ class KernelCopy(nn.Module):
         wide = torch.promote_types(maps.dtype, torch.float32)  # the softmax at least in float32
         kv = torch.softmax(maps[:, :K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): vertical taps
         kh = torch.softmax(maps[:, K:2 * K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): horizontal taps
-        src = nearest_context(clean)  # (B, T)
-        ref = einsum(F.one_hot(src, T).to(z.dtype), z, "b t s, b c s h w -> b c t h w")  # (B, C, T, H, W)
+        ref = nearest_frames(z, clean)  # (B, C, T, H, W)
         windows = F.unfold(rearrange(ref, "b c t h w -> (b t) c h w"), K, padding=R)  # (B*T, C*K*K, H*W)
         windows = rearrange(windows, "(b t) (c i j) (h w) -> b c i j t h w", b=B, c=C, i=K, h=H)
         copy = einsum(windows, kv, kh, "b c i j t h w, b i t h w, b j t h w -> b c t h w")  # (B, C, T, H, W)
@@ -87,3 +86,9 @@ def nearest_context(clean: torch.Tensor) -> torch.Tensor:
     dist = (f[:, None] - f[None, :]).abs().float() + 0.25 * (f[None, :] > f[:, None])  # (T, S): later sources lose ties
     dist = dist[None].expand(clean.shape[0], T, T).masked_fill(~clean[:, None, :], float("inf"))  # (B, T, S)
     return dist.argmin(dim=-1)
+
+
+def nearest_frames(z: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Every frame's nearest context frame: z (B, C, T, H, W), clean (B, T) bool -> (B, C, T, H, W)."""
+    src = nearest_context(clean)  # (B, T)
+    return einsum(F.one_hot(src, z.shape[2]).to(z.dtype), z, "b t s, b c s h w -> b c t h w")

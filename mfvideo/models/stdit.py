@@ -34,14 +34,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from einops import einsum, rearrange, repeat
 from torch import nn
 
 from .attention import Attention
-from .copy import KernelCopy, nearest_context
+from .copy import KernelCopy, nearest_context, nearest_frames
 from .embeddings import LabelEmbedder, TimestepEmbedder, rope_3d, sincos_1d, sincos_2d
 from .linear import Linear, under_forward_ad
 from .refiner import ConvRefiner
@@ -212,7 +211,7 @@ class ContextReference(nn.Module):
         # z: (B, C, T, H, W); clean: (B, T) bool, True on context frames -> (B, T', N, D)
         B, _, T, H, W = z.shape
         src = nearest_context(clean)  # (B, T)
-        ref = einsum(F.one_hot(src, T).to(z.dtype), z, "b t s, b c s h w -> b c t h w")  # (B, C, T, H, W)
+        ref = nearest_frames(z, clean)  # (B, C, T, H, W)
         offset = (torch.arange(T, device=z.device) - src).to(z.dtype) / T  # (B, T)
         offset = offset[:, None, :, None, None].expand(B, 1, T, H, W)
         has = clean.any(dim=1).to(z.dtype)[:, None, None, None, None]  # (B, 1, 1, 1, 1)

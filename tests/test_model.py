@@ -410,8 +410,8 @@ def test_context_reference_starts_as_the_model_it_extends_and_gives_each_frame_i
 
 def test_copy_path_starts_as_the_model_it_extends_and_moves_the_nearest_context_frame_by_its_kernel():
     """A zero-started addition (a trained model gains it unchanged); with its kernels set to one tap and its gate
-    open, every new frame of an x-predicting model is its nearest context frame moved by that tap (zeros shifted
-    in); rows without context, or per-clip times, get no copy."""
+    open, every new frame of an x-predicting model is its nearest context frame moved by that tap (its border
+    shifted in); rows without context, or per-clip times, get no copy."""
     import torch.nn.functional as F
 
     from mfvideo.weights import load_into
@@ -430,7 +430,9 @@ def test_copy_path_starts_as_the_model_it_extends_and_moves_the_nearest_context_
         head = model.copier.head.bias.view(-1, 2 * 5 + 1)  # per pixel slot: 5 vertical taps, 5 horizontal, the gate
         head[:, 1], head[:, 5 + 4], head[:, 10] = 60.0, 60.0, 1.0  # tap (-1, +2): from one row up, two columns right
         out = denoised(model)
-    moved = lambda frame: F.pad(frame, (0, 2, 1, 0))[..., :8, 2:]  # (C, H, W): value at (y, x) from (y - 1, x + 2)
+    # (C, H, W): the value at (y, x) from (y - 1, x + 2), the frame's border continued outside it (not zeros: black
+    # would turn grey in [-1, 1] pixels)
+    moved = lambda frame: F.pad(frame[None], (0, 2, 1, 0), mode="replicate")[0, :, :8, 2:]
     for f in (2, 3, 4):  # clip 0: given 0-1, new 2-4, all from frame 1
         torch.testing.assert_close(out[0, :, f], moved(z[0, :, 1]), rtol=0, atol=1e-9)
     for f, src in ((1, 0), (2, 0), (3, 4)):  # clip 2: interpolation, each from the nearer end (ties: the earlier)

@@ -11,6 +11,7 @@ redraw. Here, with the nearest context frame as the reference (``nearest_context
 2R + 1 taps per axis:
 
     copy(y, x) = sum_ij kv_i(y, x) kh_j(y, x) ref(y + i - R, x + j - R)      kv, kh: softmax over the 2R + 1 taps
+                                                                              (ref's border continues outside it)
     out' = out + m (copy - out)                                               m: a per-pixel gate
 
 Kernels and gate come from their own output head on the last block's tokens; the head starts with zero weights, the
@@ -72,7 +73,10 @@ class KernelCopy(nn.Module):
         kv = torch.softmax(maps[:, :K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): vertical taps
         kh = torch.softmax(maps[:, K:2 * K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): horizontal taps
         ref = nearest_frames(z, clean)  # (B, C, T, H, W)
-        windows = F.unfold(rearrange(ref, "b c t h w -> (b t) c h w"), K, padding=R)  # (B*T, C*K*K, H*W)
+        # Outside the frame is its border, not zero: a shifted frame's background stays background (zeros are grey
+        # in [-1, 1] pixels; with zero padding the true shift of a moving digit scores below the redraw, session 24).
+        ref = F.pad(rearrange(ref, "b c t h w -> (b t) c h w"), (R, R, R, R), mode="replicate")  # (B*T, C, H+2R, W+2R)
+        windows = F.unfold(ref, K)  # (B*T, C*K*K, H*W)
         windows = rearrange(windows, "(b t) (c i j) (h w) -> b c i j t h w", b=B, c=C, i=K, h=H)
         copy = einsum(windows, kv, kh, "b c i j t h w, b i t h w, b j t h w -> b c t h w")  # (B, C, T, H, W)
         return copy, maps[:, 2 * K:]

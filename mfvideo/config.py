@@ -50,6 +50,7 @@ class ModelConfig:
     refiner_channels: int = 0  # a residual 3-D conv stack on the output at the latent grid (ConvRefiner); 0: none
     refiner_layers: int = 3
     copy_radius: int = 0  # new frames may copy from the nearest context frame through predicted kernels (KernelCopy)
+    copy_kernel: str = "softmax"  # softmax: free taps per axis | bilinear: a predicted offset per axis (KernelCopy)
     prediction: str = "u"  # u: the output is the average velocity | x: the denoised field z - t u (pMF; pixel space)
     init_from: Optional[str] = None  # a checkpoint to start from: an image model, or a video model gaining new parts
 
@@ -293,6 +294,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{key} runs the detached JVP of an unsharded model apart: it needs "
                               f"method.jvp_mode=detached and train.distributed=ddp, got {cfg.method.jvp_mode!r}, "
                               f"{cfg.train.distributed!r}")
+    if cfg.method.copy_loss and not cfg.model.copy_radius:
+        raise ConfigError(f"method.copy_loss={cfg.method.copy_loss} trains a copy path's kernels: it needs "
+                          "model.copy_radius >= 1")
     if cfg.train.teacher and not cfg.method.splits:
         raise ConfigError("train.teacher is only used by method.split_consistency / split_context, which are 0")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:

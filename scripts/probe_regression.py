@@ -47,12 +47,22 @@ def score(pipe, clips, labels, suite) -> dict:
     net.eval()
     x = codec.encode_frames(clips, pipe.cfg.data.channels)  # (n, C, 8, h, w)
     noise = pipe._noise(x.shape[0], x.shape[2], torch.Generator().manual_seed(0))
+    seen = {}  # a copy path's inputs (model.copy_radius): its copy and gate are scored too
+    hook = net.copier.register_forward_pre_hook(lambda m, args: seen.update(args=args)) if net.copier else None
     new = np.asarray(codec.decode_frames(one_call(net, x, noise)[:, :, GIVEN:]))  # (n, 4, H, W, 3)
-    net.train(was)
     g = glyph_match(clips[:, GIVEN - 1], new)  # (n, 4)
-    return {"glyph_match": float(g.mean()), "glyph_by_distance": np.round(g.mean(0), 3).tolist(),
-            "class_kept": float((suite.clip_class(new) == labels).mean()),
-            "trajectory_error": float(np.linalg.norm(centroids(new) - centroids(clips[:, GIVEN:]), axis=-1).mean())}
+    out = {"glyph_match": float(g.mean()), "glyph_by_distance": np.round(g.mean(0), 3).tolist(),
+           "class_kept": float((suite.clip_class(new) == labels).mean()),
+           "trajectory_error": float(np.linalg.norm(centroids(new) - centroids(clips[:, GIVEN:]), axis=-1).mean())}
+    if hook is not None:
+        hook.remove()
+        tokens, _, z, clean = seen["args"]
+        copy, gate = net.copier.copy_and_gate(tokens, z, clean)  # (n, C, 8, h, w), (n, 1, 8, h, w)
+        g = glyph_match(clips[:, GIVEN - 1], np.asarray(codec.decode_frames(copy[:, :, GIVEN:])))
+        out["copy_glyph_by_distance"] = np.round(g.mean(0), 3).tolist()  # the copy alone, before the gate
+        out["gate_by_distance"] = [round(float(gate[:, :, f].mean()), 3) for f in range(GIVEN, GIVEN + NEW)]
+    net.train(was)
+    return out
 
 
 def evaluate(pipe, test, test_labels, axis, axis_labels, suite) -> dict:
@@ -104,7 +114,7 @@ def main():
             load_into(net, pipe.transformer.state_dict(), "the checkpoint", allow_missing_temporal=True)
         if a.open_gate is not None:
             with torch.no_grad():
-                net.copier.head.bias.view(-1, 2 * net.copier.taps + 1)[:, -1] = a.open_gate
+                net.copier.head.bias.view(-1, net.copier.maps)[:, -1] = a.open_gate
         pipe = MFVideoPipeline(net, pipe.vae, cfg, pipe.labels)
         print(f"network: {sum(q.numel() for q in pipe.transformer.parameters()):,} parameters", flush=True)
     d, net, codec = pipe.cfg.data, pipe.transformer, pipe.codec

@@ -40,12 +40,13 @@ def test_jvp_target_equals_finite_difference(shape, prediction, refiner):
     assert (wrong - u_tgt).abs().max() > 100 * (expected - u_tgt).abs().max()
 
 
-@pytest.mark.parametrize("prediction, reference, refiner, copy", [("u", False, 0, 0), ("x", False, 0, 0),
-                                                                  ("x", True, 0, 0), ("x", False, 8, 0), ("x", False, 0, 2)])
-def test_jvp_target_equals_finite_difference_per_frame_times(prediction, reference, refiner, copy):
+@pytest.mark.parametrize("prediction, reference, refiner, copy, kernel", [
+    ("u", False, 0, 0, None), ("x", False, 0, 0, None), ("x", True, 0, 0, None), ("x", False, 8, 0, None),
+    ("x", False, 0, 2, "softmax"), ("x", False, 0, 2, "bilinear")])
+def test_jvp_target_equals_finite_difference_per_frame_times(prediction, reference, refiner, copy, kernel):
     torch.manual_seed(1)
     net = randomize(tiny_model(prediction=prediction, context_reference=reference, refiner_channels=refiner,
-                               copy_radius=copy)).double()
+                               copy_radius=copy, copy_kernel=kernel or "softmax")).double()
     x, e = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
     mask = torch.tensor([[True, False, False, False], [False, False, True, True]])
     gen = (~mask).double()
@@ -808,3 +809,51 @@ def test_gpu_graphed_jvp_replays_the_eager_jvp_in_bf16_through_optimizer_steps(o
         opt.zero_grad(set_to_none=True)
     assert gj.disabled is None, gj.disabled
     assert len(gj.graphs) >= 2 and all(isinstance(g.fn, torch.cuda.CUDAGraph) for g in gj.graphs.values())
+
+
+def test_copy_loss_adds_the_copy_paths_regression_on_context_rows_and_reaches_kernels_behind_a_closed_gate():
+    """method.copy_loss adds, per row with context frames, the squared error of the copy path's copy on the new
+    frames (adaptively weighted like the main loss) from every forward with grad: the MeanFlow rows' at their own
+    times and the one-step rows' at (1, 0). Behind a closed gate the main loss gives the kernels no gradient, the copy
+    loss does. It needs a copy path and the detached JVP."""
+    from mfvideo.config import ConfigError, load_config
+    from mfvideo.method.meanflow import catching_copies
+
+    torch.manual_seed(0)
+    net = randomize(tiny_model(depth=1, prediction="x", copy_radius=2)).double()
+    B, T = 8, 4
+    x, e = torch.randn(B, 3, T, 8, 8, dtype=torch.float64), torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
+    mask = context_mask("first", B, T, k=2)
+    mask[::4] = False  # rows 0 and 4 without context: no copy
+    t = torch.rand(B, dtype=torch.float64) * 0.8 + 0.1
+    r = t * torch.tensor([0.5, 1.0]).repeat(B // 2).double()
+    kw = dict(t=t, r=r, noise=e, context=mask)
+    base, _ = MeanFlow(split_consistency=0.5).loss(net, x, **kw, generator=torch.Generator().manual_seed(3))
+    mf = MeanFlow(split_consistency=0.5, copy_loss=0.7)
+    loss, logs = mf.loss(net, x, **kw, generator=torch.Generator().manual_seed(3))
+
+    split = torch.rand(B, generator=torch.Generator().manual_seed(3)) < 0.5  # the first draw: the one-step rows
+    assert 0 < int(split.sum()) < B
+    gen = (~mask).double()
+    t_row = torch.where(split[:, None], 1.0, t[:, None]).double() * gen  # (B, T): one-step rows at (1, 0)
+    r_row = torch.where(split[:, None], 0.0, r[:, None]).double() * gen
+    z = (1 - t_row[:, None, :, None, None]) * x + t_row[:, None, :, None, None] * e
+    with catching_copies(net) as caught:
+        net(z, t_row, r_row)
+    (copy, clean), = caught
+    assert torch.equal(clean, mask)
+    err = (((copy - x) ** 2) * gen[:, None, :, None, None]).sum(dim=(1, 2, 3, 4))[mask.any(dim=1)]
+    torch.testing.assert_close(loss - base, 0.7 * (err / (err.detach() + 0.01)).sum() / B)
+    torch.testing.assert_close(logs["loss_copy"], err.detach().mean())
+
+    closed = tiny_model(depth=1, prediction="x", copy_radius=2).double()  # a trained model gaining the path
+    closed.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("copier.")}, strict=False)
+    for weight, moves in ((0.0, False), (1.0, True)):
+        loss, _ = MeanFlow(copy_loss=weight).loss(closed, x, **kw)
+        grad, = torch.autograd.grad(loss, closed.copier.head.weight)  # (pixel slots x (5 + 5 taps, gate), D)
+        taps = grad.view(-1, 2 * 5 + 1, 32)[:, :10]
+        assert bool(taps.abs().amax() > 0) == moves and bool(grad.view(-1, 11, 32)[:, 10].abs().amax() > 0)
+    with pytest.raises(ConfigError, match="method.copy_loss=1.0 trains a copy path's kernels: it needs model.copy_radius"):
+        load_config("configs/tiny.yaml", ["method.copy_loss=1"])
+    with pytest.raises(ConfigError, match="copy_loss .* needs jvp_mode='detached'"):
+        load_config("configs/tiny.yaml", ["model.copy_radius=2", "method.copy_loss=1", "method.jvp_mode=fused"])

@@ -444,6 +444,43 @@ def test_copy_path_starts_as_the_model_it_extends_and_moves_the_nearest_context_
         tiny_model(temporal=False, copy_radius=2)
 
 
+def test_bilinear_copy_moves_the_nearest_context_frame_by_its_predicted_offset():
+    """copy_kernel=bilinear: one offset per axis; an integer offset is an exact move of the nearest context frame
+    (its border continued outside it), a half-pixel one the mean of the two moves around it; zero-started, the copy
+    is the frame in place and the gate closed."""
+    import torch.nn.functional as F
+
+    from mfvideo.models.copy import bilinear_taps
+
+    torch.manual_seed(0)
+    model = randomize(tiny_model(depth=1, prediction="x", copy_radius=3, copy_kernel="bilinear")).double()
+    model.copier.reset_parameters()
+    z = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    t = torch.tensor([[0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.9, 0.9]], dtype=torch.float64)
+    clean = t == 0
+    tokens = torch.randn(2, 4, 16, 32, dtype=torch.float64)
+    with torch.no_grad():
+        copy, gate = model.copier.copy_and_gate(tokens, z, clean)
+        torch.testing.assert_close(copy[0, :, 1:], z[0, :, :1].expand(-1, 3, -1, -1))  # in place
+        assert (gate == 0).all()
+        bias = model.copier.head.bias.view(-1, 3)  # (pixel slots, vertical offset | horizontal | gate)
+
+        def moved(dy, dx):  # every frame's nearest context frame moved by (dy, dx): value at (y, x) from (y-dy, x-dx)
+            pad = F.pad(z.flatten(0, 1), (3, 3, 3, 3), mode="replicate").view(2, 3, 4, 14, 14)
+            return pad[..., 3 - dy : 11 - dy, 3 - dx : 11 - dx]
+
+        for (oy, ox), want in (((1.0, -2.0), moved(-1, 2)), ((0.5, 0.0), (moved(0, 0) + moved(-1, 0)) / 2)):
+            bias[:, 0], bias[:, 1] = (3 * torch.atanh(torch.tensor(o / 3, dtype=torch.float64)) for o in (oy, ox))
+            copy, _ = model.copier.copy_and_gate(tokens, z, clean)
+            torch.testing.assert_close(copy[0, :, 1:], want[0, :, :1].expand(-1, 3, -1, -1), atol=1e-9, rtol=0)
+            torch.testing.assert_close(copy[1, :, 2:], want[1, :, 1:2].expand(-1, 2, -1, -1), atol=1e-9, rtol=0)
+    taps = bilinear_taps(torch.tensor([[[[0.3]]]], dtype=torch.float64), 2)[0, :, 0, 0, 0]
+    d = 2 * torch.tanh(torch.tensor(0.15, dtype=torch.float64))
+    torch.testing.assert_close(taps, torch.stack([0 * d, 0 * d, 1 - d, d, 0 * d]))  # weights sum to 1, mean = d
+    with pytest.raises(ValueError, match="unknown copy_kernel 'gauss'"):
+        tiny_model(copy_radius=2, copy_kernel="gauss")
+
+
 def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_content():
     """The embedder is a zero-started addition (a trained video model gains it unchanged); trained, it passes what
     the clean frames show to the new frames even with every temporal path shut, and nothing of the new frames."""

@@ -20,6 +20,7 @@ This module imports torch and its siblings ``jvp``, ``noise`` and ``samplers`` (
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -118,6 +119,13 @@ class MeanFlow:
     noise_frame_correlation: rho, the correlation between the frames' noise of a clip (``noise.prior_noise``: a
         share rho of every frame's noise is shared by the clip's frames, each element still N(0, 1)). Part of the
         model: the pipeline draws its noise the same way. 0: independent frames (images are unaffected).
+    copy_loss: the weight of an auxiliary loss on a copy path's copy (``model.copy_radius``): on the rows with
+        context frames, the copy of every new frame (its nearest context frame through the predicted kernels) is
+        regressed on the true frame, with the adaptive weight of the main loss, beside the MeanFlow loss of the
+        blended output. The kernels' gradient through the output is proportional to the copy gate, which a network
+        trained by the main loss alone shuts before the kernels learn where to look (docs/experiments.md, sessions
+        23-24); this loss teaches them where whatever the gate. It reads the copies of the forwards with grad (the
+        MeanFlow rows' and the one-step rows'), so it needs ``jvp_mode='detached'``. 0: off.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -145,6 +153,7 @@ class MeanFlow:
     split_steps: int = 2
     split_own_weight: bool = False
     noise_frame_correlation: float = 0.0
+    copy_loss: float = 0.0
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
@@ -171,6 +180,10 @@ class MeanFlow:
             raise ValueError(f"context_noise must lie in [0, 1), got {self.context_noise}")
         if not 0.0 <= self.noise_frame_correlation < 1.0:
             raise ValueError(f"noise_frame_correlation must lie in [0, 1), got {self.noise_frame_correlation}")
+        if self.copy_loss < 0:
+            raise ValueError(f"copy_loss must be >= 0, got {self.copy_loss}")
+        if self.copy_loss and self.jvp_mode != "detached":
+            raise ValueError("copy_loss reads the copies of the forwards with grad: it needs jvp_mode='detached'")
         if self.cfg_t_start > self.cfg_t_end:
             raise ValueError(f"cfg_t_start {self.cfg_t_start} > cfg_t_end {self.cfg_t_end}")
 
@@ -324,15 +337,20 @@ class MeanFlow:
             z_unc = (1 - bcast(t_unc, x)) * x + bcast(t_unc, x) * e  # context frames noised like the rest
         # The MeanFlow rows (all of them unless split_consistency): guided target, JVP.
         rows = None if split is None else (~split).nonzero().squeeze(1)
-        if rows is not None and rows.numel() == 0:  # every row is a one-step row
-            u = u_tgt = z[:0]
-        else:
-            u, u_tgt = self.meanflow_rows(net, rows, z, t, v, y, y_guide, t_in, r_in, dt_tangent, gen, drop, z_unc,
-                                          t_unc, jvp_net)
+        called = []  # the rows of each forward with grad, in call order (for copy_loss)
+        with catching_copies(net, self.copy_loss > 0 and has_context is not None) as caught:
+            if rows is not None and rows.numel() == 0:  # every row is a one-step row
+                u = u_tgt = z[:0]
+            else:
+                u, u_tgt = self.meanflow_rows(net, rows, z, t, v, y, y_guide, t_in, r_in, dt_tangent, gen, drop,
+                                              z_unc, t_unc, jvp_net)
+                called.append(torch.arange(B, device=x.device) if rows is None else rows)
+            if split is not None:  # the one-step rows: u(z_1, 1, 0) towards the (teacher's) multi-step jump
+                one = split.nonzero().squeeze(1)
+                u_one = net(z[one], t_in[one], r_in[one], y=_take(y, one))
+                called.append(one)
 
-        if split is not None:  # the one-step rows: u(z_1, 1, 0) towards the (teacher's) multi-step jump
-            one = split.nonzero().squeeze(1)
-            u_one = net(z[one], t_in[one], r_in[one], y=_take(y, one))
+        if split is not None:
             y_teach = y  # what the network sees; context rows: the label their target is guided with
             if y is not None and has_context is not None:
                 y_teach = torch.where(has_context, y_guide, y)
@@ -354,12 +372,34 @@ class MeanFlow:
         loss = (per_sample / weight).mean()
 
         logs = {"loss_unweighted": per_sample.detach().mean(), "loss": loss.detach()}
+        if caught is not None:
+            loss, logs = self.add_copy_loss(loss, logs, caught, called, x, gen)
         fm = (t == r) if split is None else (t == r) & ~split  # (B,) rows with r = t
         if neq.any() and fm.any():
             logs["loss_mf"] = per_sample.detach()[neq].mean()  # rows with r != t
             logs["loss_fm"] = per_sample.detach()[fm].mean()  # rows with r = t
         if split is not None:
             logs["loss_split"] = per_sample.detach()[split].mean()  # one-step rows against the two-step jump
+        return loss, logs
+
+    # ----------------------------------------------------------------------------------------------------
+    def add_copy_loss(self, loss, logs, caught, called, x, gen):
+        """loss + copy_loss x the adaptively weighted squared error of the caught copies on the new frames of the
+        rows with context (see ``copy_loss``); ``caught``: (copy, clean) per forward with grad, ``called``: each
+        forward's rows of x."""
+        if len(caught) != len(called):
+            raise RuntimeError(f"copy_loss: {len(called)} forwards with grad, {len(caught)} copies caught (does the "
+                               f"network have a copy path, model.copy_radius?)")
+        errs = []
+        for (copy, clean), idx in zip(caught, called):
+            keep = clean.any(dim=1)  # (n,) rows with context: the copy path is on
+            err = (copy - x[idx]) ** 2 * bcast(gen[idx], copy)  # (n, C, T, ...): new frames only
+            errs.append(err.sum(dim=list(range(1, x.ndim)))[keep])
+        per_row = torch.cat(errs)  # (rows with context,)
+        if per_row.numel():
+            weight = (per_row.detach() + self.adaptive_eps) ** self.adaptive_p
+            loss = loss + self.copy_loss * (per_row / weight).sum() / x.shape[0]
+            logs["loss_copy"] = per_row.detach().mean()
         return loss, logs
 
     # ----------------------------------------------------------------------------------------------------
@@ -463,6 +503,25 @@ class MeanFlow:
             target = v_g[idx_jvp] - bcast(h[idx_jvp], dudt) * dudt.detach()
             u_tgt = u_tgt.index_put((idx_jvp,), target.detach())
         return u, u_tgt
+
+
+@contextmanager
+def catching_copies(net, on: bool = True):
+    """Inside the block, every module of ``net`` that offers its copy of the frames (an attribute ``caught``: the
+    copy path, ``models.copy.KernelCopy``) appends (copy (B, C, T, ...), context (B, T)) of each forward with grad
+    to one list, yielded; ``on=False`` (or a network without such a module) yields None."""
+    modules = [m for m in net.modules() if hasattr(m, "caught")] if on and hasattr(net, "modules") else []
+    if not modules:
+        yield None
+        return
+    caught = []
+    for m in modules:
+        m.caught = caught
+    try:
+        yield caught
+    finally:
+        for m in modules:
+            m.caught = None
 
 
 def _take(a, idx):

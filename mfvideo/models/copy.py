@@ -31,34 +31,47 @@ from torch import nn
 from .linear import Linear
 
 CENTRE_LOGIT = 3.0  # the centre tap's initial weight per axis: e^3 / (e^3 + 2R) (0.71 for R = 4)
+COPY_KERNELS = ("softmax", "bilinear")
 
 
 class KernelCopy(nn.Module):
-    """out + m (copy - out) on rows with context: per-pixel separable kernels over the nearest context frame."""
+    """out + m (copy - out) on rows with context: per-pixel separable kernels over the nearest context frame.
 
-    def __init__(self, dim: int, radius: int, patch_size: int, temporal_patch_size: int):
+    ``kernel``: ``softmax`` -- 2R + 1 free taps per axis (a softmax of predicted logits: any mixture of shifts);
+    ``bilinear`` -- one predicted offset d per axis in (-R, R) and the two taps around it, weights (1 - frac(d),
+    frac(d)): bilinear sampling at a predicted displacement, as a flow warp (sharp by construction; an integer d
+    is an exact move)."""
+
+    def __init__(self, dim: int, radius: int, patch_size: int, temporal_patch_size: int, kernel: str = "softmax"):
         super().__init__()
         if radius < 1:
             raise ValueError(f"copy_radius must be >= 1 (0: no copy path), got {radius}")
-        self.radius, self.taps = radius, 2 * radius + 1
+        if kernel not in COPY_KERNELS:
+            raise ValueError(f"unknown copy_kernel {kernel!r}; choose one of {COPY_KERNELS}")
+        self.radius, self.taps, self.kernel = radius, 2 * radius + 1, kernel
+        self.maps = 2 * self.taps + 1 if kernel == "softmax" else 3  # per pixel: taps (or offsets) per axis, gate
         self.p, self.pt = patch_size, temporal_patch_size
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.head = Linear(dim, temporal_patch_size * patch_size * patch_size * (2 * self.taps + 1))
+        self.head = Linear(dim, temporal_patch_size * patch_size * patch_size * self.maps)
+        self.caught: list | None = None  # set by method.meanflow.catching_copies: (copy, clean) of forwards with grad
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Gate closed (the model unchanged); kernels leaning on their centre tap, a copy in place (nearer a moved
-        frame than the blur of uniform taps)."""
+        """Gate closed (the model unchanged); softmax kernels leaning on their centre tap, a copy in place (nearer a
+        moved frame than the blur of uniform taps); bilinear offsets at zero, an exact copy in place."""
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
-            bias = self.head.bias.view(-1, 2 * self.taps + 1)  # (pixel slots, vertical taps | horizontal | gate)
-            bias.zero_()
-            bias[:, self.radius] = bias[:, self.taps + self.radius] = CENTRE_LOGIT
+            self.head.bias.zero_()
+            if self.kernel == "softmax":
+                bias = self.head.bias.view(-1, self.maps)  # (pixel slots, vertical taps | horizontal | gate)
+                bias[:, self.radius] = bias[:, self.taps + self.radius] = CENTRE_LOGIT
 
     def forward(self, x: torch.Tensor, out: torch.Tensor, z: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """x: last-block tokens (B, T', N, D); out: the network's output (B, C, T, H, W); z: its input, clean on the
         context frames; clean: (B, T) bool, the context frames -> out with the copy blended in."""
         copy, gate = self.copy_and_gate(x, z, clean)
+        if self.caught is not None and torch.is_grad_enabled():  # for method.copy_loss
+            self.caught.append((copy, clean))
         has = clean.any(dim=1).to(out.dtype)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
         return out + has * gate * (copy - out)
 
@@ -68,10 +81,13 @@ class KernelCopy(nn.Module):
         B, C, T, H, W = z.shape
         K, R = self.taps, self.radius
         maps = rearrange(self.head(self.norm(x)), "b t (h w) (pt ph pw k) -> b k (t pt) (h ph) (w pw)",
-                         h=H // self.p, pt=self.pt, ph=self.p, pw=self.p)  # (B, 2K + 1, T, H, W)
-        wide = torch.promote_types(maps.dtype, torch.float32)  # the softmax at least in float32
-        kv = torch.softmax(maps[:, :K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): vertical taps
-        kh = torch.softmax(maps[:, K:2 * K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): horizontal taps
+                         h=H // self.p, pt=self.pt, ph=self.p, pw=self.p)  # (B, maps, T, H, W)
+        wide = torch.promote_types(maps.dtype, torch.float32)  # the kernels at least in float32
+        if self.kernel == "softmax":
+            kv = torch.softmax(maps[:, :K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): vertical taps
+            kh = torch.softmax(maps[:, K:2 * K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): horizontal taps
+        else:
+            kv, kh = (bilinear_taps(maps[:, i].to(wide), R).to(z.dtype) for i in (0, 1))  # (B, K, T, H, W) each
         ref = nearest_frames(z, clean)  # (B, C, T, H, W)
         # Outside the frame is its border, not zero: a shifted frame's background stays background (zeros are grey
         # in [-1, 1] pixels; with zero padding the true shift of a moving digit scores below the redraw, session 24).
@@ -79,7 +95,20 @@ class KernelCopy(nn.Module):
         windows = F.unfold(ref, K)  # (B*T, C*K*K, H*W)
         windows = rearrange(windows, "(b t) (c i j) (h w) -> b c i j t h w", b=B, c=C, i=K, h=H)
         copy = einsum(windows, kv, kh, "b c i j t h w, b i t h w, b j t h w -> b c t h w")  # (B, C, T, H, W)
-        return copy, maps[:, 2 * K:]
+        return copy, maps[:, -1:]
+
+
+def bilinear_taps(raw: torch.Tensor, radius: int) -> torch.Tensor:
+    """The 2R + 1 taps of a move by d = R tanh(raw / R) in (-R, R) along one axis: 1 - frac(d) on tap floor(d),
+    frac(d) on the next (tap index i: a move by i - R). raw (B, T, H, W) -> (B, 2R + 1, T, H, W). Differentiable in
+    d between integers (floor has no gradient): at an integer d the gradient is that of the tap above."""
+    d = radius * torch.tanh(raw / radius)
+    low = torch.floor(d).clamp(-radius, radius - 1)  # (B, T, H, W)
+    frac = d - low
+    lower = F.one_hot((low + radius).long(), 2 * radius + 1).to(raw.dtype)  # (B, T, H, W, K)
+    upper = F.one_hot((low + radius + 1).long(), 2 * radius + 1).to(raw.dtype)
+    taps = lower * (1 - frac)[..., None] + upper * frac[..., None]
+    return rearrange(taps, "b t h w k -> b k t h w")
 
 
 def nearest_context(clean: torch.Tensor) -> torch.Tensor:

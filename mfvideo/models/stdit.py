@@ -330,6 +330,7 @@ class STDiT(ModelMixin, ConfigMixin):
         refiner_layers: int = 3,
         reader_pool: str = "mean",
         copy_radius: int = 0,
+        copy_kernel: str = "softmax",
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -378,7 +379,7 @@ class STDiT(ModelMixin, ConfigMixin):
         self.reference_embedder = ContextReference(in_channels, hidden_size, p, pt) if context_reference else None
         self.final_layer = FinalLayer(hidden_size, pt * p * p * in_channels)
         self.refiner = ConvRefiner(in_channels, refiner_channels, refiner_layers) if refiner_channels else None
-        self.copier = KernelCopy(hidden_size, copy_radius, p, pt) if copy_radius else None
+        self.copier = KernelCopy(hidden_size, copy_radius, p, pt, copy_kernel) if copy_radius else None
         self._pos_cache: dict = {}
         self.gradient_checkpointing = False
         self.initialize_weights()

@@ -56,8 +56,7 @@ def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_te
 
     With ``allow_missing_temporal`` (video from image, or a video model gaining a context embedder), the
     zero-started parts -- temporal and clip sub-layers, the context embedder and reference, the refiner, the copy
-    path -- may be
-    missing and keep their init.
+    path -- may be missing and keep their init.
     """
     allowed = check_keys(model, state, source, allow_missing_temporal)
     model.load_state_dict({k: v for k, v in state.items()}, strict=False)

@@ -477,8 +477,9 @@ def test_bilinear_copy_moves_the_nearest_context_frame_by_its_predicted_offset()
     taps = bilinear_taps(torch.tensor([[[[0.3]]]], dtype=torch.float64), 2)[0, :, 0, 0, 0]
     d = 2 * torch.tanh(torch.tensor(0.15, dtype=torch.float64))
     torch.testing.assert_close(taps, torch.stack([0 * d, 0 * d, 1 - d, d, 0 * d]))  # weights sum to 1, mean = d
-    with pytest.raises(ValueError, match="unknown copy_kernel 'gauss'"):
-        tiny_model(copy_radius=2, copy_kernel="gauss")
+    for radius in (0, 2):  # refused with the path off too: a typo is not silently a model without it
+        with pytest.raises(ValueError, match="unknown copy_kernel 'gauss'"):
+            tiny_model(copy_radius=radius, copy_kernel="gauss")
 
 
 def test_context_summary_starts_at_zero_and_carries_only_the_context_frames_content():

@@ -10,15 +10,17 @@ other way round: a predicted kernel per output pixel gathers it from a reference
 redraw. Here, with the nearest context frame as the reference (``nearest_context``) and a separable kernel of
 2R + 1 taps per axis:
 
-    copy(y, x) = sum_ij kv_i(y, x) kh_j(y, x) ref(y + i - R, x + j - R)      kv, kh: softmax over the 2R + 1 taps
+    copy(y, x) = sum_ij kv_i(y, x) kh_j(y, x) ref(y + i - R, x + j - R)      kv, kh: the 2R + 1 taps per axis
                                                                               (ref's border continues outside it)
     out' = out + m (copy - out)                                               m: a per-pixel gate
 
-Kernels and gate come from their own output head on the last block's tokens; the head starts with zero weights, the
-gate closed (m = 0) and the kernels leaning on their centre tap, so a trained model gains the path without changing
+The taps are a softmax of predicted logits (``copy_kernel=softmax``) or the two taps around a predicted offset
+(``bilinear``: bilinear sampling at a displacement). Kernels and gate come from their own output head on the last block's tokens; the head starts with zero weights, the
+gate closed (m = 0) and the kernels copying in place, so a trained model gains the path without changing
 its function. Rows without context frames, and per-clip times, get no copy. Every operation has forward-mode AD (the
 MeanFlow JVP runs through it). The kernels' gradient is proportional to the gate: trained by the loss alone, a
-network may shut the gate before the kernels learn where to look (measured, docs/experiments.md, session 23).
+network may shut the gate before the kernels learn where to look (measured, docs/experiments.md, sessions 23-24;
+``method.copy_loss`` trains them whatever the gate).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class KernelCopy(nn.Module):
             kh = torch.softmax(maps[:, K:2 * K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): horizontal taps
         else:
             kv, kh = (bilinear_taps(maps[:, i].to(wide), R).to(z.dtype) for i in (0, 1))  # (B, K, T, H, W) each
-        ref = nearest_frames(z, clean)  # (B, C, T, H, W)
+        ref = nearest_frames(z, nearest_context(clean))  # (B, C, T, H, W)
         # Outside the frame is its border, not zero: a shifted frame's background stays background (zeros are grey
         # in [-1, 1] pixels; with zero padding the true shift of a moving digit scores below the redraw, session 24).
         ref = F.pad(rearrange(ref, "b c t h w -> (b t) c h w"), (R, R, R, R), mode="replicate")  # (B*T, C, H+2R, W+2R)
@@ -121,7 +123,7 @@ def nearest_context(clean: torch.Tensor) -> torch.Tensor:
     return dist.argmin(dim=-1)
 
 
-def nearest_frames(z: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """Every frame's nearest context frame: z (B, C, T, H, W), clean (B, T) bool -> (B, C, T, H, W)."""
-    src = nearest_context(clean)  # (B, T)
+def nearest_frames(z: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """Every frame's nearest context frame: z (B, C, T, H, W), src (B, T) its index (``nearest_context``) ->
+    (B, C, T, H, W)."""
     return einsum(F.one_hot(src, z.shape[2]).to(z.dtype), z, "b t s, b c s h w -> b c t h w")

@@ -40,7 +40,7 @@ from einops import einsum, rearrange, repeat
 from torch import nn
 
 from .attention import Attention
-from .copy import KernelCopy, nearest_context, nearest_frames
+from .copy import COPY_KERNELS, KernelCopy, nearest_context, nearest_frames
 from .embeddings import LabelEmbedder, TimestepEmbedder, rope_3d, sincos_1d, sincos_2d
 from .linear import Linear, under_forward_ad
 from .refiner import ConvRefiner
@@ -211,7 +211,7 @@ class ContextReference(nn.Module):
         # z: (B, C, T, H, W); clean: (B, T) bool, True on context frames -> (B, T', N, D)
         B, _, T, H, W = z.shape
         src = nearest_context(clean)  # (B, T)
-        ref = nearest_frames(z, clean)  # (B, C, T, H, W)
+        ref = nearest_frames(z, src)  # (B, C, T, H, W)
         offset = (torch.arange(T, device=z.device) - src).to(z.dtype) / T  # (B, T)
         offset = offset[:, None, :, None, None].expand(B, 1, T, H, W)
         has = clean.any(dim=1).to(z.dtype)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
@@ -356,6 +356,8 @@ class STDiT(ModelMixin, ConfigMixin):
                              f"{refiner_channels} and {refiner_layers}")
         if context_reference and not temporal:
             raise ValueError("context_reference gives each frame its nearest context frame: it needs a video model")
+        if copy_kernel not in COPY_KERNELS:
+            raise ValueError(f"unknown copy_kernel {copy_kernel!r}; choose one of {COPY_KERNELS}")
         if copy_radius < 0 or (copy_radius and not temporal):
             raise ValueError(f"copy_radius copies from the nearest context frame: it needs a video model and a "
                              f"radius >= 0 (0: none), got {copy_radius} (temporal={temporal})")
@@ -576,9 +578,9 @@ class STDiT(ModelMixin, ConfigMixin):
         out = rearrange(
             self.final_layer(x, c), "b t (h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", h=hp, w=wp, pt=pt, ph=p, pw=p
         )  # (B, C, T, H, W)
-        t_full = torch.as_tensor(t, device=z.device)
-        if self.copier is not None and t_full.ndim == 2:  # per-frame times mark the context frames
-            out = self.copier(x, out, z, context_frames(t_full, torch.as_tensor(r, device=z.device)))
+        if self.copier is not None and torch.as_tensor(t).ndim == 2:  # per-frame times mark the context frames
+            out = self.copier(x, out, z, context_frames(torch.as_tensor(t, device=z.device),
+                                                        torch.as_tensor(r, device=z.device)))
         if self.refiner is not None:
             out = self.refiner(out, z, _per_frame(t, z.shape[0], z.device), _per_frame(r, z.shape[0], z.device))
         if self.config.prediction == "x":

@@ -5,8 +5,8 @@ squared error against the true frames (x-prediction: x_hat = z - t u), the regre
 
 If glyph match climbs towards a true continuation's 1.0, the network can copy and the MeanFlow objective is what
 does not teach it; if it levels off near the redraw (~0.86-0.90), the limit is the network's. Scored every
-``--eval-every`` steps on held-out clips with the probe_copy.py jump (glyph match by distance, class kept,
-trajectory error). Not a training recipe: it trains nothing but this one jump.
+``--eval-every`` steps on held-out clips with the probe_copy.py jump (glyph match and sharpness by distance, class
+kept, trajectory error). Not a training recipe: it trains nothing but this one jump.
 
     python scripts/probe_regression.py [--checkpoint DIR] [--steps 1000] [--lr 3e-4] [--n 200]
                                        [--out results/s23_regression_probe.json] [--save DIR]
@@ -22,7 +22,7 @@ import yaml
 
 from mfvideo.builders import build_model
 from mfvideo.config import from_dict, to_dict
-from mfvideo.eval.digits import DigitSuite, centroids, glyph_match, real_clips
+from mfvideo.eval.digits import DigitSuite, centroids, glyph_match, real_clips, sharpness
 from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.train.loop import param_groups
 from mfvideo.weights import load_into
@@ -51,15 +51,18 @@ def score(pipe, clips, labels, suite) -> dict:
     hook = net.copier.register_forward_pre_hook(lambda m, args: seen.update(args=args)) if net.copier else None
     new = np.asarray(codec.decode_frames(one_call(net, x, noise)[:, :, GIVEN:]))  # (n, 4, H, W, 3)
     g = glyph_match(clips[:, GIVEN - 1], new)  # (n, 4)
+    sharp = sharpness(clips[:, GIVEN - 1], new)  # (n, 4): blur, which glyph match does not see
     out = {"glyph_match": float(g.mean()), "glyph_by_distance": np.round(g.mean(0), 3).tolist(),
+           "sharpness": float(sharp.mean()), "sharpness_by_distance": np.round(sharp.mean(0), 3).tolist(),
            "class_kept": float((suite.clip_class(new) == labels).mean()),
            "trajectory_error": float(np.linalg.norm(centroids(new) - centroids(clips[:, GIVEN:]), axis=-1).mean())}
     if hook is not None:
         hook.remove()
         tokens, _, z, clean = seen["args"]
         copy, gate = net.copier.copy_and_gate(tokens, z, clean)  # (n, C, 8, h, w), (n, 1, 8, h, w)
-        g = glyph_match(clips[:, GIVEN - 1], np.asarray(codec.decode_frames(copy[:, :, GIVEN:])))
-        out["copy_glyph_by_distance"] = np.round(g.mean(0), 3).tolist()  # the copy alone, before the gate
+        copied = np.asarray(codec.decode_frames(copy[:, :, GIVEN:]))  # (n, 4, H, W, 3)
+        out["copy_glyph_by_distance"] = np.round(glyph_match(clips[:, GIVEN - 1], copied).mean(0), 3).tolist()
+        out["copy_sharpness_by_distance"] = np.round(sharpness(clips[:, GIVEN - 1], copied).mean(0), 3).tolist()
         out["gate_by_distance"] = [round(float(gate[:, :, f].mean()), 3) for f in range(GIVEN, GIVEN + NEW)]
     net.train(was)
     return out
@@ -90,6 +93,9 @@ def main():
     p.add_argument("--copy-loss", type=float, default=0.0,
                    help="also regress an added copy path's copy itself (weight), so its kernels learn where to look "
                         "whatever the gate")
+    p.add_argument("--train-only", nargs="*", default=None, metavar="PREFIX",
+                   help="train only the parameters whose names start with these prefixes (e.g. copier): the rest of "
+                        "the network frozen, so the model's field is unchanged wherever the trained part is off")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -124,6 +130,10 @@ def main():
     train = codec.encode_frames(real_clips(a.train_clips, "train", **kw, seed=d.seed)[0], d.channels)  # (N, C, 8, h, w)
     suite = DigitSuite.load()
     net.train()
+    if a.train_only is not None:
+        for name, q in net.named_parameters():
+            q.requires_grad_(any(name.startswith(k) for k in a.train_only))
+        print(f"training {sum(q.numel() for q in net.parameters() if q.requires_grad):,} parameters", flush=True)
     scales = {k: float(v) for k, v in (item.split("=", 1) for item in a.lr_scale)}
     opt = torch.optim.AdamW(param_groups(net, a.lr, scales), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / 50, 1.0) * (1 - s / max(a.steps, 1)))
@@ -146,7 +156,7 @@ def main():
             loss = loss + a.copy_loss * (copy - x)[:, :, GIVEN:].pow(2).sum(dim=(1, 2, 3, 4)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([q for q in net.parameters() if q.requires_grad], 1.0)
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))

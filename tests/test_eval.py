@@ -233,3 +233,28 @@ def test_glyph_match_scores_the_same_handwriting_moved_as_one_and_others_lower()
     moved = np.zeros_like(clips[:, :1])
     moved[:, 0, 8:] = clips[:, 3, :8]
     assert glyph_match(clips[:, 3], moved, max_shift=0).mean() < glyph_match(clips[:, 3], moved).mean()
+
+
+def test_sharpness_is_one_for_sharp_glyphs_whoever_wrote_them_and_falls_with_blur():
+    """sharpness tells blur from handwriting, which glyph_match cannot: the true next frames and another writer's
+    digit score ~1, a blur of the true frames well below, falling with its width, and more than glyph_match does."""
+    from mfvideo.eval.digits import glyph_match, real_clips, sharpness
+
+    clips, labels = real_clips(100, "test", 8)
+    true = sharpness(clips[:, 3], clips[:, 4:])
+    assert true.shape == (100, 4) and abs(true.mean() - 1) < 0.03
+    other = np.stack([clips[next(j for j in range(100) if j != i and labels[j] == labels[i]), 4:] for i in range(50)])
+    assert abs(sharpness(clips[:50, 3], other).mean() - 1) < 0.1
+
+    def blur(frames: np.ndarray, passes: int) -> np.ndarray:  # a 3 x 3 box blur, repeated
+        x = frames.astype(np.float32)
+        for _ in range(passes):
+            pad = np.pad(x, [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)], mode="edge")
+            x = sum(pad[..., dy:dy + x.shape[-3], dx:dx + x.shape[-2], :] for dy in range(3) for dx in range(3)) / 9
+        return x.round().astype(np.uint8)
+
+    once, twice = sharpness(clips[:, 3], blur(clips[:, 4:], 1)).mean(), sharpness(clips[:, 3], blur(clips[:, 4:], 2)).mean()
+    assert twice < once < 0.6
+    # glyph match rates the blurred true glyph above another writer's sharp one; sharpness puts it far below
+    assert glyph_match(clips[:50, 3], blur(clips[:50, 4:], 1)).mean() > glyph_match(clips[:50, 3], other).mean()
+    assert sharpness(clips[:50, 3], blur(clips[:50, 4:], 1)).mean() < sharpness(clips[:50, 3], other).mean() - 0.4

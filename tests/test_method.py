@@ -814,7 +814,7 @@ def test_gpu_graphed_jvp_replays_the_eager_jvp_in_bf16_through_optimizer_steps(o
 def test_copy_loss_adds_the_copy_paths_regression_on_context_rows_and_reaches_kernels_behind_a_closed_gate():
     """method.copy_loss adds, per row with context frames, the squared error of the copy path's copy on the new
     frames (adaptively weighted like the main loss) from every forward with grad: the MeanFlow rows' at their own
-    times and the one-step rows' at (1, 0). Behind a closed gate the main loss gives the kernels no gradient, the copy
+    times and the one-step rows' at (1, 0); with copy_loss_rows=jump, the one-step rows' only. Behind a closed gate the main loss gives the kernels no gradient, the copy
     loss does. It needs a copy path and the detached JVP."""
     from mfvideo.config import ConfigError, load_config
     from mfvideo.method.meanflow import catching_copies
@@ -845,6 +845,13 @@ def test_copy_loss_adds_the_copy_paths_regression_on_context_rows_and_reaches_ke
     err = (((copy - x) ** 2) * gen[:, None, :, None, None]).sum(dim=(1, 2, 3, 4))[mask.any(dim=1)]
     torch.testing.assert_close(loss - base, 0.7 * (err / (err.detach() + 0.01)).sum() / B)
     torch.testing.assert_close(logs["loss_copy"], err.detach().mean())
+    # copy_loss_rows=jump: the one-step rows' copies only
+    jump, logs = MeanFlow(split_consistency=0.5, copy_loss=0.7, copy_loss_rows="jump").loss(
+        net, x, **kw, generator=torch.Generator().manual_seed(3))
+    err = (((copy - x) ** 2) * gen[:, None, :, None, None]).sum(dim=(1, 2, 3, 4))[mask.any(dim=1) & split]
+    assert 0 < err.numel() < int(mask.any(dim=1).sum())
+    torch.testing.assert_close(jump - base, 0.7 * (err / (err.detach() + 0.01)).sum() / B)
+    torch.testing.assert_close(logs["loss_copy"], err.detach().mean())
 
     closed = tiny_model(depth=1, prediction="x", copy_radius=2).double()  # a trained model gaining the path
     closed.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("copier.")}, strict=False)
@@ -857,3 +864,5 @@ def test_copy_loss_adds_the_copy_paths_regression_on_context_rows_and_reaches_ke
         load_config("configs/tiny.yaml", ["method.copy_loss=1"])
     with pytest.raises(ConfigError, match="copy_loss .* needs jvp_mode='detached'"):
         load_config("configs/tiny.yaml", ["model.copy_radius=2", "method.copy_loss=1", "method.jvp_mode=fused"])
+    with pytest.raises(ConfigError, match="copy_loss_rows='jump' .* needs split_consistency or split_context"):
+        load_config("configs/tiny.yaml", ["model.copy_radius=2", "method.copy_loss=1", "method.copy_loss_rows=jump"])

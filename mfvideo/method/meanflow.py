@@ -33,6 +33,7 @@ from .samplers import meanflow_sample  # the pipeline's 1-NFE window, for self-m
 
 
 NULL_CLASS = -1  # label of the unconditional (dropped) class
+COPY_LOSS_ROWS = ("all", "jump")
 
 
 def bcast(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +127,9 @@ class MeanFlow:
         trained by the main loss alone shuts before the kernels learn where to look (docs/experiments.md, sessions
         23-24); this loss teaches them where whatever the gate. It reads the copies of the forwards with grad (the
         MeanFlow rows' and the one-step rows'), so it needs ``jvp_mode='detached'``. 0: off.
+    copy_loss_rows: which rows' copies ``copy_loss`` regresses: ``all`` (every row with context) or ``jump`` (the
+        one-step rows only, ``split_consistency`` / ``split_context``: the sampler's jump from pure noise, where the
+        displacement must be read off the context frames; at lower t a new frame's own noisy pixels tell it).
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -154,6 +158,7 @@ class MeanFlow:
     split_own_weight: bool = False
     noise_frame_correlation: float = 0.0
     copy_loss: float = 0.0
+    copy_loss_rows: str = "all"
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
@@ -182,6 +187,11 @@ class MeanFlow:
             raise ValueError(f"noise_frame_correlation must lie in [0, 1), got {self.noise_frame_correlation}")
         if self.copy_loss < 0:
             raise ValueError(f"copy_loss must be >= 0, got {self.copy_loss}")
+        if self.copy_loss_rows not in COPY_LOSS_ROWS:
+            raise ValueError(f"unknown copy_loss_rows {self.copy_loss_rows!r}; choose one of {COPY_LOSS_ROWS}")
+        if self.copy_loss and self.copy_loss_rows == "jump" and not self.splits:
+            raise ValueError("copy_loss_rows='jump' regresses the copies of the one-step rows: it needs "
+                             "split_consistency or split_context > 0")
         if self.copy_loss and self.jvp_mode != "detached":
             raise ValueError("copy_loss reads the copies of the forwards with grad: it needs jvp_mode='detached'")
         if self.cfg_t_start > self.cfg_t_end:
@@ -373,7 +383,7 @@ class MeanFlow:
 
         logs = {"loss_unweighted": per_sample.detach().mean(), "loss": loss.detach()}
         if caught is not None:
-            loss, logs = self.add_copy_loss(loss, logs, caught, called, x, gen)
+            loss, logs = self.add_copy_loss(loss, logs, caught, called, x, gen, jump=split is not None)
         fm = (t == r) if split is None else (t == r) & ~split  # (B,) rows with r = t
         if neq.any() and fm.any():
             logs["loss_mf"] = per_sample.detach()[neq].mean()  # rows with r != t
@@ -383,14 +393,16 @@ class MeanFlow:
         return loss, logs
 
     # ----------------------------------------------------------------------------------------------------
-    def add_copy_loss(self, loss, logs, caught, called, x, gen):
+    def add_copy_loss(self, loss, logs, caught, called, x, gen, jump: bool):
         """loss + copy_loss x the adaptively weighted squared error of the caught copies on the new frames of the
         rows with context (see ``copy_loss``); ``caught``: (copy, clean) per forward with grad, ``called``: each
-        forward's rows of x."""
+        forward's rows of x; ``jump``: whether the last forward is the one-step rows'."""
         if len(caught) != len(called):
             raise RuntimeError(f"copy_loss: {len(called)} forwards with grad, {len(caught)} copies caught (does the "
                                f"network have a copy path, model.copy_radius?)")
         errs = []
+        if self.copy_loss_rows == "jump":  # the one-step rows' forward only
+            caught, called = ([caught[-1]], [called[-1]]) if jump else ([], [])
         for (copy, clean), idx in zip(caught, called):
             keep = clean.any(dim=1)  # (n,) rows with context: the copy path is on
             err = (copy - x[idx]) ** 2 * bcast(gen[idx], copy)  # (n, C, T, ...): new frames only

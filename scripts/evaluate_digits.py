@@ -26,7 +26,7 @@ from mfvideo.pipeline import MFVideoPipeline
 
 COLS = ["fd", "class_accuracy", "identity", "glyph_consistency", "speckle", "jerk", "identity_kept", "glyph_match", "trajectory_error",
         "trajectory_error_static_baseline", "seconds_per_clip"]
-CONTEXT_COLS = ["context_noise", "frames_per_window", "extension_identity_kept", "extension_accuracy_by_distance", "extension_glyph_match",
+CONTEXT_COLS = ["context_noise", "frames_per_window", "extension_identity_kept", "extension_accuracy_by_distance", "extension_glyph_match", "extension_sharpness",
                 "interpolation_midpoint_accuracy", "interpolation_midpoint_glyph_match", "long_identity_kept_last_window",
                 "long_window_glyph_match", "long_seam_flicker", "long_window_brightness"]
 READ_COLS = ["read_label_accuracy", "read_label_extension_identity_kept", "read_label_extension_accuracy_by_distance",

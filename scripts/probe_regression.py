@@ -96,6 +96,8 @@ def main():
     p.add_argument("--train-only", nargs="*", default=None, metavar="PREFIX",
                    help="train only the parameters whose names start with these prefixes (e.g. copier): the rest of "
                         "the network frozen, so the model's field is unchanged wherever the trained part is off")
+    p.add_argument("--snap", action="store_true",
+                   help="score a copy path snapped: each pixel's taps to one whole move, its gate to 0 or 1")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -124,6 +126,8 @@ def main():
         pipe = MFVideoPipeline(net, pipe.vae, cfg, pipe.labels)
         print(f"network: {sum(q.numel() for q in pipe.transformer.parameters()):,} parameters", flush=True)
     d, net, codec = pipe.cfg.data, pipe.transformer, pipe.codec
+    if a.snap:
+        net.copier.snap = True
     kw = dict(num_frames=GIVEN + NEW, resolution=d.resolution, digit_size=d.digit_size, speed=d.speed)
     test, test_labels = real_clips(a.n, "test", **kw, seed=d.seed + 4)
     axis, axis_labels = real_clips(a.n, "test", **kw, seed=d.seed + 4, angle=lambda i: (i % 4) * np.pi / 2)

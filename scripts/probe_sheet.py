@@ -3,7 +3,8 @@ same held-out clips and noise, for looking at: per clip the true clip, then each
 
     python scripts/probe_sheet.py [CHECKPOINT ...] [--n 8] [--axis] [--scale 4] --out results/s24_sheet.png
 
-No checkpoint: the bundled model alone; ``bundled`` names it among others.
+No checkpoint: the bundled model alone; ``bundled`` names it among others; ``DIR@snap``: that model with its copy
+path snapped (each pixel's taps to one whole move, the gate to 0 or 1).
 """
 
 import argparse
@@ -26,7 +27,12 @@ def main():
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    pipes = [MFVideoPipeline.from_pretrained(None if c == "bundled" else c) for c in a.checkpoints]
+    pipes = []
+    for c in a.checkpoints:  # DIR@snap: a copy path's taps and gate snapped (scripts/probe_regression.py --snap)
+        path = c.removesuffix("@snap")
+        pipes.append(MFVideoPipeline.from_pretrained(None if path == "bundled" else path))
+        if c.endswith("@snap"):
+            pipes[-1].transformer.copier.snap = True
     d = pipes[0].cfg.data
     angle = (lambda i: (i % 4) * np.pi / 2) if a.axis else None
     clips, _ = real_clips(a.n, "test", GIVEN + NEW, d.resolution, d.digit_size, d.speed, seed=d.seed + 4, angle=angle)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ..frames import grey
-from .digits import DigitSuite, glyph_match, real_clips
+from .digits import DigitSuite, glyph_match, real_clips, sharpness
 
 
 def evaluate_pipeline(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
@@ -85,6 +85,8 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     - ``*glyph_match*`` (``digits.glyph_match``): the new frames against the given frame's handwriting, 1 for a
       true continuation; the same digit by another writer scores ~0.85, another digit ~0.67, a blur of sigma 0.8
       px ~0.92 (held-out clips).
+    - ``extension_sharpness*`` (``digits.sharpness``): the new frames' edge energy per unit ink over the given
+      frame's; ~1 for sharp glyphs, a true continuation or not, 0.33 for that 0.8 px blur. Read with glyph match.
     """
     cfg = pipe.cfg.data
     T = pipe.window
@@ -97,6 +99,9 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     glyph = glyph_match(clips[:, k - 1], ext[:, k:])  # (n, T): same handwriting as the last context frame?
     out["extension_glyph_match_by_distance"] = np.round(glyph.mean(axis=0), 4).tolist()
     out["extension_glyph_match"] = float(glyph.mean())
+    sharp = sharpness(clips[:, k - 1], ext[:, k:])  # (n, T): blur, which glyph match rates as handwriting
+    out["extension_sharpness_by_distance"] = np.round(sharp.mean(axis=0), 4).tolist()
+    out["extension_sharpness"] = float(sharp.mean())
 
     given = clips[:, [0, T - 1]]
     mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames

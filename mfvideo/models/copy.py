@@ -56,6 +56,7 @@ class KernelCopy(nn.Module):
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.head = Linear(dim, temporal_patch_size * patch_size * patch_size * self.maps)
         self.caught: list | None = None  # set by method.meanflow.catching_copies: (copy, clean) of forwards with grad
+        self.snap = False  # sampling only: each pixel's taps snapped to one whole move, the gate to 0 or 1 (no blend)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -90,6 +91,10 @@ class KernelCopy(nn.Module):
             kh = torch.softmax(maps[:, K:2 * K].to(wide), dim=1).to(z.dtype)  # (B, K, T, H, W): horizontal taps
         else:
             kv, kh = (bilinear_taps(maps[:, i].to(wide), R).to(z.dtype) for i in (0, 1))  # (B, K, T, H, W) each
+        gate = maps[:, -1:]  # (B, 1, T, H, W)
+        if self.snap:  # the strongest tap per axis (bilinear: the nearer whole move), the gate open or shut
+            kv, kh = (F.one_hot(k.argmax(dim=1), K).movedim(-1, 1).to(z.dtype) for k in (kv, kh))
+            gate = (gate > 0.5).to(gate.dtype)
         ref = nearest_frames(z, nearest_context(clean))  # (B, C, T, H, W)
         # Outside the frame is its border, not zero: a shifted frame's background stays background (zeros are grey
         # in [-1, 1] pixels; with zero padding the true shift of a moving digit scores below the redraw, session 24).
@@ -97,7 +102,7 @@ class KernelCopy(nn.Module):
         windows = F.unfold(ref, K)  # (B*T, C*K*K, H*W)
         windows = rearrange(windows, "(b t) (c i j) (h w) -> b c i j t h w", b=B, c=C, i=K, h=H)
         copy = einsum(windows, kv, kh, "b c i j t h w, b i t h w, b j t h w -> b c t h w")  # (B, C, T, H, W)
-        return copy, maps[:, -1:]
+        return copy, gate
 
 
 def bilinear_taps(raw: torch.Tensor, radius: int) -> torch.Tensor:

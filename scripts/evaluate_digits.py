@@ -26,7 +26,7 @@ from mfvideo.pipeline import MFVideoPipeline
 
 COLS = ["fd", "class_accuracy", "identity", "glyph_consistency", "speckle", "jerk", "identity_kept", "glyph_match", "trajectory_error",
         "trajectory_error_static_baseline", "seconds_per_clip"]
-CONTEXT_COLS = ["context_noise", "frames_per_window", "extension_identity_kept", "extension_accuracy_by_distance", "extension_glyph_match", "extension_sharpness",
+CONTEXT_COLS = ["context_noise", "frames_per_window", "motion_copy", "extension_identity_kept", "extension_accuracy_by_distance", "extension_glyph_match", "extension_sharpness", "extension_trajectory_error",
                 "interpolation_midpoint_accuracy", "interpolation_midpoint_glyph_match", "long_identity_kept_last_window",
                 "long_window_glyph_match", "long_seam_flicker", "long_window_brightness"]
 READ_COLS = ["read_label_accuracy", "read_label_extension_identity_kept", "read_label_extension_accuracy_by_distance",
@@ -55,6 +55,8 @@ def main():
                    help="levels of noise on the model's own frames as context (default: the model's own)")
     p.add_argument("--frames-per-window", type=int, nargs="+", default=[None],
                    help="new frames kept per extension window (the pipeline's frames_per_window; default: all)")
+    p.add_argument("--motion-copy", type=int, nargs="+", default=[0],
+                   help="the pipeline's motion_copy radii for the extensions (0: off)")
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args()
     torch.manual_seed(0)
@@ -69,17 +71,19 @@ def main():
         runs += [("euler", s, f"Euler {s}") for s in a.euler_steps]
         for sampler, s, name in runs:
             generation = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler)
-            for level, keep in itertools.product(a.context_noise, a.frames_per_window):
+            for level, keep, copy in itertools.product(a.context_noise, a.frames_per_window, a.motion_copy):
                 if level is not None:
                     pipe.cfg.sample.context_noise = level  # the default of every extension below
                 row = dict(generation)
                 row.update(evaluate_context(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames,
-                                            frames_per_window=keep))
+                                            frames_per_window=keep, motion_copy=copy))
+                row["motion_copy"] = copy
                 if a.read_label:
                     row.update(evaluate_read_label(pipe, suite, a.n, steps=s, sampler=sampler,
                                                    long_frames=a.long_frames))
                 key = (f"{label}, {name}" + ("" if level is None else f", context noise {level:g}")
-                       + ("" if keep is None else f", {keep} kept per window"))
+                       + ("" if keep is None else f", {keep} kept per window")
+                       + (f", motion copy {copy}" if copy else ""))
                 rows[key] = row
                 print(f"{key}: done", flush=True)
     untrained = MFVideoPipeline.from_pretrained(checkpoints[0][1])
@@ -102,7 +106,7 @@ def main():
     print("|---" * (len(CONTEXT_COLS) + 1) + "|")
     for name, r in rows.items():
         if "extension_identity_kept" in r:
-            print(f"| {name} | " + " | ".join(_fmt(r[c]) for c in CONTEXT_COLS) + " |")
+            print(f"| {name} | " + " | ".join(_fmt(r.get(c)) for c in CONTEXT_COLS) + " |")
     if a.read_label:
         print("\n| clips | " + " | ".join(READ_COLS) + " |")
         print("|---" * (len(READ_COLS) + 1) + "|")

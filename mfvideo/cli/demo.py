@@ -2,8 +2,9 @@
 
 Writes one generated clip per digit (mp4), a contact sheet of them, three held-out real clips (their first frames
 only) extended by the model twice, with no label (its context reader reads the class inside the one call per
-window) and with the class a diffusion classifier reads off the frames first (``infer_label``), and a sheet
-comparing both extensions with the true continuation. Past the first window, each window keeps its first
+window) and with the class a diffusion classifier reads off the frames first (``infer_label``), a third time with
+no label and ``motion_copy`` (every new frame the last context frame explains, moved by whole pixels, becomes that
+moved frame: the given handwriting kept), and a sheet comparing the extensions with the true continuation. Past the first window, each window keeps its first
 ``--frames-per-window`` new frames (default 1 with a per-frame codec, as the bundled model's: one network call per
 new frame, its steadiest clips; 4 keeps whole windows, a quarter of the calls; README "Frames kept per window" and
 "Generating past the window").
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import ArgumentParser, check_output_dir, positive_int, user_errors
+from . import ArgumentParser, check_output_dir, non_negative_int, positive_int, user_errors
 
 
 @user_errors
@@ -26,6 +27,8 @@ def main(argv=None):
     p.add_argument("--frames-per-window", type=positive_int, default=None,
                    help="new frames kept per window past the first (default 1 with a per-frame codec: one call per "
                         "new frame; whole windows with a causal video VAE)")
+    p.add_argument("--motion-copy", type=non_negative_int, default=4, metavar="R",
+                   help="the third extension's motion_copy radius in latent pixels (default 4; 0: no third extension)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     check_output_dir(args.out)
@@ -68,14 +71,21 @@ def main(argv=None):
         save_video(ext_read.frames[0], out / "extended" / f"extended_{i}_read_class.mp4", fps=gen.fps)
         read.append("-" if ext_read.class_labels is None else str(int(ext_read.class_labels[0])))
         rows += [clip, ext.frames[0], ext_read.frames[0]]
+        if args.motion_copy:
+            ext_copy = pipe.extend(src, num_new_frames=16, context_frames=k, seed=args.seed, output_type="uint8",
+                                   frames_per_window=n, motion_copy=args.motion_copy)
+            save_video(ext_copy.frames[0], out / "extended" / f"extended_{i}_motion_copy.mp4", fps=gen.fps)
+            rows.append(ext_copy.frames[0])
     t_ext = time.perf_counter() - t0
     save_image(grid(np.stack(rows)), out / "extended.png")
     windows = 1 + -(-max(args.num_frames - pipe.window, 0) // per)
     print(f"generated 10 clips x {args.num_frames} frames ({windows} network calls per clip, batched) in {t_gen:.2f} s")
     print(f"extended 3 held-out clips by 16 frames from {k} context frames ({-(-16 // per)} calls each, "
-          f"{per} new frame(s) kept per window), twice, in {t_ext:.2f} s; classes read off the context: {', '.join(read)}")
+          f"{per} new frame(s) kept per window), {'three times' if args.motion_copy else 'twice'}, in {t_ext:.2f} s; "
+          f"classes read off the context: {', '.join(read)}")
+    third = f", then with no label and motion_copy={args.motion_copy}" if args.motion_copy else ""
     print(f"wrote {out}/generated.png, {out}/extended.png (rows: true clip, then input + extension with no label, "
-          f"then with the class infer_label read off the input) and the mp4s")
+          f"then with the class infer_label read off the input{third}) and the mp4s")
     return 0
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import ArgumentParser, check_output_file, device, positive_float, positive_int, user_errors
+from . import (ArgumentParser, check_output_file, device, non_negative_float, non_negative_int, positive_float,
+               positive_int, user_errors)
 
 
 @user_errors
@@ -31,6 +32,12 @@ def main(argv=None):
     p.add_argument("--reread-context", action="store_true",
                    help="a model with a context reader reads every window's own context instead of holding what it "
                         "read off the input (for videos whose content changes)")
+    p.add_argument("--motion-copy", type=non_negative_int, default=0, metavar="R",
+                   help="every new frame that the window's last context frame, moved by up to R whole latent pixels, explains "
+                        "(RMS difference <= --motion-copy-tol) becomes that moved frame: the given content kept sharp "
+                        "where the network only moved it (0: off, the default)")
+    p.add_argument("--motion-copy-tol", type=non_negative_float, default=0.4,
+                   help="latent RMS difference up to which a moved context frame explains a new frame (default 0.4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None)
     p.add_argument("--device", type=device, default="cpu")
@@ -49,7 +56,8 @@ def main(argv=None):
     out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
                       class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
                       sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
-                      reread_context=args.reread_context, frames_per_window=args.frames_per_window)
+                      reread_context=args.reread_context, frames_per_window=args.frames_per_window,
+                      motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol)
     if out.class_labels is not None and int(out.class_labels[0]) >= 0:
         c = str(int(out.class_labels[0]))
         print(f"class read from the context: {c} ({pipe.labels.get(c, c)})")

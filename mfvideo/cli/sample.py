@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import ArgumentParser, check_output_dir, device, positive_float, positive_int, user_errors
+from . import (ArgumentParser, check_output_dir, device, non_negative_float, non_negative_int, positive_float,
+               positive_int, user_errors)
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
 MAX_CLIPS = 100_000  # one mp4 each: more is a typo, not a request (1e9 files would fill any disk)
@@ -19,6 +20,12 @@ def main(argv=None):
     p.add_argument("--frames-per-window", type=positive_int, default=None,
                    help="clips longer than the window: keep the first N new frames of every later window and slide by "
                         "N (default: all; as mfvideo-extend)")
+    p.add_argument("--motion-copy", type=non_negative_int, default=0, metavar="R",
+                   help="past the first window, every new frame that the window's last context frame, moved by up to R whole latent pixels, explains "
+                        "(RMS difference <= --motion-copy-tol) becomes that moved frame: the given content kept sharp "
+                        "where the network only moved it (0: off, the default)")
+    p.add_argument("--motion-copy-tol", type=non_negative_float, default=0.4,
+                   help="latent RMS difference up to which a moved context frame explains a new frame (default 0.4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=positive_int, default=None,
                    help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
@@ -56,7 +63,8 @@ def main(argv=None):
         count = min(BATCH, n - start)
         out = pipe.generate(num_frames=args.num_frames, num_clips=count, generator=generator, steps=args.steps,
                             class_labels=None if classes is None else classes[start : start + count],
-                            sampler=args.sampler, frames_per_window=args.frames_per_window)
+                            sampler=args.sampler, frames_per_window=args.frames_per_window,
+                            motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol)
         fps, frames = fps or out.fps, out.frames.shape[1]
         for i, clip in enumerate(out.frames, start):
             label = f"_class{classes[i]}" if classes is not None else ""

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ..frames import grey
-from .digits import DigitSuite, glyph_match, real_clips, sharpness
+from .digits import DigitSuite, centroids, glyph_match, real_clips, sharpness
 
 
 def evaluate_pipeline(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
@@ -66,7 +66,8 @@ def _midpoint_accuracy(acc: np.ndarray) -> float:
 
 
 def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
-                     sampler: str | None = None, long_frames: int = 64, frames_per_window: int | None = None) -> dict:
+                     sampler: str | None = None, long_frames: int = 64, frames_per_window: int | None = None,
+                     motion_copy: int = 0) -> dict:
     """How well generated frames follow unlabelled context, on held-out clips (null label throughout).
 
     - ``extension_accuracy_by_distance``: 4 context + 8 new frames; the share of clips whose new frame at distance
@@ -85,6 +86,8 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     - ``*glyph_match*`` (``digits.glyph_match``): the new frames against the given frame's handwriting, 1 for a
       true continuation; the same digit by another writer scores ~0.85, another digit ~0.67, a blur of sigma 0.8
       px ~0.92 (held-out clips).
+    - ``motion_copy``: the pipeline's option (``pipeline.motion_copy``) for the extensions (not interpolation);
+      ``extension_trajectory_error``: pixels between the new frames' ink centroids and the true clip's.
     - ``extension_sharpness*`` (``digits.sharpness``): the new frames' edge energy per unit ink over the given
       frame's; ~1 for sharp glyphs, a true continuation or not, 0.33 for that 0.8 px blur. Read with glyph match.
     """
@@ -92,7 +95,8 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     T = pipe.window
     k = T // 2
     clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
-    kw = dict(context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8", frames_per_window=frames_per_window)
+    kw = dict(context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8",
+              frames_per_window=frames_per_window, motion_copy=motion_copy)
     ext = pipe.extend(clips[:, :k], num_new_frames=T, **kw).frames
     out = {"context_noise": pipe.resolve_context_noise(None), "frames_per_window": frames_per_window or T - k,
            **_extension_scores(suite, ext[:, k:], labels)}
@@ -102,6 +106,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     sharp = sharpness(clips[:, k - 1], ext[:, k:])  # (n, T): blur, which glyph match rates as handwriting
     out["extension_sharpness_by_distance"] = np.round(sharp.mean(axis=0), 4).tolist()
     out["extension_sharpness"] = float(sharp.mean())
+    out["extension_trajectory_error"] = float(np.linalg.norm(centroids(ext[:, k:]) - centroids(clips[:, k:]), axis=-1).mean())
 
     given = clips[:, [0, T - 1]]
     mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames

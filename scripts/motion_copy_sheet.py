@@ -1,0 +1,47 @@
+"""A sheet of unlabelled extensions with and without ``motion_copy``, for looking at: per held-out clip the true clip,
+the model's extension, and the same extension (same noise) with motion copy; the first frames are the given ones.
+
+    python scripts/motion_copy_sheet.py [--checkpoint DIR] [--n 6] [--new 16] [--frames-per-window 1]
+                                        [--radius 4] --out results/motion_copy_sheet.png
+"""
+
+import argparse
+
+import numpy as np
+from PIL import Image
+
+from mfvideo.eval.digits import real_clips
+from mfvideo.pipeline import MFVideoPipeline
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=None, help="pipeline or checkpoint folder (default: the bundled model)")
+    p.add_argument("--n", type=int, default=6)
+    p.add_argument("--new", type=int, default=16, help="new frames per clip")
+    p.add_argument("--frames-per-window", type=int, default=1)
+    p.add_argument("--radius", type=int, default=4)
+    p.add_argument("--scale", type=int, default=3)
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
+    d, k = pipe.cfg.data, pipe.window // 2
+    clips, _ = real_clips(a.n, "test", k + a.new, d.resolution, d.digit_size, d.speed, seed=d.seed + 4)
+    kw = dict(seed=0, output_type="uint8", frames_per_window=a.frames_per_window)
+    plain = pipe.extend(clips[:, :k], a.new, **kw).frames
+    copied = pipe.extend(clips[:, :k], a.new, motion_copy=a.radius, **kw).frames
+    h, w = clips.shape[2:4]
+    rows = [r for i in range(a.n) for r in (clips[i], plain[i], copied[i])]
+    sheet = np.full((len(rows) * (h + 1) + (a.n - 1) * 3, (k + a.new) * (w + 1), 3), 255, np.uint8)
+    y = 0
+    for r, clip in enumerate(rows):
+        for f in range(k + a.new):
+            sheet[y : y + h, f * (w + 1) : f * (w + 1) + w] = clip[f]
+        y += h + 1 + (3 if r % 3 == 2 else 0)  # a gap between clips
+    img = Image.fromarray(sheet)
+    img.resize((img.width * a.scale, img.height * a.scale), Image.NEAREST).save(a.out)
+    print(f"wrote {a.out}: per clip the true clip, the extension, the extension with motion_copy={a.radius}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Motion-compensated copy (``pipeline.motion_copy``): a generated frame that the frame before it, moved by whole
+pixels, explains becomes that moved frame; any other frame stays the network's, bit for bit."""
+
+import numpy as np
+import pytest
+import torch
+
+from mfvideo.eval.digits import glyph_match, real_clips
+from mfvideo.pipeline.motion_copy import motion_copy
+
+
+def _latents(clips: np.ndarray) -> torch.Tensor:
+    """uint8 (N, T, H, W, 3) -> (N, 1, T, H, W) in [-1, 1], the identity codec's latents of the digits model."""
+    return torch.from_numpy(clips[..., 0].astype(np.float32) / 127.5 - 1)[:, None]
+
+
+def test_a_frame_the_moved_context_frame_explains_becomes_it_and_others_stay():
+    clips, labels = real_clips(40, "test", 8, seed=3)
+    x = _latents(clips)  # (40, 1, 8, 16, 16): digits moving by whole pixels
+    other = next(i for i in range(1, 40) if labels[i] != labels[0])
+    g = torch.Generator().manual_seed(0)
+    near = x[0, :, 5] + 0.1 * torch.randn(x[0, :, 5].shape, generator=g)  # frame 5, redrawn with a small error
+    frames = torch.stack([near, x[other, :, 5], torch.randn(1, 16, 16, generator=g)], dim=1)[None]  # (1, 1, 3, H, W)
+    out, accepted = motion_copy(x[:1, :, 3], frames, radius=4, tol=0.4)
+    assert accepted.tolist() == [[True, False, False]]
+    # exactly frame 5 (frame 3 moved by the digit's two steps) wherever the moved frame 3 covers it -- everywhere
+    # farther than the radius from the border -- and the network's frame in the strip it does not
+    assert torch.equal(out[0, :, 0, 4:-4, 4:-4], x[0, :, 5, 4:-4, 4:-4])
+    assert bool(((out[0, :, 0] == x[0, :, 5]) | (out[0, :, 0] == near)).all())
+    assert glyph_match(clips[:1, 3], clips[:1, 5:6]).item() > 0.999  # (the clip moves by whole pixels)
+    assert torch.equal(out[:, :, 1:], frames[:, :, 1:])  # another digit, noise: the network's frames, untouched
+    # frame to frame: new frames 4..7 each redrawn with a small error, a one-pixel search: all four are the given
+    # frame moved along (from the context frame, the fourth would need four frames' motion within the radius)
+    redrawn = x[:1, :, 4:8] + 0.1 * torch.randn(x[:1, :, 4:8].shape, generator=g)
+    chain, accepted = motion_copy(x[:1, :, 3], redrawn, radius=1, tol=0.4)
+    assert accepted.all() and torch.equal(chain[..., 4:-4, 4:-4], x[:1, :, 4:8, 4:-4, 4:-4])
+    # a tolerance below the redraw's error keeps it; beyond the radius the move is not found
+    assert not motion_copy(x[:1, :, 3], frames, radius=4, tol=0.05)[1][0, 0]
+    far = torch.roll(x[0, :, 3], shifts=(0, 5), dims=(1, 2))
+    assert not motion_copy(x[:1, :, 3], far[None, :, None], radius=2, tol=0.4)[1][0, 0]
+
+
+def test_what_a_move_brings_in_from_outside_stays_the_networks_and_ties_take_the_smaller_move():
+    ref = -torch.ones(1, 1, 10, 10)
+    ref[0, 0, 3:7, 3:6] = 1  # a block
+    frame = -torch.ones(1, 1, 1, 10, 10)
+    frame[0, 0, 0, 3:7, 5:8] = 1  # the block moved right by 2 ...
+    frame[0, 0, 0, :, :2] = 0.3  # ... and the strip it leaves, which ref cannot tell, shows something new
+    out, accepted = motion_copy(ref, frame, radius=3, tol=0.1)
+    assert accepted.item()
+    assert torch.equal(out, frame)  # the moved block where ref covers the frame, the network's strip where not
+    blank = -torch.ones(1, 1, 1, 10, 10)  # every move explains a blank frame: the smallest (none) is taken
+    assert torch.equal(motion_copy(-torch.ones(1, 1, 10, 10), blank, radius=3, tol=0.1)[0], blank)
+    with pytest.raises(ValueError, match="motion_copy needs a radius >= 1"):
+        motion_copy(ref, frame, radius=0, tol=0.1)
+
+
+def test_extend_with_motion_copy_keeps_the_given_handwriting_and_off_changes_nothing():
+    """The bundled model's unlabelled 1-NFE extension redraws the given digit (glyph match ~0.86 to the last given
+    frame); with motion_copy its new frames are that frame moved (~1.0), and motion_copy=0 is the default's output,
+    bit for bit. A bad radius or tolerance is refused with a one-line error."""
+    from mfvideo.pipeline import MFVideoPipeline
+
+    pipe = MFVideoPipeline.from_pretrained()
+    clips, _ = real_clips(12, "test", 12, seed=4)
+    kw = dict(seed=0, output_type="uint8", include_input=False)
+    plain = pipe.extend(clips[:, :4], 8, **kw).frames[:, 4:]
+    assert np.array_equal(pipe.extend(clips[:, :4], 8, motion_copy=0, **kw).frames[:, 4:], plain)
+    copied = pipe.extend(clips[:, :4], 8, motion_copy=4, **kw).frames[:, 4:]
+    assert glyph_match(clips[:, 3], plain).mean() < 0.92
+    assert glyph_match(clips[:, 3], copied).mean() > 0.96
+    for bad in (dict(motion_copy=-1), dict(motion_copy=1.5), dict(motion_copy=2, motion_copy_tol=-0.1)):
+        with pytest.raises(ValueError, match="motion_copy must be a whole number"):
+            pipe.extend(clips[:1, :4], 4, **bad, **kw)

@@ -302,7 +302,8 @@ def test_extend_and_generate_through_a_causal_video_vae():
 
 def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     """The Quick start's first command, on the bundled model: past the first window, its clips keep one new frame
-    per window (the steadiest; README "Frames kept per window") unless told otherwise."""
+    per window (the steadiest; README "Frames kept per window") unless told otherwise; each held-out clip is extended
+    three times, the third with motion_copy (none in generation)."""
     from mfvideo.cli import demo
     from mfvideo.pipeline import MFVideoPipeline
 
@@ -310,19 +311,23 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     for name in ("extend", "generate"):
         real = getattr(MFVideoPipeline, name)
         monkeypatch.setattr(MFVideoPipeline, name, lambda self, *a, _real=real, _name=name, **kw:
-                            kept.append((_name, kw.get("frames_per_window"))) or _real(self, *a, **kw))
+                            kept.append((_name, kw.get("frames_per_window"), kw.get("motion_copy", 0)))
+                            or _real(self, *a, **kw))
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
-    assert kept == [("generate", 1)] + [("extend", 1)] * 6
+    assert kept == [("generate", 1, 0)] + [("extend", 1, 0), ("extend", 1, 0), ("extend", 1, 4)] * 3
     for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4",
-                 "extended/extended_2_read_class.mp4"):
+                 "extended/extended_2_read_class.mp4", "extended/extended_2_motion_copy.mp4"):
         assert (tmp_path / "demo" / name).is_file(), name
-    assert probe(tmp_path / "demo" / "extended" / "extended_0.mp4").num_frames == 4 + 16
-    assert probe(tmp_path / "demo" / "extended" / "extended_0_read_class.mp4").num_frames == 4 + 16
-    # the sheet: 3 clips x (truth, extension with no label, extension with the read class), 20 frames each
+    for name in ("extended_0.mp4", "extended_0_read_class.mp4", "extended_0_motion_copy.mp4"):
+        assert probe(tmp_path / "demo" / "extended" / name).num_frames == 4 + 16
+    # the sheet: 3 clips x (truth, extension with no label, with the read class, with motion copy), 20 frames each
     from PIL import Image
 
     sheet = np.asarray(Image.open(tmp_path / "demo" / "extended.png"))
-    assert sheet.shape[:2] == (9 * (16 + 2) + 2, 20 * (16 + 2) + 2)  # grid(): 2-pixel padding around 16x16 frames
+    assert sheet.shape[:2] == (12 * (16 + 2) + 2, 20 * (16 + 2) + 2)  # grid(): 2-pixel padding around 16x16 frames
+    kept.clear()
+    assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0"]) == 0  # no third extension
+    assert [k for k in kept if k[0] == "extend"] == [("extend", 1, 0)] * 6
 
 
 def test_sampling_draws_the_noise_prior_the_model_was_trained_with(tmp_path):

@@ -86,6 +86,7 @@ CASES = {
     "extend class out of range": E("--class", "10"), "extend class and infer-class": E("--class", "3", "--infer-class"), "extend steps 0": E("--steps", "0"),
     "extend context-noise 1": E("--context-noise", "1"), "extend context-noise nan": E("--context-noise", "nan"),
     "extend device bogus": E("--device", "bogus"), "extend device cuda:7": E("--device", "cuda:7"),
+    "extend motion-copy -1": E("--motion-copy", "-1"), "extend motion-copy-tol nan": E("--motion-copy-tol", "nan"),
     # extend: inputs
     "extend missing input": ["extend", "{w}/missing.mp4", "--num-new-frames", "4", "--out", "{w}/new.mp4"],
     "extend corrupt input": ["extend", "{w}/corrupt.mp4", "--num-new-frames", "4", "--out", "{w}/new.mp4"],
@@ -105,6 +106,7 @@ CASES = {
     "sample num-clips 0": S("--num-clips", "0"), "sample num-clips -1": S("--num-clips", "-1"),
     "sample classes without ids": S("--classes"), "sample classes disagree": S("--classes", "1", "2", "--num-clips", "3"),
     "sample class out of range": S("--classes", "11"), "sample fps 0": S("--fps", "0"),
+    "sample motion-copy 1.5": S("--motion-copy", "1.5"),
     "sample grid of a billion clips": S("--num-clips", "1000000000", "--grid"),
     "sample a billion clips": S("--num-clips", "1000000000"),
     "sample out is a file": ["sample", "--out", "{w}/a_file"], "sample device cuda": S("--device", "cuda"),

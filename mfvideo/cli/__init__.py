@@ -23,44 +23,49 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _whole_at_least(low: int):
+    """An argparse type: a whole number >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _finite_above(low: float, strict: bool):
+    """An argparse type: a finite number > ``low`` (``strict``) or >= ``low``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and (value > low if strict else value >= low)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {low:g}, got {text}")
+        return value
+
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+positive_int, non_negative_int = _whole_at_least(1), _whole_at_least(0)
+positive_float, non_negative_float = _finite_above(0, strict=True), _finite_above(0, strict=False)
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+def add_motion_copy_args(p: argparse.ArgumentParser, where: str = "") -> None:
+    """``--motion-copy R`` and ``--motion-copy-tol T`` (``MFVideoPipeline.extend`` / ``generate``)."""
+    p.add_argument("--motion-copy", type=non_negative_int, default=0, metavar="R",
+                   help=f"{where}every new frame that the frame before it, moved by up to R whole latent pixels, "
+                        "explains (RMS difference <= --motion-copy-tol) becomes that moved frame: the given content "
+                        "kept sharp where the network only moved it (0: off, the default)")
+    p.add_argument("--motion-copy-tol", type=non_negative_float, default=None, metavar="T",
+                   help="latent RMS difference up to which a moved frame explains a new one (default: the "
+                        "pipeline's, 0.4)")
 
 
 def device(text: str) -> str:

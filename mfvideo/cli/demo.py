@@ -1,13 +1,13 @@
 """mfvideo-demo --out DIR: the bundled moving-digits model generates and extends clips on this machine.
 
 Writes one generated clip per digit (mp4), a contact sheet of them, three held-out real clips (their first frames
-only) extended by the model twice, with no label (its context reader reads the class inside the one call per
-window) and with the class a diffusion classifier reads off the frames first (``infer_label``), a third time with
-no label and ``motion_copy`` (every new frame the last context frame explains, moved by whole pixels, becomes that
-moved frame: the given handwriting kept), and a sheet comparing the extensions with the true continuation. Past the first window, each window keeps its first
-``--frames-per-window`` new frames (default 1 with a per-frame codec, as the bundled model's: one network call per
-new frame, its steadiest clips; 4 keeps whole windows, a quarter of the calls; README "Frames kept per window" and
-"Generating past the window").
+only) extended by the model three times -- with no label (its context reader reads the class inside the one call
+per window), with the class a diffusion classifier reads off the frames first (``infer_label``), and with no label
+and ``motion_copy`` (a new frame that the frame before it, moved by whole pixels, explains becomes that moved frame:
+the given handwriting kept) -- and a sheet comparing the extensions with the true continuation. Past the first
+window, each window keeps its first ``--frames-per-window`` new frames (default 1 with a per-frame codec, as the
+bundled model's: one network call per new frame, its steadiest clips; 4 keeps whole windows, a quarter of the calls;
+README "Frames kept per window" and "Generating past the window").
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main(argv=None):
                    help="new frames kept per window past the first (default 1 with a per-frame codec: one call per "
                         "new frame; whole windows with a causal video VAE)")
     p.add_argument("--motion-copy", type=non_negative_int, default=4, metavar="R",
-                   help="the third extension's motion_copy radius in latent pixels (default 4; 0: no third extension)")
+                   help="the third extension's motion_copy radius in latent pixels (default 4; 0: no third)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     check_output_dir(args.out)

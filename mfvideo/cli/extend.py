@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import (ArgumentParser, check_output_file, device, non_negative_float, non_negative_int, positive_float,
+from . import (ArgumentParser, add_motion_copy_args, check_output_file, device, positive_float,
                positive_int, user_errors)
 
 
@@ -32,12 +32,7 @@ def main(argv=None):
     p.add_argument("--reread-context", action="store_true",
                    help="a model with a context reader reads every window's own context instead of holding what it "
                         "read off the input (for videos whose content changes)")
-    p.add_argument("--motion-copy", type=non_negative_int, default=0, metavar="R",
-                   help="every new frame that the window's last context frame, moved by up to R whole latent pixels, explains "
-                        "(RMS difference <= --motion-copy-tol) becomes that moved frame: the given content kept sharp "
-                        "where the network only moved it (0: off, the default)")
-    p.add_argument("--motion-copy-tol", type=non_negative_float, default=0.4,
-                   help="latent RMS difference up to which a moved context frame explains a new frame (default 0.4)")
+    add_motion_copy_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None)
     p.add_argument("--device", type=device, default="cpu")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import (ArgumentParser, check_output_dir, device, non_negative_float, non_negative_int, positive_float,
+from . import (ArgumentParser, add_motion_copy_args, check_output_dir, device, positive_float,
                positive_int, user_errors)
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
@@ -20,12 +20,7 @@ def main(argv=None):
     p.add_argument("--frames-per-window", type=positive_int, default=None,
                    help="clips longer than the window: keep the first N new frames of every later window and slide by "
                         "N (default: all; as mfvideo-extend)")
-    p.add_argument("--motion-copy", type=non_negative_int, default=0, metavar="R",
-                   help="past the first window, every new frame that the window's last context frame, moved by up to R whole latent pixels, explains "
-                        "(RMS difference <= --motion-copy-tol) becomes that moved frame: the given content kept sharp "
-                        "where the network only moved it (0: off, the default)")
-    p.add_argument("--motion-copy-tol", type=non_negative_float, default=0.4,
-                   help="latent RMS difference up to which a moved context frame explains a new frame (default 0.4)")
+    add_motion_copy_args(p, "past the first window, ")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=positive_int, default=None,
                    help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")

@@ -44,7 +44,7 @@ from .motion_copy import motion_copy
 log = logging.getLogger(__name__)
 
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "moving_digits"
-MOTION_COPY_TOL = 0.4  # latent RMS; the bundled digits model: 98 % of 1-NFE frames accepted, glyph match 0.99 (README)
+MOTION_COPY_TOL = 0.4  # latent RMS; the bundled digits model's extensions then match the given glyph at 0.995+ (README)
 SHIM = "pipeline.py"  # what diffusers' custom_pipeline loads: one import, nothing else
 
 
@@ -304,38 +304,42 @@ class MFVideoPipeline(DiffusionPipeline):
                  generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
                  num_videos: int | None = None, video: Any = None, num_new_frames: int | None = None,
                  context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False,
-                 frames_per_window: int | None = None):
+                 frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames`` (``infer_label``, ``frames_per_window``: as in ``extend``). diffusers' names:
-        ``num_inference_steps`` network calls per window (default 1), ``generator``, ``output_type`` ("np" float in
-        [0, 1], "uint8", "pt", "pil"), ``return_dict``."""
+        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``: as in ``extend``). diffusers'
+        names: ``num_inference_steps`` network calls per window (default 1), ``generator``, ``output_type`` ("np"
+        float in [0, 1], "uint8", "pt", "pil"), ``return_dict``."""
         if video is not None:
             return self.extend(video, num_new_frames or self.window, context_frames=context_frames,
                                steps=num_inference_steps, class_labels=class_labels, generator=generator,
                                sampler=sampler, output_type=output_type, return_dict=return_dict,
-                               infer_label=infer_label, frames_per_window=frames_per_window)
+                               infer_label=infer_label, frames_per_window=frames_per_window,
+                               motion_copy=motion_copy, motion_copy_tol=motion_copy_tol)
         if infer_label:
             raise ValueError("infer_label reads the class off a given video: pass video=")
         return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
                              steps=num_inference_steps, context_frames=context_frames, sampler=sampler,
                              generator=generator, output_type=output_type, return_dict=return_dict,
-                             frames_per_window=frames_per_window)
+                             frames_per_window=frames_per_window, motion_copy=motion_copy,
+                             motion_copy_tol=motion_copy_tol)
 
     @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
                  seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
                  sampler: str | None = None, generator: torch.Generator | None = None, output_type: str = "np",
                  return_dict: bool = True, context_noise: float | None = None, frames_per_window: int | None = None,
-                 reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float = MOTION_COPY_TOL):
+                 reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None):
         """Clips from noise: one network call for the first window, one per further window (sliding).
 
         ``class_labels``: one id per clip, or one id for ``num_clips`` clips. Noise comes from ``generator`` (a CPU
         ``torch.Generator``) or from ``seed``. ``context_noise``, ``frames_per_window``, ``reread_context``,
-        ``motion_copy`` (for the windows after the first): as in ``extend``; what the model reads off its first window's last frames (context
-        summary, and the class on unlabelled rows) holds for every later window, as an extension holds what it read
-        off the given video. Re-reading every window's own frames compounds their drift: the bundled model's
-        24-frame clips then dimmed (99th-percentile intensity 1.0 -> 0.81 by frames 16-23) and lost their class
-        (frame accuracy 0.92 -> 0.81; README "Generating past the window").
+        ``motion_copy`` (for the windows after the first): as in ``extend`` (a copy holds the first window's glyph,
+        flaws included: the bundled model's speckle 0.028 -> 0.057, class accuracy 1.0 -> 0.945; README); what the
+        model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
+        every later window, as an extension holds what it read off the given video. Re-reading every window's own
+        frames compounds their drift: the bundled model's 24-frame clips then dimmed (99th-percentile intensity
+        1.0 -> 0.81 by frames 16-23) and lost their class (frame accuracy 0.92 -> 0.81; README "Generating past the
+        window").
         """
         how = self.resolve_sampler(sampler, steps)
         s = self.resolve_context_noise(context_noise)
@@ -368,7 +372,7 @@ class MFVideoPipeline(DiffusionPipeline):
                generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
                return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None,
                reread_context: bool = False, frames_per_window: int | None = None, motion_copy: int = 0,
-               motion_copy_tol: float = MOTION_COPY_TOL):
+               motion_copy_tol: float | None = None):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
         ``video``: a file path, or frames (T, H, W, 3) / (B, T, H, W, 3) as uint8 or float in [0, 1].
@@ -397,12 +401,13 @@ class MFVideoPipeline(DiffusionPipeline):
         window's frames get worse with distance from their context (the bundled model: 0.96 -> 0.88 over 4 new
         frames, flat at 0.95-0.965 with n = 1; README).
 
-        ``motion_copy`` (R latent pixels; 0: off): every new frame the last context frame of its window explains,
-        moved by whole latent pixels within R, to a root-mean-square difference of at most ``motion_copy_tol``
-        (latent units), becomes that moved frame (``pipeline.motion_copy``: motion compensation, per frame). The
-        network still decides where the content goes and whether the move explains its frame; the copy keeps what it
-        redraws: the given handwriting, sharp (the bundled model, 1-NFE, 4 new frames: glyph match 0.86 -> 0.99 at
-        tol 0.4; README). Content that changes otherwise than by a move stays the network's.
+        ``motion_copy`` (R latent pixels; 0: off): every new frame that the frame before it (the last context frame
+        for the first), moved by whole latent pixels within R, explains to a root-mean-square difference of at most
+        ``motion_copy_tol`` (latent units; None: ``MOTION_COPY_TOL``, 0.4) becomes that moved frame
+        (``pipeline.motion_copy``: a codec's motion compensation, per frame). The network still decides where the
+        content goes and which frames a move explains; the copy keeps what it would redraw: the given handwriting,
+        sharp (the bundled model, 1-NFE: glyph match 0.855 -> 0.995, 0.999 with ``frames_per_window=1``; README).
+        Content that changes otherwise than by a move stays the network's.
         """
         from .inputs import load_clip
 
@@ -457,7 +462,7 @@ class MFVideoPipeline(DiffusionPipeline):
         window but only its first ``keep`` new frames are kept, and the window slides by ``keep``; None: all of
         them (and with a per-frame codec the last window is cut to the frames still wanted).
 
-        ``copy`` (radius, tol): ``motion_copy`` of every window's new frames from its last context frame.
+        ``copy`` (radius, tol): ``motion_copy`` of every window's new frames, chained from its last context frame.
 
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
         just the kept latents; a causal VAE decodes the whole window and keeps the pixel frames of the kept latents.
@@ -524,6 +529,7 @@ class MFVideoPipeline(DiffusionPipeline):
 
 def _motion_copy_args(radius, tol) -> tuple[int, float] | None:
     """``motion_copy`` / ``motion_copy_tol`` of ``extend`` and ``generate`` -> (radius, tol), or None when off."""
+    tol = MOTION_COPY_TOL if tol is None else tol
     if radius != int(radius) or int(radius) < 0 or not float(tol) >= 0:
         raise ValueError(f"motion_copy must be a whole number of latent pixels >= 0 (0: off) and motion_copy_tol "
                          f">= 0, got {radius} and {tol}")

@@ -1,5 +1,5 @@
-"""Motion-compensated copy (``pipeline.motion_copy``): a generated frame that the frame before it, moved by whole
-pixels, explains becomes that moved frame; any other frame stays the network's, bit for bit."""
+"""Motion-compensated copy (``pipeline.motion_copy``): a generated frame that its neighbour towards the given frames,
+moved by whole pixels, explains becomes that moved frame; any other frame stays the network's, bit for bit."""
 
 import numpy as np
 import pytest
@@ -14,30 +14,52 @@ def _latents(clips: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(clips[..., 0].astype(np.float32) / 127.5 - 1)[:, None]
 
 
+def _after(ref: torch.Tensor, frames: torch.Tensor, **kw):
+    """motion_copy of new frames (B, C, T, H, W) after one given frame ref (B, C, H, W) -> (new frames, accepted)."""
+    out, accepted = motion_copy(torch.cat([ref[:, :, None], frames], dim=2), torch.arange(frames.shape[2] + 1) < 1, **kw)
+    assert not accepted[:, 0].any() and torch.equal(out[:, :, 0], ref)  # the given frame stays as given
+    return out[:, :, 1:], accepted[:, 1:]
+
+
 def test_a_frame_the_moved_context_frame_explains_becomes_it_and_others_stay():
     clips, labels = real_clips(40, "test", 8, seed=3)
     x = _latents(clips)  # (40, 1, 8, 16, 16): digits moving by whole pixels
     other = next(i for i in range(1, 40) if labels[i] != labels[0])
     g = torch.Generator().manual_seed(0)
     near = x[0, :, 5] + 0.1 * torch.randn(x[0, :, 5].shape, generator=g)  # frame 5, redrawn with a small error
-    frames = torch.stack([near, x[other, :, 5], torch.randn(1, 16, 16, generator=g)], dim=1)[None]  # (1, 1, 3, H, W)
-    out, accepted = motion_copy(x[:1, :, 3], frames, radius=4, tol=0.4)
-    assert accepted.tolist() == [[True, False, False]]
+    out, accepted = _after(x[:1, :, 3], near[None, :, None], radius=4, tol=0.4)
+    assert accepted.tolist() == [[True]]
     # exactly frame 5 (frame 3 moved by the digit's two steps) wherever the moved frame 3 covers it -- everywhere
     # farther than the radius from the border -- and the network's frame in the strip it does not
     assert torch.equal(out[0, :, 0, 4:-4, 4:-4], x[0, :, 5, 4:-4, 4:-4])
     assert bool(((out[0, :, 0] == x[0, :, 5]) | (out[0, :, 0] == near)).all())
     assert glyph_match(clips[:1, 3], clips[:1, 5:6]).item() > 0.999  # (the clip moves by whole pixels)
-    assert torch.equal(out[:, :, 1:], frames[:, :, 1:])  # another digit, noise: the network's frames, untouched
-    # frame to frame: new frames 4..7 each redrawn with a small error, a one-pixel search: all four are the given
-    # frame moved along (from the context frame, the fourth would need four frames' motion within the radius)
-    redrawn = x[:1, :, 4:8] + 0.1 * torch.randn(x[:1, :, 4:8].shape, generator=g)
-    chain, accepted = motion_copy(x[:1, :, 3], redrawn, radius=1, tol=0.4)
-    assert accepted.all() and torch.equal(chain[..., 4:-4, 4:-4], x[:1, :, 4:8, 4:-4, 4:-4])
+    for alien in (x[other, :, 5], torch.randn(1, 16, 16, generator=g)):  # another digit, noise: untouched
+        out, accepted = _after(x[:1, :, 3], alien[None, :, None], radius=4, tol=0.4)
+        assert not accepted.any() and torch.equal(out[0, :, 0], alien)
     # a tolerance below the redraw's error keeps it; beyond the radius the move is not found
-    assert not motion_copy(x[:1, :, 3], frames, radius=4, tol=0.05)[1][0, 0]
+    assert not _after(x[:1, :, 3], near[None, :, None], radius=4, tol=0.05)[1].any()
     far = torch.roll(x[0, :, 3], shifts=(0, 5), dims=(1, 2))
-    assert not motion_copy(x[:1, :, 3], far[None, :, None], radius=2, tol=0.4)[1][0, 0]
+    assert not _after(x[:1, :, 3], far[None, :, None], radius=2, tol=0.4)[1].any()
+
+
+def test_the_copy_runs_outwards_from_the_given_frames_one_frame_at_a_time():
+    """Every frame of a clip redrawn with a small error; a one-pixel search finds each frame as its neighbour moved
+    only if the copy runs frame by frame from the given frames: forwards after context, backwards before it, from both
+    ends of an interpolation towards the middle (from the given frame itself, the fourth frame would need four
+    frames' motion within the radius)."""
+    clips, _ = real_clips(40, "test", 8, seed=3)
+    x = _latents(clips)[:6]  # (6, 1, 8, 16, 16)
+    redrawn = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    for given in ([0, 1, 2, 3], [7], [0, 7], [3]):
+        mask = torch.zeros(8, dtype=torch.bool)
+        mask[given] = True
+        window = torch.where(mask[None, None, :, None, None], x, redrawn)
+        out, accepted = motion_copy(window, mask, radius=1, tol=0.4)
+        assert accepted.tolist() == [(~mask).tolist()] * 6, given
+        ink = x > -1  # the true clip's ink is copied exactly (what moves reveal at the border is the redraw's)
+        assert torch.equal(out[ink], x[ink]), given
+    assert torch.equal(motion_copy(redrawn, torch.zeros(8, dtype=torch.bool), radius=1, tol=0.4)[0], redrawn)
 
 
 def test_what_a_move_brings_in_from_outside_stays_the_networks_and_ties_take_the_smaller_move():
@@ -46,13 +68,13 @@ def test_what_a_move_brings_in_from_outside_stays_the_networks_and_ties_take_the
     frame = -torch.ones(1, 1, 1, 10, 10)
     frame[0, 0, 0, 3:7, 5:8] = 1  # the block moved right by 2 ...
     frame[0, 0, 0, :, :2] = 0.3  # ... and the strip it leaves, which ref cannot tell, shows something new
-    out, accepted = motion_copy(ref, frame, radius=3, tol=0.1)
+    out, accepted = _after(ref, frame, radius=3, tol=0.1)
     assert accepted.item()
     assert torch.equal(out, frame)  # the moved block where ref covers the frame, the network's strip where not
     blank = -torch.ones(1, 1, 1, 10, 10)  # every move explains a blank frame: the smallest (none) is taken
-    assert torch.equal(motion_copy(-torch.ones(1, 1, 10, 10), blank, radius=3, tol=0.1)[0], blank)
+    assert torch.equal(_after(-torch.ones(1, 1, 10, 10), blank, radius=3, tol=0.1)[0], blank)
     with pytest.raises(ValueError, match="motion_copy needs a radius >= 1"):
-        motion_copy(ref, frame, radius=0, tol=0.1)
+        _after(ref, frame, radius=0, tol=0.1)
 
 
 def test_extend_with_motion_copy_keeps_the_given_handwriting_and_off_changes_nothing():
@@ -72,3 +94,16 @@ def test_extend_with_motion_copy_keeps_the_given_handwriting_and_off_changes_not
     for bad in (dict(motion_copy=-1), dict(motion_copy=1.5), dict(motion_copy=2, motion_copy_tol=-0.1)):
         with pytest.raises(ValueError, match="motion_copy must be a whole number"):
             pipe.extend(clips[:1, :4], 4, **bad, **kw)
+
+
+def test_interpolation_with_motion_copy_keeps_both_keyframes_glyph():
+    from mfvideo.pipeline import MFVideoPipeline
+
+    pipe = MFVideoPipeline.from_pretrained()
+    clips, _ = real_clips(12, "test", 8, seed=4)
+    keys = clips[:, [0, 7]]
+    plain = pipe.condition(keys, [0, 7], seed=0, output_type="uint8").frames
+    copied = pipe.condition(keys, [0, 7], seed=0, output_type="uint8", motion_copy=4).frames
+    assert np.array_equal(copied[:, [0, 7]], keys)
+    assert glyph_match(clips[:, 0], plain[:, 1:7]).mean() < 0.92
+    assert glyph_match(clips[:, 0], copied[:, 1:7]).mean() > 0.96

@@ -86,7 +86,7 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     - ``*glyph_match*`` (``digits.glyph_match``): the new frames against the given frame's handwriting, 1 for a
       true continuation; the same digit by another writer scores ~0.85, another digit ~0.67, a blur of sigma 0.8
       px ~0.92 (held-out clips).
-    - ``motion_copy``: the pipeline's option (``pipeline.motion_copy``) for the extensions (not interpolation);
+    - ``motion_copy``: the pipeline's option (``pipeline.motion_copy``) for the extensions and the interpolation;
       ``extension_trajectory_error``: pixels between the new frames' ink centroids and the true clip's.
     - ``extension_sharpness*`` (``digits.sharpness``): the new frames' edge energy per unit ink over the given
       frame's; ~1 for sharp glyphs, a true continuation or not, 0.33 for that 0.8 px blur. Read with glyph match.
@@ -109,7 +109,8 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     out["extension_trajectory_error"] = float(np.linalg.norm(centroids(ext[:, k:]) - centroids(clips[:, k:]), axis=-1).mean())
 
     given = clips[:, [0, T - 1]]
-    mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
+    mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler, output_type="uint8",
+                         motion_copy=motion_copy).frames
     acc = _frame_accuracy(suite, mid, labels)
     out["interpolation_accuracy_by_frame"] = np.round(acc.astype(float), 4).tolist()
     out["interpolation_midpoint_accuracy"] = _midpoint_accuracy(acc)

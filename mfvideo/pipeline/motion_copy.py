@@ -1,11 +1,12 @@
-"""Motion-compensated copy: a generated frame replaced by the frame before it, moved, where the move explains it.
+"""Motion-compensated copy: a generated frame replaced by its neighbour, moved, where the move explains it.
 
 A one-step network puts a continued object where it belongs (the bundled digits model: its ink centroid ~1.5 px from
 the true one over 8 new frames) but redraws it there: the class survives, the handwriting does not (glyph match 0.86
 against a true continuation's 1.0; README, "Keeping the handwriting"). Ten sessions of training-side remedies did not
 close that gap without blur (``eval.digits.sharpness``). A video codec's answer is motion compensation: predict a
 frame as an earlier one moved and keep the prediction where it explains the frame. Here the network's frame is what
-is explained, frame by frame along the new frames (ref: the last context frame, then each new frame as it comes out):
+is explained, frame by frame outwards from the given frames (ref: the frame's neighbour towards its nearest given
+frame -- that given frame, or a new frame already copied or kept):
 
     d* = argmin_{|dy|, |dx| <= R} mean over covered pixels (shift(ref, d) - frame)^2
     frame' = shift(ref, d*)   if that mean <= tol^2,   else frame;      ref <- frame'
@@ -17,7 +18,7 @@ two meet (measured: per-pixel windows of 3-7 px scored below the per-frame test 
 in from outside ref stays the network's (a revealed border, as a disocclusion; a continued border, replicate
 padding, smeared edge strokes inwards copy after copy), and the difference is taken over the pixels ref covers.
 Chaining from frame to frame keeps every move within one frame's motion (copied from the context frame, the fourth new
-frame of a window needs four frames' motion within R). With the identity codec of the digits model a latent pixel is
+frame of a window needs four frames' motion within R); an interpolation is copied from both keyframes inwards. With the identity codec of the digits model a latent pixel is
 a pixel; with a VAE it is 8, so only coarse moves are copied.
 """
 
@@ -27,20 +28,31 @@ import torch
 import torch.nn.functional as F
 
 
-def motion_copy(ref: torch.Tensor, frames: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """ref (B, C, H, W): the context frame the new frames continue; frames (B, C, T, H, W): generated frames -> (the
-    frames with each accepted frame replaced by the frame before it (ref for the first) moved by its best whole-pixel
-    shift within ``radius``, accepted (B, T) bool). A frame is accepted where that moved frame's mean squared
-    difference to it, over the pixels the move covers, is at most ``tol`` ** 2; pixels not covered keep its values."""
+def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """frames (B, C, T, H, W): a window, given (T,) bool: its given frames (context, keyframes) -> (the window with
+    each accepted new frame replaced by its neighbour towards the nearest given frame (ties: the earlier) moved by its
+    best whole-pixel shift within ``radius``, accepted (B, T) bool, False on given frames). New frames are taken
+    nearest first, so a frame's neighbour is a given frame or an already processed new one: from a given frame the
+    copy runs outwards, frame by frame (extension: forwards from the last context frame; interpolation: from both
+    keyframes towards the middle). A frame is accepted where the moved neighbour's mean squared difference to it, over
+    the pixels the move covers, is at most ``tol`` ** 2; pixels not covered keep its values. No given frame: no
+    change."""
     if radius < 1 or tol < 0:
         raise ValueError(f"motion_copy needs a radius >= 1 and a tolerance >= 0, got {radius} and {tol}")
-    out, accepted = [], []
-    for j in range(frames.shape[2]):
-        frame, ok = move_onto(ref, frames[:, :, j], radius, tol)  # (B, C, H, W), (B,)
-        out.append(frame)
-        accepted.append(ok)
-        ref = frame
-    return torch.stack(out, dim=2), torch.stack(accepted, dim=1)
+    T = frames.shape[2]
+    given = [bool(v) for v in given]
+    if len(given) != T:
+        raise ValueError(f"motion_copy: {len(given)} given-frame flags for a window of {T} frames")
+    accepted = torch.zeros(frames.shape[0], T, dtype=torch.bool, device=frames.device)
+    anchors = [i for i in range(T) if given[i]]
+    if not anchors:
+        return frames, accepted
+    out = list(frames.unbind(dim=2))  # T x (B, C, H, W)
+    nearest = {f: min(anchors, key=lambda a: (abs(f - a), a)) for f in range(T) if not given[f]}
+    for f in sorted(nearest, key=lambda f: (abs(f - nearest[f]), f)):  # nearest first
+        neighbour = f - 1 if nearest[f] < f else f + 1
+        out[f], accepted[:, f] = move_onto(out[neighbour], out[f], radius, tol)
+    return torch.stack(out, dim=2), accepted
 
 
 def move_onto(ref: torch.Tensor, frame: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:

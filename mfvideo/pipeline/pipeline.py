@@ -39,7 +39,7 @@ from ..frames import to_output
 from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
 from ..weights import CheckpointError, load_config_from, load_into, load_weights
-from .motion_copy import motion_copy
+from .motion_copy import motion_copy as _motion_copy  # (the methods' argument of that name is the radius)
 
 log = logging.getLogger(__name__)
 
@@ -482,9 +482,8 @@ class MFVideoPipeline(DiffusionPipeline):
                 reading, read = self._read_given(noise, y, context, mask)  # what the model reads off the given frames
             held = reading if hold_read else None
             window = self._sample(noise, y, how, context, mask, level, held)  # (B, C, k + new, h, w)
-            if copy is not None:  # the new frames that the last context frame, moved, explains become it
-                moved, _ = motion_copy(ctx[:, :, -1], window[:, :, k:], *copy)
-                window = torch.cat([window[:, :, :k], moved], dim=2)
+            if copy is not None:  # new frames that the frame before them, moved, explains become it
+                window, _ = _motion_copy(window, mask[0], *copy)
             if f == 1:
                 pix = codec.decode_frames(window[:, :, k : k + kept])  # (B, kept, H, W, 3)
             else:  # latent j >= 1 holds pixel frames f (j - 1) + 1 .. f j
@@ -498,12 +497,14 @@ class MFVideoPipeline(DiffusionPipeline):
     def condition(self, frames, frame_indices, num_frames: int | None = None, class_labels=None,
                   seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                   generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
-                  infer_label: bool = False):
+                  infer_label: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None):
         """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation); ``infer_label``
-        as in ``extend``."""
+        and ``motion_copy`` as in ``extend`` (the copy runs outwards from every given frame: an interpolation's
+        frames from both keyframes towards the middle)."""
         from .inputs import load_clip
 
         how = self.resolve_sampler(sampler, steps)
+        copy = _motion_copy_args(motion_copy, motion_copy_tol)
         if self.codec.temporal_factor != 1:
             raise NotImplementedError("conditioning on frames at arbitrary positions needs a per-frame codec "
                                       "(identity or image_vae): a causal VAE's latents mix several frames")
@@ -522,13 +523,15 @@ class MFVideoPipeline(DiffusionPipeline):
         mask = torch.zeros(given.shape[0], num_frames, dtype=torch.bool, device=self.device)
         mask[:, idx] = True
         latents = self._sample(noise, y, how, context=context, mask=mask)
+        if copy is not None:
+            latents, _ = _motion_copy(latents, mask[0], *copy)
         frames_out = self.codec.decode_frames(latents)
         frames_out[:, idx] = given  # the given frames are returned exactly as given
         return self._output(frames_out, output_type, return_dict, y if infer_label else None)
 
 
 def _motion_copy_args(radius, tol) -> tuple[int, float] | None:
-    """``motion_copy`` / ``motion_copy_tol`` of ``extend`` and ``generate`` -> (radius, tol), or None when off."""
+    """``motion_copy`` / ``motion_copy_tol`` of ``extend``, ``generate``, ``condition`` -> (radius, tol), or None."""
     tol = MOTION_COPY_TOL if tol is None else tol
     if radius != int(radius) or int(radius) < 0 or not float(tol) >= 0:
         raise ValueError(f"motion_copy must be a whole number of latent pixels >= 0 (0: off) and motion_copy_tol "

@@ -446,8 +446,8 @@ def test_copy_path_starts_as_the_model_it_extends_and_moves_the_nearest_context_
 
 def test_bilinear_copy_moves_the_nearest_context_frame_by_its_predicted_offset():
     """copy_kernel=bilinear: one offset per axis; an integer offset is an exact move of the nearest context frame
-    (its border continued outside it), a half-pixel one the mean of the two moves around it; zero-started, the copy
-    is the frame in place and the gate closed."""
+    (its border continued outside it), a half-pixel one the mean of the two moves around it, and snapped the nearer
+    whole move; zero-started, the copy is the frame in place and the gate closed."""
     import torch.nn.functional as F
 
     from mfvideo.models.copy import bilinear_taps
@@ -474,6 +474,15 @@ def test_bilinear_copy_moves_the_nearest_context_frame_by_its_predicted_offset()
             copy, _ = model.copier.copy_and_gate(tokens, z, clean)
             torch.testing.assert_close(copy[0, :, 1:], want[0, :, :1].expand(-1, 3, -1, -1), atol=1e-9, rtol=0)
             torch.testing.assert_close(copy[1, :, 2:], want[1, :, 1:2].expand(-1, 2, -1, -1), atol=1e-9, rtol=0)
+        # snapped (sampling only): an offset of 1.3 / -1.8 is the whole move (1, -2), a gate of 0.7 fully open
+        bias[:, 0], bias[:, 1] = (3 * torch.atanh(torch.tensor(o / 3, dtype=torch.float64)) for o in (1.3, -1.8))
+        bias[:, 2] = 0.7
+        model.copier.snap = True
+        copy, gate = model.copier.copy_and_gate(tokens, z, clean)
+        torch.testing.assert_close(copy[0, :, 1:], moved(-1, 2)[0, :, :1].expand(-1, 3, -1, -1), atol=1e-9, rtol=0)
+        assert (gate == 1).all()
+        model.copier.snap = False
+        assert not torch.equal(model.copier.copy_and_gate(tokens, z, clean)[0], copy)
     taps = bilinear_taps(torch.tensor([[[[0.3]]]], dtype=torch.float64), 2)[0, :, 0, 0, 0]
     d = 2 * torch.tanh(torch.tensor(0.15, dtype=torch.float64))
     torch.testing.assert_close(taps, torch.stack([0 * d, 0 * d, 1 - d, d, 0 * d]))  # weights sum to 1, mean = d

@@ -106,7 +106,8 @@ def evaluate_context(pipe, suite: DigitSuite, n: int = 200, steps: int | None = 
     sharp = sharpness(clips[:, k - 1], ext[:, k:])  # (n, T): blur, which glyph match rates as handwriting
     out["extension_sharpness_by_distance"] = np.round(sharp.mean(axis=0), 4).tolist()
     out["extension_sharpness"] = float(sharp.mean())
-    out["extension_trajectory_error"] = float(np.linalg.norm(centroids(ext[:, k:]) - centroids(clips[:, k:]), axis=-1).mean())
+    drift = np.linalg.norm(centroids(ext[:, k:]) - centroids(clips[:, k:]), axis=-1)  # (n, T) pixels
+    out["extension_trajectory_error"] = float(drift.mean())
 
     given = clips[:, [0, T - 1]]
     mid = pipe.condition(given, [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler, output_type="uint8",

@@ -24,7 +24,7 @@ from mfvideo.eval.digits import DigitSuite, heldout_accuracy
 from mfvideo.eval.report import evaluate_context, evaluate_pipeline, evaluate_read_label, evaluate_real
 from mfvideo.pipeline import MFVideoPipeline
 
-COLS = ["fd", "class_accuracy", "identity", "glyph_consistency", "speckle", "jerk", "identity_kept", "glyph_match", "trajectory_error",
+COLS = ["fd", "class_accuracy", "identity", "glyph_consistency", "sharpness", "speckle", "jerk", "identity_kept", "glyph_match", "trajectory_error",
         "trajectory_error_static_baseline", "seconds_per_clip"]
 CONTEXT_COLS = ["context_noise", "frames_per_window", "motion_copy", "extension_identity_kept", "extension_accuracy_by_distance", "extension_glyph_match", "extension_sharpness", "extension_trajectory_error",
                 "interpolation_midpoint_accuracy", "interpolation_midpoint_glyph_match", "long_identity_kept_last_window",

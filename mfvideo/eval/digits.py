@@ -154,13 +154,15 @@ def sharpness(reference: np.ndarray, frames: np.ndarray) -> np.ndarray:
     0.65 / 0.33 / 0.20). ``glyph_match`` cannot tell blur from handwriting (the 0.8 px blur scores 0.92 there, above
     another writer's 0.85): read the two together."""
 
-    def energy(g: np.ndarray) -> np.ndarray:  # (..., H, W) -> (...)
-        edges = (np.diff(g, axis=-2) ** 2).sum(axis=(-2, -1)) + (np.diff(g, axis=-1) ** 2).sum(axis=(-2, -1))
-        return edges / ((g**2).sum(axis=(-2, -1)) + 1e-8)
+    return edge_energy(frames) / (edge_energy(reference)[:, None] + 1e-8)
 
-    ref = grey(to_uint8(reference)).astype(np.float64)  # (N, H, W)
-    x = grey(to_uint8(frames)).astype(np.float64)  # (N, m, H, W)
-    return energy(x) / (energy(ref)[:, None] + 1e-8)
+
+def edge_energy(frames: np.ndarray) -> np.ndarray:
+    """sum |grad g|^2 / sum g^2 per frame (g the grey frame, differences between neighbouring pixels): uint8
+    (..., H, W, 3) -> (...). Scale-free; blur lowers it, grain raises it (``sharpness``)."""
+    g = grey(to_uint8(frames)).astype(np.float64)  # (..., H, W)
+    edges = (np.diff(g, axis=-2) ** 2).sum(axis=(-2, -1)) + (np.diff(g, axis=-1) ** 2).sum(axis=(-2, -1))
+    return edges / ((g**2).sum(axis=(-2, -1)) + 1e-8)
 
 
 def glyph_consistency(clips: np.ndarray) -> float:
@@ -209,6 +211,7 @@ class DigitSuite:
         if real_clips is not None:
             _, real_feats = self.predict(real_clips)
             out["fd"] = frechet_distance_features(feats, real_feats)
+            out["sharpness"] = float(edge_energy(clips).mean() / edge_energy(real_clips).mean())  # blur < 1 < grain
         return out
 
     def extension_metrics(self, context, continuation, true_continuation) -> dict:

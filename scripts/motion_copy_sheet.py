@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from mfvideo.eval.digits import real_clips
+from mfvideo.io import grid
 from mfvideo.pipeline import MFVideoPipeline
 
 
@@ -30,15 +31,7 @@ def main():
     kw = dict(seed=0, output_type="uint8", frames_per_window=a.frames_per_window)
     plain = pipe.extend(clips[:, :k], a.new, **kw).frames
     copied = pipe.extend(clips[:, :k], a.new, motion_copy=a.radius, **kw).frames
-    h, w = clips.shape[2:4]
-    rows = [r for i in range(a.n) for r in (clips[i], plain[i], copied[i])]
-    sheet = np.full((len(rows) * (h + 1) + (a.n - 1) * 3, (k + a.new) * (w + 1), 3), 255, np.uint8)
-    y = 0
-    for r, clip in enumerate(rows):
-        for f in range(k + a.new):
-            sheet[y : y + h, f * (w + 1) : f * (w + 1) + w] = clip[f]
-        y += h + 1 + (3 if r % 3 == 2 else 0)  # a gap between clips
-    img = Image.fromarray(sheet)
+    img = Image.fromarray(grid(np.stack([r for i in range(a.n) for r in (clips[i], plain[i], copied[i])])))
     img.resize((img.width * a.scale, img.height * a.scale), Image.NEAREST).save(a.out)
     print(f"wrote {a.out}: per clip the true clip, the extension, the extension with motion_copy={a.radius}")
 

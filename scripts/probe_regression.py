@@ -23,6 +23,7 @@ import yaml
 from mfvideo.builders import build_model
 from mfvideo.config import from_dict, to_dict
 from mfvideo.eval.digits import DigitSuite, centroids, glyph_match, real_clips, sharpness
+from mfvideo.method.meanflow import catching_copies
 from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.train.loop import param_groups
 from mfvideo.weights import load_into
@@ -145,18 +146,15 @@ def main():
     log["evals"][0] = evaluate(pipe, test, test_labels, axis, axis_labels, suite)
     print(0, log["evals"][0], flush=True)
     g, start, losses = torch.Generator().manual_seed(1), time.time(), []
-    seen = {}  # the copy path's inputs of the last call, for --copy-loss
-    if a.copy_loss:
-        net.copier.register_forward_pre_hook(lambda m, args: seen.update(args=args))
     for step in range(1, a.steps + 1):
         idx = torch.randint(0, train.shape[0], (a.batch_size,), generator=g)
         x = train[idx]
         noise = torch.randn(x.shape, generator=g)
-        err = (one_call(net, x, noise) - x)[:, :, GIVEN:]  # (B, C, 4, h, w): the new frames only
+        with catching_copies(net, a.copy_loss > 0) as caught:  # the copy path's copy, for --copy-loss
+            err = (one_call(net, x, noise) - x)[:, :, GIVEN:]  # (B, C, 4, h, w): the new frames only
         loss = err.pow(2).sum(dim=(1, 2, 3, 4)).mean()
-        if a.copy_loss:
-            tokens, _, z_in, clean = seen["args"]
-            copy, _ = net.copier.copy_and_gate(tokens, z_in, clean)
+        if a.copy_loss:  # (one forward with grad: one copy)
+            (copy, _), = caught
             loss = loss + a.copy_loss * (copy - x)[:, :, GIVEN:].pow(2).sum(dim=(1, 2, 3, 4)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from mfvideo.eval.digits import real_clips
+from mfvideo.io import grid
 from mfvideo.pipeline import MFVideoPipeline
 
 from probe_regression import GIVEN, NEW, one_call
@@ -44,12 +45,7 @@ def main():
             noise = pipe._noise(1, GIVEN + NEW, torch.Generator().manual_seed(i))
             with torch.no_grad():
                 rows.append(np.asarray(pipe.codec.decode_frames(one_call(pipe.transformer.eval(), x, noise)))[0])
-    h, w = rows[0].shape[1:3]
-    sheet = np.full((len(rows) * (h + 1), (GIVEN + NEW) * (w + 1), 3), 255, np.uint8)
-    for r, clip in enumerate(rows):
-        for f in range(GIVEN + NEW):
-            sheet[r * (h + 1) : r * (h + 1) + h, f * (w + 1) : f * (w + 1) + w] = clip[f]
-    img = Image.fromarray(sheet)
+    img = Image.fromarray(grid(np.stack(rows)))
     img.resize((img.width * a.scale, img.height * a.scale), Image.NEAREST).save(a.out)
     print(f"wrote {a.out}: per clip the true clip, then {', '.join(a.checkpoints)}")
 

@@ -16,6 +16,7 @@ from mfvideo.cli import extend as extend_cli
 from mfvideo.cli import sample as sample_cli
 from mfvideo.cli import train as train_cli
 from mfvideo.cli import cache_latents as cache_cli
+from mfvideo.cli import post_train as post_cli
 from mfvideo.data.video_io import iter_frames, probe, read_frames
 from mfvideo.io import save_video
 from mfvideo.pipeline import MFVideoPipeline
@@ -72,6 +73,10 @@ def T(*a):
     return ["train", TINY, "train.output_dir={w}/newrun", "train.max_steps=2", *a]
 
 
+def P(*a):
+    return ["post", "--out", "{w}/post", *a]
+
+
 CASES = {
     # extend: outputs
     "extend onto its own input": ["extend", "{w}/in.mp4", "--num-new-frames", "4", "--out", "{w}/in.mp4"],
@@ -125,8 +130,15 @@ CASES = {
     "cache shard-size -1": ["cache", TINY, "--out", "{w}/cache", "--shard-size", "-1"],
     "cache limit -1": ["cache", TINY, "--out", "{w}/cache", "--limit", "-1"],
     "cache out is a file": ["cache", TINY, "--out", "{w}/a_file"],
+    # post-train
+    "post-train steps 0": P("--steps", "0"), "post-train ratio -1": P("--ratio", "-1"), "post-train lr nan": P("--lr", "nan"),
+    "post-train out is a file": ["post", "--out", "{w}/a_file"],
+    "post-train out is a non-pipeline folder": ["post", "{w}/ck_other", "--out", "{w}"],
+    "post-train checkpoint of another architecture": P("{w}/ck_other"),
+    "post-train checkpoint folder missing": P("{w}/nowhere"),
 }
-MAINS = {"extend": extend_cli.main, "sample": sample_cli.main, "train": train_cli.main, "cache": cache_cli.main}
+MAINS = {"extend": extend_cli.main, "sample": sample_cli.main, "train": train_cli.main, "cache": cache_cli.main,
+         "post": post_cli.main}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -140,13 +140,14 @@ def fit_context_reader(model, clips, labels, masks: dict, max_context: int | Non
     return stats
 
 
-def load_clips(data_cfg, codec, split: str, n: int, start: int = 0, batch_size: int = 256):
-    """The first n items of a split from ``start`` as latents (n, C, T, h, w) and their labels (n,)."""
+def load_clips(data_cfg, codec, split: str, n: int, start: int = 0, batch_size: int = 256,
+               allow_unlabelled: bool = False):
+    """The first n items of a split from ``start`` as latents (n, C, T, h, w) and their labels (n,; -1: none)."""
     from ..data import build_dataset
 
     ds = build_dataset(data_cfg, split=split)
     if len(ds) < start + n:
-        raise ValueError(f"the {split} split has {len(ds)} clips; {start + n} requested for the context reader")
+        raise ValueError(f"the {split} split has {len(ds)} clips; {start + n} requested")
     xs, ys = [], []
     for i in range(start, start + n, batch_size):
         items = [ds[j] for j in range(i, min(i + batch_size, start + n))]
@@ -155,7 +156,7 @@ def load_clips(data_cfg, codec, split: str, n: int, start: int = 0, batch_size: 
             xs.append(x if data_cfg.kind == "latent_cache" else codec.encode(x.to(codec_device(codec))).cpu())
         ys.append(torch.tensor([int(it["y"]) for it in items]))
     y = torch.cat(ys)
-    if bool((y < 0).any()):
+    if not allow_unlabelled and bool((y < 0).any()):
         raise ValueError(f"the {split} split has unlabelled clips: a context reader needs class labels")
     return torch.cat(xs), y
 

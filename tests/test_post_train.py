@@ -1,0 +1,162 @@
+"""Adversarial post-training of the one-step jump: its jump is the sampler's, its critic learns what blur is, its
+GAN weight sets the gradient ratio it names, and a run moves the generator (never the reader) towards the frozen
+two-step jump, the same on every run with the same seed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import randomize, tiny_model
+from mfvideo.method.samplers import meanflow_sample
+from mfvideo.models.critic import ClipCritic
+from mfvideo.train.adversarial import PostTrainConfig, balanced_weight, critic_loss, one_step_jump, post_train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_one_step_jump_is_the_one_step_sampler_and_keeps_the_given_frames():
+    torch.manual_seed(0)
+    net = randomize(tiny_model(), std=0.1).double().eval()
+    x, e = torch.randn(3, 3, 4, 8, 8, dtype=torch.float64), torch.randn(3, 3, 4, 8, 8, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]], dtype=torch.bool)
+    y = torch.tensor([1, -1, 4])
+    jump = one_step_jump(net, x, e, mask, y)
+    torch.testing.assert_close(jump, meanflow_sample(net, e, y=y, steps=1, context=x, context_mask=mask))
+    given = mask[:, None, :, None, None].expand_as(x)
+    assert torch.equal(jump[given], x[given])
+    assert jump.requires_grad  # differentiable, unlike the sampler
+
+
+def _glyphs(n, frames, g):
+    """Sharp random blocks on black, (n, 1, T, 16, 16) in [-1, 1], moving one pixel per frame."""
+    base = (torch.rand(n, 1, 1, 8, 8, generator=g) > 0.6).float()
+    base = F.interpolate(base[:, :, 0], scale_factor=2, mode="nearest")[:, :, None]  # (n, 1, 1, 16, 16)
+    return torch.cat([torch.roll(base, f, dims=-1) for f in range(frames)], 2) * 2 - 1
+
+
+def _blur(x):
+    k = torch.tensor([1.0, 2.0, 1.0]) / 4
+    k2 = (k[:, None] * k[None, :])[None, None, None]  # (1, 1, 1, 3, 3)
+    return F.conv3d(F.pad(x + 1, (1, 1, 1, 1, 0, 0)), k2) - 1
+
+
+@pytest.mark.parametrize("frames", [8, 1])
+def test_critic_learns_to_tell_blurred_clips_from_sharp_ones(frames):
+    """The critic, trained by critic_loss on sharp clips against the same clips blurred, tells held-out ones apart;
+    on images (T = 1) too."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    critic = ClipCritic(1, 0, width=8, frames=frames)
+    opt = torch.optim.AdamW(critic.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    for _ in range(60):
+        real = _glyphs(16, frames, g)
+        loss, _, _ = critic_loss(critic, real, _blur(real), r1=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = _glyphs(64, frames, g)
+    with torch.no_grad():
+        d_real, d_fake = critic(test).mean(1), critic(_blur(test)).mean(1)  # (64,)
+    assert (d_real > d_fake).float().mean() > 0.95, (d_real - d_fake)
+    assert critic(test).shape == (64, 4 * 4 * (4 if frames == 8 else 1))  # patches over (T', H', W')
+
+
+def test_class_projection_makes_the_critic_conditional():
+    torch.manual_seed(0)
+    critic = randomize(ClipCritic(1, 10, width=8), std=0.2)
+    x = torch.randn(2, 1, 8, 16, 16)
+    a, b = critic(x, torch.tensor([3, 3])), critic(x, torch.tensor([3, 7]))
+    assert torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1])
+    assert ClipCritic(1, 0, 8)(x).shape == critic(x, None).shape == a.shape
+
+
+def test_balanced_weight_sets_the_gradient_ratio():
+    torch.manual_seed(0)
+    fake = torch.randn(4, 1, 2, 6, 6, requires_grad=True)
+    anchor = (fake - torch.randn_like(fake)).pow(2).mean()
+    adv = F.softplus(-(fake * torch.randn_like(fake)).sum((1, 2, 3, 4))).mean()
+    w = balanced_weight(anchor, adv, fake, 0.3)
+    g_anchor, = torch.autograd.grad(anchor, fake, retain_graph=True)
+    g_adv, = torch.autograd.grad(w * adv, fake)
+    torch.testing.assert_close(g_adv.norm(), 0.3 * g_anchor.norm())
+    assert not w.requires_grad
+
+
+def test_post_train_config_refuses_bad_values():
+    for bad in (dict(steps=0), dict(lr=0.0), dict(ratio=-0.1), dict(r1=float("nan")), dict(anchor_steps=0)):
+        with pytest.raises(ValueError, match="post-training"):
+            PostTrainConfig(**bad)
+
+
+def _tiny_pipe(reader=False):
+    """A tiny random class-conditional model on 4-frame 16 x 16 moving digits (configs/tiny.yaml), with a reader."""
+    from mfvideo.builders import build_model
+    from mfvideo.config import load_config
+    from mfvideo.pipeline import MFVideoPipeline
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    cfg.model.in_channels, cfg.model.num_classes, cfg.model.context_reader = 1, 10, reader
+    torch.manual_seed(0)
+    return MFVideoPipeline(randomize(build_model(cfg.model), std=0.05), training_config=cfg)
+
+
+def _anchor_gap(net, frozen, clips, seed=5):
+    """Mean squared gap between the one-step jump and the frozen two-step jump on fixed noise (generation rows)."""
+    g = torch.Generator().manual_seed(seed)
+    e = torch.randn(clips.shape, generator=g)
+    y = torch.arange(clips.shape[0]) % 10
+    with torch.no_grad():
+        return float((meanflow_sample(net, e, y=y, steps=1) - meanflow_sample(frozen, e, y=y, steps=2)).pow(2).mean())
+
+
+def test_post_training_moves_the_one_step_jump_towards_the_two_step_jump_and_never_the_reader():
+    """The anchor alone (ratio 0) brings the one-step jump towards the frozen two-step jump on held-out noise; with
+    the critic (ratio > 0) only the generator's weights change (a fitted reader stays as fitted) and two runs with
+    one seed are bit-identical."""
+    import copy
+
+    from mfvideo.train.reader import load_clips
+
+    pipe = _tiny_pipe()
+    frozen = copy.deepcopy(pipe.transformer).eval()
+    clips, labels = load_clips(pipe.cfg.data, pipe.codec, "train", 256)
+    before = _anchor_gap(pipe.transformer, frozen, clips[:64])
+    stats = post_train(pipe, PostTrainConfig(steps=40, batch_size=16, lr=1e-3, ratio=0.0), clips, labels)
+    assert _anchor_gap(pipe.transformer, frozen, clips[:64]) < 0.5 * before
+    assert set(stats["final"]) == {"anchor"} and not pipe.transformer.training
+
+    runs = []
+    for _ in range(2):
+        pipe = _tiny_pipe(reader=True)
+        ref = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+        stats = post_train(pipe, PostTrainConfig(steps=3, batch_size=8, ratio=0.5), clips, labels, log_every=1)
+        runs.append(pipe.transformer.state_dict())
+    assert {"anchor", "adv", "weight", "d_real", "d_fake"} <= set(stats["final"])
+    changed = {k for k in ref if not torch.equal(runs[0][k], ref[k])}
+    assert any(k.startswith("blocks.") for k in changed) and any(k.startswith("class_reader.") for k in ref)
+    assert not any(k.startswith("class_reader.") for k in changed)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in ref)
+
+
+def test_post_train_cli_writes_a_loadable_pipeline_and_refuses_its_source_as_output(tmp_path):
+    from mfvideo.pipeline import MFVideoPipeline
+
+    out = tmp_path / "sharp"
+    cmd = [sys.executable, "-m", "mfvideo.cli.post_train", "--out", str(out), "--steps", "2", "--clips", "64",
+           "--batch-size", "4"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "2 post-training steps" in res.stdout
+    stats = json.loads((out / "post_train.json").read_text())
+    assert stats["config"]["steps"] == 2 and stats["source"] == "bundled" and "d_real" in stats["final"]
+    pipe, bundled = MFVideoPipeline.from_pretrained(out), MFVideoPipeline.from_pretrained()
+    mine, theirs = pipe.transformer.state_dict(), bundled.transformer.state_dict()
+    assert mine.keys() == theirs.keys() and not all(torch.equal(mine[k], theirs[k]) for k in mine)
+    res = subprocess.run([sys.executable, "-m", "mfvideo.cli.post_train", str(out), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "source folder itself" in res.stderr and "Traceback" not in res.stderr

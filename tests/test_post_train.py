@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from conftest import randomize, tiny_model
 from mfvideo.method.samplers import meanflow_sample
 from mfvideo.models.critic import ClipCritic
-from mfvideo.train.adversarial import PostTrainConfig, balanced_weight, critic_loss, one_step_jump, post_train
+from mfvideo.train.adversarial import (FIELD_TIMES, PostTrainConfig, balanced_weight, critic_loss, field_loss,
+                                       field_times, one_step_jump, post_train)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,8 +88,30 @@ def test_balanced_weight_sets_the_gradient_ratio():
     assert not w.requires_grad
 
 
+def test_field_term_holds_every_other_time_pair_and_is_zero_at_the_frozen_model():
+    t, r = field_times(4000, torch.Generator().manual_seed(0))
+    assert bool((r <= t).all()) and not bool(((t == 1.0) & (r == 0.0)).any())  # never the one-step jump
+    on_grid = sum(((t == a) & (r == b)).float().mean() for a, b in FIELD_TIMES)
+    assert 0.45 < float(on_grid) < 0.55 and float((r == t).float().mean()) > 0.05  # the samplers' pairs, Euler's
+    torch.manual_seed(0)
+    net = randomize(tiny_model(), std=0.1)
+    other = randomize(tiny_model(), std=0.1, seed=1)
+    x, e = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 3, 4, 8, 8)
+    mask, y = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool), torch.tensor([2, -1])
+    tt, rr = torch.tensor([1.0, 0.4]), torch.tensor([0.5, 0.1])
+    assert float(field_loss(net, net, x, e, mask, y, tt, rr).detach()) == 0.0
+    loss = field_loss(net, other, x, e, mask, y, tt, rr)
+    loss.backward()
+    assert float(loss) > 0 and all(q.grad is None for q in other.parameters())
+    # only the new frames count: a change of the given frame's output alone leaves it as it was
+    given = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    shifted = lambda z, t, r, y=None: net(z, t, r, y=y) + (t == 0)[:, None, :, None, None]  # noqa: E731
+    assert float(field_loss(shifted, net, x, e, given, y, tt, rr).detach()) == 0.0
+
+
 def test_post_train_config_refuses_bad_values():
-    for bad in (dict(steps=0), dict(lr=0.0), dict(ratio=-0.1), dict(r1=float("nan")), dict(anchor_steps=0)):
+    for bad in (dict(steps=0), dict(lr=0.0), dict(ratio=-0.1), dict(r1=float("nan")), dict(anchor_steps=0),
+                dict(field_weight=-1.0)):
         with pytest.raises(ValueError, match="post-training"):
             PostTrainConfig(**bad)
 
@@ -126,7 +149,8 @@ def test_post_training_moves_the_one_step_jump_towards_the_two_step_jump_and_nev
     frozen = copy.deepcopy(pipe.transformer).eval()
     clips, labels = load_clips(pipe.cfg.data, pipe.codec, "train", 256)
     before = _anchor_gap(pipe.transformer, frozen, clips[:64])
-    stats = post_train(pipe, PostTrainConfig(steps=40, batch_size=16, lr=1e-3, ratio=0.0), clips, labels)
+    stats = post_train(pipe, PostTrainConfig(steps=40, batch_size=16, lr=1e-3, ratio=0.0,
+                                                     field_weight=0.0), clips, labels)
     assert _anchor_gap(pipe.transformer, frozen, clips[:64]) < 0.5 * before
     assert set(stats["final"]) == {"anchor"} and not pipe.transformer.training
 
@@ -136,7 +160,7 @@ def test_post_training_moves_the_one_step_jump_towards_the_two_step_jump_and_nev
         ref = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
         stats = post_train(pipe, PostTrainConfig(steps=3, batch_size=8, ratio=0.5), clips, labels, log_every=1)
         runs.append(pipe.transformer.state_dict())
-    assert {"anchor", "adv", "weight", "d_real", "d_fake"} <= set(stats["final"])
+    assert {"anchor", "field", "adv", "weight", "d_real", "d_fake"} <= set(stats["final"])
     changed = {k for k in ref if not torch.equal(runs[0][k], ref[k])}
     assert any(k.startswith("blocks.") for k in changed) and any(k.startswith("class_reader.") for k in ref)
     assert not any(k.startswith("class_reader.") for k in changed)

@@ -32,6 +32,9 @@ def main(argv=None):
     p.add_argument("--r1", type=non_negative_float, default=0.1, help="R1 penalty on real clips (default 0.1)")
     p.add_argument("--anchor-steps", type=positive_int, default=2,
                    help="network calls of the frozen model's jump the one-step jump is drawn to (default 2)")
+    p.add_argument("--field-weight", type=non_negative_float, default=1.0,
+                   help="hold the model's field at every other (t, r) where it was, so that multi-step sampling keeps "
+                        "its quality (default 1; 0: train the one-step jump alone)")
     p.add_argument("--clips", type=positive_int, default=20000, help="training clips held in memory (default 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device, default="cpu")
@@ -47,7 +50,8 @@ def main(argv=None):
     from ..train.adversarial import PostTrainConfig, post_train
 
     cfg = PostTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, critic_lr=args.critic_lr,
-                          ratio=args.ratio, r1=args.r1, anchor_steps=args.anchor_steps, clips=args.clips,
+                          ratio=args.ratio, r1=args.r1, anchor_steps=args.anchor_steps,
+                          field_weight=args.field_weight, clips=args.clips,
                           seed=args.seed)
     pipe = MFVideoPipeline.from_pretrained(args.source, device=args.device)
     logging.getLogger("mfvideo.train.adversarial").setLevel(logging.INFO)

@@ -26,7 +26,7 @@ SAMPLER_TIMES = ((1.0, 0.0), (1.0, 0.5), (0.5, 0.0))  # (t, r) of 1-NFE and 2-NF
 
 def draw_times(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(t, r) per row, (B,) each: half the rows at the samplers' own (t, r), the rest t ~ U(0, 1), r in [0, t]
-    (a quarter of those with r = t, as Euler steps use)."""
+    (a quarter of those with r = 0)."""
     fixed = torch.tensor(SAMPLER_TIMES)[torch.randint(0, len(SAMPLER_TIMES), (batch,), generator=generator)]
     t = torch.rand(batch, generator=generator).clamp_min(1e-3)
     r = t * torch.rand(batch, generator=generator) * (torch.rand(batch, generator=generator) > 0.25)

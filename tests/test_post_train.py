@@ -102,7 +102,7 @@ def test_field_term_holds_every_other_time_pair_and_is_zero_at_the_frozen_model(
     assert float(field_loss(net, net, x, e, mask, y, tt, rr).detach()) == 0.0
     loss = field_loss(net, other, x, e, mask, y, tt, rr)
     loss.backward()
-    assert float(loss) > 0 and all(q.grad is None for q in other.parameters())
+    assert float(loss.detach()) > 0 and all(q.grad is None for q in other.parameters())
     # only the new frames count: a change of the given frame's output alone leaves it as it was
     given = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0]], dtype=torch.bool)
     shifted = lambda z, t, r, y=None: net(z, t, r, y=y) + (t == 0)[:, None, :, None, None]  # noqa: E731

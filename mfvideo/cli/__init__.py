@@ -128,6 +128,17 @@ def check_output_dir(path: str | Path) -> Path:
     return path
 
 
+def check_pipeline_output(path: str | Path, source: str | Path | None) -> Path:
+    """An output pipeline folder written from ``source`` (None: the bundled model): new, empty, or a pipeline folder,
+    and not the source itself."""
+    out = check_output_dir(path)
+    if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
+        raise ValueError(f"output folder {out} is not empty and not a pipeline folder: refusing to write into it")
+    if source is not None and Path(source).resolve() == out.resolve():
+        raise ValueError("--out is the source folder itself")
+    return out
+
+
 def user_errors(main):
     """Turn the library's user-facing errors into one line on stderr and exit status 2."""
 

@@ -9,9 +9,8 @@ train and held-out accuracy). SOURCE: a pipeline folder or training checkpoint (
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from . import ArgumentParser, check_output_dir, device, positive_int, user_errors
+from . import ArgumentParser, check_pipeline_output, device, positive_int, user_errors
 
 
 @user_errors
@@ -28,11 +27,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device, default="cpu")
     args = p.parse_args(argv)
-    out = check_output_dir(args.out)
-    if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
-        raise ValueError(f"output folder {out} is not empty and not a pipeline folder: refusing to write into it")
-    if args.source is not None and Path(args.source).resolve() == out.resolve():
-        raise ValueError("--out is the source folder itself")
+    out = check_pipeline_output(args.out, args.source)
 
     from ..io import atomic_path
     from ..pipeline import MFVideoPipeline

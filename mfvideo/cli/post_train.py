@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
-from . import (ArgumentParser, check_output_dir, device, non_negative_float, positive_float, positive_int,
+from . import (ArgumentParser, check_pipeline_output, device, non_negative_float, positive_float, positive_int,
                user_errors)
 
 
@@ -39,11 +38,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device, default="cpu")
     args = p.parse_args(argv)
-    out = check_output_dir(args.out)
-    if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
-        raise ValueError(f"output folder {out} is not empty and not a pipeline folder: refusing to write into it")
-    if args.source is not None and Path(args.source).resolve() == out.resolve():
-        raise ValueError("--out is the source folder itself")
+    out = check_pipeline_output(args.out, args.source)
 
     from ..io import atomic_path
     from ..pipeline import MFVideoPipeline

@@ -24,8 +24,9 @@ model the two-step frames went grainy: speckle 0.024 -> 0.079, FD 79 -> 98), sin
 trained. The context reader (``model.context_reader``) was fitted on the frozen
 network and is left as it is. The critic is training state only: the output is the same pipeline, sampled as before.
 
-Minutes on a CPU for the digits model (0.8 s per step at batch 32); one process, no resume (a stage like
-``mfvideo-fit-reader``, not a training run).
+Given frames are clean at t = r = 0 (a model trained with ``method.context_noise`` is post-trained without it).
+Minutes on a CPU for the digits model (1.25 s per step at batch 32 with the field term); one process, no resume
+(a stage like ``mfvideo-fit-reader``, not a training run).
 """
 
 from __future__ import annotations

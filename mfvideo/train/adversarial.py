@@ -165,8 +165,8 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
         noise = pipe.method.noise(x.shape, generator=g).to(device, x.dtype)
         mask = sample_context_masks(x.shape[0], x.shape[2], masks, mcfg.train.max_context_frames,
                                     generator=g).to(device)  # (B, T)
-        drop = torch.rand(x.shape[0], generator=g).to(device) < torch.where(mask.any(1).cpu(), drop_ctx,
-                                                                               method.class_dropout).to(device)
+        p_drop = torch.where(mask.any(1), drop_ctx, method.class_dropout)  # (B,): context rows at their own rate
+        drop = torch.rand(x.shape[0], generator=g).to(device) < p_drop
         y = torch.where(drop, -1, c) if conditional else None  # the null label as the model was trained with it
         fake = one_step_jump(model, x, noise, mask, y)  # (B, C, T, H, W)
         with torch.no_grad():
@@ -175,10 +175,6 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
         anchor = ((fake - target) * new).pow(2).sum() / (new.sum() * x[0, :, 0].numel()).clamp_min(1)
         stats = {"anchor": float(anchor.detach())}
         loss = anchor
-        if cfg.field_weight > 0:
-            t, r = (a.to(device, x.dtype) for a in field_times(x.shape[0], g))
-            field = field_loss(model, teacher, x, noise, mask, y, t, r)
-            stats["field"] = float(field.detach())
         if cfg.ratio > 0:
             critic.requires_grad_(True)
             loss_d, d_real, d_fake = critic_loss(critic, x, fake, c if conditional else None, cfg.r1)
@@ -191,7 +187,10 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
             loss = anchor + weight * adv
             stats.update(adv=float(adv.detach()), weight=float(weight), d_real=float(d_real), d_fake=float(d_fake))
         if cfg.field_weight > 0:
+            t, r = (a.to(device, x.dtype) for a in field_times(x.shape[0], g))
+            field = field_loss(model, teacher, x, noise, mask, y, t, r)
             loss = loss + cfg.field_weight * field
+            stats["field"] = float(field.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)

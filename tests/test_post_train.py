@@ -111,7 +111,7 @@ def test_field_term_holds_every_other_time_pair_and_is_zero_at_the_frozen_model(
 
 def test_post_train_config_refuses_bad_values():
     for bad in (dict(steps=0), dict(lr=0.0), dict(ratio=-0.1), dict(r1=float("nan")), dict(anchor_steps=0),
-                dict(field_weight=-1.0)):
+                dict(field_weight=-1.0), dict(ema_decay=1.0), dict(ema_decay=-0.5)):
         with pytest.raises(ValueError, match="post-training"):
             PostTrainConfig(**bad)
 
@@ -165,6 +165,31 @@ def test_post_training_moves_the_one_step_jump_towards_the_two_step_jump_and_nev
     assert any(k.startswith("blocks.") for k in changed) and any(k.startswith("class_reader.") for k in ref)
     assert not any(k.startswith("class_reader.") for k in changed)
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in ref)
+
+
+def test_ema_decay_writes_the_moving_average_of_the_run_s_weights():
+    """With ``ema_decay`` the output is the exponential moving average of the weights the same run (same seed)
+    passes through without it, updated after every step from the weights it started at; the reader stays."""
+    from mfvideo.train.reader import load_clips
+
+    pipe = _tiny_pipe(reader=True)
+    clips, labels = load_clips(pipe.cfg.data, pipe.codec, "train", 64)
+    start = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    trajectory = []
+    post_train(pipe, PostTrainConfig(steps=4, batch_size=8, lr=1e-3), clips, labels, log_every=1,
+               callback=lambda step: trajectory.append({k: v.clone() for k, v in pipe.transformer.state_dict().items()}))
+    decay = 0.6
+    expected = {k: v.clone() for k, v in start.items()}
+    for weights in trajectory:
+        for k, v in expected.items():
+            v.lerp_(weights[k], 1.0 - decay)
+    pipe = _tiny_pipe(reader=True)
+    post_train(pipe, PostTrainConfig(steps=4, batch_size=8, lr=1e-3, ema_decay=decay), clips, labels, log_every=1)
+    out = pipe.transformer.state_dict()
+    assert all(torch.equal(out[k], expected[k]) for k in out)
+    moved = [k for k in out if not torch.equal(out[k], trajectory[-1][k])]
+    assert any(k.startswith("blocks.") for k in moved) and not any(k.startswith("class_reader.") for k in moved)
+    assert all(torch.equal(out[k], start[k]) for k in out if k.startswith("class_reader."))
 
 
 def test_post_train_cli_writes_a_loadable_pipeline_and_refuses_its_source_as_output(tmp_path):

@@ -132,6 +132,7 @@ CASES = {
     "cache out is a file": ["cache", TINY, "--out", "{w}/a_file"],
     # post-train
     "post-train steps 0": P("--steps", "0"), "post-train ratio -1": P("--ratio", "-1"), "post-train lr nan": P("--lr", "nan"),
+    "post-train ema decay 1": P("--ema-decay", "1"),
     "post-train out is a file": ["post", "--out", "{w}/a_file"],
     "post-train out is a non-pipeline folder": ["post", "{w}/ck_other", "--out", "{w}"],
     "post-train checkpoint of another architecture": P("{w}/ck_other"),

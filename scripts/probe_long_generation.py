@@ -37,7 +37,7 @@ def main():
             for fpw in (None, 2, 1):
                 name = (f"{'labelled' if labelled else 'null label'}, {'re-read every window' if reread else 'held'}, "
                         f"{fpw or 'all'} kept per window")
-                clips = pipe.generate(num_frames=a.frames, class_labels=labels.tolist() if labelled else None,
+                clips = pipe.generate(num_frames=a.frames, class_labels=labels.tolist() if labelled else -1,
                                       num_clips=a.n, seed=0, output_type="uint8", frames_per_window=fpw,
                                       reread_context=reread).frames  # (n, T, H, W, 3)
                 pred, _ = suite.predict(clips)  # (n, T)

@@ -76,6 +76,25 @@ def test_class_projection_makes_the_critic_conditional():
     assert ClipCritic(1, 0, 8)(x).shape == critic(x, None).shape == a.shape
 
 
+def test_critic_judges_a_generation_row_without_its_label_without_a_class():
+    """y = -1 gives the unconditional logits (no class projection) on that row only; ``critic_labels`` gives -1 to
+    exactly the generation rows whose label was dropped (a context row still shows its class)."""
+    from mfvideo.train.adversarial import critic_labels
+
+    torch.manual_seed(0)
+    critic = ClipCritic(1, num_classes=10, width=8, frames=4)
+    with torch.no_grad():
+        critic.embed.weight.normal_()
+    x = torch.randn(3, 1, 4, 16, 16)
+    plain, mixed = critic(x), critic(x, torch.tensor([2, -1, 7]))
+    assert torch.allclose(mixed[1], plain[1]) and not torch.allclose(mixed[0], plain[0])
+    assert not torch.allclose(mixed[2], plain[2])
+    labels = torch.tensor([3, 3, 3, 3])
+    dropped = torch.tensor([True, True, False, False])
+    mask = torch.tensor([[False] * 4, [True, False, False, False], [False] * 4, [True, False, False, False]])
+    assert critic_labels(labels, dropped, mask).tolist() == [-1, 3, 3, 3]
+
+
 def test_balanced_weight_sets_the_gradient_ratio():
     torch.manual_seed(0)
     fake = torch.randn(4, 1, 2, 6, 6, requires_grad=True)

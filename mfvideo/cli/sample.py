@@ -14,7 +14,8 @@ def main(argv=None):
     p = ArgumentParser(prog="mfvideo-sample", description="Generate clips with a MeanFlow STDiT in one step.")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled moving-digits model)")
     p.add_argument("--classes", type=int, nargs="+", default=None,
-                   help="class ids: one clip each, or with --num-clips N and one id, N clips of that class")
+                   help="class ids: one clip each, or with --num-clips N and one id, N clips of that class (default: "
+                        "a class drawn per clip, named in the file name; -1: the null label)")
     p.add_argument("--num-clips", type=positive_int, default=None, help="clips to generate (default: 4, or one per class)")
     p.add_argument("--num-frames", type=positive_int, default=None, help="frames per clip (default: the model's window)")
     p.add_argument("--frames-per-window", type=positive_int, default=None,
@@ -62,7 +63,8 @@ def main(argv=None):
                             motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol)
         fps, frames = fps or out.fps, out.frames.shape[1]
         for i, clip in enumerate(out.frames, start):
-            label = f"_class{classes[i]}" if classes is not None else ""
+            drawn = out.class_labels[i - start] if out.class_labels is not None else None
+            label = f"_class{classes[i]}" if classes is not None else ("" if drawn is None else f"_class{drawn}")
             save_video(clip, folder / f"clip_{i:03d}{label}.mp4", fps=fps)
         if args.grid:
             sheet.append(out.frames)

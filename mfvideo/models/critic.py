@@ -2,8 +2,9 @@
 
 3-D convolutions over (frame, row, column) of a latent clip, ending in one logit per coarse patch (a PatchGAN: blur,
 grain and a glyph that changes between frames are local), plus a class projection on class-conditional models
-(the logit gains <h, e_y> / sqrt(width), so the critic judges "a real 3", not only "real"). Images (T = 1) keep their
-one frame: the time kernel sees zero padding and the time stride is 1 below 4 frames.
+(the logit gains <h, e_y> / sqrt(width), so the critic judges "a real 3", not only "real"; y = -1 judges a row
+without its class). Images (T = 1) keep their one frame: the time kernel sees zero padding and the time stride is 1
+below 4 frames.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ class ClipCritic(nn.Module):
         self.embed = nn.Embedding(num_classes, 4 * w) if num_classes else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, C, T, H, W) latents, y (B,) class ids (ignored by an unconditional critic) -> logits (B, patches)."""
+        """x (B, C, T, H, W) latents, y (B,) class ids, -1 for a row judged without its class (ignored by an
+        unconditional critic) -> logits (B, patches)."""
         h = self.body(x)  # (B, D, T', H', W')
         logits = self.logit(h)[:, 0]  # (B, T', H', W')
         if self.embed is not None and y is not None:
-            logits = logits + torch.einsum("bdthw,bd->bthw", h, self.embed(y)) / h.shape[1] ** 0.5
+            e = self.embed(y.clamp_min(0)) * (y >= 0)[:, None].to(h.dtype)  # (B, D): no projection where y = -1
+            logits = logits + torch.einsum("bdthw,bd->bthw", h, e) / h.shape[1] ** 0.5
         return rearrange(logits, "b t h w -> b (t h w)")

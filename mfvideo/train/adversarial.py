@@ -114,6 +114,13 @@ def field_loss(model, frozen, x: torch.Tensor, noise: torch.Tensor, mask: torch.
     return ((model(z, tt, rr, y=y) - target) * w).pow(2).sum() / (w.sum() * x[0, :, 0].numel()).clamp_min(1)
 
 
+def critic_labels(labels: torch.Tensor, dropped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The class the critic judges each row by: the one its generator could know, given as the label or shown by
+    given frames (``mask`` (B, T)); -1 (no class) for a generation row whose label was dropped. Judging such a row
+    as "a real c" would ask the generator for a class it was never told (a blend of classes). labels, dropped (B,)."""
+    return torch.where(dropped & ~mask.any(1), -1, labels)
+
+
 def critic_loss(critic, real: torch.Tensor, fake: torch.Tensor, y=None, r1: float = 0.0):
     """The non-saturating critic loss on real and (detached) generated clips, plus gamma / 2 |dD/dreal|^2 per clip
     (mean over patches); returns (loss, D(real) mean, D(fake) mean)."""
@@ -175,6 +182,7 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
         p_drop = torch.where(mask.any(1), drop_ctx, method.class_dropout)  # (B,): context rows at their own rate
         drop = torch.rand(x.shape[0], generator=g).to(device) < p_drop
         y = torch.where(drop, -1, c) if conditional else None  # the null label as the model was trained with it
+        judge = critic_labels(c, drop, mask) if conditional else None
         fake = one_step_jump(model, x, noise, mask, y)  # (B, C, T, H, W)
         with torch.no_grad():
             target = meanflow_sample(teacher, noise, y=y, steps=cfg.anchor_steps, context=x, context_mask=mask)
@@ -184,12 +192,12 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
         loss = anchor
         if cfg.ratio > 0:
             critic.requires_grad_(True)
-            loss_d, d_real, d_fake = critic_loss(critic, x, fake, c if conditional else None, cfg.r1)
+            loss_d, d_real, d_fake = critic_loss(critic, x, fake, judge, cfg.r1)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
             critic.requires_grad_(False)
-            adv = F.softplus(-critic(fake, c if conditional else None)).mean()
+            adv = F.softplus(-critic(fake, judge)).mean()
             weight = balanced_weight(anchor, adv, fake, cfg.ratio)
             loss = anchor + weight * adv
             stats.update(adv=float(adv.detach()), weight=float(weight), d_real=float(d_real), d_fake=float(d_fake))

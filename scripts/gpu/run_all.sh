@@ -13,7 +13,9 @@
 #                                        # 1024 / 512, the graphed JVP unless GRAPH=false, compiled with COMPILE=true,
 #                                        # PREDICTION=u|x, default x),
 #                                        # exported as a pipeline folder to score here (scripts/evaluate_digits.py; EVAL=1
-#                                        # scores there). VIDEO_ARGS adds overrides to the video stage, MODEL_ARGS to both
+#                                        # scores there). VIDEO_ARGS adds overrides to the video stage, MODEL_ARGS to both;
+#                                        # POST_STEPS=N then post-trains it N steps on CUDA (mfvideo-post-train, stage 5
+#                                        # of the bundled recipe; at most POST_SECONDS, default 90), as moving_digits_gpu_post
 #   bash scripts/gpu/run_all.sh smoke    # scripts/gpu/smoke.py (the pipeline on CUDA vs CPU, a short CUDA training run
 #                                        # loaded back) and scripts/gpu/ddp_check.py (2 processes, DDP gradients through
 #                                        # the JVP; gloo on one GPU, where NCCL refuses 2 ranks): passed in session 21
@@ -94,6 +96,10 @@ case $stage in
     vid=$(ls -d /tmp/gpu_video/checkpoints/step_* | tail -1)
     python3 -m mfvideo.cli.export "$vid" --out "$out/moving_digits_gpu" && cp /tmp/gpu_video/log.jsonl "$out/train_video_log.jsonl"
     echo "img=$img vid=$vid MODEL_ARGS=${MODEL_ARGS:-} VIDEO_ARGS=${VIDEO_ARGS:-}" > "$out/video_args.txt"
+    if [ "${POST_STEPS:-0}" -gt 0 ]; then  # the bundled recipe's stage 5 on the GPU-trained model (README "Bundled model")
+      timeout ${POST_SECONDS:-90} python3 -m mfvideo.cli.post_train "$out/moving_digits_gpu" --out "$out/moving_digits_gpu_post" \
+        --steps "$POST_STEPS" --device cuda 2>&1 | tail -3 | tee "$out/post_train.txt"
+    fi
     if [ "${EVAL:-0}" = 1 ]; then
       timeout 120 python3 scripts/evaluate_digits.py --checkpoint "gpu=$out/moving_digits_gpu" --steps 1 --n 200 \
         --long-frames 16 --out "$out/digits_eval.json" 2>&1 | tail -12 | tee "$out/digits_eval.txt"

@@ -47,8 +47,9 @@ def test_the_bundled_model_reads_held_out_digits_and_extends_with_what_it_read()
     same = pipe.extend(clips, num_new_frames=4, context_frames=4, seed=0, class_labels=out.class_labels.tolist(),
                        output_type="uint8")
     assert np.array_equal(out.frames, same.frames) and same.class_labels is None  # the read labels condition it
-    null = pipe.extend(clips[:4], num_new_frames=4, context_frames=4, seed=0, output_type="uint8")
-    assert not np.array_equal(out.frames[:4], null.frames)
+    null = pipe.extend(clips, num_new_frames=4, context_frames=4, seed=0, output_type="uint8")
+    differ = (out.frames != null.frames).reshape(40, -1).any(1)  # a read label enters as the reader's one-hot reading:
+    assert differ.any() and not differ.all()  # the frames change where the reader was unsure or read another class
     mid = pipe.condition(clips[:8, [0, 3]], [0, 7], seed=0, infer_label=True)
     assert mid.class_labels.shape == (8,) and (mid.class_labels == labels[:8]).mean() >= 0.6
     with pytest.raises(ValueError, match="not both"):

@@ -317,7 +317,8 @@ def test_generate_holds_what_it_read_off_its_first_window():
     hook = pipe.transformer.context_embedder.register_forward_hook(
         lambda *a: calls.__setitem__("summary", calls["summary"] + 1))
     try:
-        kw = dict(num_frames=20, class_labels=[3, 7], seed=0, output_type="uint8")
+        kw = dict(num_frames=20, class_labels=[-1, -1], seed=0, output_type="uint8")  # (a label would enter through
+        # the held reading only: test_a_given_label_enters_through_the_reader)
         held = pipe.generate(**kw).frames
         n_held = calls["summary"]
         calls["summary"] = 0
@@ -331,3 +332,43 @@ def test_generate_holds_what_it_read_off_its_first_window():
     assert n_held == 1 and n_reread == 1 + 3 and n_noised == 1  # 8 frames, then 3 windows of 4 new frames
     np.testing.assert_array_equal(held[:, :12], reread[:, :12])  # the first window and the first continuation
     assert (held[:, 12:] != reread[:, 12:]).any()
+
+
+def test_a_given_label_enters_through_the_reader():
+    """On a model with a class reader, labelled rows of a window with given frames run with the null label and the
+    given class as the reader's (held) reading: the frames equal those of the unlabelled extension whose reading is
+    replaced by the one-hot class; rows without a label keep what the reader read; ``reread_context=True`` (no held
+    reading) keeps the labelled (guided) path; an interpolation's label takes the same route."""
+    import dataclasses
+
+    from mfvideo.pipeline import MFVideoPipeline
+
+    pipe = MFVideoPipeline.from_pretrained()
+    video = np.asarray(pipe.generate(class_labels=[3, 7, 1], seed=1, output_type="uint8").frames)[:, :4]
+    kw = dict(context_frames=4, seed=0, output_type="uint8", include_input=False)
+    labelled = pipe.extend(video, 8, class_labels=[3, -1, 1], **kw)
+    assert labelled.class_labels[0] == -1 and labelled.class_labels[2] == -1 and labelled.class_labels[1] >= 0
+    original = pipe._read_given
+
+    def forced(noise, y, context, mask):
+        reading, read = original(noise, y, context, mask)
+        probs = reading.class_probs.clone()
+        probs[0], probs[2] = torch.eye(10)[3], torch.eye(10)[1]
+        return dataclasses.replace(reading, class_probs=probs), read
+
+    pipe._read_given = forced
+    try:
+        by_hand = pipe.extend(video, 8, **kw)
+    finally:
+        pipe._read_given = original
+    np.testing.assert_array_equal(labelled.frames, by_hand.frames)
+    guided = pipe.extend(video, 8, class_labels=[3, -1, 1], reread_context=True, **kw)
+    assert (guided.frames[[0, 2]] != labelled.frames[[0, 2]]).any()
+    seen = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("y", a[3] if len(a) > 3 else None)),
+                                                      with_kwargs=True)
+    try:
+        pipe.condition(video[:, [0, 3]], [0, 7], num_frames=8, class_labels=[3, 7, 1], seed=0)
+    finally:
+        hook.remove()
+    assert all(y is not None and bool((y == -1).all()) for y in seen)

@@ -400,7 +400,9 @@ class MFVideoPipeline(DiffusionPipeline):
         every window reads its own context, for videos whose content changes); read class ids come back in
         ``class_labels``. ``infer_label=True`` (class-conditional models) first reads the class off the context with
         the model itself (a diffusion classifier: 8 x classes network calls per clip) and conditions on it; the ids
-        come back in ``class_labels``.
+        come back in ``class_labels``. On a model with a class reader a given or inferred class enters through the
+        reader, as its held reading (``_read_labelled``; with ``reread_context=True`` it conditions every block, the
+        guided labelled field, which overdraws: README "Use it").
 
         ``context_noise`` (default: the model's ``sample.context_noise``): from the second window on, the context is
         the model's own frames; they are noised to this level first (for a model trained with
@@ -410,15 +412,15 @@ class MFVideoPipeline(DiffusionPipeline):
         ``frames_per_window`` (default: all, window - context): keep only the first n new frames of every window and
         slide the window by n. Every kept frame then lies within n frames of its context, at the price of
         (window - context) / n times the network calls: with n = 1, one call per new frame (streaming). A one-step
-        window's frames get worse with distance from their context (the bundled model: 0.96 -> 0.88 over 4 new
-        frames, flat at 0.95-0.965 with n = 1; README).
+        window's frames get worse with distance from their context (the bundled model: 0.96 -> 0.89 over 8 new
+        frames, flat at 0.94-0.96 with n = 1; README).
 
         ``motion_copy`` (R latent pixels; 0: off): every new frame that the frame before it (the last context frame
         for the first), moved by whole latent pixels within R, explains to a root-mean-square difference of at most
         ``motion_copy_tol`` (latent units; None: ``MOTION_COPY_TOL``, 0.4) becomes that moved frame
         (``pipeline.motion_copy``: a codec's motion compensation, per frame). The network still decides where the
         content goes and which frames a move explains; the copy keeps what it would redraw: the given handwriting,
-        sharp (the bundled model, 1-NFE: glyph match 0.855 -> 0.995, 0.999 with ``frames_per_window=1``; README).
+        sharp (the bundled model, 1-NFE: glyph match 0.863 -> 0.995, 0.999 with ``frames_per_window=1``; README).
         Content that changes otherwise than by a move stays the network's.
         """
         from .inputs import load_clip

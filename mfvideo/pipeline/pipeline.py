@@ -336,7 +336,7 @@ class MFVideoPipeline(DiffusionPipeline):
         a class per clip uniformly (from the same generator, after the first window's noise; returned in
         ``class_labels``): p(x) = mean over y of p(x | y), through the guided conditional field the model was trained
         for, where its null-label branch (``class_labels=-1``, trained on a tenth of the rows, unguided) draws far
-        worse clips (the bundled model: FD 416 against 77; README). Noise comes from ``generator`` (a CPU
+        worse clips (the bundled model: FD 416 against 88; README). Noise comes from ``generator`` (a CPU
         ``torch.Generator``) or from ``seed``. ``context_noise``, ``frames_per_window``, ``reread_context``,
         ``motion_copy`` (for the windows after the first): as in ``extend`` (a copy holds the first window's glyph,
         flaws included: the bundled model's speckle 0.028 -> 0.057, class accuracy 1.0 -> 0.945; README); what the
@@ -465,6 +465,10 @@ class MFVideoPipeline(DiffusionPipeline):
                              f"frames in a {self.window}-frame window, got {n}")
         return int(n) // f
 
+    def _routes_labels(self, y) -> bool:
+        """Whether labels ``y`` (B,) have labelled rows that ``_read_labelled`` routes through a class reader."""
+        return getattr(self.transformer, "class_reader", None) is not None and y is not None and bool((y >= 0).any())
+
     def _read_labelled(self, noise, y, context, mask):
         """``_read_given`` where labelled rows take their class through the context reader: a model with a class
         reader reads the window as unlabelled and its reading's class becomes the given one (one-hot), so those rows
@@ -473,7 +477,7 @@ class MFVideoPipeline(DiffusionPipeline):
         bundled model a true label given that way made the new frames less legible than no label at all (accuracy
         at distance 8: 0.815 against 0.89), through the reader 0.915 (README "Use it"). Returns (reading, read ids
         (-1 on labelled rows), the labels to run with)."""
-        if getattr(self.transformer, "class_reader", None) is None or y is None or not bool((y >= 0).any()):
+        if not self._routes_labels(y):
             reading, read = self._read_given(noise, y, context, mask)
             return reading, read, y
         null = torch.full_like(y, -1)
@@ -556,10 +560,10 @@ class MFVideoPipeline(DiffusionPipeline):
         y = self._labels_for(context[:, :, sorted(idx)], class_labels, infer_label)
         mask = torch.zeros(given.shape[0], num_frames, dtype=torch.bool, device=self.device)
         mask[:, idx] = True
-        reading = None
-        if y is not None and bool((y >= 0).any()) and getattr(self.transformer, "class_reader", None) is not None:
-            reading, _, y_net = self._read_labelled(noise, y, context, mask)  # a given label through the reader
-        latents = self._sample(noise, y if reading is None else y_net, how, context=context, mask=mask, reading=reading)
+        reading, y_net = None, y
+        if self._routes_labels(y):  # a given label enters through the reader
+            reading, _, y_net = self._read_labelled(noise, y, context, mask)
+        latents = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
         if copy is not None:
             latents, _ = _motion_copy(latents, mask[0], *copy)
         frames_out = self.codec.decode_frames(latents)

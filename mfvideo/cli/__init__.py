@@ -128,6 +128,12 @@ def check_output_dir(path: str | Path) -> Path:
     return path
 
 
+def add_pipeline_stage_args(p: argparse.ArgumentParser) -> None:
+    """SOURCE and --out of a stage that writes a new pipeline folder from a trained one (``check_pipeline_output``)."""
+    p.add_argument("source", nargs="?", default=None, help="pipeline folder or training checkpoint (default: bundled)")
+    p.add_argument("--out", required=True, help="output pipeline folder")
+
+
 def check_pipeline_output(path: str | Path, source: str | Path | None) -> Path:
     """An output pipeline folder written from ``source`` (None: the bundled model): new, empty, or a pipeline folder,
     and not the source itself."""

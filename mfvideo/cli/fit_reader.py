@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 
-from . import ArgumentParser, check_pipeline_output, device, positive_int, user_errors
+from . import ArgumentParser, add_pipeline_stage_args, check_pipeline_output, device, positive_int, user_errors
 
 
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-fit-reader", description=__doc__.splitlines()[0])
-    p.add_argument("source", nargs="?", default=None, help="pipeline folder or training checkpoint (default: bundled)")
-    p.add_argument("--out", required=True, help="output pipeline folder")
+    add_pipeline_stage_args(p)
     p.add_argument("--clips", type=positive_int, default=60000, help="training clips to fit on (default 60000)")
     p.add_argument("--val-clips", type=positive_int, default=3000, help="held-out clips to score (default 3000)")
     p.add_argument("--steps", type=positive_int, default=1500, help="optimiser steps of the reader (default 1500)")

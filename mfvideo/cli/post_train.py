@@ -12,15 +12,14 @@ from __future__ import annotations
 import json
 import logging
 
-from . import (ArgumentParser, check_pipeline_output, device, non_negative_float, positive_float, positive_int,
-               user_errors)
+from . import (ArgumentParser, add_pipeline_stage_args, check_pipeline_output, device, non_negative_float,
+               positive_float, positive_int, user_errors)
 
 
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-post-train", description=__doc__.splitlines()[0])
-    p.add_argument("source", nargs="?", default=None, help="pipeline folder or training checkpoint (default: bundled)")
-    p.add_argument("--out", required=True, help="output pipeline folder")
+    add_pipeline_stage_args(p)
     p.add_argument("--steps", type=positive_int, default=1000, help="optimiser steps (default 1000)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=positive_float, default=5e-5, help="the model's learning rate (default 5e-5)")

@@ -62,9 +62,9 @@ def main(argv=None):
                             sampler=args.sampler, frames_per_window=args.frames_per_window,
                             motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol)
         fps, frames = fps or out.fps, out.frames.shape[1]
+        ids = classes[start : start + count] if classes is not None else out.class_labels  # given, drawn, or none
         for i, clip in enumerate(out.frames, start):
-            drawn = out.class_labels[i - start] if out.class_labels is not None else None
-            label = f"_class{classes[i]}" if classes is not None else ("" if drawn is None else f"_class{drawn}")
+            label = "" if ids is None else f"_class{ids[i - start]}"
             save_video(clip, folder / f"clip_{i:03d}{label}.mp4", fps=fps)
         if args.grid:
             sheet.append(out.frames)

@@ -1,35 +1,50 @@
-"""Generation only, fast: frame identity, class accuracy and per-frame accuracy of 200 clips (1 and 2 calls) per model.
+"""Generation only, fast: 200 labelled clips (20 per digit) per model at 1 and 2 calls, against 200 held-out real
+clips of the model's own frame count (single frames for an image-stage model): FD, class accuracy, frame identity,
+speckle, sharpness, and the accuracy per frame position.
 
-    python scripts/probe_generation.py DIR [DIR ...] [--threads 1]      (DIR "bundled": the bundled model)
+    python scripts/probe_generation.py [LABEL=]DIR [...] [--steps 1 2] [--out F.json]   (DIR "bundled": the bundled model)
 """
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from mfvideo.eval.digits import DigitSuite
+from mfvideo.eval.digits import DigitSuite, real_clips
 from mfvideo.pipeline import MFVideoPipeline
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help='checkpoint or pipeline folders ("bundled": the bundled model)')
+    parser.add_argument("models", nargs="+", help='[LABEL=]DIR: checkpoint or pipeline folders ("bundled")')
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--out", default=None, help="JSON of every row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     suite = DigitSuite.load()
     labels = np.arange(args.n) % 10
-    for path in args.models:
+    rows = {}
+    for spec in args.models:
+        name, _, path = spec.rpartition("=")
+        name = name or path
         pipe = MFVideoPipeline.from_pretrained(None if path == "bundled" else path)
-        for steps in (1, 2):
+        d = pipe.cfg.data
+        real, _ = real_clips(args.n, "test", d.num_frames, d.resolution, d.digit_size, d.speed, seed=d.seed + 5)
+        for steps in args.steps:
             frames = pipe.generate(class_labels=labels.tolist(), seed=0, steps=steps, output_type="uint8").frames
+            row = {k: round(float(v), 4) for k, v in suite.clip_metrics(frames, labels, real).items()}
             preds, _ = suite.predict(frames)
-            majority = suite.majority(preds)
-            print(f"{path[-40:]:40s} {steps}-NFE identity {(preds == majority[:, None]).mean():.3f} "
-                  f"class acc. {(majority == labels).mean():.3f} "
-                  f"per frame {np.round((preds == labels[:, None]).mean(0), 2)}", flush=True)
+            row["accuracy_per_frame"] = np.round((preds == labels[:, None]).mean(0), 3).tolist()
+            rows[f"{name}, {steps}-NFE"] = row
+            print(f"{name[-40:]:40s} {steps}-NFE FD {row['fd']:.1f} class acc. {row['class_accuracy']:.3f} "
+                  f"identity {row['identity']:.3f} speckle {row['speckle']:.3f} sharpness {row['sharpness']:.2f} "
+                  f"per frame {row['accuracy_per_frame']}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@ does it re-read them (``reread_context=True``, the pipeline before session 19) o
 window (the default now)? Per 8-frame block of 200 clips of 24 frames (20 per digit; labelled, and with the null
 label): frame accuracy against the requested class (null label: against the first block's majority), glyph match
 against frame 0 (the first block: frames 1-7), mean and 99th-percentile intensity, speckle; for whole windows and 2 or 1 new frames kept per window.
+``--first-window-steps N``: the first window in N calls (``generate(first_window_steps=N)``); ``--held-labelled``:
+the labelled rows that hold their reading only.
 
-    python scripts/probe_long_generation.py [--checkpoint DIR] [--n 200] [--out results/s19_long_generation.json]
+    python scripts/probe_long_generation.py [--checkpoint DIR] [--n 200] [--first-window-steps N] [--held-labelled]
+        [--out results/s19_long_generation.json]
 """
 
 import argparse
@@ -27,19 +30,24 @@ def main():
     p.add_argument("--checkpoint", default=None, help="pipeline or checkpoint folder (default: the bundled model)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--first-window-steps", type=int, default=None)
+    p.add_argument("--held-labelled", action="store_true", help="only the labelled rows that hold their reading")
     p.add_argument("--out", default="results/s19_long_generation.json")
     a = p.parse_args()
     pipe, suite = MFVideoPipeline.from_pretrained(a.checkpoint), DigitSuite.load()
     labels = np.arange(a.n) % 10
     out = {}
-    for labelled in (True, False):
-        for reread in (True, False):
+    for labelled in (True,) if a.held_labelled else (True, False):
+        for reread in (False,) if a.held_labelled else (True, False):
             for fpw in (None, 2, 1):
                 name = (f"{'labelled' if labelled else 'null label'}, {'re-read every window' if reread else 'held'}, "
                         f"{fpw or 'all'} kept per window")
+                if a.first_window_steps:
+                    name += f", first window in {a.first_window_steps} calls"
                 clips = pipe.generate(num_frames=a.frames, class_labels=labels.tolist() if labelled else -1,
                                       num_clips=a.n, seed=0, output_type="uint8", frames_per_window=fpw,
-                                      reread_context=reread).frames  # (n, T, H, W, 3)
+                                      reread_context=reread, first_window_steps=a.first_window_steps
+                                      ).frames  # (n, T, H, W, 3)
                 pred, _ = suite.predict(clips)  # (n, T)
                 target = labels if labelled else suite.majority(pred[:, :8])
                 lum = grey(clips)  # (n, T, H, W)

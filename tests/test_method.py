@@ -59,6 +59,38 @@ def test_jvp_target_equals_finite_difference_per_frame_times(prediction, referen
     assert (u_tgt[:, :, ~mask[0]][0]).abs().sum() > 0 and (u_tgt[0, :, 0] == 0).all()  # context target = v_g = 0
 
 
+@pytest.mark.parametrize("mode", ["detached", "fused"])
+def test_model_tangent_follows_the_networks_own_velocity_and_not_the_samples(mode):
+    """iMF's tangent: du/dt along (sg(net(z, t, t)), 0, 1), per-frame times with context frames held still."""
+    torch.manual_seed(2)
+    net = randomize(tiny_model(prediction="x")).double()
+    x, e = torch.randn(3, 3, 4, 8, 8, dtype=torch.float64), torch.randn(3, 3, 4, 8, 8, dtype=torch.float64)
+    mask = torch.tensor([[True, False, False, False], [False, False, False, False], [False, False, True, True]])
+    gen = (~mask).double()
+    t = torch.tensor([0.8, 0.6, 0.7], dtype=torch.float64)[:, None] * gen
+    r = torch.tensor([0.3, 0.6, 0.1], dtype=torch.float64)[:, None] * gen  # row 1: r = t, no JVP
+    tb = t[:, None, :, None, None]
+    z, v = (1 - tb) * x + tb * e, (e - x) * gen[:, None, :, None, None]
+    y = torch.tensor([0, 5, -1])
+    _, u_tgt = MeanFlow(tangent="model", jvp_mode=mode).predict_and_target(net, z, t, r, v, dt_tangent=gen, y=y)
+    with torch.no_grad():
+        v_own = net(z, t, t, y=y) * gen[:, None, :, None, None]
+    expected = fd_target(net, z, t, r, v_own, y, gen)
+    expected = v - (v_own - expected)  # the regression target stays the sample's v; only du/dt's path changes
+    jump = [0, 2]
+    torch.testing.assert_close(u_tgt[jump], expected[jump], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(u_tgt[1], v[1])  # r = t: the target is v, tangent or not
+    _, u_sample = MeanFlow(jvp_mode=mode).predict_and_target(net, z, t, r, v, dt_tangent=gen, y=y)
+    assert (u_sample[jump] - u_tgt[jump]).abs().max() > 100 * (expected[jump] - u_tgt[jump]).abs().max()
+
+
+def test_unknown_tangent_is_refused_with_its_choices(tmp_path):
+    from mfvideo.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="tangent 'v'.*sample.*model"):
+        load_config("configs/tiny.yaml", ["method.tangent=v"])
+    assert load_config("configs/tiny.yaml", ["method.tangent=model"]).method.tangent == "model"
+
+
 def test_r_equal_t_target_is_v_and_flow_matching_is_ratio_zero():
     net = randomize(tiny_model()).double()
     z, v = torch.randn(3, 3, 2, 8, 8, dtype=torch.float64), torch.randn(3, 3, 2, 8, 8, dtype=torch.float64)

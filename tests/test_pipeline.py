@@ -11,7 +11,7 @@ from mfvideo.builders import build_model
 from mfvideo.config import load_config
 from mfvideo.data.video_io import VideoError, probe, read_video
 from mfvideo.io import save_video
-from mfvideo.method import euler_sample
+from mfvideo.method import euler_sample, meanflow_sample
 from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.train.checkpoint import CheckpointError
 
@@ -52,6 +52,54 @@ def test_generate_shapes_seeds_and_sliding(ckpt):
     long = pipe.generate(num_frames=9, num_clips=2, seed=1)  # 4 frames, then windows of 2 context + 2 new
     assert long.frames.shape == (2, 9, 16, 16, 3)
     assert counter.calls == 4 and max(counter.frames) == 4  # 1 + ceil(5 / 2) calls, never more than a window
+
+
+def test_first_window_steps_changes_the_first_window_alone(ckpt):
+    """``first_window_steps=2``: the first window is the 2-step window of the same noise, the later windows one call
+    each (7 calls for 9 frames: 2 + 3 + 2 more if the first were 2-step throughout, 2 + 3 here) and continue it
+    as they would continue it in a 1-step clip."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    two = pipe.generate(class_labels=[0, 3], seed=1, steps=2, output_type="uint8").frames
+    one = pipe.generate(class_labels=[0, 3], seed=1, output_type="uint8").frames
+    assert not np.array_equal(one, two)
+    counter = CallCounter(pipe.model)
+    pipe.transformer = counter
+    mixed = pipe.generate(num_frames=9, class_labels=[0, 3], seed=1, first_window_steps=2, output_type="uint8")
+    assert counter.calls == 2 + 3
+    np.testing.assert_array_equal(mixed.frames[:, :4], two)
+    pipe.transformer = pipe.model
+    g = torch.Generator().manual_seed(1)
+    pipe.method.noise((2, *pipe._latent_shape(pipe.window)), generator=g)  # the first window's noise
+    first = pipe.generate(class_labels=[0, 3], seed=1, steps=2).frames  # float frames: no rounding in between
+    rest = pipe.extend(first, num_new_frames=5, class_labels=[0, 3], generator=g, context_frames=2,
+                       output_type="uint8")  # the same windows, continued as an extension of those frames
+    assert np.abs(mixed.frames.astype(int) - rest.frames.astype(int)).max() <= 1
+    assert np.array_equal(pipe.generate(num_frames=9, class_labels=[0, 3], seed=1, first_window_steps=1).frames,
+                          pipe.generate(num_frames=9, class_labels=[0, 3], seed=1).frames)
+    with pytest.raises(ValueError, match="first_window_steps is for clips generated from noise"):
+        pipe(video=two[0], first_window_steps=2)
+
+
+def test_an_image_model_generates_single_frames_and_says_it_cannot_slide(tmp_path):
+    """The image base mode (a 1-frame window) through the pipeline and mfvideo-sample: its frames are the 1-NFE
+    sampler's of the same noise; asking it for more frames or an extension is a one-line error."""
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.num_frames=1"])
+    cfg.model.in_channels, cfg.model.num_classes = 1, 10
+    torch.manual_seed(0)
+    model = randomize(build_model(cfg.model), std=0.05)
+    MFVideoPipeline(model, training_config=cfg).save_pretrained(tmp_path / "img")
+    pipe = MFVideoPipeline.from_pretrained(tmp_path / "img")
+    out = pipe.generate(class_labels=[2, 5], seed=3, output_type="uint8")
+    assert out.frames.shape == (2, 1, 16, 16, 3)
+    noise = pipe.method.noise((2, *pipe._latent_shape(1)), generator=torch.Generator().manual_seed(3))
+    expected = pipe.codec.decode_frames(meanflow_sample(pipe.model, noise, torch.tensor([2, 5]), steps=1))
+    assert np.array_equal(out.frames, expected) and out.frames.std() > 10
+    for call in (lambda: pipe.generate(num_frames=3, class_labels=[2]),
+                 lambda: pipe.extend(np.zeros((2, 16, 16, 3), np.uint8), num_new_frames=2)):
+        with pytest.raises(ValueError, match="a 1-frame model .* has no room for context frames"):
+            call()
+    proc = _cli("scripts/sample.py", "--checkpoint", str(tmp_path / "img"), "--classes", "4", "--out", str(tmp_path / "s"))
+    assert proc.returncode == 0 and probe(tmp_path / "s" / "clip_000_class4.mp4").num_frames == 1, proc.stderr
 
 
 def test_extend_keeps_the_input_and_calls_once_per_window(ckpt, tmp_path):
@@ -225,6 +273,17 @@ def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["clip_000_class1.mp4", "clip_001_class2.mp4", "grid.png"]
     assert probe(tmp_path / "s" / "clip_000_class1.mp4").num_frames == 4
+    proc = _cli("scripts/sample.py", "--checkpoint", str(ckpt), "--classes", "1", "--num-frames", "6",
+                "--first-window-steps", "2", "--grid", "--out", str(tmp_path / "f"))
+    assert proc.returncode == 0, proc.stderr
+    import imageio.v2 as imageio
+    from mfvideo.io import grid
+
+    written = imageio.imread(tmp_path / "f" / "grid.png")  # the frames, lossless
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    asked, default = (grid(pipe.generate(num_frames=6, class_labels=[1], generator=torch.Generator().manual_seed(0),
+                                         first_window_steps=n, output_type="uint8").frames) for n in (2, None))
+    assert np.array_equal(written, asked) and not np.array_equal(written, default)
     proc = _cli("scripts/extend.py", str(tmp_path / "s" / "clip_000_class1.mp4"), "--checkpoint", str(ckpt),
                 "--num-new-frames", "5", "--context-frames", "2", "--frames-per-window", "1", "--out", str(tmp_path / "e.mp4"))
     assert proc.returncode == 0, proc.stderr

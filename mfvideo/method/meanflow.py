@@ -34,6 +34,7 @@ from .samplers import meanflow_sample  # the pipeline's 1-NFE window, for self-m
 
 NULL_CLASS = -1  # label of the unconditional (dropped) class
 COPY_LOSS_ROWS = ("all", "jump")
+TANGENTS = ("sample", "model")  # the JVP's z-tangent: the sample's v_g, or the network's own v (iMF)
 
 
 def bcast(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -130,6 +131,14 @@ class MeanFlow:
     copy_loss_rows: which rows' copies ``copy_loss`` regresses: ``all`` (every row with context) or ``jump`` (the
         one-step rows only, ``split_consistency`` / ``split_context``: the sampler's jump from pure noise, where the
         displacement must be read off the context frames; at lower t a new frame's own noisy pixels tell it).
+    tangent: the z-part of the JVP's tangent on rows with r != t. ``sample``: the row's guided conditional velocity
+        v_g (the MeanFlow paper's (v, 0, 1)). ``model``: the network's own instantaneous velocity there,
+        sg(net(z, t, t, y)) with the label the row shows the network (improved MeanFlow, iMF, Geng et al. 2025,
+        through its boundary condition u(z, t, t) = v(z, t) rather than a second head): the loss
+        |u + (t - r) sg(du/dt) - v_g|^2 is the same expression, but du/dt no longer follows the one sample's
+        straight path e - x, whose spread over the e, x behind z_t multiplies through the Jacobian; it follows the
+        marginal trajectory through z_t that the sampler takes, so the target is a function of z_t (and the
+        sample's v_g) only. One more forward (no grad) of the r != t rows. 0 on context frames either way.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -159,12 +168,15 @@ class MeanFlow:
     noise_frame_correlation: float = 0.0
     copy_loss: float = 0.0
     copy_loss_rows: str = "all"
+    tangent: str = "sample"
     skip_jvp_when_r_eq_t: bool = True
     jvp_mode: str = "detached"
 
     def __post_init__(self):
         if self.jvp_mode not in ("fused", "detached"):
             raise ValueError(f"jvp_mode must be fused or detached, got {self.jvp_mode!r}")
+        if self.tangent not in TANGENTS:
+            raise ValueError(f"unknown tangent {self.tangent!r}; choose one of {TANGENTS}")
         if not 0.0 <= self.ratio_r_neq_t <= 1.0:
             raise ValueError(f"ratio_r_neq_t must lie in [0, 1], got {self.ratio_r_neq_t}")
         if not 0.0 <= self.class_dropout < 1.0:
@@ -467,7 +479,8 @@ class MeanFlow:
 
     # ----------------------------------------------------------------------------------------------------
     def predict_and_target(self, net, z, t, r, v_g, dt_tangent=None, y=None, jvp_net=None):
-        """u = net(z, t, r) (with grad) and u_tgt = sg(v_g - clip(t - r, 0, 1) du/dt), du/dt the JVP along (v_g, 0, 1).
+        """u = net(z, t, r) (with grad) and u_tgt = sg(v_g - clip(t - r, 0, 1) du/dt), du/dt the JVP along (v_g, 0, 1)
+        (``tangent='model'``: along (sg(net(z, t, t)), 0, 1), zero on context frames as v_g is).
 
         t, r: (B,) or per-frame (B, T); dt_tangent: d t / d t per entry (ones by default, 0 on context frames).
         Rows with r = t everywhere have target v_g: they get a plain forward and no JVP. The JVP runs through
@@ -487,7 +500,13 @@ class MeanFlow:
         if idx_jvp.numel():
             y_j = _take(y, idx_jvp)
             args = (z[idx_jvp], t[idx_jvp], r[idx_jvp])
-            tangents = (v_g[idx_jvp], dt_tangent[idx_jvp], None)  # along (v, dt/dt, 0): r does not move
+            v_tan = v_g[idx_jvp]
+            if self.tangent == "model":  # the network's own v(z, t) = u(z, t, t), where the sampler's path goes
+                no_grad_net = jvp_net.forward_no_grad if isinstance(jvp_net, GraphedJVP) else net
+                with torch.no_grad():
+                    v_tan = no_grad_net(args[0], args[1], args[1], y=y_j).to(v_g.dtype)
+                v_tan = v_tan * bcast(dt_tangent[idx_jvp], v_tan)  # context frames do not move
+            tangents = (v_tan, dt_tangent[idx_jvp], None)  # along (v, dt/dt, 0): r does not move
             if isinstance(jvp_net, GraphedJVP):  # replayed from CUDA graphs: the detached mode's JVP only
                 if self.jvp_mode != "detached":
                     raise ValueError("a GraphedJVP runs the detached mode's JVP only (the fused mode's carries the "

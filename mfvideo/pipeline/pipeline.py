@@ -305,12 +305,16 @@ class MFVideoPipeline(DiffusionPipeline):
                  generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
                  num_videos: int | None = None, video: Any = None, num_new_frames: int | None = None,
                  context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False,
-                 frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None):
+                 frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
+                 first_window_steps: int | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``: as in ``extend``). diffusers'
-        names: ``num_inference_steps`` network calls per window (default 1), ``generator``, ``output_type`` ("np"
-        float in [0, 1], "uint8", "pt", "pil"), ``return_dict``."""
+        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``: as in ``extend``;
+        ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
+        (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil"), ``return_dict``."""
         if video is not None:
+            if first_window_steps is not None:
+                raise ValueError("first_window_steps is for clips generated from noise; an extension's first window "
+                                 "leans on the given video: set num_inference_steps")
             return self.extend(video, num_new_frames or self.window, context_frames=context_frames,
                                steps=num_inference_steps, class_labels=class_labels, generator=generator,
                                sampler=sampler, output_type=output_type, return_dict=return_dict,
@@ -322,14 +326,15 @@ class MFVideoPipeline(DiffusionPipeline):
                              steps=num_inference_steps, context_frames=context_frames, sampler=sampler,
                              generator=generator, output_type=output_type, return_dict=return_dict,
                              frames_per_window=frames_per_window, motion_copy=motion_copy,
-                             motion_copy_tol=motion_copy_tol)
+                             motion_copy_tol=motion_copy_tol, first_window_steps=first_window_steps)
 
     @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
                  seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
                  sampler: str | None = None, generator: torch.Generator | None = None, output_type: str = "np",
                  return_dict: bool = True, context_noise: float | None = None, frames_per_window: int | None = None,
-                 reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None):
+                 reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
+                 first_window_steps: int | None = None):
         """Clips from noise: one network call for the first window, one per further window (sliding).
 
         ``class_labels``: one id per clip, or one id for ``num_clips`` clips; None on a class-conditional model draws
@@ -345,8 +350,14 @@ class MFVideoPipeline(DiffusionPipeline):
         frames compounds their drift: the bundled model's 24-frame clips then dimmed (99th-percentile intensity
         1.0 -> 0.81 by frames 16-23) and lost their class (frame accuracy 0.92 -> 0.81; README "Generating past the
         window").
+
+        ``first_window_steps``: network calls for the first window alone (default ``steps``). The first window is
+        made from noise with nothing to lean on, the later ones next to the model's own frames: on the bundled model
+        the one-step first window is the weakest part of a clip, and two calls there (one more call per clip, the
+        rest one step) make it nearly as clean as the windows after it (README "Clips generated past the window").
         """
         how = self.resolve_sampler(sampler, steps)
+        how_first = how if first_window_steps is None else self.resolve_sampler(how[0], first_window_steps)
         s = self.resolve_context_noise(context_noise)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
         num_frames = self.window if num_frames is None else int(num_frames)
@@ -360,8 +371,9 @@ class MFVideoPipeline(DiffusionPipeline):
                 raise ValueError(f"{y.shape[0]} class labels for {num_clips} clips")
             y = y.expand(num_clips)
         batch = y.shape[0] if y is not None else (num_clips or 1)
-        k = self._context_latents(context_frames)
-        keep = self._frames_per_window(frames_per_window, k)
+        slides = num_frames > self.window or context_frames is not None or frames_per_window is not None
+        k = self._context_latents(context_frames) if slides else None  # an image model never slides
+        keep = self._frames_per_window(frames_per_window, k) if slides else None
         g = self._generator(seed, generator)
         f = self.codec.temporal_factor
         # a causal VAE decodes f k + 1 frames: the first window is the smallest such count covering num_frames
@@ -371,7 +383,7 @@ class MFVideoPipeline(DiffusionPipeline):
             y = torch.randint(0, n_classes, (batch,), generator=g).to(self.device)
             log.info("no class_labels: drew %s (class_labels=-1 for the null label)",
                      ", ".join(self.labels.get(str(int(c)), str(int(c))) for c in y))
-        latents = self._sample(noise, y, how)
+        latents = self._sample(noise, y, how_first)
         frames = self.codec.decode_frames(latents)[:, :num_frames]  # (B, first, H, W, 3)
         if num_frames > frames.shape[1]:
             frames, _ = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g, s, s,
@@ -446,6 +458,9 @@ class MFVideoPipeline(DiffusionPipeline):
     def _context_latents(self, k_pix: int | None) -> int:
         """Context pixel frames -> context latent frames, within [1, latent window - 1]."""
         f, w = self.codec.temporal_factor, self.latent_window
+        if w < 2:
+            raise ValueError(f"a {self.window}-frame model (an image model) has no room for context frames: it makes "
+                             f"single windows of {self.window} frame(s), it cannot continue a clip or slide past them")
         k = max(1, w // 2) if k_pix is None else (int(k_pix) - 1) // f + 1
         if k_pix is not None and int(k_pix) < 1 or not 1 <= k < w:
             most = self._pixel_frames(w - 1)

@@ -50,6 +50,11 @@ VARIANTS = {"flow matching": dict(ratio_r_neq_t=0.0),
             "meanflow, fused JVP": dict(ratio_r_neq_t=0.25, jvp_mode="fused"),
             "meanflow, detached JVP": dict(ratio_r_neq_t=0.25, jvp_mode="detached"),
             "meanflow, JVP on all rows": dict(ratio_r_neq_t=0.25, jvp_mode="fused", skip_jvp_when_r_eq_t=False)}
+# timing only: the JVP's tangent (method.tangent), the sample's v_g or the network's own v (iMF), without and with
+# guidance folded in (the recipes' kappa 0.5, whose no-grad call makes the network's own v on nearly every row)
+TANGENTS = {"unguided, iMF tangent": dict(ratio_r_neq_t=0.25, tangent="model"),
+            "guided, sample tangent": dict(ratio_r_neq_t=0.25, cfg_kappa=0.5, class_dropout=0.1),
+            "guided, iMF tangent": dict(ratio_r_neq_t=0.25, cfg_kappa=0.5, class_dropout=0.1, tangent="model")}
 # timing only: the default (detached) with PyTorch's own forward-AD rule for Linear instead of ours
 PYTORCH_RULE = "meanflow, detached JVP, PyTorch's Linear JVP rule"
 # CUDA only: the default with its JVP replayed from CUDA graphs (train.cuda_graph_jvp)
@@ -118,7 +123,7 @@ def bench_steps(case, device, reps, amp=False, scale: int = 1):
     """
     net, x, y = make(case, device, scale=scale)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    variants = VARIANTS | {PYTORCH_RULE: VARIANTS["meanflow, detached JVP"]}
+    variants = VARIANTS | {PYTORCH_RULE: VARIANTS["meanflow, detached JVP"]} | TANGENTS
     graphed = GraphedJVP(net) if device.type == "cuda" else None
     if graphed is not None:
         variants[GRAPHED] = VARIANTS["meanflow, detached JVP"]
@@ -533,7 +538,8 @@ def main():
 
 def markdown(res) -> str:
     """The README tables of a result JSON; sections a stopped run did not reach are left out."""
-    names = list(VARIANTS)
+    steps = [*res["steps"].values(), *res.get("steps_bf16", {}).values()]
+    names = [n for n in VARIANTS if any(n in s for s in steps)]  # an older run lacks the newer variants
     lines = [f"Device: {res['device']}, torch {res['torch']}. Ratios are against flow matching, same model and batch.", "",
              "| training step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for case, s in res["steps"].items():
@@ -573,6 +579,14 @@ def markdown(res) -> str:
         if PYTORCH_RULE in s:
             fm, ours, theirs = s["flow matching"], s["meanflow, detached JVP"], s[PYTORCH_RULE]
             lines.append(f"| {case}: step time | {ours * 1e3:.0f} ms ({ours / fm:.2f}x FM) | {theirs * 1e3:.0f} ms ({theirs / fm:.2f}x FM) |")
+    tangent_rows = [(case, s) for case, s in res["steps"].items() if all(k in s for k in TANGENTS)]
+    if tangent_rows:
+        lines += ["", "| the JVP's tangent (detached JVP), step time | unguided: sample (default) | unguided: iMF | "
+                  "guided (kappa 0.5): sample | guided: iMF |", "|---|---|---|---|---|"]
+        for case, s in tangent_rows:
+            fm = s["flow matching"]
+            lines.append(f"| {case} | " + " | ".join(f"{s[k] * 1e3:.0f} ms ({s[k] / fm:.2f}x FM)" for k in (
+                "meanflow, detached JVP", *TANGENTS)) + " |")
     if "jvp_api" in res:
         lines += ["", "| the model's JVP (no grad) | forward | torch.func.jvp | forward_ad (ours) | ours vs func |",
                   "|---|---|---|---|---|"]

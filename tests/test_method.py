@@ -84,6 +84,46 @@ def test_model_tangent_follows_the_networks_own_velocity_and_not_the_samples(mod
     assert (u_sample[jump] - u_tgt[jump]).abs().max() > 100 * (expected[jump] - u_tgt[jump]).abs().max()
 
 
+@pytest.mark.parametrize("guided", [True, False], ids=["guided", "unguided"])
+def test_model_tangent_reuses_the_guidance_call_where_it_made_the_rows_own_velocity(guided):
+    """On a guided recipe the guidance's no-grad call has made u(z, t, t, y) for the label a row shows (v_cond where it
+    is the guiding label, v_unc on null-label rows that kept their own z): the targets equal those of the tangent
+    made afresh by hand, and only the rows it did not make (a context_guidance row) cost a forward of their own."""
+    torch.manual_seed(3)
+    net = randomize(tiny_model(prediction="x")).double()
+    B, T = 4, 4
+    x, e = torch.randn(B, 3, T, 8, 8, dtype=torch.float64), torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[2:, 0] = True  # rows 2, 3 have a context frame
+    gen = (~mask).double()
+    t = torch.tensor([0.9, 0.8, 0.7, 0.6], dtype=torch.float64)
+    r = torch.tensor([0.2, 0.1, 0.3, 0.0], dtype=torch.float64)
+    t_in, r_in = t[:, None] * gen, r[:, None] * gen
+    z = (1 - t_in[:, None, :, None, None]) * x + t_in[:, None, :, None, None] * e
+    v = e - x
+    y_guide = torch.tensor([3, -1, 5, 7])  # row 1 dropped (guided as null), rows 2-3 shown null, guided by their label
+    y = torch.tensor([3, -1, -1, -1])
+    free = torch.tensor([False, False, False, True])  # row 3: context_guidance (the branch without its context)
+    t_unc = torch.where(free[:, None], t[:, None].expand(B, T), t_in)
+    z_unc = (1 - t_unc[:, None, :, None, None]) * x + t_unc[:, None, :, None, None] * e
+    mf = MeanFlow(tangent="model", cfg_kappa=0.5 if guided else 0.0, context_guidance=0.5 if guided else 0.0)
+    calls = []
+    counting = lambda z_, t_, r_, y=None, **kw: calls.append(z_.shape[0]) or net(z_, t_, r_, y=y, **kw)  # noqa: E731
+    counting.modules = net.modules  # the copy-path hook looks for modules
+    drop = torch.tensor([False, True, False, False])
+    _, u_tgt = mf.meanflow_rows(counting, None, z, t, v, y, y_guide, t_in, r_in, gen, gen, drop,
+                                z_unc if guided else None, t_unc if guided else None)
+    v_g = mf.guided_velocity(net, z, t, v, y_guide, t_in, z_unc if guided else None, t_unc if guided else None)
+    v_g = torch.where(bc(drop, v), v, v_g) * gen[:, None, :, None, None]
+    with torch.no_grad():
+        own = net(z, t_in, t_in, y=y) * gen[:, None, :, None, None]
+    expected = v_g - (own - fd_target(net, z, t_in, r_in, own, y, gen))  # fd_target: own - (t - r) du/dt
+    torch.testing.assert_close(u_tgt, expected, rtol=1e-5, atol=1e-5)
+    # guided: the batched guidance call (2B rows), the one row it lacked, the forward with grad, the JVP;
+    # unguided: the tangent of every row made afresh, the forward, the JVP
+    assert calls == ([2 * B, 1, B, B] if guided else [B, B, B]), calls
+
+
 def test_unknown_tangent_is_refused_with_its_choices(tmp_path):
     from mfvideo.config import ConfigError, load_config
     with pytest.raises(ConfigError, match="tangent 'v'.*sample.*model"):

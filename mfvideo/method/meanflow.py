@@ -138,7 +138,8 @@ class MeanFlow:
         |u + (t - r) sg(du/dt) - v_g|^2 is the same expression, but du/dt no longer follows the one sample's
         straight path e - x, whose spread over the e, x behind z_t multiplies through the Jacobian; it follows the
         marginal trajectory through z_t that the sampler takes, so the target is a function of z_t (and the
-        sample's v_g) only. One more forward (no grad) of the r != t rows. 0 on context frames either way.
+        sample's v_g) only. On a guided recipe the guidance's no-grad call has already made it on nearly every row
+        (``own_velocity``); otherwise one more forward (no grad) of the r != t rows. 0 on context frames either way.
     skip_jvp_when_r_eq_t: rows with r = t need no JVP (their target is v_g); False runs it on every row.
     jvp_mode: "fused" -- one pass over the r != t rows whose primal carries the gradient (fewest FLOPs; the tangent's
         autograd graph is recorded during that pass); "detached" -- one forward with grad over the whole batch plus
@@ -246,15 +247,16 @@ class MeanFlow:
     def guided(self) -> bool:
         return self.cfg_omega != 1.0 or self.cfg_kappa != 0.0
 
-    def guided_velocity(self, net, z, t, v, y, frame_t, z_unc=None, t_unc=None):
+    def guided_velocity(self, net, z, t, v, y, frame_t, z_unc=None, t_unc=None, branches: bool = False):
         """v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond inside the interval, else v (no grad).
 
         v_cond = net(z, frame_t, frame_t, y); v_unc = net(z_unc, t_unc, t_unc, null) with z_unc, t_unc defaulting
         to z, frame_t (``context_guidance`` passes the clip without its context). y None: an unconditional model,
-        guided only when z_unc differs from z.
+        guided only when z_unc differs from z. ``branches``: return (v_g, v_unc, v_cond), each branch None where
+        this call did not make it.
         """
         if not self.guided or (y is None and z_unc is None):
-            return v
+            return (v, None, None) if branches else v
         z_unc = z if z_unc is None else z_unc
         t_unc = frame_t if t_unc is None else t_unc
         inside = (t >= self.cfg_t_start) & (t <= self.cfg_t_end)  # (B,)
@@ -267,9 +269,10 @@ class MeanFlow:
                 yy = None if y is None else torch.cat([null, y])
                 v_unc, v_cond = net(torch.cat([z_unc, z]), tt, tt, y=yy).chunk(2)
             else:
-                v_unc, v_cond = net(z_unc, t_unc, t_unc, y=null), 0.0
+                v_unc, v_cond = net(z_unc, t_unc, t_unc, y=null), None
         omega, kappa = bcast(omega, v), bcast(kappa, v)
-        return omega * v + (1 - omega - kappa) * v_unc + kappa * v_cond
+        v_g = omega * v + (1 - omega - kappa) * v_unc + (0.0 if v_cond is None else kappa * v_cond)
+        return (v_g, v_unc, v_cond) if branches else v_g
 
     # ----------------------------------------------------------------------------------------------------
     def loss(
@@ -430,16 +433,41 @@ class MeanFlow:
     def meanflow_rows(self, net, rows, z, t, v, y, y_guide, t_in, r_in, dt_tangent, gen, drop, z_unc, t_unc,
                       jvp_net=None):
         """u (with grad) and the guided MeanFlow target of the batch's ``rows`` (None: all of them)."""
-        z, v, t_in = _take(z, rows), _take(v, rows), _take(t_in, rows)
+        z, v, t_in, y, y_guide = _take(z, rows), _take(v, rows), _take(t_in, rows), _take(y, rows), _take(y_guide, rows)
+        z_unc, t_unc = _take(z_unc, rows), _take(t_unc, rows)
         guide_net = jvp_net.forward_no_grad if isinstance(jvp_net, GraphedJVP) else net  # no grad either way
-        v_g = self.guided_velocity(guide_net, z, _take(t, rows), v, _take(y_guide, rows), t_in, _take(z_unc, rows),
-                                   _take(t_unc, rows))
+        v_g, v_unc, v_cond = self.guided_velocity(guide_net, z, _take(t, rows), v, y_guide, t_in, z_unc, t_unc,
+                                                  branches=True)
+        own = self.own_velocity(z, t_in, y, y_guide, z_unc, t_unc, v_unc, v_cond) if self.tangent == "model" else None
         if drop is not None and v_g is not v:
             v_g = torch.where(bcast(_take(drop, rows), v), v, v_g)  # dropped rows regress the plain v
         if gen is not None:
             v_g = v_g * bcast(_take(gen, rows), v)  # the tangent (and target) on context frames is 0
-        return self.predict_and_target(net, z, t_in, _take(r_in, rows), v_g, _take(dt_tangent, rows), _take(y, rows),
-                                       jvp_net=jvp_net)
+        return self.predict_and_target(net, z, t_in, _take(r_in, rows), v_g, _take(dt_tangent, rows), y,
+                                       jvp_net=jvp_net, own=own)
+
+    @staticmethod
+    def own_velocity(z, t_in, y, y_guide, z_unc, t_unc, v_unc, v_cond):
+        """The network's own velocity u(z, t_in, t_in, y) (the label y it sees) where the guidance's no-grad call
+        already made it, as (velocity, (B,) bool rows that have it), or None: v_cond on rows whose guiding label is
+        the one they show, v_unc on null-label rows whose unconditional branch kept their own z and times (not the
+        ``context_guidance`` rows). ``tangent='model'`` then needs no forward of its own on a guided recipe."""
+        if v_unc is None and v_cond is None:
+            return None
+        B = z.shape[0]
+        have = torch.zeros(B, dtype=torch.bool, device=z.device)
+        own = torch.zeros_like(v_unc if v_cond is None else v_cond)
+        if v_cond is not None and y is not None:
+            have = y == y_guide
+            own = torch.where(bcast(have, own), v_cond, own)
+        if v_unc is not None:
+            same = torch.ones(B, dtype=torch.bool, device=z.device)
+            if z_unc is not None:  # rows whose unconditional branch saw the clip without its context differ
+                same = (z_unc == z).flatten(1).all(dim=1) & (t_unc == t_in).flatten(1).all(dim=1)
+            unc = same & ~have & (torch.ones_like(same) if y is None else y == NULL_CLASS)
+            own = torch.where(bcast(unc, own), v_unc, own)
+            have = have | unc
+        return own, have
 
     # ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -478,9 +506,10 @@ class MeanFlow:
         return x
 
     # ----------------------------------------------------------------------------------------------------
-    def predict_and_target(self, net, z, t, r, v_g, dt_tangent=None, y=None, jvp_net=None):
+    def predict_and_target(self, net, z, t, r, v_g, dt_tangent=None, y=None, jvp_net=None, own=None):
         """u = net(z, t, r) (with grad) and u_tgt = sg(v_g - clip(t - r, 0, 1) du/dt), du/dt the JVP along (v_g, 0, 1)
-        (``tangent='model'``: along (sg(net(z, t, t)), 0, 1), zero on context frames as v_g is).
+        (``tangent='model'``: along (sg(net(z, t, t)), 0, 1), zero on context frames as v_g is; ``own``: (velocity,
+        rows that have it) from ``own_velocity``, the rest made here).
 
         t, r: (B,) or per-frame (B, T); dt_tangent: d t / d t per entry (ones by default, 0 on context frames).
         Rows with r = t everywhere have target v_g: they get a plain forward and no JVP. The JVP runs through
@@ -502,9 +531,14 @@ class MeanFlow:
             args = (z[idx_jvp], t[idx_jvp], r[idx_jvp])
             v_tan = v_g[idx_jvp]
             if self.tangent == "model":  # the network's own v(z, t) = u(z, t, t), where the sampler's path goes
-                no_grad_net = jvp_net.forward_no_grad if isinstance(jvp_net, GraphedJVP) else net
-                with torch.no_grad():
-                    v_tan = no_grad_net(args[0], args[1], args[1], y=y_j).to(v_g.dtype)
+                v_tan = torch.zeros_like(v_tan) if own is None else own[0][idx_jvp].to(v_g.dtype)
+                miss = (torch.ones_like(idx_jvp, dtype=torch.bool) if own is None else ~own[1][idx_jvp]).nonzero()
+                if miss.numel():  # rows the guidance's call did not make it for
+                    miss = miss.squeeze(1)
+                    no_grad_net = jvp_net.forward_no_grad if isinstance(jvp_net, GraphedJVP) else net
+                    with torch.no_grad():
+                        made = no_grad_net(args[0][miss], args[1][miss], args[1][miss], y=_take(y_j, miss))
+                    v_tan = v_tan.index_put((miss,), made.to(v_tan.dtype))
                 v_tan = v_tan * bcast(dt_tangent[idx_jvp], v_tan)  # context frames do not move
             tangents = (v_tan, dt_tangent[idx_jvp], None)  # along (v, dt/dt, 0): r does not move
             if isinstance(jvp_net, GraphedJVP):  # replayed from CUDA graphs: the detached mode's JVP only

@@ -809,6 +809,30 @@ def test_graphed_jvp_pads_rows_to_few_shapes_and_follows_the_weights(compiled):
     assert sorted(gj._compiled) == (["forward", "jvp"] if compiled else [])
 
 
+@pytest.mark.parametrize("kappa", [0.0, 0.5], ids=["unguided", "guided"])
+def test_model_tangent_through_the_graphed_jvp_gives_the_eager_loss(kappa):
+    """``train.cuda_graph_jvp`` with ``method.tangent=model``: the tangent made by the graphed no-grad forward (or
+    taken from the guidance call) gives the eager step's loss and gradients (the static-buffer path, run eagerly)."""
+    from mfvideo.method.jvp_graph import GraphedJVP
+
+    torch.manual_seed(4)
+    net = randomize(tiny_model(num_classes=10))
+    x = torch.randn(6, 3, 4, 8, 8)
+    y = torch.randint(0, 10, (6,))
+    ctx = context_mask("first", 6, 4)
+    ctx[:2] = False  # two rows without context
+    mf = MeanFlow(tangent="model", ratio_r_neq_t=0.5, cfg_kappa=kappa, class_dropout=0.2)
+    grads = []
+    for jvp_net in (None, GraphedJVP(net, row_multiple=4, capture=False)):
+        net.zero_grad()
+        loss, _ = mf.loss(net, x, y, context=ctx, generator=torch.Generator().manual_seed(0), jvp_net=jvp_net)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    (l0, g0), (l1, g1) = grads
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g0, g1))
+
+
 def test_graphed_jvp_gives_up_on_a_graph_that_disagrees_and_the_loss_stays_the_eager_one(monkeypatch, caplog):
     """A replay that disagrees with the eager call is caught on its first call: one warning, and from then on the
     eager JVP and forwards; the MeanFlow loss (with training-time guidance, whose no-grad forward goes through the

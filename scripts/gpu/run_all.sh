@@ -85,7 +85,8 @@ case $stage in
            # afterwards on the CPU (scripts/evaluate_digits.py) unless EVAL=1
     budget=${TRAIN_SECONDS:-400}
     pred=${PREDICTION:-x}  # x-prediction: the best equal-budget arm on CPU (README, MeanFlow vs flow matching rerun)
-    common="model.prediction=$pred train.mixed_precision=bf16 train.cuda_graph_jvp=${GRAPH:-true} train.compile_jvp=${COMPILE:-false} train.checkpoint_every=200 train.num_workers=8 train.log_every=100"
+    tangent=${TANGENT:-model}  # improved MeanFlow's tangent: the better arm at equal steps on CPU (docs/experiments.md, session 28)
+    common="model.prediction=$pred method.tangent=$tangent train.mixed_precision=bf16 train.cuda_graph_jvp=${GRAPH:-true} train.compile_jvp=${COMPILE:-false} train.checkpoint_every=200 train.num_workers=8 train.log_every=100"
     timeout $((budget / 3)) python3 -m mfvideo.cli.train configs/moving_digits_image.yaml train.output_dir=/tmp/gpu_image \
       train.batch_size=${IMAGE_BATCH:-1024} $common ${MODEL_ARGS:-} 2>&1 | tail -3 | tee "$out/train_image.txt"
     cp /tmp/gpu_image/log.jsonl "$out/train_image_log.jsonl"
@@ -95,7 +96,7 @@ case $stage in
       | tee "$out/train_video.txt"
     vid=$(ls -d /tmp/gpu_video/checkpoints/step_* | tail -1)
     python3 -m mfvideo.cli.export "$vid" --out "$out/moving_digits_gpu" && cp /tmp/gpu_video/log.jsonl "$out/train_video_log.jsonl"
-    echo "img=$img vid=$vid MODEL_ARGS=${MODEL_ARGS:-} VIDEO_ARGS=${VIDEO_ARGS:-}" > "$out/video_args.txt"
+    echo "img=$img vid=$vid tangent=$tangent MODEL_ARGS=${MODEL_ARGS:-} VIDEO_ARGS=${VIDEO_ARGS:-}" > "$out/video_args.txt"
     if [ "${POST_STEPS:-0}" -gt 0 ]; then  # the bundled recipe's stage 5 on the GPU-trained model (README "Bundled model")
       timeout ${POST_SECONDS:-90} python3 -m mfvideo.cli.post_train "$out/moving_digits_gpu" --out "$out/moving_digits_gpu_post" \
         --steps "$POST_STEPS" --device cuda 2>&1 | tail -3 | tee "$out/post_train.txt"

@@ -84,13 +84,14 @@ def test_model_tangent_follows_the_networks_own_velocity_and_not_the_samples(mod
     assert (u_sample[jump] - u_tgt[jump]).abs().max() > 100 * (expected[jump] - u_tgt[jump]).abs().max()
 
 
-@pytest.mark.parametrize("guided", [True, False], ids=["guided", "unguided"])
-def test_model_tangent_reuses_the_guidance_call_where_it_made_the_rows_own_velocity(guided):
+@pytest.mark.parametrize("guided, classes", [(True, True), (False, True), (True, False)],
+                         ids=["guided", "unguided", "unconditional_guided_by_context"])
+def test_model_tangent_reuses_the_guidance_call_where_it_made_the_rows_own_velocity(guided, classes):
     """On a guided recipe the guidance's no-grad call has made u(z, t, t, y) for the label a row shows (v_cond where it
     is the guiding label, v_unc on null-label rows that kept their own z): the targets equal those of the tangent
     made afresh by hand, and only the rows it did not make (a context_guidance row) cost a forward of their own."""
     torch.manual_seed(3)
-    net = randomize(tiny_model(prediction="x")).double()
+    net = randomize(tiny_model(prediction="x", num_classes=10 if classes else 0)).double()
     B, T = 4, 4
     x, e = torch.randn(B, 3, T, 8, 8, dtype=torch.float64), torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
     mask = torch.zeros(B, T, dtype=torch.bool)
@@ -103,6 +104,8 @@ def test_model_tangent_reuses_the_guidance_call_where_it_made_the_rows_own_veloc
     v = e - x
     y_guide = torch.tensor([3, -1, 5, 7])  # row 1 dropped (guided as null), rows 2-3 shown null, guided by their label
     y = torch.tensor([3, -1, -1, -1])
+    if not classes:  # an unconditional model: its guidance is context_guidance's alone, v_cond its own velocity
+        y = y_guide = None
     free = torch.tensor([False, False, False, True])  # row 3: context_guidance (the branch without its context)
     t_unc = torch.where(free[:, None], t[:, None].expand(B, T), t_in)
     z_unc = (1 - t_unc[:, None, :, None, None]) * x + t_unc[:, None, :, None, None] * e
@@ -110,18 +113,18 @@ def test_model_tangent_reuses_the_guidance_call_where_it_made_the_rows_own_veloc
     calls = []
     counting = lambda z_, t_, r_, y=None, **kw: calls.append(z_.shape[0]) or net(z_, t_, r_, y=y, **kw)  # noqa: E731
     counting.modules = net.modules  # the copy-path hook looks for modules
-    drop = torch.tensor([False, True, False, False])
+    drop = torch.tensor([False, True, False, False]) if classes else None
     _, u_tgt = mf.meanflow_rows(counting, None, z, t, v, y, y_guide, t_in, r_in, gen, gen, drop,
                                 z_unc if guided else None, t_unc if guided else None)
     v_g = mf.guided_velocity(net, z, t, v, y_guide, t_in, z_unc if guided else None, t_unc if guided else None)
-    v_g = torch.where(bc(drop, v), v, v_g) * gen[:, None, :, None, None]
+    v_g = (v_g if drop is None else torch.where(bc(drop, v), v, v_g)) * gen[:, None, :, None, None]
     with torch.no_grad():
         own = net(z, t_in, t_in, y=y) * gen[:, None, :, None, None]
     expected = v_g - (own - fd_target(net, z, t_in, r_in, own, y, gen))  # fd_target: own - (t - r) du/dt
     torch.testing.assert_close(u_tgt, expected, rtol=1e-5, atol=1e-5)
-    # guided: the batched guidance call (2B rows), the one row it lacked, the forward with grad, the JVP;
-    # unguided: the tangent of every row made afresh, the forward, the JVP
-    assert calls == ([2 * B, 1, B, B] if guided else [B, B, B]), calls
+    # guided: the batched guidance call (2B rows), the one row it lacked (none on an unconditional model), the
+    # forward with grad, the JVP; unguided: the tangent of every row made afresh, the forward, the JVP
+    assert calls == ([2 * B, *([1] if classes else []), B, B] if guided else [B, B, B]), calls
 
 
 def test_unknown_tangent_is_refused_with_its_choices(tmp_path):

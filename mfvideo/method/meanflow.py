@@ -457,8 +457,8 @@ class MeanFlow:
         B = z.shape[0]
         have = torch.zeros(B, dtype=torch.bool, device=z.device)
         own = torch.zeros_like(v_unc if v_cond is None else v_cond)
-        if v_cond is not None and y is not None:
-            have = y == y_guide
+        if v_cond is not None:  # an unconditional model's v_cond is its own velocity on every row
+            have = torch.ones_like(have) if y is None else y == y_guide
             own = torch.where(bcast(have, own), v_cond, own)
         if v_unc is not None:
             same = torch.ones(B, dtype=torch.bool, device=z.device)

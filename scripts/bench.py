@@ -52,7 +52,7 @@ VARIANTS = {"flow matching": dict(ratio_r_neq_t=0.0),
             "meanflow, JVP on all rows": dict(ratio_r_neq_t=0.25, jvp_mode="fused", skip_jvp_when_r_eq_t=False)}
 # timing only: the JVP's tangent (method.tangent), the sample's v_g or the network's own v (iMF), without and with
 # guidance folded in (the recipes' kappa 0.5, whose no-grad call makes the network's own v on nearly every row)
-TANGENTS = {"unguided, iMF tangent": dict(ratio_r_neq_t=0.25, tangent="model"),
+TANGENT_VARIANTS = {"unguided, iMF tangent": dict(ratio_r_neq_t=0.25, tangent="model"),
             "guided, sample tangent": dict(ratio_r_neq_t=0.25, cfg_kappa=0.5, class_dropout=0.1),
             "guided, iMF tangent": dict(ratio_r_neq_t=0.25, cfg_kappa=0.5, class_dropout=0.1, tangent="model")}
 # timing only: the default (detached) with PyTorch's own forward-AD rule for Linear instead of ours
@@ -123,7 +123,7 @@ def bench_steps(case, device, reps, amp=False, scale: int = 1):
     """
     net, x, y = make(case, device, scale=scale)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    variants = VARIANTS | {PYTORCH_RULE: VARIANTS["meanflow, detached JVP"]} | TANGENTS
+    variants = VARIANTS | {PYTORCH_RULE: VARIANTS["meanflow, detached JVP"]} | TANGENT_VARIANTS
     graphed = GraphedJVP(net) if device.type == "cuda" else None
     if graphed is not None:
         variants[GRAPHED] = VARIANTS["meanflow, detached JVP"]
@@ -579,14 +579,14 @@ def markdown(res) -> str:
         if PYTORCH_RULE in s:
             fm, ours, theirs = s["flow matching"], s["meanflow, detached JVP"], s[PYTORCH_RULE]
             lines.append(f"| {case}: step time | {ours * 1e3:.0f} ms ({ours / fm:.2f}x FM) | {theirs * 1e3:.0f} ms ({theirs / fm:.2f}x FM) |")
-    tangent_rows = [(case, s) for case, s in res["steps"].items() if all(k in s for k in TANGENTS)]
+    tangent_rows = [(case, s) for case, s in res["steps"].items() if all(k in s for k in TANGENT_VARIANTS)]
     if tangent_rows:
         lines += ["", "| the JVP's tangent (detached JVP), step time | unguided: sample (default) | unguided: iMF | "
                   "guided (kappa 0.5): sample | guided: iMF |", "|---|---|---|---|---|"]
         for case, s in tangent_rows:
             fm = s["flow matching"]
             lines.append(f"| {case} | " + " | ".join(f"{s[k] * 1e3:.0f} ms ({s[k] / fm:.2f}x FM)" for k in (
-                "meanflow, detached JVP", *TANGENTS)) + " |")
+                "meanflow, detached JVP", *TANGENT_VARIANTS)) + " |")
     if "jvp_api" in res:
         lines += ["", "| the model's JVP (no grad) | forward | torch.func.jvp | forward_ad (ours) | ours vs func |",
                   "|---|---|---|---|---|"]

@@ -438,7 +438,7 @@ class MeanFlow:
         guide_net = jvp_net.forward_no_grad if isinstance(jvp_net, GraphedJVP) else net  # no grad either way
         v_g, v_unc, v_cond = self.guided_velocity(guide_net, z, _take(t, rows), v, y_guide, t_in, z_unc, t_unc,
                                                   branches=True)
-        own = self.own_velocity(z, t_in, y, y_guide, z_unc, t_unc, v_unc, v_cond) if self.tangent == "model" else None
+        own = self.own_velocity(t_in, y, y_guide, t_unc, v_unc, v_cond) if self.tangent == "model" else None
         if drop is not None and v_g is not v:
             v_g = torch.where(bcast(_take(drop, rows), v), v, v_g)  # dropped rows regress the plain v
         if gen is not None:
@@ -447,23 +447,24 @@ class MeanFlow:
                                        jvp_net=jvp_net, own=own)
 
     @staticmethod
-    def own_velocity(z, t_in, y, y_guide, z_unc, t_unc, v_unc, v_cond):
+    def own_velocity(t_in, y, y_guide, t_unc, v_unc, v_cond):
         """The network's own velocity u(z, t_in, t_in, y) (the label y it sees) where the guidance's no-grad call
         already made it, as (velocity, (B,) bool rows that have it), or None: v_cond on rows whose guiding label is
-        the one they show, v_unc on null-label rows whose unconditional branch kept their own z and times (not the
-        ``context_guidance`` rows). ``tangent='model'`` then needs no forward of its own on a guided recipe."""
+        the one they show, v_unc on null-label rows whose unconditional branch kept their own times (not the
+        ``context_guidance`` rows; the loss makes z_unc from t_unc with the same x and e, so equal times are an
+        equal z). ``tangent='model'`` then needs no forward of its own on a guided recipe."""
         if v_unc is None and v_cond is None:
             return None
-        B = z.shape[0]
-        have = torch.zeros(B, dtype=torch.bool, device=z.device)
+        B = t_in.shape[0]
+        have = torch.zeros(B, dtype=torch.bool, device=t_in.device)
         own = torch.zeros_like(v_unc if v_cond is None else v_cond)
         if v_cond is not None:  # an unconditional model's v_cond is its own velocity on every row
             have = torch.ones_like(have) if y is None else y == y_guide
             own = torch.where(bcast(have, own), v_cond, own)
         if v_unc is not None:
-            same = torch.ones(B, dtype=torch.bool, device=z.device)
-            if z_unc is not None:  # rows whose unconditional branch saw the clip without its context differ
-                same = (z_unc == z).flatten(1).all(dim=1) & (t_unc == t_in).flatten(1).all(dim=1)
+            same = torch.ones(B, dtype=torch.bool, device=t_in.device)
+            if t_unc is not None:  # rows whose unconditional branch saw the clip without its context differ
+                same = (t_unc == t_in).flatten(1).all(dim=1)
             unc = same & ~have & (torch.ones_like(same) if y is None else y == NULL_CLASS)
             own = torch.where(bcast(unc, own), v_unc, own)
             have = have | unc

@@ -52,6 +52,7 @@ class ModelConfig:
     copy_radius: int = 0  # new frames may copy from the nearest context frame through predicted kernels (KernelCopy)
     copy_kernel: str = "softmax"  # softmax: free taps per axis | bilinear: a predicted offset per axis (KernelCopy)
     prediction: str = "u"  # u: the output is the average velocity | x: the denoised field z - t u (pMF; pixel space)
+    guidance_embed: bool = False  # the guidance scale is a condition (method.cfg_scale_range; chosen at sampling)
     init_from: Optional[str] = None  # a checkpoint to start from: an image model, or a video model gaining new parts
 
 
@@ -135,6 +136,8 @@ class SampleConfig:
     num_samples: int = 8
     seed: int = 0
     context_noise: float = 0.0  # noise level of the model's own frames when they are the next window's context
+    # A model trained with method.cfg_scale_range: its default guidance scale (None: the range's geometric middle)
+    guidance_scale: Optional[float] = None
 
 
 @dataclass
@@ -297,6 +300,18 @@ def validate(cfg: Config) -> None:
     if cfg.method.copy_loss and not cfg.model.copy_radius:
         raise ConfigError(f"method.copy_loss={cfg.method.copy_loss} trains a copy path's kernels: it needs "
                           "model.copy_radius >= 1")
+    if (cfg.method.cfg_scale_range is not None) != cfg.model.guidance_embed:
+        raise ConfigError("method.cfg_scale_range (the guidance scale drawn per row) and model.guidance_embed (the "
+                          "network's input for it) go together: set both or neither, got "
+                          f"cfg_scale_range={cfg.method.cfg_scale_range}, guidance_embed={cfg.model.guidance_embed}")
+    if cfg.method.cfg_scale_range is not None and (cfg.train.cuda_graph_jvp or cfg.train.compile_jvp):
+        raise ConfigError("train.cuda_graph_jvp / compile_jvp take no guidance scale: with method.cfg_scale_range "
+                          "the JVP runs eagerly")
+    if cfg.sample.guidance_scale is not None and not cfg.model.guidance_embed:
+        raise ConfigError(f"sample.guidance_scale={cfg.sample.guidance_scale}: this model takes no guidance scale "
+                          "(model.guidance_embed is off; its guidance, if any, is folded in by method.cfg_kappa)")
+    if cfg.sample.guidance_scale is not None and cfg.sample.guidance_scale < 1:
+        raise ConfigError(f"sample.guidance_scale must be >= 1 (1: unguided), got {cfg.sample.guidance_scale}")
     if cfg.train.teacher and not cfg.method.splits:
         raise ConfigError("train.teacher is only used by method.split_consistency / split_context, which are 0")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:

@@ -56,7 +56,7 @@ def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_te
 
     With ``allow_missing_temporal`` (video from image, or a video model gaining a context embedder), the
     zero-started parts -- temporal and clip sub-layers, the context embedder and reference, the refiner, the copy
-    path -- may be missing and keep their init.
+    path, the guidance-scale embedder -- may be missing and keep their init.
     """
     allowed = check_keys(model, state, source, allow_missing_temporal)
     model.load_state_dict({k: v for k, v in state.items()}, strict=False)
@@ -66,7 +66,8 @@ def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_te
 def _zero_started(key: str) -> bool:
     """Parts a video model may gain from a checkpoint without them: they start at zero and change nothing."""
     return ("temporal" in key or ".clip." in key or key.startswith("context_embedder.")
-            or key.startswith("reference_embedder.") or key.startswith("refiner.") or key.startswith("copier."))
+            or key.startswith("reference_embedder.") or key.startswith("refiner.") or key.startswith("copier.")
+            or key.startswith("g_embedder."))
 
 
 def check_keys(model: torch.nn.Module, state: dict, source: str, allow_missing_temporal: bool = False) -> list[str]:

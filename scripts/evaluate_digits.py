@@ -57,6 +57,8 @@ def main():
                    help="new frames kept per extension window (the pipeline's frames_per_window; default: all)")
     p.add_argument("--motion-copy", type=int, nargs="+", default=[0],
                    help="the pipeline's motion_copy radii for the extensions (0: off)")
+    p.add_argument("--guidance-scale", type=float, nargs="+", default=[None],
+                   help="guidance scales of a model trained with method.cfg_scale_range (default: the model's)")
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args()
     torch.manual_seed(0)
@@ -69,7 +71,8 @@ def main():
         pipe = MFVideoPipeline.from_pretrained(ck)
         runs = [("meanflow", s, f"MeanFlow {s}-NFE") for s in a.steps] if pipe.default_sampler == "meanflow" else []
         runs += [("euler", s, f"Euler {s}") for s in a.euler_steps]
-        for sampler, s, name in runs:
+        for (sampler, s, name), scale in itertools.product(runs, a.guidance_scale):
+            pipe.cfg.sample.guidance_scale = scale  # the default of every call below (None: the model's own)
             generation = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler)
             for level, keep, copy in itertools.product(a.context_noise, a.frames_per_window, a.motion_copy):
                 if level is not None:
@@ -81,7 +84,8 @@ def main():
                 if a.read_label:
                     row.update(evaluate_read_label(pipe, suite, a.n, steps=s, sampler=sampler,
                                                    long_frames=a.long_frames))
-                key = (f"{label}, {name}" + ("" if level is None else f", context noise {level:g}")
+                key = (f"{label}, {name}" + ("" if scale is None else f", guidance scale {scale:g}")
+                       + ("" if level is None else f", context noise {level:g}")
                        + ("" if keep is None else f", {keep} kept per window")
                        + (f", motion copy {copy}" if copy else ""))
                 rows[key] = row

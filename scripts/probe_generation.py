@@ -6,6 +6,7 @@ speckle, sharpness, and the accuracy per frame position.
 """
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--guidance-scale", type=float, nargs="+", default=[None],
+                        help="guidance scales of models trained with method.cfg_scale_range (default: the model's)")
     parser.add_argument("--out", default=None, help="JSON of every row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -34,13 +37,16 @@ def main():
         pipe = MFVideoPipeline.from_pretrained(None if path == "bundled" else path)
         d = pipe.cfg.data
         real, _ = real_clips(args.n, "test", d.num_frames, d.resolution, d.digit_size, d.speed, seed=d.seed + 5)
-        for steps in args.steps:
-            frames = pipe.generate(class_labels=labels.tolist(), seed=0, steps=steps, output_type="uint8").frames
+        scales = args.guidance_scale if pipe.method.cfg_scale_range is not None else [None]
+        for steps, scale in itertools.product(args.steps, scales):
+            frames = pipe.generate(class_labels=labels.tolist(), seed=0, steps=steps, output_type="uint8",
+                                   guidance_scale=scale).frames
             row = {k: round(float(v), 4) for k, v in suite.clip_metrics(frames, labels, real).items()}
             preds, _ = suite.predict(frames)
             row["accuracy_per_frame"] = np.round((preds == labels[:, None]).mean(0), 3).tolist()
-            rows[f"{name}, {steps}-NFE"] = row
-            print(f"{name[-40:]:40s} {steps}-NFE FD {row['fd']:.1f} class acc. {row['class_accuracy']:.3f} "
+            key = f"{name}, {steps}-NFE" + ("" if scale is None else f", scale {scale:g}")
+            rows[key] = row
+            print(f"{key[-50:]:50s} FD {row['fd']:.1f} class acc. {row['class_accuracy']:.3f} "
                   f"identity {row['identity']:.3f} speckle {row['speckle']:.3f} sharpness {row['sharpness']:.2f} "
                   f"per frame {row['accuracy_per_frame']}", flush=True)
     if args.out:

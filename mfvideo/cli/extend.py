@@ -33,6 +33,9 @@ def main(argv=None):
                    help="a model with a context reader reads every window's own context instead of holding what it "
                         "read off the input (for videos whose content changes)")
     add_motion_copy_args(p)
+    p.add_argument("--guidance-scale", type=positive_float, default=None,
+                   help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range (one "
+                        "call per window still; default: the model's); a model with guidance folded in refuses it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None)
     p.add_argument("--device", type=device, default="cpu")
@@ -48,11 +51,13 @@ def main(argv=None):
     from ..pipeline import MFVideoPipeline
 
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
+    pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
     out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
                       class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
                       sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
                       reread_context=args.reread_context, frames_per_window=args.frames_per_window,
-                      motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol)
+                      motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
+                      guidance_scale=args.guidance_scale)
     if out.class_labels is not None and int(out.class_labels[0]) >= 0:
         c = str(int(out.class_labels[0]))
         print(f"class read from the context: {c} ({pipe.labels.get(c, c)})")

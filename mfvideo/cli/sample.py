@@ -22,6 +22,9 @@ def main(argv=None):
                    help="clips longer than the window: keep the first N new frames of every later window and slide by "
                         "N (default: all; as mfvideo-extend)")
     add_motion_copy_args(p, "past the first window, ")
+    p.add_argument("--guidance-scale", type=positive_float, default=None,
+                   help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range (one "
+                        "call per window still; default: the model's); a model with guidance folded in refuses it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=positive_int, default=None,
                    help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
@@ -57,6 +60,7 @@ def main(argv=None):
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
     if classes is not None:
         pipe.check_labels(classes)
+    pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
     generator = torch.Generator().manual_seed(args.seed)
     sheet, fps, frames = [], args.fps, 0
     for start in range(0, n, BATCH):
@@ -65,7 +69,7 @@ def main(argv=None):
                             class_labels=None if classes is None else classes[start : start + count],
                             sampler=args.sampler, frames_per_window=args.frames_per_window,
                             motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
-                            first_window_steps=args.first_window_steps)
+                            first_window_steps=args.first_window_steps, guidance_scale=args.guidance_scale)
         fps, frames = fps or out.fps, out.frames.shape[1]
         ids = classes[start : start + count] if classes is not None else out.class_labels  # given, drawn, or none
         for i, clip in enumerate(out.frames, start):

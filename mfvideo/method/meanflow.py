@@ -20,9 +20,11 @@ This module imports torch and its siblings ``jvp``, ``noise`` and ``samplers`` (
 
 from __future__ import annotations
 
+import functools
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
@@ -54,6 +56,13 @@ class MeanFlow:
     adaptive_p, adaptive_eps: adaptive loss weight 1 / sg((loss + eps)^p); p = 0 is the plain squared error.
     cfg_omega, cfg_kappa, cfg_t_start, cfg_t_end: training-time guidance
         v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond, applied for t in [t_start, t_end].
+    cfg_scale_range: [w_min, w_max] makes the guidance scale a condition of the network, chosen at sampling with one
+        call still (improved MeanFlow, iMF): every row draws a scale w log-uniform in the range, the network sees it
+        (``guidance=w``, a model with ``model.guidance_embed``) and its target is guided at that scale,
+        v_g = v + (1 - 1 / w) (v_cond - v_unc), with v_cond = net(z, t, t, y, w) and v_unc = net(z, t, t, null, 1):
+        the kappa form above with kappa = 1 - 1 / w, whose fixed point is the scale-w guided field
+        v_unc + w (E[v | y] - v_unc). Rows whose label was dropped keep their scale and regress v (the null branch
+        learns to ignore it). Replaces cfg_omega / cfg_kappa (which must stay 1 / 0); None: off.
     class_dropout: probability of replacing a label with the null class (and v_g with v on that row).
     context_class_dropout: the same probability on rows that have context frames (None: ``class_dropout``). A user's
         video has no label, so extension runs with the null class: a high value here makes the model read what it
@@ -155,6 +164,7 @@ class MeanFlow:
     cfg_kappa: float = 0.0
     cfg_t_start: float = 0.0
     cfg_t_end: float = 1.0
+    cfg_scale_range: Optional[List[float]] = None
     class_dropout: float = 0.0
     context_class_dropout: Optional[float] = None
     context_label_guidance: bool = False
@@ -207,6 +217,15 @@ class MeanFlow:
                              "split_consistency or split_context > 0")
         if self.copy_loss and self.jvp_mode != "detached":
             raise ValueError("copy_loss reads the copies of the forwards with grad: it needs jvp_mode='detached'")
+        if self.cfg_scale_range is not None:
+            lo_hi = list(self.cfg_scale_range)
+            if len(lo_hi) != 2 or not all(isinstance(w, (int, float)) and math.isfinite(w) for w in lo_hi) \
+                    or not 1.0 <= lo_hi[0] <= lo_hi[1]:
+                raise ValueError(f"cfg_scale_range must be two scales 1 <= w_min <= w_max, got {lo_hi}")
+            if self.cfg_omega != 1.0 or self.cfg_kappa != 0.0:
+                raise ValueError("cfg_scale_range makes the guidance scale a condition of the network: it replaces "
+                                 f"cfg_omega / cfg_kappa, which must stay 1 / 0 (got {self.cfg_omega} / {self.cfg_kappa})")
+            self.cfg_scale_range = [float(w) for w in lo_hi]
         if self.cfg_t_start > self.cfg_t_end:
             raise ValueError(f"cfg_t_start {self.cfg_t_start} > cfg_t_end {self.cfg_t_end}")
 
@@ -245,29 +264,43 @@ class MeanFlow:
     # guidance folded into training
     @property
     def guided(self) -> bool:
-        return self.cfg_omega != 1.0 or self.cfg_kappa != 0.0
+        return self.cfg_omega != 1.0 or self.cfg_kappa != 0.0 or self.cfg_scale_range is not None
 
-    def guided_velocity(self, net, z, t, v, y, frame_t, z_unc=None, t_unc=None, branches: bool = False):
+    def sample_scales(self, batch: int, device=None, generator=None) -> torch.Tensor | None:
+        """Guidance scales (B,) log-uniform in ``cfg_scale_range`` (iMF's draw), or None when the scale is no
+        condition."""
+        if self.cfg_scale_range is None:
+            return None
+        lo, hi = self.cfg_scale_range
+        u = torch.rand(batch, device=device, generator=generator)
+        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+
+    def guided_velocity(self, net, z, t, v, y, frame_t, z_unc=None, t_unc=None, branches: bool = False, w=None):
         """v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond inside the interval, else v (no grad).
 
         v_cond = net(z, frame_t, frame_t, y); v_unc = net(z_unc, t_unc, t_unc, null) with z_unc, t_unc defaulting
         to z, frame_t (``context_guidance`` passes the clip without its context). y None: an unconditional model,
-        guided only when z_unc differs from z. ``branches``: return (v_g, v_unc, v_cond), each branch None where
-        this call did not make it.
+        guided only when z_unc differs from z. ``w`` (B,): the rows' guidance scales (``cfg_scale_range``): omega =
+        1, kappa = 1 - 1 / w, v_cond made at scale w and v_unc at 1. ``branches``: return (v_g, v_unc, v_cond), each
+        branch None where this call did not make it.
         """
         if not self.guided or (y is None and z_unc is None):
             return (v, None, None) if branches else v
         z_unc = z if z_unc is None else z_unc
         t_unc = frame_t if t_unc is None else t_unc
         inside = (t >= self.cfg_t_start) & (t <= self.cfg_t_end)  # (B,)
-        omega = torch.where(inside, torch.full_like(t, self.cfg_omega), torch.ones_like(t))
-        kappa = torch.where(inside, torch.full_like(t, self.cfg_kappa), torch.zeros_like(t))
+        if w is None:
+            omega = torch.where(inside, torch.full_like(t, self.cfg_omega), torch.ones_like(t))
+            kappa = torch.where(inside, torch.full_like(t, self.cfg_kappa), torch.zeros_like(t))
+        else:
+            omega, kappa = torch.ones_like(t), torch.where(inside, 1 - 1 / w.to(t.dtype), torch.zeros_like(t))
         null = None if y is None else torch.full_like(y, NULL_CLASS)
         with torch.no_grad():  # instantaneous velocities (r = t); both in one batched call when kappa != 0
-            if self.cfg_kappa != 0.0:
+            if self.cfg_kappa != 0.0 or w is not None:
                 tt = torch.cat([t_unc, frame_t])
                 yy = None if y is None else torch.cat([null, y])
-                v_unc, v_cond = net(torch.cat([z_unc, z]), tt, tt, y=yy).chunk(2)
+                ww = None if w is None else torch.cat([torch.ones_like(w), w])
+                v_unc, v_cond = with_guidance(net, ww)(torch.cat([z_unc, z]), tt, tt, y=yy).chunk(2)
             else:
                 v_unc, v_cond = net(z_unc, t_unc, t_unc, y=null), None
         omega, kappa = bcast(omega, v), bcast(kappa, v)
@@ -348,8 +381,9 @@ class MeanFlow:
                 y_guide = y
         else:
             drop = None
+        w = self.sample_scales(B, x.device, generator)  # (B,) guidance scales the network sees, or None
         if self.self_context > 0 and context is not None:
-            x = self.self_made_context(net, x, context, y, generator)  # context frames only; the targets stay real
+            x = self.self_made_context(net, x, context, y, generator, w)  # context frames only; the targets stay real
 
         z = (1 - bcast(t_in, x)) * x + bcast(t_in, x) * e  # context frames: z = x
         v = e - x
@@ -368,19 +402,19 @@ class MeanFlow:
                 u = u_tgt = z[:0]
             else:
                 u, u_tgt = self.meanflow_rows(net, rows, z, t, v, y, y_guide, t_in, r_in, dt_tangent, gen, drop,
-                                              z_unc, t_unc, jvp_net)
+                                              z_unc, t_unc, jvp_net, w)
                 called.append(torch.arange(B, device=x.device) if rows is None else rows)
             if split is not None:  # the one-step rows: u(z_1, 1, 0) towards the (teacher's) multi-step jump
                 one = split.nonzero().squeeze(1)
-                u_one = net(z[one], t_in[one], r_in[one], y=_take(y, one))
+                u_one = with_guidance(net, _take(w, one))(z[one], t_in[one], r_in[one], y=_take(y, one))
                 called.append(one)
 
         if split is not None:
             y_teach = y  # what the network sees; context rows: the label their target is guided with
             if y is not None and has_context is not None:
                 y_teach = torch.where(has_context, y_guide, y)
-            tgt_one = self.split_target(net if teacher is None else teacher, e[one], x[one], _take(context, one),
-                                        _take(y_teach, one))
+            tgt_one = self.split_target(with_guidance(net if teacher is None else teacher, _take(w, one)), e[one],
+                                        x[one], _take(context, one), _take(y_teach, one))
             order = torch.argsort(torch.cat([rows, one]))  # back to the batch's row order
             u = torch.cat([u, u_one.to(u.dtype)])[order]
             u_tgt = torch.cat([u_tgt, tgt_one.to(u_tgt.dtype)])[order]
@@ -431,28 +465,30 @@ class MeanFlow:
 
     # ----------------------------------------------------------------------------------------------------
     def meanflow_rows(self, net, rows, z, t, v, y, y_guide, t_in, r_in, dt_tangent, gen, drop, z_unc, t_unc,
-                      jvp_net=None):
-        """u (with grad) and the guided MeanFlow target of the batch's ``rows`` (None: all of them)."""
+                      jvp_net=None, w=None):
+        """u (with grad) and the guided MeanFlow target of the batch's ``rows`` (None: all of them); ``w`` (B,): the
+        guidance scales the network sees (``cfg_scale_range``), or None."""
         z, v, t_in, y, y_guide = _take(z, rows), _take(v, rows), _take(t_in, rows), _take(y, rows), _take(y_guide, rows)
-        z_unc, t_unc = _take(z_unc, rows), _take(t_unc, rows)
+        z_unc, t_unc, w = _take(z_unc, rows), _take(t_unc, rows), _take(w, rows)
         guide_net = jvp_net.forward_no_grad if isinstance(jvp_net, GraphedJVP) else net  # no grad either way
         v_g, v_unc, v_cond = self.guided_velocity(guide_net, z, _take(t, rows), v, y_guide, t_in, z_unc, t_unc,
-                                                  branches=True)
-        own = self.own_velocity(t_in, y, y_guide, t_unc, v_unc, v_cond) if self.tangent == "model" else None
+                                                  branches=True, w=w)
+        own = self.own_velocity(t_in, y, y_guide, t_unc, v_unc, v_cond, w) if self.tangent == "model" else None
         if drop is not None and v_g is not v:
             v_g = torch.where(bcast(_take(drop, rows), v), v, v_g)  # dropped rows regress the plain v
         if gen is not None:
             v_g = v_g * bcast(_take(gen, rows), v)  # the tangent (and target) on context frames is 0
         return self.predict_and_target(net, z, t_in, _take(r_in, rows), v_g, _take(dt_tangent, rows), y,
-                                       jvp_net=jvp_net, own=own)
+                                       jvp_net=jvp_net, own=own, w=w)
 
     @staticmethod
-    def own_velocity(t_in, y, y_guide, t_unc, v_unc, v_cond):
+    def own_velocity(t_in, y, y_guide, t_unc, v_unc, v_cond, w=None):
         """The network's own velocity u(z, t_in, t_in, y) (the label y it sees) where the guidance's no-grad call
         already made it, as (velocity, (B,) bool rows that have it), or None: v_cond on rows whose guiding label is
         the one they show, v_unc on null-label rows whose unconditional branch kept their own times (not the
         ``context_guidance`` rows; the loss makes z_unc from t_unc with the same x and e, so equal times are an
-        equal z). ``tangent='model'`` then needs no forward of its own on a guided recipe."""
+        equal z) and, with guidance scales ``w`` (B,), their own scale (v_unc is made at scale 1). ``tangent='model'``
+        then needs no forward of its own on a guided recipe."""
         if v_unc is None and v_cond is None:
             return None
         B = t_in.shape[0]
@@ -466,6 +502,8 @@ class MeanFlow:
             if t_unc is not None:  # rows whose unconditional branch saw the clip without its context differ
                 same = (t_unc == t_in).flatten(1).all(dim=1)
             unc = same & ~have & (torch.ones_like(same) if y is None else y == NULL_CLASS)
+            if w is not None:  # v_unc was made at scale 1
+                unc = unc & (w == 1)
             own = torch.where(bcast(unc, own), v_unc, own)
             have = have | unc
         return own, have
@@ -484,9 +522,10 @@ class MeanFlow:
 
     # ----------------------------------------------------------------------------------------------------
     def self_made_context(self, net, x: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+                          generator: torch.Generator | None = None, w: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, T, ...) with the context frames j..k-1 of a ``self_context`` share of the prefix-context rows
-        replaced by the network's one-step continuation of their first j frames (see ``self_context``)."""
+        replaced by the network's one-step continuation of their first j frames (see ``self_context``), at the rows'
+        guidance scales ``w`` (B,) where the scale is a condition."""
         B, T = context.shape
         frame = torch.arange(T, device=x.device)
         k = context.sum(dim=1)  # (B,) context frames per row
@@ -500,14 +539,15 @@ class MeanFlow:
         given = frame[None] < j[:, None]  # (n, T): the real frames the rest is made from
         xs = x[idx]
         e = self.noise(xs.shape, x.device, x.dtype, generator)
-        made = meanflow_sample(net, e, _take(y, idx), steps=1, context=xs, context_mask=given).to(x.dtype)  # no grad
+        made = meanflow_sample(with_guidance(net, _take(w, idx)), e, _take(y, idx), steps=1, context=xs,
+                               context_mask=given).to(x.dtype)  # no grad
         swap = ~given & (frame[None] < k[:, None])  # (n, T): frames j..k-1
         x = x.clone()
         x[idx] = torch.where(bcast(swap, xs), made, xs)
         return x
 
     # ----------------------------------------------------------------------------------------------------
-    def predict_and_target(self, net, z, t, r, v_g, dt_tangent=None, y=None, jvp_net=None, own=None):
+    def predict_and_target(self, net, z, t, r, v_g, dt_tangent=None, y=None, jvp_net=None, own=None, w=None):
         """u = net(z, t, r) (with grad) and u_tgt = sg(v_g - clip(t - r, 0, 1) du/dt), du/dt the JVP along (v_g, 0, 1)
         (``tangent='model'``: along (sg(net(z, t, t)), 0, 1), zero on context frames as v_g is; ``own``: (velocity,
         rows that have it) from ``own_velocity``, the rest made here).
@@ -515,6 +555,7 @@ class MeanFlow:
         t, r: (B,) or per-frame (B, T); dt_tangent: d t / d t per entry (ones by default, 0 on context frames).
         Rows with r = t everywhere have target v_g: they get a plain forward and no JVP. The JVP runs through
         ``jvp_net`` (default ``net``), which may be a ``GraphedJVP`` (CUDA-graph replay) in the detached mode.
+        ``w`` (B,): the guidance scales every call of a row passes to the network (``cfg_scale_range``), or None.
         """
         jvp_net = net if jvp_net is None else jvp_net
         B = z.shape[0]
@@ -528,7 +569,7 @@ class MeanFlow:
         u_tgt = v_g.detach().clone()
         jvp_fn = None
         if idx_jvp.numel():
-            y_j = _take(y, idx_jvp)
+            y_j, w_j = _take(y, idx_jvp), _take(w, idx_jvp)
             args = (z[idx_jvp], t[idx_jvp], r[idx_jvp])
             v_tan = v_g[idx_jvp]
             if self.tangent == "model":  # the network's own v(z, t) = u(z, t, t), where the sampler's path goes
@@ -538,7 +579,8 @@ class MeanFlow:
                     miss = miss.squeeze(1)
                     no_grad_net = jvp_net.forward_no_grad if isinstance(jvp_net, GraphedJVP) else net
                     with torch.no_grad():
-                        made = no_grad_net(args[0][miss], args[1][miss], args[1][miss], y=_take(y_j, miss))
+                        made = with_guidance(no_grad_net, _take(w_j, miss))(args[0][miss], args[1][miss],
+                                                                             args[1][miss], y=_take(y_j, miss))
                     v_tan = v_tan.index_put((miss,), made.to(v_tan.dtype))
                 v_tan = v_tan * bcast(dt_tangent[idx_jvp], v_tan)  # context frames do not move
             tangents = (v_tan, dt_tangent[idx_jvp], None)  # along (v, dt/dt, 0): r does not move
@@ -546,19 +588,23 @@ class MeanFlow:
                 if self.jvp_mode != "detached":
                     raise ValueError("a GraphedJVP runs the detached mode's JVP only (the fused mode's carries the "
                                      "gradient); use jvp_mode='detached'")
+                if w_j is not None:
+                    raise ValueError("a GraphedJVP takes no guidance scale (cfg_scale_range): run the JVP eagerly")
                 jvp_fn = lambda: jvp_net.jvp(*args, y_j, *tangents[:2])  # noqa: E731
             else:
-                jvp_fn = lambda: forward_jvp(lambda z_, t_, r_: jvp_net(z_, t_, r_, y=y_j), args,  # noqa: E731
+                g_net = with_guidance(jvp_net, w_j)
+                jvp_fn = lambda: forward_jvp(lambda z_, t_, r_: g_net(z_, t_, r_, y=y_j), args,  # noqa: E731
                                              tangents, module=jvp_net)
         if self.jvp_mode == "detached":
-            u = net(z, t, r, y=y)  # one forward with grad over every row
+            u = with_guidance(net, w)(z, t, r, y=y)  # one forward with grad over every row
             if jvp_fn is not None:
                 with torch.no_grad():
                     _, dudt = jvp_fn()
         else:
             parts = []  # (rows, u of those rows); autocast decides their dtype, so u is made to match them
             if idx_fwd.numel():
-                parts.append((idx_fwd, net(z[idx_fwd], t[idx_fwd], r[idx_fwd], y=_take(y, idx_fwd))))
+                parts.append((idx_fwd, with_guidance(net, _take(w, idx_fwd))(z[idx_fwd], t[idx_fwd], r[idx_fwd],
+                                                                             y=_take(y, idx_fwd))))
             if jvp_fn is not None:
                 u_j, dudt = jvp_fn()  # one pass: the primal u_j carries the parameter gradient, the tangent is du/dt
                 parts.append((idx_jvp, u_j))
@@ -588,6 +634,12 @@ def catching_copies(net, on: bool = True):
     finally:
         for m in modules:
             m.caught = None
+
+
+def with_guidance(net, w: torch.Tensor | None):
+    """``net`` calling with ``guidance=w`` (the rows' guidance scales, ``cfg_scale_range``), or ``net`` itself when
+    w is None: a network without the condition is called exactly as before."""
+    return net if w is None else functools.partial(net, guidance=w)
 
 
 def _take(a, idx):

@@ -293,11 +293,17 @@ def x_to_u(z: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
     return (z - x) / t.clamp(min=X_PREDICTION_T_MIN)
 
 
+GUIDANCE_TIME_SCALE = 1000.0  # the scale of kappa = 1 - 1 / w in the guidance embedding's sin-cos features
+
+
 class STDiT(ModelMixin, ConfigMixin):
     """u = net(z, t, r, y): the average velocity over [r, t] for latents z of shape (B, C, T, H, W) or (B, C, H, W).
 
     t, r: () or (B,) for one time per clip, or (B, T) for one time per frame (read at the first frame of each
     temporal patch). y: (B,) class labels, -1 for the null class; None means null (or no classes at all).
+    guidance: with ``guidance_embed``, the classifier-free guidance scale w >= 1 the output is guided with, () or
+    (B,) (None: 1, unguided), embedded as kappa = 1 - 1 / w in [0, 1) beside t (improved MeanFlow's guidance as a
+    condition, ``method.cfg_scale_range``); a model without it takes none (its guidance, if any, is folded in).
     prediction: what the output layer predicts: "u" the average velocity itself, or "x" the denoised field
     z - t u (``x_to_u``), which pixel-space models want (the forward returns u either way).
     """
@@ -331,6 +337,7 @@ class STDiT(ModelMixin, ConfigMixin):
         reader_pool: str = "mean",
         copy_radius: int = 0,
         copy_kernel: str = "softmax",
+        guidance_embed: bool = False,
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -366,6 +373,11 @@ class STDiT(ModelMixin, ConfigMixin):
         self.t_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)
         self.h_embedder = TimestepEmbedder(hidden_size, time_scale=time_scale)  # embeds h = t - r
         self.y_embedder = LabelEmbedder(num_classes, hidden_size) if num_classes > 0 else None
+        # The guidance scale as a condition (iMF); its output layer starts at zero, so a model gaining it
+        # (``model.init_from``) starts as the model it came from, at every scale. kappa = 1 - 1 / w is embedded at
+        # DiT's timestep scale: nothing differentiates along w (t keeps scale 1 for the JVP's d_t u), and at scale 1
+        # the sin-cos features of kappa in [0, 0.8] barely differ, so every scale learnt the same shift (README).
+        self.g_embedder = TimestepEmbedder(hidden_size, time_scale=GUIDANCE_TIME_SCALE) if guidance_embed else None
         # Temporal sin-cos positions enter the tokens through a zero-initialised per-channel gate: the video
         # model starts as the image model per frame, yet learns frame identity ~3x faster than with positions
         # inside the temporal attention only (one-sample overfit, 1-NFE error 0.09 vs 1.0 after 600 steps).
@@ -401,9 +413,12 @@ class STDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.x_embedder.bias)
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        for emb in (self.t_embedder, self.h_embedder):
-            nn.init.normal_(emb.mlp[0].weight, std=0.02)
-            nn.init.normal_(emb.mlp[2].weight, std=0.02)
+        for emb in (self.t_embedder, self.h_embedder, self.g_embedder):
+            if emb is not None:
+                nn.init.normal_(emb.mlp[0].weight, std=0.02)
+                nn.init.normal_(emb.mlp[2].weight, std=0.02)
+        if self.g_embedder is not None:  # zero-started: no scale changes anything until trained to
+            nn.init.zeros_(self.g_embedder.mlp[2].weight)
         for block in self.blocks:
             gated = [block.adaLN_modulation[-1]] + [sub.adaLN_modulation[-1] for sub in (block.temporal, block.clip) if sub]
             for lin in gated:  # adaLN-Zero: every residual branch starts at zero
@@ -464,7 +479,19 @@ class STDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"per-frame times have {t.shape[1]} frames, the input has {frames}")
         return t[:, ::pt]  # (B, T')
 
-    def _embed(self, z: torch.Tensor, t, r, y):
+    def _guidance(self, guidance, batch: int, device) -> torch.Tensor | None:
+        """The embedding (B, D) of the guidance scale (None: 1), or None for a model without ``guidance_embed``, which
+        refuses any scale but 1."""
+        if self.g_embedder is None:
+            if guidance is not None and bool((torch.as_tensor(guidance) != 1).any()):
+                raise ValueError("this model takes no guidance scale (model.guidance_embed is off): its guidance, if "
+                                 "any, was folded in at training (method.cfg_kappa)")
+            return None
+        w = torch.ones((), device=device) if guidance is None else torch.as_tensor(guidance, device=device)
+        kappa = (1 - 1 / w.float()).expand(batch)  # (B,) in [0, 1) for w >= 1
+        return self.g_embedder(kappa)  # (B, D)
+
+    def _embed(self, z: torch.Tensor, t, r, y, guidance=None):
         """Tokens (B, T', N, D), conditioning c (B, 1 | T', 1, D), temporal positions, the context frames (B, T') or
         None, the labels (B,) (-1: null) or None, and the grid (T', H', W')."""
         B, _, T, H, W = z.shape
@@ -492,6 +519,9 @@ class STDiT(ModelMixin, ConfigMixin):
             c = c + self.y_embedder(labels)[:, None]
         elif y is not None:
             raise ValueError("this model has no classes (num_classes=0) but labels were given")
+        g = self._guidance(guidance, B, z.device)
+        if g is not None:
+            c = c + g[:, None]
         # Context frames feed the summary and the reader: frames that do not move (t = r) and are less noisy than the
         # row's new frames (t = 0, or the level s of noise-augmented context); per-clip times have none.
         clean = None
@@ -515,12 +545,12 @@ class STDiT(ModelMixin, ConfigMixin):
         return (delta * read)[:, None, None]
 
     @torch.no_grad()
-    def read_context(self, z: torch.Tensor, t, r, y: torch.Tensor | None = None) -> "ContextReading":
+    def read_context(self, z: torch.Tensor, t, r, y: torch.Tensor | None = None, guidance=None) -> "ContextReading":
         """What the forward takes from the context frames of clips z (B, C, T, H, W) at the middle block (context
         frames at t = r below the others, per-frame times (B, T); labels y as in the forward): the summary, the
         reader's class distribution, and which rows have context. Given back to the forward as ``reading``, it
         reproduces that forward on the same input; on another input (a later window) it holds what was read."""
-        x, clean = self._first_half(z, t, r, y)
+        x, clean = self._first_half(z, t, r, y, guidance)
         summary = self.context_embedder(x, clean) if self.context_embedder is not None else None
         probs = None
         if self.class_reader is not None:
@@ -528,16 +558,16 @@ class STDiT(ModelMixin, ConfigMixin):
             probs = torch.softmax(logits.float(), dim=-1)
         return ContextReading(summary, probs, clean.any(dim=1))
 
-    def context_features(self, z: torch.Tensor, t, r) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    def context_features(self, z: torch.Tensor, t, r, guidance=None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """The reader's input features at the middle block (``ContextReader.features``: a tuple of batch-first
         tensors) and (B,) has context: what ``fit_context_reader`` fits the reader on."""
-        x, clean = self._first_half(z, t, r, None)
+        x, clean = self._first_half(z, t, r, None, guidance)
         return self.class_reader.features(x, clean)
 
-    def _first_half(self, z: torch.Tensor, t, r, y) -> tuple[torch.Tensor, torch.Tensor]:
+    def _first_half(self, z: torch.Tensor, t, r, y, guidance=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (B, T', N, D) at the input of the middle block, where the summary and the reader look, and the
         context frames (B, T')."""
-        x, c, pos_t, clean, _, grid = self._embed(z, t, r, y)
+        x, c, pos_t, clean, _, grid = self._embed(z, t, r, y, guidance)
         rope = self._rope(*grid, x.device, x.dtype)
         if clean is None:
             raise ValueError("reading the context needs per-frame times (B, T) that mark context frames, and a model "
@@ -547,14 +577,14 @@ class STDiT(ModelMixin, ConfigMixin):
         return x, clean
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None,
-                reading: "ContextReading | None" = None):
+                reading: "ContextReading | None" = None, guidance=None):
         """``reading`` (``read_context`` of an earlier input): rows with context take its summary and class
         distribution instead of reading their own context frames; the pipeline holds the reading of a given video
         for every window of a long extension, whose later windows' context is the model's own frames."""
         image = z.ndim == 4
         if image:
             z = z[:, :, None]  # (B, C, 1, H, W)
-        x, c, pos_t, clean, labels, (tp, hp, wp) = self._embed(z, t, r, y)
+        x, c, pos_t, clean, labels, (tp, hp, wp) = self._embed(z, t, r, y, guidance)
         p, pt = self.config.patch_size, self.config.temporal_patch_size
         rope = self._rope(tp, hp, wp, x.device, x.dtype)  # (2, T' * N, d / 2) or None
 

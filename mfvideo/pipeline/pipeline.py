@@ -82,6 +82,7 @@ class MFVideoPipeline(DiffusionPipeline):
         self.cfg: Config = from_dict(training_config, source="training_config")
         self.method = self.cfg.method  # a MeanFlow
         self.labels = labels
+        self._guidance: float | None = None  # the scale of the current call (``resolve_guidance_scale``)
         transformer.eval()
 
     # ----------------------------------------------------------------------------------------------------
@@ -236,9 +237,32 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"steps must be >= 1, got {steps}")
         return sampler, steps
 
+    def resolve_guidance_scale(self, guidance_scale: float | None) -> float | None:
+        """The guidance scale of a model that takes one as a condition (``method.cfg_scale_range``): the one given,
+        else the model's ``sample.guidance_scale``, else the geometric middle of the scales it was trained on; None
+        for a model whose guidance is folded in at training, which refuses a given scale."""
+        trained = self.method.cfg_scale_range
+        if trained is None:
+            if guidance_scale is not None:
+                raise ValueError(f"guidance_scale={guidance_scale}: this model takes no guidance scale (its guidance, "
+                                 "if any, is folded in at training: method.cfg_kappa); train with "
+                                 "method.cfg_scale_range to choose it at sampling")
+            return None
+        if guidance_scale is None:
+            guidance_scale = self.cfg.sample.guidance_scale or (trained[0] * trained[1]) ** 0.5
+        if not float(guidance_scale) >= 1.0:
+            raise ValueError(f"guidance_scale must be >= 1 (1: unguided), got {guidance_scale}")
+        if not trained[0] <= float(guidance_scale) <= trained[1]:
+            log.warning("guidance_scale %g lies outside the scales the model was trained on, [%g, %g]",
+                        float(guidance_scale), *trained)
+        return float(guidance_scale)
+
     def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None, context_noise: float = 0.0,
                 reading=None):
-        net = self.transformer if reading is None else functools.partial(self.transformer, reading=reading)
+        extra = {} if reading is None else {"reading": reading}
+        if self._guidance is not None:
+            extra["guidance"] = self._guidance
+        net = functools.partial(self.transformer, **extra) if extra else self.transformer
         return sample(net, noise, how[0], how[1], y=y, context=context, context_mask=mask, context_noise=context_noise)
 
     def _read_given(self, noise, y, context, mask):
@@ -251,7 +275,8 @@ class MFVideoPipeline(DiffusionPipeline):
             return None, None
         m = mask.to(noise.dtype)
         t = 1.0 - m  # (B, T): context at t = r = 0, new frames at t = 1
-        reading = net.read_context(torch.where(mask[:, None, :, None, None], context, noise), t, torch.zeros_like(t), y)
+        reading = net.read_context(torch.where(mask[:, None, :, None, None], context, noise), t, torch.zeros_like(t), y,
+                                   guidance=self._guidance)
         if reading.class_probs is None or (y is not None and bool((y >= 0).all())):
             return reading, None
         top, ids = reading.class_probs.max(dim=1)
@@ -306,11 +331,12 @@ class MFVideoPipeline(DiffusionPipeline):
                  num_videos: int | None = None, video: Any = None, num_new_frames: int | None = None,
                  context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False,
                  frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                 first_window_steps: int | None = None):
+                 first_window_steps: int | None = None, guidance_scale: float | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
         ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``: as in ``extend``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
-        (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil"), ``return_dict``."""
+        (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil"), ``return_dict``,
+        ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still)."""
         if video is not None:
             if first_window_steps is not None:
                 raise ValueError("first_window_steps is for clips generated from noise; an extension's first window "
@@ -319,14 +345,16 @@ class MFVideoPipeline(DiffusionPipeline):
                                steps=num_inference_steps, class_labels=class_labels, generator=generator,
                                sampler=sampler, output_type=output_type, return_dict=return_dict,
                                infer_label=infer_label, frames_per_window=frames_per_window,
-                               motion_copy=motion_copy, motion_copy_tol=motion_copy_tol)
+                               motion_copy=motion_copy, motion_copy_tol=motion_copy_tol,
+                               guidance_scale=guidance_scale)
         if infer_label:
             raise ValueError("infer_label reads the class off a given video: pass video=")
         return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
                              steps=num_inference_steps, context_frames=context_frames, sampler=sampler,
                              generator=generator, output_type=output_type, return_dict=return_dict,
                              frames_per_window=frames_per_window, motion_copy=motion_copy,
-                             motion_copy_tol=motion_copy_tol, first_window_steps=first_window_steps)
+                             motion_copy_tol=motion_copy_tol, first_window_steps=first_window_steps,
+                             guidance_scale=guidance_scale)
 
     @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
@@ -334,7 +362,7 @@ class MFVideoPipeline(DiffusionPipeline):
                  sampler: str | None = None, generator: torch.Generator | None = None, output_type: str = "np",
                  return_dict: bool = True, context_noise: float | None = None, frames_per_window: int | None = None,
                  reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                 first_window_steps: int | None = None):
+                 first_window_steps: int | None = None, guidance_scale: float | None = None):
         """Clips from noise: one network call for the first window, one per further window (sliding).
 
         ``class_labels``: one id per clip, or one id for ``num_clips`` clips; None on a class-conditional model draws
@@ -355,7 +383,12 @@ class MFVideoPipeline(DiffusionPipeline):
         made from noise with nothing to lean on, the later ones next to the model's own frames: on the bundled model
         the one-step first window is the weakest part of a clip, and two calls there (one more call per clip, the
         rest one step) make it nearly as clean as the windows after it (README "Clips generated past the window").
+
+        ``guidance_scale`` (a model trained with ``method.cfg_scale_range``, which takes the scale as a condition;
+        default ``resolve_guidance_scale``'s): classifier-free guidance chosen here, one call per window still; a model
+        whose guidance is folded in at training refuses it.
         """
+        self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         how_first = how if first_window_steps is None else self.resolve_sampler(how[0], first_window_steps)
         s = self.resolve_context_noise(context_noise)
@@ -396,7 +429,7 @@ class MFVideoPipeline(DiffusionPipeline):
                generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
                return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None,
                reread_context: bool = False, frames_per_window: int | None = None, motion_copy: int = 0,
-               motion_copy_tol: float | None = None):
+               motion_copy_tol: float | None = None, guidance_scale: float | None = None):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
         ``video``: a file path, or frames (T, H, W, 3) / (B, T, H, W, 3) as uint8 or float in [0, 1].
@@ -434,9 +467,12 @@ class MFVideoPipeline(DiffusionPipeline):
         content goes and which frames a move explains; the copy keeps what it would redraw: the given handwriting,
         sharp (the bundled model, 1-NFE: glyph match 0.863 -> 0.995, 0.999 with ``frames_per_window=1``; README).
         Content that changes otherwise than by a move stays the network's.
+
+        ``guidance_scale``: as in ``generate``.
         """
         from .inputs import load_clip
 
+        self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         s = self.resolve_context_noise(context_noise)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
@@ -550,12 +586,14 @@ class MFVideoPipeline(DiffusionPipeline):
     def condition(self, frames, frame_indices, num_frames: int | None = None, class_labels=None,
                   seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                   generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
-                  infer_label: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None):
+                  infer_label: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
+                  guidance_scale: float | None = None):
         """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation); ``infer_label``
         and ``motion_copy`` as in ``extend`` (the copy runs outwards from every given frame: an interpolation's
-        frames from both keyframes towards the middle)."""
+        frames from both keyframes towards the middle); ``guidance_scale`` as in ``generate``."""
         from .inputs import load_clip
 
+        self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
         if self.codec.temporal_factor != 1:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..method.masks import sample_context_masks
+from ..method.meanflow import MeanFlow
 from ..method.noise import prior_noise
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,12 @@ def draw_times(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, to
 
 @torch.no_grad()
 def reader_features(model, x: torch.Tensor, masks: dict, max_context: int | None, generator: torch.Generator,
-                    frame_correlation: float = 0.0) -> tuple[torch.Tensor, ...]:
+                    frame_correlation: float = 0.0, scale_range=None) -> tuple[torch.Tensor, ...]:
     """The reader's input features (``ContextReader.features``) for clean latents x (B, C, T, H, W) under one drawn
     context mask and (t, r) per row: context frames clean at t = r = 0, the others noised to t with the model's noise
-    prior. Attention pooling's tokens are packed: the context tokens first, cut after the most any row has."""
+    prior; with ``scale_range`` (a model with the guidance scale as a condition: its ``method.cfg_scale_range``) at a
+    guidance scale per row drawn as training drew it, so the reader reads at whatever scale sampling asks for.
+    Attention pooling's tokens are packed: the context tokens first, cut after the most any row has."""
     B, _, T = x.shape[:3]
     ctx = sample_context_masks(B, T, masks, max_context, generator=generator).to(x.device)  # (B, T)
     t, r = (a.to(x.device, x.dtype) for a in draw_times(B, generator))
@@ -48,7 +51,11 @@ def reader_features(model, x: torch.Tensor, masks: dict, max_context: int | None
     e = prior_noise(x.shape, frame_correlation, generator).to(x.device, x.dtype)
     tb = t_in[:, None, :, None, None]
     z = (1 - tb) * x + tb * e
-    feats, _ = model.context_features(z, t_in, r_in)
+    scaled = {}
+    if scale_range is not None:
+        w = MeanFlow(cfg_scale_range=list(scale_range)).sample_scales(B, generator=generator)
+        scaled["guidance"] = w.to(x.device)
+    feats, _ = model.context_features(z, t_in, r_in, **scaled)
     if len(feats) == 2:  # tokens (B, L, D), keep (B, L): the context tokens first, in their order
         tokens, keep = feats
         order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(keep.sum(dim=1).max())]  # (B, L')
@@ -69,14 +76,15 @@ def _cat(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
 def fit_context_reader(model, clips, labels, masks: dict, max_context: int | None = None, val_clips=None,
                        val_labels=None, steps: int = 1500, lr: float = 3e-3, weight_decay: float = 1e-4,
                        batch_size: int = 1024, seed: int = 0, feature_batch: int = 500,
-                       frame_correlation: float = 0.0, max_feature_gib: float = 16.0) -> dict:
+                       frame_correlation: float = 0.0, max_feature_gib: float = 16.0, scale_range=None) -> dict:
     """Fit ``model.class_reader`` (its head, and with attention pooling its queries, keys and values) to read
     ``labels`` (N,) off ``clips`` (N, C, T, H, W) latents.
 
     ``masks``: context-mask kinds -> weights (``train.context_masks``; "none" is dropped: a reader needs context).
     Each clip is seen under one drawn mask and (t, r); the reader is fitted by AdamW on the cross-entropy of
     ``batch_size`` features per step, the lr decaying to 0 on a cosine. Returns train (and, with ``val_*``, held-out) accuracy and loss. The network's
-    other weights are not changed. ``frame_correlation``: the model's ``method.noise_frame_correlation``.
+    other weights are not changed. ``frame_correlation``: the model's ``method.noise_frame_correlation``;
+    ``scale_range``: its ``method.cfg_scale_range`` (the guidance scale as a condition), else None.
     ``max_feature_gib``: the most memory the stored features may take (attention pooling stores the context tokens:
     ~1 GiB for the digits model's 60,000 clips, hundreds for a B/2 video model's), checked after the first batch.
     """
@@ -92,7 +100,8 @@ def fit_context_reader(model, clips, labels, masks: dict, max_context: int | Non
     def features(xs):
         parts = []
         for i in range(0, xs.shape[0], feature_batch):
-            parts.append(reader_features(model, xs[i : i + feature_batch], masks, max_context, g, frame_correlation))
+            parts.append(reader_features(model, xs[i : i + feature_batch], masks, max_context, g, frame_correlation,
+                                         scale_range))
             if i == 0:  # attention pooling stores every context token: say so before memory runs out
                 per_clip = sum(f[0].numel() * f.element_size() for f in parts[0])
                 need = per_clip * xs.shape[0] / 2**30
@@ -198,6 +207,7 @@ def add_context_reader(pipe, num_clips: int = 60000, val_clips: int = 3000, seed
         vx, vy = load_clips(cfg.data, pipe.codec, "test", val_clips)
         vx = vx.to(device)
     stats = fit_context_reader(model, x.to(device), y, dict(cfg.train.context_masks), cfg.train.max_context_frames,
-                               vx, vy, seed=seed, frame_correlation=cfg.method.noise_frame_correlation, **fit_kw)
+                               vx, vy, seed=seed, frame_correlation=cfg.method.noise_frame_correlation,
+                               scale_range=cfg.method.cfg_scale_range, **fit_kw)
     pipe.register_modules(transformer=model.eval())
     return stats

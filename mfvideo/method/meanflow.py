@@ -271,9 +271,7 @@ class MeanFlow:
         condition."""
         if self.cfg_scale_range is None:
             return None
-        lo, hi = self.cfg_scale_range
-        u = torch.rand(batch, device=device, generator=generator)
-        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        return log_uniform_scales(batch, *self.cfg_scale_range, device=device, generator=generator)
 
     def guided_velocity(self, net, z, t, v, y, frame_t, z_unc=None, t_unc=None, branches: bool = False, w=None):
         """v_g = omega v + (1 - omega - kappa) v_unc + kappa v_cond inside the interval, else v (no grad).
@@ -634,6 +632,12 @@ def catching_copies(net, on: bool = True):
     finally:
         for m in modules:
             m.caught = None
+
+
+def log_uniform_scales(batch: int, lo: float, hi: float, device=None, generator=None) -> torch.Tensor:
+    """(B,) guidance scales log-uniform in [lo, hi]: iMF's draw (its power distribution at beta = 1)."""
+    u = torch.rand(batch, device=device, generator=generator)
+    return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
 
 
 def with_guidance(net, w: torch.Tensor | None):

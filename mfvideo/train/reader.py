@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..method.masks import sample_context_masks
-from ..method.meanflow import MeanFlow
+from ..method.meanflow import log_uniform_scales
 from ..method.noise import prior_noise
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def reader_features(model, x: torch.Tensor, masks: dict, max_context: int | None
     z = (1 - tb) * x + tb * e
     scaled = {}
     if scale_range is not None:
-        w = MeanFlow(cfg_scale_range=list(scale_range)).sample_scales(B, generator=generator)
-        scaled["guidance"] = w.to(x.device)
+        scaled["guidance"] = log_uniform_scales(B, *scale_range, generator=generator).to(x.device)
     feats, _ = model.context_features(z, t_in, r_in, **scaled)
     if len(feats) == 2:  # tokens (B, L, D), keep (B, L): the context tokens first, in their order
         tokens, keep = feats

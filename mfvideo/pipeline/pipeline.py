@@ -379,6 +379,10 @@ class MFVideoPipeline(DiffusionPipeline):
         1.0 -> 0.81 by frames 16-23) and lost their class (frame accuracy 0.92 -> 0.81; README "Generating past the
         window").
 
+        The first window is always the model's full trained window, cut to ``num_frames`` where fewer are asked for
+        (one frame included): a video model draws worse frames from shorter noise than it was trained on (the bundled
+        model's single frames: class accuracy 0.78 -> 0.91, sharpness 0.70 -> 0.81; README).
+
         ``first_window_steps``: network calls for the first window alone (default ``steps``). The first window is
         made from noise with nothing to lean on, the later ones next to the model's own frames: on the bundled model
         the one-step first window is the weakest part of a clip, and two calls there (one more call per clip, the
@@ -408,16 +412,16 @@ class MFVideoPipeline(DiffusionPipeline):
         k = self._context_latents(context_frames) if slides else None  # an image model never slides
         keep = self._frames_per_window(frames_per_window, k) if slides else None
         g = self._generator(seed, generator)
-        f = self.codec.temporal_factor
-        # a causal VAE decodes f k + 1 frames: the first window is the smallest such count covering num_frames
-        first = min(num_frames, self.window) if f == 1 else self._pixel_frames(min(self.latent_window, -(-(num_frames - 1) // f) + 1))
-        noise = self._noise(batch, first, g)
+        # the first window is always the trained one, then cut: a video model drawing fewer frames from noise than it
+        # was trained on draws worse ones (the bundled model's single frames: accuracy 0.91 cut from a window, 0.78
+        # drawn alone; docs/experiments.md, session 30)
+        noise = self._noise(batch, self._pixel_frames(self.latent_window), g)
         if draw:  # after the noise: the first window's noise is the seed's, as with labels given
             y = torch.randint(0, n_classes, (batch,), generator=g).to(self.device)
             log.info("no class_labels: drew %s (class_labels=-1 for the null label)",
                      ", ".join(self.labels.get(str(int(c)), str(int(c))) for c in y))
         latents = self._sample(noise, y, how_first)
-        frames = self.codec.decode_frames(latents)[:, :num_frames]  # (B, first, H, W, 3)
+        frames = self.codec.decode_frames(latents)[:, :num_frames]  # (B, min(num_frames, window), H, W, 3)
         if num_frames > frames.shape[1]:
             frames, _ = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g, s, s,
                                        hold_read=not reread_context, report_read=True, keep=keep, copy=copy)
@@ -590,7 +594,8 @@ class MFVideoPipeline(DiffusionPipeline):
                   guidance_scale: float | None = None):
         """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation); ``infer_label``
         and ``motion_copy`` as in ``extend`` (the copy runs outwards from every given frame: an interpolation's
-        frames from both keyframes towards the middle); ``guidance_scale`` as in ``generate``."""
+        frames from both keyframes towards the middle); ``guidance_scale`` as in ``generate``. ``num_frames``
+        (default: the window) below the window are the first frames of a full window, as in ``generate``."""
         from .inputs import load_clip
 
         self._guidance = self.resolve_guidance_scale(guidance_scale)
@@ -607,11 +612,12 @@ class MFVideoPipeline(DiffusionPipeline):
         if any(not 0 <= i < num_frames for i in idx) or len(set(idx)) != len(idx):
             raise ValueError(f"frame indices must be distinct and lie in [0, {num_frames - 1}], got {idx}")
         g = self._generator(seed, generator)
-        noise = self._noise(given.shape[0], num_frames, g)
+        T = max(num_frames, self.window)  # a shorter clip is the start of a full window, as in `generate`
+        noise = self._noise(given.shape[0], T, g)
         context = torch.zeros_like(noise)
         context[:, :, idx] = self.codec.encode_frames(given, self.cfg.data.channels)
         y = self._labels_for(context[:, :, sorted(idx)], class_labels, infer_label)
-        mask = torch.zeros(given.shape[0], num_frames, dtype=torch.bool, device=self.device)
+        mask = torch.zeros(given.shape[0], T, dtype=torch.bool, device=self.device)
         mask[:, idx] = True
         reading, y_net = None, y
         if self._routes_labels(y):  # a given label enters through the reader
@@ -619,7 +625,7 @@ class MFVideoPipeline(DiffusionPipeline):
         latents = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
         if copy is not None:
             latents, _ = _motion_copy(latents, mask[0], *copy)
-        frames_out = self.codec.decode_frames(latents)
+        frames_out = self.codec.decode_frames(latents[:, :, :num_frames])  # (B, num_frames, H, W, 3)
         frames_out[:, idx] = given  # the given frames are returned exactly as given
         return self._output(frames_out, output_type, return_dict, y if infer_label else None)
 

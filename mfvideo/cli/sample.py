@@ -1,4 +1,5 @@
-"""mfvideo-sample: one mp4 per generated clip (1 network call per window) and, with --grid, a PNG contact sheet."""
+"""mfvideo-sample: one mp4 per generated clip (1 network call per window), one lossless PNG per image (one-frame
+clips: an image model, or --num-frames 1), and with --grid a PNG contact sheet."""
 
 from __future__ import annotations
 
@@ -74,12 +75,15 @@ def main(argv=None):
         ids = classes[start : start + count] if classes is not None else out.class_labels  # given, drawn, or none
         for i, clip in enumerate(out.frames, start):
             label = "" if ids is None else f"_class{ids[i - start]}"
-            save_video(clip, folder / f"clip_{i:03d}{label}.mp4", fps=fps)
+            if frames == 1:  # an image: PNG is lossless, an H.264 frame would be chroma-subsampled
+                save_image(clip[0], folder / f"image_{i:03d}{label}.png")
+            else:
+                save_video(clip, folder / f"clip_{i:03d}{label}.mp4", fps=fps)
         if args.grid:
             sheet.append(out.frames)
     if args.grid:
         save_image(grid(np.concatenate(sheet)), folder / "grid.png")
-    print(f"wrote {n} clips of {frames} frames to {folder}")
+    print(f"wrote {n} images to {folder}" if frames == 1 else f"wrote {n} clips of {frames} frames to {folder}")
     return 0
 
 

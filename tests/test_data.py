@@ -10,7 +10,7 @@ from mfvideo.data import MovingDigits, render_clip
 from mfvideo.data.images import ImageFolder
 from mfvideo.data.latent_cache import LatentCache, cache_dataset, write_manifest
 from mfvideo.data.moving_digits import digit_bank
-from mfvideo.data.video_io import VideoError, probe, read_frames
+from mfvideo.data.video_io import VideoError, iter_frames, probe, read_frames, read_video
 from mfvideo.data.videos import TooManyBadFiles, VideoFolder
 from mfvideo.io import save_video
 from vae_configs import TINY, tiny_vae
@@ -131,6 +131,24 @@ def test_gif_and_long_video_partial_read(tmp_path):
     np.testing.assert_allclose(read_frames(gif, [3])[0].mean(), 90, atol=2)
     with pytest.raises(VideoError, match="frame 9 was requested"):
         read_frames(gif, [9])
+
+
+def test_a_still_image_is_a_one_frame_clip(tmp_path):
+    """PNG / JPEG / WebP paths read as one-frame clips (image to video): PNG exactly, JPEG within its compression."""
+    import imageio.v2 as imageio
+
+    img = (np.random.default_rng(0).random((12, 20, 3)) * 255).astype(np.uint8)
+    imageio.imwrite(tmp_path / "a.png", img)
+    imageio.imwrite(tmp_path / "a.jpg", np.full((12, 20, 3), 90, np.uint8))
+    assert probe(tmp_path / "a.png").num_frames == 1 and probe(tmp_path / "a.png").width == 20
+    assert np.array_equal(read_frames(tmp_path / "a.png", [0])[0], img)
+    assert np.array_equal(next(iter_frames(tmp_path / "a.png")), img[None])
+    np.testing.assert_allclose(read_video(tmp_path / "a.jpg")[0].mean(), 90, atol=1)
+    with pytest.raises(VideoError, match="frame 1 was requested"):
+        read_frames(tmp_path / "a.png", [1])
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image" * 10)
+    with pytest.raises(VideoError, match="bad.png: unreadable"):
+        probe(tmp_path / "bad.png")
 
 
 # ---------------------------------------------------------------------------------------------- images

@@ -143,6 +143,29 @@ def test_extend_keeps_the_input_and_calls_once_per_window(ckpt, tmp_path):
     assert np.abs(from_file.frames[0, :5].astype(int) - read_video(path)[0].astype(int)).max() == 0
 
 
+def test_a_still_image_or_a_short_input_is_all_context(ckpt, tmp_path):
+    """Image to video: with the default context (half the window), an input of fewer frames is all context -- the
+    same frames as asking for that many context frames -- from an array or a PNG path, and through mfvideo-extend; a
+    context asked for explicitly is still checked against the input."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    imageio.imwrite(tmp_path / "still.png", img)
+    counter = CallCounter(pipe.model)
+    pipe.transformer = counter
+    out = pipe.extend(img[None], num_new_frames=5, seed=0, output_type="uint8").frames  # default context: 2 frames
+    assert out.shape == (1, 6, 16, 16, 3) and np.array_equal(out[0, 0], img)
+    assert counter.frames == [4, 3]  # windows of 1 context + 3 new frames, then 1 + the 2 still wanted
+    pipe.transformer = pipe.model
+    asked = pipe.extend(img[None], num_new_frames=5, context_frames=1, seed=0, output_type="uint8").frames
+    from_png = pipe.extend(tmp_path / "still.png", num_new_frames=5, seed=0, output_type="uint8").frames
+    assert np.array_equal(out, asked) and np.array_equal(out, from_png)
+    with pytest.raises(ValueError, match="fewer than the 2 context frames requested"):
+        pipe.extend(img[None], num_new_frames=5, context_frames=2)
+    proc = _cli("scripts/extend.py", str(tmp_path / "still.png"), "--checkpoint", str(ckpt), "--num-new-frames", "5",
+                "--out", str(tmp_path / "moving.mp4"))
+    assert proc.returncode == 0 and probe(tmp_path / "moving.mp4").num_frames == 6, proc.stderr
+
+
 def test_extension_uses_its_context(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     a = np.zeros((4, 16, 16, 3), np.uint8)

@@ -41,6 +41,7 @@ def work(tmp_path_factory):
     save_video(frames, w / "in.mp4", fps=8)
     save_video(frames[:2], w / "short.mp4", fps=8)
     (w / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    (w / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     (w / "a_file").write_text("not a folder")
     (w / "outdir").mkdir()
     run = w / "run"
@@ -95,6 +96,7 @@ CASES = {
     # extend: inputs
     "extend missing input": ["extend", "{w}/missing.mp4", "--num-new-frames", "4", "--out", "{w}/new.mp4"],
     "extend corrupt input": ["extend", "{w}/corrupt.mp4", "--num-new-frames", "4", "--out", "{w}/new.mp4"],
+    "extend corrupt image": ["extend", "{w}/corrupt.png", "--num-new-frames", "4", "--out", "{w}/new.mp4"],
     "extend input shorter than its context": ["extend", "{w}/short.mp4", "--num-new-frames", "4", "--context-frames", "4",
                                               "--out", "{w}/new.mp4"],
     "extend input is a folder": ["extend", "{w}/outdir", "--num-new-frames", "4", "--out", "{w}/new.mp4"],

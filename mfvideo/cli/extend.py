@@ -11,11 +11,11 @@ from . import (ArgumentParser, add_motion_copy_args, check_output_file, device, 
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-extend", description="Continue a video with a MeanFlow STDiT.")
-    p.add_argument("input", help="video file (mp4, webm, avi, gif)")
+    p.add_argument("input", help="video file (mp4, webm, avi, gif), or a still image (png, jpg, webp): image to video")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled moving-digits model)")
     p.add_argument("--num-new-frames", type=positive_int, required=True)
     p.add_argument("--context-frames", type=positive_int, default=None,
-                   help="frames of context per window (default: half)")
+                   help="frames of context per window (default: half the window, or all of a shorter input)")
     p.add_argument("--frames-per-window", type=positive_int, default=None,
                    help="keep only the first N new frames of every window and slide by N: frames nearer their context, "
                         "(window - context) / N times the network calls; 1 = one call per new frame (default: all)")

@@ -22,6 +22,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
+# read through PIL: GIF, and still images as one-frame clips (image-to-video; animated PNG / WebP frame by frame)
+PIL_EXTS = (".gif", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Every decoded frame exactly once. Without it ffmpeg resamples a variable-frame-rate video to a constant rate,
 # repeating and dropping frames (the frame count and the frames read then disagree).
 PASSTHROUGH = ["-fps_mode", "passthrough"]
@@ -53,8 +55,8 @@ def decord_available() -> bool:
 
 
 def _backend(path: Path, backend: str) -> str:
-    if path.suffix.lower() == ".gif":
-        return "gif"
+    if path.suffix.lower() in PIL_EXTS:
+        return "pil"
     if backend == "auto":
         return "decord" if decord_available() else "imageio"
     if backend == "decord" and not decord_available():
@@ -86,8 +88,8 @@ def probe(path, backend: str = "auto") -> VideoInfo:
             except Exception as e:  # e.g. a webm without a duration (as browsers record them): ffmpeg reads it
                 log.info("%s: decord cannot open it (%s); probing with imageio-ffmpeg", path, _short(e))
                 kind = "imageio"
-        if kind == "gif":
-            return _probe_gif(path)
+        if kind == "pil":
+            return _probe_pil(path)
         import imageio.v2 as imageio
 
         reader = imageio.get_reader(str(path), format="FFMPEG", output_params=PASSTHROUGH)
@@ -100,7 +102,7 @@ def probe(path, backend: str = "auto") -> VideoInfo:
             reader.close()
 
 
-def _probe_gif(path: Path) -> VideoInfo:
+def _probe_pil(path: Path) -> VideoInfo:
     from PIL import Image
 
     with Image.open(path) as im:
@@ -129,8 +131,8 @@ def read_frames(path, indices, backend: str = "auto") -> np.ndarray:
             if out is not None:
                 return out
             kind = "imageio"  # decord mis-decoded or could not open this file
-        if kind == "gif":
-            return _read_gif(path, indices)
+        if kind == "pil":
+            return _read_pil(path, indices)
         return _read_imageio(path, indices)
 
 
@@ -176,7 +178,7 @@ def _read_imageio(path: Path, indices: list[int]) -> np.ndarray:
     return np.stack([got[i] for i in indices])
 
 
-def _read_gif(path: Path, indices: list[int]) -> np.ndarray:
+def _read_pil(path: Path, indices: list[int]) -> np.ndarray:
     from PIL import Image, ImageSequence
 
     wanted = set(indices)
@@ -204,7 +206,7 @@ def iter_frames(path, backend: str = "auto", chunk: int = 32) -> Iterator[np.nda
             yield read_frames(path, range(start, min(n, start + chunk)), backend)
         return
     with _video_errors(path, "corrupt or unreadable"):
-        if kind == "gif":
+        if kind == "pil":
             from PIL import Image, ImageSequence
 
             with Image.open(path) as im:

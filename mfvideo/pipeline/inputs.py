@@ -32,8 +32,19 @@ def _read_path(path: Path, resolution: int, last: int | None) -> np.ndarray:
     return np.concatenate(chunks)
 
 
+def frame_count(video) -> int:
+    """Frames per clip of what ``load_clip`` takes, without decoding a file (0 for a layout it would refuse)."""
+    if isinstance(video, (str, Path)):
+        from ..data.video_io import probe
+
+        return probe(Path(video)).num_frames
+    shape = tuple(video.shape) if hasattr(video, "shape") else np.asarray(video).shape
+    ndim = len(shape) + (len(shape) > 0 and shape[-1] not in (1, 3))  # (…, H, W) grey gains a channel
+    return {4: shape[0], 5: shape[1] if len(shape) > 1 else 0}.get(ndim, 0)
+
+
 def load_clip(video, resolution: int, last: int | None = None) -> np.ndarray:
-    """A path (mp4, webm, avi, gif), a uint8 array (T, H, W, 3) / (B, T, H, W, 3), or a float array / tensor in
+    """A path (mp4, webm, avi, gif; a still image, png / jpg / webp / bmp / tif, is a one-frame clip), a uint8 array (T, H, W, 3) / (B, T, H, W, 3), or a float array / tensor in
     [0, 1] of the same layouts -> uint8 (B, T, resolution, resolution, 3), short side resized and centre-cropped.
 
     ``last``: keep only the last ``last`` frames (a file is then decoded from near its end only).

@@ -436,11 +436,13 @@ class MFVideoPipeline(DiffusionPipeline):
                motion_copy_tol: float | None = None, guidance_scale: float | None = None):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
-        ``video``: a file path, or frames (T, H, W, 3) / (B, T, H, W, 3) as uint8 or float in [0, 1].
-        ``context_frames`` counts pixel frames (default: half the window); with a causal video VAE it is rounded
-        down to the VAE's 4k+1 (8k+1) rule. A video file is decoded chunk by chunk and resized on the fly, so memory
-        does not grow with the input's resolution; with ``include_input=False`` only its last ``context_frames`` are
-        decoded and the output holds the context and the new frames.
+        ``video``: a file path (a video, or a still image: one frame), or frames (T, H, W, 3) / (B, T, H, W, 3) as
+        uint8 or float in [0, 1].
+        ``context_frames`` counts pixel frames (default: half the window, or all of a shorter input: a still image
+        continues from its one frame); with a causal video VAE it is rounded down to the VAE's 4k+1 (8k+1) rule. A
+        video file is decoded chunk by chunk and resized on the fly, so memory does not grow with the input's
+        resolution; with ``include_input=False`` only its last ``context_frames`` are decoded and the output holds the
+        context and the new frames.
 
         An unlabelled video runs with the null label: the model reads what it continues from the context frames. What
         it reads at the middle block -- the context summary (``model.context_summary``) and, with a context reader
@@ -474,7 +476,7 @@ class MFVideoPipeline(DiffusionPipeline):
 
         ``guidance_scale``: as in ``generate``.
         """
-        from .inputs import load_clip
+        from .inputs import frame_count, load_clip
 
         self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
@@ -484,6 +486,11 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
         k_lat = self._context_latents(context_frames)
         k_pix = self._pixel_frames(k_lat)
+        if context_frames is None and 0 < (given := frame_count(video)) < k_pix:  # a short input is all context
+            k_lat = self._context_latents(given)  # (a still image: image to video)
+            k_pix = self._pixel_frames(k_lat)
+            log.info("the input has %d frame(s), fewer than the default %d context frames: using %d", given,
+                     self._pixel_frames(self._context_latents(None)), k_pix)
         keep = self._frames_per_window(frames_per_window, k_lat)
         frames = load_clip(video, self.resolution, last=None if include_input else k_pix)  # (B, T, r, r, 3) uint8
         if frames.shape[1] < k_pix:

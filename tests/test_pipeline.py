@@ -144,21 +144,30 @@ def test_extend_keeps_the_input_and_calls_once_per_window(ckpt, tmp_path):
 
 
 def test_a_still_image_or_a_short_input_is_all_context(ckpt, tmp_path):
-    """Image to video: with the default context (half the window), an input of fewer frames is all context -- the
-    same frames as asking for that many context frames -- from an array or a PNG path, and through mfvideo-extend; a
-    context asked for explicitly is still checked against the input."""
+    """Image to video: with the default context (half the window), an input of fewer frames is all context for the
+    first window, and the later windows' context grows with the frames made up to the default (one frame says
+    nothing of motion); from an array or a PNG path, and through mfvideo-extend. A context asked for explicitly holds
+    in every window and is checked against the input."""
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
     imageio.imwrite(tmp_path / "still.png", img)
+    inputs = []
     counter = CallCounter(pipe.model)
-    pipe.transformer = counter
+    pipe.transformer = lambda z, t, r, y=None: (inputs.append(z.clone()), counter(z, t, r, y))[1]
     out = pipe.extend(img[None], num_new_frames=5, seed=0, output_type="uint8").frames  # default context: 2 frames
     assert out.shape == (1, 6, 16, 16, 3) and np.array_equal(out[0, 0], img)
-    assert counter.frames == [4, 3]  # windows of 1 context + 3 new frames, then 1 + the 2 still wanted
+    # 1 given frame + 3 new, then the context grows to the default 2 frames: the 2 latest, + the 2 still wanted
+    assert counter.frames == [4, 4]
+    latents = pipe.codec.encode_frames(out, pipe.cfg.data.channels)  # (1, C, 6, 16, 16)
+    assert torch.allclose(inputs[0][:, :, :1], latents[:, :, :1], atol=1e-6)
+    assert torch.allclose(inputs[1][:, :, :2].clamp(-1, 1), latents[:, :, 2:4], atol=1 / 127)  # frames 2-3 (uint8 here)
+    inputs.clear()
+    held = pipe.extend(img[None], num_new_frames=5, context_frames=1, seed=0, output_type="uint8").frames
+    assert [z.shape[2] for z in inputs] == [4, 3]  # asked for: 1 context frame in every window
     pipe.transformer = pipe.model
-    asked = pipe.extend(img[None], num_new_frames=5, context_frames=1, seed=0, output_type="uint8").frames
     from_png = pipe.extend(tmp_path / "still.png", num_new_frames=5, seed=0, output_type="uint8").frames
-    assert np.array_equal(out, asked) and np.array_equal(out, from_png)
+    assert np.array_equal(out, from_png) and np.array_equal(out[:, :4], held[:, :4])
+    assert not np.array_equal(out[:, 4:], held[:, 4:])
     with pytest.raises(ValueError, match="fewer than the 2 context frames requested"):
         pipe.extend(img[None], num_new_frames=5, context_frames=2)
     proc = _cli("scripts/extend.py", str(tmp_path / "still.png"), "--checkpoint", str(ckpt), "--num-new-frames", "5",

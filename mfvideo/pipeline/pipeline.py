@@ -438,8 +438,9 @@ class MFVideoPipeline(DiffusionPipeline):
 
         ``video``: a file path (a video, or a still image: one frame), or frames (T, H, W, 3) / (B, T, H, W, 3) as
         uint8 or float in [0, 1].
-        ``context_frames`` counts pixel frames (default: half the window, or all of a shorter input: a still image
-        continues from its one frame); with a causal video VAE it is rounded down to the VAE's 4k+1 (8k+1) rule. A
+        ``context_frames`` counts pixel frames (default: half the window; an input shorter than that is all
+        context, and the later windows' context grows with the frames made up to the default: a still image continues
+        from its one frame, then from its first new frames); with a causal video VAE it is rounded down to the VAE's 4k+1 (8k+1) rule. A
         video file is decoded chunk by chunk and resized on the fly, so memory does not grow with the input's
         resolution; with ``include_input=False`` only its last ``context_frames`` are decoded and the output holds the
         context and the new frames.
@@ -484,13 +485,13 @@ class MFVideoPipeline(DiffusionPipeline):
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
         if int(num_new_frames) < 1:
             raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
-        k_lat = self._context_latents(context_frames)
+        k_lat = grow_to = self._context_latents(context_frames)
         k_pix = self._pixel_frames(k_lat)
-        if context_frames is None and 0 < (given := frame_count(video)) < k_pix:  # a short input is all context
-            k_lat = self._context_latents(given)  # (a still image: image to video)
+        if context_frames is None and 0 < (given := frame_count(video)) < k_pix:  # a short input is all context,
+            k_lat = self._context_latents(given)  # growing to the default with the frames made (image to video)
             k_pix = self._pixel_frames(k_lat)
-            log.info("the input has %d frame(s), fewer than the default %d context frames: using %d", given,
-                     self._pixel_frames(self._context_latents(None)), k_pix)
+            log.info("the input has %d frame(s), fewer than the default %d context frames: the first window continues "
+                     "%d, the later ones up to %d", given, self._pixel_frames(grow_to), k_pix, self._pixel_frames(grow_to))
         keep = self._frames_per_window(frames_per_window, k_lat)
         frames = load_clip(video, self.resolution, last=None if include_input else k_pix)  # (B, T, r, r, 3) uint8
         if frames.shape[1] < k_pix:
@@ -499,7 +500,7 @@ class MFVideoPipeline(DiffusionPipeline):
         ctx = self.codec.encode_frames(frames[:, frames.shape[1] - k_pix :], self.cfg.data.channels)  # (B, C, k, h, w)
         y = self._labels_for(ctx, class_labels, infer_label)
         frames, read = self._continue(frames, ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
-                                     report_read=True, keep=keep, copy=copy)
+                                     report_read=True, keep=keep, copy=copy, grow_to=grow_to)
         return self._output(frames, output_type, return_dict, y if infer_label else read)
 
     def _context_latents(self, k_pix: int | None) -> int:
@@ -550,7 +551,8 @@ class MFVideoPipeline(DiffusionPipeline):
 
     def _continue(self, frames, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
                   hold_read: bool = False, report_read: bool = False, keep: int | None = None,
-                  copy: tuple[int, float] | None = None) -> tuple[np.ndarray, torch.Tensor | None]:
+                  copy: tuple[int, float] | None = None, grow_to: int | None = None
+                  ) -> tuple[np.ndarray, torch.Tensor | None]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
         ``noise_next``. With ``report_read`` the model reads the first window's context (clean) (``STDiT.read_context``: its
@@ -561,6 +563,10 @@ class MFVideoPipeline(DiffusionPipeline):
 
         ``copy`` (radius, tol): ``motion_copy`` of every window's new frames, chained from its last context frame.
 
+        ``grow_to`` (latent frames): a context shorter than this (an input shorter than the default context, a still
+        image) grows with the frames made, window by window, up to it: a single given frame says nothing of motion,
+        and every later window would otherwise have to guess it afresh from one frame.
+
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
         just the kept latents; a causal VAE decodes the whole window and keeps the pixel frames of the kept latents.
         """
@@ -569,7 +575,7 @@ class MFVideoPipeline(DiffusionPipeline):
         out, made, reading, read = [frames], 0, None, None
         while made < num_new:
             new = w - k if f > 1 or keep is not None else min(w - k, num_new - made)
-            kept = new if keep is None else keep
+            kept = new if keep is None else min(keep, new)  # (a growing context leaves fewer new frames)
             noise = self._noise(ctx.shape[0], self._pixel_frames(k + new), g)  # (B, C, k + new, h, w)
             context = torch.cat([ctx, torch.zeros_like(noise[:, :, k:])], dim=2)
             mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool, device=self.device)
@@ -590,7 +596,9 @@ class MFVideoPipeline(DiffusionPipeline):
                 pix = codec.decode_frames(window)[:, self._pixel_frames(k) : self._pixel_frames(k + kept)]
             out.append(pix[:, : num_new - made])
             made += pix.shape[1]
-            ctx = window[:, :, kept : kept + k]  # the k latest frames: the window slides by the kept frames
+            k_next = k if grow_to is None else max(k, min(grow_to, k + kept))
+            ctx = window[:, :, k + kept - k_next : k + kept]  # the latest frames: the window slides by the kept frames
+            k = k_next
         return np.concatenate(out, axis=1), read
 
     @torch.no_grad()

@@ -431,12 +431,17 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
                             kept.append((_name, kw.get("frames_per_window"), kw.get("motion_copy", 0)))
                             or _real(self, *a, **kw))
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
-    assert kept == [("generate", 1, 0)] + [("extend", 1, 0), ("extend", 1, 0), ("extend", 1, 4)] * 3
+    assert kept == [("generate", 1, 0)] + [("extend", 1, 0), ("extend", 1, 0), ("extend", 1, 4)] * 3 + [
+        ("extend", 1, 0)] * 3  # then image to video from each clip's first frame
     for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4",
-                 "extended/extended_2_read_class.mp4", "extended/extended_2_motion_copy.mp4"):
+                 "extended/extended_2_read_class.mp4", "extended/extended_2_motion_copy.mp4", "from_image.png",
+                 "from_image/input_2.png"):
         assert (tmp_path / "demo" / name).is_file(), name
     for name in ("extended_0.mp4", "extended_0_read_class.mp4", "extended_0_motion_copy.mp4"):
         assert probe(tmp_path / "demo" / "extended" / name).num_frames == 4 + 16
+    still = read_video(tmp_path / "demo" / "from_image" / "from_image_1.mp4")[0]
+    first = imageio.imread(tmp_path / "demo" / "from_image" / "input_1.png")
+    assert len(still) == 1 + 16 and np.abs(still[0].astype(int) - first).mean() < 3  # the still, then 16 new frames
     # the sheet: 3 clips x (truth, extension with no label, with the read class, with motion copy), 20 frames each
     from PIL import Image
 
@@ -444,7 +449,7 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     assert sheet.shape[:2] == (12 * (16 + 2) + 2, 20 * (16 + 2) + 2)  # grid(): 2-pixel padding around 16x16 frames
     kept.clear()
     assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0"]) == 0  # no third extension
-    assert [k for k in kept if k[0] == "extend"] == [("extend", 1, 0)] * 6
+    assert [k for k in kept if k[0] == "extend"] == [("extend", 1, 0)] * 9
 
 
 def test_sampling_draws_the_noise_prior_the_model_was_trained_with(tmp_path):

@@ -4,7 +4,9 @@ Writes one generated clip per digit (mp4), a contact sheet of them, three held-o
 only) extended by the model three times -- with no label (its context reader reads the class inside the one call
 per window), with the class a diffusion classifier reads off the frames first (``infer_label``), and with no label
 and ``motion_copy`` (a new frame that the frame before it, moved by whole pixels, explains becomes that moved frame:
-the given handwriting kept) -- and a sheet comparing the extensions with the true continuation. Past the first
+the given handwriting kept) -- and a sheet comparing the extensions with the true continuation; then the same
+clips' first frames, saved as PNG, continued by 16 frames (image to video: the one frame is the first window's
+context, which grows with the frames made). Past the first
 window, each window keeps its first ``--frames-per-window`` new frames (default 1 with a per-frame codec, as the
 bundled model's: one network call per new frame, its steadiest clips; 4 keeps whole windows, a quarter of the calls;
 README "Frames kept per window" and "Generating past the window").
@@ -78,6 +80,13 @@ def main(argv=None):
             rows.append(ext_copy.frames[0])
     t_ext = time.perf_counter() - t0
     save_image(grid(np.stack(rows)), out / "extended.png")
+    still_rows = []
+    for i, clip in enumerate(truth):  # image to video: a still, no label
+        src = save_image(clip[0], out / "from_image" / f"input_{i}.png")
+        moving = pipe.extend(src, num_new_frames=16, seed=args.seed, output_type="uint8", frames_per_window=n)
+        save_video(moving.frames[0], out / "from_image" / f"from_image_{i}.mp4", fps=gen.fps)
+        still_rows += [clip[: 1 + 16], moving.frames[0]]
+    save_image(grid(np.stack(still_rows)), out / "from_image.png")
     windows = 1 + -(-max(args.num_frames - pipe.window, 0) // per)
     print(f"generated 10 clips x {args.num_frames} frames ({windows} network calls per clip, batched) in {t_gen:.2f} s")
     print(f"extended 3 held-out clips by 16 frames from {k} context frames ({-(-16 // per)} calls each, "
@@ -85,7 +94,8 @@ def main(argv=None):
           f"classes read off the context: {', '.join(read)}")
     third = f", then with no label and motion_copy={args.motion_copy}" if args.motion_copy else ""
     print(f"wrote {out}/generated.png, {out}/extended.png (rows: true clip, then input + extension with no label, "
-          f"then with the class infer_label read off the input{third}) and the mp4s")
+          f"then with the class infer_label read off the input{third}), {out}/from_image.png (rows: true clip, then "
+          f"its first frame, a PNG, + 16 new frames) and the mp4s")
     return 0
 
 

@@ -419,7 +419,7 @@ def test_extend_and_generate_through_a_causal_video_vae():
 
 def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     """The Quick start's first command, on the bundled model: past the first window, its clips keep one new frame
-    per window (the steadiest; README "Frames kept per window") unless told otherwise; each held-out clip is extended
+    per window (the steadiest; README "Use it", `frames_per_window`) unless told otherwise; each held-out clip is extended
     three times, the third with motion_copy (none in generation)."""
     from mfvideo.cli import demo
     from mfvideo.pipeline import MFVideoPipeline

@@ -6,10 +6,10 @@ per window), with the class a diffusion classifier reads off the frames first (`
 and ``motion_copy`` (a new frame that the frame before it, moved by whole pixels, explains becomes that moved frame:
 the given handwriting kept) -- and a sheet comparing the extensions with the true continuation; then the same
 clips' first frames, saved as PNG, continued by 16 frames (image to video: the one frame is the first window's
-context, which grows with the frames made). Past the first
-window, each window keeps its first ``--frames-per-window`` new frames (default 1 with a per-frame codec, as the
-bundled model's: one network call per new frame, its steadiest clips; 4 keeps whole windows, a quarter of the calls;
-README "Frames kept per window" and "Generating past the window").
+context, which grows with the frames made). Past the first window, each window keeps its first
+``--frames-per-window`` new frames (default 1 with a per-frame codec, as the bundled model's: one network call per
+new frame, its steadiest clips; 4 keeps whole windows, a quarter of the calls; README "Use it", `frames_per_window`,
+and "Clips generated past the window" in "Bundled model").
 """
 
 from __future__ import annotations

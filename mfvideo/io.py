@@ -35,21 +35,24 @@ class OutputError(OSError):
 def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> Path:
     """Write (T, H, W, 3) frames as H.264 mp4 (yuv420p), atomically. H and W must be even (yuv420p).
 
+    ``frames`` may also be an iterable of such chunks (a generator, ``MFVideoPipeline.extend_stream``'s clips): they
+    are encoded as they come, so memory holds one chunk whatever the video's length. An error raised by the chunks'
+    source propagates as it is, and nothing is written.
+
     The temporary file is decoded back (frame count) before it replaces ``path``: ffmpeg can fail without imageio
     raising (a full disk), and a file that does not hold every frame must never claim success.
     """
     import imageio.v2 as imageio
 
-    a = to_uint8(frames)
-    if a.ndim != 4 or len(a) == 0:
-        raise ValueError(f"expected frames (T, H, W, 3) with T >= 1, got shape {a.shape}")
-    if a.shape[1] % 2 or a.shape[2] % 2:
-        raise ValueError(f"H.264 yuv420p needs an even frame size, got {a.shape[1]}x{a.shape[2]}")
+    arrays = isinstance(frames, (np.ndarray, list, tuple)) or hasattr(frames, "shape")
+    chunks = iter([frames] if arrays else frames)
     if not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a finite number > 0, got {fps}")
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"output {path} is a folder")
+    chunk = _video_chunk(next(chunks, None), None)  # the first chunk is checked before anything is written
+    size, n = chunk.shape[1:3], 0
     with atomic_path(path, suffix=".mp4") as tmp:
         try:
             # macro_block_size=1: never let imageio silently rescale the frames.
@@ -57,20 +60,46 @@ def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> 
                 tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
                 macro_block_size=1, quality=quality, ffmpeg_log_level="error",
             )
-            try:
-                for frame in a:
-                    writer.append_data(frame)
-            finally:
-                writer.close()
-            written = _count_frames(tmp)
-        except OutputError:
-            raise
-        except Exception as e:  # ffmpeg died: broken pipe, no space, bad parameters
+        except Exception as e:
             raise OutputError(f"cannot write {path}: ffmpeg failed ({_last_line(e)}); nothing was written") from None
-        if written != len(a):
-            raise OutputError(f"cannot write {path}: the encoded file holds {written} of {len(a)} frames "
+        try:
+            while chunk is not None:
+                try:
+                    for frame in chunk:
+                        writer.append_data(frame)
+                except Exception as e:  # ffmpeg died: broken pipe, no space, bad parameters
+                    raise OutputError(f"cannot write {path}: ffmpeg failed ({_last_line(e)}); nothing was written") from None
+                n += len(chunk)
+                chunk = _video_chunk(next(chunks, None), size)  # the source's own errors propagate as they are
+        finally:
+            try:
+                writer.close()
+            except Exception as e:
+                if chunk is None:  # (else the error that stopped the loop is the one to report)
+                    raise OutputError(f"cannot write {path}: ffmpeg failed ({_last_line(e)}); nothing was written") from None
+        written = _count_frames(tmp)
+        if written != n:
+            raise OutputError(f"cannot write {path}: the encoded file holds {written} of {n} frames "
                               "(disk full?); nothing was written")
     return path
+
+
+def _video_chunk(frames, size) -> np.ndarray | None:
+    """One chunk of ``save_video``'s frames -> uint8 (n, H, W, 3), checked; None past the last. ``size``: the first
+    chunk's (H, W), which every later one must have (None: this is the first)."""
+    if frames is None:
+        if size is None:
+            raise ValueError("expected frames (T, H, W, 3) with T >= 1, got none")
+        return None
+    a = to_uint8(frames)
+    if a.ndim != 4 or (size is None and len(a) == 0):
+        raise ValueError(f"expected frames (T, H, W, 3) with T >= 1, got shape {a.shape}")
+    if size is None and (a.shape[1] % 2 or a.shape[2] % 2):
+        raise ValueError(f"H.264 yuv420p needs an even frame size, got {a.shape[1]}x{a.shape[2]}")
+    if size is not None and a.shape[1:3] != size:
+        raise ValueError(f"every chunk of a video must have the first's frame size {size[0]}x{size[1]}, got "
+                         f"{a.shape[1]}x{a.shape[2]}")
+    return a
 
 
 def _count_frames(path: Path) -> int:

@@ -379,6 +379,69 @@ def test_extending_200_frames_keeps_peak_memory_flat(ckpt):
     assert growth[200] < growth[50] + 4096, growth  # peak RSS (KiB) beyond warm-up: no growth with length
 
 
+def test_mfvideo_extend_streams_a_long_video_in_flat_memory(tmp_path):
+    """mfvideo-extend decodes the input, makes the windows and encodes the mp4 chunk by chunk (``extend_stream``):
+    extending a 512-frame 64x64 video by 512 frames allocates no more than 96 by 96 (tracemalloc's peak, which numpy
+    reports to; the input is decoded 32 frames at a time). Holding the whole video (``extend``, then ``save_video``) grows with it, so the check can tell."""
+    import tracemalloc
+
+    from mfvideo.cli import extend
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.resolution=64", "model.patch_size=16"])
+    cfg.model.in_channels, cfg.model.num_classes = 1, 10
+    torch.manual_seed(0)
+    MFVideoPipeline(randomize(build_model(cfg.model), std=0.05), training_config=cfg).save_pretrained(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    for n in (96, 512):
+        save_video((rng.integers(0, 256, (32, 64, 64, 3), dtype=np.uint8) for _ in range(n // 32)), tmp_path / f"{n}.mp4")
+
+    def peak(run) -> int:
+        tracemalloc.start()
+        try:
+            run()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    def cli(n):
+        assert extend.main([str(tmp_path / f"{n}.mp4"), "--checkpoint", str(tmp_path / "m"), "--num-new-frames", str(n),
+                            "--out", str(tmp_path / "out.mp4")]) == 0
+        assert probe(tmp_path / "out.mp4").num_frames == 2 * n
+
+    def whole(n):
+        out = MFVideoPipeline.from_pretrained(tmp_path / "m").extend(tmp_path / f"{n}.mp4", n, output_type="uint8")
+        save_video(out.frames[0], tmp_path / "out.mp4")
+
+    cli(96)  # warm-up
+    short, long, held = peak(lambda: cli(96)), peak(lambda: cli(512)), peak(lambda: whole(512))
+    assert long < short + 2**21, (short, long)
+    assert held > short + 2**23, (short, held)  # 1,024 frames of 64x64x3 uint8: 12 MiB, twice over
+
+
+def test_extend_stream_gives_extends_frames_window_by_window(ckpt, tmp_path):
+    """``extend_stream``: the input first, then one chunk per window, together ``extend``'s frames (from a file and
+    from an array, with and without the input), the class read once the first window is made; arguments are checked
+    when it is called, before any chunk; the network runs only as it is consumed."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    video = (np.random.default_rng(0).random((6, 16, 16, 3)) * 255).astype(np.uint8)
+    save_video(video, tmp_path / "in.mp4", fps=8)
+    decoded = read_video(tmp_path / "in.mp4")[0]
+    for src in (tmp_path / "in.mp4", decoded):
+        for include in (True, False):
+            whole = pipe.extend(src, num_new_frames=5, seed=3, include_input=include, output_type="uint8")
+            counter = CallCounter(pipe.model)
+            pipe.transformer = counter
+            stream = pipe.extend_stream(src, num_new_frames=5, seed=3, include_input=include)
+            assert counter.calls == 0 and stream.class_labels is None
+            chunks = list(stream)
+            pipe.transformer = pipe.model
+            assert [c.shape[1] for c in chunks][-3:] == [2, 2, 1] and counter.calls == 3  # windows of 2 + 2 new
+            assert np.array_equal(np.concatenate(chunks, axis=1), whole.frames)
+            assert np.array_equal(stream.class_labels, whole.class_labels)
+    with pytest.raises(ValueError, match="fewer than the 3 context frames"):
+        pipe.extend_stream(video[:2], num_new_frames=5, context_frames=3)
+
+
 def test_extend_and_generate_through_a_causal_video_vae():
     """Wan-style 4k+1 latents: windows slide in latent frames; each decoded window contributes its last 4 x new frames."""
     from vae_configs import tiny_vae

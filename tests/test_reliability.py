@@ -228,6 +228,28 @@ def test_full_disk_while_writing_video_keeps_the_previous_file(work, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no temporary file left
 
 
+def test_a_streamed_video_is_the_whole_one_and_a_failing_stream_writes_nothing(tmp_path):
+    """``save_video`` of chunks as they come: the same file as the frames at once; an error of the chunks' source
+    propagates as it is and a chunk of another size is refused, both leaving the previous file and no temporary."""
+    frames = (np.random.default_rng(0).random((12, 16, 16, 3)) * 255).astype(np.uint8)
+    save_video(frames, tmp_path / "whole.mp4")
+    save_video((frames[i : i + 5] for i in range(0, 12, 5)), tmp_path / "streamed.mp4")
+    assert (tmp_path / "streamed.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"previous output")
+
+    def failing():
+        yield frames[:4]
+        raise RuntimeError("the model failed at window 2")
+
+    with pytest.raises(RuntimeError, match="the model failed at window 2"):
+        save_video(failing(), out)
+    with pytest.raises(ValueError, match="the first's frame size 16x16, got 8x8"):
+        save_video(iter([frames[:4], frames[:4, :8, :8]]), out)
+    assert out.read_bytes() == b"previous output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "streamed.mp4", "whole.mp4"]
+
+
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path):
     run = tmp_path / "run"
     train_cli.main([TINY, f"train.output_dir={run}", "train.max_steps=2", "train.checkpoint_every=2"])

@@ -1,4 +1,5 @@
-"""mfvideo-extend INPUT --num-new-frames N --out OUT.mp4: the input followed by N generated frames."""
+"""mfvideo-extend INPUT --num-new-frames N --out OUT.mp4: the input followed by N generated frames, encoded as they
+are made (memory flat in the video's length)."""
 
 from __future__ import annotations
 
@@ -52,17 +53,19 @@ def main(argv=None):
 
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
-    out = pipe.extend(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
-                      class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
-                      sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
-                      reread_context=args.reread_context, frames_per_window=args.frames_per_window,
-                      motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
-                      guidance_scale=args.guidance_scale)
-    if out.class_labels is not None and int(out.class_labels[0]) >= 0:
-        c = str(int(out.class_labels[0]))
+    stream = pipe.extend_stream(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
+                                class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
+                                sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
+                                reread_context=args.reread_context, frames_per_window=args.frames_per_window,
+                                motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
+                                guidance_scale=args.guidance_scale)
+    written = []
+    # encoded as the windows are made: memory holds one window, whatever --num-new-frames
+    save_video((written.append(len(c[0])) or c[0] for c in stream), out_path, fps=args.fps or stream.fps)
+    if stream.class_labels is not None and int(stream.class_labels[0]) >= 0:
+        c = str(int(stream.class_labels[0]))
         print(f"class read from the context: {c} ({pipe.labels.get(c, c)})")
-    save_video(out.frames[0], out_path, fps=args.fps or out.fps)
-    print(f"wrote {out.frames.shape[1]} frames ({args.num_new_frames} new) to {out_path}")
+    print(f"wrote {sum(written)} frames ({args.num_new_frames} new) to {out_path}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -41,6 +42,22 @@ def frame_count(video) -> int:
     shape = tuple(video.shape) if hasattr(video, "shape") else np.asarray(video).shape
     ndim = len(shape) + (len(shape) > 0 and shape[-1] not in (1, 3))  # (…, H, W) grey gains a channel
     return {4: shape[0], 5: shape[1] if len(shape) > 1 else 0}.get(ndim, 0)
+
+
+def iter_clip(video, resolution: int) -> Iterator[np.ndarray]:
+    """``load_clip``'s frames in chunks of uint8 (B, n, resolution, resolution, 3): a file decoded and resized as the
+    chunks are consumed (memory: one chunk), anything else at once."""
+    if not isinstance(video, (str, Path)):
+        yield load_clip(video, resolution)
+        return
+    from ..data.video_io import VideoError, iter_frames
+
+    empty = True
+    for chunk in iter_frames(Path(video)):
+        empty = False
+        yield _resize(chunk, resolution)[None]
+    if empty:
+        raise VideoError(video, "no frames")
 
 
 def load_clip(video, resolution: int, last: int | None = None) -> np.ndarray:

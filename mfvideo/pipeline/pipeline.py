@@ -26,7 +26,7 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import numpy as np
 import torch
@@ -61,6 +61,22 @@ class MFVideoPipelineOutput(BaseOutput):
 
 
 PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
+
+
+class FrameStream:
+    """Frames as a pipeline makes them (``MFVideoPipeline.extend_stream``): iterate it once for uint8 chunks
+    (B, n, H, W, 3); ``fps``, the model's frame rate; ``class_labels`` as in ``MFVideoPipelineOutput``, known once
+    the first window is made."""
+
+    def __init__(self, chunks: Iterator[np.ndarray], fps: float, labels: torch.Tensor | None = None):
+        self._chunks, self.fps, self.labels = chunks, fps, labels
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._chunks
+
+    @property
+    def class_labels(self) -> np.ndarray | None:
+        return None if self.labels is None else self.labels.cpu().numpy()
 
 
 class MFVideoPipeline(DiffusionPipeline):
@@ -298,17 +314,24 @@ class MFVideoPipeline(DiffusionPipeline):
                                     None if labels is None else labels.cpu().numpy())
         return out if return_dict else (out.frames,)
 
+    def _check_label_args(self, class_labels, infer_label: bool) -> None:
+        """``class_labels`` / ``infer_label`` as ``_labels_for`` takes them, checked before any frame is read."""
+        if infer_label:
+            if class_labels is not None:
+                raise ValueError("give class_labels or infer_label=True, not both")
+            if not self.cfg.model.num_classes:
+                raise ValueError("infer_label needs a class-conditional model; this one is unconditional")
+        elif class_labels is not None:
+            self.check_labels(class_labels)
+
     def _labels_for(self, given: torch.Tensor, class_labels, infer_label: bool) -> torch.Tensor | None:
         """Labels for clips whose given frames (latents (B, C, K, h, w)) are known: the caller's, or with
         ``infer_label`` the model's own reading of those frames (``mfvideo.method.classify``), logged."""
+        self._check_label_args(class_labels, infer_label)
         if not infer_label:
             y = self._labels(class_labels, given.shape[0])
             return y.expand(given.shape[0]) if y is not None and y.shape[0] == 1 else y
-        if class_labels is not None:
-            raise ValueError("give class_labels or infer_label=True, not both")
         n = self.cfg.model.num_classes
-        if not n:
-            raise ValueError("infer_label needs a class-conditional model; this one is unconditional")
         y, margin = infer_class(self.transformer, given, n, generator=torch.Generator().manual_seed(0),
                                 frame_correlation=self.method.noise_frame_correlation)
         names = [self.labels.get(str(int(c)), str(int(c))) for c in y]
@@ -440,10 +463,10 @@ class MFVideoPipeline(DiffusionPipeline):
         uint8 or float in [0, 1].
         ``context_frames`` counts pixel frames (default: half the window; an input shorter than that is all
         context, and the later windows' context grows with the frames made up to the default: a still image continues
-        from its one frame, then from its first new frames); with a causal video VAE it is rounded down to the VAE's 4k+1 (8k+1) rule. A
-        video file is decoded chunk by chunk and resized on the fly, so memory does not grow with the input's
-        resolution; with ``include_input=False`` only its last ``context_frames`` are decoded and the output holds the
-        context and the new frames.
+        from its one frame, then from its first new frames); with a causal video VAE it is rounded down to the VAE's
+        4k+1 (8k+1) rule. A video file is decoded chunk by chunk and resized on the fly, so memory does not grow with
+        the input's resolution; with ``include_input=False`` only its last ``context_frames`` are decoded and the
+        output holds the context and the new frames.
 
         An unlabelled video runs with the null label: the model reads what it continues from the context frames. What
         it reads at the middle block -- the context summary (``model.context_summary``) and, with a context reader
@@ -476,10 +499,31 @@ class MFVideoPipeline(DiffusionPipeline):
         Content that changes otherwise than by a move stays the network's.
 
         ``guidance_scale``: as in ``generate``.
-        """
-        from .inputs import frame_count, load_clip
 
-        self._guidance = self.resolve_guidance_scale(guidance_scale)
+        ``extend_stream`` takes the same arguments and gives the same frames window by window, for videos too long
+        to hold.
+        """
+        stream = self.extend_stream(video, num_new_frames, context_frames, steps, class_labels, seed, sampler,
+                                    generator, include_input, infer_label, context_noise, reread_context,
+                                    frames_per_window, motion_copy, motion_copy_tol, guidance_scale)
+        frames = np.concatenate(list(stream), axis=1)  # (B, T, H, W, 3) uint8
+        return self._output(frames, output_type, return_dict, stream.labels)
+
+    def extend_stream(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
+                      class_labels=None, seed: int | None = None, sampler: str | None = None,
+                      generator: torch.Generator | None = None, include_input: bool = True, infer_label: bool = False,
+                      context_noise: float | None = None, reread_context: bool = False,
+                      frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
+                      guidance_scale: float | None = None) -> "FrameStream":
+        """``extend``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the input's first
+        (a file decoded chunk by chunk), then every window's new frames. Memory holds one window and one chunk of the
+        input whatever the video's length; ``mfvideo.io.save_video`` writes a stream as it comes (``mfvideo-extend``
+        does). Arguments as in ``extend``: they are checked, and the context decoded, encoded and read, when it is
+        called; the network runs as the stream is consumed. Its ``class_labels`` are ``extend``'s, once the first
+        window is made."""
+        from .inputs import frame_count, iter_clip, load_clip
+
+        guidance = self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         s = self.resolve_context_noise(context_noise)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
@@ -493,15 +537,44 @@ class MFVideoPipeline(DiffusionPipeline):
             log.info("the input has %d frame(s), fewer than the default %d context frames: the first window continues "
                      "%d, the later ones up to %d", given, self._pixel_frames(grow_to), k_pix, self._pixel_frames(grow_to))
         keep = self._frames_per_window(frames_per_window, k_lat)
-        frames = load_clip(video, self.resolution, last=None if include_input else k_pix)  # (B, T, r, r, 3) uint8
-        if frames.shape[1] < k_pix:
-            raise ValueError(f"the input has {frames.shape[1]} frames, fewer than the {k_pix} context frames requested")
+        self._check_label_args(class_labels, infer_label)
+        # a file given whole is decoded once, as the stream goes, its last frames kept as the context; else the
+        # frames are read now: (B, T, r, r, 3) uint8, a file's last k_pix only (decoded from near its end)
+        lazy = isinstance(video, (str, Path)) and include_input
+        frames = None if lazy else load_clip(video, self.resolution, last=None if include_input else k_pix)
+        if (n_in := frame_count(video) if lazy else frames.shape[1]) < k_pix:
+            raise ValueError(f"the input has {n_in} frames, fewer than the {k_pix} context frames requested")
         g = self._generator(seed, generator)
-        ctx = self.codec.encode_frames(frames[:, frames.shape[1] - k_pix :], self.cfg.data.channels)  # (B, C, k, h, w)
-        y = self._labels_for(ctx, class_labels, infer_label)
-        frames, read = self._continue(frames, ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
-                                     report_read=True, keep=keep, copy=copy, grow_to=grow_to)
-        return self._output(frames, output_type, return_dict, y if infer_label else read)
+
+        def prepare(given: np.ndarray):  # the context latents (B, C, k, h, w) and the labels, off the given frames
+            ctx = self.codec.encode_frames(given[:, given.shape[1] - k_pix :], self.cfg.data.channels)
+            return ctx, self._labels_for(ctx, class_labels, infer_label)
+
+        ctx, y = (None, None) if lazy else prepare(frames)
+        state: dict = {}
+
+        def chunks():
+            nonlocal ctx, y
+            if lazy:
+                tail = None
+                for chunk in iter_clip(video, self.resolution):  # (1, n, r, r, 3)
+                    yield chunk
+                    tail = chunk if tail is None else np.concatenate([tail, chunk], axis=1)[:, -k_pix:]
+                ctx, y = prepare(tail)
+            else:
+                yield frames
+            if infer_label:
+                stream.labels = y
+            windows = self._windows(ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
+                                    report_read=True, keep=keep, copy=copy, grow_to=grow_to, guidance=guidance,
+                                    state=state)
+            for i, chunk in enumerate(windows):
+                if i == 0 and not infer_label:
+                    stream.labels = state["read"]
+                yield chunk
+
+        stream = FrameStream(torch.no_grad()(chunks)(), self.fps, y if infer_label else None)
+        return stream
 
     def _context_latents(self, k_pix: int | None) -> int:
         """Context pixel frames -> context latent frames, within [1, latent window - 1]."""
@@ -550,13 +623,23 @@ class MFVideoPipeline(DiffusionPipeline):
         return reading, None if bool((y >= 0).all()) else torch.where(y >= 0, -1, read), null
 
     def _continue(self, frames, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
-                  hold_read: bool = False, report_read: bool = False, keep: int | None = None,
-                  copy: tuple[int, float] | None = None, grow_to: int | None = None
-                  ) -> tuple[np.ndarray, torch.Tensor | None]:
+                  **kw) -> tuple[np.ndarray, torch.Tensor | None]:
+        """``frames`` (B, T, H, W, 3) uint8 followed by ``_windows``' new frames, and what the first window read."""
+        state: dict = {}
+        new = list(self._windows(ctx, num_new, y, how, g, noise_first, noise_next, guidance=self._guidance,
+                                 state=state, **kw))
+        return np.concatenate([frames, *new], axis=1), state.get("read")
+
+    def _windows(self, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
+                 hold_read: bool = False, report_read: bool = False, keep: int | None = None,
+                 copy: tuple[int, float] | None = None, grow_to: int | None = None, guidance: float | None = None,
+                 state: dict | None = None) -> Iterator[np.ndarray]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
+        Yields every window's kept new frames, uint8 (B, n, H, W, 3), as it is made.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
-        ``noise_next``. With ``report_read`` the model reads the first window's context (clean) (``STDiT.read_context``: its
-        summary, and with a context reader the class, returned as ids (B,), -1 on labelled rows, else None); with
+        ``noise_next``. With ``report_read`` the model reads the first window's context (clean)
+        (``STDiT.read_context``: its summary, and with a context reader the class, put in ``state["read"]`` as ids
+        (B,), -1 on labelled rows, else None); with
         ``hold_read`` too, that reading holds for every window. ``keep`` (latent frames): every window is the full
         window but only its first ``keep`` new frames are kept, and the window slides by ``keep``; None: all of
         them (and with a per-frame codec the last window is cut to the frames still wanted).
@@ -572,8 +655,10 @@ class MFVideoPipeline(DiffusionPipeline):
         """
         codec = self.codec
         f, w, k = codec.temporal_factor, self.latent_window, ctx.shape[2]
-        out, made, reading, read = [frames], 0, None, None
+        state = {} if state is None else state
+        made, reading = 0, None
         while made < num_new:
+            self._guidance = guidance  # (a stream may be consumed while the pipeline serves another call)
             new = w - k if f > 1 or keep is not None else min(w - k, num_new - made)
             kept = new if keep is None else min(keep, new)  # (a growing context leaves fewer new frames)
             noise = self._noise(ctx.shape[0], self._pixel_frames(k + new), g)  # (B, C, k + new, h, w)
@@ -583,9 +668,9 @@ class MFVideoPipeline(DiffusionPipeline):
             level = noise_first if made == 0 else noise_next
             if report_read and made == 0:  # off the clean context, also where the window then noises it
                 if hold_read:  # what the model reads off the given frames; a given label enters through the reader
-                    reading, read, y = self._read_labelled(noise, y, context, mask)
+                    reading, state["read"], y = self._read_labelled(noise, y, context, mask)
                 else:
-                    reading, read = self._read_given(noise, y, context, mask)
+                    reading, state["read"] = self._read_given(noise, y, context, mask)
             held = reading if hold_read else None
             window = self._sample(noise, y, how, context, mask, level, held)  # (B, C, k + new, h, w)
             if copy is not None:  # new frames that the frame before them, moved, explains become it
@@ -594,12 +679,11 @@ class MFVideoPipeline(DiffusionPipeline):
                 pix = codec.decode_frames(window[:, :, k : k + kept])  # (B, kept, H, W, 3)
             else:  # latent j >= 1 holds pixel frames f (j - 1) + 1 .. f j
                 pix = codec.decode_frames(window)[:, self._pixel_frames(k) : self._pixel_frames(k + kept)]
-            out.append(pix[:, : num_new - made])
+            yield pix[:, : num_new - made]
             made += pix.shape[1]
             k_next = k if grow_to is None else max(k, min(grow_to, k + kept))
             ctx = window[:, :, k + kept - k_next : k + kept]  # the latest frames: the window slides by the kept frames
             k = k_next
-        return np.concatenate(out, axis=1), read
 
     @torch.no_grad()
     def condition(self, frames, frame_indices, num_frames: int | None = None, class_labels=None,

@@ -200,8 +200,8 @@ def iter_frames(path, backend: str = "auto", chunk: int = 32) -> Iterator[np.nda
     path = Path(path)
     _check_exists(path)
     kind = _backend(path, backend)
-    if kind == "decord":
-        n = probe(path, backend).num_frames
+    if kind == "decord":  # a reader per chunk: one decord reader over a whole file keeps what it decoded (3,000
+        n = probe(path, backend).num_frames  # frames of 640x360: 2.2 GB peak against 0.66; session 30)
         for start in range(0, n, chunk):
             yield read_frames(path, range(start, min(n, start + chunk)), backend)
         return

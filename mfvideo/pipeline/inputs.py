@@ -61,8 +61,9 @@ def iter_clip(video, resolution: int) -> Iterator[np.ndarray]:
 
 
 def load_clip(video, resolution: int, last: int | None = None) -> np.ndarray:
-    """A path (mp4, webm, avi, gif; a still image, png / jpg / webp / bmp / tif, is a one-frame clip), a uint8 array (T, H, W, 3) / (B, T, H, W, 3), or a float array / tensor in
-    [0, 1] of the same layouts -> uint8 (B, T, resolution, resolution, 3), short side resized and centre-cropped.
+    """A path (mp4, webm, avi, gif; a still image, png / jpg / webp / bmp / tif, is a one-frame clip), a uint8 array
+    (T, H, W, 3) / (B, T, H, W, 3), or a float array / tensor in [0, 1] of the same layouts -> uint8
+    (B, T, resolution, resolution, 3), short side resized and centre-cropped.
 
     ``last``: keep only the last ``last`` frames (a file is then decoded from near its end only).
     """

@@ -534,8 +534,9 @@ class MFVideoPipeline(DiffusionPipeline):
         if context_frames is None and 0 < (given := frame_count(video)) < k_pix:  # a short input is all context,
             k_lat = self._context_latents(given)  # growing to the default with the frames made (image to video)
             k_pix = self._pixel_frames(k_lat)
+            most = self._pixel_frames(grow_to)
             log.info("the input has %d frame(s), fewer than the default %d context frames: the first window continues "
-                     "%d, the later ones up to %d", given, self._pixel_frames(grow_to), k_pix, self._pixel_frames(grow_to))
+                     "%d, the later ones up to %d", given, most, k_pix, most)
         keep = self._frames_per_window(frames_per_window, k_lat)
         self._check_label_args(class_labels, infer_label)
         # a file given whole is decoded once, as the stream goes, its last frames kept as the context; else the

@@ -418,6 +418,22 @@ def test_mfvideo_extend_streams_a_long_video_in_flat_memory(tmp_path):
     assert held > short + 2**23, (short, held)  # 1,024 frames of 64x64x3 uint8: 12 MiB, twice over
 
 
+def test_generate_stream_gives_generates_frames_window_by_window(ckpt):
+    """``generate_stream``: the first window, then one chunk per window, together ``generate``'s frames (labelled,
+    drawn classes known when it is called, one frame per window); the network runs only as it is consumed."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    for kw in ({"class_labels": [1, 7]}, {"num_clips": 2, "frames_per_window": 1}):
+        whole = pipe.generate(num_frames=9, seed=5, output_type="uint8", **kw)
+        counter = CallCounter(pipe.model)
+        pipe.transformer = counter
+        stream = pipe.generate_stream(num_frames=9, seed=5, **kw)
+        assert counter.calls == 0 and np.array_equal(stream.class_labels, whole.class_labels)
+        chunks = list(stream)
+        pipe.transformer = pipe.model
+        assert chunks[0].shape[1] == 4 and counter.calls == len(chunks)  # one call per chunk
+        assert np.array_equal(np.concatenate(chunks, axis=1), whole.frames)
+
+
 def test_extend_stream_gives_extends_frames_window_by_window(ckpt, tmp_path):
     """``extend_stream``: the input first, then one chunk per window, together ``extend``'s frames (from a file and
     from an array, with and without the input), the class read once the first window is made; arguments are checked

@@ -414,8 +414,26 @@ class MFVideoPipeline(DiffusionPipeline):
         ``guidance_scale`` (a model trained with ``method.cfg_scale_range``, which takes the scale as a condition;
         default ``resolve_guidance_scale``'s): classifier-free guidance chosen here, one call per window still; a model
         whose guidance is folded in at training refuses it.
+
+        ``generate_stream`` takes the same arguments and gives the same frames window by window.
         """
-        self._guidance = self.resolve_guidance_scale(guidance_scale)
+        stream = self.generate_stream(num_frames, class_labels, num_clips, seed, steps, context_frames, sampler,
+                                      generator, context_noise, frames_per_window, reread_context, motion_copy,
+                                      motion_copy_tol, first_window_steps, guidance_scale)
+        frames = np.concatenate(list(stream), axis=1)  # (B, num_frames, H, W, 3) uint8
+        return self._output(frames, output_type, return_dict, labels=stream.labels)
+
+    def generate_stream(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
+                        seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
+                        sampler: str | None = None, generator: torch.Generator | None = None,
+                        context_noise: float | None = None, frames_per_window: int | None = None,
+                        reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
+                        first_window_steps: int | None = None, guidance_scale: float | None = None) -> "FrameStream":
+        """``generate``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the first
+        window's, then every later window's new frames; memory holds one window whatever ``num_frames``. Arguments
+        as in ``generate``: checked, and the first window's noise and any drawn classes drawn, when it is called (its
+        ``class_labels`` are then known); the network runs as the stream is consumed."""
+        guidance = self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         how_first = how if first_window_steps is None else self.resolve_sampler(how[0], first_window_steps)
         s = self.resolve_context_noise(context_noise)
@@ -443,12 +461,18 @@ class MFVideoPipeline(DiffusionPipeline):
             y = torch.randint(0, n_classes, (batch,), generator=g).to(self.device)
             log.info("no class_labels: drew %s (class_labels=-1 for the null label)",
                      ", ".join(self.labels.get(str(int(c)), str(int(c))) for c in y))
-        latents = self._sample(noise, y, how_first)
-        frames = self.codec.decode_frames(latents)[:, :num_frames]  # (B, min(num_frames, window), H, W, 3)
-        if num_frames > frames.shape[1]:
-            frames, _ = self._continue(frames, latents[:, :, -k:], num_frames - frames.shape[1], y, how, g, s, s,
-                                       hold_read=not reread_context, report_read=True, keep=keep, copy=copy)
-        return self._output(frames, output_type, return_dict, labels=y if draw else None)
+
+        def chunks():
+            self._guidance = guidance
+            latents = self._sample(noise, y, how_first)
+            first = self.codec.decode_frames(latents)[:, :num_frames]  # (B, min(num_frames, window), H, W, 3)
+            yield first
+            if num_frames > first.shape[1]:
+                yield from self._windows(latents[:, :, -k:], num_frames - first.shape[1], y, how, g, s, s,
+                                         hold_read=not reread_context, report_read=True, keep=keep, copy=copy,
+                                         guidance=guidance)
+
+        return FrameStream(torch.no_grad()(chunks)(), self.fps, y if draw else None)
 
     @torch.no_grad()
     def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
@@ -622,14 +646,6 @@ class MFVideoPipeline(DiffusionPipeline):
         given = torch.nn.functional.one_hot(y.clamp_min(0), reading.class_probs.shape[1]).to(reading.class_probs)
         reading = replace(reading, class_probs=torch.where((y >= 0)[:, None], given, reading.class_probs))
         return reading, None if bool((y >= 0).all()) else torch.where(y >= 0, -1, read), null
-
-    def _continue(self, frames, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
-                  **kw) -> tuple[np.ndarray, torch.Tensor | None]:
-        """``frames`` (B, T, H, W, 3) uint8 followed by ``_windows``' new frames, and what the first window read."""
-        state: dict = {}
-        new = list(self._windows(ctx, num_new, y, how, g, noise_first, noise_next, guidance=self._guidance,
-                                 state=state, **kw))
-        return np.concatenate([frames, *new], axis=1), state.get("read")
 
     def _windows(self, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
                  hold_read: bool = False, report_read: bool = False, keep: int | None = None,

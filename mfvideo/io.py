@@ -61,14 +61,14 @@ def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> 
                 macro_block_size=1, quality=quality, ffmpeg_log_level="error",
             )
         except Exception as e:
-            raise OutputError(f"cannot write {path}: ffmpeg failed ({_last_line(e)}); nothing was written") from None
+            raise _ffmpeg_failed(path, e) from None
         try:
             while chunk is not None:
                 try:
                     for frame in chunk:
                         writer.append_data(frame)
                 except Exception as e:  # ffmpeg died: broken pipe, no space, bad parameters
-                    raise OutputError(f"cannot write {path}: ffmpeg failed ({_last_line(e)}); nothing was written") from None
+                    raise _ffmpeg_failed(path, e) from None
                 n += len(chunk)
                 chunk = _video_chunk(next(chunks, None), size)  # the source's own errors propagate as they are
         finally:
@@ -76,12 +76,16 @@ def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> 
                 writer.close()
             except Exception as e:
                 if chunk is None:  # (else the error that stopped the loop is the one to report)
-                    raise OutputError(f"cannot write {path}: ffmpeg failed ({_last_line(e)}); nothing was written") from None
+                    raise _ffmpeg_failed(path, e) from None
         written = _count_frames(tmp)
         if written != n:
             raise OutputError(f"cannot write {path}: the encoded file holds {written} of {n} frames "
                               "(disk full?); nothing was written")
     return path
+
+
+def _ffmpeg_failed(path, e: Exception) -> OutputError:
+    return OutputError(f"cannot write {path}: ffmpeg failed ({_last_line(e)}); nothing was written")
 
 
 def _video_chunk(frames, size) -> np.ndarray | None:

@@ -20,17 +20,14 @@ def _resize(frames: np.ndarray, resolution: int) -> np.ndarray:
 
 def _read_path(path: Path, resolution: int, last: int | None) -> np.ndarray:
     """Decode a video file chunk by chunk, resizing as it goes (memory: one chunk at the file's resolution)."""
-    from ..data.video_io import VideoError, iter_frames, probe, read_frames
+    from ..data.video_io import VideoError, probe, read_frames
 
     if last is not None:
         n = probe(path).num_frames
         if n < last:
             raise VideoError(path, f"has {n} frames, fewer than the {last} context frames requested")
         return _resize(read_frames(path, range(n - last, n)), resolution)
-    chunks = [_resize(c, resolution) for c in iter_frames(path)]
-    if not chunks:
-        raise VideoError(path, "no frames")
-    return np.concatenate(chunks)
+    return np.concatenate([chunk[0] for chunk in iter_clip(path, resolution)])  # (T, r, r, 3)
 
 
 def frame_count(video) -> int:

@@ -42,46 +42,106 @@ def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> 
     The temporary file is decoded back (frame count) before it replaces ``path``: ffmpeg can fail without imageio
     raising (a full disk), and a file that does not hold every frame must never claim success.
     """
-    import imageio.v2 as imageio
-
     arrays = isinstance(frames, (np.ndarray, list, tuple)) or hasattr(frames, "shape")
-    chunks = iter([frames] if arrays else frames)
-    if not (np.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a finite number > 0, got {fps}")
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"output {path} is a folder")
-    chunk = _video_chunk(next(chunks, None), None)  # the first chunk is checked before anything is written
-    size, n = chunk.shape[1:3], 0
-    with atomic_path(path, suffix=".mp4") as tmp:
-        try:
-            # macro_block_size=1: never let imageio silently rescale the frames.
-            writer = imageio.get_writer(
-                tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
-                macro_block_size=1, quality=quality, ffmpeg_log_level="error",
-            )
-        except Exception as e:
-            raise _ffmpeg_failed(path, e) from None
-        try:
-            while chunk is not None:
-                try:
-                    for frame in chunk:
-                        writer.append_data(frame)
-                except Exception as e:  # ffmpeg died: broken pipe, no space, bad parameters
-                    raise _ffmpeg_failed(path, e) from None
-                n += len(chunk)
-                chunk = _video_chunk(next(chunks, None), size)  # the source's own errors propagate as they are
-        finally:
+    with VideoWriter(path, fps, quality) as writer:
+        for chunk in [frames] if arrays else frames:  # the source's own errors propagate as they are
+            writer.write(chunk)
+    return Path(path)
+
+
+def save_videos(chunks, paths, fps: float = 8.0, quality: int = 8) -> list[Path]:
+    """Write a stream of batched chunks (B, n, H, W, 3) -- ``MFVideoPipeline.generate_stream``'s -- as B mp4 files,
+    clip b to ``paths[b]``, encoded as the chunks come (one ffmpeg process per clip, open together), so memory holds
+    one chunk whatever the clips' length. Each file is written atomically as in ``save_video`` (whole or not at all);
+    an error of the source, or of a file's encoder while the chunks come, leaves none of them written."""
+    paths = [Path(p) for p in paths]
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(VideoWriter(p, fps, quality)) for p in paths]
+        for chunk in chunks:
+            if len(chunk) != len(writers):
+                raise ValueError(f"a chunk of {len(chunk)} clips for {len(writers)} files")
+            for writer, clip in zip(writers, chunk):
+                writer.write(clip)
+    return paths
+
+
+class VideoWriter:
+    """One H.264 mp4 (yuv420p) written as frames come and put in place only when closed whole, as a context manager:
+    ``write((n, H, W, 3) frames)`` any number of times, the file appears at ``close()`` (the block's normal end),
+    checked (every frame decoded back), and a block left by an error leaves the previous file at ``path`` untouched.
+    ffmpeg starts at the first ``write``, after its frames are checked."""
+
+    def __init__(self, path: str | Path, fps: float = 8.0, quality: int = 8):
+        if not (np.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a finite number > 0, got {fps}")
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"output {self.path} is a folder")
+        self.fps, self.quality = fps, quality
+        self.frames, self._size = 0, None  # frames written; the first chunk's (H, W)
+        self._tmp = self._writer = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._abort()
+
+    def write(self, frames) -> None:
+        chunk = _video_chunk(frames, self._size)
+        if chunk is None or not len(chunk):
+            return
+        if self._writer is None:
+            import imageio.v2 as imageio
+
+            self._tmp = self._stack.enter_context(atomic_path(self.path, suffix=".mp4"))
+            self._size = chunk.shape[1:3]
             try:
-                writer.close()
+                # macro_block_size=1: never let imageio silently rescale the frames.
+                self._writer = imageio.get_writer(
+                    self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264", pixelformat="yuv420p",
+                    macro_block_size=1, quality=self.quality, ffmpeg_log_level="error",
+                )
             except Exception as e:
-                if chunk is None:  # (else the error that stopped the loop is the one to report)
-                    raise _ffmpeg_failed(path, e) from None
-        written = _count_frames(tmp)
-        if written != n:
-            raise OutputError(f"cannot write {path}: the encoded file holds {written} of {n} frames "
+                self._abort()
+                raise _ffmpeg_failed(self.path, e) from None
+        try:
+            for frame in chunk:
+                self._writer.append_data(frame)
+        except Exception as e:  # ffmpeg died: broken pipe, no space, bad parameters
+            self._abort()
+            raise _ffmpeg_failed(self.path, e) from None
+        self.frames += len(chunk)
+
+    def close(self) -> Path:
+        """Finish the file and put it in place (``path``); raises, writing nothing, if it is not whole."""
+        if self._writer is None:
+            _video_chunk(None, self._size)  # no frames: says so
+        writer, self._writer = self._writer, None
+        try:
+            writer.close()
+        except Exception as e:
+            self._abort()
+            raise _ffmpeg_failed(self.path, e) from None
+        written = _count_frames(self._tmp)
+        if written != self.frames:
+            self._abort()
+            raise OutputError(f"cannot write {self.path}: the encoded file holds {written} of {self.frames} frames "
                               "(disk full?); nothing was written")
-    return path
+        self._stack.close()  # the rename
+        return self.path
+
+    def _abort(self) -> None:
+        """Stop ffmpeg and remove the temporary file; the previous file at ``path`` is untouched."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)  # atomic_path removes its file, no rename
 
 
 def _ffmpeg_failed(path, e: Exception) -> OutputError:

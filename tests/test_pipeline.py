@@ -418,6 +418,45 @@ def test_mfvideo_extend_streams_a_long_video_in_flat_memory(tmp_path):
     assert held > short + 2**23, (short, held)  # 1,024 frames of 64x64x3 uint8: 12 MiB, twice over
 
 
+def test_mfvideo_sample_streams_long_clips_in_flat_memory(tmp_path):
+    """mfvideo-sample encodes clips longer than the window as their windows come (``generate_stream`` into
+    ``save_videos``): two 512-frame 64x64 clips allocate no more than two 96-frame ones (tracemalloc's peak), where
+    ``generate``'s whole clips take 12 MiB more; the files are ``generate``'s frames, encoded whole."""
+    import tracemalloc
+
+    from mfvideo.cli import sample
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.resolution=64", "model.patch_size=16"])
+    cfg.model.in_channels, cfg.model.num_classes = 1, 10
+    torch.manual_seed(0)
+    MFVideoPipeline(randomize(build_model(cfg.model), std=0.05), training_config=cfg).save_pretrained(tmp_path / "m")
+
+    def peak(run) -> int:
+        tracemalloc.start()
+        try:
+            run()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    def cli(n):
+        assert sample.main(["--checkpoint", str(tmp_path / "m"), "--classes", "3", "5", "--num-frames", str(n),
+                            "--out", str(tmp_path / str(n))]) == 0
+
+    def whole(n):
+        return MFVideoPipeline.from_pretrained(tmp_path / "m").generate(
+            num_frames=n, class_labels=[3, 5], generator=torch.Generator().manual_seed(0), output_type="uint8")
+
+    cli(96)  # warm-up
+    short, long, held = peak(lambda: cli(96)), peak(lambda: cli(512)), peak(lambda: whole(512))
+    assert long < short + 2**21, (short, long)
+    assert held > short + 2**23, (short, held)  # 1,024 frames of 64x64x3 uint8: 12 MiB
+    out = whole(512)
+    for b, c in enumerate((3, 5)):
+        save_video(out.frames[b], tmp_path / "whole.mp4", fps=MFVideoPipeline.from_pretrained(tmp_path / "m").fps)
+        assert (tmp_path / "512" / f"clip_{b:03d}_class{c}.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+
+
 def test_generate_stream_gives_generates_frames_window_by_window(ckpt):
     """``generate_stream``: the first window, then one chunk per window, together ``generate``'s frames (labelled,
     drawn classes known when it is called, one frame per window); the network runs only as it is consumed."""

@@ -18,7 +18,7 @@ from mfvideo.cli import train as train_cli
 from mfvideo.cli import cache_latents as cache_cli
 from mfvideo.cli import post_train as post_cli
 from mfvideo.data.video_io import iter_frames, probe, read_frames
-from mfvideo.io import save_video
+from mfvideo.io import save_video, save_videos
 from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.train.checkpoint import clean_partial, latest_checkpoint, list_checkpoints
 
@@ -248,6 +248,31 @@ def test_a_streamed_video_is_the_whole_one_and_a_failing_stream_writes_nothing(t
         save_video(iter([frames[:4], frames[:4, :8, :8]]), out)
     assert out.read_bytes() == b"previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "streamed.mp4", "whole.mp4"]
+
+
+def test_streamed_clips_are_the_whole_ones_and_a_failing_stream_writes_none(tmp_path):
+    """``save_videos``: a stream of batched chunks (B, n, H, W, 3) written as B files, each the same file as its clip's
+    frames at once; an error of the source after some chunks, or a chunk of another batch size, leaves every previous
+    file as it was and no temporary."""
+    clips = (np.random.default_rng(1).random((3, 10, 16, 16, 3)) * 255).astype(np.uint8)
+    paths = [tmp_path / f"c{b}.mp4" for b in range(3)]
+    save_videos((clips[:, i : i + 4] for i in range(0, 10, 4)), paths, fps=5)
+    for b, path in enumerate(paths):
+        save_video(clips[b], tmp_path / "whole.mp4", fps=5)
+        assert path.read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+        path.write_bytes(b"previous %d" % b)
+
+    def failing():
+        yield clips[:, :4]
+        yield clips[:, 4:8]
+        raise RuntimeError("the model failed at window 3")
+
+    with pytest.raises(RuntimeError, match="the model failed at window 3"):
+        save_videos(failing(), paths)
+    with pytest.raises(ValueError, match="a chunk of 2 clips for 3 files"):
+        save_videos(iter([clips[:, :4], clips[:2, 4:]]), paths)
+    assert [p.read_bytes() for p in paths] == [b"previous %d" % b for b in range(3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c0.mp4", "c1.mp4", "c2.mp4", "whole.mp4"]
 
 
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path):

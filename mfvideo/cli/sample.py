@@ -1,5 +1,6 @@
 """mfvideo-sample: one mp4 per generated clip (1 network call per window), one lossless PNG per image (one-frame
-clips: an image model, or --num-frames 1), and with --grid a PNG contact sheet."""
+clips: an image model, or --num-frames 1), and with --grid a PNG contact sheet. Clips longer than the model's window
+are encoded as their windows are made (memory flat in their length; --grid holds them, as the sheet does)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from . import (ArgumentParser, add_motion_copy_args, check_output_dir, device, p
                positive_int, user_errors)
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
+STREAM_BATCH = 16  # clips per batch past one window: one ffmpeg each, open together (~60 MB each at 256 px)
 MAX_CLIPS = 100_000  # one mp4 each: more is a typo, not a request (1e9 files would fill any disk)
 
 
@@ -55,7 +57,7 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from ..io import grid, save_image, save_video
+    from ..io import grid, save_image, save_video, save_videos
     from ..pipeline import MFVideoPipeline
 
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
@@ -63,24 +65,34 @@ def main(argv=None):
         pipe.check_labels(classes)
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
     generator = torch.Generator().manual_seed(args.seed)
-    sheet, fps, frames = [], args.fps, 0
-    for start in range(0, n, BATCH):
-        count = min(BATCH, n - start)
-        out = pipe.generate(num_frames=args.num_frames, num_clips=count, generator=generator, steps=args.steps,
-                            class_labels=None if classes is None else classes[start : start + count],
-                            sampler=args.sampler, frames_per_window=args.frames_per_window,
-                            motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
-                            first_window_steps=args.first_window_steps, guidance_scale=args.guidance_scale)
-        fps, frames = fps or out.fps, out.frames.shape[1]
-        ids = classes[start : start + count] if classes is not None else out.class_labels  # given, drawn, or none
-        for i, clip in enumerate(out.frames, start):
-            label = "" if ids is None else f"_class{ids[i - start]}"
-            if frames == 1:  # an image: PNG is lossless, an H.264 frame would be chroma-subsampled
-                save_image(clip[0], folder / f"image_{i:03d}{label}.png")
-            else:
-                save_video(clip, folder / f"clip_{i:03d}{label}.mp4", fps=fps)
-        if args.grid:
-            sheet.append(out.frames)
+    frames = args.num_frames or pipe.window
+    # one window: a batch's clips come in one chunk and are written one after another; longer: every clip of the
+    # batch is encoded as its windows come (one ffmpeg each, open together: fewer clips per batch)
+    batch = BATCH if frames <= pipe.window else STREAM_BATCH
+    sheet, fps = [], args.fps
+    for start in range(0, n, batch):
+        count = min(batch, n - start)
+        stream = pipe.generate_stream(
+            num_frames=args.num_frames, num_clips=count, generator=generator, steps=args.steps,
+            class_labels=None if classes is None else classes[start : start + count], sampler=args.sampler,
+            frames_per_window=args.frames_per_window, motion_copy=args.motion_copy,
+            motion_copy_tol=args.motion_copy_tol, first_window_steps=args.first_window_steps,
+            guidance_scale=args.guidance_scale)
+        fps = fps or stream.fps
+        ids = classes[start : start + count] if classes is not None else stream.class_labels  # given, drawn, or none
+        names = [f"{i:03d}" + ("" if ids is None else f"_class{ids[i - start]}") for i in range(start, start + count)]
+        chunks = iter(stream)
+        if args.grid:  # the sheet holds every frame anyway
+            chunks = [c for c in chunks]
+            sheet.append(np.concatenate(chunks, axis=1))
+        if frames == 1:  # an image: PNG is lossless, an H.264 frame would be chroma-subsampled
+            for name, clip in zip(names, next(iter(chunks))):
+                save_image(clip[0], folder / f"image_{name}.png")
+        elif batch == BATCH:  # one chunk
+            for name, clip in zip(names, next(iter(chunks))):
+                save_video(clip, folder / f"clip_{name}.mp4", fps=fps)
+        else:
+            save_videos(chunks, [folder / f"clip_{name}.mp4" for name in names], fps=fps)
     if args.grid:
         save_image(grid(np.concatenate(sheet)), folder / "grid.png")
     print(f"wrote {n} images to {folder}" if frames == 1 else f"wrote {n} clips of {frames} frames to {folder}")

@@ -379,29 +379,37 @@ def test_extending_200_frames_keeps_peak_memory_flat(ckpt):
     assert growth[200] < growth[50] + 4096, growth  # peak RSS (KiB) beyond warm-up: no growth with length
 
 
-def test_mfvideo_extend_streams_a_long_video_in_flat_memory(tmp_path):
-    """mfvideo-extend decodes the input, makes the windows and encodes the mp4 chunk by chunk (``extend_stream``):
-    extending a 512-frame 64x64 video by 512 frames allocates no more than 96 by 96 (tracemalloc's peak, which numpy
-    reports to; the input is decoded 32 frames at a time). Holding the whole video (``extend``, then ``save_video``) grows with it, so the check can tell."""
-    import tracemalloc
-
-    from mfvideo.cli import extend
-
+def _tiny_64px_model(path):
+    """A random tiny class-conditional pixel model of 64 x 64 frames (16 x 16 patches), saved to ``path``."""
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.resolution=64", "model.patch_size=16"])
     cfg.model.in_channels, cfg.model.num_classes = 1, 10
     torch.manual_seed(0)
-    MFVideoPipeline(randomize(build_model(cfg.model), std=0.05), training_config=cfg).save_pretrained(tmp_path / "m")
+    MFVideoPipeline(randomize(build_model(cfg.model), std=0.05), training_config=cfg).save_pretrained(path)
+
+
+def _peak(run) -> int:
+    """tracemalloc's peak (bytes; numpy reports to it) while ``run()`` runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_mfvideo_extend_streams_a_long_video_in_flat_memory(tmp_path):
+    """mfvideo-extend decodes the input, makes the windows and encodes the mp4 chunk by chunk (``extend_stream``):
+    extending a 512-frame 64x64 video by 512 frames allocates no more than 96 by 96 (tracemalloc's peak, which numpy
+    reports to; the input is decoded 32 frames at a time). Holding the whole video (``extend``, then ``save_video``)
+    grows with it, so the check can tell."""
+    from mfvideo.cli import extend
+
+    _tiny_64px_model(tmp_path / "m")
     rng = np.random.default_rng(0)
     for n in (96, 512):
         save_video((rng.integers(0, 256, (32, 64, 64, 3), dtype=np.uint8) for _ in range(n // 32)), tmp_path / f"{n}.mp4")
-
-    def peak(run) -> int:
-        tracemalloc.start()
-        try:
-            run()
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
 
     def cli(n):
         assert extend.main([str(tmp_path / f"{n}.mp4"), "--checkpoint", str(tmp_path / "m"), "--num-new-frames", str(n),
@@ -413,7 +421,7 @@ def test_mfvideo_extend_streams_a_long_video_in_flat_memory(tmp_path):
         save_video(out.frames[0], tmp_path / "out.mp4")
 
     cli(96)  # warm-up
-    short, long, held = peak(lambda: cli(96)), peak(lambda: cli(512)), peak(lambda: whole(512))
+    short, long, held = _peak(lambda: cli(96)), _peak(lambda: cli(512)), _peak(lambda: whole(512))
     assert long < short + 2**21, (short, long)
     assert held > short + 2**23, (short, held)  # 1,024 frames of 64x64x3 uint8: 12 MiB, twice over
 
@@ -422,22 +430,9 @@ def test_mfvideo_sample_streams_long_clips_in_flat_memory(tmp_path):
     """mfvideo-sample encodes clips longer than the window as their windows come (``generate_stream`` into
     ``save_videos``): two 512-frame 64x64 clips allocate no more than two 96-frame ones (tracemalloc's peak), where
     ``generate``'s whole clips take 12 MiB more; the files are ``generate``'s frames, encoded whole."""
-    import tracemalloc
-
     from mfvideo.cli import sample
 
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.resolution=64", "model.patch_size=16"])
-    cfg.model.in_channels, cfg.model.num_classes = 1, 10
-    torch.manual_seed(0)
-    MFVideoPipeline(randomize(build_model(cfg.model), std=0.05), training_config=cfg).save_pretrained(tmp_path / "m")
-
-    def peak(run) -> int:
-        tracemalloc.start()
-        try:
-            run()
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+    _tiny_64px_model(tmp_path / "m")
 
     def cli(n):
         assert sample.main(["--checkpoint", str(tmp_path / "m"), "--classes", "3", "5", "--num-frames", str(n),
@@ -448,7 +443,7 @@ def test_mfvideo_sample_streams_long_clips_in_flat_memory(tmp_path):
             num_frames=n, class_labels=[3, 5], generator=torch.Generator().manual_seed(0), output_type="uint8")
 
     cli(96)  # warm-up
-    short, long, held = peak(lambda: cli(96)), peak(lambda: cli(512)), peak(lambda: whole(512))
+    short, long, held = _peak(lambda: cli(96)), _peak(lambda: cli(512)), _peak(lambda: whole(512))
     assert long < short + 2**21, (short, long)
     assert held > short + 2**23, (short, held)  # 1,024 frames of 64x64x3 uint8: 12 MiB
     out = whole(512)

@@ -1,6 +1,6 @@
 """Generation only, fast: 200 labelled clips (20 per digit) per model at 1 and 2 calls, against 200 held-out real
 clips of the model's own frame count (single frames for an image-stage model): FD, class accuracy, frame identity,
-speckle, sharpness, and the accuracy per frame position.
+speckle, sharpness, the accuracy per frame position and the share of clips with a frame read as another digit.
 
     python scripts/probe_generation.py [LABEL=]DIR [...] [--steps 1 2] [--out F.json]   (DIR "bundled": the bundled model)
 """
@@ -44,10 +44,11 @@ def main():
             row = {k: round(float(v), 4) for k, v in suite.clip_metrics(frames, labels, real).items()}
             preds, _ = suite.predict(frames)
             row["accuracy_per_frame"] = np.round((preds == labels[:, None]).mean(0), 3).tolist()
+            row["clips_with_a_misread_frame"] = round(float((preds != labels[:, None]).any(1).mean()), 4)
             key = f"{name}, {steps}-NFE" + ("" if scale is None else f", scale {scale:g}")
             rows[key] = row
             print(f"{key[-50:]:50s} FD {row['fd']:.1f} class acc. {row['class_accuracy']:.3f} "
-                  f"identity {row['identity']:.3f} speckle {row['speckle']:.3f} sharpness {row['sharpness']:.2f} "
+                  f"identity {row['identity']:.3f} misread clips {row['clips_with_a_misread_frame']:.3f} speckle {row['speckle']:.3f} sharpness {row['sharpness']:.2f} "
                   f"per frame {row['accuracy_per_frame']}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")

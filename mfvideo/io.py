@@ -80,6 +80,7 @@ class VideoWriter:
         self.fps, self.quality = fps, quality
         self.frames, self._size = 0, None  # frames written; the first chunk's (H, W)
         self._tmp = self._writer = None
+        self._done = False
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "VideoWriter":
@@ -92,6 +93,8 @@ class VideoWriter:
             self._abort()
 
     def write(self, frames) -> None:
+        if self._done or (self._writer is None and self._size is not None):
+            raise OutputError(f"cannot write {self.path}: it is {'closed' if self._done else 'stopped by an earlier error'}")
         chunk = _video_chunk(frames, self._size)
         if chunk is None or not len(chunk):
             return
@@ -119,8 +122,12 @@ class VideoWriter:
 
     def close(self) -> Path:
         """Finish the file and put it in place (``path``); raises, writing nothing, if it is not whole."""
+        if self._done:
+            return self.path
         if self._writer is None:
-            _video_chunk(None, self._size)  # no frames: says so
+            if self._size is not None:  # aborted
+                raise OutputError(f"cannot write {self.path}: an earlier error stopped it; nothing was written")
+            _video_chunk(None, None)  # no frames: says so
         writer, self._writer = self._writer, None
         try:
             writer.close()
@@ -133,6 +140,7 @@ class VideoWriter:
             raise OutputError(f"cannot write {self.path}: the encoded file holds {written} of {self.frames} frames "
                               "(disk full?); nothing was written")
         self._stack.close()  # the rename
+        self._done = True
         return self.path
 
     def _abort(self) -> None:
@@ -141,7 +149,8 @@ class VideoWriter:
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
-        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)  # atomic_path removes its file, no rename
+        # leaving atomic_path's block by an error removes its temporary file and renames nothing
+        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def _ffmpeg_failed(path, e: Exception) -> OutputError:

@@ -18,7 +18,7 @@ from mfvideo.cli import train as train_cli
 from mfvideo.cli import cache_latents as cache_cli
 from mfvideo.cli import post_train as post_cli
 from mfvideo.data.video_io import iter_frames, probe, read_frames
-from mfvideo.io import save_video, save_videos
+from mfvideo.io import OutputError, VideoWriter, save_video, save_videos
 from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.train.checkpoint import clean_partial, latest_checkpoint, list_checkpoints
 
@@ -272,6 +272,13 @@ def test_streamed_clips_are_the_whole_ones_and_a_failing_stream_writes_none(tmp_
     with pytest.raises(ValueError, match="a chunk of 2 clips for 3 files"):
         save_videos(iter([clips[:, :4], clips[:2, 4:]]), paths)
     assert [p.read_bytes() for p in paths] == [b"previous %d" % b for b in range(3)]
+    with pytest.raises(RuntimeError, match="stop"):  # the writer itself: a block left by an error writes nothing
+        with VideoWriter(paths[0]) as writer:
+            writer.write(clips[0])
+            raise RuntimeError("stop")
+    with pytest.raises(OutputError, match="stopped by an earlier error"):
+        writer.write(clips[0])
+    assert paths[0].read_bytes() == b"previous 0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c0.mp4", "c1.mp4", "c2.mp4", "whole.mp4"]
 
 

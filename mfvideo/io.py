@@ -17,15 +17,20 @@ from .frames import to_uint8
 def atomic_path(path: str | Path, suffix: str | None = None):
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = _temporary_beside(path, suffix or path.suffix)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def _temporary_beside(path: Path, suffix: str) -> Path:
+    """A new empty file in ``path``'s folder (made if missing), hidden, to be renamed onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 class OutputError(OSError):
@@ -79,9 +84,8 @@ class VideoWriter:
             raise ValueError(f"output {self.path} is a folder")
         self.fps, self.quality = fps, quality
         self.frames, self._size = 0, None  # frames written; the first chunk's (H, W)
+        self.state = "new"  # -> "open" at the first frames -> "closed" (the file in place) or "failed"
         self._tmp = self._writer = None
-        self._done = False
-        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -93,16 +97,16 @@ class VideoWriter:
             self._abort()
 
     def write(self, frames) -> None:
-        if self._done or (self._writer is None and self._size is not None):
-            raise OutputError(f"cannot write {self.path}: it is {'closed' if self._done else 'stopped by an earlier error'}")
+        if self.state in ("closed", "failed"):
+            why = "it is closed" if self.state == "closed" else "an earlier error stopped it"
+            raise OutputError(f"cannot write {self.path}: {why}")
         chunk = _video_chunk(frames, self._size)
         if chunk is None or not len(chunk):
             return
-        if self._writer is None:
+        if self.state == "new":
             import imageio.v2 as imageio
 
-            self._tmp = self._stack.enter_context(atomic_path(self.path, suffix=".mp4"))
-            self._size = chunk.shape[1:3]
+            self._tmp, self._size, self.state = _temporary_beside(self.path, ".mp4"), chunk.shape[1:3], "open"
             try:
                 # macro_block_size=1: never let imageio silently rescale the frames.
                 self._writer = imageio.get_writer(
@@ -122,15 +126,14 @@ class VideoWriter:
 
     def close(self) -> Path:
         """Finish the file and put it in place (``path``); raises, writing nothing, if it is not whole."""
-        if self._done:
+        if self.state == "closed":
             return self.path
-        if self._writer is None:
-            if self._size is not None:  # aborted
-                raise OutputError(f"cannot write {self.path}: an earlier error stopped it; nothing was written")
+        if self.state == "failed":
+            raise OutputError(f"cannot write {self.path}: an earlier error stopped it; nothing was written")
+        if self.state == "new":
             _video_chunk(None, None)  # no frames: says so
-        writer, self._writer = self._writer, None
         try:
-            writer.close()
+            self._writer.close()
         except Exception as e:
             self._abort()
             raise _ffmpeg_failed(self.path, e) from None
@@ -139,18 +142,18 @@ class VideoWriter:
             self._abort()
             raise OutputError(f"cannot write {self.path}: the encoded file holds {written} of {self.frames} frames "
                               "(disk full?); nothing was written")
-        self._stack.close()  # the rename
-        self._done = True
+        os.replace(self._tmp, self.path)
+        self.state = "closed"
         return self.path
 
     def _abort(self) -> None:
         """Stop ffmpeg and remove the temporary file; the previous file at ``path`` is untouched."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
+        if self.state == "open":
             with contextlib.suppress(Exception):
-                writer.close()
-        # leaving atomic_path's block by an error removes its temporary file and renames nothing
-        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+                self._writer.close()
+            self._tmp.unlink(missing_ok=True)
+        if self.state != "closed":
+            self.state = "failed"
 
 
 def _ffmpeg_failed(path, e: Exception) -> OutputError:

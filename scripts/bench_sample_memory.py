@@ -12,6 +12,7 @@ per clip while streaming, ~60 MB each at 256 px; one at a time when held). Print
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -63,8 +64,8 @@ def main():
             for way in ("streamed", "held"):
                 out = Path(tmp) / f"{way}_{n}"
                 out.mkdir()
-                proc = subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "m"), str(out), str(n), str(a.clips),
-                                       way], capture_output=True, text=True)
+                argv = [sys.executable, "-c", CHILD, str(Path(tmp) / "m"), str(out), str(n), str(a.clips), way]
+                proc = subprocess.run(argv, capture_output=True, text=True)
                 line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
                 if proc.returncode or not line:
                     raise SystemExit(f"{way} {n} frames failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -74,7 +75,7 @@ def main():
                 r = rows[-1]
                 print(f"{way:9s} {a.clips} clips x {n:5d} frames of {a.size} px: peak RSS {r['peak_rss_mb']:5d} MB, "
                       f"{r['seconds']} s", flush=True)
-    Path(a.out).write_text(json.dumps({"machine": platform.platform(), "cpu_count": __import__("os").cpu_count(),
+    Path(a.out).write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(),
                                        "size": a.size, "rows": rows}, indent=1) + "\n")
 
 

@@ -48,7 +48,8 @@ def main():
             key = f"{name}, {steps}-NFE" + ("" if scale is None else f", scale {scale:g}")
             rows[key] = row
             print(f"{key[-50:]:50s} FD {row['fd']:.1f} class acc. {row['class_accuracy']:.3f} "
-                  f"identity {row['identity']:.3f} misread clips {row['clips_with_a_misread_frame']:.3f} speckle {row['speckle']:.3f} sharpness {row['sharpness']:.2f} "
+                  f"identity {row['identity']:.3f} misread clips {row['clips_with_a_misread_frame']:.3f} "
+                  f"speckle {row['speckle']:.3f} sharpness {row['sharpness']:.2f} "
                   f"per frame {row['accuracy_per_frame']}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")

@@ -98,7 +98,8 @@ def main():
     grown.eval()
     # the same function: random clips, per-frame times, labelled and null rows, context frames
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(4, cfg.model.in_channels, cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution, generator=g)
+    size = cfg.data.resolution
+    z = torch.randn(4, cfg.model.in_channels, cfg.data.num_frames, size, size, generator=g)
     t = torch.ones(4, cfg.data.num_frames)
     t[:2, :4] = 0  # context frames
     r = torch.zeros(4, cfg.data.num_frames)

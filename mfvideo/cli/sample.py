@@ -68,7 +68,8 @@ def main(argv=None):
     frames = args.num_frames or pipe.window
     # one window: a batch's clips come in one chunk and are written one after another; longer: every clip of the
     # batch is encoded as its windows come (one ffmpeg each, open together: fewer clips per batch)
-    batch = BATCH if frames <= pipe.window else STREAM_BATCH
+    streamed = frames > pipe.window
+    batch = STREAM_BATCH if streamed else BATCH
     sheet, fps = [], args.fps
     for start in range(0, n, batch):
         count = min(batch, n - start)
@@ -83,16 +84,17 @@ def main(argv=None):
         names = [f"{i:03d}" + ("" if ids is None else f"_class{ids[i - start]}") for i in range(start, start + count)]
         chunks = iter(stream)
         if args.grid:  # the sheet holds every frame anyway
-            chunks = [c for c in chunks]
+            chunks = list(chunks)
             sheet.append(np.concatenate(chunks, axis=1))
-        if frames == 1:  # an image: PNG is lossless, an H.264 frame would be chroma-subsampled
-            for name, clip in zip(names, next(iter(chunks))):
-                save_image(clip[0], folder / f"image_{name}.png")
-        elif batch == BATCH:  # one chunk
-            for name, clip in zip(names, next(iter(chunks))):
-                save_video(clip, folder / f"clip_{name}.mp4", fps=fps)
-        else:
+        if streamed:
             save_videos(chunks, [folder / f"clip_{name}.mp4" for name in names], fps=fps)
+            continue
+        clips = next(iter(chunks))  # the one chunk (B, frames, H, W, 3)
+        for name, clip in zip(names, clips):
+            if frames == 1:  # an image: PNG is lossless, an H.264 frame would be chroma-subsampled
+                save_image(clip[0], folder / f"image_{name}.png")
+            else:
+                save_video(clip, folder / f"clip_{name}.mp4", fps=fps)
     if args.grid:
         save_image(grid(np.concatenate(sheet)), folder / "grid.png")
     print(f"wrote {n} images to {folder}" if frames == 1 else f"wrote {n} clips of {frames} frames to {folder}")

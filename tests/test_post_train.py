@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from conftest import randomize, tiny_model
 from mfvideo.method.samplers import meanflow_sample
 from mfvideo.models.critic import ClipCritic
-from mfvideo.train.adversarial import (FIELD_TIMES, PostTrainConfig, balanced_weight, critic_loss, field_loss,
-                                       field_times, one_step_jump, post_train)
+from mfvideo.train.adversarial import (FIELD_TIMES, PostTrainConfig, balanced_weight, critic_loss, dmd_loss,
+                                       fake_field_loss, field_loss, field_times, noised, one_step_jump, post_train)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,9 +128,56 @@ def test_field_term_holds_every_other_time_pair_and_is_zero_at_the_frozen_model(
     assert float(field_loss(shifted, net, x, e, given, y, tt, rr).detach()) == 0.0
 
 
+def _point_field(c):
+    """The exact field of a point mass at the clip c (C, T, H, W): x_hat(z_t) = c at every t > 0, so u = (z - c) / t
+    (the given frames, t = 0, stay z)."""
+    def field(z, t, r, y=None):
+        return (z - c) / t.clamp_min(1e-6)[:, None, :, None, None]
+    return field
+
+
+def test_dmd_gradient_is_the_difference_of_the_two_fields_denoisers_on_the_known_rows_new_frames():
+    """With the frozen field a point mass at a and the fake field one at b, DMD's gradient on the generated clip x is
+    (b - a) / mean|x - a| per row over the new frames of the chosen rows (so a descent step moves x towards a), zero
+    on given frames and other rows, and exactly zero when the fake field is the frozen one."""
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    x = torch.randn(3, 2, 4, 3, 3, requires_grad=True)
+    e = torch.randn(3, 2, 4, 3, 3)
+    mask = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    rows = torch.tensor([True, True, False])
+    t = torch.tensor([0.3, 0.9, 0.5])
+    grad, = torch.autograd.grad(dmd_loss(_point_field(a), _point_field(b), x, e, mask, None, t, rows), x)
+    new = (~mask & rows[:, None])[:, None, :, None, None].expand_as(x)  # (B, C, T, H, W)
+    count = int(new.sum())
+    for i in range(2):
+        n = new[i]
+        norm = (x[i] - a).abs()[n].mean()
+        torch.testing.assert_close(grad[i][n], ((b - a)[n] / norm / count).detach())
+    assert float(grad[~new].abs().max()) == 0.0
+    same, = torch.autograd.grad(dmd_loss(_point_field(a), _point_field(a), x, e, mask, None, t, rows), x)
+    assert float(same.abs().max()) == 0.0
+    z, tt = noised(x.detach(), e, mask, t)  # the given frame stays clean, the new ones at t
+    assert torch.equal(z[0, :, 0], x[0, :, 0].detach()) and torch.equal(tt[0], torch.tensor([0.0, 0.3, 0.3, 0.3]))
+
+
+def test_fake_field_loss_is_the_denoising_error_over_the_new_frames():
+    """Zero for the exact denoiser of the clips it is given, |c - x|^2 averaged over the new frames for one of
+    another clip c; a change on the given frames does not count."""
+    torch.manual_seed(0)
+    x, e = torch.randn(1, 2, 4, 3, 3), torch.randn(1, 2, 4, 3, 3)
+    c = torch.randn(2, 4, 3, 3)
+    mask, t = torch.tensor([[1, 1, 0, 0]]), torch.tensor([0.7])
+    mask = mask.bool()
+    assert float(fake_field_loss(_point_field(x[0]), x, e, mask, None, t)) < 1e-10
+    expected = (c - x[0])[:, 2:].pow(2).mean()
+    torch.testing.assert_close(fake_field_loss(_point_field(c), x, e, mask, None, t), expected)
+
+
 def test_post_train_config_refuses_bad_values():
     for bad in (dict(steps=0), dict(lr=0.0), dict(ratio=-0.1), dict(r1=float("nan")), dict(anchor_steps=0),
-                dict(field_weight=-1.0), dict(ema_decay=1.0), dict(ema_decay=-0.5)):
+                dict(field_weight=-1.0), dict(ema_decay=1.0), dict(ema_decay=-0.5), dict(dmd_ratio=-1.0),
+                dict(dmd_lr=0.0)):
         with pytest.raises(ValueError, match="post-training"):
             PostTrainConfig(**bad)
 
@@ -184,6 +231,27 @@ def test_post_training_moves_the_one_step_jump_towards_the_two_step_jump_and_nev
     assert any(k.startswith("blocks.") for k in changed) and any(k.startswith("class_reader.") for k in ref)
     assert not any(k.startswith("class_reader.") for k in changed)
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in ref)
+
+
+def test_dmd_term_trains_its_fake_field_and_moves_the_generator_the_same_on_every_run():
+    """With ``dmd_ratio`` the fake field leaves the frozen model (else DMD's gradient is exactly zero), the generator
+    ends elsewhere than without the term, the reader stays as fitted, and two runs with one seed are bit-identical."""
+    from mfvideo.train.reader import load_clips
+
+    pipe = _tiny_pipe(reader=True)
+    clips, labels = load_clips(pipe.cfg.data, pipe.codec, "train", 64)
+    start = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    runs = []
+    for ratio in (1.0, 1.0, 0.0):
+        pipe = _tiny_pipe(reader=True)
+        stats = post_train(pipe, PostTrainConfig(steps=4, batch_size=8, lr=1e-3, dmd_ratio=ratio, dmd_lr=1e-3),
+                           clips, labels, log_every=4)
+        runs.append((stats["final"], pipe.transformer.state_dict()))
+    (first, a), (_, b), (plain, c) = runs
+    assert first["dmd"] > 0 and first["dmd_weight"] > 0 and first["fake_field"] > 0 and "dmd" not in plain
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if k.startswith("blocks."))
+    assert all(torch.equal(a[k], start[k]) for k in a if k.startswith("class_reader."))
 
 
 def test_ema_decay_writes_the_moving_average_of_the_run_s_weights():

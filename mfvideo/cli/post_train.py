@@ -36,6 +36,10 @@ def main(argv=None):
     p.add_argument("--ema-decay", type=non_negative_float, default=0.0,
                    help="write an exponential moving average of the weights over the run, at this decay per step "
                         "(default 0: the last step's weights)")
+    p.add_argument("--dmd-ratio", type=non_negative_float, default=0.0,
+                   help="distribution matching against the frozen model's field: its gradient over the anchor's on "
+                        "the generated clip (default 0: off)")
+    p.add_argument("--dmd-lr", type=positive_float, default=2e-4, help="the DMD fake field's learning rate")
     p.add_argument("--clips", type=positive_int, default=20000, help="training clips held in memory (default 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device, default="cpu")
@@ -49,7 +53,7 @@ def main(argv=None):
     cfg = PostTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, critic_lr=args.critic_lr,
                           ratio=args.ratio, r1=args.r1, anchor_steps=args.anchor_steps,
                           field_weight=args.field_weight, clips=args.clips, seed=args.seed,
-                          ema_decay=args.ema_decay)
+                          ema_decay=args.ema_decay, dmd_ratio=args.dmd_ratio, dmd_lr=args.dmd_lr)
     pipe = MFVideoPipeline.from_pretrained(args.source, device=args.device)
     logging.getLogger("mfvideo.train.adversarial").setLevel(logging.INFO)
     stats = post_train(pipe, cfg, log_every=max(1, min(50, args.steps)))

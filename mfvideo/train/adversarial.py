@@ -16,6 +16,19 @@ plus, with ``field_weight`` > 0, the rest of the field held where it was:
     field  = |u(z_t, t, r) - u_frozen(z_t, t, r)|^2 over the new frames  (the two-step sampler's (1, 1/2), (1/2, 0)
                                                                           on half the rows, any other t > r elsewhere)
 
+and, with ``dmd_ratio`` > 0, distribution matching (DMD, Yin et al. 2024) of the one-step clips against the frozen
+model's field:
+
+    fake field   f: a copy of the model fitted online, by denoising, to the one-step clips (x_hat_f(x_t) ~ E[x | x_t])
+    x_t          = (1 - t) x_1step + t e',  t ~ U(0.02, 0.98) on the new frames
+    dmd          gradient on x_1step:  (x_hat_f(x_t) - x_hat_frozen(x_t)) / mean|x_1step - x_hat_frozen(x_t)|
+
+(x_hat(x_t) = x_t - t u(x_t, t, t)): the difference of the two fields' scores, the gradient of the reverse KL from
+the one-step clips' distribution to the frozen field's, which seeks the field's modes where the anchor's squared
+error averages them (a fragment of two glyphs is a mean; a reverse KL gives it no mass). Weighted like the GAN term,
+``dmd_ratio`` times the anchor's gradient norm, on the rows whose class the generator knows (the null-label branch's
+field is the weak one).
+
 with ``D`` a small 3-D convolutional critic (``mfvideo.models.critic``) trained on the same batches of real clips
 (R1 penalty on them). ``ratio = 0`` trains the anchor alone (the control; the critic is not built). The anchor keeps
 the jump where the model put it -- the class, the motion, what a given frame says -- and the critic takes away the
@@ -66,15 +79,17 @@ class PostTrainConfig:
     clips: int = 20000  # training clips held in memory (latents)
     seed: int = 0
     ema_decay: float = 0.0  # the output: an exponential moving average of the weights over the run (0: the last weights)
+    dmd_ratio: float = 0.0  # the DMD term's gradient norm on the generated clip over the anchor's (0: off)
+    dmd_lr: float = 2e-4  # the fake field's AdamW lr
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "critic_width", "anchor_steps", "clips"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"post-training {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "critic_lr"):
+        for name in ("lr", "critic_lr", "dmd_lr"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"post-training {name} must be > 0, got {getattr(self, name)}")
-        for name in ("ratio", "r1", "field_weight"):
+        for name in ("ratio", "r1", "field_weight", "dmd_ratio"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"post-training {name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= float(self.ema_decay) < 1.0:
@@ -108,13 +123,50 @@ def field_loss(model, frozen, x: torch.Tensor, noise: torch.Tensor, mask: torch.
     """Mean squared difference of u(z_t, t, r) to the frozen model's over the new frames; z_t = (1 - t) x + t e on
     the new frames, the given frames clean at t = r = 0. x, noise (B, C, T, H, W); mask (B, T); t, r (B,)."""
     new = (~mask).to(x.dtype)  # (B, T)
-    tt, rr = t[:, None] * new, r[:, None] * new  # (B, T): per-frame times
-    tb = tt[:, None, :, None, None]
-    z = (1 - tb) * x + tb * noise
+    z, tt = noised(x, noise, mask, t)
+    rr = r[:, None] * new  # (B, T): per-frame times
     with torch.no_grad():
         target = frozen(z, tt, rr, y=y)
     w = new[:, None, :, None, None]
     return ((model(z, tt, rr, y=y) - target) * w).pow(2).sum() / (w.sum() * x[0, :, 0].numel()).clamp_min(1)
+
+
+DMD_TIMES = (0.02, 0.98)  # the range of t at which the two fields are compared
+
+
+def denoised(model, z: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
+    """x_hat = z - t u(z, t, t): the field's estimate of the clean clip at per-frame times t (B, T); z (B, C, T, H, W)."""
+    return z - t[:, None, :, None, None] * model(z, t, t, y=y)
+
+
+def noised(x: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor, t: torch.Tensor):
+    """z_t = (1 - t) x + t e on the new frames, the given frames (``mask`` (B, T)) clean at t = 0; returns z and the
+    per-frame times (B, T). x, noise (B, C, T, H, W); t (B,)."""
+    tt = t[:, None] * (~mask).to(x.dtype)  # (B, T)
+    tb = tt[:, None, :, None, None]
+    return (1 - tb) * x + tb * noise, tt
+
+
+def fake_field_loss(fake, x: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor, y, t: torch.Tensor) -> torch.Tensor:
+    """The fake field's denoising loss on (detached) generated clips x: mean |x_hat_f(z_t) - x|^2 over the new frames."""
+    z, tt = noised(x, noise, mask, t)
+    w = (~mask).to(x.dtype)[:, None, :, None, None]
+    return ((denoised(fake, z, tt, y) - x) * w).pow(2).sum() / (w.sum() * x[0, :, 0].numel()).clamp_min(1)
+
+
+def dmd_loss(frozen, fake, x: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor, y, t: torch.Tensor,
+             rows: torch.Tensor) -> torch.Tensor:
+    """A loss whose gradient on the generated clip x (B, C, T, H, W) is DMD's, (x_hat_f - x_hat_frozen) / row norm
+    over the new frames of the chosen ``rows`` (B,) bool, divided by their element count (zero elsewhere)."""
+    with torch.no_grad():
+        z, tt = noised(x, noise, mask, t)
+        real, mine = denoised(frozen, z, tt, y), denoised(fake, z, tt, y)
+        w = ((~mask) & rows[:, None]).to(x.dtype)[:, None, :, None, None]  # (B, 1, T, 1, 1)
+        count = (w.sum((1, 2, 3, 4)) * x[0, :, 0].numel()).clamp_min(1)  # (B,)
+        norm = ((x - real).abs() * w).sum((1, 2, 3, 4)) / count  # (B,) DMD's per-row normaliser
+        grad = (mine - real) * w / norm.clamp_min(1e-6)[:, None, None, None, None]
+        target = x - grad
+    return 0.5 * ((x - target) * w).pow(2).sum() / (w.sum() * x[0, :, 0].numel()).clamp_min(1)
 
 
 def critic_labels(labels: torch.Tensor, dropped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -171,6 +223,13 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
         torch.manual_seed(cfg.seed)
         critic = ClipCritic(clips.shape[1], mcfg.model.num_classes, cfg.critic_width, clips.shape[2]).to(device)
     opt_d = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, betas=(0.0, 0.99), weight_decay=0.0)
+    fake = opt_f = None
+    if cfg.dmd_ratio > 0:  # the fake field: the frozen model's copy, fitted to the one-step clips as they move
+        fake = copy.deepcopy(teacher).requires_grad_(False)
+        fitted = [q for name, q in fake.named_parameters() if not name.startswith("class_reader.")]
+        for q in fitted:
+            q.requires_grad_(True)
+        opt_f = torch.optim.AdamW(fitted, lr=cfg.dmd_lr, betas=(0.9, 0.99), weight_decay=0.0)
     g = torch.Generator().manual_seed(cfg.seed)
     masks, method = dict(mcfg.train.context_masks), mcfg.method
     drop_ctx = method.class_dropout if method.context_class_dropout is None else method.context_class_dropout
@@ -188,24 +247,38 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
         judge = critic_labels(c, drop, mask) if conditional else None
         w = method.sample_scales(x.shape[0], generator=g)  # (B,) guidance scales, or None (guidance folded in)
         student, frozen = (with_guidance(m, None if w is None else w.to(device)) for m in (model, teacher))
-        fake = one_step_jump(student, x, noise, mask, y)  # (B, C, T, H, W)
+        gen = one_step_jump(student, x, noise, mask, y)  # (B, C, T, H, W)
         with torch.no_grad():
             target = meanflow_sample(frozen, noise, y=y, steps=cfg.anchor_steps, context=x, context_mask=mask)
         new = (~mask)[:, None, :, None, None].to(x.dtype)  # (B, 1, T, 1, 1)
-        anchor = ((fake - target) * new).pow(2).sum() / (new.sum() * x[0, :, 0].numel()).clamp_min(1)
+        anchor = ((gen - target) * new).pow(2).sum() / (new.sum() * x[0, :, 0].numel()).clamp_min(1)
         stats = {"anchor": float(anchor.detach())}
         loss = anchor
         if cfg.ratio > 0:
             critic.requires_grad_(True)
-            loss_d, d_real, d_fake = critic_loss(critic, x, fake, judge, cfg.r1)
+            loss_d, d_real, d_fake = critic_loss(critic, x, gen, judge, cfg.r1)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
             critic.requires_grad_(False)
-            adv = F.softplus(-critic(fake, judge)).mean()
-            weight = balanced_weight(anchor, adv, fake, cfg.ratio)
-            loss = anchor + weight * adv
+            adv = F.softplus(-critic(gen, judge)).mean()
+            weight = balanced_weight(anchor, adv, gen, cfg.ratio)
+            loss = loss + weight * adv
             stats.update(adv=float(adv.detach()), weight=float(weight), d_real=float(d_real), d_fake=float(d_fake))
+        if fake is not None:
+            lo, hi = DMD_TIMES
+            t_f, t_g = (lo + (hi - lo) * torch.rand(x.shape[0], generator=g).to(device, x.dtype) for _ in range(2))
+            e_f, e_g = (pipe.method.noise(x.shape, generator=g).to(device, x.dtype) for _ in range(2))
+            mine = with_guidance(fake, None if w is None else w.to(device))
+            loss_f = fake_field_loss(mine, gen.detach(), e_f, mask, y, t_f)
+            opt_f.zero_grad(set_to_none=True)
+            loss_f.backward()
+            opt_f.step()
+            known = judge >= 0 if conditional else torch.ones(x.shape[0], dtype=torch.bool, device=device)
+            dmd = dmd_loss(frozen, mine, gen, e_g, mask, y, t_g, known)
+            weight_dmd = balanced_weight(anchor, dmd, gen, cfg.dmd_ratio) if bool(known.any()) else dmd.new_zeros(())
+            loss = loss + weight_dmd * dmd
+            stats.update(fake_field=float(loss_f.detach()), dmd=float(dmd.detach()), dmd_weight=float(weight_dmd))
         if cfg.field_weight > 0:
             t, r = (a.to(device, x.dtype) for a in field_times(x.shape[0], g))
             field = field_loss(student, frozen, x, noise, mask, y, t, r)

@@ -105,6 +105,11 @@ def one_step_jump(model, x: torch.Tensor, noise: torch.Tensor, mask: torch.Tenso
     return torch.where(m, x, z - t[:, None, :, None, None] * model(z, t, torch.zeros_like(t), y=y))
 
 
+def new_frames_mse(diff: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean of diff^2 over the elements ``w`` (B, 1, T, 1, 1; 0 / 1) selects: the new frames (of chosen rows)."""
+    return (diff * w).pow(2).sum() / (w.sum() * diff[0, :, 0].numel()).clamp_min(1)
+
+
 FIELD_TIMES = ((1.0, 0.5), (0.5, 0.0))  # the two-step sampler's (t, r)
 
 
@@ -127,8 +132,7 @@ def field_loss(model, frozen, x: torch.Tensor, noise: torch.Tensor, mask: torch.
     rr = r[:, None] * new  # (B, T): per-frame times
     with torch.no_grad():
         target = frozen(z, tt, rr, y=y)
-    w = new[:, None, :, None, None]
-    return ((model(z, tt, rr, y=y) - target) * w).pow(2).sum() / (w.sum() * x[0, :, 0].numel()).clamp_min(1)
+    return new_frames_mse(model(z, tt, rr, y=y) - target, new[:, None, :, None, None])
 
 
 DMD_TIMES = (0.02, 0.98)  # the range of t at which the two fields are compared
@@ -150,8 +154,7 @@ def noised(x: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor, t: torch.Te
 def fake_field_loss(fake, x: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor, y, t: torch.Tensor) -> torch.Tensor:
     """The fake field's denoising loss on (detached) generated clips x: mean |x_hat_f(z_t) - x|^2 over the new frames."""
     z, tt = noised(x, noise, mask, t)
-    w = (~mask).to(x.dtype)[:, None, :, None, None]
-    return ((denoised(fake, z, tt, y) - x) * w).pow(2).sum() / (w.sum() * x[0, :, 0].numel()).clamp_min(1)
+    return new_frames_mse(denoised(fake, z, tt, y) - x, (~mask).to(x.dtype)[:, None, :, None, None])
 
 
 def dmd_loss(frozen, fake, x: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor, y, t: torch.Tensor,
@@ -166,7 +169,7 @@ def dmd_loss(frozen, fake, x: torch.Tensor, noise: torch.Tensor, mask: torch.Ten
         norm = ((x - real).abs() * w).sum((1, 2, 3, 4)) / count  # (B,) DMD's per-row normaliser
         grad = (mine - real) * w / norm.clamp_min(1e-6)[:, None, None, None, None]
         target = x - grad
-    return 0.5 * ((x - target) * w).pow(2).sum() / (w.sum() * x[0, :, 0].numel()).clamp_min(1)
+    return 0.5 * new_frames_mse(x - target, w)
 
 
 def critic_labels(labels: torch.Tensor, dropped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -225,10 +228,10 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
     opt_d = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, betas=(0.0, 0.99), weight_decay=0.0)
     fake = opt_f = None
     if cfg.dmd_ratio > 0:  # the fake field: the frozen model's copy, fitted to the one-step clips as they move
-        fake = copy.deepcopy(teacher).requires_grad_(False)
-        fitted = [q for name, q in fake.named_parameters() if not name.startswith("class_reader.")]
-        for q in fitted:
-            q.requires_grad_(True)
+        fake = copy.deepcopy(teacher)
+        for name, q in fake.named_parameters():
+            q.requires_grad_(not name.startswith("class_reader."))
+        fitted = [q for q in fake.parameters() if q.requires_grad]
         opt_f = torch.optim.AdamW(fitted, lr=cfg.dmd_lr, betas=(0.9, 0.99), weight_decay=0.0)
     g = torch.Generator().manual_seed(cfg.seed)
     masks, method = dict(mcfg.train.context_masks), mcfg.method
@@ -251,7 +254,7 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
         with torch.no_grad():
             target = meanflow_sample(frozen, noise, y=y, steps=cfg.anchor_steps, context=x, context_mask=mask)
         new = (~mask)[:, None, :, None, None].to(x.dtype)  # (B, 1, T, 1, 1)
-        anchor = ((gen - target) * new).pow(2).sum() / (new.sum() * x[0, :, 0].numel()).clamp_min(1)
+        anchor = new_frames_mse(gen - target, new)
         stats = {"anchor": float(anchor.detach())}
         loss = anchor
         if cfg.ratio > 0:

@@ -210,11 +210,18 @@ def save_image(image, path: str | Path) -> Path:
     return Path(path)
 
 
-def grid(videos, pad: int = 2) -> np.ndarray:
-    """A contact sheet: (B, T, H, W, 3) frames -> one image with a row per clip and a column per frame."""
+def grid(videos, pad: int = 2, scale: int | None = None, min_side: int = 48) -> np.ndarray:
+    """A contact sheet: (B, T, H, W, 3) frames -> one image with a row per clip and a column per frame, ``pad`` white
+    pixels between frames. Each frame is magnified ``scale`` times, pixel for pixel (nearest; the values unchanged);
+    by default the least whole factor that makes its short side ``min_side`` pixels or more (1 for frames that
+    large), so that a 16 x 16 model's sheet can be read at a glance."""
     v = np.asarray(videos)
     b, t = v.shape[:2]
     v = to_uint8(v.reshape(b * t, *v.shape[2:])).reshape(b, t, *v.shape[2:4], 3)
+    if scale is None:
+        scale = max(1, -(-min_side // min(v.shape[2:4])))
+    if scale > 1:
+        v = v.repeat(scale, axis=2).repeat(scale, axis=3)  # (B, T, H * s, W * s, 3)
     h, w = v.shape[2:4]
     sheet = np.full((b * (h + pad) + pad, t * (w + pad) + pad, 3), 255, np.uint8)
     for i in range(b):

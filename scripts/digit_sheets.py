@@ -24,7 +24,7 @@ from mfvideo.pipeline import MFVideoPipeline
 
 
 def _save(rows: np.ndarray, path: Path, scale: int) -> None:
-    sheet = grid(rows)
+    sheet = grid(rows, scale=1)  # the whole sheet magnified below, gutters too
     save_image(np.kron(sheet, np.ones((scale, scale, 1), np.uint8)), path)
     print(f"wrote {path}")
 

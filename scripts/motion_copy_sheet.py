@@ -31,7 +31,7 @@ def main():
     kw = dict(seed=0, output_type="uint8", frames_per_window=a.frames_per_window)
     plain = pipe.extend(clips[:, :k], a.new, **kw).frames
     copied = pipe.extend(clips[:, :k], a.new, motion_copy=a.radius, **kw).frames
-    img = Image.fromarray(grid(np.stack([r for i in range(a.n) for r in (clips[i], plain[i], copied[i])])))
+    img = Image.fromarray(grid(np.stack([r for i in range(a.n) for r in (clips[i], plain[i], copied[i])]), scale=1))
     img.resize((img.width * a.scale, img.height * a.scale), Image.NEAREST).save(a.out)
     print(f"wrote {a.out}: per clip the true clip, the extension, the extension with motion_copy={a.radius}")
 

@@ -45,7 +45,7 @@ def main():
             noise = pipe._noise(1, GIVEN + NEW, torch.Generator().manual_seed(i))
             with torch.no_grad():
                 rows.append(np.asarray(pipe.codec.decode_frames(one_call(pipe.transformer.eval(), x, noise)))[0])
-    img = Image.fromarray(grid(np.stack(rows)))
+    img = Image.fromarray(grid(np.stack(rows), scale=1))
     img.resize((img.width * a.scale, img.height * a.scale), Image.NEAREST).save(a.out)
     print(f"wrote {a.out}: per clip the true clip, then {', '.join(a.checkpoints)}")
 

@@ -559,7 +559,7 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     from PIL import Image
 
     sheet = np.asarray(Image.open(tmp_path / "demo" / "extended.png"))
-    assert sheet.shape[:2] == (12 * (16 + 2) + 2, 20 * (16 + 2) + 2)  # grid(): 2-pixel padding around 16x16 frames
+    assert sheet.shape[:2] == (12 * (48 + 2) + 2, 20 * (48 + 2) + 2)  # grid(): 16x16 frames magnified to 48x48
     kept.clear()
     assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0"]) == 0  # no third extension
     assert [k for k in kept if k[0] == "extend"] == [("extend", 1, 0)] * 9

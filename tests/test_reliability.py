@@ -319,6 +319,25 @@ def test_float_frames_outside_unit_range_are_refused():
     assert out.frames.shape[1] == 6
 
 
+def test_contact_sheets_magnify_small_frames_pixel_for_pixel():
+    """``grid``: a 16 x 16 model's frames come out 48 x 48 (each pixel a 3 x 3 block, values unchanged), 2-pixel
+    white gutters between them; frames 48 pixels or larger, or an explicit ``scale=1``, are copied as they are."""
+    from mfvideo.io import grid
+
+    v = np.random.default_rng(0).integers(0, 256, (2, 3, 16, 12, 3), dtype=np.uint8)  # (B, T, H, W, 3)
+    sheet = grid(v)  # short side 12 -> factor 4
+    assert sheet.shape == (2 + 2 * (64 + 2), 2 + 3 * (48 + 2), 3)
+    for i, j in ((0, 0), (1, 2)):
+        top, left = 2 + i * 66, 2 + j * 50
+        block = sheet[top : top + 64, left : left + 48]
+        assert np.array_equal(block[::4, ::4], v[i, j]) and np.array_equal(block, v[i, j].repeat(4, 0).repeat(4, 1))
+        assert (sheet[top - 2 : top, left : left + 48] == 255).all()  # the gutter above
+    plain = grid(v, scale=1)
+    assert plain.shape == (2 + 2 * 18, 2 + 3 * 14, 3) and np.array_equal(plain[2:18, 2:14], v[0, 0])
+    big = np.zeros((1, 2, 48, 64, 3), np.uint8)
+    assert grid(big).shape == (2 + 50, 2 + 2 * 66, 3)
+
+
 def _ffmpeg_frames(path: Path) -> np.ndarray:
     """Every frame the stream holds, decoded by imageio-ffmpeg without any frame-rate conversion: the reference."""
     import imageio_ffmpeg

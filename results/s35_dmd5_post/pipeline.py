@@ -1,0 +1,1 @@
+from mfvideo.pipeline import MFVideoPipeline  # noqa: F401

@@ -320,8 +320,9 @@ def test_float_frames_outside_unit_range_are_refused():
 
 
 def test_contact_sheets_magnify_small_frames_pixel_for_pixel():
-    """``grid``: a 16 x 16 model's frames come out 48 x 48 (each pixel a 3 x 3 block, values unchanged), 2-pixel
-    white gutters between them; frames 48 pixels or larger, or an explicit ``scale=1``, are copied as they are."""
+    """``grid``: small frames are magnified by the least whole factor that brings their short side to 48 px (16 x 12
+    frames by 4: each pixel a 4 x 4 block, values unchanged; the demo's 16 x 16 frames by 3), 2-pixel white gutters
+    between them; frames 48 pixels or larger, or an explicit ``scale=1``, are copied as they are."""
     from mfvideo.io import grid
 
     v = np.random.default_rng(0).integers(0, 256, (2, 3, 16, 12, 3), dtype=np.uint8)  # (B, T, H, W, 3)

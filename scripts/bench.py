@@ -9,7 +9,7 @@
   1-NFE time (identity codec, and a full-size SD-VAE decoder with random weights);
 - attention backends: forward with sdpa / math / xformers, and the JVP (which always takes a forward-AD-safe path);
 - data: moving-digits rendering, latent-cache loading and mp4 decoding throughput vs what a training step consumes.
-Writes JSON and prints a table (``--markdown`` prints the README table from an existing JSON).
+Writes JSON and prints a table (``--markdown`` prints the tables of docs/benchmark.md from an existing JSON).
 """
 
 from __future__ import annotations
@@ -465,7 +465,7 @@ def main():
                    "default MeanFlow step only; torch.compile of one case")
     p.add_argument("--peak-tflops", type=float, default=None, help="the chip's dense bf16 peak for the FLOP "
                    "utilisation (default: from the device name, " + ", ".join(PEAK_BF16_TFLOPS) + ")")
-    p.add_argument("--markdown", default=None, help="print the README table of this JSON and exit")
+    p.add_argument("--markdown", default=None, help="print the tables of this JSON (docs/benchmark.md) and exit")
     p.add_argument("--only", default=None, help="comma-separated sections to (re)measure into the existing --out JSON, "
                    "keeping the rest: " + ", ".join(SECTIONS))
     a = p.parse_args()
@@ -537,7 +537,7 @@ def main():
 
 
 def markdown(res) -> str:
-    """The README tables of a result JSON; sections a stopped run did not reach are left out."""
+    """The tables of a result JSON (docs/benchmark.md); sections a stopped run did not reach are left out."""
     steps = [*res["steps"].values(), *res.get("steps_bf16", {}).values()]
     names = [n for n in VARIANTS if any(n in s for s in steps)]  # an older run lacks the newer variants
     lines = [f"Device: {res['device']}, torch {res['torch']}. Ratios are against flow matching, same model and batch.", "",

@@ -309,7 +309,7 @@ def test_generate_holds_what_it_read_off_its_first_window():
     """Past the first window a generated clip continues its own frames: the reading of the first window's last frames
     holds for every later window (one reading in all), ``reread_context`` reads each window's; the first window and
     the first continuation window are the same either way. Holding is what keeps long clips bright and on class
-    (README "Clips generated past the window")."""
+    (docs/bundled_model.md, "Clips generated past the window")."""
     from mfvideo.pipeline import MFVideoPipeline
 
     pipe = MFVideoPipeline.from_pretrained()

@@ -1,9 +1,9 @@
 """The detached JVP (and the step's no-grad forwards) replayed from CUDA graphs: the host launches one graph
 instead of every kernel.
 
-On a GPU the MeanFlow step is host-bound: dual tensors cost the host several operations per model operation, and
-the H200 sat idle for half of a bf16 B/2 step (README, "On the GPU"); for the 2.6 M-parameter moving-digits model the
-JVP took 6x the forward's time while its arithmetic is about 2x. In the detached mode the JVP is a pure function of
+On a GPU the MeanFlow step is host-bound: dual tensors cost the host several operations per model operation, and the
+H200 sat idle for half of a bf16 B/2 step (docs/benchmark.md, "On the GPU"); for the 2.6 M-parameter moving-digits model
+the JVP took 6x the forward's time while its arithmetic is about 2x. In the detached mode the JVP is a pure function of
 (z, t, r, y) and its tangents under no grad, so it can be captured once and replayed:
 
 - rows are padded to a multiple of ``row_multiple`` (copies of the first row, dropped from the result), so a batch's

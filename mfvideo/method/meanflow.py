@@ -90,8 +90,8 @@ class MeanFlow:
         a level s ~ U(0, context_noise), z = (1 - s) x + s e, carried as their per-frame time t = r = s (still no
         tangent and no loss there). A long extension conditions every window on the model's
         own frames, whose small errors a model trained on clean context copies and compounds (digits fade window by
-        window); the noise is meant to hide them. The pipeline noises its own frames to ``sample.context_noise``
-        when they become context. 0: clean context. Measured on the digits (README): it slows the fade, it does not
+        window); the noise is meant to hide them. The pipeline noises its own frames to ``sample.context_noise`` when
+        they become context. 0: clean context. Measured on the digits (docs/method.md): it slows the fade, it does not
         keep the digit.
     self_context: the share of rows whose context is a prefix of k >= 2 frames that continue the model's own frames
         instead of real ones: from the first j real frames (j uniform in [1, k - 1]) the network makes frames j..k-1

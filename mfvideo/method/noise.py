@@ -6,7 +6,7 @@ element stays N(0, 1), and two frames' noise at the same position correlate by r
 to the clip in one call; noise that already agrees between frames asks less of the network to make frames that agree
 (one glyph, one hand), and a video model started from an image model (temporal layers at zero) makes the same image
 in every frame at rho -> 1 instead of eight unrelated ones. Measured on the moving digits it does not help: a moving
-object has to leave the place where the shared noise pins it (README, Method). Training and sampling must use the
+object has to leave the place where the shared noise pins it (docs/method.md). Training and sampling must use the
 same rho: it is part of the model (``method.noise_frame_correlation``, saved with the checkpoint). rho = 0 draws
 exactly what ``torch.randn`` does.
 """

@@ -2,13 +2,13 @@
 context frame, through a per-pixel kernel the network predicts (``model.copy_radius``).
 
 The transformer sees a clip as patch tokens and draws each token's pixels from a vector: it can say *where* a given
-object goes (its trajectory is right to a fraction of a pixel) but not redraw *the given* object there -- moving a
-glyph by one pixel changes every token it touches, and the network answers with a generic glyph of the class, or a
-blur of the given one when trained to regress it (README, "Keeping the handwriting"). Kernel-prediction networks for
+object goes (its trajectory is right to a fraction of a pixel) but not redraw *the given* object there -- moving a glyph
+by one pixel changes every token it touches, and the network answers with a generic glyph of the class, or a blur of the
+given one when trained to regress it (docs/bundled_model.md, "Keeping the handwriting"). Kernel-prediction networks for
 frame interpolation (SepConv, Niklaus et al., 2017) and dynamic filter networks (Jia et al., 2016) move content the
 other way round: a predicted kernel per output pixel gathers it from a reference frame, so a shift is a kernel, not a
-redraw. Here, with the nearest context frame as the reference (``nearest_context``) and a separable kernel of
-2R + 1 taps per axis:
+redraw. Here, with the nearest context frame as the reference (``nearest_context``) and a separable kernel of 2R + 1
+taps per axis:
 
     copy(y, x) = sum_ij kv_i(y, x) kh_j(y, x) ref(y + i - R, x + j - R)      kv, kh: the 2R + 1 taps per axis
                                                                               (ref's border continues outside it)

@@ -22,9 +22,9 @@ context frames of frame-conditional generation carry their own time t = r = 0.
 
 The temporal sub-layer of each block is a separate module (``blocks.i.temporal``) with its own zero-initialised
 adaLN gate and its own temporal sin-cos positions added to its input, so a factorised or spacetime video model built
-from an image model's weights starts as that image model applied per frame; joint attention changes the image
-model's function from the first step (README, design table: from the same image checkpoint the factorised model was
-far ahead after 800 video steps). With ``temporal=False`` the model is image-only: 4-D inputs (B, C, H, W) are
+from an image model's weights starts as that image model applied per frame; joint attention changes the image model's
+function from the first step (docs/experiments.md, design options: from the same image checkpoint the factorised model
+was far ahead after 800 video steps). With ``temporal=False`` the model is image-only: 4-D inputs (B, C, H, W) are
 accepted and the parameter count is the DiT's.
 """
 
@@ -375,8 +375,8 @@ class STDiT(ModelMixin, ConfigMixin):
         self.y_embedder = LabelEmbedder(num_classes, hidden_size) if num_classes > 0 else None
         # The guidance scale as a condition (iMF); its output layer starts at zero, so a model gaining it
         # (``model.init_from``) starts as the model it came from, at every scale. kappa = 1 - 1 / w is embedded at
-        # DiT's timestep scale: nothing differentiates along w (t keeps scale 1 for the JVP's d_t u), and at scale 1
-        # the sin-cos features of kappa in [0, 0.8] barely differ, so every scale learnt the same shift (README).
+        # DiT's timestep scale: nothing differentiates along w (t keeps scale 1 for the JVP's d_t u), and at scale 1 the
+        # sin-cos features of kappa in [0, 0.8] barely differ, so every scale learnt the same shift (docs/method.md).
         self.g_embedder = TimestepEmbedder(hidden_size, time_scale=GUIDANCE_TIME_SCALE) if guidance_embed else None
         # Temporal sin-cos positions enter the tokens through a zero-initialised per-channel gate: the video
         # model starts as the image model per frame, yet learns frame identity ~3x faster than with positions

@@ -1,12 +1,12 @@
 """Motion-compensated copy: a generated frame replaced by its neighbour, moved, where the move explains it.
 
-A one-step network puts a continued object where it belongs (the bundled digits model: its ink centroid ~1.5 px from
-the true one over 8 new frames) but redraws it there: the class survives, the handwriting does not (glyph match 0.86
-against a true continuation's 1.0; README, "Keeping the handwriting"). Ten sessions of training-side remedies did not
-close that gap without blur (``eval.digits.sharpness``). A video codec's answer is motion compensation: predict a
-frame as an earlier one moved and keep the prediction where it explains the frame. Here the network's frame is what
-is explained, frame by frame outwards from the given frames (ref: the frame's neighbour towards its nearest given
-frame -- that given frame, or a new frame already copied or kept):
+A one-step network puts a continued object where it belongs (the bundled digits model: its ink centroid ~1.5 px from the
+true one over 8 new frames) but redraws it there: the class survives, the handwriting does not (glyph match 0.86 against
+a true continuation's 1.0; docs/bundled_model.md, "Keeping the handwriting"). Ten sessions of training-side remedies did
+not close that gap without blur (``eval.digits.sharpness``). A video codec's answer is motion compensation: predict a
+frame as an earlier one moved and keep the prediction where it explains the frame. Here the network's frame is what is
+explained, frame by frame outwards from the given frames (ref: the frame's neighbour towards its nearest given frame --
+that given frame, or a new frame already copied or kept):
 
     d* = argmin_{|dy|, |dx| <= R} mean over covered pixels (shift(ref, d) - frame)^2
     frame' = shift(ref, d*)   if that mean <= tol^2,   else frame;      ref <- frame'

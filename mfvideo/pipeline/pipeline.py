@@ -392,24 +392,24 @@ class MFVideoPipeline(DiffusionPipeline):
         a class per clip uniformly (from the same generator, after the first window's noise; returned in
         ``class_labels``): p(x) = mean over y of p(x | y), through the guided conditional field the model was trained
         for, where its null-label branch (``class_labels=-1``, trained on a tenth of the rows, unguided) draws far
-        worse clips (the bundled model: FD 416 against 88; README). Noise comes from ``generator`` (a CPU
+        worse clips (the bundled model: FD 416 against 88; docs/bundled_model.md). Noise comes from ``generator`` (a CPU
         ``torch.Generator``) or from ``seed``. ``context_noise``, ``frames_per_window``, ``reread_context``,
         ``motion_copy`` (for the windows after the first): as in ``extend`` (a copy holds the first window's glyph,
-        flaws included: the bundled model's speckle 0.028 -> 0.057, class accuracy 1.0 -> 0.945; README); what the
-        model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
-        every later window, as an extension holds what it read off the given video. Re-reading every window's own
-        frames compounds their drift: the bundled model's 24-frame clips then dim (99th-percentile intensity
-        1.0 -> 0.92 by frames 16-23) and lose their class (frame accuracy 0.92 -> 0.84, held: 0.96; README "Clips
+        flaws included: the bundled model's speckle 0.028 -> 0.057, class accuracy 1.0 -> 0.945; docs/usage.md); what
+        the model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
+        every later window, as an extension holds what it read off the given video. Re-reading every window's own frames
+        compounds their drift: the bundled model's 24-frame clips then dim (99th-percentile intensity 1.0 -> 0.92 by
+        frames 16-23) and lose their class (frame accuracy 0.92 -> 0.84, held: 0.96; docs/bundled_model.md "Clips
         generated past the window").
 
         The first window is always the model's full trained window, cut to ``num_frames`` where fewer are asked for
         (one frame included): a video model draws worse frames from shorter noise than it was trained on (the bundled
-        model's single frames: class accuracy 0.78 -> 0.91, sharpness 0.70 -> 0.81; README).
+        model's single frames: class accuracy 0.78 -> 0.91, sharpness 0.70 -> 0.81; docs/usage.md).
 
         ``first_window_steps``: network calls for the first window alone (default ``steps``). The first window is
         made from noise with nothing to lean on, the later ones next to the model's own frames: on the bundled model
         the one-step first window is the weakest part of a clip, and two calls there (one more call per clip, the
-        rest one step) make it nearly as clean as the windows after it (README "Clips generated past the window").
+        rest one step) make it nearly as clean as the windows after it (docs/bundled_model.md).
 
         ``guidance_scale`` (a model trained with ``method.cfg_scale_range``, which takes the scale as a condition;
         default ``resolve_guidance_scale``'s): classifier-free guidance chosen here, one call per window still; a model
@@ -501,7 +501,7 @@ class MFVideoPipeline(DiffusionPipeline):
         the model itself (a diffusion classifier: 8 x classes network calls per clip) and conditions on it; the ids
         come back in ``class_labels``. On a model with a class reader a given or inferred class enters through the
         reader, as its held reading (``_read_labelled``; with ``reread_context=True`` it conditions every block, the
-        guided labelled field, which overdraws: README "Use it").
+        guided labelled field, which overdraws: docs/usage.md).
 
         ``context_noise`` (default: the model's ``sample.context_noise``): from the second window on, the context is
         the model's own frames; they are noised to this level first (for a model trained with
@@ -512,14 +512,14 @@ class MFVideoPipeline(DiffusionPipeline):
         slide the window by n. Every kept frame then lies within n frames of its context, at the price of
         (window - context) / n times the network calls: with n = 1, one call per new frame (streaming). A one-step
         window's frames get worse with distance from their context (the bundled model: 0.96 -> 0.89 over 8 new
-        frames, flat at 0.94-0.96 with n = 1; README).
+        frames, flat at 0.94-0.96 with n = 1; docs/usage.md).
 
         ``motion_copy`` (R latent pixels; 0: off): every new frame that the frame before it (the last context frame
         for the first), moved by whole latent pixels within R, explains to a root-mean-square difference of at most
         ``motion_copy_tol`` (latent units; None: ``MOTION_COPY_TOL``, 0.4) becomes that moved frame
         (``pipeline.motion_copy``: a codec's motion compensation, per frame). The network still decides where the
         content goes and which frames a move explains; the copy keeps what it would redraw: the given handwriting,
-        sharp (the bundled model, 1-NFE: glyph match 0.863 -> 0.995, 0.999 with ``frames_per_window=1``; README).
+        sharp (the bundled model, 1-NFE: glyph match 0.863 -> 0.995, 0.999 with ``frames_per_window=1``; docs/usage.md).
         Content that changes otherwise than by a move stays the network's.
 
         ``guidance_scale``: as in ``generate``.
@@ -636,7 +636,7 @@ class MFVideoPipeline(DiffusionPipeline):
         run with the null label and the class enters from the middle block on, as a read one does. The labelled
         field carries the guidance folded in by training and redraws a context that already shows its class: on the
         bundled model a true label given that way made the new frames less legible than no label at all (accuracy
-        at distance 8: 0.815 against 0.89), through the reader 0.915 (README "Use it"). Returns (reading, read ids
+        at distance 8: 0.815 against 0.89), through the reader 0.915 (docs/usage.md). Returns (reading, read ids
         (-1 on labelled rows), the labels to run with)."""
         if not self._routes_labels(y):
             reading, read = self._read_given(noise, y, context, mask)

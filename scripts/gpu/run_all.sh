@@ -84,7 +84,7 @@ case $stage in
   train)  # TRAIN_SECONDS of training (1/3 image stage, 2/3 video stage) + ~30 s of starts and export; scored
            # afterwards on the CPU (scripts/evaluate_digits.py) unless EVAL=1
     budget=${TRAIN_SECONDS:-400}
-    pred=${PREDICTION:-x}  # x-prediction: the best equal-budget arm on CPU (README, MeanFlow vs flow matching rerun)
+    pred=${PREDICTION:-x}  # x-prediction: the best equal-budget arm on CPU (docs/bundled_model.md)
     tangent=${TANGENT:-model}  # improved MeanFlow's tangent: the better arm at equal steps on CPU (docs/experiments.md, session 28)
     common="model.prediction=$pred method.tangent=$tangent train.mixed_precision=bf16 train.cuda_graph_jvp=${GRAPH:-true} train.compile_jvp=${COMPILE:-false} train.checkpoint_every=200 train.num_workers=8 train.log_every=100"
     timeout $((budget / 3)) python3 -m mfvideo.cli.train configs/moving_digits_image.yaml train.output_dir=/tmp/gpu_image \

@@ -1,1 +1,0 @@
-from mfvideo.pipeline import MFVideoPipeline  # noqa: F401

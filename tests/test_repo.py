@@ -35,8 +35,9 @@ def test_the_readme_points_at_files_that_exist():
     import re
 
     text = (ROOT / "README.md").read_text()
-    named = set(re.findall(r"\]\(((?:docs|results|scripts|configs|tests|mfvideo)/[^)\s]+)\)", text))
-    named |= {m for m in re.findall(r"`((?:docs|results|scripts|configs|tests|mfvideo)/[\w./-]+)`", text) if "*" not in m}
+    top = "(?:docs|results|scripts|configs|tests|mfvideo)/"
+    named = set(re.findall(rf"\]\(({top}[^)\s]+)\)", text))  # images and links
+    named |= {m for m in re.findall(rf"`({top}[\w./-]+)`", text) if "*" not in m}  # paths in backticks, no globs
     assert len(named) > 10 and any(n.startswith("docs/") for n in named), named
     missing = sorted(n for n in named if not (ROOT / n).exists())
     assert not missing, f"the README names {missing}, which the repository lacks"
@@ -63,10 +64,11 @@ def test_the_readme_use_it_examples_run_as_written(tmp_path, monkeypatch):
     iio.imwrite("digit.png", clips[1][0])
     shorter = {"num_new_frames=100_000": "num_new_frames=12", "num_frames=10_000": "num_frames=20"}
     ns = {"keyframes": clips[1][[0, 7]]}
-    for block in blocks:
-        for long, short in shorter.items():
-            block = block.replace(long, short)
-        exec(compile(block, "README.md (Use it)", "exec"), ns)
+    code = "".join(blocks)
+    assert all(long in code for long in shorter), "the streaming examples changed: update `shorter` to match"
+    for long, short in shorter.items():
+        code = code.replace(long, short)
+    exec(compile(code, "README.md (Use it)", "exec"), ns)
     assert ns["out"].frames.shape == (4, 24, 16, 16, 3)  # generate: 4 clips of 24 frames
     assert ns["mid"].frames.shape == (1, 8, 16, 16, 3)  # condition: one window between two keyframes
     assert ns["ext"].frames.shape[1] == 1 + 15  # image to video: the image, then 15 new frames

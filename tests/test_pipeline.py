@@ -356,6 +356,43 @@ def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path):
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.mp4").exists()
 
 
+def test_cli_takes_class_names_and_names_the_files_by_them(ckpt, tmp_path):
+    """A model trained on class folders knows its classes by name (``id2label``): ``--classes`` / ``--class`` take
+    the names as the Python API does, the clips are those of the ids, and the files carry both."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    names = ["cat", "dog", "red fox"] + [f"c{i}" for i in range(3, 10)]
+    named = tmp_path / "named"
+    MFVideoPipeline(pipe.transformer, training_config=pipe.cfg, id2label=dict(enumerate(names))).save_pretrained(named)
+    proc = _cli("scripts/sample.py", "--checkpoint", str(named), "--classes", "red fox", "cat", "--grid",
+                "--out", str(tmp_path / "s"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "clip_000_class2_red-fox.mp4", "clip_001_class0_cat.mp4", "grid.png"]
+    sheets = {}
+    for out, classes in (("i", ["2", "0"]), ("o", ["1", "0"])):
+        proc = _cli("scripts/sample.py", "--checkpoint", str(named), "--classes", *classes, "--grid", "--out",
+                    str(tmp_path / out))
+        assert proc.returncode == 0, proc.stderr
+        sheets[out] = imageio.imread(tmp_path / out / "grid.png")
+    named_sheet = imageio.imread(tmp_path / "s" / "grid.png")
+    assert np.array_equal(named_sheet, sheets["i"]) and not np.array_equal(named_sheet, sheets["o"])
+    clip = tmp_path / "s" / "clip_001_class0_cat.mp4"
+    outs = {}
+    for c in ("dog", "1", "cat"):
+        proc = _cli("scripts/extend.py", str(clip), "--checkpoint", str(named), "--num-new-frames", "4", "--class", c,
+                    "--out", str(tmp_path / f"e_{c}.mp4"))
+        assert proc.returncode == 0, proc.stderr
+        outs[c] = read_video(tmp_path / f"e_{c}.mp4")[0]
+    assert np.array_equal(outs["dog"], outs["1"]) and not np.array_equal(outs["dog"], outs["cat"])
+    for args in (["scripts/sample.py", "--checkpoint", str(named), "--classes", "cat", "fox", "--out", str(tmp_path / "bad")],
+                 ["scripts/extend.py", str(clip), "--checkpoint", str(named), "--num-new-frames", "4", "--class", "fox",
+                  "--out", str(tmp_path / "bad.mp4")]):
+        proc = _cli(*args)
+        assert proc.returncode == 2 and proc.stderr == "error: unknown class name 'fox'; known: c3, c4, c5, c6, c7, " \
+            "c8, c9, cat, dog, red fox\n", proc.stderr
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.mp4").exists()
+
+
 MEM = """
 import resource, sys, numpy as np, torch
 from mfvideo.pipeline import MFVideoPipeline

@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -126,6 +127,13 @@ def check_output_dir(path: str | Path) -> Path:
     else:
         _writable_parent(path, "output folder")
     return path
+
+
+def class_name(pipe, class_id: int) -> str:
+    """``class3``, or ``class3_cat`` where the model names class 3 (``id2label``): part of a file name."""
+    name = pipe.labels.get(str(int(class_id)), "")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:40]
+    return f"class{int(class_id)}" + (f"_{safe}" if safe and safe != str(int(class_id)) else "")
 
 
 def add_pipeline_stage_args(p: argparse.ArgumentParser) -> None:

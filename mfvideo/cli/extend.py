@@ -20,7 +20,9 @@ def main(argv=None):
     p.add_argument("--frames-per-window", type=positive_int, default=None,
                    help="keep only the first N new frames of every window and slide by N: frames nearer their context, "
                         "(window - context) / N times the network calls; 1 = one call per new frame (default: all)")
-    p.add_argument("--class", dest="class_id", type=int, default=None, help="class id of the clip (default: none)")
+    p.add_argument("--class", dest="class_id", default=None,
+                   help="class id or name (the model's id2label) of the clip (default: none; the model's context "
+                        "reader, if it has one, reads it off the input)")
     p.add_argument("--infer-class", action="store_true",
                    help="read the class off the context with the model itself, then condition on it")
     p.add_argument("--steps", type=positive_int, default=None,
@@ -53,6 +55,8 @@ def main(argv=None):
 
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
+    if args.class_id is not None:
+        args.class_id = int(pipe.check_labels(args.class_id)[0])  # a name -> its id; unknown: one line, nothing written
     stream = pipe.extend_stream(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
                                 class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
                                 sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
@@ -64,7 +68,8 @@ def main(argv=None):
     save_video((written.append(len(c[0])) or c[0] for c in stream), out_path, fps=args.fps or stream.fps)
     if stream.class_labels is not None and int(stream.class_labels[0]) >= 0:
         c = str(int(stream.class_labels[0]))
-        print(f"class read from the context: {c} ({pipe.labels.get(c, c)})")
+        name = pipe.labels.get(c, c)
+        print(f"class read from the context: {c}" + (f" ({name})" if name != c else ""))
     print(f"wrote {sum(written)} frames ({args.num_new_frames} new) to {out_path}")
     return 0
 

@@ -4,7 +4,7 @@ are encoded as their windows are made (memory flat in their length; --grid holds
 
 from __future__ import annotations
 
-from . import (ArgumentParser, add_motion_copy_args, check_output_dir, device, positive_float,
+from . import (ArgumentParser, add_motion_copy_args, check_output_dir, class_name, device, positive_float,
                positive_int, user_errors)
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
@@ -16,9 +16,10 @@ MAX_CLIPS = 100_000  # one mp4 each: more is a typo, not a request (1e9 files wo
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-sample", description="Generate clips with a MeanFlow STDiT in one step.")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled moving-digits model)")
-    p.add_argument("--classes", type=int, nargs="+", default=None,
-                   help="class ids: one clip each, or with --num-clips N and one id, N clips of that class (default: "
-                        "a class drawn per clip, named in the file name; -1: the null label)")
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="class ids or names (the model's id2label, e.g. a training folder's class folders): one clip "
+                        "each, or with --num-clips N and one class, N clips of it (default: a class drawn per clip, "
+                        "named in the file name; -1: the null label)")
     p.add_argument("--num-clips", type=positive_int, default=None, help="clips to generate (default: 4, or one per class)")
     p.add_argument("--num-frames", type=positive_int, default=None, help="frames per clip (default: the model's window)")
     p.add_argument("--frames-per-window", type=positive_int, default=None,
@@ -63,7 +64,7 @@ def main(argv=None):
 
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
     if classes is not None:
-        pipe.check_labels(classes)
+        classes = pipe.check_labels(classes).tolist()  # names -> ids; an unknown name or id is one line
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
     generator = torch.Generator().manual_seed(args.seed)
     frames = args.num_frames or pipe.window
@@ -82,7 +83,8 @@ def main(argv=None):
             guidance_scale=args.guidance_scale)
         fps = fps or stream.fps
         ids = classes[start : start + count] if classes is not None else stream.class_labels  # given, drawn, or none
-        names = [f"{i:03d}" + ("" if ids is None else f"_class{ids[i - start]}") for i in range(start, start + count)]
+        names = [f"{i:03d}" + ("" if ids is None else f"_{class_name(pipe, ids[i - start])}")
+                 for i in range(start, start + count)]
         chunks = iter(stream)
         if args.grid:  # the sheet holds every frame anyway
             chunks = list(chunks)

@@ -230,6 +230,51 @@ def test_sd_vae_scale_is_read_from_config():
     assert make_codec("image_vae", scaling_factor=0.5).scale == 0.5
 
 
+def test_manifests_take_ids_or_names_and_bad_rows_name_their_line(tmp_path):
+    from mfvideo.data.videos import read_manifest
+
+    (tmp_path / "names.csv").write_text("path,label\nv/a.mp4,red fox\n/abs/b.mp4,cat\nv/c.mp4,\nv/d.mp4,cat\n")
+    rows, classes = read_manifest(tmp_path / "names.csv")
+    assert classes == ["cat", "red fox"]
+    assert rows == [(str(tmp_path / "v/a.mp4"), 1), ("/abs/b.mp4", 0), (str(tmp_path / "v/c.mp4"), -1),
+                    (str(tmp_path / "v/d.mp4"), 0)]
+    (tmp_path / "ids.jsonl").write_text('{"path": "a.mp4", "label": 0}\n\n{"path": "b.mp4", "label": "2"}\n'
+                                        '{"path": "c.mp4"}\n')
+    rows, classes = read_manifest(tmp_path / "ids.jsonl")
+    assert classes is None and [y for _, y in rows] == [0, 2, -1]
+    (tmp_path / "nopath.csv").write_text("file,label\na.mp4,1\n")
+    (tmp_path / "bad.jsonl").write_text('{"path": "a.mp4"}\n{"label": 1}\n')
+    (tmp_path / "neg.csv").write_text("path,label\na.mp4,1\nb.mp4,-3\n")
+    (tmp_path / "empty.csv").write_text("path,label\n")
+    for name, says in (("nopath.csv", "needs a 'path' column"), ("bad.jsonl", "bad.jsonl:2: bad manifest row"),
+                       ("neg.csv", "neg.csv:3: label -3"), ("empty.csv", "lists no videos")):
+        with pytest.raises(ValueError, match=says):
+            read_manifest(tmp_path / name)
+
+
+def test_class_names_of_a_manifest_reach_the_checkpoint_through_the_latent_cache(video_dir, tmp_path, capsys):
+    """Named classes of a manifest are the model's id2label, trained on the videos directly or on their latent
+    cache (the cache keeps the names)."""
+    from mfvideo.cli import cache_latents as cache_cli
+    from mfvideo.cli import train as train_cli
+    from mfvideo.pipeline import MFVideoPipeline
+
+    (video_dir / "list.csv").write_text("path,label\napple/a.mp4,fruit\nbanana/b.mp4,yellow fruit\n")
+    common = [str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"), "data.kind=video_folder",
+              f"data.manifest={video_dir / 'list.csv'}", "data.channels=3", "data.num_frames=4", "train.batch_size=2"]
+    assert cache_cli.main([*common, "--out", str(tmp_path / "cache")]) == 0
+    cache = LatentCache(tmp_path / "cache")
+    assert cache.classes == ["fruit", "yellow fruit"] and cache.num_classes == 2
+    for run, data in (("direct", []), ("cached", ["data.kind=latent_cache", f"data.root={tmp_path / 'cache'}"])):
+        assert train_cli.main([*common, *data, f"train.output_dir={tmp_path / run}", "train.max_steps=2",
+                               "train.checkpoint_every=2"]) == 0
+        last = tmp_path / run / "checkpoints" / "step_00000002"
+        assert f"checkpoint: {last} (mfvideo-sample --checkpoint {last} --out DIR;" in capsys.readouterr().out
+        pipe = MFVideoPipeline.from_pretrained(tmp_path / run / "checkpoints" / "step_00000002")
+        assert pipe.labels == {"0": "fruit", "1": "yellow fruit"}, run
+        assert pipe.check_labels(["yellow fruit", "fruit"]).tolist() == [1, 0]
+
+
 # ---------------------------------------------------------------------------------------------- latent cache
 def test_cache_interrupted_and_resumed_equals_uninterrupted_and_matches_on_the_fly(video_dir, tmp_path):
     from mfvideo.latents.vae import VideoVAECodec

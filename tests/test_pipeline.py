@@ -553,7 +553,8 @@ def test_extend_and_generate_through_a_causal_video_vae():
     four = pipe.extend(video, num_new_frames=8, context_frames=1, seed=0, output_type="uint8", frames_per_window=4).frames
     assert four.shape == (1, 15, 64, 64, 3) and counter.frames == [3, 3]
     assert np.array_equal(four[:, 7:11], every[:, 7:11]) and not np.array_equal(four[:, 11:], every[:, 11:])
-    with pytest.raises(ValueError, match="multiple of the VAE's 4 frames"):
+    with pytest.raises(ValueError, match=r"must be one of 4, 8 \(whole latent frames of the VAE's 4 frames each\) "
+                                         "with 1 context frame in a 9-frame window, got 2"):
         pipe.extend(video, 4, context_frames=1, frames_per_window=2)
     counter.calls, counter.frames = 0, []
     gen = pipe.generate(num_frames=13, num_clips=2, seed=0)

@@ -131,6 +131,7 @@ CASES = {
     "train clip_attention on joint": T("model.attention=joint", "model.clip_attention=true"),
     "train context_reference on images": T("data.num_frames=1", "model.context_reference=true"), "train unknown key": T("train.learning_rate=1"),
     "train output dir is a file": ["train", TINY, "train.output_dir={w}/a_file", "train.max_steps=2"],
+    "train afresh over an earlier run's checkpoints": ["train", TINY, "train.output_dir={w}/run", "train.max_steps=8"],
     "train config missing": ["train", "{w}/missing.yaml"],
     # cache
     "cache shard-size 0": ["cache", TINY, "--out", "{w}/cache", "--shard-size", "0"],

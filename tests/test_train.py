@@ -47,6 +47,24 @@ def test_resume_is_bit_identical(tmp_path):
     assert any(not torch.equal(first[k], a[k]) for k in a)
 
 
+def test_a_fresh_start_never_overwrites_an_earlier_run(tmp_path):
+    """Unset ``train.resume`` into a folder that holds checkpoints is refused before anything is written (it would
+    overwrite them and interleave two runs in one log); a folder whose run died before its first checkpoint starts
+    anew with a log of its own records only."""
+    run = tmp_path / "run"
+    train(tiny_cfg(run, "train.max_steps=4", "train.checkpoint_every=2", "train.log_every=1"))
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    with pytest.raises(ConfigError, match="step_00000004.*train.resume=auto"):
+        train(tiny_cfg(run, "train.max_steps=6", "train.log_every=1"))
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    assert train(tiny_cfg(run, "train.max_steps=6", "train.resume=auto", "train.log_every=1"))
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == list(range(1, 7))
+    died = tmp_path / "died"  # no checkpoint: nothing to continue, nothing to lose
+    train(tiny_cfg(died, "train.max_steps=3", "train.checkpoint_every=0", "train.log_every=1"))
+    train(tiny_cfg(died, "train.max_steps=2", "train.checkpoint_every=0", "train.log_every=1"))
+    assert [json.loads(line)["step"] for line in (died / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
 def test_quick_loss_falls_and_log_written(tmp_path):
     train(tiny_cfg(tmp_path, "train.max_steps=60", "train.checkpoint_every=0", "train.log_every=5"))
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

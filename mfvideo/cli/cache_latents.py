@@ -41,7 +41,8 @@ def main(argv=None):
     acc.wait_for_everyone()
     if acc.is_main_process:
         n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-        path = write_manifest(args.out, codec, n, args.shard_size, images, {"config": cfg.data.__dict__})
+        extra = {"config": cfg.data.__dict__, "classes": getattr(dataset, "classes", None) or None}  # names by id
+        path = write_manifest(args.out, codec, n, args.shard_size, images, extra)
         print(f"cached {n} items in {path.parent}")
     return 0
 

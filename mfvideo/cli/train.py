@@ -38,6 +38,11 @@ def main(argv=None):
         print(f"nothing to train: the run is at step {summary['steps']} and train.max_steps={cfg.train.max_steps}")
         return 0
     print(f"trained to step {summary['steps']}; unweighted loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}")
+    from ..train.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(cfg.train.output_dir)
+    if last is not None:  # what to do with it next
+        print(f"checkpoint: {last} (mfvideo-sample --checkpoint {last} --out DIR; mfvideo-export {last} --out DIR)")
     return 0
 
 

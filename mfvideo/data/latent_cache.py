@@ -117,7 +117,9 @@ class LatentCache(torch.utils.data.Dataset):
         self.shard_size = self.manifest["shard_size"]
         self._tensors: dict[int, dict[str, torch.Tensor]] = {}
         labels = torch.cat([self._shard(s)["labels"] for s in range(len(self.manifest["shards"]))])
-        self.num_classes = int(labels.max()) + 1 if labels.numel() and labels.min() >= 0 else 0
+        self.classes = self.manifest.get("classes")  # the cached dataset's class names by id, when it had them
+        ids = int(labels.max()) + 1 if labels.numel() and labels.min() >= 0 else 0  # a -1 among ids: unconditional
+        self.num_classes = len(self.classes) if self.classes else ids
 
     def _shard(self, s: int) -> dict[str, torch.Tensor]:
         if s not in self._tensors:

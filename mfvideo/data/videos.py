@@ -26,25 +26,41 @@ class TooManyBadFiles(ValueError):
     pass
 
 
-def read_manifest(path: Path) -> list[tuple[str, int]]:
-    """(path, label) rows from a CSV (header with ``path`` and optional ``label``) or JSONL file."""
+def read_manifest(path: Path) -> tuple[list[tuple[str, int]], list[str] | None]:
+    """(path, label id) rows and the class names from a CSV (a header with ``path`` and an optional ``label``
+    column) or a JSONL file (``{"path": ..., "label": ...}`` per line). Labels are class ids (integers) or class
+    names (any other text: ids in sorted name order, the names kept with the model); no label is -1 (unlabelled)."""
     rows = []
     if path.suffix == ".jsonl":
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if line.strip():
                 try:
                     d = json.loads(line)
-                    rows.append((d["path"], int(d.get("label", -1))))
-                except (ValueError, KeyError) as e:
+                    rows.append((n, str(d["path"]), d.get("label")))
+                except (ValueError, KeyError, TypeError) as e:
                     raise ValueError(f"{path}:{n}: bad manifest row ({e})") from None
     else:
         with open(path, newline="") as f:
-            for n, d in enumerate(csv.DictReader(f), 2):
-                if "path" not in d:
-                    raise ValueError(f"{path}: the CSV header needs a 'path' column")
-                rows.append((d["path"], int(d.get("label") or -1)))
+            reader = csv.DictReader(f)
+            if "path" not in (reader.fieldnames or []):
+                raise ValueError(f"{path}: the CSV header needs a 'path' column, got {reader.fieldnames}")
+            rows = [(n, d["path"], d.get("label")) for n, d in enumerate(reader, 2)]
+    if not rows:
+        raise ValueError(f"{path}: the manifest lists no videos")
+    given = [(n, str(y).strip()) for n, _, y in rows if y is not None and str(y).strip() != ""]
+    names = any(not y.lstrip("-").isdigit() for _, y in given)
+    classes = sorted({y for _, y in given}) if names else None
+    for n, y in given:
+        if not names and int(y) < -1:
+            raise ValueError(f"{path}:{n}: label {y} is not a class id (>= 0, or -1 for none)")
+    ids = {y: i for i, y in enumerate(classes)} if names else None
     base = path.parent
-    return [(str(p if Path(p).is_absolute() else base / p), y) for p, y in rows]
+    out = []
+    for n, p, y in rows:
+        y = "" if y is None else str(y).strip()
+        label = -1 if y == "" else (ids[y] if names else int(y))
+        out.append((str(p if Path(p).is_absolute() else base / p), label))
+    return out, classes
 
 
 class VideoFolder(torch.utils.data.Dataset):
@@ -82,7 +98,8 @@ class VideoFolder(torch.utils.data.Dataset):
                   target_fps=cfg.target_fps, train=split == "train", hflip=cfg.hflip, seed=cfg.seed,
                   max_bad_fraction=cfg.max_bad_fraction)
         if cfg.manifest:
-            return cls(read_manifest(Path(cfg.manifest)), **kw)
+            files, classes = read_manifest(Path(cfg.manifest))
+            return cls(files, classes=classes, **kw)
         root = Path(cfg.root or "")
         return cls.from_folder(root / split if (root / split).is_dir() else root, **kw)
 

@@ -621,9 +621,13 @@ class MFVideoPipeline(DiffusionPipeline):
         f, w = self.codec.temporal_factor, self.latent_window
         most = f * (w - k)
         if n != int(n) or int(n) < 1 or int(n) > most or int(n) % f:
-            rule = f" and a multiple of the VAE's {f} frames per latent frame" if f > 1 else ""
-            raise ValueError(f"frames_per_window must lie in [1, {most}]{rule} with {self._pixel_frames(k)} context "
-                             f"frames in a {self.window}-frame window, got {n}")
+            kc = self._pixel_frames(k)
+            where = f"with {kc} context frame{'s' * (kc != 1)} in a {self.window}-frame window"
+            if f > 1:  # whole latent frames of a temporally compressing VAE
+                allowed = ", ".join(str(f * i) for i in range(1, w - k + 1))
+                raise ValueError(f"frames_per_window must be one of {allowed} (whole latent frames of the VAE's {f} "
+                                 f"frames each) {where}, got {n}")
+            raise ValueError(f"frames_per_window must lie in [1, {most}] {where}, got {n}")
         return int(n) // f
 
     def _routes_labels(self, y) -> bool:

@@ -174,6 +174,10 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     run_dir = Path(tc.output_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"train.output_dir {run_dir} is a file, not a folder")
+    earlier = latest_checkpoint(run_dir)
+    if tc.resume in (None, "", "none") and earlier is not None:  # a fresh start here would overwrite that run
+        raise ConfigError(f"train.output_dir {run_dir} holds an earlier run's checkpoints (up to {earlier.name}): "
+                          "train.resume=auto continues it, another train.output_dir starts anew")
     trackers = _available_trackers(tc.trackers)
     accelerator = make_accelerator(mixed_precision=tc.mixed_precision, log_with=trackers or None,
                                    project_dir=str(run_dir))
@@ -209,7 +213,8 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
         step = _restore(resume_from, model, ema, optimizer, scheduler)
         if accelerator.is_main_process:
             log.warning("resumed from %s at step %d", resume_from, step)
-            _trim_log(run_dir / "log.jsonl", step)
+    if accelerator.is_main_process:  # a fresh start drops the records of a run killed before its first checkpoint
+        _trim_log(run_dir / "log.jsonl", step)
 
     if not sharded:  # FSDP2 needs no wrapper: fully_shard's hooks gather weights and reduce-scatter gradients
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -229,7 +234,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        if hasattr(s.dataset, "classes"):
+        if getattr(s.dataset, "classes", None):
             (run_dir / "classes.json").write_text(json.dumps(s.dataset.classes, indent=1))
     if trackers:  # the resolved config as the run's hyper-parameters
         accelerator.init_trackers(run_dir.name or "mfvideo", config=flat_config(cfg))

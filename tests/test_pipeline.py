@@ -317,6 +317,15 @@ def test_bad_inputs_are_clear_errors(ckpt, tmp_path):
     (empty / "config.yaml").write_text((ckpt / "config.yaml").read_text())
     with pytest.raises(CheckpointError, match="no weights"):
         MFVideoPipeline.from_pretrained(empty)
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    cfg.model.in_channels, cfg.model.num_classes = 1, 0
+    unconditional = MFVideoPipeline(build_model(cfg.model), training_config=cfg)
+    says = r"unconditional: it takes no class \(class_labels=None; no --classes / --class\)"
+    with pytest.raises(ValueError, match=says):
+        unconditional.generate(class_labels=[0])
+    with pytest.raises(ValueError, match=says):
+        unconditional.extend(np.zeros((4, 16, 16, 3)), 2, class_labels=[0])
+    assert unconditional.generate(seed=0).class_labels is None
 
 
 def _cli(*args):

@@ -209,7 +209,8 @@ class MFVideoPipeline(DiffusionPipeline):
         """Class ids (or names) as a (B,) long tensor; an id outside 0..num_classes-1 (or -1, none) is a ValueError."""
         n = self.cfg.model.num_classes
         if not n:
-            raise ValueError("this model is unconditional: class_labels must be None")
+            raise ValueError("this model is unconditional: it takes no class "
+                             "(class_labels=None; no --classes / --class)")
         labels = torch.as_tensor(self.get_label_ids(class_labels), dtype=torch.long).reshape(-1)
         if labels.numel() == 0:
             raise ValueError("class_labels is empty: give at least one class id")

@@ -13,13 +13,38 @@ from einops import rearrange
 OUTPUT_TYPES = ("np", "uint8", "pt", "pil")
 
 
-def to_uint8(frames, name: str = "frames") -> np.ndarray:
-    """uint8 or integer in [0, 255], or float in [0, 1] (array or tensor), (…, H, W[, 1 | 3]) -> uint8 (…, H, W, 3).
+CHANNELS = (1, 3, 4)  # grey, RGB, RGBA (the alpha dropped, as when a file is decoded)
 
-    Values outside those ranges are an error, never a silent clip: a float array of 0..255 values would otherwise
-    come out white.
+
+def _channels_first(shape: tuple) -> bool:
+    """A tensor of this shape is read channels first: its last axis is no channel count, its third last is."""
+    return len(shape) >= 3 and shape[-1] not in CHANNELS and shape[-3] in CHANNELS
+
+
+def frames_shape(frames) -> tuple:
+    """The shape (…, H, W, 3) that ``to_uint8`` gives ``frames``, from their shape alone (nothing converted)."""
+    shape = tuple(frames.shape) if hasattr(frames, "shape") else np.shape(frames)
+    if isinstance(frames, torch.Tensor) and _channels_first(shape):
+        shape = (*shape[:-3], *shape[-2:], shape[-3])
+    if not shape or shape[-1] not in CHANNELS:
+        shape = (*shape, 1)
+    return (*shape[:-1], 3)
+
+
+def to_uint8(frames, name: str = "frames") -> np.ndarray:
+    """uint8 or integer in [0, 255], or float in [0, 1] (array or tensor) -> uint8 (…, H, W, 3).
+
+    Layouts: channels last (…, H, W, C) with C = 1, 3 or 4; grey without a channel axis (…, H, W); and for a torch
+    tensor whose last axis is no channel count, torch's channels first (…, C, H, W), a pipeline's ``"pt"`` output
+    (B, T, 3, H, W) among them. Values outside those ranges are an error, never a silent clip: a float array of
+    0..255 values would otherwise come out white.
     """
-    a = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu()
+        if _channels_first(tuple(frames.shape)):
+            frames = frames.movedim(-3, -1)  # (…, C, H, W) -> (…, H, W, C)
+        frames = frames.float().numpy() if frames.dtype in (torch.bfloat16, torch.float16) else frames.numpy()
+    a = np.asarray(frames)
     if a.dtype != np.uint8:
         if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
             raise ValueError(f"{name} must be uint8 in [0, 255] or float in [0, 1], got dtype {a.dtype}")
@@ -33,8 +58,10 @@ def to_uint8(frames, name: str = "frames") -> np.ndarray:
                 raise ValueError(f"float {name} must lie in [0, 1], got values in [{lo:g}, {hi:g}] "
                                  "(for 0..255 pass a uint8 array)")
             a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if a.ndim >= 1 and a.shape[-1] not in (1, 3):
+    if a.ndim >= 1 and a.shape[-1] not in CHANNELS:
         a = a[..., None]  # (…, H, W) grey
+    if a.shape[-1] == 4:
+        a = a[..., :3]  # RGBA: the colour, as decoded files give it
     return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
 
 

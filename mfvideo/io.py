@@ -199,12 +199,15 @@ def _last_line(e: Exception) -> str:
 
 
 def save_image(image, path: str | Path) -> Path:
-    """Write an (H, W, 3) image as PNG, atomically."""
+    """Write an (H, W, 3) image (or any layout ``to_uint8`` takes: grey, RGBA, a (3, H, W) tensor) as PNG, atomically."""
     import imageio.v2 as imageio
 
+    a = to_uint8(image, "image")
+    if a.ndim != 3 or 0 in a.shape:
+        raise ValueError(f"expected one image (H, W, 3), got shape {tuple(a.shape)}")
     with atomic_path(path, suffix=".png") as tmp:
         try:
-            imageio.imwrite(tmp, to_uint8(np.asarray(image)[None])[0], format="PNG")
+            imageio.imwrite(tmp, a, format="PNG")
         except OSError as e:
             raise OutputError(f"cannot write {path}: {e.strerror or e}; nothing was written") from None
     return Path(path)
@@ -215,14 +218,14 @@ def grid(videos, pad: int = 2, scale: int | None = None, min_side: int = 48) -> 
     pixels between frames. Each frame is magnified ``scale`` times, pixel for pixel (nearest; the values unchanged);
     by default the least whole factor that makes its short side ``min_side`` pixels or more (1 for frames that
     large), so that a 16 x 16 model's sheet can be read at a glance."""
-    v = np.asarray(videos)
-    b, t = v.shape[:2]
-    v = to_uint8(v.reshape(b * t, *v.shape[2:])).reshape(b, t, *v.shape[2:4], 3)
+    v = to_uint8(videos)  # (B, T, H, W, 3)
+    if v.ndim != 5 or 0 in v.shape:
+        raise ValueError(f"grid expects frames (B, T, H, W, 3), got shape {tuple(v.shape)}")
     if scale is None:
         scale = max(1, -(-min_side // min(v.shape[2:4])))
     if scale > 1:
         v = v.repeat(scale, axis=2).repeat(scale, axis=3)  # (B, T, H * s, W * s, 3)
-    h, w = v.shape[2:4]
+    b, t, h, w = v.shape[:4]
     sheet = np.full((b * (h + pad) + pad, t * (w + pad) + pad, 3), 255, np.uint8)
     for i in range(b):
         for j in range(t):

@@ -175,6 +175,41 @@ def test_a_still_image_or_a_short_input_is_all_context(ckpt, tmp_path):
     assert proc.returncode == 0 and probe(tmp_path / "moving.mp4").num_frames == 6, proc.stderr
 
 
+def test_every_frame_layout_is_read_as_the_same_clip(ckpt, tmp_path):
+    """What users hand over: uint8 channels last (the reference), float, grey, RGBA (alpha dropped, as for files),
+    torch's channels first (T, 3, H, W) and a pipeline's own "pt" output (B, T, 3, H, W), bf16, one image (H, W, 3) or
+    a (3, H, W) tensor. Each is the same clip (a channels-first tensor was read as a batch of grey clips before)."""
+    from mfvideo.frames import frames_shape, to_uint8
+    from mfvideo.io import grid, save_image
+    from mfvideo.pipeline.inputs import frame_count
+
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    rgb = (np.random.default_rng(0).random((4, 16, 16, 3)) * 255).astype(np.uint8)
+    unit = torch.from_numpy(rgb).float() / 255
+    ref = pipe.extend(rgb, 4, seed=0, output_type="uint8").frames
+    layouts = {"float": rgb / 255.0, "rgba": np.concatenate([rgb, np.full((4, 16, 16, 1), 9, np.uint8)], -1),
+               "TCHW": unit.permute(0, 3, 1, 2), "BTCHW": unit.permute(0, 3, 1, 2)[None],
+               "bf16 TCHW": unit.permute(0, 3, 1, 2).bfloat16(), "list": list(rgb)}
+    for name, video in layouts.items():
+        assert frames_shape(video)[-4:] == (4, 16, 16, 3) and frame_count(video) == 4, name
+        assert np.array_equal(pipe.extend(video, 4, seed=0, output_type="uint8").frames, ref), name
+    grey = rgb[..., 0]
+    assert np.array_equal(to_uint8(grey), np.repeat(grey[..., None], 3, -1)) and frame_count(grey) == 4
+    assert np.array_equal(pipe.extend(grey, 4, seed=0, output_type="uint8").frames,
+                          pipe.extend(np.repeat(grey[..., None], 3, -1), 4, seed=0, output_type="uint8").frames)
+    pt = pipe.extend(rgb, 4, seed=0, output_type="pt").frames  # (1, 8, 3, H, W): fed back as it came
+    assert np.array_equal(pipe.extend(pt, 2, seed=1, output_type="uint8").frames,
+                          pipe.extend(ref, 2, seed=1, output_type="uint8").frames)
+    one = pipe.extend(rgb[0], 3, seed=0, output_type="uint8").frames  # one image, as a PNG path is
+    assert frame_count(rgb[0]) == 1 and one.shape == (1, 4, 16, 16, 3) and np.array_equal(one[0, 0], rgb[0])
+    assert np.array_equal(pipe.extend(unit[0].permute(2, 0, 1), 3, seed=0, output_type="uint8").frames, one)
+    assert np.array_equal(grid(pt), grid(ref))
+    save_image(unit[0].permute(2, 0, 1), tmp_path / "chw.png")
+    assert np.array_equal(imageio.imread(tmp_path / "chw.png"), rgb[0])
+    with pytest.raises(ValueError, match="grid expects frames"):
+        grid(rgb)
+
+
 def test_extension_uses_its_context(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     a = np.zeros((4, 16, 16, 3), np.uint8)

@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 
 from ..data.transforms import resize_center_crop
-from ..frames import pixels_to_uint8, to_uint8
+from ..frames import frames_shape, pixels_to_uint8, to_uint8
 
 
 def _resize(frames: np.ndarray, resolution: int) -> np.ndarray:
@@ -36,9 +36,8 @@ def frame_count(video) -> int:
         from ..data.video_io import probe
 
         return probe(Path(video)).num_frames
-    shape = tuple(video.shape) if hasattr(video, "shape") else np.asarray(video).shape
-    ndim = len(shape) + (len(shape) > 0 and shape[-1] not in (1, 3))  # (…, H, W) grey gains a channel
-    return {4: shape[0], 5: shape[1] if len(shape) > 1 else 0}.get(ndim, 0)
+    shape = frames_shape(video)  # (…, H, W, 3), as load_clip will read it
+    return {3: 1, 4: shape[0], 5: shape[1]}.get(len(shape), 0)
 
 
 def iter_clip(video, resolution: int) -> Iterator[np.ndarray]:
@@ -59,8 +58,9 @@ def iter_clip(video, resolution: int) -> Iterator[np.ndarray]:
 
 def load_clip(video, resolution: int, last: int | None = None) -> np.ndarray:
     """A path (mp4, webm, avi, gif; a still image, png / jpg / webp / bmp / tif, is a one-frame clip), a uint8 array
-    (T, H, W, 3) / (B, T, H, W, 3), or a float array / tensor in [0, 1] of the same layouts -> uint8
-    (B, T, resolution, resolution, 3), short side resized and centre-cropped.
+    (T, H, W, 3) / (B, T, H, W, 3) / one image (H, W, 3), or a float array / tensor in [0, 1] of the same layouts
+    (RGBA and grey too; a tensor may be channels first, (B, T, 3, H, W) as a ``"pt"`` output: ``to_uint8``) ->
+    uint8 (B, T, resolution, resolution, 3), short side resized and centre-cropped.
 
     ``last``: keep only the last ``last`` frames (a file is then decoded from near its end only).
     """
@@ -68,6 +68,8 @@ def load_clip(video, resolution: int, last: int | None = None) -> np.ndarray:
         arr = _read_path(Path(video), resolution, last)
     else:
         arr = to_uint8(video)  # uint8 (…, H, W, 3); float outside [0, 1] is an error, grey becomes RGB
+    if arr.ndim == 3:
+        arr = arr[None]  # one image (H, W, 3): a one-frame clip, as an image file is
     if arr.ndim == 4:
         arr = arr[None]
     if arr.ndim != 5 or 0 in arr.shape:

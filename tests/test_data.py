@@ -252,6 +252,30 @@ def test_manifests_take_ids_or_names_and_bad_rows_name_their_line(tmp_path):
             read_manifest(tmp_path / name)
 
 
+def test_ucf101_preparation_writes_manifests_of_class_names(tmp_path):
+    import subprocess
+    import sys
+
+    from mfvideo.data.videos import read_manifest
+
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Basketball\n3 YoYo\n")
+    (lists / "trainlist01.txt").write_text("YoYo/v_YoYo_g08_c01.avi 3\nBasketball/v_Basketball_g08_c01.avi 2\n")
+    (lists / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n")
+    script = Path(__file__).resolve().parents[1] / "datasets" / "ucf101" / "prepare.py"
+    proc = subprocess.run([sys.executable, str(script), "--root", "/data/UCF-101", "--splits", str(lists), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows, classes = read_manifest(tmp_path / "out" / "train.csv")
+    assert classes == ["Basketball", "YoYo"]
+    assert rows == [("/data/UCF-101/YoYo/v_YoYo_g08_c01.avi", 1), ("/data/UCF-101/Basketball/v_Basketball_g08_c01.avi", 0)]
+    (lists / "testlist01.txt").write_text("Juggling/v_Juggling_g01_c01.avi\n")
+    proc = subprocess.run([sys.executable, str(script), "--root", "/data/UCF-101", "--splits", str(lists), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "class 'Juggling' is not in classInd.txt" in proc.stderr
+
+
 def test_class_names_of_a_manifest_reach_the_checkpoint_through_the_latent_cache(video_dir, tmp_path, capsys):
     """Named classes of a manifest are the model's id2label, trained on the videos directly or on their latent
     cache (the cache keeps the names)."""

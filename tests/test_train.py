@@ -228,9 +228,15 @@ def test_fsdp_run_through_the_trainer_writes_checkpoints_that_load_and_resume_on
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(29400 + os.getpid() % 300), "-m", "mfvideo.cli.train", str(TINY), f"train.output_dir={run}",
-           "train.distributed=fsdp", "train.max_steps=4", "train.checkpoint_every=2", "train.sample_every=2"]
+           "train.distributed=fsdp", "train.max_steps=4", "train.checkpoint_every=2", "train.sample_every=2",
+           "train.log_every=1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # one process speaks: one summary, one record per step (the losses averaged over both: log_step)
+    assert proc.stdout.count("trained to step 4") == 1 and proc.stdout.count("checkpoint: ") == 1, proc.stdout
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert f"{records[0]['loss_unweighted']:.4g} -> {records[-1]['loss_unweighted']:.4g}" in proc.stdout
     assert (run / "samples" / "step_00000004.png").is_file()
     two = list_checkpoints(run)
     assert [p.name for p in two] == ["step_00000002", "step_00000004"]

@@ -28,7 +28,8 @@ def main(argv=None):
 
     pipe = MFVideoPipeline.from_checkpoint(args.checkpoint, weights=args.weights)
     pipe.save_pretrained(out)
-    print(f"wrote {out} (model_index.json, transformer/, config.yaml)")
+    parts = ["model_index.json", "transformer/"] + (["vae/"] if pipe.vae is not None else []) + ["config.yaml"]
+    print(f"wrote {out} ({', '.join(parts)})")
     return 0
 
 

@@ -34,10 +34,13 @@ def main(argv=None):
     from ..train.loop import train
 
     summary = train(cfg)
+    if not summary["main_process"]:  # one process speaks for a multi-process run
+        return 0
     if summary["first_loss"] is None:  # resumed at or past train.max_steps
         print(f"nothing to train: the run is at step {summary['steps']} and train.max_steps={cfg.train.max_steps}")
         return 0
-    print(f"trained to step {summary['steps']}; unweighted loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}")
+    print(f"trained to step {summary['steps']}; unweighted loss (logged) {summary['first_loss']:.4g} -> "
+          f"{summary['last_loss']:.4g}")
     from ..train.checkpoint import latest_checkpoint
 
     last = latest_checkpoint(cfg.train.output_dir)

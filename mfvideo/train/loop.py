@@ -267,11 +267,12 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
                 continue
             nonfinite, step = 0, step + 1
             bar.update(1)
-            summary["first_loss"] = summary["first_loss"] or logs["loss_unweighted"]
-            summary["last_loss"], summary["steps"] = logs["loss_unweighted"], step
+            summary["steps"] = step
             if step % tc.log_every == 0 or step == stop_at:
                 now = time.perf_counter()
                 record = log_step(run, step, logs, grad_norm, seen / (now - t_last))
+                summary["first_loss"] = summary["first_loss"] or record["loss_unweighted"]  # logged: every process's
+                summary["last_loss"] = record["loss_unweighted"]
                 bar.set_postfix(loss=f"{record['loss_unweighted']:.3g}", gn=f"{grad_norm:.2g}")
                 t_last, seen = now, 0
             if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at):
@@ -283,6 +284,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     finally:
         bar.close()  # before any error line, so that it stands on a line of its own
     accelerator.end_training()
+    summary["main_process"] = accelerator.is_main_process
     summary["model"] = accelerator.unwrap_model(model)
     summary["ema"] = ema
     return summary
@@ -366,7 +368,11 @@ def optimizer_step(run: Run, loss: float) -> float | None:
 
 
 def log_step(run: Run, step: int, logs: dict, grad_norm: float, samples_per_s: float) -> dict:
-    """One record to log.jsonl (main process) and the trackers."""
+    """One record to log.jsonl (main process) and the trackers: the losses are the mean over every process."""
+    if run.accelerator.num_processes > 1:  # one all-reduce of a few scalars, on every rank at a log step
+        keys = sorted(logs)
+        mean = run.accelerator.reduce(torch.tensor([logs[k] for k in keys], device=run.accelerator.device), "mean")
+        logs = dict(zip(keys, mean.tolist()))
     record = {"step": step, **{k: round(v, 6) for k, v in logs.items()}, "grad_norm": round(grad_norm, 4),
               "lr": run.scheduler.get_last_lr()[0], "samples_per_s": round(samples_per_s, 2)}
     if run.accelerator.is_main_process:

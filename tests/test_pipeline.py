@@ -175,6 +175,37 @@ def test_a_still_image_or_a_short_input_is_all_context(ckpt, tmp_path):
     assert proc.returncode == 0 and probe(tmp_path / "moving.mp4").num_frames == 6, proc.stderr
 
 
+def test_a_video_file_is_read_at_the_models_frame_rate(ckpt, tmp_path):
+    """A model trained on every k-th frame (``data.target_fps`` / ``frame_stride``) continues a file read the same
+    way, up to its last frame, and writes it at the rate of the frames it kept: frame i of the test video is a flat
+    grey of 8 i, so which frames were read shows in the output."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    n = 21
+    save_video(np.stack([np.full((16, 16, 3), 8 * i, np.uint8) for i in range(n)]), tmp_path / "v.mp4", fps=20)
+    seen = lambda frames: np.round(frames[0].astype(float).mean(axis=(1, 2, 3)) / 8).astype(int)  # noqa: E731
+    out = pipe.extend(str(tmp_path / "v.mp4"), 2, seed=0, output_type="uint8")  # the bundled habit: every frame
+    assert out.fps == 20 and list(seen(out.frames)[:n]) == list(range(n))
+    for key, value, stride in (("target_fps", 10.0, 2), ("target_fps", 6.0, 3), ("frame_stride", 4, 4)):
+        pipe.cfg.data.target_fps, pipe.cfg.data.frame_stride = None, 1
+        setattr(pipe.cfg.data, key, value)
+        kept = list(range((n - 1) % stride, n, stride))  # up to the last frame
+        out = pipe.extend(str(tmp_path / "v.mp4"), 2, seed=0, output_type="uint8")
+        assert out.fps == pytest.approx(20 / stride) and list(seen(out.frames)[: len(kept)]) == kept, (key, value)
+        assert out.frames.shape[1] == len(kept) + 2
+        tail = pipe.extend(str(tmp_path / "v.mp4"), 2, seed=0, output_type="uint8", include_input=False)
+        assert list(seen(tail.frames)[:2]) == kept[-2:] and np.array_equal(tail.frames, out.frames[:, -4:])
+        stream = pipe.extend_stream(str(tmp_path / "v.mp4"), 2, seed=0)
+        assert stream.fps == pytest.approx(20 / stride)
+        assert np.array_equal(np.concatenate(list(stream), axis=1), out.frames)
+        arrays = pipe.extend(out.frames[:, : len(kept)], 2, seed=0, output_type="uint8")  # arrays: as they are
+        assert arrays.fps == pipe.fps and np.array_equal(arrays.frames, out.frames)
+    save_video(np.zeros((5, 16, 16, 3), np.uint8), tmp_path / "short.mp4", fps=20)  # frames 0 and 4 at every 4th
+    with pytest.raises(ValueError, match="the input has 2 frames at every 4th frame .*, fewer than the 3 context"):
+        pipe.extend(str(tmp_path / "short.mp4"), 2, context_frames=3)
+    with pytest.raises(VideoError, match=r"has 5 frames, fewer than the 3 context frames requested \(9 frames at"):
+        pipe.extend(str(tmp_path / "short.mp4"), 2, context_frames=3, include_input=False)
+
+
 def test_every_frame_layout_is_read_as_the_same_clip(ckpt, tmp_path):
     """What users hand over: uint8 channels last (the reference), float, grey, RGBA (alpha dropped, as for files),
     torch's channels first (T, 3, H, W) and a pipeline's own "pt" output (B, T, 3, H, W), bf16, one image (H, W, 3) or

@@ -18,54 +18,87 @@ def _resize(frames: np.ndarray, resolution: int) -> np.ndarray:
     return pixels_to_uint8(resize_center_crop(frames, resolution)[None])[0]  # (3, T, r, r) in [-1, 1] -> uint8
 
 
-def _read_path(path: Path, resolution: int, last: int | None) -> np.ndarray:
+def file_rate(video, data) -> tuple[int, float | None]:
+    """How a model reads a video file: every ``stride``-th frame, as its training clips stepped through a file of that
+    frame rate (``data.target_fps``: the step nearest to it; else ``data.frame_stride``), and the frame rate of the
+    frames kept (the file's / stride: the output is written at it, so the given frames play at their true speed).
+    Arrays, tensors and stills: (1, None), taken as they are."""
+    if not isinstance(video, (str, Path)):
+        return 1, None
+    from ..data.video_io import probe
+
+    info = probe(Path(video))
+    if info.num_frames <= 1 or not info.fps:
+        return 1, None
+    stride = max(1, round(info.fps / data.target_fps)) if data.target_fps else max(1, int(data.frame_stride))
+    return stride, info.fps / stride
+
+
+def _kept(n: int, start: int, count: int, stride: int) -> np.ndarray:
+    """Which of frames start .. start + count - 1 of an n-frame file are kept at ``stride``: those a whole number of
+    strides before the last frame (the context is the video's end, so the end is kept)."""
+    return (n - 1 - np.arange(start, start + count)) % stride == 0
+
+
+def _read_path(path: Path, resolution: int, last: int | None, stride: int = 1) -> np.ndarray:
     """Decode a video file chunk by chunk, resizing as it goes (memory: one chunk at the file's resolution)."""
     from ..data.video_io import VideoError, probe, read_frames
 
     if last is not None:
         n = probe(path).num_frames
-        if n < last:
-            raise VideoError(path, f"has {n} frames, fewer than the {last} context frames requested")
-        return _resize(read_frames(path, range(n - last, n)), resolution)
-    return np.concatenate([chunk[0] for chunk in iter_clip(path, resolution)])  # (T, r, r, 3)
+        span = (last - 1) * stride + 1
+        if n < span:
+            at = f" ({span} frames at every {stride}th, the model's frame rate)" if stride > 1 else ""
+            raise VideoError(path, f"has {n} frames, fewer than the {last} context frames requested{at}")
+        return _resize(read_frames(path, range(n - span, n, stride)), resolution)
+    return np.concatenate([chunk[0] for chunk in iter_clip(path, resolution, stride)])  # (T, r, r, 3)
 
 
-def frame_count(video) -> int:
-    """Frames per clip of what ``load_clip`` takes, without decoding a file (0 for a layout it would refuse)."""
+def frame_count(video, stride: int = 1) -> int:
+    """Frames per clip of what ``load_clip`` takes, without decoding a file (0 for a layout it would refuse); a file
+    read at every ``stride``-th frame counts the frames kept."""
     if isinstance(video, (str, Path)):
         from ..data.video_io import probe
 
-        return probe(Path(video)).num_frames
+        n = probe(Path(video)).num_frames
+        return (n - 1) // stride + 1 if n > 0 else 0
     shape = frames_shape(video)  # (…, H, W, 3), as load_clip will read it
     return {3: 1, 4: shape[0], 5: shape[1]}.get(len(shape), 0)
 
 
-def iter_clip(video, resolution: int) -> Iterator[np.ndarray]:
+def iter_clip(video, resolution: int, stride: int = 1) -> Iterator[np.ndarray]:
     """``load_clip``'s frames in chunks of uint8 (B, n, resolution, resolution, 3): a file decoded and resized as the
-    chunks are consumed (memory: one chunk), anything else at once."""
+    chunks are consumed (memory: one chunk; at ``stride``, every stride-th frame up to its last), anything else at
+    once."""
     if not isinstance(video, (str, Path)):
         yield load_clip(video, resolution)
         return
-    from ..data.video_io import VideoError, iter_frames
+    from ..data.video_io import VideoError, iter_frames, probe
 
-    empty = True
+    n = probe(Path(video)).num_frames if stride > 1 else 0
+    empty, start = True, 0
     for chunk in iter_frames(Path(video)):
         empty = False
+        if stride > 1:
+            chunk, start = chunk[_kept(n, start, len(chunk), stride)], start + len(chunk)
+            if not len(chunk):
+                continue
         yield _resize(chunk, resolution)[None]
     if empty:
         raise VideoError(video, "no frames")
 
 
-def load_clip(video, resolution: int, last: int | None = None) -> np.ndarray:
+def load_clip(video, resolution: int, last: int | None = None, stride: int = 1) -> np.ndarray:
     """A path (mp4, webm, avi, gif; a still image, png / jpg / webp / bmp / tif, is a one-frame clip), a uint8 array
     (T, H, W, 3) / (B, T, H, W, 3) / one image (H, W, 3), or a float array / tensor in [0, 1] of the same layouts
     (RGBA and grey too; a tensor may be channels first, (B, T, 3, H, W) as a ``"pt"`` output: ``to_uint8``) ->
     uint8 (B, T, resolution, resolution, 3), short side resized and centre-cropped.
 
-    ``last``: keep only the last ``last`` frames (a file is then decoded from near its end only).
+    ``last``: keep only the last ``last`` frames (a file is then decoded from near its end only). ``stride``: a file
+    is read at every stride-th frame, ending at its last (``file_rate``).
     """
     if isinstance(video, (str, Path)):
-        arr = _read_path(Path(video), resolution, last)
+        arr = _read_path(Path(video), resolution, last, stride)
     else:
         arr = to_uint8(video)  # uint8 (…, H, W, 3); float outside [0, 1] is an error, grey becomes RGB
     if arr.ndim == 3:

@@ -50,7 +50,8 @@ SHIM = "pipeline.py"  # what diffusers' custom_pipeline loads: one import, nothi
 
 @dataclass
 class MFVideoPipelineOutput(BaseOutput):
-    """``frames``: (B, T, H, W, 3) as ``output_type`` asked; ``fps``: the model's frame rate; ``class_labels``: the
+    """``frames``: (B, T, H, W, 3) as ``output_type`` asked; ``fps``: the model's frame rate (``sample.fps``), or for
+    an extended video file the rate of its frames as the model read them (``inputs.file_rate``); ``class_labels``: the
     class ids read from the given frames when ``infer_label=True``, or by the model's context reader in an unlabelled
     ``extend`` (-1 for rows that were given a label), or drawn by ``generate`` for clips asked for without a label;
     else None."""
@@ -65,7 +66,7 @@ PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
 
 class FrameStream:
     """Frames as a pipeline makes them (``MFVideoPipeline.extend_stream``): iterate it once for uint8 chunks
-    (B, n, H, W, 3); ``fps``, the model's frame rate; ``class_labels`` as in ``MFVideoPipelineOutput``, known once
+    (B, n, H, W, 3); ``fps`` as in ``MFVideoPipelineOutput``; ``class_labels`` as in ``MFVideoPipelineOutput``, known once
     the first window is made."""
 
     def __init__(self, chunks: Iterator[np.ndarray], fps: float, labels: torch.Tensor | None = None):
@@ -310,8 +311,9 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"context_noise must lie in [0, 1), got {s}")
         return s
 
-    def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True, labels=None):
-        out = MFVideoPipelineOutput(to_output(frames, output_type), self.fps,
+    def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True, labels=None,
+                fps: float | None = None):
+        out = MFVideoPipelineOutput(to_output(frames, output_type), fps or self.fps,
                                     None if labels is None else labels.cpu().numpy())
         return out if return_dict else (out.frames,)
 
@@ -485,7 +487,10 @@ class MFVideoPipeline(DiffusionPipeline):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
 
         ``video``: a file path (a video, or a still image: one frame), or frames (T, H, W, 3) / (B, T, H, W, 3) as
-        uint8 or float in [0, 1].
+        uint8 or float in [0, 1]. A video file is read at the model's frame rate, as its training clips were taken:
+        every k-th frame up to the last, k the step nearest to its fps / ``data.target_fps``, else
+        ``data.frame_stride`` (1 for the bundled model); the output's ``fps`` is the file's / k, so the given frames
+        play at their true speed. Frames handed over as arrays are taken as they are.
         ``context_frames`` counts pixel frames (default: half the window; an input shorter than that is all
         context, and the later windows' context grows with the frames made up to the default: a still image continues
         from its one frame, then from its first new frames); with a causal video VAE it is rounded down to the VAE's
@@ -532,7 +537,7 @@ class MFVideoPipeline(DiffusionPipeline):
                                     generator, include_input, infer_label, context_noise, reread_context,
                                     frames_per_window, motion_copy, motion_copy_tol, guidance_scale)
         frames = np.concatenate(list(stream), axis=1)  # (B, T, H, W, 3) uint8
-        return self._output(frames, output_type, return_dict, stream.labels)
+        return self._output(frames, output_type, return_dict, stream.labels, fps=stream.fps)
 
     def extend_stream(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
                       class_labels=None, seed: int | None = None, sampler: str | None = None,
@@ -546,7 +551,7 @@ class MFVideoPipeline(DiffusionPipeline):
         does). Arguments as in ``extend``: they are checked, and the context decoded, encoded and read, when it is
         called; the network runs as the stream is consumed. Its ``class_labels`` are ``extend``'s, once the first
         window is made."""
-        from .inputs import frame_count, iter_clip, load_clip
+        from .inputs import file_rate, frame_count, iter_clip, load_clip
 
         guidance = self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
@@ -556,7 +561,8 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
         k_lat = grow_to = self._context_latents(context_frames)
         k_pix = self._pixel_frames(k_lat)
-        if context_frames is None and 0 < (given := frame_count(video)) < k_pix:  # a short input is all context,
+        stride, rate = file_rate(video, self.cfg.data)  # a file is read at the model's frame rate
+        if context_frames is None and 0 < (given := frame_count(video, stride)) < k_pix:  # a short input is all context,
             k_lat = self._context_latents(given)  # growing to the default with the frames made (image to video)
             k_pix = self._pixel_frames(k_lat)
             most = self._pixel_frames(grow_to)
@@ -567,9 +573,11 @@ class MFVideoPipeline(DiffusionPipeline):
         # a file given whole is decoded once, as the stream goes, its last frames kept as the context; else the
         # frames are read now: (B, T, r, r, 3) uint8, a file's last k_pix only (decoded from near its end)
         lazy = isinstance(video, (str, Path)) and include_input
-        frames = None if lazy else load_clip(video, self.resolution, last=None if include_input else k_pix)
-        if (n_in := frame_count(video) if lazy else frames.shape[1]) < k_pix:
-            raise ValueError(f"the input has {n_in} frames, fewer than the {k_pix} context frames requested")
+        frames = None if lazy else load_clip(video, self.resolution, last=None if include_input else k_pix,
+                                             stride=stride)
+        if (n_in := frame_count(video, stride) if lazy else frames.shape[1]) < k_pix:
+            at = f" at every {stride}th frame (the model's frame rate)" if stride > 1 else ""
+            raise ValueError(f"the input has {n_in} frames{at}, fewer than the {k_pix} context frames requested")
         g = self._generator(seed, generator)
 
         def prepare(given: np.ndarray):  # the context latents (B, C, k, h, w) and the labels, off the given frames
@@ -583,7 +591,7 @@ class MFVideoPipeline(DiffusionPipeline):
             nonlocal ctx, y
             if lazy:
                 tail = None
-                for chunk in iter_clip(video, self.resolution):  # (1, n, r, r, 3)
+                for chunk in iter_clip(video, self.resolution, stride):  # (1, n, r, r, 3)
                     yield chunk
                     tail = chunk if tail is None else np.concatenate([tail, chunk], axis=1)[:, -k_pix:]
                 ctx, y = prepare(tail)
@@ -599,7 +607,7 @@ class MFVideoPipeline(DiffusionPipeline):
                     stream.labels = state["read"]
                 yield chunk
 
-        stream = FrameStream(torch.no_grad()(chunks)(), self.fps, y if infer_label else None)
+        stream = FrameStream(torch.no_grad()(chunks)(), rate or self.fps, y if infer_label else None)
         return stream
 
     def _context_latents(self, k_pix: int | None) -> int:

@@ -132,7 +132,7 @@ class TrainConfig:
 class SampleConfig:
     steps: int = 1
     num_frames: Optional[int] = None  # None: the training clip length
-    fps: float = 8.0
+    fps: Optional[float] = None  # frame rate of the clips written; None: data.target_fps, else 8 (sample_fps)
     num_samples: int = 8
     seed: int = 0
     context_noise: float = 0.0  # noise level of the model's own frames when they are the next window's context
@@ -316,6 +316,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.teacher is only used by method.split_consistency / split_context, which are 0")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+
+
+def sample_fps(cfg: Config) -> float:
+    """The frame rate generated clips are written at: ``sample.fps``, else the rate the training clips were taken at
+    (``data.target_fps``), else 8."""
+    return float(cfg.sample.fps or cfg.data.target_fps or 8.0)
 
 
 def to_yaml(cfg: Config) -> str:

@@ -185,6 +185,9 @@ def test_a_video_file_is_read_at_the_models_frame_rate(ckpt, tmp_path):
     seen = lambda frames: np.round(frames[0].astype(float).mean(axis=(1, 2, 3)) / 8).astype(int)  # noqa: E731
     out = pipe.extend(str(tmp_path / "v.mp4"), 2, seed=0, output_type="uint8")  # the bundled habit: every frame
     assert out.fps == 20 and list(seen(out.frames)[:n]) == list(range(n))
+    assert pipe.fps == 8.0 and pipe.cfg.sample.fps is None  # generated clips: sample.fps, else data.target_fps, else 8
+    pipe.cfg.data.target_fps = 12.5
+    assert pipe.fps == 12.5 and pipe.generate(seed=0).fps == 12.5
     for key, value, stride in (("target_fps", 10.0, 2), ("target_fps", 6.0, 3), ("frame_stride", 4, 4)):
         pipe.cfg.data.target_fps, pipe.cfg.data.frame_stride = None, 1
         setattr(pipe.cfg.data, key, value)

@@ -34,7 +34,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from ..builders import build_model
-from ..config import Config, from_dict, to_dict, to_yaml
+from ..config import Config, from_dict, sample_fps, to_dict, to_yaml
 from ..frames import to_output
 from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
@@ -191,7 +191,7 @@ class MFVideoPipeline(DiffusionPipeline):
 
     @property
     def fps(self) -> float:
-        return self.cfg.sample.fps
+        return sample_fps(self.cfg)
 
     def get_label_ids(self, labels) -> list[int]:
         """Class names (``id2label``) or ids -> ids."""

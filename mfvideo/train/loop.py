@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..builders import build_model, resolve_model_config
-from ..config import Config, ConfigError, to_dict, to_yaml
+from ..config import Config, ConfigError, sample_fps, to_dict, to_yaml
 from ..data import build_dataset
 from ..latents import build_codec
 from ..method import sample, sample_context_masks
@@ -488,4 +488,4 @@ def _write_samples(cfg, weights, codec, run_dir, step, device):
     out = Path(run_dir) / "samples"
     save_image(grid(frames), out / f"step_{step:08d}.png")
     if cfg.data.num_frames > 1:
-        save_video(np.concatenate(list(frames), axis=2), out / f"step_{step:08d}.mp4", fps=cfg.sample.fps)
+        save_video(np.concatenate(list(frames), axis=2), out / f"step_{step:08d}.mp4", fps=sample_fps(cfg))

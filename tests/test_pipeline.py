@@ -347,12 +347,17 @@ def test_sampler_choice_defaults_and_euler_values(ckpt, tmp_path):
     assert rec.calls == 50
 
 
-def test_condition_on_arbitrary_frames_returns_them(ckpt):
+def test_condition_on_arbitrary_frames_returns_them(ckpt, caplog):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     keys = np.stack([np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 200, np.uint8)])
-    out = pipe.condition(keys, frame_indices=[0, 3], seed=0, output_type="uint8")
-    assert out.frames.shape == (1, 4, 16, 16, 3)
-    assert np.array_equal(out.frames[0, [0, 3]], keys)
+    with caplog.at_level("WARNING"):
+        out = pipe.condition(keys, frame_indices=[0, 3], seed=0, output_type="uint8")
+        assert "longer than" not in caplog.text
+        reversed_ = pipe.condition(keys[::-1], frame_indices=[3, 0], seed=0, output_type="uint8")
+        long = pipe.condition(keys, frame_indices=[0, 7], num_frames=8, seed=0, output_type="uint8")
+        assert "a 8-frame window, longer than the 4 frames this model was trained on" in caplog.text
+    assert out.frames.shape == (1, 4, 16, 16, 3) and long.frames.shape == (1, 8, 16, 16, 3)
+    assert np.array_equal(out.frames[0, [0, 3]], keys) and np.array_equal(out.frames, reversed_.frames)
     with pytest.raises(ValueError, match="distinct"):
         pipe.condition(keys, frame_indices=[0, 0])
 

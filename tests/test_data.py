@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mfvideo.config import load_config
 from mfvideo.data import MovingDigits, render_clip
 from mfvideo.data.images import ImageFolder
 from mfvideo.data.latent_cache import LatentCache, cache_dataset, write_manifest
@@ -297,6 +298,22 @@ def test_class_names_of_a_manifest_reach_the_checkpoint_through_the_latent_cache
         pipe = MFVideoPipeline.from_pretrained(tmp_path / run / "checkpoints" / "step_00000002")
         assert pipe.labels == {"0": "fruit", "1": "yellow fruit"}, run
         assert pipe.check_labels(["yellow fruit", "fruit"]).tolist() == [1, 0]
+    # a cache of other clips than the config's is refused before anything is written (it would train a model that
+    # the pipeline then runs on the config's window): by its manifest, or by its latents' shape
+    from mfvideo.config import ConfigError
+    from mfvideo.train.loop import train
+
+    cached = [*common[1:], "data.kind=latent_cache", f"data.root={tmp_path / 'cache'}", "train.max_steps=1"]
+    with pytest.raises(ConfigError, match=r"data.num_frames=8, but the latent cache .* was encoded with 4 .*"
+                                          r"set data.num_frames=4"):
+        train(load_config(common[0], [*cached, "data.num_frames=8", f"train.output_dir={tmp_path / 'no1'}"]))
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    del manifest["config"]  # a cache written without its settings: the latents' shape still tells
+    (tmp_path / "cache" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"holds latents of shape \(3, 4, 16, 16\), the config's codec .* makes "
+                                          r"\(3, 8, 16, 16\)"):
+        train(load_config(common[0], [*cached, "data.num_frames=8", f"train.output_dir={tmp_path / 'no2'}"]))
+    assert not (tmp_path / "no1").exists() and not (tmp_path / "no2").exists()
 
 
 # ---------------------------------------------------------------------------------------------- latent cache

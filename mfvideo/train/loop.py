@@ -110,6 +110,7 @@ def build_setup(cfg: Config) -> Setup:
     codec = build_codec(cfg.latents, pixel_channels)
     if cfg.data.kind == "latent_cache":
         latent_channels = dataset.latent_channels
+        _check_cache(cfg, dataset, codec)
     else:
         latent_channels = codec.latent_channels
     resolve_model_config(cfg, latent_channels, getattr(dataset, "num_classes", 0))
@@ -125,6 +126,24 @@ def build_setup(cfg: Config) -> Setup:
         log.warning("initialised from %s; %d tensors new to it, in parts that start as no change (temporal or clip "
                     "sub-layers, context embedder or reference, refiner, copy path)%s", cfg.model.init_from, len(fresh), new)
     return Setup(cfg, dataset, codec, model, cfg.method)
+
+
+def _check_cache(cfg: Config, cache, codec) -> None:
+    """A latent cache encoded for other clips than the config's would train a model that the pipeline then runs on
+    the config's (another window, resolution, frame rate or codec): the cache's own settings (its manifest.json)
+    and item shape must be the config's."""
+    made = cache.manifest.get("config") or {}
+    for key in ("num_frames", "resolution", "frame_stride", "target_fps"):
+        if key in made and made[key] != getattr(cfg.data, key):
+            raise ConfigError(f"data.{key}={getattr(cfg.data, key)!r}, but the latent cache {cfg.data.root} was "
+                              f"encoded with {made[key]!r} (its manifest.json): set data.{key}={made[key]}")
+    c, t, h, w = codec.latent_shape((cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution))
+    expect = (c, h, w) if cache.images else (c, t, h, w)
+    got = tuple(cache[0]["x"].shape)
+    if got != expect:
+        raise ConfigError(f"the latent cache {cfg.data.root} holds latents of shape {got}, the config's codec "
+                          f"(latents.kind={cfg.latents.kind}) makes {expect} of its clips: cache and train with one "
+                          "config")
 
 
 def param_groups(model: torch.nn.Module, lr: float, lr_scale: dict[str, float]) -> list[dict]:

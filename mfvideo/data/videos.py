@@ -56,7 +56,7 @@ def read_manifest(path: Path) -> tuple[list[tuple[str, int]], list[str] | None]:
     ids = {y: i for i, y in enumerate(classes)} if names else None
     base = path.parent
     out = []
-    for n, p, y in rows:
+    for _, p, y in rows:
         y = "" if y is None else str(y).strip()
         label = -1 if y == "" else (ids[y] if names else int(y))
         out.append((str(p if Path(p).is_absolute() else base / p), label))

@@ -347,6 +347,38 @@ def test_cache_interrupted_and_resumed_equals_uninterrupted_and_matches_on_the_f
     assert json.loads((full / "manifest.json").read_text())["latent_channels"] == 4
 
 
+def test_imagenet_mode_from_an_image_folder_through_its_latent_cache(tmp_path):
+    """The base mode's path (datasets/imagenet/prepare.sh, configs/imagenet_b2.yaml), small: an image folder cached
+    through a real diffusers AutoencoderKL (posterior moments), a class-conditional image model trained on the cache,
+    sampled by class name as PNGs, decoded by the same VAE."""
+    import imageio.v2 as imageio
+    from PIL import Image
+
+    from mfvideo.cli import cache_latents as cache_cli
+    from mfvideo.cli import sample as sample_cli
+    from mfvideo.cli import train as train_cli
+
+    rng = np.random.default_rng(0)
+    for c in ("zebra", "ant"):
+        (tmp_path / "imgs" / "train" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "train" / c / f"{i}.png")
+    tiny_vae("image_vae").save_pretrained(tmp_path / "vae")
+    cfg = [str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"), "data.kind=image_folder",
+           f"data.root={tmp_path / 'imgs'}", "data.num_frames=1", "data.channels=3", "model.patch_size=2",
+           "latents.kind=image_vae", f"latents.path={tmp_path / 'vae'}", "train.batch_size=2"]
+    assert cache_cli.main([*cfg, "--out", str(tmp_path / "cache")]) == 0
+    cache = LatentCache(tmp_path / "cache")
+    assert cache.images and cache.classes == ["ant", "zebra"] and tuple(cache[0]["x"].shape) == (4, 8, 8)
+    assert train_cli.main([*cfg, "data.kind=latent_cache", f"data.root={tmp_path / 'cache'}",
+                           f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2", "train.checkpoint_every=2"]) == 0
+    out = tmp_path / "samples"
+    assert sample_cli.main(["--checkpoint", str(tmp_path / "run" / "checkpoints" / "step_00000002"), "--classes",
+                            "zebra", "ant", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["image_000_class1_zebra.png", "image_001_class0_ant.png"]
+    assert imageio.imread(out / "image_000_class1_zebra.png").shape == (16, 16, 3)
+
+
 def test_image_cache_stores_moments_and_flips(tmp_path):
     from mfvideo.latents.vae import ImageVAECodec
 

@@ -68,6 +68,32 @@ def test_call_output_types_return_dict_and_extension(saved):
         pipe(class_labels=[1], output_type="gif")
 
 
+@pytest.mark.parametrize("how", ["torch_dtype", "to"])
+def test_a_pipeline_in_bfloat16_samples_float32_inputs(saved, how):
+    """The GPU habit, ``from_pretrained(..., torch_dtype=torch.bfloat16)`` or ``.to(torch.bfloat16)``: the noise,
+    the given frames and the context arrive in float32 and the model casts them (a conv3d dtype error before);
+    generation, extension with its reader, a diffusion-classifier reading and interpolation all run, and the frames
+    are the float32 model's up to bf16 rounding."""
+    import warnings
+
+    ref = MFVideoPipeline.from_pretrained(saved)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # diffusers' notes on the argument's name and on casting with .to()
+        if how == "torch_dtype":
+            pipe = MFVideoPipeline.from_pretrained(saved, torch_dtype=torch.bfloat16)
+        else:
+            pipe = MFVideoPipeline.from_pretrained(saved).to(torch.bfloat16)
+    assert next(pipe.transformer.parameters()).dtype == torch.bfloat16
+    a = pipe.generate(class_labels=[3, 5], seed=0, output_type="uint8").frames
+    b = ref.generate(class_labels=[3, 5], seed=0, output_type="uint8").frames
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 2  # the same clips, bf16 rounding apart
+    ext = pipe.extend(b[:, :4], 4, seed=0, output_type="uint8")
+    assert ext.frames.shape == (2, 8, 16, 16, 3) and list(ext.class_labels) == list(
+        ref.extend(b[:, :4], 4, seed=0).class_labels)
+    assert pipe.extend(b[:1, :4], 4, seed=0, infer_label=True).class_labels is not None
+    assert pipe.condition(b[:1, [0, 7]], frame_indices=[0, 7], seed=0).frames.shape == (1, 8, 16, 16, 3)
+
+
 def test_export_cli_turns_a_training_checkpoint_into_a_pipeline_folder(tmp_path):
     from mfvideo.cli import export, train
 

@@ -495,6 +495,7 @@ class STDiT(ModelMixin, ConfigMixin):
         """Tokens (B, T', N, D), conditioning c (B, 1 | T', 1, D), temporal positions, the context frames (B, T') or
         None, the labels (B,) (-1: null) or None, and the grid (T', H', W')."""
         B, _, T, H, W = z.shape
+        z = z.to(self.x_embedder.weight.dtype)  # a model loaded in bf16 / fp16 (torch_dtype) takes float32 latents
         p, pt = self.config.patch_size, self.config.temporal_patch_size
         if T % pt or H % p or W % p:
             raise ValueError(f"input (T, H, W) = {(T, H, W)} is not divisible by the patch ({pt}, {p}, {p})")

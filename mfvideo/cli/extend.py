@@ -40,7 +40,9 @@ def main(argv=None):
                    help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range (one "
                         "call per window still; default: the model's); a model with guidance folded in refuses it")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=positive_float, default=None)
+    p.add_argument("--fps", type=positive_float, default=None,
+                   help="frame rate of the output (default: the input's, read at the model's frame step: its "
+                        "data.target_fps or data.frame_stride; an image: the model's sample.fps)")
     p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)

@@ -38,7 +38,8 @@ def main(argv=None):
                         "ones for one more call per clip)")
     p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
                    help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
-    p.add_argument("--fps", type=positive_float, default=None)
+    p.add_argument("--fps", type=positive_float, default=None,
+                   help="frame rate of the clips (default: the model's sample.fps, else its data.target_fps, else 8)")
     p.add_argument("--grid", action="store_true",
                    help="also write grid.png, a row per clip (frames under 48 px magnified, pixel for pixel)")
     p.add_argument("--device", type=device, default="cpu")

@@ -59,4 +59,7 @@ def check(acc, mf, through, x, noise, y, t, r):
 
 
 if __name__ == "__main__":
+    from mfvideo.train.dist import leave_process_group
+
     main(*sys.argv[1:])
+    leave_process_group()

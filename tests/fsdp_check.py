@@ -104,4 +104,7 @@ def main(out_path, through="sharded"):
 
 
 if __name__ == "__main__":
+    from mfvideo.train.dist import leave_process_group
+
     main(*sys.argv[1:])
+    leave_process_group()

@@ -34,6 +34,9 @@ def main(argv=None):
     from ..train.loop import train
 
     summary = train(cfg)
+    from ..train.dist import leave_process_group
+
+    leave_process_group()  # every rank done, the process group gone, before this process prints and exits
     if not summary["main_process"]:  # one process speaks for a multi-process run
         return 0
     if summary["first_loss"] is None:  # resumed at or past train.max_steps

@@ -202,10 +202,10 @@ def test_a_video_file_is_read_at_the_models_frame_rate(ckpt, tmp_path):
         assert np.array_equal(np.concatenate(list(stream), axis=1), out.frames)
         arrays = pipe.extend(out.frames[:, : len(kept)], 2, seed=0, output_type="uint8")  # arrays: as they are
         assert arrays.fps == pipe.fps and np.array_equal(arrays.frames, out.frames)
-    save_video(np.zeros((5, 16, 16, 3), np.uint8), tmp_path / "short.mp4", fps=20)  # frames 0 and 4 at every 4th
-    with pytest.raises(ValueError, match="the input has 2 frames at every 4th frame .*, fewer than the 3 context"):
+    save_video(np.zeros((5, 16, 16, 3), np.uint8), tmp_path / "short.mp4", fps=20)  # frames 0 and 4 at a step of 4
+    with pytest.raises(ValueError, match="the input has 2 frames at a step of 4 .*, fewer than the 3 context"):
         pipe.extend(str(tmp_path / "short.mp4"), 2, context_frames=3)
-    with pytest.raises(VideoError, match=r"has 5 frames, fewer than the 3 context frames requested \(9 frames at"):
+    with pytest.raises(VideoError, match=r"has 5 frames, fewer than the 3 context frames requested \(9 frames at a step of 4"):
         pipe.extend(str(tmp_path / "short.mp4"), 2, context_frames=3, include_input=False)
 
 

@@ -48,7 +48,7 @@ def _read_path(path: Path, resolution: int, last: int | None, stride: int = 1) -
         n = probe(path).num_frames
         span = (last - 1) * stride + 1
         if n < span:
-            at = f" ({span} frames at every {stride}th, the model's frame rate)" if stride > 1 else ""
+            at = f" ({span} frames at a step of {stride}, the model's frame rate)" if stride > 1 else ""
             raise VideoError(path, f"has {n} frames, fewer than the {last} context frames requested{at}")
         return _resize(read_frames(path, range(n - span, n, stride)), resolution)
     return np.concatenate([chunk[0] for chunk in iter_clip(path, resolution, stride)])  # (T, r, r, 3)

@@ -576,7 +576,7 @@ class MFVideoPipeline(DiffusionPipeline):
         frames = None if lazy else load_clip(video, self.resolution, last=None if include_input else k_pix,
                                              stride=stride)
         if (n_in := frame_count(video, stride) if lazy else frames.shape[1]) < k_pix:
-            at = f" at every {stride}th frame (the model's frame rate)" if stride > 1 else ""
+            at = f" at a step of {stride} (the model's frame rate)" if stride > 1 else ""
             raise ValueError(f"the input has {n_in} frames{at}, fewer than the {k_pix} context frames requested")
         g = self._generator(seed, generator)
 

@@ -63,6 +63,14 @@ def read_manifest(path: Path) -> tuple[list[tuple[str, int]], list[str] | None]:
     return out, classes
 
 
+def frame_step(fps: float, frame_stride: int, target_fps: float | None) -> int:
+    """Frames between a clip's frames in a file of ``fps``: the step nearest to ``target_fps`` when that is set (and
+    the file's rate known), else ``frame_stride``. Training clips and the pipeline's reading of a file share it."""
+    if target_fps and fps:
+        return max(1, round(fps / target_fps))
+    return max(1, int(frame_stride))
+
+
 class VideoFolder(torch.utils.data.Dataset):
     def __init__(self, files: list[tuple[str, int]], num_frames: int = 16, resolution: int = 64,
                  frame_stride: int = 1, target_fps: float | None = None, train: bool = True, hflip: bool = False,
@@ -130,9 +138,7 @@ class VideoFolder(torch.utils.data.Dataset):
 
     def clip_window(self, num_available: int, fps: float, rng: np.random.Generator | None) -> list[int]:
         """Frame indices of one clip: a random window when training, the centre one otherwise."""
-        stride = self.frame_stride
-        if self.target_fps and fps:
-            stride = max(1, round(fps / self.target_fps))
+        stride = frame_step(fps, self.frame_stride, self.target_fps)
         span = (self.num_frames - 1) * stride + 1
         if num_available < span:
             raise VideoError("", f"too short: {num_available} frames, a clip needs {span}")

@@ -26,11 +26,12 @@ def file_rate(video, data) -> tuple[int, float | None]:
     if not isinstance(video, (str, Path)):
         return 1, None
     from ..data.video_io import probe
+    from ..data.videos import frame_step
 
     info = probe(Path(video))
     if info.num_frames <= 1 or not info.fps:
         return 1, None
-    stride = max(1, round(info.fps / data.target_fps)) if data.target_fps else max(1, int(data.frame_stride))
+    stride = frame_step(info.fps, data.frame_stride, data.target_fps)
     return stride, info.fps / stride
 
 

@@ -172,8 +172,12 @@ def load_teacher(path: str, model: torch.nn.Module, device) -> torch.nn.Module:
     return teacher.to(device).eval().requires_grad_(False)
 
 
+def _starts_fresh(cfg: Config) -> bool:
+    return cfg.train.resume in (None, "", "none")
+
+
 def _resolve_resume(cfg: Config, run_dir: Path) -> Path | None:
-    if cfg.train.resume in (None, "", "none"):
+    if _starts_fresh(cfg):
         return None
     if cfg.train.resume == "auto":
         return latest_checkpoint(run_dir)
@@ -194,7 +198,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"train.output_dir {run_dir} is a file, not a folder")
     earlier = latest_checkpoint(run_dir)
-    if tc.resume in (None, "", "none") and earlier is not None:  # a fresh start here would overwrite that run
+    if _starts_fresh(cfg) and earlier is not None:  # a fresh start here would overwrite that run
         raise ConfigError(f"train.output_dir {run_dir} holds an earlier run's checkpoints (up to {earlier.name}): "
                           "train.resume=auto continues it, another train.output_dir starts anew")
     trackers = _available_trackers(tc.trackers)

@@ -11,7 +11,7 @@ from conftest import randomize
 from mfvideo.builders import build_model
 from mfvideo.config import load_config
 from mfvideo.data.video_io import VideoError, probe, read_video
-from mfvideo.io import save_video
+from mfvideo.io import save_image, save_video
 from mfvideo.method import euler_sample, meanflow_sample
 from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.train.checkpoint import CheckpointError
@@ -439,6 +439,41 @@ def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path):
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.mp4").exists()
 
 
+def test_cli_interpolate_fills_the_frames_between_keyframes_and_bridges_two_clips(ckpt, tmp_path):
+    """``mfvideo-interpolate``: START's last and END's first frames are a window's given frames (``condition``); the
+    output is that window, or with ``--join`` all of START, the new frames, all of END."""
+    from mfvideo.cli import interpolate
+
+    yy, xx = np.mgrid[0:16, 0:16]
+    clip = np.stack([np.stack([(8 * (xx + i)) % 256, 8 * yy, np.full_like(xx, 20 * i)], -1) for i in range(11)])
+    clip = clip.astype(np.uint8)  # (11, 16, 16, 3), smooth: H.264 keeps it within a few levels
+    save_video(clip[:5], tmp_path / "a.mp4", fps=8)
+    save_video(clip[5:], tmp_path / "b.mp4", fps=8)
+    a, b = read_video(tmp_path / "a.mp4")[0], read_video(tmp_path / "b.mp4")[0]
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    want = pipe.condition(np.stack([a[-1], b[0]])[None], [0, 3], seed=0, output_type="uint8").frames[0]
+    other = pipe.condition(np.stack([a[-1], b[0]])[None], [0, 3], seed=1, output_type="uint8").frames[0]
+
+    def diff(x, y):
+        return np.abs(x.astype(int) - y.astype(int)).mean()
+
+    base = ["--checkpoint", str(ckpt)]
+    assert interpolate.main([str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), *base, "--out", str(tmp_path / "i.mp4")]) == 0
+    got = read_video(tmp_path / "i.mp4")[0]
+    assert got.shape == (4, 16, 16, 3) and diff(got, want) < 3 < 10 < diff(got[1:3], other[1:3])
+    assert interpolate.main([str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), *base, "--join",
+                             "--out", str(tmp_path / "j.mp4")]) == 0
+    joined = read_video(tmp_path / "j.mp4")[0]  # 5 of START, 2 new, 6 of END
+    assert joined.shape[0] == 13 and diff(joined[:5], a) < 3 and diff(joined[7:], b) < 3
+    assert diff(joined[5:7], want[1:3]) < 3
+    save_image(a[0], tmp_path / "k0.png")
+    save_image(b[-1], tmp_path / "k1.png")  # two stills: the given frames come first and last
+    assert interpolate.main([str(tmp_path / "k0.png"), str(tmp_path / "k1.png"), *base, "--num-frames", "3",
+                             "--seed", "2", "--out", str(tmp_path / "k.mp4")]) == 0
+    keys = pipe.condition(np.stack([a[0], b[-1]])[None], [0, 2], num_frames=3, seed=2, output_type="uint8").frames[0]
+    assert diff(read_video(tmp_path / "k.mp4")[0], keys) < 3
+
+
 def test_cli_takes_class_names_and_names_the_files_by_them(ckpt, tmp_path):
     """A model trained on class folders knows its classes by name (``id2label``): ``--classes`` / ``--class`` take
     the names as the Python API does, the clips are those of the ids, and the files carry both."""
@@ -612,6 +647,50 @@ def test_extend_stream_gives_extends_frames_window_by_window(ckpt, tmp_path):
         pipe.extend_stream(video[:2], num_new_frames=5, context_frames=3)
 
 
+def test_latent_output_decodes_to_the_frames_and_given_latents_are_the_first_windows_noise(ckpt):
+    """diffusers' ``output_type="latent"`` and ``latents=``: the latents of the frames a call makes decode
+    (``decode_latents``) to the frames it gives, whatever the sliding; given noise is the first window's, the later
+    windows' and any drawn class still come from the generator."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    for kw in ({}, {"num_frames": 3}, {"num_frames": 9}, {"num_frames": 9, "frames_per_window": 1},
+               {"num_frames": 10, "motion_copy": 2}):
+        lat = pipe.generate(class_labels=[0, 3], seed=1, output_type="latent", **kw).frames
+        frames = pipe.generate(class_labels=[0, 3], seed=1, output_type="uint8", **kw).frames
+        assert isinstance(lat, torch.Tensor) and lat.shape == (2, 1, frames.shape[1], 16, 16), kw
+        assert np.array_equal(pipe.decode_latents(lat, "uint8"), frames), kw
+    video = pipe.generate(num_frames=6, class_labels=[2], seed=0, output_type="uint8").frames
+    lat = pipe.extend(video, num_new_frames=5, seed=0, output_type="latent").frames  # 2 context + 5 new latents
+    tail = pipe.extend(video, num_new_frames=5, seed=0, output_type="uint8", include_input=False).frames
+    assert lat.shape[2] == 7 and np.array_equal(pipe.decode_latents(lat, "uint8"), tail)
+    assert torch.equal(lat[:, :, :2], pipe.codec.encode_frames(video[:, -2:], 1))  # the context, as encoded
+    lat = pipe.condition(video[:, [0, 3]], [0, 3], seed=0, output_type="latent").frames
+    assert np.array_equal(pipe.decode_latents(lat, "np"), pipe.condition(video[:, [0, 3]], [0, 3], seed=0).frames)
+    # given noise: the generator's own first draw reproduces the seeded clips, later windows and drawn classes too
+    g = torch.Generator().manual_seed(5)
+    noise = pipe.method.noise((3, 1, 4, 16, 16), generator=g)
+    given = pipe.generate(num_frames=7, latents=noise, generator=g, output_type="uint8")
+    seeded = pipe.generate(num_frames=7, num_clips=3, seed=5, output_type="uint8")
+    assert np.array_equal(given.frames, seeded.frames) and np.array_equal(given.class_labels, seeded.class_labels)
+    other = pipe(class_labels=[4], latents=-noise, generator=torch.Generator().manual_seed(5), output_type="uint8")
+    assert other.frames.shape[0] == 3 and not np.array_equal(other.frames, given.frames)  # one label, 3 clips
+    g = torch.Generator().manual_seed(6)
+    window = pipe.method.noise((1, 1, 4, 16, 16), generator=g)
+    assert np.array_equal(pipe.condition(video[:, [0]], [0], latents=window, output_type="uint8").frames,
+                          pipe.condition(video[:, [0]], [0], seed=6, output_type="uint8").frames)
+    counter = CallCounter(pipe.model)
+    pipe.transformer = counter
+    for call, match in [(lambda: pipe.generate(latents=noise[:, :, :3]), r"shape \(B, 1, 4, 16, 16\)"),
+                        (lambda: pipe.generate(class_labels=[1, 2], latents=noise), r"shape \(2, 1, 4, 16, 16\)"),
+                        (lambda: pipe.generate(latents=noise.numpy()), "float tensor"),
+                        (lambda: pipe.generate(latents=noise * float("nan")), "NaN"),
+                        (lambda: pipe(video=video, latents=noise), "extension draws its noise"),
+                        (lambda: pipe.extend(video, 3, output_type="latents"), "unknown output_type 'latents'"),
+                        (lambda: pipe.decode_latents(lat, "latent"), "unknown output_type")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert counter.calls == 0  # refused before any network call
+
+
 def test_extend_and_generate_through_a_causal_video_vae():
     """Wan-style 4k+1 latents: windows slide in latent frames; each decoded window contributes its last 4 x new frames."""
     from vae_configs import tiny_vae
@@ -645,6 +724,13 @@ def test_extend_and_generate_through_a_causal_video_vae():
     counter.frames = []
     one = pipe.generate(num_frames=1, num_clips=2, seed=0).frames  # the full 3-latent window, cut
     assert counter.frames == [3] and np.array_equal(one, gen.frames[:, :1])
+    lat = pipe.generate(num_frames=13, num_clips=2, seed=0, output_type="latent").frames  # 3 latents, then 1 more
+    assert lat.shape == (2, 4, 4, 8, 8)
+    one = pipe.generate(num_frames=9, num_clips=2, seed=0)  # one window: its latents decode to its frames
+    assert np.array_equal(pipe.decode_latents(lat[:, :, :3]), one.frames)
+    lat = pipe.extend(video, num_new_frames=10, context_frames=5, seed=0, output_type="latent").frames
+    assert lat.shape == (1, 4, 2 + 3, 8, 8)  # 2 context latents, then 1 new latent (4 frames) per window
+    assert torch.equal(lat[:, :, :2], pipe.codec.encode_frames(video[None, -5:]))
     with pytest.raises(ValueError, match=r"context_frames must lie in \[1, 5\]"):
         pipe.extend(video, 4, context_frames=9)
     with pytest.raises(ValueError, match="needs 4k\\+1 frames"):

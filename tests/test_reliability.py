@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mfvideo.cli import extend as extend_cli
+from mfvideo.cli import interpolate as interpolate_cli
 from mfvideo.cli import sample as sample_cli
 from mfvideo.cli import train as train_cli
 from mfvideo.cli import cache_latents as cache_cli
@@ -66,6 +67,10 @@ def E(*a):
     return ["extend", "{w}/in.mp4", "--num-new-frames", "4", "--out", "{w}/new.mp4", *a]
 
 
+def I(*a):
+    return ["interp", "{w}/in.mp4", "{w}/short.mp4", "--out", "{w}/new.mp4", *a]
+
+
 def S(*a):
     return ["sample", "--out", "{w}/samples", *a]
 
@@ -109,6 +114,14 @@ CASES = {
     "checkpoint without weights": E("--checkpoint", "{w}/ck_noweights"),
     "checkpoint of another architecture": E("--checkpoint", "{w}/ck_other"),
     "checkpoint folder missing": E("--checkpoint", "{w}/nowhere"),
+    # interpolate
+    "interpolate leaves no frame between": I("--num-frames", "2"),
+    "interpolate end shorter than its context": ["interp", "{w}/in.mp4", "{w}/short.mp4", "--context-frames", "3",
+                                                 "--out", "{w}/new.mp4"],
+    "interpolate onto its end input": ["interp", "{w}/in.mp4", "{w}/short.mp4", "--out", "{w}/short.mp4"],
+    "interpolate corrupt start": ["interp", "{w}/corrupt.mp4", "{w}/in.mp4", "--out", "{w}/new.mp4"],
+    "interpolate missing end": ["interp", "{w}/in.mp4", "{w}/missing.png", "--out", "{w}/new.mp4"],
+    "interpolate class and infer-class": I("--class", "3", "--infer-class"),
     # sample
     "sample num-frames 0": S("--num-frames", "0"), "sample num-frames -1": S("--num-frames", "-1"),
     "sample num-clips 0": S("--num-clips", "0"), "sample num-clips -1": S("--num-clips", "-1"),
@@ -146,7 +159,7 @@ CASES = {
     "post-train checkpoint of another architecture": P("{w}/ck_other"),
     "post-train checkpoint folder missing": P("{w}/nowhere"),
 }
-MAINS = {"extend": extend_cli.main, "sample": sample_cli.main, "train": train_cli.main, "cache": cache_cli.main,
+MAINS = {"extend": extend_cli.main, "interp": interpolate_cli.main, "sample": sample_cli.main, "train": train_cli.main, "cache": cache_cli.main,
          "post": post_cli.main}
 
 

@@ -12,7 +12,8 @@ Two folder layouts load with ``MFVideoPipeline.from_pretrained``:
 
 Outputs follow diffusers: ``output_type="np"`` gives float32 frames (B, T, H, W, 3) in [0, 1], so
 ``diffusers.utils.export_to_video(out.frames[0])`` and ``mfvideo.io.save_video`` write the same video; "uint8",
-"pt" (B, T, 3, H, W) and "pil" are the others.
+"pt" (B, T, 3, H, W) and "pil" are the others; ``"latent"`` gives the network's latents (B, C, T, h, w) undecoded
+(``decode_latents`` decodes them). ``latents=`` gives ``generate`` / ``condition`` their noise.
 
 ``sampler``: ``"meanflow"`` (k-NFE average-velocity steps, default for MeanFlow models) or ``"euler"`` (Euler steps of
 the instantaneous velocity u(z, t, t); the default, with 50 steps, for a model trained as flow matching, i.e.
@@ -35,7 +36,7 @@ from diffusers.utils import BaseOutput
 
 from ..builders import build_model
 from ..config import Config, from_dict, sample_fps, to_dict, to_yaml
-from ..frames import to_output
+from ..frames import OUTPUT_TYPES, to_output
 from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
 from ..weights import CheckpointError, load_config_from, load_into, load_weights
@@ -240,6 +241,33 @@ class MFVideoPipeline(DiffusionPipeline):
         shape = (batch, *self._latent_shape(frames))
         return self.method.noise(shape, generator=generator).to(self.device)  # the prior the model was trained on
 
+    def _given_noise(self, latents, frames: int, batch: int | None) -> torch.Tensor:
+        """``latents=``, the noise of a window of ``frames`` pixel frames a caller hands over: (B, C, T, h, w) as the
+        model's prior would draw it (``batch`` clips, where known), float32 on the pipeline's device."""
+        want = self._latent_shape(frames)
+        if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+            raise ValueError(f"latents must be a float tensor (B, {', '.join(map(str, want))}), "
+                             f"got {type(latents).__name__}")
+        if latents.ndim != 5 or tuple(latents.shape[1:]) != want or (batch is not None and latents.shape[0] != batch):
+            b = "B" if batch is None else str(batch)
+            raise ValueError(f"latents must have shape ({b}, {', '.join(map(str, want))}) (the noise of "
+                             f"a window of {frames} frames), got {tuple(latents.shape)}")
+        if not bool(torch.isfinite(latents).all()):
+            raise ValueError("latents hold NaN or infinite values")
+        return latents.to(self.device, torch.float32)
+
+    def _latents_covering(self, frames: int) -> int:
+        """Latent frames whose decoding holds the first ``frames`` pixel frames."""
+        f = self.codec.temporal_factor
+        return frames if f == 1 else 1 + -(-(frames - 1) // f)
+
+    def decode_latents(self, latents: torch.Tensor, output_type: str = "np"):
+        """Latents (B, C, T, h, w), as ``output_type="latent"`` gives them, -> frames as ``output_type`` asks ("np",
+        "uint8", "pt", "pil"). Per-frame codecs give back the frames the call would have given; a causal video VAE
+        decodes the whole sequence at once, where the pipeline decoded window by window (close, not bit-equal)."""
+        _check_output_type(output_type, latent=False)
+        return to_output(self.codec.decode_frames(latents.to(self.device)), output_type)
+
     @property
     def default_sampler(self) -> str:
         """``"euler"`` for a model trained as flow matching (no r != t rows), else ``"meanflow"``."""
@@ -313,7 +341,8 @@ class MFVideoPipeline(DiffusionPipeline):
 
     def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True, labels=None,
                 fps: float | None = None):
-        out = MFVideoPipelineOutput(to_output(frames, output_type), fps or self.fps,
+        frames = frames if output_type == "latent" else to_output(frames, output_type)
+        out = MFVideoPipelineOutput(frames, fps or self.fps,
                                     None if labels is None else labels.cpu().numpy())
         return out if return_dict else (out.frames,)
 
@@ -357,13 +386,18 @@ class MFVideoPipeline(DiffusionPipeline):
                  num_videos: int | None = None, video: Any = None, num_new_frames: int | None = None,
                  context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False,
                  frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                 first_window_steps: int | None = None, guidance_scale: float | None = None):
+                 first_window_steps: int | None = None, guidance_scale: float | None = None,
+                 latents: torch.Tensor | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
         ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``: as in ``extend``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
-        (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil"), ``return_dict``,
-        ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still)."""
+        (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
+        ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
+        ``latents`` (the first window's noise, as in ``generate``)."""
         if video is not None:
+            if latents is not None:
+                raise ValueError("latents= is the noise of clips generated from noise; an extension draws its noise "
+                                 "from generator=")
             if first_window_steps is not None:
                 raise ValueError("first_window_steps is for clips generated from noise; an extension's first window "
                                  "leans on the given video: set num_inference_steps")
@@ -380,7 +414,7 @@ class MFVideoPipeline(DiffusionPipeline):
                              generator=generator, output_type=output_type, return_dict=return_dict,
                              frames_per_window=frames_per_window, motion_copy=motion_copy,
                              motion_copy_tol=motion_copy_tol, first_window_steps=first_window_steps,
-                             guidance_scale=guidance_scale)
+                             guidance_scale=guidance_scale, latents=latents)
 
     @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
@@ -388,7 +422,8 @@ class MFVideoPipeline(DiffusionPipeline):
                  sampler: str | None = None, generator: torch.Generator | None = None, output_type: str = "np",
                  return_dict: bool = True, context_noise: float | None = None, frames_per_window: int | None = None,
                  reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                 first_window_steps: int | None = None, guidance_scale: float | None = None):
+                 first_window_steps: int | None = None, guidance_scale: float | None = None,
+                 latents: torch.Tensor | None = None):
         """Clips from noise: one network call for the first window, one per further window (sliding).
 
         ``class_labels``: one id per clip, or one id for ``num_clips`` clips; None on a class-conditional model draws
@@ -418,11 +453,20 @@ class MFVideoPipeline(DiffusionPipeline):
         default ``resolve_guidance_scale``'s): classifier-free guidance chosen here, one call per window still; a model
         whose guidance is folded in at training refuses it.
 
+        ``latents``: the first window's noise (B, C, T, h, w), T the latent frames of the trained window, as the
+        model's prior draws it (``MeanFlow.noise``; default: drawn from ``generator`` / ``seed``, which still draws
+        every later window's noise and any drawn classes). ``output_type="latent"``: the latents of the frames made,
+        undecoded (B, C, T, h, w) (``decode_latents`` decodes them).
+
         ``generate_stream`` takes the same arguments and gives the same frames window by window.
         """
+        _check_output_type(output_type)
         stream = self.generate_stream(num_frames, class_labels, num_clips, seed, steps, context_frames, sampler,
                                       generator, context_noise, frames_per_window, reread_context, motion_copy,
-                                      motion_copy_tol, first_window_steps, guidance_scale)
+                                      motion_copy_tol, first_window_steps, guidance_scale, latents,
+                                      _latent=output_type == "latent")
+        if output_type == "latent":
+            return self._output(torch.cat(list(stream), dim=2), output_type, return_dict, labels=stream.labels)
         frames = np.concatenate(list(stream), axis=1)  # (B, num_frames, H, W, 3) uint8
         return self._output(frames, output_type, return_dict, labels=stream.labels)
 
@@ -431,7 +475,8 @@ class MFVideoPipeline(DiffusionPipeline):
                         sampler: str | None = None, generator: torch.Generator | None = None,
                         context_noise: float | None = None, frames_per_window: int | None = None,
                         reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                        first_window_steps: int | None = None, guidance_scale: float | None = None) -> "FrameStream":
+                        first_window_steps: int | None = None, guidance_scale: float | None = None,
+                        latents: torch.Tensor | None = None, *, _latent: bool = False) -> "FrameStream":
         """``generate``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the first
         window's, then every later window's new frames; memory holds one window whatever ``num_frames``. Arguments
         as in ``generate``: checked, and the first window's noise and any drawn classes drawn, when it is called (its
@@ -452,6 +497,11 @@ class MFVideoPipeline(DiffusionPipeline):
                 raise ValueError(f"{y.shape[0]} class labels for {num_clips} clips")
             y = y.expand(num_clips)
         batch = y.shape[0] if y is not None else (num_clips or 1)
+        if latents is not None:  # the caller's noise for the first window: its batch is the clips'
+            known = num_clips is not None or (y is not None and y.shape[0] > 1)
+            noise = self._given_noise(latents, self._pixel_frames(self.latent_window), batch if known else None)
+            batch = noise.shape[0]
+            y = y.expand(batch) if y is not None and y.shape[0] == 1 else y
         slides = num_frames > self.window or context_frames is not None or frames_per_window is not None
         k = self._context_latents(context_frames) if slides else None  # an image model never slides
         keep = self._frames_per_window(frames_per_window, k) if slides else None
@@ -459,7 +509,8 @@ class MFVideoPipeline(DiffusionPipeline):
         # the first window is always the trained one, then cut: a video model drawing fewer frames from noise than it
         # was trained on draws worse ones (the bundled model's single frames: accuracy 0.91 cut from a window, 0.78
         # drawn alone; docs/experiments.md, session 30)
-        noise = self._noise(batch, self._pixel_frames(self.latent_window), g)
+        if latents is None:
+            noise = self._noise(batch, self._pixel_frames(self.latent_window), g)
         if draw:  # after the noise: the first window's noise is the seed's, as with labels given
             y = torch.randint(0, n_classes, (batch,), generator=g).to(self.device)
             log.info("no class_labels: drew %s (class_labels=-1 for the null label)",
@@ -467,13 +518,16 @@ class MFVideoPipeline(DiffusionPipeline):
 
         def chunks():
             self._guidance = guidance
-            latents = self._sample(noise, y, how_first)
-            first = self.codec.decode_frames(latents)[:, :num_frames]  # (B, min(num_frames, window), H, W, 3)
-            yield first
-            if num_frames > first.shape[1]:
-                yield from self._windows(latents[:, :, -k:], num_frames - first.shape[1], y, how, g, s, s,
+            window = self._sample(noise, y, how_first)  # (B, C, latent window, h, w)
+            made = min(num_frames, self.window)
+            if _latent:
+                yield window[:, :, : self._latents_covering(made)]
+            else:
+                yield self.codec.decode_frames(window)[:, :made]  # (B, made, H, W, 3)
+            if num_frames > made:
+                yield from self._windows(window[:, :, -k:], num_frames - made, y, how, g, s, s,
                                          hold_read=not reread_context, report_read=True, keep=keep, copy=copy,
-                                         guidance=guidance)
+                                         guidance=guidance, latent=_latent)
 
         return FrameStream(torch.no_grad()(chunks)(), self.fps, y if draw else None)
 
@@ -528,14 +582,20 @@ class MFVideoPipeline(DiffusionPipeline):
         sharp (the bundled model, 1-NFE: glyph match 0.863 -> 0.995, 0.999 with ``frames_per_window=1``; docs/usage.md).
         Content that changes otherwise than by a move stays the network's.
 
-        ``guidance_scale``: as in ``generate``.
+        ``guidance_scale``: as in ``generate``. ``output_type="latent"``: the latents of the context frames and the new
+        ones, undecoded (B, C, T, h, w), what ``include_input=False`` gives as frames (``decode_latents``).
 
         ``extend_stream`` takes the same arguments and gives the same frames window by window, for videos too long
         to hold.
         """
+        _check_output_type(output_type)
         stream = self.extend_stream(video, num_new_frames, context_frames, steps, class_labels, seed, sampler,
                                     generator, include_input, infer_label, context_noise, reread_context,
-                                    frames_per_window, motion_copy, motion_copy_tol, guidance_scale)
+                                    frames_per_window, motion_copy, motion_copy_tol, guidance_scale,
+                                    _latent=output_type == "latent")
+        if output_type == "latent":
+            return self._output(torch.cat(list(stream), dim=2), output_type, return_dict, stream.labels,
+                                fps=stream.fps)
         frames = np.concatenate(list(stream), axis=1)  # (B, T, H, W, 3) uint8
         return self._output(frames, output_type, return_dict, stream.labels, fps=stream.fps)
 
@@ -544,7 +604,7 @@ class MFVideoPipeline(DiffusionPipeline):
                       generator: torch.Generator | None = None, include_input: bool = True, infer_label: bool = False,
                       context_noise: float | None = None, reread_context: bool = False,
                       frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                      guidance_scale: float | None = None) -> "FrameStream":
+                      guidance_scale: float | None = None, *, _latent: bool = False) -> "FrameStream":
         """``extend``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the input's first
         (a file decoded chunk by chunk), then every window's new frames. Memory holds one window and one chunk of the
         input whatever the video's length; ``mfvideo.io.save_video`` writes a stream as it comes (``mfvideo-extend``
@@ -572,9 +632,9 @@ class MFVideoPipeline(DiffusionPipeline):
         self._check_label_args(class_labels, infer_label)
         # a file given whole is decoded once, as the stream goes, its last frames kept as the context; else the
         # frames are read now: (B, T, r, r, 3) uint8, a file's last k_pix only (decoded from near its end)
-        lazy = isinstance(video, (str, Path)) and include_input
-        frames = None if lazy else load_clip(video, self.resolution, last=None if include_input else k_pix,
-                                             stride=stride)
+        lazy = isinstance(video, (str, Path)) and include_input and not _latent  # (latents: the context's only)
+        frames = None if lazy else load_clip(video, self.resolution, last=k_pix if _latent or not include_input
+                                             else None, stride=stride)
         if (n_in := frame_count(video, stride) if lazy else frames.shape[1]) < k_pix:
             at = f" at a step of {stride} (the model's frame rate)" if stride > 1 else ""
             raise ValueError(f"the input has {n_in} frames{at}, fewer than the {k_pix} context frames requested")
@@ -596,12 +656,12 @@ class MFVideoPipeline(DiffusionPipeline):
                     tail = chunk if tail is None else np.concatenate([tail, chunk], axis=1)[:, -k_pix:]
                 ctx, y = prepare(tail)
             else:
-                yield frames
+                yield ctx if _latent else frames
             if infer_label:
                 stream.labels = y
             windows = self._windows(ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
                                     report_read=True, keep=keep, copy=copy, grow_to=grow_to, guidance=guidance,
-                                    state=state)
+                                    state=state, latent=_latent)
             for i, chunk in enumerate(windows):
                 if i == 0 and not infer_label:
                     stream.labels = state["read"]
@@ -663,7 +723,7 @@ class MFVideoPipeline(DiffusionPipeline):
     def _windows(self, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
                  hold_read: bool = False, report_read: bool = False, keep: int | None = None,
                  copy: tuple[int, float] | None = None, grow_to: int | None = None, guidance: float | None = None,
-                 state: dict | None = None) -> Iterator[np.ndarray]:
+                 state: dict | None = None, latent: bool = False) -> Iterator[np.ndarray | torch.Tensor]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
         Yields every window's kept new frames, uint8 (B, n, H, W, 3), as it is made.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
@@ -679,6 +739,8 @@ class MFVideoPipeline(DiffusionPipeline):
         ``grow_to`` (latent frames): a context shorter than this (an input shorter than the default context, a still
         image) grows with the frames made, window by window, up to it: a single given frame says nothing of motion,
         and every later window would otherwise have to guess it afresh from one frame.
+
+        ``latent``: yield the kept new latents (B, C, n, h, w) undecoded instead.
 
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
         just the kept latents; a causal VAE decodes the whole window and keeps the pixel frames of the kept latents.
@@ -705,12 +767,16 @@ class MFVideoPipeline(DiffusionPipeline):
             window = self._sample(noise, y, how, context, mask, level, held)  # (B, C, k + new, h, w)
             if copy is not None:  # new frames that the frame before them, moved, explains become it
                 window, _ = _motion_copy(window, mask[0], *copy)
-            if f == 1:
+            if latent:  # the kept latents; a causal VAE's latent frame past the first holds f pixel frames
+                yield window[:, :, k : k + min(kept, -(-(num_new - made) // f))]
+                made += f * kept
+            elif f == 1:
                 pix = codec.decode_frames(window[:, :, k : k + kept])  # (B, kept, H, W, 3)
             else:  # latent j >= 1 holds pixel frames f (j - 1) + 1 .. f j
                 pix = codec.decode_frames(window)[:, self._pixel_frames(k) : self._pixel_frames(k + kept)]
-            yield pix[:, : num_new - made]
-            made += pix.shape[1]
+            if not latent:
+                yield pix[:, : num_new - made]
+                made += pix.shape[1]
             k_next = k if grow_to is None else max(k, min(grow_to, k + kept))
             ctx = window[:, :, k + kept - k_next : k + kept]  # the latest frames: the window slides by the kept frames
             k = k_next
@@ -720,15 +786,19 @@ class MFVideoPipeline(DiffusionPipeline):
                   seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                   generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
                   infer_label: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                  guidance_scale: float | None = None):
+                  guidance_scale: float | None = None, latents: torch.Tensor | None = None):
         """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation); ``infer_label``
         and ``motion_copy`` as in ``extend`` (the copy runs outwards from every given frame: an interpolation's
         frames from both keyframes towards the middle); ``guidance_scale`` as in ``generate``. ``num_frames``
         (default: the window) below the window are the first frames of a full window, as in ``generate``; above it,
         one longer window than the model was trained on, which it draws worse (a warning says so; the bundled model's
-        in-betweens of held-out keyframes: class accuracy 0.95-0.99 in its 8-frame window, 0.78-0.92 in 16)."""
+        in-betweens of held-out keyframes: class accuracy 0.95-0.99 in its 8-frame window, 0.78-0.92 in 16).
+        ``latents``: the window's noise (B, C, max(num_frames, window), h, w) (default: drawn from ``generator`` /
+        ``seed``; the given frames' places are ignored); ``output_type="latent"``: the window's latents, the given
+        frames' encoded in their places."""
         from .inputs import load_clip
 
+        _check_output_type(output_type)
         self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
@@ -747,7 +817,7 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"frame indices must be distinct and lie in [0, {num_frames - 1}], got {idx}")
         g = self._generator(seed, generator)
         T = max(num_frames, self.window)  # a shorter clip is the start of a full window, as in `generate`
-        noise = self._noise(given.shape[0], T, g)
+        noise = self._noise(given.shape[0], T, g) if latents is None else self._given_noise(latents, T, given.shape[0])
         context = torch.zeros_like(noise)
         context[:, :, idx] = self.codec.encode_frames(given, self.cfg.data.channels)
         y = self._labels_for(context[:, :, sorted(idx)], class_labels, infer_label)
@@ -756,10 +826,13 @@ class MFVideoPipeline(DiffusionPipeline):
         reading, y_net = None, y
         if self._routes_labels(y):  # a given label enters through the reader
             reading, _, y_net = self._read_labelled(noise, y, context, mask)
-        latents = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
+        window = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
         if copy is not None:
-            latents, _ = _motion_copy(latents, mask[0], *copy)
-        frames_out = self.codec.decode_frames(latents[:, :, :num_frames])  # (B, num_frames, H, W, 3)
+            window, _ = _motion_copy(window, mask[0], *copy)
+        if output_type == "latent":
+            window = torch.where(mask[:, None, :, None, None], context, window)  # the given frames, exactly
+            return self._output(window[:, :, :num_frames], output_type, return_dict, y if infer_label else None)
+        frames_out = self.codec.decode_frames(window[:, :, :num_frames])  # (B, num_frames, H, W, 3)
         frames_out[:, idx] = given  # the given frames are returned exactly as given
         return self._output(frames_out, output_type, return_dict, y if infer_label else None)
 
@@ -771,3 +844,10 @@ def _motion_copy_args(radius, tol) -> tuple[int, float] | None:
         raise ValueError(f"motion_copy must be a whole number of latent pixels >= 0 (0: off) and motion_copy_tol "
                          f">= 0, got {radius} and {tol}")
     return (int(radius), float(tol)) if int(radius) else None
+
+
+def _check_output_type(output_type: str, latent: bool = True) -> None:
+    """An ``output_type`` the pipeline gives ("latent" too, with ``latent``), checked before any work."""
+    known = (*OUTPUT_TYPES, "latent") if latent else OUTPUT_TYPES
+    if output_type not in known:
+        raise ValueError(f"unknown output_type {output_type!r}; use one of {', '.join(known)}")

@@ -1,0 +1,112 @@
+"""mfvideo-interpolate START END --out OUT.mp4: the frames between two keyframes, or a bridge between two clips.
+
+START's last K frames and END's first K frames (images or videos, read at the model's frame rate) are the given
+frames of one window (``MFVideoPipeline.condition``: one network call); the frames between them are made. The output
+is that window (START's K frames, the new ones, END's K), or with ``--join`` all of START, the new frames and all of
+END: two clips bridged into one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import (ArgumentParser, add_motion_copy_args, check_output_file, device, positive_float, positive_int,
+               user_errors)
+
+
+def first_frames(path: str, resolution: int, count: int, stride: int) -> np.ndarray:
+    """A file's first ``count`` frames at the model's frame rate, uint8 (1, count, r, r, 3), decoded no further."""
+    from ..pipeline.inputs import iter_clip
+
+    got, n = [], 0
+    for chunk in iter_clip(path, resolution, stride):  # (1, n, r, r, 3)
+        got.append(chunk)
+        n += chunk.shape[1]
+        if n >= count:
+            break
+    if n < count:
+        raise ValueError(f"{path}: has {n} frame(s) at the model's frame rate, fewer than the {count} asked for "
+                         "(--context-frames)")
+    return np.concatenate(got, axis=1)[:, :count]
+
+
+@user_errors
+def main(argv=None):
+    p = ArgumentParser(prog="mfvideo-interpolate",
+                       description="Make the frames between two keyframes (or bridge two clips) with a MeanFlow STDiT, "
+                                   "in one network call.")
+    p.add_argument("start", help="image or video: its last --context-frames frames come first")
+    p.add_argument("end", help="image or video: its first --context-frames frames come last")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled moving-digits model)")
+    p.add_argument("--num-frames", type=positive_int, default=None,
+                   help="frames of the interpolated clip, the given ones included (default: the model's window; "
+                        "more is one longer window than the model was trained on, drawn worse)")
+    p.add_argument("--context-frames", type=positive_int, default=1,
+                   help="frames given from each side (default 1: two keyframes)")
+    p.add_argument("--join", action="store_true",
+                   help="write all of START, the new frames and all of END (default: the interpolated clip only)")
+    p.add_argument("--class", dest="class_id", default=None,
+                   help="class id or name of the clip (default: none; the model's context reader, if it has one, "
+                        "reads it off the given frames)")
+    p.add_argument("--infer-class", action="store_true",
+                   help="read the class off the given frames with the model itself, then condition on it")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="network evaluations (default: 1 for MeanFlow, 50 for --sampler euler)")
+    p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
+                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
+    add_motion_copy_args(p)
+    p.add_argument("--guidance-scale", type=positive_float, default=None,
+                   help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=positive_float, default=None,
+                   help="frame rate of the output (default: START's, read at the model's frame step; an image: the "
+                        "model's sample.fps)")
+    p.add_argument("--device", type=device, default="cpu")
+    p.add_argument("--out", required=True, help="output mp4")
+    args = p.parse_args(argv)
+    if args.infer_class and args.class_id is not None:
+        raise ValueError("give --class or --infer-class, not both")
+    for src in (args.start, args.end):
+        if not Path(src).is_file():
+            raise ValueError(f"{src}: no such file")
+    out_path = check_output_file(args.out, inputs=(args.start, args.end))
+
+    from ..io import save_video
+    from ..pipeline import MFVideoPipeline
+    from ..pipeline.inputs import file_rate, iter_clip, load_clip
+
+    pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
+    pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
+    labels = None if args.class_id is None else [int(pipe.check_labels(args.class_id)[0])]
+    n, k = args.num_frames or pipe.window, args.context_frames
+    if n < 2 * k + 1:
+        raise ValueError(f"--num-frames {n} leaves no frame between {k} given frame(s) from each side: give at "
+                         f"least {2 * k + 1}")
+    (s_step, s_rate), (e_step, _) = file_rate(args.start, pipe.cfg.data), file_rate(args.end, pipe.cfg.data)
+    given = np.concatenate([load_clip(args.start, pipe.resolution, last=k, stride=s_step),
+                            first_frames(args.end, pipe.resolution, k, e_step)], axis=1)  # (1, 2k, r, r, 3)
+    out = pipe.condition(given, [*range(k), *range(n - k, n)], num_frames=n, class_labels=labels, seed=args.seed,
+                         steps=args.steps, sampler=args.sampler, output_type="uint8", infer_label=args.infer_class,
+                         motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
+                         guidance_scale=args.guidance_scale)
+    new = out.frames[0, k : n - k]  # (n - 2k, r, r, 3)
+    if args.join:  # decoded as it is written: memory holds a chunk of each clip, whatever their lengths
+        clip = (c for part in (iter_clip(args.start, pipe.resolution, s_step), [new[None]],
+                               iter_clip(args.end, pipe.resolution, e_step)) for c in (x[0] for x in part))
+    else:
+        clip = out.frames[0]
+    save_video(clip, out_path, fps=args.fps or s_rate or pipe.fps)
+    if out.class_labels is not None:
+        c = str(int(out.class_labels[0]))
+        name = pipe.labels.get(c, c)
+        print(f"class read from the given frames: {c}" + (f" ({name})" if name != c else ""))
+    whole = "START, " if args.join else ""
+    print(f"wrote {whole}{n - 2 * k} new frames between {k} given frame(s) from each side"
+          f"{', END' if args.join else ''} to {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -474,6 +474,27 @@ def test_cli_interpolate_fills_the_frames_between_keyframes_and_bridges_two_clip
     assert diff(read_video(tmp_path / "k.mp4")[0], keys) < 3
 
 
+def test_cli_shows_progress_in_frames_on_a_terminal_only(ckpt, tmp_path, capsys, monkeypatch):
+    """A long extension or clip shows a progress bar counted in frames when stderr is a terminal; piped or logged,
+    stderr holds nothing but errors."""
+    from mfvideo.cli import extend, sample
+
+    src = tmp_path / "in.mp4"
+    save_video(np.zeros((3, 16, 16, 3), np.uint8), src, fps=8)
+    args = [str(src), "--checkpoint", str(ckpt), "--num-new-frames", "7", "--frames-per-window", "1"]
+    assert extend.main([*args, "--out", str(tmp_path / "a.mp4")]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert extend.main([*args, "--out", str(tmp_path / "b.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert "\rextend:   0%|" in err and "/10 [" in err  # 3 given + 7 new frames; cleared when done
+    assert err.endswith("\r") and "\n" not in err and probe(tmp_path / "b.mp4").num_frames == 10
+    assert sample.main(["--checkpoint", str(ckpt), "--num-clips", "2", "--num-frames", "9", "--out",
+                        str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    assert "clips 1-2 of 2:   0%|" in err and "/9 [" in err
+
+
 def test_cli_takes_class_names_and_names_the_files_by_them(ckpt, tmp_path):
     """A model trained on class folders knows its classes by name (``id2label``): ``--classes`` / ``--class`` take
     the names as the Python API does, the clips are those of the ids, and the files carry both."""
@@ -621,6 +642,7 @@ def test_generate_stream_gives_generates_frames_window_by_window(ckpt):
         pipe.transformer = pipe.model
         assert chunks[0].shape[1] == 4 and counter.calls == len(chunks)  # one call per chunk
         assert np.array_equal(np.concatenate(chunks, axis=1), whole.frames)
+        assert stream.num_frames == 9  # what a progress bar counts to
 
 
 def test_extend_stream_gives_extends_frames_window_by_window(ckpt, tmp_path):
@@ -643,6 +665,7 @@ def test_extend_stream_gives_extends_frames_window_by_window(ckpt, tmp_path):
             assert [c.shape[1] for c in chunks][-3:] == [2, 2, 1] and counter.calls == 3  # windows of 2 + 2 new
             assert np.array_equal(np.concatenate(chunks, axis=1), whole.frames)
             assert np.array_equal(stream.class_labels, whole.class_labels)
+            assert stream.num_frames == whole.frames.shape[1]  # known before the first chunk: a progress bar's total
     with pytest.raises(ValueError, match="fewer than the 3 context frames"):
         pipe.extend_stream(video[:2], num_new_frames=5, context_frames=3)
 

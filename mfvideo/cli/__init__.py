@@ -129,6 +129,20 @@ def check_output_dir(path: str | Path) -> Path:
     return path
 
 
+def progress(chunks, total: int | None, what: str):
+    """Chunks (B, n, H, W, 3) passed through as they come, counted in frames per clip on a progress bar when stderr is
+    a terminal (a long extension or clip on a large model takes minutes); nothing is printed otherwise."""
+    if not sys.stderr.isatty():
+        yield from chunks
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="frame", desc=what, leave=False, dynamic_ncols=True) as bar:
+        for chunk in chunks:
+            bar.update(chunk.shape[1])
+            yield chunk
+
+
 def class_name(pipe, class_id: int) -> str:
     """``class3``, or ``class3_cat`` where the model names class 3 (``id2label``): part of a file name."""
     name = pipe.labels.get(str(int(class_id)), "")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import (ArgumentParser, add_motion_copy_args, check_output_file, device, positive_float,
-               positive_int, user_errors)
+               positive_int, progress, user_errors)
 
 
 @user_errors
@@ -67,7 +67,8 @@ def main(argv=None):
                                 guidance_scale=args.guidance_scale)
     written = []
     # encoded as the windows are made: memory holds one window, whatever --num-new-frames
-    save_video((written.append(len(c[0])) or c[0] for c in stream), out_path, fps=args.fps or stream.fps)
+    chunks = progress(stream, stream.num_frames, "extend")
+    save_video((written.append(len(c[0])) or c[0] for c in chunks), out_path, fps=args.fps or stream.fps)
     if stream.class_labels is not None and int(stream.class_labels[0]) >= 0:
         c = str(int(stream.class_labels[0]))
         name = pipe.labels.get(c, c)

@@ -5,7 +5,7 @@ are encoded as their windows are made (memory flat in their length; --grid holds
 from __future__ import annotations
 
 from . import (ArgumentParser, add_motion_copy_args, check_output_dir, class_name, device, positive_float,
-               positive_int, user_errors)
+               positive_int, progress, user_errors)
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
 STREAM_BATCH = 16  # clips per batch past one window: one ffmpeg each, open together (~60 MB each at 256 px)
@@ -86,7 +86,7 @@ def main(argv=None):
         ids = classes[start : start + count] if classes is not None else stream.class_labels  # given, drawn, or none
         names = [f"{i:03d}" + ("" if ids is None else f"_{class_name(pipe, ids[i - start])}")
                  for i in range(start, start + count)]
-        chunks = iter(stream)
+        chunks = progress(stream, stream.num_frames, f"clips {start + 1}-{start + count} of {n}")
         if args.grid:  # the sheet holds every frame anyway
             chunks = list(chunks)
             sheet.append(np.concatenate(chunks, axis=1))

@@ -68,10 +68,11 @@ PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
 class FrameStream:
     """Frames as a pipeline makes them (``MFVideoPipeline.extend_stream``): iterate it once for uint8 chunks
     (B, n, H, W, 3); ``fps`` as in ``MFVideoPipelineOutput``; ``class_labels`` as in ``MFVideoPipelineOutput``, known once
-    the first window is made."""
+    the first window is made; ``num_frames``: the frames per clip the chunks add up to (a progress bar's total)."""
 
-    def __init__(self, chunks: Iterator[np.ndarray], fps: float, labels: torch.Tensor | None = None):
-        self._chunks, self.fps, self.labels = chunks, fps, labels
+    def __init__(self, chunks: Iterator[np.ndarray], fps: float, labels: torch.Tensor | None = None,
+                 num_frames: int | None = None):
+        self._chunks, self.fps, self.labels, self.num_frames = chunks, fps, labels, num_frames
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self._chunks
@@ -529,7 +530,7 @@ class MFVideoPipeline(DiffusionPipeline):
                                          hold_read=not reread_context, report_read=True, keep=keep, copy=copy,
                                          guidance=guidance, latent=_latent)
 
-        return FrameStream(torch.no_grad()(chunks)(), self.fps, y if draw else None)
+        return FrameStream(torch.no_grad()(chunks)(), self.fps, y if draw else None, num_frames)
 
     @torch.no_grad()
     def extend(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
@@ -667,7 +668,8 @@ class MFVideoPipeline(DiffusionPipeline):
                     stream.labels = state["read"]
                 yield chunk
 
-        stream = FrameStream(torch.no_grad()(chunks)(), rate or self.fps, y if infer_label else None)
+        total = (n_in if include_input and not _latent else k_pix) + int(num_new_frames)
+        stream = FrameStream(torch.no_grad()(chunks)(), rate or self.fps, y if infer_label else None, total)
         return stream
 
     def _context_latents(self, k_pix: int | None) -> int:

@@ -714,6 +714,37 @@ def test_latent_output_decodes_to_the_frames_and_given_latents_are_the_first_win
     assert counter.calls == 0  # refused before any network call
 
 
+def test_one_generator_per_clip_makes_each_clip_as_it_would_be_made_alone(ckpt):
+    """diffusers' list of generators: clip i's noise (every window's) and drawn class come from generator i, so a
+    clip does not depend on the batch it is made in (up to float rounding of the batched network)."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    video = pipe.generate(num_frames=5, class_labels=[1, 6], seed=0, output_type="uint8").frames  # (2, 5, ...)
+    makers = [lambda g, i: pipe.generate(num_frames=9, generator=g, output_type="latent"),  # drawn classes
+              lambda g, i: pipe.generate(num_frames=9, class_labels=[2], generator=g, output_type="latent"),
+              lambda g, i: pipe.extend(video if i is None else video[i : i + 1], 4, generator=g, output_type="latent"),
+              lambda g, i: pipe.condition(video[:, [0, 3]] if i is None else video[i : i + 1, [0, 3]], [0, 3],
+                                          generator=g, output_type="latent")]
+    for make in makers:  # make(generator, the clip alone or None for both)
+        together = make(gens(3, 8), None)
+        assert together.frames.shape[0] == 2
+        for i, seed in enumerate((3, 8)):
+            alone = make(torch.Generator().manual_seed(seed), i)
+            assert torch.allclose(together.frames[i], alone.frames[0], atol=1e-4)
+            if together.class_labels is not None:
+                assert together.class_labels[i] == alone.class_labels[0]
+    assert not torch.allclose(*pipe.generate(generator=gens(3, 8), output_type="latent").frames)
+    for call, match in [(lambda: pipe.generate(num_clips=3, generator=gens(1, 2)), "2 generator\\(s\\) for 3 clips"),
+                        (lambda: pipe.extend(video, 2, generator=gens(1)), "1 generator\\(s\\) for 2 clips"),
+                        (lambda: pipe.generate(generator=[]), "non-empty list"),
+                        (lambda: pipe.generate(generator=7), "must be a torch.Generator, got int")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
 def test_extend_and_generate_through_a_causal_video_vae():
     """Wan-style 4k+1 latents: windows slide in latent frames; each decoded window contributes its last 4 x new frames."""
     from vae_configs import tiny_vae

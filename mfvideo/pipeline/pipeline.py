@@ -229,9 +229,19 @@ class MFVideoPipeline(DiffusionPipeline):
         return self.check_labels(class_labels).to(self.device)
 
     @staticmethod
-    def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-        """The caller's CPU generator, else one seeded with ``seed`` (a random seed when both are None)."""
+    def _generator(seed: int | None, generator, batch: int | None = None):
+        """The caller's generator (on any device: the noise is drawn there), or their list of one per clip (clip i's
+        noise and drawn class from generator i: a clip then does not depend on the batch it is made in; ``batch``
+        clips, where known), else a CPU generator seeded with ``seed`` (a random seed when both are None)."""
+        if isinstance(generator, (list, tuple)):
+            if not generator or not all(isinstance(x, torch.Generator) for x in generator):
+                raise ValueError("generator must be a torch.Generator or a non-empty list of them, one per clip")
+            if batch is not None and len(generator) != batch:
+                raise ValueError(f"{len(generator)} generator(s) for {batch} clips: give one per clip")
+            return list(generator)
         if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
             return generator
         return torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
 
@@ -239,8 +249,12 @@ class MFVideoPipeline(DiffusionPipeline):
         return self.codec.latent_shape((frames, self.resolution, self.resolution))
 
     def _noise(self, batch: int, frames: int, generator) -> torch.Tensor:
-        shape = (batch, *self._latent_shape(frames))
-        return self.method.noise(shape, generator=generator).to(self.device)  # the prior the model was trained on
+        """The prior the model was trained on, (batch, C, T, h, w) on the pipeline's device, drawn on the generator's
+        device (a list: clip i's from generator i)."""
+        shape = self._latent_shape(frames)
+        if isinstance(generator, list):
+            return torch.cat([self.method.noise((1, *shape), generator=g).to(self.device) for g in generator])
+        return self.method.noise((batch, *shape), generator=generator).to(self.device)
 
     def _given_noise(self, latents, frames: int, batch: int | None) -> torch.Tensor:
         """``latents=``, the noise of a window of ``frames`` pixel frames a caller hands over: (B, C, T, h, w) as the
@@ -431,8 +445,9 @@ class MFVideoPipeline(DiffusionPipeline):
         a class per clip uniformly (from the same generator, after the first window's noise; returned in
         ``class_labels``): p(x) = mean over y of p(x | y), through the guided conditional field the model was trained
         for, where its null-label branch (``class_labels=-1``, trained on a tenth of the rows, unguided) draws far
-        worse clips (the bundled model: FD 416 against 88; docs/bundled_model.md). Noise comes from ``generator`` (a CPU
-        ``torch.Generator``) or from ``seed``. ``context_noise``, ``frames_per_window``, ``reread_context``,
+        worse clips (the bundled model: FD 416 against 88; docs/bundled_model.md). Noise comes from ``generator`` (a
+        ``torch.Generator`` on any device, or a list of one per clip: clip i's noise and drawn class from generator i,
+        the same clip as made alone; ``extend`` and ``condition`` take the same) or from ``seed``. ``context_noise``, ``frames_per_window``, ``reread_context``,
         ``motion_copy`` (for the windows after the first): as in ``extend`` (a copy holds the first window's glyph,
         flaws included: the bundled model's speckle 0.028 -> 0.057, class accuracy 1.0 -> 0.945; docs/usage.md); what
         the model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
@@ -498,6 +513,9 @@ class MFVideoPipeline(DiffusionPipeline):
                 raise ValueError(f"{y.shape[0]} class labels for {num_clips} clips")
             y = y.expand(num_clips)
         batch = y.shape[0] if y is not None else (num_clips or 1)
+        if isinstance(generator, (list, tuple)) and num_clips is None and latents is None and batch == 1:
+            batch = len(generator)  # one generator per clip: as many clips
+            y = y.expand(batch) if y is not None else None
         if latents is not None:  # the caller's noise for the first window: its batch is the clips'
             known = num_clips is not None or (y is not None and y.shape[0] > 1)
             noise = self._given_noise(latents, self._pixel_frames(self.latent_window), batch if known else None)
@@ -506,14 +524,16 @@ class MFVideoPipeline(DiffusionPipeline):
         slides = num_frames > self.window or context_frames is not None or frames_per_window is not None
         k = self._context_latents(context_frames) if slides else None  # an image model never slides
         keep = self._frames_per_window(frames_per_window, k) if slides else None
-        g = self._generator(seed, generator)
+        g = self._generator(seed, generator, batch)
         # the first window is always the trained one, then cut: a video model drawing fewer frames from noise than it
         # was trained on draws worse ones (the bundled model's single frames: accuracy 0.91 cut from a window, 0.78
         # drawn alone; docs/experiments.md, session 30)
         if latents is None:
             noise = self._noise(batch, self._pixel_frames(self.latent_window), g)
         if draw:  # after the noise: the first window's noise is the seed's, as with labels given
-            y = torch.randint(0, n_classes, (batch,), generator=g).to(self.device)
+            gens = g if isinstance(g, list) else [g]
+            y = torch.cat([torch.randint(0, n_classes, (batch // len(gens),), generator=x, device=x.device)
+                           for x in gens]).to(self.device)
             log.info("no class_labels: drew %s (class_labels=-1 for the null label)",
                      ", ".join(self.labels.get(str(int(c)), str(int(c))) for c in y))
 
@@ -639,7 +659,7 @@ class MFVideoPipeline(DiffusionPipeline):
         if (n_in := frame_count(video, stride) if lazy else frames.shape[1]) < k_pix:
             at = f" at a step of {stride} (the model's frame rate)" if stride > 1 else ""
             raise ValueError(f"the input has {n_in} frames{at}, fewer than the {k_pix} context frames requested")
-        g = self._generator(seed, generator)
+        g = self._generator(seed, generator, 1 if lazy else frames.shape[0])
 
         def prepare(given: np.ndarray):  # the context latents (B, C, k, h, w) and the labels, off the given frames
             ctx = self.codec.encode_frames(given[:, given.shape[1] - k_pix :], self.cfg.data.channels)
@@ -817,7 +837,7 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"{given.shape[1]} frames given for {len(idx)} frame indices")
         if any(not 0 <= i < num_frames for i in idx) or len(set(idx)) != len(idx):
             raise ValueError(f"frame indices must be distinct and lie in [0, {num_frames - 1}], got {idx}")
-        g = self._generator(seed, generator)
+        g = self._generator(seed, generator, given.shape[0])
         T = max(num_frames, self.window)  # a shorter clip is the start of a full window, as in `generate`
         noise = self._noise(given.shape[0], T, g) if latents is None else self._given_noise(latents, T, given.shape[0])
         context = torch.zeros_like(noise)

@@ -68,7 +68,8 @@ PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
 class FrameStream:
     """Frames as a pipeline makes them (``MFVideoPipeline.extend_stream``): iterate it once for uint8 chunks
     (B, n, H, W, 3); ``fps`` as in ``MFVideoPipelineOutput``; ``class_labels`` as in ``MFVideoPipelineOutput``, known once
-    the first window is made; ``num_frames``: the frames per clip the chunks add up to (a progress bar's total)."""
+    the first window is made; ``num_frames``: the frames per clip the chunks add up to (a progress bar's
+    total)."""
 
     def __init__(self, chunks: Iterator[np.ndarray], fps: float, labels: torch.Tensor | None = None,
                  num_frames: int | None = None):
@@ -447,8 +448,8 @@ class MFVideoPipeline(DiffusionPipeline):
         for, where its null-label branch (``class_labels=-1``, trained on a tenth of the rows, unguided) draws far
         worse clips (the bundled model: FD 416 against 88; docs/bundled_model.md). Noise comes from ``generator`` (a
         ``torch.Generator`` on any device, or a list of one per clip: clip i's noise and drawn class from generator i,
-        the same clip as made alone; ``extend`` and ``condition`` take the same) or from ``seed``. ``context_noise``, ``frames_per_window``, ``reread_context``,
-        ``motion_copy`` (for the windows after the first): as in ``extend`` (a copy holds the first window's glyph,
+        the same clip as made alone; ``extend`` and ``condition`` take the same) or from ``seed``. ``context_noise``,
+        ``frames_per_window``, ``reread_context``, ``motion_copy`` (for the windows after the first): as in ``extend`` (a copy holds the first window's glyph,
         flaws included: the bundled model's speckle 0.028 -> 0.057, class accuracy 1.0 -> 0.945; docs/usage.md); what
         the model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
         every later window, as an extension holds what it read off the given video. Re-reading every window's own frames

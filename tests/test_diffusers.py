@@ -68,9 +68,9 @@ def test_call_output_types_return_dict_and_extension(saved):
         pipe(class_labels=[1], output_type="gif")
 
 
-@pytest.mark.parametrize("how", ["torch_dtype", "to"])
+@pytest.mark.parametrize("how", ["dtype", "torch_dtype", "to"])
 def test_a_pipeline_in_bfloat16_samples_float32_inputs(saved, how):
-    """The GPU habit, ``from_pretrained(..., torch_dtype=torch.bfloat16)`` or ``.to(torch.bfloat16)``: the noise,
+    """The GPU habit, ``from_pretrained(..., dtype=torch.bfloat16)`` (or ``torch_dtype=``) or ``.to(torch.bfloat16)``: the noise,
     the given frames and the context arrive in float32 and the model casts them (a conv3d dtype error before);
     generation, extension with its reader, a diffusion-classifier reading and interpolation all run, and the frames
     are the float32 model's up to bf16 rounding."""
@@ -79,8 +79,8 @@ def test_a_pipeline_in_bfloat16_samples_float32_inputs(saved, how):
     ref = MFVideoPipeline.from_pretrained(saved)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # diffusers' notes on the argument's name and on casting with .to()
-        if how == "torch_dtype":
-            pipe = MFVideoPipeline.from_pretrained(saved, torch_dtype=torch.bfloat16)
+        if how in ("dtype", "torch_dtype"):  # diffusers' current name and its older one
+            pipe = MFVideoPipeline.from_pretrained(saved, **{how: torch.bfloat16})
         else:
             pipe = MFVideoPipeline.from_pretrained(saved).to(torch.bfloat16)
     assert next(pipe.transformer.parameters()).dtype == torch.bfloat16
@@ -105,6 +105,13 @@ def test_export_cli_turns_a_training_checkpoint_into_a_pipeline_folder(tmp_path)
     b = MFVideoPipeline.from_pretrained(tmp_path / "exported").generate(num_clips=2, seed=0, output_type="uint8").frames
     assert np.array_equal(a, b)
     assert MFVideoPipeline.from_pretrained(tmp_path / "exported").labels == {str(i): str(i) for i in range(10)}
+    for folder in (ckpt, tmp_path / "exported"):  # either kind of folder loads in the dtype asked for
+        half = MFVideoPipeline.from_pretrained(folder, dtype=torch.bfloat16)
+        assert {p.dtype for p in half.transformer.parameters()} == {torch.bfloat16}
+        c = half.generate(num_clips=2, seed=0, output_type="uint8").frames
+        assert np.abs(c.astype(int) - a.astype(int)).mean() < 2  # bf16 rounding apart
+    with pytest.raises(ValueError, match="dtype or torch_dtype"):
+        MFVideoPipeline.from_pretrained(ckpt, dtype=torch.bfloat16, torch_dtype=torch.bfloat16)
 
 
 def test_model_config_fields_are_the_constructor_arguments():

@@ -126,12 +126,20 @@ class MFVideoPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device="cpu", weights: str = "ema",
                         **kwargs) -> "MFVideoPipeline":
-        """A diffusers folder (``save_pretrained``) or a training checkpoint folder; default: the bundled model."""
+        """A diffusers folder (``save_pretrained``) or a training checkpoint folder; default: the bundled model.
+        ``dtype`` (diffusers' current name; ``torch_dtype``, its older one, works too): the weights' dtype, e.g.
+        ``torch.bfloat16`` on a GPU, for either kind of folder (the model casts its float32 inputs)."""
+        dtype, torch_dtype = kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)
+        if dtype is not None and torch_dtype is not None:
+            raise ValueError("give dtype or torch_dtype (its older name), not both")
+        dtype = dtype if dtype is not None else torch_dtype
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise ValueError(f"dtype must be a torch.dtype such as torch.bfloat16, got {dtype!r}")
         path = Path(path) if path is not None else BUNDLED
         if not path.is_dir():
             raise CheckpointError(f"{path}: no such checkpoint folder")
         if not (path / "model_index.json").is_file():
-            return cls.from_checkpoint(path, device, weights)
+            return cls.from_checkpoint(path, device, weights)._cast(dtype)
         if not (path / "config.yaml").is_file():
             raise CheckpointError(f"{path}: no config.yaml (not an mfvideo folder)")
         load_config_from(path)  # a bad config is one clear line, before diffusers reads anything
@@ -146,7 +154,16 @@ class MFVideoPipeline(DiffusionPipeline):
         finally:
             if bar:
                 diffusers_logging.enable_progress_bar()
-        return pipe.to(device)
+        return pipe.to(device)._cast(dtype)
+
+    def _cast(self, dtype: torch.dtype | None) -> "MFVideoPipeline":
+        """The components' weights in ``dtype`` (None: as they are). Set here, not by diffusers' loader, whose argument
+        changed its name between versions, and with torch's own ``Module.to``: diffusers' warns on every cast."""
+        if dtype is not None:
+            for module in (self.transformer, self.vae):
+                if module is not None:
+                    torch.nn.Module.to(module, dtype)
+        return self
 
     def save_pretrained(self, path: str | Path, **kwargs) -> Path:
         """diffusers' layout (model_index.json, transformer/, vae/) plus config.yaml for training and a one-line

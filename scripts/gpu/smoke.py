@@ -53,6 +53,20 @@ def main():
     res["extend unlabelled 4 -> +12"] = {"max_abs_diff_vs_cpu": float(np.abs(g - c).max()),
                                          "mean_abs_diff": float(np.abs(g - c).mean()), "shape": list(g.shape)}
     print("extend", res["extend unlabelled 4 -> +12"], flush=True)
+    # diffusers' habits on the GPU: a generator on the device, one per clip, latents out and decoded, a bf16 pipeline
+    dev_gen = [torch.Generator(a.device).manual_seed(s) for s in (0, 1)]
+    lat = gpu.generate(num_frames=12, class_labels=[3, 5], generator=dev_gen, output_type="latent").frames
+    again = gpu.generate(num_frames=12, class_labels=[5], generator=torch.Generator(a.device).manual_seed(1),
+                         output_type="latent").frames
+    res["device generators, latents"] = {"latent_device": str(lat.device), "clip_alone_max_diff": float(
+        (lat[1] - again[0]).abs().max()), "decoded_vs_uint8": float(np.abs(gpu.decode_latents(lat, "uint8").astype(
+            int) - gpu.generate(num_frames=12, class_labels=[3, 5], generator=[torch.Generator(a.device).manual_seed(
+                s) for s in (0, 1)], output_type="uint8").frames.astype(int)).max())}
+    half = MFVideoPipeline.from_pretrained(None, device=a.device, dtype=torch.bfloat16)
+    h = frames(half, "generate", class_labels=[0, 3, 7, 9])
+    res["bf16 pipeline vs fp32 cpu"] = {"mean_abs_diff": float(np.abs(h - frames(cpu, "generate", class_labels=[
+        0, 3, 7, 9])).mean())}
+    print("device generators", res["device generators, latents"], res["bf16 pipeline vs fp32 cpu"], flush=True)
     out.write_text(json.dumps(res, indent=1))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -161,6 +161,9 @@ def test_image_folder_classes_and_adm_crop(tmp_path):
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 120, 3), dtype=np.uint8)).save(tmp_path / "train" / c / "x.png")
     ds = ImageFolder(tmp_path, "train", resolution=32, hflip=True)
     assert ds.classes == ["ant", "zebra"] and ds[1]["y"] == 1 and ds[0]["x"].shape == (3, 32, 32)
+    for name in ("CAM_0001.JPG", "scan.Png", "notes.txt"):  # a camera's upper-case suffix is an image too
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "train" / "ant" / name, format="PNG")
+    assert [f.name for f, _ in ImageFolder(tmp_path, "train").files] == ["CAM_0001.JPG", "scan.Png", "x.png", "x.png"]
     flips = {torch.equal(ds[0 + 2 * e]["x"], ds[0]["x"]) for e in range(8)}
     assert flips == {True, False}  # flipped in some epochs, deterministically
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # any case: IMG_0001.JPG too
 
 
 def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
@@ -31,7 +31,8 @@ class ImageFolder(torch.utils.data.Dataset):
             raise FileNotFoundError(f"image folder {base} does not exist")
         self.classes = sorted(d.name for d in base.iterdir() if d.is_dir())
         self.files = [
-            (f, c) for c, name in enumerate(self.classes) for f in sorted((base / name).iterdir()) if f.suffix in IMAGE_EXTS
+            (f, c) for c, name in enumerate(self.classes) for f in sorted((base / name).iterdir())
+            if f.suffix.lower() in IMAGE_EXTS
         ]
         if not self.files:
             raise FileNotFoundError(f"image folder {base} holds no images in <class>/<file> layout")

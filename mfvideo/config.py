@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -185,8 +186,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
             raise ConfigError(f"override {item!r} is not of the form key=value")
         cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
     obj = _to_object(cfg, str(path or "config"))
+    _expand_home(obj)
     validate(obj)
     return obj
+
+
+PATH_KEYS = ("model.init_from", "data.root", "data.manifest", "latents.path", "train.output_dir", "train.resume",
+             "train.teacher")
+
+
+def _expand_home(cfg: Config) -> None:
+    """``~/…`` in a path a user writes (YAML or override) is their home folder, as in a shell; the resolved config
+    saved with a run holds the expanded path."""
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(getattr(cfg, section), name, os.path.expanduser(value))
 
 
 def _to_object(cfg, source: str) -> "Config":

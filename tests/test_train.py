@@ -165,6 +165,22 @@ def test_every_shipped_config_trains_real_steps(config, tmp_path):
     assert list((tmp_path / "run" / "samples").glob("step_00000002.*"))
 
 
+def test_a_path_under_home_is_expanded_as_a_shell_would(tmp_path, monkeypatch):
+    """``data.root: ~/videos`` (a YAML file, or an override the shell leaves alone) is the user's home folder."""
+    import dataclasses
+
+    from mfvideo.config import PATH_KEYS
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(TINY, ["data.root=~/videos", "train.output_dir=~/runs/x", "latents.path=~/vae"])
+    assert (cfg.data.root, cfg.train.output_dir, cfg.latents.path) == (
+        str(tmp_path / "videos"), str(tmp_path / "runs" / "x"), str(tmp_path / "vae"))
+    assert load_config(TINY, ["train.resume=auto"]).train.resume == "auto"
+    for key in PATH_KEYS:  # every key named is a field of the schema
+        section, name = key.split(".")
+        assert name in {f.name for f in dataclasses.fields(getattr(cfg, section))}, key
+
+
 def test_unknown_key_is_a_one_line_error_naming_it(tmp_path):
     with pytest.raises(ConfigError, match="train.learning_rate"):
         load_config(TINY, ["train.learning_rate=3"])

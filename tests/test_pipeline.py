@@ -474,6 +474,22 @@ def test_cli_interpolate_fills_the_frames_between_keyframes_and_bridges_two_clip
     assert diff(read_video(tmp_path / "k.mp4")[0], keys) < 3
 
 
+def test_cli_extend_new_only_writes_the_new_frames_alone(ckpt, tmp_path):
+    """``mfvideo-extend --new-only``: the continuation by itself (the input decoded from near its end only), the same
+    frames as the tail of the whole output."""
+    from mfvideo.cli import extend
+
+    yy, xx = np.mgrid[0:16, 0:16]
+    video = np.stack([np.stack([(8 * (xx + i)) % 256, 8 * yy, np.full_like(xx, 20 * i)], -1) for i in range(9)])
+    save_video(video.astype(np.uint8), tmp_path / "in.mp4", fps=8)
+    args = [str(tmp_path / "in.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "5", "--frames-per-window", "1"]
+    assert extend.main([*args, "--out", str(tmp_path / "whole.mp4")]) == 0
+    assert extend.main([*args, "--new-only", "--out", str(tmp_path / "new.mp4")]) == 0
+    whole, new = read_video(tmp_path / "whole.mp4")[0], read_video(tmp_path / "new.mp4")[0]
+    assert whole.shape[0] == 9 + 5 and new.shape[0] == 5
+    assert np.abs(new.astype(int) - whole[9:].astype(int)).mean() < 3  # H.264 apart
+
+
 def test_cli_shows_progress_in_frames_on_a_terminal_only(ckpt, tmp_path, capsys, monkeypatch):
     """A long extension or clip shows a progress bar counted in frames when stderr is a terminal; piped or logged,
     stderr holds nothing but errors."""

@@ -39,6 +39,9 @@ def main(argv=None):
     p.add_argument("--guidance-scale", type=positive_float, default=None,
                    help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range (one "
                         "call per window still; default: the model's); a model with guidance folded in refuses it")
+    p.add_argument("--new-only", action="store_true",
+                   help="write only the new frames (the input is then decoded from near its end only; default: the "
+                        "input followed by the new frames)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the output (default: the input's, read at the model's frame step: its "
@@ -64,10 +67,14 @@ def main(argv=None):
                                 sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
                                 reread_context=args.reread_context, frames_per_window=args.frames_per_window,
                                 motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
-                                guidance_scale=args.guidance_scale)
+                                guidance_scale=args.guidance_scale, include_input=not args.new_only)
+    chunks = iter(stream)
+    if args.new_only:
+        next(chunks)  # the context frames the stream gives first
     written = []
     # encoded as the windows are made: memory holds one window, whatever --num-new-frames
-    chunks = progress(stream, stream.num_frames, "extend")
+    total = args.num_new_frames if args.new_only else stream.num_frames
+    chunks = progress(chunks, total, "extend")
     save_video((written.append(len(c[0])) or c[0] for c in chunks), out_path, fps=args.fps or stream.fps)
     if stream.class_labels is not None and int(stream.class_labels[0]) >= 0:
         c = str(int(stream.class_labels[0]))

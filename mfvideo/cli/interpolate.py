@@ -61,8 +61,8 @@ def main(argv=None):
                    help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None,
-                   help="frame rate of the output (default: START's, read at the model's frame step; an image: the "
-                        "model's sample.fps)")
+                   help="frame rate of the output (default: START's, read at the model's frame step, else END's; "
+                        "two images: the model's sample.fps)")
     p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)
@@ -84,7 +84,7 @@ def main(argv=None):
     if n < 2 * k + 1:
         raise ValueError(f"--num-frames {n} leaves no frame between {k} given frame(s) from each side: give at "
                          f"least {2 * k + 1}")
-    (s_step, s_rate), (e_step, _) = file_rate(args.start, pipe.cfg.data), file_rate(args.end, pipe.cfg.data)
+    (s_step, s_rate), (e_step, e_rate) = file_rate(args.start, pipe.cfg.data), file_rate(args.end, pipe.cfg.data)
     given = np.concatenate([load_clip(args.start, pipe.resolution, last=k, stride=s_step),
                             first_frames(args.end, pipe.resolution, k, e_step)], axis=1)  # (1, 2k, r, r, 3)
     out = pipe.condition(given, [*range(k), *range(n - k, n)], num_frames=n, class_labels=labels, seed=args.seed,
@@ -97,7 +97,7 @@ def main(argv=None):
                                iter_clip(args.end, pipe.resolution, e_step)) for c in (x[0] for x in part))
     else:
         clip = out.frames[0]
-    save_video(clip, out_path, fps=args.fps or s_rate or pipe.fps)
+    save_video(clip, out_path, fps=args.fps or s_rate or e_rate or pipe.fps)
     if out.class_labels is not None:
         c = str(int(out.class_labels[0]))
         name = pipe.labels.get(c, c)

@@ -134,6 +134,7 @@ CASES = {
     "sample grid of a billion clips": S("--num-clips", "1000000000", "--grid"),
     "sample a billion clips": S("--num-clips", "1000000000"),
     "sample out is a file": ["sample", "--out", "{w}/a_file"], "sample device cuda": S("--device", "cuda"),
+    "sample dtype float16": S("--dtype", "float16"), "extend dtype bogus": E("--dtype", "half"),
     # train
     "train patch_size 0": T("model.patch_size=0"), "train ema decay 1.5": T("train.ema_decays=[1.5]"),
     "train negative mask weight": T("train.context_masks.first=-1"), "train max_steps 0": T("train.max_steps=0"),

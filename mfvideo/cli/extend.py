@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import (ArgumentParser, add_motion_copy_args, check_output_file, device, positive_float,
-               positive_int, progress, user_errors)
+from . import (ArgumentParser, add_device_args, add_motion_copy_args, check_output_file, load_pipeline,
+               positive_float, positive_int, progress, user_errors)
 
 
 @user_errors
@@ -46,7 +46,7 @@ def main(argv=None):
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the output (default: the input's, read at the model's frame step: its "
                         "data.target_fps or data.frame_stride; an image: the model's sample.fps)")
-    p.add_argument("--device", type=device, default="cpu")
+    add_device_args(p)
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)
     if args.infer_class and args.class_id is not None:
@@ -56,9 +56,8 @@ def main(argv=None):
     out_path = check_output_file(args.out, inputs=(args.input,))
 
     from ..io import save_video
-    from ..pipeline import MFVideoPipeline
 
-    pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
+    pipe = load_pipeline(args)
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
     if args.class_id is not None:
         args.class_id = int(pipe.check_labels(args.class_id)[0])  # a name -> its id; unknown: one line, nothing written

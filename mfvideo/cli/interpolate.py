@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (ArgumentParser, add_motion_copy_args, check_output_file, device, positive_float, positive_int,
-               user_errors)
+from . import (ArgumentParser, add_device_args, add_motion_copy_args, check_output_file, load_pipeline,
+               positive_float, positive_int, user_errors)
 
 
 def first_frames(path: str, resolution: int, count: int, stride: int) -> np.ndarray:
@@ -63,7 +63,7 @@ def main(argv=None):
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the output (default: START's, read at the model's frame step, else END's; "
                         "two images: the model's sample.fps)")
-    p.add_argument("--device", type=device, default="cpu")
+    add_device_args(p)
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)
     if args.infer_class and args.class_id is not None:
@@ -74,10 +74,9 @@ def main(argv=None):
     out_path = check_output_file(args.out, inputs=(args.start, args.end))
 
     from ..io import save_video
-    from ..pipeline import MFVideoPipeline
     from ..pipeline.inputs import file_rate, iter_clip, load_clip
 
-    pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
+    pipe = load_pipeline(args)
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
     labels = None if args.class_id is None else [int(pipe.check_labels(args.class_id)[0])]
     n, k = args.num_frames or pipe.window, args.context_frames

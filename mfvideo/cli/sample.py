@@ -4,8 +4,8 @@ are encoded as their windows are made (memory flat in their length; --grid holds
 
 from __future__ import annotations
 
-from . import (ArgumentParser, add_motion_copy_args, check_output_dir, class_name, device, positive_float,
-               positive_int, progress, user_errors)
+from . import (ArgumentParser, add_device_args, add_motion_copy_args, check_output_dir, class_name, load_pipeline,
+               positive_float, positive_int, progress, user_errors)
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
 STREAM_BATCH = 16  # clips per batch past one window: one ffmpeg each, open together (~60 MB each at 256 px)
@@ -42,7 +42,7 @@ def main(argv=None):
                    help="frame rate of the clips (default: the model's sample.fps, else its data.target_fps, else 8)")
     p.add_argument("--grid", action="store_true",
                    help="also write grid.png, a row per clip (frames under 48 px magnified, pixel for pixel)")
-    p.add_argument("--device", type=device, default="cpu")
+    add_device_args(p)
     p.add_argument("--out", required=True, help="output folder")
     args = p.parse_args(argv)
     classes = args.classes
@@ -61,9 +61,8 @@ def main(argv=None):
     import torch
 
     from ..io import grid, save_image, save_video, save_videos
-    from ..pipeline import MFVideoPipeline
 
-    pipe = MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device)
+    pipe = load_pipeline(args)
     if classes is not None:
         classes = pipe.check_labels(classes).tolist()  # names -> ids; an unknown name or id is one line
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written

@@ -13,16 +13,41 @@ import numpy as np
 from .frames import to_uint8
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # (the only way to read it: set and restore, once, at import)
+    os.umask(mask)
+    return mask
+
+
+NEW_FILE_MODE = 0o666 & ~_umask()  # what open() gives a new file; mkstemp's and safetensors' temporaries are 0600
+
+
+def as_new_file(*paths: str | Path) -> None:
+    """Give files written through a private temporary (``tempfile.mkstemp``, safetensors' writer: mode 0600) the mode
+    an ordinary new file gets under the umask, so a checkpoint or a video is as readable as any other file of its
+    owner's (a colleague on a shared machine, a web server)."""
+    for p in paths:
+        os.chmod(p, NEW_FILE_MODE)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None):
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds. The file keeps the
+    mode of the one it replaces, else an ordinary new file's (``NEW_FILE_MODE``)."""
     path = Path(path)
     tmp = _temporary_beside(path, suffix or path.suffix)
     try:
         yield tmp
-        os.replace(tmp, path)
+        _put_in_place(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _put_in_place(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary onto ``path`` (atomic), with the mode of the file it replaces, else an ordinary new
+    file's (``NEW_FILE_MODE``)."""
+    os.chmod(tmp, path.stat().st_mode & 0o7777 if path.is_file() else NEW_FILE_MODE)
+    os.replace(tmp, path)
 
 
 def _temporary_beside(path: Path, suffix: str) -> Path:
@@ -142,7 +167,7 @@ class VideoWriter:
             self._abort()
             raise OutputError(f"cannot write {self.path}: the encoded file holds {written} of {self.frames} frames "
                               "(disk full?); nothing was written")
-        os.replace(self._tmp, self.path)
+        _put_in_place(self._tmp, self.path)
         self.state = "closed"
         return self.path
 

@@ -244,6 +244,29 @@ def test_full_disk_while_writing_video_keeps_the_previous_file(work, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no temporary file left
 
 
+def test_written_files_are_as_readable_as_any_new_file(work, tmp_path):
+    """Files written through a private temporary (videos, images, pipeline folders, checkpoints, latent shards) get
+    the mode an ordinary new file gets under the umask, not the temporary's 0600 (a colleague on a shared machine, a
+    web server); a file replaced keeps its own mode."""
+    from mfvideo.io import save_image
+
+    ref = tmp_path / "ref.txt"
+    ref.write_text("an ordinary new file")
+    want = ref.stat().st_mode & 0o777
+    frames = np.zeros((4, 16, 16, 3), np.uint8)
+    written = [save_video(frames, tmp_path / "a.mp4"), save_image(frames[0], tmp_path / "a.png")]
+    MFVideoPipeline.from_pretrained(latest_checkpoint(work / "run")).save_pretrained(tmp_path / "pipe")
+    written += [p for p in (tmp_path / "pipe").rglob("*") if p.is_file()]
+    written += [p for p in latest_checkpoint(work / "run").iterdir() if p.suffix in (".safetensors", ".yaml")]
+    assert cache_cli.main([TINY, "data.num_clips=4", "--out", str(tmp_path / "cache")]) == 0
+    written += list((tmp_path / "cache").glob("shard_*.safetensors"))
+    assert len(written) >= 10 and {str(p): oct(p.stat().st_mode & 0o777) for p in written} == {
+        str(p): oct(want) for p in written}
+    os.chmod(tmp_path / "a.mp4", 0o640)
+    save_video(frames, tmp_path / "a.mp4")  # replaced: its mode stays
+    assert tmp_path.joinpath("a.mp4").stat().st_mode & 0o777 == 0o640
+
+
 def test_a_streamed_video_is_the_whole_one_and_a_failing_stream_writes_nothing(tmp_path):
     """``save_video`` of chunks as they come: the same file as the frames at once; an error of the chunks' source
     propagates as it is and a chunk of another size is refused, both leaving the previous file and no temporary."""

@@ -24,6 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..io import as_new_file
+
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
@@ -78,6 +80,7 @@ def cache_dataset(dataset, codec, out_dir, shard_size: int = 256, images: bool =
         tensors, sources = encode_shard(dataset, codec, idx, images, device)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         save_file(tensors, tmp, metadata={"sources": json.dumps(sources)})
+        as_new_file(tmp)  # safetensors writes 0600
         os.replace(tmp, path)
         done += 1
         if stop_after_shards is not None and done >= stop_after_shards:

@@ -168,12 +168,13 @@ class MFVideoPipeline(DiffusionPipeline):
     def save_pretrained(self, path: str | Path, **kwargs) -> Path:
         """diffusers' layout (model_index.json, transformer/, vae/) plus config.yaml for training and a one-line
         ``pipeline.py`` that lets ``DiffusionPipeline.from_pretrained(custom_pipeline=...)`` find this class."""
-        from ..io import atomic_path
+        from ..io import as_new_file, atomic_path
 
         path = Path(path)
         kwargs.setdefault("safe_serialization", True)
         self.register_to_config(training_config=to_dict(self.cfg))  # self.cfg is the one owner at run time
         super().save_pretrained(path, **kwargs)
+        as_new_file(*(f for name in ("transformer", "vae") for f in (path / name).glob("*.safetensors")))
         with atomic_path(path / "config.yaml") as tmp:
             tmp.write_text(to_yaml(self.cfg))
         with atomic_path(path / SHIM) as tmp:

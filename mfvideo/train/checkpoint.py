@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..config import Config, to_yaml
+from ..io import as_new_file
 from ..weights import CheckpointError, check_keys, load_config_from, load_into, load_weights  # noqa: F401 (re-exported)
 
 MARKER = "COMPLETE"
@@ -60,6 +61,7 @@ def save_checkpoint(
             save_file({k: v.contiguous().cpu() for k, v in state.items()}, tmp / ema_filename(decay))
         torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(trainer_state, tmp / "trainer.pt")
+        as_new_file(*tmp.glob("*.safetensors"))  # safetensors writes 0600
         (tmp / MARKER).write_text(json.dumps({"step": step}))
         _fsync_dir(tmp)
     except (OSError, RuntimeError, SafetensorError) as e:  # a full disk, a quota, a lost mount

@@ -234,6 +234,25 @@ def test_sd_vae_scale_is_read_from_config():
     assert make_codec("image_vae", scaling_factor=0.5).scale == 0.5
 
 
+def test_a_vae_loads_from_its_folder_or_a_pipeline_folder_holding_it_and_a_hub_id_is_named(tmp_path):
+    """``latents.path``: the VAE's own folder, or a whole pipeline's (Wan's, SD's) with the VAE in ``vae/``; a hub id
+    (nothing is fetched) is one line saying so, before any network access is tried."""
+    from mfvideo.config import ConfigError
+    from mfvideo.latents.vae import build_vae_codec
+
+    tiny_vae("wan").save_pretrained(tmp_path / "Wan2.1-T2V" / "vae")
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml").latents
+    cfg.kind = "wan"
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    cfg.path = str(tmp_path / "Wan2.1-T2V" / "vae")
+    direct = build_vae_codec(cfg).encode(x)
+    cfg.path = str(tmp_path / "Wan2.1-T2V")
+    assert torch.equal(build_vae_codec(cfg).encode(x), direct)
+    cfg.path = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+    with pytest.raises(ConfigError, match="no such folder .*a hub id is not fetched"):
+        build_vae_codec(cfg)
+
+
 def test_manifests_take_ids_or_names_and_bad_rows_name_their_line(tmp_path):
     from mfvideo.data.videos import read_manifest
 

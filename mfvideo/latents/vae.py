@@ -10,6 +10,8 @@ Causal video VAEs silently drop frames when T breaks their rule: ``check_frames`
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from einops import rearrange
 
@@ -126,7 +128,8 @@ class VideoVAECodec(Codec):
 
 
 def build_vae_codec(cfg) -> Codec:
-    """A codec from a ``LatentsConfig``: ``path`` is a local diffusers VAE folder (never a hub id)."""
+    """A codec from a ``LatentsConfig``: ``path`` is a local diffusers VAE folder, or a pipeline folder holding one
+    in ``vae/`` (never a hub id)."""
     import diffusers
 
     from ..config import ConfigError
@@ -137,8 +140,14 @@ def build_vae_codec(cfg) -> Codec:
     if cfg.kind not in names:
         raise ConfigError(f"unknown latents.kind {cfg.kind!r}; known: identity, {', '.join(names)}")
     cls = getattr(diffusers, names[cfg.kind])
+    folder = Path(cfg.path)
+    if not folder.is_dir():
+        raise ConfigError(f"latents.path={cfg.path}: no such folder (a local diffusers VAE folder: a hub id is not "
+                          f"fetched; download it first, e.g. huggingface-cli download <repo> --local-dir <folder>)")
+    if not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
+        folder = folder / "vae"  # a whole pipeline's folder (Wan, CogVideoX, SD...): its VAE
     try:
-        vae = cls.from_pretrained(cfg.path, torch_dtype=_dtype(cfg.dtype), local_files_only=True)
+        vae = cls.from_pretrained(folder, torch_dtype=_dtype(cfg.dtype), local_files_only=True)
     except Exception as e:  # missing folder, wrong class, unreadable weights
         raise ConfigError(f"latents.path={cfg.path}: cannot load {names[cfg.kind]} ({str(e).splitlines()[0][:200]})") from None
     return codec_from_vae(cfg.kind, vae, cfg.sample_posterior)

@@ -55,5 +55,8 @@ def resolve_model_config(cfg: Config, latent_channels: int, num_classes: int) ->
         raise ConfigError(f"model.in_channels={cfg.model.in_channels} but the latents have {latent_channels} channels")
     if cfg.model.num_classes is None:
         cfg.model.num_classes = num_classes
+    elif 0 < cfg.model.num_classes < num_classes:  # the labels past it would be the null label's, or out of range
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has {num_classes} classes: set "
+                          f"model.num_classes={num_classes}, or leave it unset to take the data's")
     if cfg.data.num_frames == 1 and cfg.model.temporal:
         cfg.model.temporal = False  # images: no temporal sub-layers

@@ -59,7 +59,8 @@ def check(acc, mf, through, x, noise, y, t, r):
 
 
 if __name__ == "__main__":
-    from mfvideo.train.dist import leave_process_group
+    from mfvideo.train.dist import exit_now, leave_process_group
 
     main(*sys.argv[1:])
-    leave_process_group()
+    if leave_process_group():
+        exit_now(0)

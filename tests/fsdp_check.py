@@ -8,7 +8,6 @@ through a copy of the weights gathered once, as a naive 'unshard for the JVP' im
 
 import copy
 import json
-import os
 import sys
 
 import torch
@@ -93,18 +92,11 @@ def main(out_path, through="sharded"):
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(result, f)
-    dist.barrier()  # both ranks done before teardown: gloo's threads can abort a rank torn down while the other works
-    dist.destroy_process_group()
-    # Even so, one loaded CI run in ~20 saw rank 1 abort in interpreter shutdown ("terminate called without an
-    # active exception": a joinable C++ thread destroyed at exit) after every check had passed and the result was
-    # written. The checks are done: leave without running the C++ static destructors.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    from mfvideo.train.dist import exit_now, leave_process_group
+
+    leave_process_group()  # both ranks done, the group destroyed, then no interpreter teardown (exit_now's note)
+    exit_now(0)
 
 
 if __name__ == "__main__":
-    from mfvideo.train.dist import leave_process_group
-
     main(*sys.argv[1:])
-    leave_process_group()

@@ -44,9 +44,10 @@ def main(argv=None):
         extra = {"config": cfg.data.__dict__, "classes": getattr(dataset, "classes", None) or None}  # names by id
         path = write_manifest(args.out, codec, n, args.shard_size, images, extra)
         print(f"cached {n} items in {path.parent}")
-    from ..train.dist import leave_process_group
+    from ..train.dist import exit_now, leave_process_group
 
-    leave_process_group()
+    if leave_process_group():
+        exit_now(0)
     return 0
 
 

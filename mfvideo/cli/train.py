@@ -34,14 +34,20 @@ def main(argv=None):
     from ..train.loop import train
 
     summary = train(cfg)
-    from ..train.dist import leave_process_group
+    from ..train.dist import exit_now, leave_process_group
 
-    leave_process_group()  # every rank done, the process group gone, before this process prints and exits
-    if not summary["main_process"]:  # one process speaks for a multi-process run
-        return 0
+    multi = leave_process_group()  # every rank done, the process group gone, before this process prints and exits
+    if summary["main_process"]:  # one process speaks for a multi-process run
+        _report(cfg, summary)
+    if multi:
+        exit_now(0)
+    return 0
+
+
+def _report(cfg, summary: dict) -> None:
     if summary["first_loss"] is None:  # resumed at or past train.max_steps
         print(f"nothing to train: the run is at step {summary['steps']} and train.max_steps={cfg.train.max_steps}")
-        return 0
+        return
     print(f"trained to step {summary['steps']}; unweighted loss (logged) {summary['first_loss']:.4g} -> "
           f"{summary['last_loss']:.4g}")
     from ..train.checkpoint import latest_checkpoint
@@ -49,7 +55,6 @@ def main(argv=None):
     last = latest_checkpoint(cfg.train.output_dir)
     if last is not None:  # what to do with it next
         print(f"checkpoint: {last} (mfvideo-sample --checkpoint {last} --out DIR; mfvideo-export {last} --out DIR)")
-    return 0
 
 
 if __name__ == "__main__":

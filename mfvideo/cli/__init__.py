@@ -69,6 +69,31 @@ def add_motion_copy_args(p: argparse.ArgumentParser, where: str = "") -> None:
                         "pipeline's, 0.4)")
 
 
+def add_class_and_sampler_args(p: argparse.ArgumentParser, given: str) -> None:
+    """``--class`` / ``--infer-class`` (the class of frames that are given: ``given`` names them), ``--steps`` and
+    ``--sampler`` of ``mfvideo-extend`` and ``mfvideo-interpolate``; ``class_labels_of`` reads them."""
+    p.add_argument("--class", dest="class_id", default=None,
+                   help=f"class id or name (the model's id2label) of the clip (default: none; the model's context "
+                        f"reader, if it has one, reads it off {given})")
+    p.add_argument("--infer-class", action="store_true",
+                   help=f"read the class off {given} with the model itself, then condition on it")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
+    p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
+                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
+
+
+def check_class_args(args) -> None:
+    """``--class`` and ``--infer-class`` exclude each other (checked before the model loads)."""
+    if args.infer_class and args.class_id is not None:
+        raise ValueError("give --class or --infer-class, not both")
+
+
+def class_labels_of(pipe, args) -> list[int] | None:
+    """``--class`` as the pipeline's ``class_labels`` (a name -> its id; unknown: one line, nothing written)."""
+    return None if args.class_id is None else [int(pipe.check_labels(args.class_id)[0])]
+
+
 def device(text: str) -> str:
     """A torch device that exists on this machine."""
     import torch

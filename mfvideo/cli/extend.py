@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import (ArgumentParser, add_device_args, add_motion_copy_args, check_output_file, load_pipeline,
-               positive_float, positive_int, progress, user_errors)
+from . import (ArgumentParser, add_class_and_sampler_args, add_device_args, add_motion_copy_args, check_class_args,
+               check_output_file, class_labels_of, load_pipeline, positive_float, positive_int, progress, user_errors)
 
 
 @user_errors
@@ -20,15 +20,7 @@ def main(argv=None):
     p.add_argument("--frames-per-window", type=positive_int, default=None,
                    help="keep only the first N new frames of every window and slide by N: frames nearer their context, "
                         "(window - context) / N times the network calls; 1 = one call per new frame (default: all)")
-    p.add_argument("--class", dest="class_id", default=None,
-                   help="class id or name (the model's id2label) of the clip (default: none; the model's context "
-                        "reader, if it has one, reads it off the input)")
-    p.add_argument("--infer-class", action="store_true",
-                   help="read the class off the context with the model itself, then condition on it")
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
-    p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
-                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
+    add_class_and_sampler_args(p, "the input")
     p.add_argument("--context-noise", type=float, default=None,
                    help="noise level in [0, 1) of the model's own frames when they become context (default: the "
                         "model's sample.context_noise)")
@@ -49,8 +41,7 @@ def main(argv=None):
     add_device_args(p)
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)
-    if args.infer_class and args.class_id is not None:
-        raise ValueError("give --class or --infer-class, not both")
+    check_class_args(args)
     if not Path(args.input).is_file():
         raise ValueError(f"{args.input}: no such file")
     out_path = check_output_file(args.out, inputs=(args.input,))
@@ -59,10 +50,8 @@ def main(argv=None):
 
     pipe = load_pipeline(args)
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
-    if args.class_id is not None:
-        args.class_id = int(pipe.check_labels(args.class_id)[0])  # a name -> its id; unknown: one line, nothing written
     stream = pipe.extend_stream(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
-                                class_labels=None if args.class_id is None else [args.class_id], seed=args.seed,
+                                class_labels=class_labels_of(pipe, args), seed=args.seed,
                                 sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
                                 reread_context=args.reread_context, frames_per_window=args.frames_per_window,
                                 motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,

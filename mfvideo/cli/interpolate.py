@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (ArgumentParser, add_device_args, add_motion_copy_args, check_output_file, load_pipeline,
-               positive_float, positive_int, user_errors)
+from . import (ArgumentParser, add_class_and_sampler_args, add_device_args, add_motion_copy_args, check_class_args,
+               check_output_file, class_labels_of, load_pipeline, positive_float, positive_int, user_errors)
 
 
 def first_frames(path: str, resolution: int, count: int, stride: int) -> np.ndarray:
@@ -47,15 +47,7 @@ def main(argv=None):
                    help="frames given from each side (default 1: two keyframes)")
     p.add_argument("--join", action="store_true",
                    help="write all of START, the new frames and all of END (default: the interpolated clip only)")
-    p.add_argument("--class", dest="class_id", default=None,
-                   help="class id or name of the clip (default: none; the model's context reader, if it has one, "
-                        "reads it off the given frames)")
-    p.add_argument("--infer-class", action="store_true",
-                   help="read the class off the given frames with the model itself, then condition on it")
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help="network evaluations (default: 1 for MeanFlow, 50 for --sampler euler)")
-    p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
-                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
+    add_class_and_sampler_args(p, "the given frames")
     add_motion_copy_args(p)
     p.add_argument("--guidance-scale", type=positive_float, default=None,
                    help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range")
@@ -66,8 +58,7 @@ def main(argv=None):
     add_device_args(p)
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)
-    if args.infer_class and args.class_id is not None:
-        raise ValueError("give --class or --infer-class, not both")
+    check_class_args(args)
     for src in (args.start, args.end):
         if not Path(src).is_file():
             raise ValueError(f"{src}: no such file")
@@ -78,7 +69,7 @@ def main(argv=None):
 
     pipe = load_pipeline(args)
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
-    labels = None if args.class_id is None else [int(pipe.check_labels(args.class_id)[0])]
+    labels = class_labels_of(pipe, args)
     n, k = args.num_frames or pipe.window, args.context_frames
     if n < 2 * k + 1:
         raise ValueError(f"--num-frames {n} leaves no frame between {k} given frame(s) from each side: give at "

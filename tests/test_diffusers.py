@@ -94,7 +94,7 @@ def test_a_pipeline_in_bfloat16_samples_float32_inputs(saved, how):
     assert pipe.condition(b[:1, [0, 7]], frame_indices=[0, 7], seed=0).frames.shape == (1, 8, 16, 16, 3)
 
 
-def test_the_sampling_commands_take_a_dtype(tmp_path):
+def test_the_sampling_commands_take_a_dtype(tmp_path, monkeypatch):
     """``--dtype bfloat16`` (mfvideo-sample, -extend, -interpolate): the bundled model's frames within bf16 rounding of
     float32's (a lossless grid), and the weights loaded in bf16."""
     import imageio.v2 as imageio
@@ -110,11 +110,9 @@ def test_the_sampling_commands_take_a_dtype(tmp_path):
     assert 0 < diff.mean() < 2  # bf16 rounding: not the same weights, the same clips
     seen = []
     real = MFVideoPipeline.from_pretrained
-    try:
-        MFVideoPipeline.from_pretrained = classmethod(lambda cls, *a, **kw: seen.append(kw["dtype"]) or real(*a, **kw))
-        assert sample.main(["--classes", "1", "--dtype", "bfloat16", "--out", str(tmp_path / "x")]) == 0
-    finally:
-        MFVideoPipeline.from_pretrained = real
+    monkeypatch.setattr(MFVideoPipeline, "from_pretrained",
+                        classmethod(lambda cls, *a, **kw: seen.append(kw["dtype"]) or real(*a, **kw)))
+    assert sample.main(["--classes", "1", "--dtype", "bfloat16", "--out", str(tmp_path / "x")]) == 0
     assert seen == [torch.bfloat16]
 
 

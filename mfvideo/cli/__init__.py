@@ -69,14 +69,18 @@ def add_motion_copy_args(p: argparse.ArgumentParser, where: str = "") -> None:
                         "pipeline's, 0.4)")
 
 
-def add_class_and_sampler_args(p: argparse.ArgumentParser, given: str) -> None:
-    """``--class`` / ``--infer-class`` (the class of frames that are given: ``given`` names them), ``--steps`` and
-    ``--sampler`` of ``mfvideo-extend`` and ``mfvideo-interpolate``; ``class_labels_of`` reads them."""
+def add_class_args(p: argparse.ArgumentParser, given: str) -> None:
+    """``--class`` / ``--infer-class`` of commands that continue given frames (``given`` names them: ``mfvideo-extend``,
+    ``mfvideo-interpolate``); ``check_class_args`` and ``class_labels_of`` read them."""
     p.add_argument("--class", dest="class_id", default=None,
                    help=f"class id or name (the model's id2label) of the clip (default: none; the model's context "
                         f"reader, if it has one, reads it off {given})")
     p.add_argument("--infer-class", action="store_true",
                    help=f"read the class off {given} with the model itself, then condition on it")
+
+
+def add_sampler_args(p: argparse.ArgumentParser) -> None:
+    """``--steps`` and ``--sampler`` of the sampling commands."""
     p.add_argument("--steps", type=positive_int, default=None,
                    help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
     p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,

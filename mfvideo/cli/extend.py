@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import (ArgumentParser, add_class_and_sampler_args, add_device_args, add_motion_copy_args, check_class_args,
-               check_output_file, class_labels_of, load_pipeline, positive_float, positive_int, progress, user_errors)
+from . import (ArgumentParser, add_class_args, add_device_args, add_motion_copy_args, add_sampler_args,
+               check_class_args, check_output_file, class_labels_of, load_pipeline, positive_float, positive_int,
+               progress, user_errors)
 
 
 @user_errors
@@ -20,7 +21,8 @@ def main(argv=None):
     p.add_argument("--frames-per-window", type=positive_int, default=None,
                    help="keep only the first N new frames of every window and slide by N: frames nearer their context, "
                         "(window - context) / N times the network calls; 1 = one call per new frame (default: all)")
-    add_class_and_sampler_args(p, "the input")
+    add_class_args(p, "the input")
+    add_sampler_args(p)
     p.add_argument("--context-noise", type=float, default=None,
                    help="noise level in [0, 1) of the model's own frames when they become context (default: the "
                         "model's sample.context_noise)")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (ArgumentParser, add_class_and_sampler_args, add_device_args, add_motion_copy_args, check_class_args,
-               check_output_file, class_labels_of, load_pipeline, positive_float, positive_int, user_errors)
+from . import (ArgumentParser, add_class_args, add_device_args, add_motion_copy_args, add_sampler_args,
+               check_class_args, check_output_file, class_labels_of, load_pipeline, positive_float, positive_int,
+               user_errors)
 
 
 def first_frames(path: str, resolution: int, count: int, stride: int) -> np.ndarray:
@@ -47,7 +48,8 @@ def main(argv=None):
                    help="frames given from each side (default 1: two keyframes)")
     p.add_argument("--join", action="store_true",
                    help="write all of START, the new frames and all of END (default: the interpolated clip only)")
-    add_class_and_sampler_args(p, "the given frames")
+    add_class_args(p, "the given frames")
+    add_sampler_args(p)
     add_motion_copy_args(p)
     p.add_argument("--guidance-scale", type=positive_float, default=None,
                    help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range")

@@ -4,8 +4,8 @@ are encoded as their windows are made (memory flat in their length; --grid holds
 
 from __future__ import annotations
 
-from . import (ArgumentParser, add_device_args, add_motion_copy_args, check_output_dir, class_name, load_pipeline,
-               positive_float, positive_int, progress, user_errors)
+from . import (ArgumentParser, add_device_args, add_motion_copy_args, add_sampler_args, check_output_dir, class_name,
+               load_pipeline, positive_float, positive_int, progress, user_errors)
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
 STREAM_BATCH = 16  # clips per batch past one window: one ffmpeg each, open together (~60 MB each at 256 px)
@@ -30,14 +30,11 @@ def main(argv=None):
                    help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range (one "
                         "call per window still; default: the model's); a model with guidance folded in refuses it")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
+    add_sampler_args(p)
     p.add_argument("--first-window-steps", type=positive_int, default=None,
                    help="network evaluations for the first window alone, the one made from noise with nothing to lean "
                         "on (default: --steps; 2 makes the bundled model's first window nearly as clean as the later "
                         "ones for one more call per clip)")
-    p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
-                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the clips (default: the model's sample.fps, else its data.target_fps, else 8)")
     p.add_argument("--grid", action="store_true",

@@ -67,9 +67,8 @@ PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
 
 class FrameStream:
     """Frames as a pipeline makes them (``MFVideoPipeline.extend_stream``): iterate it once for uint8 chunks
-    (B, n, H, W, 3); ``fps`` as in ``MFVideoPipelineOutput``; ``class_labels`` as in ``MFVideoPipelineOutput``, known once
-    the first window is made; ``num_frames``: the frames per clip the chunks add up to (a progress bar's
-    total)."""
+    (B, n, H, W, 3); ``fps`` as in ``MFVideoPipelineOutput``; ``class_labels`` as in ``MFVideoPipelineOutput``, known
+    once the first window is made; ``num_frames``: the frames per clip the chunks add up to (a progress bar's total)."""
 
     def __init__(self, chunks: Iterator[np.ndarray], fps: float, labels: torch.Tensor | None = None,
                  num_frames: int | None = None):
@@ -467,9 +466,10 @@ class MFVideoPipeline(DiffusionPipeline):
         worse clips (the bundled model: FD 416 against 88; docs/bundled_model.md). Noise comes from ``generator`` (a
         ``torch.Generator`` on any device, or a list of one per clip: clip i's noise and drawn class from generator i,
         the same clip as made alone; ``extend`` and ``condition`` take the same) or from ``seed``. ``context_noise``,
-        ``frames_per_window``, ``reread_context``, ``motion_copy`` (for the windows after the first): as in ``extend`` (a copy holds the first window's glyph,
-        flaws included: the bundled model's speckle 0.028 -> 0.057, class accuracy 1.0 -> 0.945; docs/usage.md); what
-        the model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
+        ``frames_per_window``, ``reread_context``, ``motion_copy`` (for the windows after the first): as in ``extend``
+        (a copy holds the first window's glyph, flaws included: the bundled model's speckle 0.028 -> 0.057, class
+        accuracy 1.0 -> 0.945; docs/usage.md);
+        what the model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
         every later window, as an extension holds what it read off the given video. Re-reading every window's own frames
         compounds their drift: the bundled model's 24-frame clips then dim (99th-percentile intensity 1.0 -> 0.92 by
         frames 16-23) and lose their class (frame accuracy 0.92 -> 0.84, held: 0.96; docs/bundled_model.md "Clips
@@ -500,10 +500,7 @@ class MFVideoPipeline(DiffusionPipeline):
                                       generator, context_noise, frames_per_window, reread_context, motion_copy,
                                       motion_copy_tol, first_window_steps, guidance_scale, latents,
                                       _latent=output_type == "latent")
-        if output_type == "latent":
-            return self._output(torch.cat(list(stream), dim=2), output_type, return_dict, labels=stream.labels)
-        frames = np.concatenate(list(stream), axis=1)  # (B, num_frames, H, W, 3) uint8
-        return self._output(frames, output_type, return_dict, labels=stream.labels)
+        return self._output(_gather(stream, output_type), output_type, return_dict, labels=stream.labels)
 
     def generate_stream(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
                         seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
@@ -633,11 +630,7 @@ class MFVideoPipeline(DiffusionPipeline):
                                     generator, include_input, infer_label, context_noise, reread_context,
                                     frames_per_window, motion_copy, motion_copy_tol, guidance_scale,
                                     _latent=output_type == "latent")
-        if output_type == "latent":
-            return self._output(torch.cat(list(stream), dim=2), output_type, return_dict, stream.labels,
-                                fps=stream.fps)
-        frames = np.concatenate(list(stream), axis=1)  # (B, T, H, W, 3) uint8
-        return self._output(frames, output_type, return_dict, stream.labels, fps=stream.fps)
+        return self._output(_gather(stream, output_type), output_type, return_dict, stream.labels, fps=stream.fps)
 
     def extend_stream(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
                       class_labels=None, seed: int | None = None, sampler: str | None = None,
@@ -885,6 +878,12 @@ def _motion_copy_args(radius, tol) -> tuple[int, float] | None:
         raise ValueError(f"motion_copy must be a whole number of latent pixels >= 0 (0: off) and motion_copy_tol "
                          f">= 0, got {radius} and {tol}")
     return (int(radius), float(tol)) if int(radius) else None
+
+
+def _gather(stream: FrameStream, output_type: str):
+    """A stream's chunks as one clip batch: latents (B, C, T, h, w) for ``"latent"``, else uint8 (B, T, H, W, 3)."""
+    chunks = list(stream)
+    return torch.cat(chunks, dim=2) if output_type == "latent" else np.concatenate(chunks, axis=1)
 
 
 def _check_output_type(output_type: str, latent: bool = True) -> None:

@@ -1,9 +1,10 @@
 """mfvideo-interpolate START END --out OUT.mp4: the frames between two keyframes, or a bridge between two clips.
 
 START's last K frames and END's first K frames (images or videos, read at the model's frame rate) are the given
-frames of one window (``MFVideoPipeline.condition``: one network call); the frames between them are made. The output
-is that window (START's K frames, the new ones, END's K), or with ``--join`` all of START, the new frames and all of
-END: two clips bridged into one.
+frames of a clip (``MFVideoPipeline.condition``: one network call for a clip of the model's window; a longer one is
+filled window by window from both sides towards its middle); the frames between them are made. The output is that
+clip (START's K frames, the new ones, END's K), or with ``--join`` all of START, the new frames and all of END: two
+clips bridged into one.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ def first_frames(path: str, resolution: int, count: int, stride: int) -> np.ndar
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-interpolate",
                        description="Make the frames between two keyframes (or bridge two clips) with a MeanFlow STDiT, "
-                                   "in one network call.")
+                                   "one network call per window.")
     p.add_argument("start", help="image or video: its last --context-frames frames come first")
     p.add_argument("end", help="image or video: its first --context-frames frames come last")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled moving-digits model)")
     p.add_argument("--num-frames", type=positive_int, default=None,
-                   help="frames of the interpolated clip, the given ones included (default: the model's window; "
-                        "more is one longer window than the model was trained on, drawn worse)")
+                   help="frames of the interpolated clip, the given ones included (default: the model's window, one "
+                        "network call; a longer clip is filled window by window from both sides)")
     p.add_argument("--context-frames", type=positive_int, default=1,
                    help="frames given from each side (default 1: two keyframes)")
     p.add_argument("--join", action="store_true",

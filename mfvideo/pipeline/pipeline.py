@@ -821,15 +821,19 @@ class MFVideoPipeline(DiffusionPipeline):
                   generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
                   infer_label: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
                   guidance_scale: float | None = None, latents: torch.Tensor | None = None):
-        """One window with given frames at ``frame_indices`` (e.g. first and last: interpolation); ``infer_label``
+        """Given frames at ``frame_indices`` (e.g. first and last: interpolation), the rest made; ``infer_label``
         and ``motion_copy`` as in ``extend`` (the copy runs outwards from every given frame: an interpolation's
         frames from both keyframes towards the middle); ``guidance_scale`` as in ``generate``. ``num_frames``
-        (default: the window) below the window are the first frames of a full window, as in ``generate``; above it,
-        one longer window than the model was trained on, which it draws worse (a warning says so; the bundled model's
-        in-betweens of held-out keyframes: class accuracy 0.95-0.99 in its 8-frame window, 0.78-0.92 in 16).
-        ``latents``: the window's noise (B, C, max(num_frames, window), h, w) (default: drawn from ``generator`` /
-        ``seed``; the given frames' places are ignored); ``output_type="latent"``: the window's latents, the given
-        frames' encoded in their places."""
+        (default: the window) below the window are the first frames of a full window, as in ``generate``; a clip
+        no longer than the window is one call. A longer clip is filled window by window (``fill_plan``), each window
+        with every frame known inside it as context: a gap between given frames from both sides towards its middle,
+        then one window where the two sides meet; frames before the first given one backwards, after the last
+        forwards, as ``extend`` slides (the bundled model's 14 in-betweens of held-out keyframes: class accuracy
+        0.91, one stretched 16-frame window 0.87; docs/usage.md).
+        ``latents``: the first window's noise (B, C, T, h, w), T the latent frames of the window (default: drawn
+        from ``generator`` / ``seed``, as every later window's; the given frames' places are ignored);
+        ``output_type="latent"``: the clip's latents, the given frames' encoded in their places."""
+        from .fill import fill_plan
         from .inputs import load_clip
 
         _check_output_type(output_type)
@@ -840,35 +844,40 @@ class MFVideoPipeline(DiffusionPipeline):
             raise NotImplementedError("conditioning on frames at arbitrary positions needs a per-frame codec "
                                       "(identity or image_vae): a causal VAE's latents mix several frames")
         num_frames = num_frames or self.window
-        if num_frames > self.window:
-            log.warning("condition: a %d-frame window, longer than the %d frames this model was trained on: its "
-                        "frames are drawn out of distribution (worse)", num_frames, self.window)
         given = load_clip(frames, self.resolution)  # (B, K, H, W, 3)
         idx = [int(i) for i in frame_indices]
         if len(idx) != given.shape[1]:
             raise ValueError(f"{given.shape[1]} frames given for {len(idx)} frame indices")
         if any(not 0 <= i < num_frames for i in idx) or len(set(idx)) != len(idx):
             raise ValueError(f"frame indices must be distinct and lie in [0, {num_frames - 1}], got {idx}")
-        g = self._generator(seed, generator, given.shape[0])
-        T = max(num_frames, self.window)  # a shorter clip is the start of a full window, as in `generate`
-        noise = self._noise(given.shape[0], T, g) if latents is None else self._given_noise(latents, T, given.shape[0])
-        context = torch.zeros_like(noise)
-        context[:, :, idx] = self.codec.encode_frames(given, self.cfg.data.channels)
-        y = self._labels_for(context[:, :, sorted(idx)], class_labels, infer_label)
-        mask = torch.zeros(given.shape[0], T, dtype=torch.bool, device=self.device)
-        mask[:, idx] = True
-        reading, y_net = None, y
-        if self._routes_labels(y):  # a given label enters through the reader
-            reading, _, y_net = self._read_labelled(noise, y, context, mask)
-        window = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
-        if copy is not None:
-            window, _ = _motion_copy(window, mask[0], *copy)
-        if output_type == "latent":
-            window = torch.where(mask[:, None, :, None, None], context, window)  # the given frames, exactly
-            return self._output(window[:, :, :num_frames], output_type, return_dict, y if infer_label else None)
-        frames_out = self.codec.decode_frames(window[:, :, :num_frames])  # (B, num_frames, H, W, 3)
+        B, W = given.shape[0], self.window
+        T = max(num_frames, W)  # a shorter clip is the start of a full window, as in `generate`
+        g = self._generator(seed, generator, B)
+        first = None if latents is None else self._given_noise(latents, W, B)
+        clip = torch.zeros(B, *self._latent_shape(T), device=self.device)  # (B, C, T, h, w): known frames so far
+        clip[:, :, idx] = self.codec.encode_frames(given, self.cfg.data.channels)
+        known = torch.zeros(T, dtype=torch.bool, device=self.device)
+        known[idx] = True
+        y = self._labels_for(clip[:, :, sorted(idx)], class_labels, infer_label)
+        for n, (start, make) in enumerate(fill_plan(known[:num_frames].tolist() + [False] * (T - num_frames), W)):
+            noise = first if n == 0 and first is not None else self._noise(B, W, g)  # (B, C, W, h, w)
+            mask = known[start : start + W].repeat(B, 1)  # (B, W)
+            context = clip[:, :, start : start + W] * mask[:, None, :, None, None]
+            reading, y_net = None, y
+            if self._routes_labels(y):  # a given label enters through the reader
+                reading, _, y_net = self._read_labelled(noise, y, context, mask)
+            window = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
+            if copy is not None:
+                window, _ = _motion_copy(window, mask[0], *copy)
+            made = torch.tensor(make, device=self.device)
+            clip[:, :, made] = window[:, :, made - start]
+            known[made] = True
+        labels = y if infer_label else None
+        if output_type == "latent":  # the given frames' latents in their places, exactly
+            return self._output(clip[:, :, :num_frames], output_type, return_dict, labels)
+        frames_out = self.codec.decode_frames(clip[:, :, :num_frames])  # (B, num_frames, H, W, 3)
         frames_out[:, idx] = given  # the given frames are returned exactly as given
-        return self._output(frames_out, output_type, return_dict, y if infer_label else None)
+        return self._output(frames_out, output_type, return_dict, labels)
 
 
 def _motion_copy_args(radius, tol) -> tuple[int, float] | None:

@@ -116,6 +116,33 @@ def test_the_sampling_commands_take_a_dtype(tmp_path, monkeypatch):
     assert seen == [torch.bfloat16]
 
 
+def test_diffusers_xformers_switch_reaches_our_attention(saved, monkeypatch):
+    """``pipe.enable_xformers_memory_efficient_attention()`` (diffusers' switch, on the pipeline or the transformer)
+    sets every attention layer's backend to ``xformers`` with the operator asked for, where diffusers' own walk would
+    leave them silently as they were; off returns them to ``sdpa``. Without xformers installed: a one-line error, the
+    backend unchanged. On a CPU tensor the xformers backend runs as sdpa: the same frames."""
+    from mfvideo.models.attention import Attention
+    from mfvideo.models import stdit
+
+    pipe = MFVideoPipeline.from_pretrained(saved)
+    layers = [m for m in pipe.transformer.modules() if isinstance(m, Attention)]
+    assert len(layers) > 1 and all(m.backend == "sdpa" and m.xformers_op is None for m in layers)
+    ref = pipe.generate(class_labels=[3], seed=0, output_type="uint8").frames
+    if stdit.importlib.util.find_spec("xformers") is None:
+        with pytest.raises(ModuleNotFoundError, match="xformers is not installed"):
+            pipe.enable_xformers_memory_efficient_attention()
+        assert all(m.backend == "sdpa" for m in layers)
+        monkeypatch.setattr(stdit.importlib.util, "find_spec", lambda name, *a: object())  # as if installed
+    op = object()
+    pipe.enable_xformers_memory_efficient_attention(attention_op=op)
+    assert all(m.backend == "xformers" and m.xformers_op is op for m in layers)
+    assert np.array_equal(pipe.generate(class_labels=[3], seed=0, output_type="uint8").frames, ref)
+    pipe.disable_xformers_memory_efficient_attention()
+    assert all(m.backend == "sdpa" and m.xformers_op is None for m in layers)
+    pipe.transformer.enable_xformers_memory_efficient_attention()
+    assert all(m.backend == "xformers" and m.xformers_op is None for m in layers)
+
+
 def test_export_cli_turns_a_training_checkpoint_into_a_pipeline_folder(tmp_path):
     from mfvideo.cli import export, train
 

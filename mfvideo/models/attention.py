@@ -121,7 +121,8 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     return torch.matmul(attn.softmax(dim=-1), v)  # (..., L, d)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
+              xformers_op=None) -> torch.Tensor:
     """Attention over (B, heads, L, d) tensors with the named backend; JVP-safe on every device.
 
     ``jvp_flash``: under the JVP, the ``jvp_flash_attention`` Triton kernel (flash attention with a forward-mode
@@ -133,27 +134,27 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
     if backend == "math":
         return math_attention(q, k, v)
     if backend == "xformers" and q.is_cuda and xformers_available():
-        out = _xformers(q, k, v)
+        out = _xformers(q, k, v, xformers_op)
         if out is not None:
             return out
     return F.scaled_dot_product_attention(q, k, v)
 
 
-_xformers_refused: set[tuple] = set()  # (L, d, dtype) no xformers operator accepted: sdpa for those from then on
+_xformers_refused: set[tuple] = set()  # (L, d, dtype, op) no xformers operator accepted: sdpa for those from then on
 
 
-def _xformers(q, k, v):
+def _xformers(q, k, v, op=None):
     """xformers' memory-efficient attention on (B, heads, L, d), or None where no operator of this build takes the
     inputs (e.g. fp32 in a build with only the flash kernels): logged once per shape, then sdpa."""
     import xformers.ops as xops
 
-    key = (q.shape[-2], q.shape[-1], q.dtype)
+    key = (q.shape[-2], q.shape[-1], q.dtype, op)
     if key in _xformers_refused:
         return None
     try:
         # xformers takes (B, L, heads, d).
-        out = xops.memory_efficient_attention(*(rearrange(a, "b h l d -> b l h d") for a in (q, k, v)))
-    except NotImplementedError as e:
+        out = xops.memory_efficient_attention(*(rearrange(a, "b h l d -> b l h d") for a in (q, k, v)), op=op)
+    except (NotImplementedError, ValueError) as e:  # (an operator that refuses the inputs raises ValueError)
         _xformers_refused.add(key)
         log.warning("xformers has no operator for %s %s (%s); using sdpa there", tuple(q.shape), q.dtype,
                     _first_line(e))
@@ -172,6 +173,7 @@ class Attention(nn.Module):
             raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
         self.num_heads = num_heads
         self.backend = backend
+        self.xformers_op = None  # the operator xformers is asked to use (diffusers' ``attention_op``); None: its choice
         self.qkv = Linear(dim, 3 * dim)
         head_dim = dim // num_heads
         self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
@@ -184,5 +186,5 @@ class Attention(nn.Module):
         q, k, v = self.q_norm(qkv[0]), self.k_norm(qkv[1]), qkv[2]  # (B, heads, L, d)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        out = attention(q, k, v, self.backend)  # (B, heads, L, d)
+        out = attention(q, k, v, self.backend, self.xformers_op)  # (B, heads, L, d)
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))  # (B, L, D)

@@ -30,6 +30,7 @@ accepted and the parameter count is the DiT's.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Optional
 
@@ -39,7 +40,7 @@ from diffusers.configuration_utils import register_to_config
 from einops import einsum, rearrange, repeat
 from torch import nn
 
-from .attention import Attention
+from .attention import BACKENDS, Attention
 from .copy import COPY_KERNELS, KernelCopy, nearest_context, nearest_frames
 from .embeddings import LabelEmbedder, TimestepEmbedder, rope_3d, sincos_1d, sincos_2d
 from .linear import Linear, under_forward_ad
@@ -438,10 +439,26 @@ class STDiT(ModelMixin, ConfigMixin):
         if self.copier is not None:  # gate closed
             self.copier.reset_parameters()
 
-    def set_attn_backend(self, backend: str) -> None:
+    def set_attn_backend(self, backend: str, xformers_op=None) -> None:
+        """Every attention layer's backend (``BACKENDS``); ``xformers_op``: the operator xformers is asked to use."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
         for module in self.modules():
             if isinstance(module, Attention):
-                module.backend = backend
+                module.backend, module.xformers_op = backend, xformers_op
+
+    def set_use_memory_efficient_attention_xformers(self, valid: bool, attention_op=None) -> None:
+        """diffusers' switch (``pipe.enable_xformers_memory_efficient_attention(attention_op=None)``, the same on the
+        transformer): the ``xformers`` backend in every attention layer, ``attention_op`` its operator; off: ``sdpa``.
+        diffusers' own walk looks for its attention processors and would leave ours as they are, silently. As the
+        backend does, on a CPU tensor and under the JVP it runs as ``sdpa`` / the math path."""
+        if valid and importlib.util.find_spec("xformers") is None:
+            raise ModuleNotFoundError("xformers is not installed (pip install xformers, a build for this torch); "
+                                      "the attention backend is unchanged", name="xformers")
+        if valid:
+            self.set_attn_backend("xformers", attention_op)
+        elif any(isinstance(m, Attention) and m.backend == "xformers" for m in self.modules()):
+            self.set_attn_backend("sdpa")
 
     def _positions(self, t: int, h: int, w: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Fixed spatial (h*w, D) and temporal (t, 1, D) sin-cos positions for any grid, cached per grid."""

@@ -67,6 +67,13 @@ def main():
     res["bf16 pipeline vs fp32 cpu"] = {"mean_abs_diff": float(np.abs(h - frames(cpu, "generate", class_labels=[
         0, 3, 7, 9])).mean())}
     print("device generators", res["device generators, latents"], res["bf16 pipeline vs fp32 cpu"], flush=True)
+    try:  # diffusers' xformers switch reaches our attention; without a working build it runs as sdpa
+        half.enable_xformers_memory_efficient_attention()
+        x = frames(half, "generate", class_labels=[0, 3, 7, 9])
+        res["bf16 pipeline, enable_xformers vs sdpa"] = {"mean_abs_diff": float(np.abs(x - h).mean())}
+    except ModuleNotFoundError as e:
+        res["bf16 pipeline, enable_xformers vs sdpa"] = {"skipped": str(e)}
+    print("xformers switch", res["bf16 pipeline, enable_xformers vs sdpa"], flush=True)
     out.write_text(json.dumps(res, indent=1))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

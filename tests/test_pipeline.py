@@ -459,15 +459,16 @@ def _cli(*args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
 
 
-def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path):
-    proc = _cli("scripts/sample.py", "--checkpoint", str(ckpt), "--classes", "1", "2", "--grid", "--out", str(tmp_path / "s"))
-    assert proc.returncode == 0, proc.stderr
+def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path, capsys):
+    """The sampling commands write what the pipeline makes; bad arguments are one line and exit 2 (in process but
+    the extension, through its script: the console scripts' own process is tested in test_reliability)."""
+    from mfvideo.cli import extend, sample
+
+    assert sample.main(["--checkpoint", str(ckpt), "--classes", "1", "2", "--grid", "--out", str(tmp_path / "s")]) == 0
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["clip_000_class1.mp4", "clip_001_class2.mp4", "grid.png"]
     assert probe(tmp_path / "s" / "clip_000_class1.mp4").num_frames == 4
-    proc = _cli("scripts/sample.py", "--checkpoint", str(ckpt), "--classes", "1", "--num-frames", "6",
-                "--first-window-steps", "2", "--grid", "--out", str(tmp_path / "f"))
-    assert proc.returncode == 0, proc.stderr
-    import imageio.v2 as imageio
+    assert sample.main(["--checkpoint", str(ckpt), "--classes", "1", "--num-frames", "6", "--first-window-steps", "2",
+                        "--grid", "--out", str(tmp_path / "f")]) == 0
     from mfvideo.io import grid
 
     written = imageio.imread(tmp_path / "f" / "grid.png")  # the frames, lossless
@@ -479,16 +480,18 @@ def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path):
                 "--num-new-frames", "5", "--context-frames", "2", "--frames-per-window", "1", "--out", str(tmp_path / "e.mp4"))
     assert proc.returncode == 0, proc.stderr
     assert probe(tmp_path / "e.mp4").num_frames == 9
-    for args in (
-        ["scripts/sample.py", "--checkpoint", str(ckpt), "--classes", "10", "--out", str(tmp_path / "bad")],
-        ["scripts/extend.py", str(tmp_path / "nope.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3", "--out", str(tmp_path / "bad.mp4")],
-        ["scripts/sample.py", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad")],
-        ["scripts/extend.py", str(tmp_path / "e.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3",
-         "--context-frames", "2", "--frames-per-window", "3", "--out", str(tmp_path / "bad.mp4")],
+    capsys.readouterr()
+    for main, args in (
+        (sample.main, ["--checkpoint", str(ckpt), "--classes", "10", "--out", str(tmp_path / "bad")]),
+        (extend.main, [str(tmp_path / "nope.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3", "--out", str(tmp_path / "bad.mp4")]),
+        (sample.main, ["--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad")]),
+        (extend.main, [str(tmp_path / "e.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3",
+                       "--context-frames", "2", "--frames-per-window", "3", "--out", str(tmp_path / "bad.mp4")]),
     ):
-        proc = _cli(*args)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("WARNING")]
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.mp4").exists()
 
 
@@ -568,9 +571,12 @@ def test_cli_shows_progress_in_frames_on_a_terminal_only(ckpt, tmp_path, capsys,
     assert "clips 1-2 of 2:   0%|" in err and "/9 [" in err
 
 
-def test_cli_takes_class_names_and_names_the_files_by_them(ckpt, tmp_path):
+def test_cli_takes_class_names_and_names_the_files_by_them(ckpt, tmp_path, capsys):
     """A model trained on class folders knows its classes by name (``id2label``): ``--classes`` / ``--class`` take
-    the names as the Python API does, the clips are those of the ids, and the files carry both."""
+    the names as the Python API does, the clips are those of the ids, and the files carry both. (In process but the
+    first call, through the script: the console scripts' own process is tested in test_reliability.)"""
+    from mfvideo.cli import extend, sample
+
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     names = ["cat", "dog", "red fox"] + [f"c{i}" for i in range(3, 10)]
     named = tmp_path / "named"
@@ -582,26 +588,26 @@ def test_cli_takes_class_names_and_names_the_files_by_them(ckpt, tmp_path):
         "clip_000_class2_red-fox.mp4", "clip_001_class0_cat.mp4", "grid.png"]
     sheets = {}
     for out, classes in (("i", ["2", "0"]), ("o", ["1", "0"])):
-        proc = _cli("scripts/sample.py", "--checkpoint", str(named), "--classes", *classes, "--grid", "--out",
-                    str(tmp_path / out))
-        assert proc.returncode == 0, proc.stderr
+        assert sample.main(["--checkpoint", str(named), "--classes", *classes, "--grid", "--out", str(tmp_path / out)]) == 0
         sheets[out] = imageio.imread(tmp_path / out / "grid.png")
     named_sheet = imageio.imread(tmp_path / "s" / "grid.png")
     assert np.array_equal(named_sheet, sheets["i"]) and not np.array_equal(named_sheet, sheets["o"])
     clip = tmp_path / "s" / "clip_001_class0_cat.mp4"
     outs = {}
     for c in ("dog", "1", "cat"):
-        proc = _cli("scripts/extend.py", str(clip), "--checkpoint", str(named), "--num-new-frames", "4", "--class", c,
-                    "--out", str(tmp_path / f"e_{c}.mp4"))
-        assert proc.returncode == 0, proc.stderr
+        assert extend.main([str(clip), "--checkpoint", str(named), "--num-new-frames", "4", "--class", c,
+                            "--out", str(tmp_path / f"e_{c}.mp4")]) == 0
         outs[c] = read_video(tmp_path / f"e_{c}.mp4")[0]
     assert np.array_equal(outs["dog"], outs["1"]) and not np.array_equal(outs["dog"], outs["cat"])
-    for args in (["scripts/sample.py", "--checkpoint", str(named), "--classes", "cat", "fox", "--out", str(tmp_path / "bad")],
-                 ["scripts/extend.py", str(clip), "--checkpoint", str(named), "--num-new-frames", "4", "--class", "fox",
-                  "--out", str(tmp_path / "bad.mp4")]):
-        proc = _cli(*args)
-        assert proc.returncode == 2 and proc.stderr == "error: unknown class name 'fox'; known: c3, c4, c5, c6, c7, " \
-            "c8, c9, cat, dog, red fox\n", proc.stderr
+    capsys.readouterr()
+    for main, args in ((sample.main, ["--checkpoint", str(named), "--classes", "cat", "fox", "--out", str(tmp_path / "bad")]),
+                       (extend.main, [str(clip), "--checkpoint", str(named), "--num-new-frames", "4", "--class", "fox",
+                                      "--out", str(tmp_path / "bad.mp4")])):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("WARNING")]
+        assert e.value.code == 2 and err == ["error: unknown class name 'fox'; known: c3, c4, c5, c6, c7, c8, c9, cat, "
+                                             "dog, red fox"], err
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.mp4").exists()
 
 

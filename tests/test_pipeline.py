@@ -358,6 +358,30 @@ def test_condition_on_arbitrary_frames_returns_them(ckpt):
         pipe.condition(keys, frame_indices=[0, 0])
 
 
+def test_progress_bar_in_frames_past_one_window_as_diffusers_configures_it(ckpt, capsys):
+    """A call that takes more than one window shows diffusers' progress bar in frames
+    (``set_progress_bar_config`` applies), where stderr is a terminal by default; one window shows none."""
+    import io
+
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    pipe.generate(num_frames=12, class_labels=[1], seed=0)
+    assert capsys.readouterr().err == ""  # not a terminal: quiet
+    buf = io.StringIO()
+    pipe.set_progress_bar_config(disable=False, file=buf)
+    pipe.generate(num_frames=12, class_labels=[1], seed=0)
+    assert "12/12" in buf.getvalue()
+    pipe.generate(num_frames=12, class_labels=[1], seed=0, output_type="latent")
+    pipe.extend(np.zeros((3, 16, 16, 3), np.uint8), num_new_frames=6, seed=0)
+    pipe.condition(np.zeros((2, 16, 16, 3), np.uint8), [0, 9], num_frames=10, seed=0)
+    bars = [line.split("|")[-1] for line in buf.getvalue().split("\n") if line]
+    assert [b.split()[0] for b in bars] == ["12/12", "12/12", "9/9", "8/8"], bars
+    size = len(buf.getvalue())
+    pipe.generate(num_frames=4, class_labels=[1], seed=0)  # one window
+    pipe.set_progress_bar_config(disable=True)
+    pipe.generate(num_frames=12, class_labels=[1], seed=0)
+    assert len(buf.getvalue()) == size and capsys.readouterr().err == ""
+
+
 def test_fill_plan_makes_every_frame_once_each_window_seeing_known_frames():
     """``fill_plan``: any given frames, any window: every unknown frame made exactly once by a window inside the
     clip that holds a known frame when it runs; a long gap is met from both sides, the last window in its middle."""

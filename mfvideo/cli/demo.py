@@ -45,6 +45,7 @@ def main(argv=None):
 
     out = Path(args.out)
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint)
+    pipe.set_progress_bar_config(disable=True)  # seconds in all; the demo reports each step itself
     cfg = pipe.cfg
     t0 = time.perf_counter()
     n = args.frames_per_window or (1 if pipe.codec.temporal_factor == 1 else None)

@@ -500,7 +500,7 @@ class MFVideoPipeline(DiffusionPipeline):
                                       generator, context_noise, frames_per_window, reread_context, motion_copy,
                                       motion_copy_tol, first_window_steps, guidance_scale, latents,
                                       _latent=output_type == "latent")
-        return self._output(_gather(stream, output_type), output_type, return_dict, labels=stream.labels)
+        return self._output(self._gather(stream, output_type), output_type, return_dict, labels=stream.labels)
 
     def generate_stream(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,
                         seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
@@ -630,7 +630,7 @@ class MFVideoPipeline(DiffusionPipeline):
                                     generator, include_input, infer_label, context_noise, reread_context,
                                     frames_per_window, motion_copy, motion_copy_tol, guidance_scale,
                                     _latent=output_type == "latent")
-        return self._output(_gather(stream, output_type), output_type, return_dict, stream.labels, fps=stream.fps)
+        return self._output(self._gather(stream, output_type), output_type, return_dict, stream.labels, fps=stream.fps)
 
     def extend_stream(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
                       class_labels=None, seed: int | None = None, sampler: str | None = None,
@@ -703,6 +703,30 @@ class MFVideoPipeline(DiffusionPipeline):
         total = (n_in if include_input and not _latent else k_pix) + int(num_new_frames)
         stream = FrameStream(torch.no_grad()(chunks)(), rate or self.fps, y if infer_label else None, total)
         return stream
+
+    def _gather(self, stream: FrameStream, output_type: str):
+        """A stream's chunks as one clip batch: latents (B, C, T, h, w) for ``"latent"``, else uint8 (B, T, H, W, 3);
+        a progress bar in frames where the clip takes more than one window (``_progress``)."""
+        chunks, f = [], self.codec.temporal_factor
+        total = stream.num_frames or 0
+        with self._progress(total if total > self.window else 0) as bar:
+            for chunk in stream:
+                chunks.append(chunk)
+                bar.update(min(chunk.shape[2] * f if output_type == "latent" else chunk.shape[1], bar.total - bar.n))
+            bar.update(bar.total - bar.n)
+        return torch.cat(chunks, dim=2) if output_type == "latent" else np.concatenate(chunks, axis=1)
+
+    def _progress(self, total: int):
+        """diffusers' progress bar (``set_progress_bar_config`` applies) over ``total`` units, shown only where stderr
+        is a terminal unless the config says ``disable=False`` (tqdm's ``disable=None``), never for ``total`` 0 (one
+        window: its call takes milliseconds) and on a rank other than the first of a process group."""
+        from tqdm.auto import tqdm
+
+        config = dict(getattr(self, "_progress_bar_config", None) or {})
+        config.setdefault("disable", None if _rank_zero() else True)
+        if not total:
+            config["disable"] = True
+        return tqdm(total=total, unit="frame", **config)
 
     def _context_latents(self, k_pix: int | None) -> int:
         """Context pixel frames -> context latent frames, within [1, latent window - 1]."""
@@ -859,7 +883,9 @@ class MFVideoPipeline(DiffusionPipeline):
         known = torch.zeros(T, dtype=torch.bool, device=self.device)
         known[idx] = True
         y = self._labels_for(clip[:, :, sorted(idx)], class_labels, infer_label)
-        for n, (start, make) in enumerate(fill_plan(known[:num_frames].tolist() + [False] * (T - num_frames), W)):
+        plan = fill_plan(known[:num_frames].tolist() + [False] * (T - num_frames), W)
+        bar = self._progress(sum(len(make) for _, make in plan) if len(plan) > 1 else 0)
+        for n, (start, make) in enumerate(plan):
             noise = first if n == 0 and first is not None else self._noise(B, W, g)  # (B, C, W, h, w)
             mask = known[start : start + W].repeat(B, 1)  # (B, W)
             context = clip[:, :, start : start + W] * mask[:, None, :, None, None]
@@ -872,6 +898,8 @@ class MFVideoPipeline(DiffusionPipeline):
             made = torch.tensor(make, device=self.device)
             clip[:, :, made] = window[:, :, made - start]
             known[made] = True
+            bar.update(len(make))
+        bar.close()
         labels = y if infer_label else None
         if output_type == "latent":  # the given frames' latents in their places, exactly
             return self._output(clip[:, :, :num_frames], output_type, return_dict, labels)
@@ -889,10 +917,12 @@ def _motion_copy_args(radius, tol) -> tuple[int, float] | None:
     return (int(radius), float(tol)) if int(radius) else None
 
 
-def _gather(stream: FrameStream, output_type: str):
-    """A stream's chunks as one clip batch: latents (B, C, T, h, w) for ``"latent"``, else uint8 (B, T, H, W, 3)."""
-    chunks = list(stream)
-    return torch.cat(chunks, dim=2) if output_type == "latent" else np.concatenate(chunks, axis=1)
+
+
+def _rank_zero() -> bool:
+    """Whether this process is the first of its process group (or in none): where progress is shown."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
+        torch.distributed.get_rank() == 0
 
 
 def _check_output_type(output_type: str, latent: bool = True) -> None:

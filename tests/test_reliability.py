@@ -408,6 +408,30 @@ def _write_vfr(path: Path, frames: np.ndarray, durations: list[float], codec: li
         subprocess.run(cmd + [str(path)], check=True)
 
 
+@pytest.mark.parametrize("backend", ["decord", "imageio"])
+def test_a_phone_video_stored_rotated_reads_upright_and_quietly(backend, tmp_path, caplog):
+    """A portrait phone video is stored as landscape frames with a display rotation: both decoders give the frames
+    upright, as players show them (the stored frames turned a quarter counter-clockwise for a rotation of 90), in
+    every read path, and imageio-ffmpeg's notice that the sizes differ is not passed on."""
+    pytest.importorskip("decord") if backend == "decord" else None
+    import imageio_ffmpeg
+
+    frames = (np.random.default_rng(2).random((6, 32, 48, 3)) * 255).astype(np.uint8)
+    flat = tmp_path / "flat.mp4"
+    _write_vfr(flat, frames, [0.125] * 6, ["-c:v", "libx264", "-pix_fmt", "yuv444p", "-qp", "0"])
+    phone = tmp_path / "phone.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-display_rotation:v", "90", "-i",
+                    str(flat), "-c", "copy", str(phone)], check=True)
+    want = np.rot90(read_frames(flat, range(7), backend), k=1, axes=(1, 2))  # (7, 48, 32, 3)
+    with caplog.at_level("WARNING"):
+        info = probe(phone, backend)
+        got = read_frames(phone, range(7), backend)
+        streamed = np.concatenate(list(iter_frames(phone, backend, chunk=4)))
+    assert (info.height, info.width) == (48, 32) and info.num_frames == 7
+    assert np.array_equal(got, want) and np.array_equal(streamed, want)
+    assert caplog.records == [], [r.getMessage() for r in caplog.records]
+
+
 @pytest.mark.parametrize("kind", ["vfr_mp4", "live_webm", "odd_size"])
 @pytest.mark.parametrize("backend", ["decord", "imageio"])
 def test_vfr_live_webm_and_odd_sizes_decode_to_ffmpegs_pixels(kind, backend, tmp_path):

@@ -29,6 +29,18 @@ PIL_EXTS = (".gif", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 PASSTHROUGH = ["-fps_mode", "passthrough"]
 
 
+class _UprightNotice(logging.Filter):
+    """imageio-ffmpeg warns, each time it opens a video stored rotated (a phone's portrait video: landscape frames and
+    a display rotation), that the frames it gives differ in size from the stored ones. ffmpeg turns them upright, as
+    they are meant to be shown, and decord does the same: nothing is wrong, and a line per read is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_UprightNotice())
+
+
 class VideoError(ValueError):
     """A video that cannot be used (missing, corrupt, truncated, too short)."""
 

@@ -18,7 +18,7 @@ from mfvideo.cli import sample as sample_cli
 from mfvideo.cli import train as train_cli
 from mfvideo.cli import cache_latents as cache_cli
 from mfvideo.cli import post_train as post_cli
-from mfvideo.data.video_io import iter_frames, probe, read_frames
+from mfvideo.data.video_io import VideoError, iter_frames, probe, read_frames
 from mfvideo.io import OutputError, VideoWriter, save_video, save_videos
 from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.train.checkpoint import clean_partial, latest_checkpoint, list_checkpoints
@@ -406,6 +406,23 @@ def _write_vfr(path: Path, frames: np.ndarray, durations: list[float], codec: li
             subprocess.run(cmd + ["pipe:1"], check=True, stdout=fh)
     else:
         subprocess.run(cmd + [str(path)], check=True)
+
+
+def test_an_audio_only_file_says_it_has_no_video_stream(tmp_path, capsys):
+    """An .mp4 holding sound alone (a voice memo, an exported soundtrack): one line that says so, from either decoder
+    and from the command line, not ffmpeg's "Error opening output files"."""
+    import imageio_ffmpeg
+
+    sound = tmp_path / "memo.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=1", "-c:a", "aac", str(sound)], check=True)
+    for backend in ("auto", "imageio"):  # auto: decord where installed
+        with pytest.raises(VideoError, match="memo.mp4: has no video stream"):
+            read_frames(sound, [0], backend)
+    with pytest.raises(SystemExit):
+        extend_cli.main([str(sound), "--num-new-frames", "4", "--out", str(tmp_path / "out.mp4")])
+    assert capsys.readouterr().err.endswith("memo.mp4: has no video stream (an audio-only file?)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memo.mp4"]
 
 
 @pytest.mark.parametrize("backend", ["decord", "imageio"])

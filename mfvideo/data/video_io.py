@@ -280,6 +280,8 @@ def _video_errors(path, what: str):
     except VideoError:
         raise
     except Exception as e:
+        if "does not contain any stream" in str(e) or "matches no streams" in str(e):  # ffmpeg's words for it
+            raise VideoError(path, "has no video stream (an audio-only file?)") from None
         raise VideoError(path, f"{what} ({_short(e)})") from None
 
 

@@ -1,5 +1,5 @@
 """mfvideo-extend INPUT --num-new-frames N --out OUT.mp4: the input followed by N generated frames, encoded as they
-are made (memory flat in the video's length)."""
+are made (memory flat in the video's length); ``--backward``: N frames before it, then the input."""
 
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ def main(argv=None):
     p.add_argument("--new-only", action="store_true",
                    help="write only the new frames (the input is then decoded from near its end only; default: the "
                         "input followed by the new frames)")
+    p.add_argument("--backward", action="store_true",
+                   help="make the frames before the input instead, its first frames the context, and write them "
+                        "followed by the input (a model in pixel space or on an image VAE)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the output (default: the input's, read at the model's frame step: its "
@@ -57,9 +60,12 @@ def main(argv=None):
                                 sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
                                 reread_context=args.reread_context, frames_per_window=args.frames_per_window,
                                 motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
-                                guidance_scale=args.guidance_scale, include_input=not args.new_only)
+                                guidance_scale=args.guidance_scale, include_input=not args.new_only,
+                                backward=args.backward)
     chunks = iter(stream)
-    if args.new_only:
+    if args.new_only and args.backward:
+        chunks = _first(chunks, args.num_new_frames)  # the new frames come first, the context frames last
+    elif args.new_only:
         next(chunks)  # the context frames the stream gives first
     written = []
     # encoded as the windows are made: memory holds one window, whatever --num-new-frames
@@ -72,6 +78,15 @@ def main(argv=None):
         print(f"class read from the context: {c}" + (f" ({name})" if name != c else ""))
     print(f"wrote {sum(written)} frames ({args.num_new_frames} new) to {out_path}")
     return 0
+
+
+def _first(chunks, n: int):
+    """The first ``n`` frames of a stream of chunks (B, t, H, W, 3), the rest not asked for."""
+    for chunk in chunks:
+        if n <= 0:
+            return
+        yield chunk[:, :n]
+        n -= chunk.shape[1]
 
 
 if __name__ == "__main__":

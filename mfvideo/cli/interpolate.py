@@ -18,22 +18,6 @@ from . import (ArgumentParser, add_class_args, add_device_args, add_motion_copy_
                user_errors)
 
 
-def first_frames(path: str, resolution: int, count: int, stride: int) -> np.ndarray:
-    """A file's first ``count`` frames at the model's frame rate, uint8 (1, count, r, r, 3), decoded no further."""
-    from ..pipeline.inputs import iter_clip
-
-    got, n = [], 0
-    for chunk in iter_clip(path, resolution, stride):  # (1, n, r, r, 3)
-        got.append(chunk)
-        n += chunk.shape[1]
-        if n >= count:
-            break
-    if n < count:
-        raise ValueError(f"{path}: has {n} frame(s) at the model's frame rate, fewer than the {count} asked for "
-                         "(--context-frames)")
-    return np.concatenate(got, axis=1)[:, :count]
-
-
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-interpolate",
@@ -68,7 +52,7 @@ def main(argv=None):
     out_path = check_output_file(args.out, inputs=(args.start, args.end))
 
     from ..io import save_video
-    from ..pipeline.inputs import file_rate, iter_clip, load_clip
+    from ..pipeline.inputs import file_rate, first_frames, iter_clip, load_clip
 
     pipe = load_pipeline(args)
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written

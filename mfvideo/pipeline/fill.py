@@ -4,7 +4,8 @@ A window sees every frame already known inside it (given or made) as context and
 frames the plan names. A gap between two given frames that is too long for one window is filled from both sides
 towards its middle, each side sliding with half a window of context, and a last window centred on the middle makes
 the frames where the two sides meet, a quarter of a window of each side's frames as its context. A gap at the clip's
-start is filled backwards from its first given frame, one at its end forwards, as ``extend`` slides.
+start is filled backwards from its first given frame, one at its end forwards, as ``extend`` slides (and, as there,
+what the first of those windows reads off the given frames holds for the rest: ``MFVideoPipeline.condition``).
 
 Measured on the bundled model (200 held-out clips, a 16- or 24-frame clip between 1 or 2 given frames at each end;
 docs/usage.md): class accuracy 0.89-0.94 against 0.85-0.87 for the whole clip as one stretched window, the digit

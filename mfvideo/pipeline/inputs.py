@@ -111,3 +111,22 @@ def load_clip(video, resolution: int, last: int | None = None, stride: int = 1) 
     if last is not None:
         arr = arr[:, -last:]
     return np.stack([_resize(clip, resolution) for clip in arr])
+
+
+def first_frames(video, resolution: int, count: int, stride: int = 1) -> np.ndarray:
+    """The first ``count`` frames (uint8 (B, count, r, r, 3)) of a clip, a file's at every ``stride``-th frame as
+    ``iter_clip`` keeps them, decoded no further; fewer than ``count`` is an error."""
+    got, n = [], 0
+    for chunk in iter_clip(video, resolution, stride):  # (B, n, r, r, 3)
+        got.append(chunk)
+        n += chunk.shape[1]
+        if n >= count:
+            break
+    if n < count:
+        raise ValueError(f"{_name(video)}: has {n} frame(s) at the model's frame rate, fewer than the {count} "
+                         "context frames asked for")
+    return np.concatenate(got, axis=1)[:, :count]
+
+
+def _name(video) -> str:
+    return str(video) if isinstance(video, (str, Path)) else "the input"

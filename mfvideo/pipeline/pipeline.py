@@ -574,8 +574,9 @@ class MFVideoPipeline(DiffusionPipeline):
                generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
                return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None,
                reread_context: bool = False, frames_per_window: int | None = None, motion_copy: int = 0,
-               motion_copy_tol: float | None = None, guidance_scale: float | None = None):
-        """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context.
+               motion_copy_tol: float | None = None, guidance_scale: float | None = None, backward: bool = False):
+        """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context
+        (``backward=True``: the new frames come before it, its first frames the context; below).
 
         ``video``: a file path (a video, or a still image: one frame), or frames (T, H, W, 3) / (B, T, H, W, 3) as
         uint8 or float in [0, 1]. A video file is read at the model's frame rate, as its training clips were taken:
@@ -622,13 +623,19 @@ class MFVideoPipeline(DiffusionPipeline):
         ``guidance_scale``: as in ``generate``. ``output_type="latent"``: the latents of the context frames and the new
         ones, undecoded (B, C, T, h, w), what ``include_input=False`` gives as frames (``decode_latents``).
 
+        ``backward=True`` (per-frame codecs): what came before the clip. The context is its first frames, every window
+        makes the frames before its context (the model was trained with context at a window's end, the "last"
+        mask), the windows slide back in time, and the output is the new frames followed by the input (or by its
+        context frames, ``include_input=False``). Everything above holds, mirrored in time; the new frames are all
+        made before the first is given, so the stream holds them (the input still streams after them).
+
         ``extend_stream`` takes the same arguments and gives the same frames window by window, for videos too long
         to hold.
         """
         _check_output_type(output_type)
         stream = self.extend_stream(video, num_new_frames, context_frames, steps, class_labels, seed, sampler,
                                     generator, include_input, infer_label, context_noise, reread_context,
-                                    frames_per_window, motion_copy, motion_copy_tol, guidance_scale,
+                                    frames_per_window, motion_copy, motion_copy_tol, guidance_scale, backward,
                                     _latent=output_type == "latent")
         return self._output(self._gather(stream, output_type), output_type, return_dict, stream.labels, fps=stream.fps)
 
@@ -637,15 +644,19 @@ class MFVideoPipeline(DiffusionPipeline):
                       generator: torch.Generator | None = None, include_input: bool = True, infer_label: bool = False,
                       context_noise: float | None = None, reread_context: bool = False,
                       frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                      guidance_scale: float | None = None, *, _latent: bool = False) -> "FrameStream":
+                      guidance_scale: float | None = None, backward: bool = False, *,
+                      _latent: bool = False) -> "FrameStream":
         """``extend``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the input's first
         (a file decoded chunk by chunk), then every window's new frames. Memory holds one window and one chunk of the
         input whatever the video's length; ``mfvideo.io.save_video`` writes a stream as it comes (``mfvideo-extend``
         does). Arguments as in ``extend``: they are checked, and the context decoded, encoded and read, when it is
         called; the network runs as the stream is consumed. Its ``class_labels`` are ``extend``'s, once the first
         window is made."""
-        from .inputs import file_rate, frame_count, iter_clip, load_clip
+        from .inputs import file_rate, first_frames, frame_count, iter_clip, load_clip
 
+        if backward and self.codec.temporal_factor != 1:
+            raise NotImplementedError("backward extension needs a per-frame codec (identity or image_vae): a causal "
+                                      "video VAE's latents run forwards in time")
         guidance = self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         s = self.resolve_context_noise(context_noise)
@@ -666,22 +677,49 @@ class MFVideoPipeline(DiffusionPipeline):
         # a file given whole is decoded once, as the stream goes, its last frames kept as the context; else the
         # frames are read now: (B, T, r, r, 3) uint8, a file's last k_pix only (decoded from near its end)
         lazy = isinstance(video, (str, Path)) and include_input and not _latent  # (latents: the context's only)
-        frames = None if lazy else load_clip(video, self.resolution, last=k_pix if _latent or not include_input
-                                             else None, stride=stride)
+        if lazy:
+            frames = None
+        elif backward:  # the first k_pix frames (decoded no further), or the whole input
+            whole = include_input and not _latent
+            frames = load_clip(video, self.resolution, stride=stride) if whole else first_frames(
+                video, self.resolution, k_pix, stride) if isinstance(video, (str, Path)) else load_clip(
+                video, self.resolution)[:, :k_pix]
+        else:
+            frames = load_clip(video, self.resolution, last=k_pix if _latent or not include_input else None,
+                               stride=stride)
         if (n_in := frame_count(video, stride) if lazy else frames.shape[1]) < k_pix:
             at = f" at a step of {stride} (the model's frame rate)" if stride > 1 else ""
             raise ValueError(f"the input has {n_in} frames{at}, fewer than the {k_pix} context frames requested")
         g = self._generator(seed, generator, 1 if lazy else frames.shape[0])
 
         def prepare(given: np.ndarray):  # the context latents (B, C, k, h, w) and the labels, off the given frames
-            ctx = self.codec.encode_frames(given[:, given.shape[1] - k_pix :], self.cfg.data.channels)
+            given = given[:, :k_pix] if backward else given[:, given.shape[1] - k_pix :]
+            ctx = self.codec.encode_frames(given, self.cfg.data.channels)
             return ctx, self._labels_for(ctx, class_labels, infer_label)
 
-        ctx, y = (None, None) if lazy else prepare(frames)
+        ctx, y = (None, None) if lazy and not backward else prepare(
+            first_frames(video, self.resolution, k_pix, stride) if lazy else frames)
         state: dict = {}
+
+        def windows():
+            return self._windows(ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
+                                 report_read=True, keep=keep, copy=copy, grow_to=grow_to, guidance=guidance,
+                                 state=state, latent=_latent, backward=backward)
 
         def chunks():
             nonlocal ctx, y
+            if backward:  # the new frames, made latest first, then the input (or its context frames)
+                if infer_label:
+                    stream.labels = y
+                made = list(windows())
+                if not infer_label:
+                    stream.labels = state["read"]
+                yield from reversed(made)
+                if lazy:
+                    yield from iter_clip(video, self.resolution, stride)
+                else:
+                    yield ctx if _latent else frames
+                return
             if lazy:
                 tail = None
                 for chunk in iter_clip(video, self.resolution, stride):  # (1, n, r, r, 3)
@@ -692,10 +730,7 @@ class MFVideoPipeline(DiffusionPipeline):
                 yield ctx if _latent else frames
             if infer_label:
                 stream.labels = y
-            windows = self._windows(ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
-                                    report_read=True, keep=keep, copy=copy, grow_to=grow_to, guidance=guidance,
-                                    state=state, latent=_latent)
-            for i, chunk in enumerate(windows):
+            for i, chunk in enumerate(windows()):
                 if i == 0 and not infer_label:
                     stream.labels = state["read"]
                 yield chunk
@@ -781,7 +816,8 @@ class MFVideoPipeline(DiffusionPipeline):
     def _windows(self, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
                  hold_read: bool = False, report_read: bool = False, keep: int | None = None,
                  copy: tuple[int, float] | None = None, grow_to: int | None = None, guidance: float | None = None,
-                 state: dict | None = None, latent: bool = False) -> Iterator[np.ndarray | torch.Tensor]:
+                 state: dict | None = None, latent: bool = False,
+                 backward: bool = False) -> Iterator[np.ndarray | torch.Tensor]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
         Yields every window's kept new frames, uint8 (B, n, H, W, 3), as it is made.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
@@ -800,6 +836,10 @@ class MFVideoPipeline(DiffusionPipeline):
 
         ``latent``: yield the kept new latents (B, C, n, h, w) undecoded instead.
 
+        ``backward`` (per-frame codecs): ``ctx`` is the earliest frames and every window makes the frames before its
+        context, the context last in the window as the model sees it. The loop runs in reversed time (its windows
+        are turned round for the model and back), so chunks come latest first, each in time order.
+
         Only the current window's latents are kept; the output frames are appended as uint8. Per-frame codecs decode
         just the kept latents; a causal VAE decodes the whole window and keeps the pixel frames of the kept latents.
         """
@@ -807,6 +847,13 @@ class MFVideoPipeline(DiffusionPipeline):
         f, w, k = codec.temporal_factor, self.latent_window, ctx.shape[2]
         state = {} if state is None else state
         made, reading = 0, None
+
+        def turn(x, dim: int = 2):  # reversed time <-> time (a tensor, or decoded uint8 frames), backward only
+            if not backward:
+                return x
+            return x.flip(dim) if isinstance(x, torch.Tensor) else np.ascontiguousarray(np.flip(x, dim))
+
+        ctx = turn(ctx)
         while made < num_new:
             self._guidance = guidance  # (a stream may be consumed while the pipeline serves another call)
             new = w - k if f > 1 or keep is not None else min(w - k, num_new - made)
@@ -818,22 +865,23 @@ class MFVideoPipeline(DiffusionPipeline):
             level = noise_first if made == 0 else noise_next
             if report_read and made == 0:  # off the clean context, also where the window then noises it
                 if hold_read:  # what the model reads off the given frames; a given label enters through the reader
-                    reading, state["read"], y = self._read_labelled(noise, y, context, mask)
+                    reading, state["read"], y = self._read_labelled(turn(noise), y, turn(context), turn(mask, 1))
                 else:
-                    reading, state["read"] = self._read_given(noise, y, context, mask)
+                    reading, state["read"] = self._read_given(turn(noise), y, turn(context), turn(mask, 1))
             held = reading if hold_read else None
-            window = self._sample(noise, y, how, context, mask, level, held)  # (B, C, k + new, h, w)
+            window = turn(self._sample(turn(noise), y, how, turn(context), turn(mask, 1), level, held))
+            # window: (B, C, k + new, h, w), the context first (in reversed time, backward)
             if copy is not None:  # new frames that the frame before them, moved, explains become it
                 window, _ = _motion_copy(window, mask[0], *copy)
             if latent:  # the kept latents; a causal VAE's latent frame past the first holds f pixel frames
-                yield window[:, :, k : k + min(kept, -(-(num_new - made) // f))]
+                yield turn(window[:, :, k : k + min(kept, -(-(num_new - made) // f))])
                 made += f * kept
             elif f == 1:
                 pix = codec.decode_frames(window[:, :, k : k + kept])  # (B, kept, H, W, 3)
             else:  # latent j >= 1 holds pixel frames f (j - 1) + 1 .. f j
                 pix = codec.decode_frames(window)[:, self._pixel_frames(k) : self._pixel_frames(k + kept)]
             if not latent:
-                yield pix[:, : num_new - made]
+                yield turn(pix[:, : num_new - made], 1)
                 made += pix.shape[1]
             k_next = k if grow_to is None else max(k, min(grow_to, k + kept))
             ctx = window[:, :, k + kept - k_next : k + kept]  # the latest frames: the window slides by the kept frames
@@ -852,8 +900,9 @@ class MFVideoPipeline(DiffusionPipeline):
         no longer than the window is one call. A longer clip is filled window by window (``fill_plan``), each window
         with every frame known inside it as context: a gap between given frames from both sides towards its middle,
         then one window where the two sides meet; frames before the first given one backwards, after the last
-        forwards, as ``extend`` slides (the bundled model's 14 in-betweens of held-out keyframes: class accuracy
-        0.91, one stretched 16-frame window 0.87; docs/usage.md).
+        forwards, as ``extend`` slides, holding what their first window reads off the given frames as ``extend`` does
+        (the bundled model's 14 in-betweens of held-out keyframes: class accuracy 0.90, one stretched 16-frame window
+        0.87; 28 frames before 4 given: 0.94; docs/usage.md).
         ``latents``: the first window's noise (B, C, T, h, w), T the latent frames of the window (default: drawn
         from ``generator`` / ``seed``, as every later window's; the given frames' places are ignored);
         ``output_type="latent"``: the clip's latents, the given frames' encoded in their places."""
@@ -885,13 +934,25 @@ class MFVideoPipeline(DiffusionPipeline):
         y = self._labels_for(clip[:, :, sorted(idx)], class_labels, infer_label)
         plan = fill_plan(known[:num_frames].tolist() + [False] * (T - num_frames), W)
         bar = self._progress(sum(len(make) for _, make in plan) if len(plan) > 1 else 0)
+        held: dict[str, tuple] = {}  # "before" / "after" the given frames -> (reading, labels to run with)
         for n, (start, make) in enumerate(plan):
             noise = first if n == 0 and first is not None else self._noise(B, W, g)  # (B, C, W, h, w)
             mask = known[start : start + W].repeat(B, 1)  # (B, W)
             context = clip[:, :, start : start + W] * mask[:, None, :, None, None]
-            reading, y_net = None, y
-            if self._routes_labels(y):  # a given label enters through the reader
-                reading, _, y_net = self._read_labelled(noise, y, context, mask)
+            # frames before the first given one or after the last are an extension: what its first window reads
+            # off the given frames holds for the rest, as in `extend`; a gap's windows read their own context
+            side = None if len(plan) == 1 else "before" if max(make) < min(idx) else "after" if min(make) > max(idx) \
+                else None
+            if side in held:
+                reading, y_net = held[side]
+            else:
+                reading, y_net = None, y
+                if self._routes_labels(y):  # a given label enters through the reader
+                    reading, _, y_net = self._read_labelled(noise, y, context, mask)
+                elif side is not None:
+                    reading, _ = self._read_given(noise, y, context, mask)
+                if side is not None:
+                    held[side] = reading, y_net
             window = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
             if copy is not None:
                 window, _ = _motion_copy(window, mask[0], *copy)

@@ -651,7 +651,8 @@ class MFVideoPipeline(DiffusionPipeline):
         input whatever the video's length; ``mfvideo.io.save_video`` writes a stream as it comes (``mfvideo-extend``
         does). Arguments as in ``extend``: they are checked, and the context decoded, encoded and read, when it is
         called; the network runs as the stream is consumed. Its ``class_labels`` are ``extend``'s, once the first
-        window is made."""
+        window is made. ``backward``: the new frames first, all made before the first chunk is given, then the
+        input (streamed) or its context frames."""
         from .inputs import file_rate, first_frames, frame_count, iter_clip, load_clip
 
         if backward and self.codec.temporal_factor != 1:
@@ -679,11 +680,10 @@ class MFVideoPipeline(DiffusionPipeline):
         lazy = isinstance(video, (str, Path)) and include_input and not _latent  # (latents: the context's only)
         if lazy:
             frames = None
-        elif backward:  # the first k_pix frames (decoded no further), or the whole input
-            whole = include_input and not _latent
-            frames = load_clip(video, self.resolution, stride=stride) if whole else first_frames(
-                video, self.resolution, k_pix, stride) if isinstance(video, (str, Path)) else load_clip(
-                video, self.resolution)[:, :k_pix]
+        elif backward and include_input and not _latent:  # frames given whole
+            frames = load_clip(video, self.resolution, stride=stride)
+        elif backward:  # the first k_pix frames only, a file's decoded no further
+            frames = first_frames(video, self.resolution, k_pix, stride)
         else:
             frames = load_clip(video, self.resolution, last=k_pix if _latent or not include_input else None,
                                stride=stride)

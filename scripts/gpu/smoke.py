@@ -1,6 +1,6 @@
 """The user's path on the GPU, end to end: the bundled pipeline on CUDA against the CPU (generation, a 24-frame
-clip past the window, extension of an unlabelled clip), then a short bf16 training run on CUDA whose checkpoint the
-pipeline loads and samples from.
+clip past the window, extension of an unlabelled clip, forwards and backwards, a 24-frame fill between given
+frames), then a short bf16 training run on CUDA whose checkpoint the pipeline loads and samples from.
 
     python scripts/gpu/smoke.py [--out smoke.json] [--train-steps 60]
 """
@@ -53,6 +53,14 @@ def main():
     res["extend unlabelled 4 -> +12"] = {"max_abs_diff_vs_cpu": float(np.abs(g - c).max()),
                                          "mean_abs_diff": float(np.abs(g - c).mean()), "shape": list(g.shape)}
     print("extend", res["extend unlabelled 4 -> +12"], flush=True)
+    for name, call, kw in [("extend backward 4 -> 12 before", "extend", dict(video=clip, num_new_frames=12, backward=True)),
+                           ("condition 24 frames, 2 given each end", "condition",
+                            dict(frames=np.concatenate([clip[:, :2], clip[:, 2:4]], 1), frame_indices=[0, 1, 22, 23],
+                                 num_frames=24))]:
+        g, c = frames(gpu, call, **kw), frames(cpu, call, **kw)
+        res[name] = {"max_abs_diff_vs_cpu": float(np.abs(g - c).max()), "mean_abs_diff": float(np.abs(g - c).mean()),
+                     "shape": list(g.shape)}
+        print(name, res[name], flush=True)
     # diffusers' habits on the GPU: a generator on the device, one per clip, latents out and decoded, a bf16 pipeline
     dev_gen = [torch.Generator(a.device).manual_seed(s) for s in (0, 1)]
     lat = gpu.generate(num_frames=12, class_labels=[3, 5], generator=dev_gen, output_type="latent").frames

@@ -62,6 +62,11 @@ def test_call_output_types_return_dict_and_extension(saved):
     assert np.array_equal(np.round(frames * 255).astype(np.uint8), base)
     ext = pipe(video=base[:1], num_new_frames=5, generator=g(), output_type="uint8").frames
     assert ext.shape[1] == pipe.window + 5 and np.array_equal(ext[0, : pipe.window], base[0])
+    pre = pipe(video=base[:1], num_new_frames=5, generator=g(), output_type="uint8", backward=True).frames
+    assert np.array_equal(pre, pipe.extend(base[:1], 5, generator=g(), output_type="uint8", backward=True).frames)
+    assert pre.shape[1] == pipe.window + 5 and np.array_equal(pre[0, 5:], base[0])
+    with pytest.raises(ValueError, match="backward works on a given video"):
+        pipe(class_labels=[1], backward=True)
     with pytest.raises(ValueError, match="unknown class name"):
         pipe(class_labels=["seven"])
     with pytest.raises(ValueError, match="output_type"):

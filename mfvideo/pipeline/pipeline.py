@@ -420,9 +420,9 @@ class MFVideoPipeline(DiffusionPipeline):
                  context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False,
                  frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
                  first_window_steps: int | None = None, guidance_scale: float | None = None,
-                 latents: torch.Tensor | None = None):
+                 latents: torch.Tensor | None = None, backward: bool = False):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``: as in ``extend``;
+        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
         ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
@@ -439,9 +439,9 @@ class MFVideoPipeline(DiffusionPipeline):
                                sampler=sampler, output_type=output_type, return_dict=return_dict,
                                infer_label=infer_label, frames_per_window=frames_per_window,
                                motion_copy=motion_copy, motion_copy_tol=motion_copy_tol,
-                               guidance_scale=guidance_scale)
-        if infer_label:
-            raise ValueError("infer_label reads the class off a given video: pass video=")
+                               guidance_scale=guidance_scale, backward=backward)
+        if infer_label or backward:
+            raise ValueError(f"{'infer_label' if infer_label else 'backward'} works on a given video: pass video=")
         return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
                              steps=num_inference_steps, context_frames=context_frames, sampler=sampler,
                              generator=generator, output_type=output_type, return_dict=return_dict,

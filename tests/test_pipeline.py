@@ -440,7 +440,7 @@ def test_bundled_model_extends_backwards_as_well_as_forwards():
 def test_fill_plan_makes_every_frame_once_each_window_seeing_known_frames():
     """``fill_plan``: any given frames, any window: every unknown frame made exactly once by a window inside the
     clip that holds a known frame when it runs; a long gap is met from both sides, the last window in its middle."""
-    from mfvideo.pipeline.fill import fill_plan
+    from mfvideo.pipeline.fill import extension_side, fill_plan
 
     assert fill_plan([1] + [0] * 14 + [1], 8) == [(0, [1, 2, 3, 4, 5]), (8, [10, 11, 12, 13, 14]), (4, [6, 7, 8, 9])]
     assert fill_plan([1, 0, 0, 1], 8) == [(0, [1, 2])]  # no longer than the window: one window
@@ -459,6 +459,7 @@ def test_fill_plan_makes_every_frame_once_each_window_seeing_known_frames():
         assert sorted(made) == np.flatnonzero(~known).tolist()
     with pytest.raises(ValueError, match="at least one known frame"):
         fill_plan([False] * 3, 2)
+    assert [extension_side(m, [2, 5]) for m in ([0, 1], [6, 7], [3, 4])] == ["before", "after", None]
 
 
 def test_condition_past_the_window_fills_window_by_window_from_the_known_frames(ckpt):

@@ -69,3 +69,11 @@ def fill_plan(known: Sequence[bool], window: int) -> Plan:
             run(mid - window // 2, mid - q, mid + q)
         i = j
     return plan
+
+
+def extension_side(make: Sequence[int], given: Sequence[int]) -> str | None:
+    """"before" or "after" where a window's frames all lie before or after every given frame (they extend the given
+    frames, as ``extend`` does), None where they lie in a gap between given frames."""
+    if max(make) < min(given):
+        return "before"
+    return "after" if min(make) > max(given) else None

@@ -906,7 +906,7 @@ class MFVideoPipeline(DiffusionPipeline):
         ``latents``: the first window's noise (B, C, T, h, w), T the latent frames of the window (default: drawn
         from ``generator`` / ``seed``, as every later window's; the given frames' places are ignored);
         ``output_type="latent"``: the clip's latents, the given frames' encoded in their places."""
-        from .fill import fill_plan
+        from .fill import extension_side, fill_plan
         from .inputs import load_clip
 
         _check_output_type(output_type)
@@ -941,8 +941,7 @@ class MFVideoPipeline(DiffusionPipeline):
             context = clip[:, :, start : start + W] * mask[:, None, :, None, None]
             # frames before the first given one or after the last are an extension: what its first window reads
             # off the given frames holds for the rest, as in `extend`; a gap's windows read their own context
-            side = None if len(plan) == 1 else "before" if max(make) < min(idx) else "after" if min(make) > max(idx) \
-                else None
+            side = None if len(plan) == 1 else extension_side(make, idx)
             if side in held:
                 reading, y_net = held[side]
             else:

@@ -645,6 +645,11 @@ def test_cli_shows_progress_in_frames_on_a_terminal_only(ckpt, tmp_path, capsys,
     err = capsys.readouterr().err
     assert "\rextend:   0%|" in err and "/10 [" in err  # 3 given + 7 new frames; cleared when done
     assert err.endswith("\r") and "\n" not in err and probe(tmp_path / "b.mp4").num_frames == 10
+    assert extend.main([*args, "--backward", "--out", str(tmp_path / "c.mp4")]) == 0
+    err = capsys.readouterr().err  # the frames counted as they are made, then as the clip is written
+    making, writing = err.split("\rextend:")  # one bar after the other
+    assert making.startswith("\rextend (backward):   0%|") and "/7 [" in making and "/10 [" in writing
+    assert probe(tmp_path / "c.mp4").num_frames == 10
     assert sample.main(["--checkpoint", str(ckpt), "--num-clips", "2", "--num-frames", "9", "--out",
                         str(tmp_path / "s")]) == 0
     err = capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import logging
 import math
 import os
@@ -186,10 +187,31 @@ def progress(chunks, total: int | None, what: str):
         return
     from tqdm import tqdm
 
+    chunks = iter(chunks)
+    first = next(chunks, None)  # the bar opens with the first chunk (after any bar of the frames' making)
+    if first is None:
+        return
     with tqdm(total=total, unit="frame", desc=what, leave=False, dynamic_ncols=True) as bar:
-        for chunk in chunks:
+        for chunk in itertools.chain([first], chunks):
             bar.update(chunk.shape[1])
             yield chunk
+
+
+def frame_bar(total: int, what: str):
+    """A progress bar in frames on a terminal, fed by calls with the frames just made (it closes at ``total``); a
+    no-op otherwise. For frames made before any is written (``FrameStream.on_made``)."""
+    if not sys.stderr.isatty():
+        return lambda n: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="frame", desc=what, leave=False, dynamic_ncols=True)
+
+    def update(n: int) -> None:
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+
+    return update
 
 
 def class_name(pipe, class_id: int) -> str:

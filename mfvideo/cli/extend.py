@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import (ArgumentParser, add_class_args, add_device_args, add_motion_copy_args, add_sampler_args,
-               check_class_args, check_output_file, class_labels_of, load_pipeline, positive_float, positive_int,
-               progress, user_errors)
+               check_class_args, check_output_file, class_labels_of, frame_bar, load_pipeline, positive_float,
+               positive_int, progress, user_errors)
 
 
 @user_errors
@@ -62,6 +62,8 @@ def main(argv=None):
                                 motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
                                 guidance_scale=args.guidance_scale, include_input=not args.new_only,
                                 backward=args.backward)
+    if args.backward:  # the new frames are all made before the first is written: a bar counts them as made
+        stream.on_made = frame_bar(args.num_new_frames, "extend (backward)")
     chunks = iter(stream)
     if args.new_only and args.backward:
         chunks = _first(chunks, args.num_new_frames)  # the new frames come first, the context frames last

@@ -27,7 +27,7 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -68,11 +68,14 @@ PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
 class FrameStream:
     """Frames as a pipeline makes them (``MFVideoPipeline.extend_stream``): iterate it once for uint8 chunks
     (B, n, H, W, 3); ``fps`` as in ``MFVideoPipelineOutput``; ``class_labels`` as in ``MFVideoPipelineOutput``, known
-    once the first window is made; ``num_frames``: the frames per clip the chunks add up to (a progress bar's total)."""
+    once the first window is made; ``num_frames``: the frames per clip the chunks add up to (a progress bar's total);
+    ``on_made``: called with the new frames of every window as it is made, where they are held back before the first
+    chunk comes (a backward extension's), for a progress bar."""
 
     def __init__(self, chunks: Iterator[np.ndarray], fps: float, labels: torch.Tensor | None = None,
                  num_frames: int | None = None):
         self._chunks, self.fps, self.labels, self.num_frames = chunks, fps, labels, num_frames
+        self.on_made: Callable[[int], None] = lambda n: None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self._chunks
@@ -711,7 +714,10 @@ class MFVideoPipeline(DiffusionPipeline):
             if backward:  # the new frames, made latest first, then the input (or its context frames)
                 if infer_label:
                     stream.labels = y
-                made = list(windows())
+                made = []
+                for chunk in windows():
+                    made.append(chunk)
+                    stream.on_made(chunk.shape[2 if _latent else 1])
                 if not infer_label:
                     stream.labels = state["read"]
                 yield from reversed(made)

@@ -973,11 +973,14 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
                             or _real(self, *a, **kw))
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
     assert kept == [("generate", 1, 0)] + [("extend", 1, 0), ("extend", 1, 0), ("extend", 1, 4)] * 3 + [
-        ("extend", 1, 0)] * 3  # then image to video from each clip's first frame
+        ("extend", 1, 0)] * 6  # then image to video from each clip's first frame, and backwards from its last 4
     for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4",
                  "extended/extended_2_read_class.mp4", "extended/extended_2_motion_copy.mp4", "from_image.png",
-                 "from_image/input_2.png"):
+                 "from_image/input_2.png", "before.png"):
         assert (tmp_path / "demo" / name).is_file(), name
+    given = read_video(tmp_path / "demo" / "before" / "input_0.mp4")[0]
+    before = read_video(tmp_path / "demo" / "before" / "before_0.mp4")[0]
+    assert len(before) == 16 + 4 and np.abs(before[16:].astype(int) - given).mean() < 3  # 16 new, then the clip
     for name in ("extended_0.mp4", "extended_0_read_class.mp4", "extended_0_motion_copy.mp4"):
         assert probe(tmp_path / "demo" / "extended" / name).num_frames == 4 + 16
     still = read_video(tmp_path / "demo" / "from_image" / "from_image_1.mp4")[0]
@@ -990,7 +993,7 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     assert sheet.shape[:2] == (12 * (48 + 2) + 2, 20 * (48 + 2) + 2)  # grid(): 16x16 frames magnified to 48x48
     kept.clear()
     assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0"]) == 0  # no third extension
-    assert [k for k in kept if k[0] == "extend"] == [("extend", 1, 0)] * 9
+    assert [k for k in kept if k[0] == "extend"] == [("extend", 1, 0)] * 12
 
 
 def test_sampling_draws_the_noise_prior_the_model_was_trained_with(tmp_path):

@@ -6,7 +6,8 @@ per window), with the class a diffusion classifier reads off the frames first (`
 and ``motion_copy`` (a new frame that the frame before it, moved by whole pixels, explains becomes that moved frame:
 the given handwriting kept) -- and a sheet comparing the extensions with the true continuation; then the same
 clips' first frames, saved as PNG, continued by 16 frames (image to video: the one frame is the first window's
-context, which grows with the frames made). Past the first window, each window keeps its first
+context, which grows with the frames made); and the 16 frames before the same clips' last frames (backward
+extension, with no label; a per-frame codec's model only). Past the first window, each window keeps its first
 ``--frames-per-window`` new frames (default 1 with a per-frame codec, as the bundled model's: one network call per
 new frame, its steadiest clips; 4 keeps whole windows, a quarter of the calls; README "Use it", `frames_per_window`,
 and "Clips generated past the window" in "Bundled model").
@@ -88,15 +89,26 @@ def main(argv=None):
         save_video(moving.frames[0], out / "from_image" / f"from_image_{i}.mp4", fps=gen.fps)
         still_rows += [clip[: 1 + 16], moving.frames[0]]
     save_image(grid(np.stack(still_rows)), out / "from_image.png")
+    before_rows = []
+    if pipe.codec.temporal_factor == 1:  # backward extension: what came before each clip's last frames
+        for i, clip in enumerate(truth):
+            src = save_video(clip[-k:], out / "before" / f"input_{i}.mp4", fps=gen.fps)
+            pre = pipe.extend(src, num_new_frames=16, context_frames=k, seed=args.seed, output_type="uint8",
+                              frames_per_window=n, backward=True)
+            save_video(pre.frames[0], out / "before" / f"before_{i}.mp4", fps=gen.fps)
+            before_rows += [clip, pre.frames[0]]
+        save_image(grid(np.stack(before_rows)), out / "before.png")
     windows = 1 + -(-max(args.num_frames - pipe.window, 0) // per)
     print(f"generated 10 clips x {args.num_frames} frames ({windows} network calls per clip, batched) in {t_gen:.2f} s")
     print(f"extended 3 held-out clips by 16 frames from {k} context frames ({-(-16 // per)} calls each, "
           f"{per} new frame(s) kept per window), {'three times' if args.motion_copy else 'twice'}, in {t_ext:.2f} s; "
           f"classes read off the context: {', '.join(read)}")
     third = f", then with no label and motion_copy={args.motion_copy}" if args.motion_copy else ""
+    before = f", {out}/before.png (rows: true clip, then 16 frames made before its last {k} + those)" if before_rows \
+        else ""
     print(f"wrote {out}/generated.png, {out}/extended.png (rows: true clip, then input + extension with no label, "
           f"then with the class infer_label read off the input{third}), {out}/from_image.png (rows: true clip, then "
-          f"its first frame, a PNG, + 16 new frames) and the mp4s")
+          f"its first frame, a PNG, + 16 new frames){before} and the mp4s")
     return 0
 
 

@@ -185,13 +185,11 @@ def progress(chunks, total: int | None, what: str):
     if not sys.stderr.isatty():
         yield from chunks
         return
-    from tqdm import tqdm
-
     chunks = iter(chunks)
     first = next(chunks, None)  # the bar opens with the first chunk (after any bar of the frames' making)
     if first is None:
         return
-    with tqdm(total=total, unit="frame", desc=what, leave=False, dynamic_ncols=True) as bar:
+    with _frames_tqdm(total, what) as bar:
         for chunk in itertools.chain([first], chunks):
             bar.update(chunk.shape[1])
             yield chunk
@@ -202,9 +200,7 @@ def frame_bar(total: int, what: str):
     no-op otherwise. For frames made before any is written (``FrameStream.on_made``)."""
     if not sys.stderr.isatty():
         return lambda n: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="frame", desc=what, leave=False, dynamic_ncols=True)
+    bar = _frames_tqdm(total, what)
 
     def update(n: int) -> None:
         bar.update(n)
@@ -212,6 +208,13 @@ def frame_bar(total: int, what: str):
             bar.close()
 
     return update
+
+
+def _frames_tqdm(total: int | None, what: str):
+    """The commands' progress bar: frames per clip, cleared when done."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc=what, leave=False, dynamic_ncols=True)
 
 
 def class_name(pipe, class_id: int) -> str:

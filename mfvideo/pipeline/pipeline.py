@@ -939,33 +939,32 @@ class MFVideoPipeline(DiffusionPipeline):
         known[idx] = True
         y = self._labels_for(clip[:, :, sorted(idx)], class_labels, infer_label)
         plan = fill_plan(known[:num_frames].tolist() + [False] * (T - num_frames), W)
-        bar = self._progress(sum(len(make) for _, make in plan) if len(plan) > 1 else 0)
         held: dict[str, tuple] = {}  # "before" / "after" the given frames -> (reading, labels to run with)
-        for n, (start, make) in enumerate(plan):
-            noise = first if n == 0 and first is not None else self._noise(B, W, g)  # (B, C, W, h, w)
-            mask = known[start : start + W].repeat(B, 1)  # (B, W)
-            context = clip[:, :, start : start + W] * mask[:, None, :, None, None]
-            # frames before the first given one or after the last are an extension: what its first window reads
-            # off the given frames holds for the rest, as in `extend`; a gap's windows read their own context
-            side = None if len(plan) == 1 else extension_side(make, idx)
-            if side in held:
-                reading, y_net = held[side]
-            else:
-                reading, y_net = None, y
-                if self._routes_labels(y):  # a given label enters through the reader
-                    reading, _, y_net = self._read_labelled(noise, y, context, mask)
-                elif side is not None:
-                    reading, _ = self._read_given(noise, y, context, mask)
-                if side is not None:
-                    held[side] = reading, y_net
-            window = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
-            if copy is not None:
-                window, _ = _motion_copy(window, mask[0], *copy)
-            made = torch.tensor(make, device=self.device)
-            clip[:, :, made] = window[:, :, made - start]
-            known[made] = True
-            bar.update(len(make))
-        bar.close()
+        with self._progress(sum(len(make) for _, make in plan) if len(plan) > 1 else 0) as bar:
+            for n, (start, make) in enumerate(plan):
+                noise = first if n == 0 and first is not None else self._noise(B, W, g)  # (B, C, W, h, w)
+                mask = known[start : start + W].repeat(B, 1)  # (B, W)
+                context = clip[:, :, start : start + W] * mask[:, None, :, None, None]
+                # frames before the first given one or after the last are an extension: what its first window reads
+                # off the given frames holds for the rest, as in `extend`; a gap's windows read their own context
+                side = None if len(plan) == 1 else extension_side(make, idx)
+                if side in held:
+                    reading, y_net = held[side]
+                else:
+                    reading, y_net = None, y
+                    if self._routes_labels(y):  # a given label enters through the reader
+                        reading, _, y_net = self._read_labelled(noise, y, context, mask)
+                    elif side is not None:
+                        reading, _ = self._read_given(noise, y, context, mask)
+                    if side is not None:
+                        held[side] = reading, y_net
+                window = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
+                if copy is not None:
+                    window, _ = _motion_copy(window, mask[0], *copy)
+                made = torch.tensor(make, device=self.device)
+                clip[:, :, made] = window[:, :, made - start]
+                known[made] = True
+                bar.update(len(make))
         labels = y if infer_label else None
         if output_type == "latent":  # the given frames' latents in their places, exactly
             return self._output(clip[:, :, :num_frames], output_type, return_dict, labels)

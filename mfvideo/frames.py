@@ -21,8 +21,24 @@ def _channels_first(shape: tuple) -> bool:
     return len(shape) >= 3 and shape[-1] not in CHANNELS and shape[-3] in CHANNELS
 
 
+def _is_image(x) -> bool:
+    """A PIL image (PIL is imported only where one could be: a module already loaded)."""
+    return type(x).__module__.startswith("PIL.") and hasattr(x, "convert") and hasattr(x, "mode")
+
+
+def _is_list(frames) -> bool:
+    """A list (or tuple) of frames or clips, each converted on its own: PIL images, arrays, tensors, lists of them
+    (nested lists of numbers are one array)."""
+    return isinstance(frames, (list, tuple)) and any(
+        _is_image(f) or isinstance(f, (np.ndarray, torch.Tensor)) or _is_list(f) for f in frames)
+
+
 def frames_shape(frames) -> tuple:
     """The shape (…, H, W, 3) that ``to_uint8`` gives ``frames``, from their shape alone (nothing converted)."""
+    if _is_image(frames):
+        return (frames.height, frames.width, 3)
+    if _is_list(frames):
+        return (len(frames), *frames_shape(frames[0]))
     shape = tuple(frames.shape) if hasattr(frames, "shape") else np.shape(frames)
     if isinstance(frames, torch.Tensor) and _channels_first(shape):
         shape = (*shape[:-3], *shape[-2:], shape[-3])
@@ -37,8 +53,23 @@ def to_uint8(frames, name: str = "frames") -> np.ndarray:
     Layouts: channels last (…, H, W, C) with C = 1, 3 or 4; grey without a channel axis (…, H, W); and for a torch
     tensor whose last axis is no channel count, torch's channels first (…, C, H, W), a pipeline's ``"pt"`` output
     (B, T, 3, H, W) among them. Values outside those ranges are an error, never a silent clip: a float array of
-    0..255 values would otherwise come out white.
+    0..255 values would otherwise come out white. PIL images are read as a file of them is decoded (``convert("RGB")``:
+    a palette image's colours, not its indices); a list of frames (PIL images, as diffusers' ``load_video`` gives them,
+    the first of a GIF in palette mode; arrays; tensors) is a clip, a list of clips a batch, each item converted on its
+    own and all of one shape.
     """
+    if _is_image(frames):
+        return np.asarray(frames.convert("RGB"))
+    if isinstance(frames, (list, tuple)) and any(isinstance(f, str) or hasattr(f, "__fspath__") for f in frames):
+        raise ValueError(f"{name}: a list holding a path; pass one video file per call (a batch of clips: arrays or "
+                         "lists of frames of one length)")
+    if _is_list(frames):
+        items = [to_uint8(f, name) for f in frames]
+        if len(shapes := list(dict.fromkeys(item.shape for item in items))) > 1:
+            raise ValueError(f"{name}: a list of {len(items)} frames or clips of different shapes "
+                             f"({', '.join(str(s) for s in shapes[:3])}): a clip's frames need one size, a batch's "
+                             "clips one length")
+        return np.stack(items)
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().cpu()
         if _channels_first(tuple(frames.shape)):

@@ -244,6 +244,43 @@ def test_every_frame_layout_is_read_as_the_same_clip(ckpt, tmp_path):
         grid(rgb)
 
 
+def test_pil_frames_and_lists_are_read_as_a_file_of_them_is(ckpt, tmp_path):
+    """diffusers' habit: ``load_video`` gives a list of PIL images (a GIF's first one in palette mode, the rest RGB),
+    ``load_image`` one, ``output_type="pil"`` a list of lists. Each reads as the same clip as its file or array; a
+    palette image is its colours, not its indices (they were read as grey values); a list of paths or of clips of
+    different lengths is a one-line error naming what is wrong (it was numpy's "inhomogeneous shape")."""
+    from diffusers.utils import load_video
+    from PIL import Image
+
+    from mfvideo.frames import to_uint8
+    from mfvideo.pipeline.inputs import frame_count
+
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    rgb = (np.random.default_rng(0).random((4, 16, 16, 3)) * 255).astype(np.uint8)
+    pil = [Image.fromarray(f) for f in rgb]
+    ref = pipe.extend(rgb, 4, seed=0, output_type="uint8").frames
+    assert frame_count(pil) == 4 and np.array_equal(pipe.extend(pil, 4, seed=0, output_type="uint8").frames, ref)
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1, 0)]
+    batch = pipe(video=[pil, pil[::-1]], num_new_frames=4, generator=gens[:2], output_type="uint8").frames
+    one = pipe(video=pil, num_new_frames=4, generator=gens[2:], output_type="uint8").frames  # a list of clips: a batch
+    assert batch.shape == (2, 8, 16, 16, 3) and np.array_equal(batch[:1], one)
+    assert np.array_equal(batch[1, :4], rgb[::-1])
+    palette = pil[0].quantize(colors=16)  # indices 0..15, colours anywhere in 0..255
+    assert palette.mode == "P" and np.asarray(palette).max() < 16 < to_uint8(palette).max()
+    assert np.array_equal(to_uint8(palette), np.asarray(palette.convert("RGB")))
+    assert np.array_equal(pipe.extend(palette, 3, seed=0, output_type="uint8").frames[0, 0], to_uint8(palette))
+    imageio.mimsave(tmp_path / "c.gif", [np.asarray(f.quantize(colors=64).convert("RGB")) for f in pil], duration=0.1)
+    frames = load_video(str(tmp_path / "c.gif"))
+    assert frames[0].mode == "P" and frames[1].mode == "RGB"  # diffusers' mix
+    assert np.array_equal(pipe.extend(frames, 4, seed=0, output_type="uint8").frames,
+                          pipe.extend(str(tmp_path / "c.gif"), 4, seed=0, output_type="uint8").frames)
+    with pytest.raises(ValueError, match="video: a list holding a path; pass one video file per call"):
+        pipe.extend([str(tmp_path / "c.gif")] * 2, 4)
+    with pytest.raises(ValueError, match=r"video: a list of 2 frames or clips of different shapes \(\(4, 16, 16, 3\), "
+                                         r"\(3, 16, 16, 3\)\)"):
+        pipe.extend([rgb, rgb[:3]], 4)
+
+
 def test_extension_uses_its_context(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     a = np.zeros((4, 16, 16, 3), np.uint8)

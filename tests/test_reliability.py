@@ -353,7 +353,7 @@ def test_a_kill_while_pruning_never_leaves_a_listed_half_checkpoint(tmp_path):
 def test_float_frames_outside_unit_range_are_refused():
     pipe = MFVideoPipeline.from_pretrained()
     clip = np.random.default_rng(0).random((4, 16, 16, 3)) * 255  # a float array of 0..255 values
-    with pytest.raises(ValueError, match=r"float frames must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"float video must lie in \[0, 1\]"):
         pipe.extend(clip, 2)
     out = pipe.extend(clip.astype(np.uint8), 2, seed=0)  # the same values as uint8 are fine
     assert out.frames.shape[1] == 6

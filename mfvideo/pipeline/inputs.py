@@ -101,7 +101,7 @@ def load_clip(video, resolution: int, last: int | None = None, stride: int = 1) 
     if isinstance(video, (str, Path)):
         arr = _read_path(Path(video), resolution, last, stride)
     else:
-        arr = to_uint8(video)  # uint8 (…, H, W, 3); float outside [0, 1] is an error, grey becomes RGB
+        arr = to_uint8(video, "video")  # uint8 (…, H, W, 3); float outside [0, 1] is an error, grey becomes RGB
     if arr.ndim == 3:
         arr = arr[None]  # one image (H, W, 3): a one-frame clip, as an image file is
     if arr.ndim == 4:

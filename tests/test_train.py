@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import shutil
@@ -71,6 +72,108 @@ def test_quick_loss_falls_and_log_written(tmp_path):
     assert records[-1]["step"] == 60 and {"loss", "loss_unweighted", "grad_norm", "lr", "samples_per_s"} <= records[-1].keys()
     first, last = records[0]["loss_unweighted"], (records[-1]["loss_unweighted"] + records[-2]["loss_unweighted"]) / 2
     assert last < 0.7 * first, (first, last)
+
+
+def _records(run: Path) -> list[int]:
+    path = run / "log.jsonl"
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _signal_when_logged(proc, run: Path, send, steps: int = 2, timeout: float = 180.0) -> tuple[str, str]:
+    """Wait until the run has logged ``steps`` steps, ``send()`` a signal, and collect its output (a hang fails and
+    kills the process and its descendants)."""
+    import time
+
+    def tree(pid: int) -> list[int]:  # the process and its descendants (torchrun's workers are sessions of their own)
+        try:
+            children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+        except OSError:
+            return [pid]
+        return [pid] + [p for c in children for p in tree(c)]
+
+    def fail(why: str):
+        for pid in tree(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        raise AssertionError(f"{why}: {proc.communicate()[1][-3000:]}")
+
+    start = time.monotonic()
+    while len(_records(run)) < steps:
+        if proc.poll() is not None or time.monotonic() - start > timeout:
+            fail("the run ended or stalled before logging")
+        time.sleep(0.05)
+    send()
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        fail("the run did not stop")
+
+
+def test_stop_signals_ask_once_and_a_second_ctrl_c_stops_at_once():
+    """Real signals to this process: SIGTERM / SIGUSR1 / a first SIGINT are recorded (the first kept), a second SIGINT
+    raises KeyboardInterrupt there and then, and leaving the block restores the handlers it found."""
+    import signal
+
+    from mfvideo.train.stop import StopSignals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: asks, as the others did
+        assert stop.received == signal.SIGUSR1
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_sigterm_finishes_the_step_writes_its_checkpoint_and_resume_continues(tmp_path):
+    """A real SIGTERM to a running mfvideo-train: the step under way ends, a checkpoint of that step is written
+    (between the periodic ones), the process says so and exits 143 (128 + 15, as a shell reports the signal). The
+    checkpoint equals an uninterrupted run's at that step, and train.resume=auto goes on from it, one record per step.
+    Before, the signal killed the run and every step since the last periodic checkpoint was lost."""
+    import signal
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mfvideo.cli.train", str(TINY), f"train.output_dir={run}", "train.max_steps=100000",
+           "train.checkpoint_every=1000", "train.log_every=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    out, err = _signal_when_logged(proc, run, lambda: proc.send_signal(signal.SIGTERM))
+    assert proc.returncode == 143, err[-3000:]
+    n = _records(run)[-1]
+    assert [p.name for p in list_checkpoints(run)] == [f"step_{n:08d}"] and _records(run) == list(range(1, n + 1))
+    assert f"stopped by SIGTERM at step {n} of 100000; checkpoint: " in out and "SIGTERM received" in err
+    straight = tmp_path / "straight"
+    train(tiny_cfg(straight, f"train.max_steps={n}", "train.checkpoint_every=1000"), max_steps=n)  # same schedule
+    a, b = weights(list_checkpoints(run)[0]), weights(latest_checkpoint(straight))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    summary = train(tiny_cfg(run, f"train.max_steps={n + 2}", "train.resume=auto", "train.log_every=1"))
+    assert summary["steps"] == n + 2 and summary["stopped_by"] is None and _records(run) == list(range(1, n + 3))
+
+
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """2 processes (torchrun, gloo), SIGUSR1 (SLURM's warning signal) to rank 1 alone: both ranks stop after the same
+    step, the checkpoint of that step is written, nothing hangs. Without the ranks agreeing, rank 1 would wait in the
+    checkpoint's barrier while rank 0 waits in the next step's gradient all-reduce."""
+    import signal
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29700 + os.getpid() % 200), "-m", "mfvideo.cli.train", str(TINY), f"train.output_dir={run}",
+           "train.max_steps=100000", "train.checkpoint_every=1000", "train.log_every=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+    def rank(r: int) -> int:  # the worker of rank r: a child of torchrun with RANK=r in its environment
+        for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            if f"RANK={r}".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+                return int(child)
+        raise AssertionError(f"no rank {r} under torchrun")
+
+    out, err = _signal_when_logged(proc, run, lambda: os.kill(rank(1), signal.SIGUSR1), timeout=90)
+    n = _records(run)[-1]
+    assert [p.name for p in list_checkpoints(run)] == [f"step_{n:08d}"], err[-3000:]
+    assert out.count(f"stopped by SIGUSR1 at step {n} of 100000") == 1, (out, err[-3000:])
 
 
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):

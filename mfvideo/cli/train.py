@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 from . import ArgumentParser, user_errors
 
 
@@ -39,20 +42,28 @@ def main(argv=None):
     multi = leave_process_group()  # every rank done, the process group gone, before this process prints and exits
     if summary["main_process"]:  # one process speaks for a multi-process run
         _report(cfg, summary)
+    code = 128 + signal.Signals[summary["stopped_by"]] if summary["stopped_by"] else 0  # as a shell reports a signal
     if multi:
-        exit_now(0)
+        exit_now(code)
+    if code:
+        sys.exit(code)
     return 0
 
 
 def _report(cfg, summary: dict) -> None:
+    from ..train.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(cfg.train.output_dir)
+    if summary["stopped_by"]:
+        kept = f"checkpoint: {last}; train.resume=auto continues" if last is not None else \
+            "no checkpoint (train.checkpoint_every=0)"
+        print(f"stopped by {summary['stopped_by']} at step {summary['steps']} of {cfg.train.max_steps}; {kept}")
+        return
     if summary["first_loss"] is None:  # resumed at or past train.max_steps
         print(f"nothing to train: the run is at step {summary['steps']} and train.max_steps={cfg.train.max_steps}")
         return
     print(f"trained to step {summary['steps']}; unweighted loss (logged) {summary['first_loss']:.4g} -> "
           f"{summary['last_loss']:.4g}")
-    from ..train.checkpoint import latest_checkpoint
-
-    last = latest_checkpoint(cfg.train.output_dir)
     if last is not None:  # what to do with it next
         print(f"checkpoint: {last} (mfvideo-sample --checkpoint {last} --out DIR; mfvideo-export {last} --out DIR)")
 

@@ -7,10 +7,11 @@ repeats an uninterrupted one bit for bit on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-import contextlib
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from .checkpoint import (
 )
 from .ema import EMA
 from .sharding import full, load_model_state, load_optimizer_state, model_state, optimizer_state, shard
+from .stop import StopSignals
 
 log = logging.getLogger("mfvideo.train")
 
@@ -190,6 +192,7 @@ def _resolve_resume(cfg: Config, run_dir: Path) -> Path | None:
 def train(cfg: Config, max_steps: int | None = None) -> dict:
     """Run (or resume) training; returns a summary. ``max_steps`` stops early without changing the schedule."""
     from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .dist import make_accelerator
 
@@ -269,9 +272,11 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
               use_masks=cfg.data.num_frames > 1 and any(k != "none" and w > 0 for k, w in tc.context_masks.items()),
               trackers=bool(trackers), sharded=sharded, teacher=teacher)
     stop_at = tc.max_steps if max_steps is None else min(tc.max_steps, max_steps)
-    summary = {"first_loss": None, "last_loss": None, "steps": step}
+    summary = {"first_loss": None, "last_loss": None, "steps": step, "stopped_by": None}
     bar = tqdm(total=stop_at, initial=step, disable=not accelerator.is_main_process, desc="train", dynamic_ncols=True)
-    try:
+    # SIGTERM, SIGUSR1, a first Ctrl-C: this step, a checkpoint, the end (train/stop.py). The bar is closed before any
+    # error line, so that it stands on a line of its own.
+    with StopSignals() as signals, contextlib.closing(bar), logging_redirect_tqdm():  # warnings on lines of their own
         batches, nonfinite, t_last, seen = iter(loader), 0, time.perf_counter(), 0
         while step < stop_at:
             model.train()
@@ -298,14 +303,16 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
                 summary["last_loss"] = record["loss_unweighted"]
                 bar.set_postfix(loss=f"{record['loss_unweighted']:.3g}", gn=f"{grad_norm:.2g}")
                 t_last, seen = now, 0
-            if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at):
+            stop = signals.agreed(accelerator)  # every rank the same answer, after the same step
+            if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at or stop):
                 _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, getattr(s.dataset, "classes", None))
+            if stop:
+                summary["stopped_by"] = signal.Signals(stop).name
+                break
             if tc.sample_every and step % tc.sample_every == 0:
                 weights = ema.state_dict(ema.decays[0])  # every rank: gathering a sharded EMA is a collective
                 if accelerator.is_main_process:
                     _write_samples(cfg, weights, codec, run_dir, step, device)
-    finally:
-        bar.close()  # before any error line, so that it stands on a line of its own
     accelerator.end_training()
     summary["main_process"] = accelerator.is_main_process
     summary["model"] = accelerator.unwrap_model(model)

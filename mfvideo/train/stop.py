@@ -1,0 +1,59 @@
+"""A clean stop on a signal: the step under way finishes, a checkpoint is written, the run ends.
+
+SIGTERM (``kill``, a scheduler's preemption or time limit, torchrun passing one on), SIGUSR1 (SLURM's
+``--signal=USR1@90``) and a first Ctrl-C (SIGINT) ask for it; a second Ctrl-C stops at once (KeyboardInterrupt), as
+before. With several processes one of them receiving a signal stops them all after the same step: each step ends with
+one all-reduce of one number, so that no rank writes a checkpoint while another has gone on to the next step's
+gradients (which would hang both).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import torch
+
+log = logging.getLogger("mfvideo.train")
+
+SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+
+
+class StopSignals:
+    """Catches the stop signals while in its ``with`` block (main thread only; elsewhere it catches nothing) and
+    restores the handlers it found on leaving."""
+
+    def __init__(self):
+        self.received: int | None = None  # the first signal's number
+        self.interrupts = 0  # Ctrl-Cs so far
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for name in SIGNALS:
+                if (num := getattr(signal, name, None)) is not None:
+                    self._previous[num] = signal.signal(num, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for num, handler in self._previous.items():
+            signal.signal(num, handler)
+        self._previous.clear()
+
+    def _handle(self, num: int, frame) -> None:
+        self.interrupts += num == signal.SIGINT
+        if self.interrupts > 1:
+            raise KeyboardInterrupt  # the second Ctrl-C: at once
+        if self.received is None:
+            self.received = num
+            log.warning("%s received: stopping after this step, with a checkpoint%s", signal.Signals(num).name,
+                        " (Ctrl-C again stops at once)" if num == signal.SIGINT else "")
+
+    def agreed(self, accelerator) -> int | None:
+        """The signal any process received (the largest number), the same on every rank; None if none did."""
+        if accelerator.num_processes == 1:
+            return self.received
+        mine = torch.tensor([self.received or 0], device=accelerator.device)
+        got = int(accelerator.reduce(mine, "max").item())
+        return got or None

@@ -409,6 +409,30 @@ def test_bf16_autocast_training_step_and_jvp_close_to_fp32(tmp_path):
     assert summary["steps"] == 3 and summary["last_loss"] == summary["last_loss"]  # finite
 
 
+def test_accelerate_launch_mixed_precision_is_not_dropped(tmp_path, monkeypatch):
+    """`accelerate launch --mixed_precision bf16` (a real launch) trains in bf16 and records it in the run's config; the
+    config's own "no" had overridden the launcher's request without a word. The launcher's fp16 is refused as the
+    config's is; the config's bf16 stands under a launcher's "no" (its default)."""
+    run = tmp_path / "launched"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+           "--dynamo_backend", "no", "--mixed_precision", "bf16", "-m", "mfvideo.cli.train", str(TINY),
+           f"train.output_dir={run}", "train.max_steps=1", "train.checkpoint_every=0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "training in bf16" in proc.stderr, proc.stderr[-3000:]
+    assert load_config(run / "config.yaml").train.mixed_precision == "bf16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    summary = train(tiny_cfg(tmp_path / "env", "train.max_steps=1", "train.checkpoint_every=0"))
+    assert summary["mixed_precision"] == "bf16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    summary = train(tiny_cfg(tmp_path / "own", "train.max_steps=1", "train.checkpoint_every=0",
+                             "train.mixed_precision=bf16"))
+    assert summary["mixed_precision"] == "bf16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(ConfigError, match=r"accelerate launch asks for mixed precision fp16 .*launch with "
+                                          r"--mixed_precision bf16 or no"):
+        train(tiny_cfg(tmp_path / "fp16", "train.max_steps=1"))
+
+
 def test_compiled_training_matches_eager(tmp_path):
     """train.compile=true: the primal path is compiled, the JVP runs through the eager module; same losses."""
     logs = {}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 import torch
+
+log = logging.getLogger("mfvideo.train")
 
 
 def make_accelerator(**kwargs):
@@ -16,6 +19,24 @@ def make_accelerator(**kwargs):
     if not torch.cuda.is_available() and world > 1:
         kwargs.setdefault("cpu", True)
     return Accelerator(**kwargs)
+
+
+def launcher_precision(configured: str) -> str:
+    """The mixed precision to train in. ``accelerate launch --mixed_precision bf16`` (or an ``accelerate config`` file
+    saying bf16) reaches the process as ACCELERATE_MIXED_PRECISION, which the Accelerator's own argument, the config's
+    ``train.mixed_precision``, would override without a word: where the config leaves it at "no", the launcher's bf16
+    is taken (and said). The launcher's fp16 or fp8 is refused as the config's fp16 is."""
+    from ..config import ConfigError
+
+    asked = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if asked in ("no", configured):
+        return configured
+    if asked == "bf16":
+        log.warning("accelerate launch asks for mixed precision bf16 (ACCELERATE_MIXED_PRECISION): training in bf16 "
+                    "(train.mixed_precision=bf16, as the run's config.yaml records)")
+        return "bf16"
+    raise ConfigError(f"accelerate launch asks for mixed precision {asked} (ACCELERATE_MIXED_PRECISION); MeanFlow "
+                      "trains in no or bf16 (its JVP overflows in fp16): launch with --mixed_precision bf16 or no")
 
 
 def leave_process_group() -> bool:

@@ -13,7 +13,7 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,8 +194,10 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .dist import make_accelerator
+    from .dist import launcher_precision, make_accelerator
 
+    if (precision := launcher_precision(cfg.train.mixed_precision)) != cfg.train.mixed_precision:
+        cfg = replace(cfg, train=replace(cfg.train, mixed_precision=precision))
     tc = cfg.train
     run_dir = Path(tc.output_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -315,6 +317,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
                     _write_samples(cfg, weights, codec, run_dir, step, device)
     accelerator.end_training()
     summary["main_process"] = accelerator.is_main_process
+    summary["mixed_precision"] = accelerator.mixed_precision
     summary["model"] = accelerator.unwrap_model(model)
     summary["ema"] = ema
     return summary

@@ -708,6 +708,33 @@ def test_the_loss_noises_clips_with_the_frame_correlated_prior(rho):
     assert torch.allclose(cov[0, 1:], torch.full((2,), rho), atol=0.03)
 
 
+def test_a_compiled_network_gets_the_true_jvp_and_a_dropped_tangent_is_an_error():
+    """``MeanFlow().loss(torch.compile(net), x)``, the natural way to speed a step up: the compiled graph drops dual
+    tensors, and the JVP through it came out zero without a word, the target equal to v (flow matching's). The JVP now
+    runs through the module the wrapper compiled: targets and gradients as eager. A JVP whose output carries no tangent
+    (here a .detach() inside) is a one-line error, not a zero tangent."""
+    from mfvideo.method.jvp import forward_jvp
+
+    torch.manual_seed(0)
+    net = randomize(tiny_model())
+    z, v = torch.randn(4, 3, 2, 8, 8), torch.randn(4, 3, 2, 8, 8)
+    t, r = torch.tensor([0.9, 0.7, 0.5, 0.3]), torch.tensor([0.1, 0.2, 0.4, 0.0])
+    compiled = torch.compile(net)
+    _, eager = MeanFlow().predict_and_target(net, z, t, r, v)
+    _, through = MeanFlow().predict_and_target(compiled, z, t, r, v)
+    assert (eager - v).norm() > 0.02 * v.norm() and torch.allclose(through, eager, atol=1e-4)
+    x, grads = torch.randn(8, 3, 2, 8, 8), []
+    for candidate in (net, compiled):
+        net.zero_grad()
+        loss, logs = MeanFlow().loss(candidate, x, generator=torch.Generator().manual_seed(1))
+        loss.backward()
+        grads.append((logs["loss_unweighted"], torch.cat([p.grad.flatten() for p in net.parameters()
+                                                          if p.grad is not None])))
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-5) and torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+    with pytest.raises(ValueError, match="the network's output carries no tangent"):
+        forward_jvp(lambda z_, t_, r_: net(z_.detach(), t_.detach(), r_), (z, t, r), (v, torch.ones_like(t), None))
+
+
 def test_forward_jvp_equals_torch_func_jvp_in_value_tangent_and_gradient():
     """Dual tensors (forward_ad) give torch.func.jvp's numbers: output, tangent (a None tangent is a zero one) and the
     parameter gradient through the primal (the fused mode); inside vmap, where dual levels cannot nest, it still

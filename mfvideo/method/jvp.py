@@ -40,7 +40,8 @@ def forward_jvp(fn: Callable[..., torch.Tensor], primals: Sequence[torch.Tensor]
 
     Same contract as ``torch.func.jvp`` for one tensor output: the primal output keeps its autograd graph (the fused
     JVP mode backpropagates through it); the tangent is exact, not a finite difference. ``module``: the network
-    ``fn`` calls, if any; FSDP2-sharded ones take ``torch.func.jvp``.
+    ``fn`` calls, if any; FSDP2-sharded ones take ``torch.func.jvp``. An output that carries no tangent is an error,
+    not a zero tangent (``uncompiled``).
     """
     if _nested() or _fsdp_sharded(module):
         full = tuple(torch.zeros_like(p) if d is None else d for p, d in zip(primals, tangents))
@@ -48,6 +49,18 @@ def forward_jvp(fn: Callable[..., torch.Tensor], primals: Sequence[torch.Tensor]
     with fwAD.dual_level():
         args = [p if d is None else fwAD.make_dual(p, d.to(p.dtype)) for p, d in zip(primals, tangents)]
         out, tangent = fwAD.unpack_dual(fn(*args))
-        if tangent is None:  # the output does not depend on any input with a tangent
-            tangent = torch.zeros_like(out)
+    if tangent is None:  # MeanFlow's u always depends on z and t: the tangent was dropped on the way
+        raise ValueError("the network's output carries no tangent: something between its inputs and its output drops "
+                         "forward-mode AD (a torch.compile'd function or submodule, a .detach(), a trip through "
+                         "numpy), and the JVP would silently be zero, MeanFlow's target flow matching's; run the JVP "
+                         "through the eager network (MeanFlow.loss(..., jvp_net=...))")
     return out, tangent
+
+
+def uncompiled(net):
+    """``net`` without its ``torch.compile`` wrappers (the module it compiled, a DDP wrapper inside kept): a compiled
+    graph drops dual tensors, so a JVP through it has no tangent (torch 2.13; measured: MeanFlow's target came out
+    equal to v, flow matching's, with no error). The compiled module still serves the plain forward."""
+    while type(net).__name__ == "OptimizedModule" and hasattr(net, "_orig_mod"):
+        net = net._orig_mod
+    return net

@@ -28,7 +28,7 @@ from typing import List, Optional
 
 import torch
 
-from .jvp import forward_jvp
+from .jvp import forward_jvp, uncompiled
 from .jvp_graph import GraphedJVP
 from .noise import prior_noise
 from .samplers import meanflow_sample  # the pipeline's 1-NFE window, for self-made context
@@ -555,7 +555,7 @@ class MeanFlow:
         ``jvp_net`` (default ``net``), which may be a ``GraphedJVP`` (CUDA-graph replay) in the detached mode.
         ``w`` (B,): the guidance scales every call of a row passes to the network (``cfg_scale_range``), or None.
         """
-        jvp_net = net if jvp_net is None else jvp_net
+        jvp_net = uncompiled(net if jvp_net is None else jvp_net)  # a compiled graph drops the JVP's tangent
         B = z.shape[0]
         dt_tangent = torch.ones_like(t) if dt_tangent is None else dt_tangent
         h = (t - r).clamp(0.0, 1.0)  # (B,) | (B, T)

@@ -409,10 +409,11 @@ def test_bf16_autocast_training_step_and_jvp_close_to_fp32(tmp_path):
     assert summary["steps"] == 3 and summary["last_loss"] == summary["last_loss"]  # finite
 
 
-def test_accelerate_launch_mixed_precision_is_not_dropped(tmp_path, monkeypatch):
+def test_accelerate_launch_settings_are_heard_or_refused(tmp_path, monkeypatch):
     """`accelerate launch --mixed_precision bf16` (a real launch) trains in bf16 and records it in the run's config; the
     config's own "no" had overridden the launcher's request without a word. The launcher's fp16 is refused as the
-    config's is; the config's bf16 stands under a launcher's "no" (its default)."""
+    config's is; the config's bf16 stands under a launcher's "no" (its default). `--use_fsdp` (accelerate's own
+    wrapping) is refused, naming train.distributed=fsdp."""
     run = tmp_path / "launched"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
            "--dynamo_backend", "no", "--mixed_precision", "bf16", "-m", "mfvideo.cli.train", str(TINY),
@@ -431,6 +432,10 @@ def test_accelerate_launch_mixed_precision_is_not_dropped(tmp_path, monkeypatch)
     with pytest.raises(ConfigError, match=r"accelerate launch asks for mixed precision fp16 .*launch with "
                                           r"--mixed_precision bf16 or no"):
         train(tiny_cfg(tmp_path / "fp16", "train.max_steps=1"))
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate's own wrapping: the JVP around it is untested
+    with pytest.raises(ConfigError, match=r"accelerate launch --use_fsdp .*set train.distributed=fsdp"):
+        train(tiny_cfg(tmp_path / "fsdp", "train.max_steps=1"))
 
 
 def test_compiled_training_matches_eager(tmp_path, monkeypatch):

@@ -39,6 +39,19 @@ def launcher_precision(configured: str) -> str:
                       "trains in no or bf16 (its JVP overflows in fp16): launch with --mixed_precision bf16 or no")
 
 
+def refuse_launcher_sharding() -> None:
+    """``accelerate launch --use_fsdp`` / ``--use_deepspeed`` / Megatron (or an ``accelerate config`` saying so) would
+    have accelerate wrap the model its own way, around which MeanFlow's JVP is untested (our FSDP2 path is
+    ``train.distributed=fsdp``): refused with what to do instead."""
+    from ..config import ConfigError
+
+    for flag, name in (("ACCELERATE_USE_FSDP", "--use_fsdp"), ("ACCELERATE_USE_DEEPSPEED", "--use_deepspeed"),
+                       ("ACCELERATE_USE_MEGATRON_LM", "--use_megatron_lm")):
+        if os.environ.get(flag, "").lower() in ("1", "true", "yes"):
+            raise ConfigError(f"accelerate launch {name} ({flag}): mfvideo shards with its own FSDP2, whose JVP is "
+                              "tested; launch with --multi_gpu and set train.distributed=fsdp")
+
+
 def leave_process_group() -> bool:
     """End a multi-process run's communication: every rank waits for the others, then the process group is
     destroyed. Returns whether there was one (then end the process with ``exit_now`` once its work is done)."""

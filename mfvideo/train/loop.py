@@ -194,8 +194,9 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .dist import launcher_precision, make_accelerator
+    from .dist import launcher_precision, make_accelerator, refuse_launcher_sharding
 
+    refuse_launcher_sharding()
     if (precision := launcher_precision(cfg.train.mixed_precision)) != cfg.train.mixed_precision:
         cfg = replace(cfg, train=replace(cfg.train, mixed_precision=precision))
     tc = cfg.train

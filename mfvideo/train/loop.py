@@ -32,7 +32,7 @@ from .checkpoint import (
 )
 from .ema import EMA
 from .sharding import full, load_model_state, load_optimizer_state, model_state, optimizer_state, shard
-from .stop import StopSignals
+from .stop import StopSignals, ignore_in_worker
 
 log = logging.getLogger("mfvideo.train")
 
@@ -270,7 +270,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
 
     sampler = ResumableBatchSampler(len(s.dataset), tc.batch_size, rank, world, tc.seed, start=step * tc.grad_accum)
     loader = DataLoader(s.dataset, batch_sampler=sampler, num_workers=tc.num_workers, collate_fn=collate,
-                        persistent_workers=tc.num_workers > 0)
+                        persistent_workers=tc.num_workers > 0, worker_init_fn=ignore_in_worker)
     run = Run(cfg, accelerator, s.method, model, net, jvp_net, codec, ema, optimizer, scheduler, run_dir,
               use_masks=cfg.data.num_frames > 1 and any(k != "none" and w > 0 for k, w in tc.context_masks.items()),
               trackers=bool(trackers), sharded=sharded, teacher=teacher)

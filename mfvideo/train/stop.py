@@ -57,3 +57,12 @@ class StopSignals:
         mine = torch.tensor([self.received or 0], device=accelerator.device)
         got = int(accelerator.reduce(mine, "max").item())
         return got or None
+
+
+def ignore_in_worker(_worker_id: int = 0) -> None:
+    """A data worker's ``worker_init_fn``: the stop signals are the training process's to act on. A Ctrl-C or a
+    scheduler's signal reaches the whole process group; a worker forked with the trainer's handler would announce the
+    stop once more each, and one with the default action would die in the middle of the step that is to finish."""
+    for name in SIGNALS:
+        if (num := getattr(signal, name, None)) is not None:
+            signal.signal(num, signal.SIG_IGN)

@@ -110,18 +110,25 @@ def _signal_when_logged(proc, run: Path, send, steps: int = 2, timeout: float = 
 
 
 def test_stop_signals_ask_once_and_a_second_ctrl_c_stops_at_once():
-    """Real signals to this process: SIGTERM / SIGUSR1 / a first SIGINT are recorded (the first kept), a second SIGINT
-    raises KeyboardInterrupt there and then, and leaving the block restores the handlers it found."""
+    """Real signals to this process: SIGTERM / SIGUSR1 / a first SIGINT are recorded (the first kept), a SIGINT right
+    after the first is its echo (torchrun forwards the terminal's), a second one later raises KeyboardInterrupt there
+    and then, and leaving the block restores the handlers it found."""
     import signal
 
     from mfvideo.train.stop import StopSignals
+
+    import time
+
+    from mfvideo.train.stop import ECHO_S
 
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGUSR1)
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: asks, as the others did
+        os.kill(os.getpid(), signal.SIGINT)  # at once after it: torchrun passing the terminal's on, not a second one
         assert stop.received == signal.SIGUSR1
+        time.sleep(ECHO_S + 0.05)
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert {s: signal.getsignal(s) for s in before} == before

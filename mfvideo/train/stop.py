@@ -1,10 +1,10 @@
 """A clean stop on a signal: the step under way finishes, a checkpoint is written, the run ends.
 
 SIGTERM (``kill``, a scheduler's preemption or time limit, torchrun passing one on), SIGUSR1 (SLURM's
-``--signal=USR1@90``) and a first Ctrl-C (SIGINT) ask for it; a second Ctrl-C stops at once (KeyboardInterrupt), as
-before. With several processes one of them receiving a signal stops them all after the same step: each step ends with
-one all-reduce of one number, so that no rank writes a checkpoint while another has gone on to the next step's
-gradients (which would hang both).
+``--signal=USR1@90``) and a first Ctrl-C (SIGINT) ask for it; a second Ctrl-C, half a second or more after the
+first, stops at once (KeyboardInterrupt), as before. With several processes one of them receiving a signal stops
+them all after the same step: each step ends with one all-reduce of one number, so that no rank writes a checkpoint
+while another has gone on to the next step's gradients (which would hang both).
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
 import torch
 
 log = logging.getLogger("mfvideo.train")
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+# A SIGINT this soon after the first is the same Ctrl-C passed on (torchrun forwards the terminal's to its workers,
+# which have had it from the terminal too), not a second one.
+ECHO_S = 0.5
 
 
 class StopSignals:
@@ -26,7 +30,7 @@ class StopSignals:
 
     def __init__(self):
         self.received: int | None = None  # the first signal's number
-        self.interrupts = 0  # Ctrl-Cs so far
+        self.first_interrupt: float | None = None  # when the first Ctrl-C came
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopSignals":
@@ -42,9 +46,11 @@ class StopSignals:
         self._previous.clear()
 
     def _handle(self, num: int, frame) -> None:
-        self.interrupts += num == signal.SIGINT
-        if self.interrupts > 1:
-            raise KeyboardInterrupt  # the second Ctrl-C: at once
+        now = time.monotonic()
+        if num == signal.SIGINT:
+            if self.first_interrupt is not None and now - self.first_interrupt > ECHO_S:
+                raise KeyboardInterrupt  # the second Ctrl-C: at once
+            self.first_interrupt = self.first_interrupt or now
         if self.received is None:
             self.received = num
             log.warning("%s received: stopping after this step, with a checkpoint%s", signal.Signals(num).name,

@@ -33,6 +33,19 @@ def _is_list(frames) -> bool:
         _is_image(f) or isinstance(f, (np.ndarray, torch.Tensor)) or _is_list(f) for f in frames)
 
 
+def pil_rgb(image) -> np.ndarray:
+    """A PIL image -> uint8 (H, W, 3), its colours: ``convert("RGB")`` (a palette image's colours, not its indices),
+    but for deep grey images, which that conversion clips at 255 (a 16-bit grey PNG came out white): "I;16" and "I"
+    (PIL's 16-bit grey PNG, TIFF) are scaled from 0..65535, "F" from [0, 1] (from 0..255 where it goes past 1)."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(image, dtype=np.float64)
+        top = (1.0 if a.size and a.max() <= 1.0 else 255.0) if mode == "F" else 65535.0
+        g = (np.clip(a / top, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"))
+
+
 def frames_shape(frames) -> tuple:
     """The shape (…, H, W, 3) that ``to_uint8`` gives ``frames``, from their shape alone (nothing converted)."""
     if _is_image(frames):
@@ -53,13 +66,13 @@ def to_uint8(frames, name: str = "frames") -> np.ndarray:
     Layouts: channels last (…, H, W, C) with C = 1, 3 or 4; grey without a channel axis (…, H, W); and for a torch
     tensor whose last axis is no channel count, torch's channels first (…, C, H, W), a pipeline's ``"pt"`` output
     (B, T, 3, H, W) among them. Values outside those ranges are an error, never a silent clip: a float array of
-    0..255 values would otherwise come out white. PIL images are read as a file of them is decoded (``convert("RGB")``:
-    a palette image's colours, not its indices); a list of frames (PIL images, as diffusers' ``load_video`` gives them,
+    0..255 values would otherwise come out white. PIL images are read as a file of them is decoded (``pil_rgb``:
+    a palette image's colours, not its indices; a 16-bit grey one from its depth); a list of frames (PIL images, as diffusers' ``load_video`` gives them,
     the first of a GIF in palette mode; arrays; tensors) is a clip, a list of clips a batch, each item converted on its
     own and all of one shape.
     """
     if _is_image(frames):
-        return np.asarray(frames.convert("RGB"))
+        return pil_rgb(frames)
     if isinstance(frames, (list, tuple)) and any(isinstance(f, str) or hasattr(f, "__fspath__") for f in frames):
         raise ValueError(f"{name}: a list holding a path; pass one video file per call (a batch of clips: arrays or "
                          "lists of frames of one length)")

@@ -153,6 +153,30 @@ def test_a_still_image_is_a_one_frame_clip(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- images
+def test_a_16_bit_grey_image_reads_as_its_shades_not_white(tmp_path):
+    """PIL's convert("RGB") clips 16-bit grey ("I;16", as PIL opens a 16-bit grey PNG) at 255: such an image came out
+    nearly white through the still-image reader (image to video), the image-folder dataset and a PIL input. Each now
+    reads it as its 8-bit version (within one level)."""
+    from PIL import Image
+
+    from mfvideo.frames import to_uint8
+
+    ramp16 = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    ramp8 = (ramp16 / 257 + 0.5).astype(np.uint8)
+    for name, arr in (("deep", ramp16), ("flat", ramp8)):
+        (tmp_path / "cls" / name).mkdir(parents=True)
+        Image.fromarray(arr).save(tmp_path / "cls" / name / "x.png")
+    deep = tmp_path / "cls" / "deep" / "x.png"
+    with Image.open(deep) as im:
+        assert im.mode.startswith("I") and np.asarray(im.convert("RGB")).mean() > 250  # PIL's own: white
+        assert np.abs(to_uint8(im).astype(int) - ramp8[..., None]).max() <= 1
+    assert np.abs(read_frames(deep, [0])[0].astype(int) - ramp8[..., None]).max() <= 1
+    assert np.abs(next(iter_frames(deep))[0].astype(int) - ramp8[..., None]).max() <= 1
+    items = ImageFolder(tmp_path / "cls", resolution=32)  # classes "deep" and "flat": the same image at two depths
+    assert [f.parent.name for f, _ in items.files] == ["deep", "flat"]
+    assert (items[0]["x"] - items[1]["x"]).abs().max() <= 2.5 / 127.5 and items[0]["x"].std() > 0.5
+
+
 def test_image_folder_classes_and_adm_crop(tmp_path):
     from PIL import Image
 

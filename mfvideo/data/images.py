@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..frames import pil_rgb
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # any case: IMG_0001.JPG too
 
 
@@ -46,7 +48,7 @@ class ImageFolder(torch.utils.data.Dataset):
         i, epoch = index % len(self.files), index // len(self.files)
         path, label = self.files[i]
         with Image.open(path) as im:
-            arr = center_crop_arr(im.convert("RGB"), self.resolution)
+            arr = center_crop_arr(Image.fromarray(pil_rgb(im)), self.resolution)  # 16-bit grey too
         if self.hflip and np.random.default_rng([self.seed, epoch, i]).random() < 0.5:
             arr = arr[:, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 127.5 - 1

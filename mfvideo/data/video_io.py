@@ -20,6 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
+from ..frames import pil_rgb
+
 log = logging.getLogger(__name__)
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
 # read through PIL: GIF, and still images as one-frame clips (image-to-video; animated PNG / WebP frame by frame)
@@ -198,7 +200,7 @@ def _read_pil(path: Path, indices: list[int]) -> np.ndarray:
     with Image.open(path) as im:
         for i, frame in enumerate(ImageSequence.Iterator(im)):
             if i in wanted:
-                got[i] = np.asarray(frame.convert("RGB"))
+                got[i] = pil_rgb(frame)
             if i >= max(indices):
                 break
     if max(indices) not in got:
@@ -222,7 +224,7 @@ def iter_frames(path, backend: str = "auto", chunk: int = 32) -> Iterator[np.nda
             from PIL import Image, ImageSequence
 
             with Image.open(path) as im:
-                frames = (np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im))
+                frames = (pil_rgb(f) for f in ImageSequence.Iterator(im))
                 yield from _chunks(frames, chunk)
             return
         import imageio.v2 as imageio

@@ -33,10 +33,19 @@ def _is_list(frames) -> bool:
         _is_image(f) or isinstance(f, (np.ndarray, torch.Tensor)) or _is_list(f) for f in frames)
 
 
+ORIENTATION = 0x0112  # the EXIF tag a camera or phone sets instead of turning the pixels
+
+
 def pil_rgb(image) -> np.ndarray:
-    """A PIL image -> uint8 (H, W, 3), its colours: ``convert("RGB")`` (a palette image's colours, not its indices),
-    but for deep grey images, which that conversion clips at 255 (a 16-bit grey PNG came out white): "I;16" and "I"
-    (PIL's 16-bit grey PNG, TIFF) are scaled from 0..65535, "F" from [0, 1] (from 0..255 where it goes past 1)."""
+    """A PIL image -> uint8 (H, W, 3), as a viewer shows it: its EXIF orientation applied (a phone's portrait photo
+    is stored landscape; diffusers' ``load_image`` applies it too), its colours by ``convert("RGB")`` (a palette
+    image's colours, not its indices), but for deep grey images, which that conversion clips at 255 (a 16-bit grey
+    PNG came out white): "I;16" and "I" (PIL's 16-bit grey PNG, TIFF) are scaled from 0..65535, "F" from [0, 1]
+    (from 0..255 where it goes past 1)."""
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        from PIL import ImageOps
+
+        image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         a = np.asarray(image, dtype=np.float64)
@@ -49,7 +58,8 @@ def pil_rgb(image) -> np.ndarray:
 def frames_shape(frames) -> tuple:
     """The shape (…, H, W, 3) that ``to_uint8`` gives ``frames``, from their shape alone (nothing converted)."""
     if _is_image(frames):
-        return (frames.height, frames.width, 3)
+        turned = frames.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # shown a quarter turn from how it is stored
+        return (frames.width, frames.height, 3) if turned else (frames.height, frames.width, 3)
     if _is_list(frames):
         return (len(frames), *frames_shape(frames[0]))
     shape = tuple(frames.shape) if hasattr(frames, "shape") else np.shape(frames)

@@ -177,6 +177,32 @@ def test_a_16_bit_grey_image_reads_as_its_shades_not_white(tmp_path):
     assert (items[0]["x"] - items[1]["x"]).abs().max() <= 2.5 / 127.5 and items[0]["x"].std() > 0.5
 
 
+def test_a_phone_photo_reads_upright_as_a_viewer_and_diffusers_show_it(tmp_path):
+    """A phone stores a portrait photo landscape with an EXIF orientation tag (6: turn a quarter clockwise). It was
+    read as stored, on its side, by the still-image reader (image to video) and as a PIL input; now upright, as
+    diffusers' ``load_image`` gives it, through the reader, a PIL input and the image-folder dataset."""
+    from diffusers.utils import load_image
+    from PIL import Image
+
+    from mfvideo.frames import frames_shape, to_uint8
+
+    stored = np.zeros((24, 40, 3), np.uint8)
+    stored[:6, :, 0] = 255  # a red band along the stored top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "cls").mkdir()
+    photo = tmp_path / "cls" / "IMG_0001.jpg"
+    Image.fromarray(stored).save(photo, exif=exif, quality=95)
+    shown = np.asarray(load_image(str(photo)))
+    assert shown.shape == (40, 24, 3) and shown[:, -6:, 0].mean() > 200  # the band on the right, as a viewer shows it
+    assert probe(photo).height == 40 and np.array_equal(read_frames(photo, [0])[0], shown)
+    assert np.array_equal(next(iter_frames(photo))[0], shown)
+    with Image.open(photo) as im:
+        assert frames_shape(im) == (40, 24, 3) and np.array_equal(to_uint8(im), shown)
+    x = ImageFolder(tmp_path, resolution=24)[0]["x"]  # (3, 24, 24): the centre of the upright photo
+    assert x[0, :, -4:].mean() > 0.5 and x[0, :, :4].mean() < -0.5
+
+
 def test_image_folder_classes_and_adm_crop(tmp_path):
     from PIL import Image
 

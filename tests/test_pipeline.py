@@ -281,6 +281,29 @@ def test_pil_frames_and_lists_are_read_as_a_file_of_them_is(ckpt, tmp_path):
         pipe.extend([rgb, rgb[:3]], 4)
 
 
+def test_diffusers_call_names_image_height_width_prompt(ckpt, tmp_path):
+    """diffusers' image-to-video habit, ``pipe(image=..., num_frames=N)``: the output's N frames begin with the image,
+    the same frames as ``extend`` of it by N - 1 (before: a TypeError); the default is one window. ``height`` /
+    ``width`` at the model's resolution are taken, others refused, as is ``prompt`` (naming class_labels), and
+    ``num_frames`` beside ``video=`` (it was dropped without a word: the output had the window's length)."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    still = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    save_image(still, tmp_path / "still.png")
+    for image in (str(tmp_path / "still.png"), still):
+        out = pipe(image=image, num_frames=6, generator=torch.Generator().manual_seed(0), output_type="uint8").frames
+        ref = pipe.extend(still, 5, generator=torch.Generator().manual_seed(0), output_type="uint8").frames
+        assert out.shape == (1, 6, 16, 16, 3) and np.array_equal(out, ref) and np.array_equal(out[0, 0], still)
+    assert pipe(image=still, height=16, width=16, output_type="uint8").frames.shape[1] == pipe.window
+    with pytest.raises(ValueError, match=r"height=32: this model draws 16 x 16 frames"):
+        pipe(height=32)
+    with pytest.raises(ValueError, match=r"this model takes no text prompt: it is conditioned on class_labels="):
+        pipe(prompt="a red fox")
+    with pytest.raises(ValueError, match=r"with video=, num_new_frames sets how many frames are made"):
+        pipe(video=still, num_frames=12)
+    with pytest.raises(ValueError, match=r"num_frames=1 with image=: .* at least 2"):
+        pipe(image=still, num_frames=1)
+
+
 def test_extension_uses_its_context(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     a = np.zeros((4, 16, 16, 3), np.uint8)

@@ -423,13 +423,29 @@ class MFVideoPipeline(DiffusionPipeline):
                  context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False,
                  frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
                  first_window_steps: int | None = None, guidance_scale: float | None = None,
-                 latents: torch.Tensor | None = None, backward: bool = False):
+                 latents: torch.Tensor | None = None, backward: bool = False, image: Any = None,
+                 height: int | None = None, width: int | None = None, prompt: Any = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
         ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
         ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
-        ``latents`` (the first window's noise, as in ``generate``)."""
+        ``latents`` (the first window's noise, as in ``generate``); as diffusers' image-to-video pipelines, ``image``
+        (a still: path, PIL image, array) and ``num_frames`` the output's length, the image included (default the
+        window); ``height`` /
+        ``width`` the model's resolution or an error; ``prompt`` an error naming ``class_labels``."""
+        self._check_call_names(prompt, height, width)
+        if image is not None:
+            if video is not None or num_new_frames is not None:
+                raise ValueError("image= is image to video, num_frames its output's length: give video= and "
+                                 "num_new_frames, or image= and num_frames, not both")
+            video, num_new_frames = image, (num_frames or self.window) - 1  # by default one window, the image its first
+            if num_new_frames < 1:
+                raise ValueError(f"num_frames={num_frames} with image=: the output holds the image and the frames "
+                                 "made after it, so at least 2")
+        elif video is not None and num_frames is not None:
+            raise ValueError("with video=, num_new_frames sets how many frames are made (num_frames is the length of "
+                             "clips made from noise, or with image= of the image's clip)")
         if video is not None:
             if latents is not None:
                 raise ValueError("latents= is the noise of clips generated from noise; an extension draws its noise "
@@ -451,6 +467,18 @@ class MFVideoPipeline(DiffusionPipeline):
                              frames_per_window=frames_per_window, motion_copy=motion_copy,
                              motion_copy_tol=motion_copy_tol, first_window_steps=first_window_steps,
                              guidance_scale=guidance_scale, latents=latents)
+
+    def _check_call_names(self, prompt, height, width) -> None:
+        """diffusers' arguments this model cannot honour, each a one-line error saying what it can do."""
+        if prompt is not None:
+            names = ", ".join(list(self.labels.values())[:6]) if self.labels else ""
+            what = (f"class_labels= (ids, or names: {names}{', ...' if len(self.labels) > 6 else ''})" if names else
+                    "class_labels= (class ids)") if self.cfg.model.num_classes else "no text (an unconditional model)"
+            raise ValueError(f"this model takes no text prompt: it is conditioned on {what}")
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and value != self.resolution:
+                raise ValueError(f"{name}={value}: this model draws {self.resolution} x {self.resolution} frames, the "
+                                 f"resolution it was trained at (data.resolution); resize its output instead")
 
     @torch.no_grad()
     def generate(self, num_frames: int | None = None, class_labels=None, num_clips: int | None = None,

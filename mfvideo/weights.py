@@ -6,6 +6,8 @@ Used by the trainer (resume, ``init_from``) and the pipeline alike, so neither i
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import torch
@@ -14,17 +16,59 @@ from safetensors.torch import load_file
 from .config import Config, from_dict
 
 DIFFUSERS_WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"  # save_pretrained's layout
+log = logging.getLogger("mfvideo")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing files, another architecture. One line, no traceback."""
 
 
+MARKER = "COMPLETE"  # written last into a checkpoint folder, before it is renamed into place
+REQUIRED = ("config.yaml", "model.safetensors", "optimizer.pt", "trainer.pt", MARKER)
+
+
+def is_valid(path: Path) -> bool:
+    """A training checkpoint folder with every file written (a kill mid-save leaves no such folder)."""
+    return path.is_dir() and all((path / f).is_file() for f in REQUIRED)
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    """A training run's complete checkpoints (``<run>/checkpoints/step_XXXXXXXX``), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if re.fullmatch(r"step_\d{8}", p.name) and is_valid(p))
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+_announced: set[tuple[Path, str]] = set()
+
+
+def resolve_checkpoint(path) -> Path:
+    """A folder to load weights from: ``path`` itself, or for a training run's folder (``train.output_dir``: its
+    ``checkpoints/`` and no weights of its own) its newest complete checkpoint, said in the log."""
+    path = Path(path)
+    own = any((path / f).is_file() for f in ("model.safetensors", "model_index.json", DIFFUSERS_WEIGHTS))
+    if (path / "checkpoints").is_dir() and not own:  # the run folder holds config.yaml and log.jsonl, no weights
+        newest = latest_checkpoint(path)
+        if newest is None:
+            raise CheckpointError(f"{path}: a training run with no complete checkpoint yet (checkpoints/ holds none)")
+        if (path, newest.name) not in _announced:  # once per run and checkpoint (config and weights both resolve)
+            _announced.add((path, newest.name))
+            log.warning("%s is a training run: loading its newest checkpoint, %s", path, newest.name)
+        return newest
+    return path
+
+
 def load_config_from(path) -> Config:
     """The typed config of a checkpoint folder (its config.yaml, loaded safely and validated)."""
     import yaml
 
-    path = Path(path)
+    path = resolve_checkpoint(path)
     f = path / "config.yaml"
     if not f.is_file():
         raise CheckpointError(f"{path}: no config.yaml (not a checkpoint folder)")
@@ -39,7 +83,7 @@ def load_config_from(path) -> Config:
 
 def load_weights(path, which: str = "ema") -> dict[str, torch.Tensor]:
     """The weights of a checkpoint folder: ``ema`` (the first EMA file found; falls back to the model) or ``model``."""
-    path = Path(path)
+    path = resolve_checkpoint(path)
     candidates = sorted(path.glob("ema_*.safetensors")) if which == "ema" else []
     candidates += [path / "model.safetensors", path / DIFFUSERS_WEIGHTS]
     for c in candidates:

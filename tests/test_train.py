@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -222,6 +223,34 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
         load_into(tiny_model(), image.state_dict(), "ckpt")
     fresh = load_into(tiny_model(), image.state_dict(), "ckpt", allow_missing_temporal=True)
     assert fresh and all("temporal" in k for k in fresh)
+
+
+def test_a_training_run_folder_loads_as_its_newest_checkpoint(tmp_path, caplog):
+    """What a user types after training: the run's folder (train.output_dir), not checkpoints/step_XXXXXXXX. The
+    pipeline, mfvideo-sample and model.init_from take it as its newest complete checkpoint, and say which (before:
+    "no weights"); a run with no complete checkpoint yet is a one-line error."""
+    from mfvideo.cli import sample as sample_cli
+    from mfvideo.pipeline import MFVideoPipeline
+    from mfvideo.weights import CheckpointError as WeightsError
+
+    run = tmp_path / "run"
+    train(tiny_cfg(run, "train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=2"))
+    newest = latest_checkpoint(run)
+    assert newest.name == "step_00000004"
+    with caplog.at_level("WARNING"):
+        a = MFVideoPipeline.from_pretrained(run).generate(num_clips=2, seed=0, output_type="uint8").frames
+    assert "is a training run: loading its newest checkpoint, step_00000004" in caplog.text
+    b = MFVideoPipeline.from_pretrained(newest).generate(num_clips=2, seed=0, output_type="uint8").frames
+    assert np.array_equal(a, b)
+    sample_cli.main(["--checkpoint", str(run), "--num-clips", "1", "--out", str(tmp_path / "s")])
+    assert len(list((tmp_path / "s").glob("*.mp4"))) == 1
+    from mfvideo.train.loop import build_setup
+
+    s = build_setup(tiny_cfg(tmp_path / "next", f"model.init_from={run}"))
+    assert all(torch.equal(v, load_file(newest / "model.safetensors")[k]) for k, v in s.model.state_dict().items())
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(WeightsError, match="a training run with no complete checkpoint yet"):
+        MFVideoPipeline.from_pretrained(tmp_path / "empty")
 
 
 def test_video_model_initialised_from_image_checkpoint(tmp_path):

@@ -25,7 +25,8 @@ def main(argv=None):
                                    "one network call per window.")
     p.add_argument("start", help="image or video: its last --context-frames frames come first")
     p.add_argument("end", help="image or video: its first --context-frames frames come last")
-    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled moving-digits model)")
+    p.add_argument("--checkpoint", default=None, help="pipeline or checkpoint folder, or a training run's (its newest checkpoint); default: the bundled "
+                   "moving-digits model")
     p.add_argument("--num-frames", type=positive_int, default=None,
                    help="frames of the interpolated clip, the given ones included (default: the model's window, one "
                         "network call; a longer clip is filled window by window from both sides)")

@@ -15,7 +15,8 @@ MAX_CLIPS = 100_000  # one mp4 each: more is a typo, not a request (1e9 files wo
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-sample", description="Generate clips with a MeanFlow STDiT in one step.")
-    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled moving-digits model)")
+    p.add_argument("--checkpoint", default=None, help="pipeline or checkpoint folder, or a training run's (its newest checkpoint); default: the bundled "
+                   "moving-digits model")
     p.add_argument("--classes", nargs="+", default=None,
                    help="class ids or names (the model's id2label, e.g. a training folder's class folders): one "
                         "clip each, or with --num-clips N and one class, N clips of it (default: a class drawn per "

@@ -39,7 +39,7 @@ from ..config import Config, from_dict, sample_fps, to_dict, to_yaml
 from ..frames import OUTPUT_TYPES, to_output
 from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
-from ..weights import CheckpointError, load_config_from, load_into, load_weights
+from ..weights import CheckpointError, load_config_from, load_into, load_weights, resolve_checkpoint
 from .motion_copy import motion_copy as _motion_copy  # (the methods' argument of that name is the radius)
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class MFVideoPipeline(DiffusionPipeline):
         dtype = dtype if dtype is not None else torch_dtype
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise ValueError(f"dtype must be a torch.dtype such as torch.bfloat16, got {dtype!r}")
-        path = Path(path) if path is not None else BUNDLED
+        path = resolve_checkpoint(path) if path is not None else BUNDLED  # a run folder: its newest checkpoint
         if not path.is_dir():
             raise CheckpointError(f"{path}: no such checkpoint folder")
         if not (path / "model_index.json").is_file():

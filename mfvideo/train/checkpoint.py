@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -30,9 +29,11 @@ from safetensors.torch import save_file
 
 from ..config import Config, to_yaml
 from ..io import as_new_file
-from ..weights import CheckpointError, check_keys, load_config_from, load_into, load_weights  # noqa: F401 (re-exported)
+from ..weights import (  # noqa: F401 (re-exported)
+    MARKER, CheckpointError, check_keys, is_valid, latest_checkpoint, list_checkpoints, load_config_from, load_into,
+    load_weights,
+)
 
-MARKER = "COMPLETE"
 
 
 def ema_filename(decay: float) -> str:
@@ -104,23 +105,6 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
-REQUIRED = ("config.yaml", "model.safetensors", "optimizer.pt", "trainer.pt", MARKER)
-
-
-def is_valid(path: Path) -> bool:
-    return path.is_dir() and all((path / f).is_file() for f in REQUIRED)
-
-
-def list_checkpoints(run_dir) -> list[Path]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if re.fullmatch(r"step_\d{8}", p.name) and is_valid(p))
-
-
-def latest_checkpoint(run_dir) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
 
 
 def prune(run_dir, keep_last: int) -> None:

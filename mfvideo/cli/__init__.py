@@ -25,6 +25,9 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+CHECKPOINT_HELP = ("pipeline or checkpoint folder, or a training run's (its newest checkpoint); default: the bundled "
+                   "moving-digits model")
+
 def _whole_at_least(low: int):
     """An argparse type: a whole number >= ``low``."""
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import (ArgumentParser, add_class_args, add_device_args, add_motion_copy_args, add_sampler_args,
-               check_class_args, check_output_file, class_labels_of, frame_bar, load_pipeline, positive_float,
-               positive_int, progress, user_errors)
+from . import (CHECKPOINT_HELP, ArgumentParser, add_class_args, add_device_args, add_motion_copy_args,
+               add_sampler_args, check_class_args, check_output_file, class_labels_of, frame_bar, load_pipeline,
+               positive_float, positive_int, progress, user_errors)
 
 
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-extend", description="Continue a video with a MeanFlow STDiT.")
     p.add_argument("input", help="video file (mp4, webm, avi, gif), or a still image (png, jpg, webp): image to video")
-    p.add_argument("--checkpoint", default=None, help="pipeline or checkpoint folder, or a training run's (its newest checkpoint); default: the bundled "
-                   "moving-digits model")
+    p.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
     p.add_argument("--num-new-frames", type=positive_int, required=True)
     p.add_argument("--context-frames", type=positive_int, default=None,
                    help="frames of context per window (default: half the window, or all of a shorter input)")

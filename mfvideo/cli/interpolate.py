@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (ArgumentParser, add_class_args, add_device_args, add_motion_copy_args, add_sampler_args,
-               check_class_args, check_output_file, class_labels_of, load_pipeline, positive_float, positive_int,
-               user_errors)
+from . import (CHECKPOINT_HELP, ArgumentParser, add_class_args, add_device_args, add_motion_copy_args,
+               add_sampler_args, check_class_args, check_output_file, class_labels_of, load_pipeline, positive_float,
+               positive_int, user_errors)
 
 
 @user_errors
@@ -25,8 +25,7 @@ def main(argv=None):
                                    "one network call per window.")
     p.add_argument("start", help="image or video: its last --context-frames frames come first")
     p.add_argument("end", help="image or video: its first --context-frames frames come last")
-    p.add_argument("--checkpoint", default=None, help="pipeline or checkpoint folder, or a training run's (its newest checkpoint); default: the bundled "
-                   "moving-digits model")
+    p.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
     p.add_argument("--num-frames", type=positive_int, default=None,
                    help="frames of the interpolated clip, the given ones included (default: the model's window, one "
                         "network call; a longer clip is filled window by window from both sides)")

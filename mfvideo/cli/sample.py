@@ -4,8 +4,8 @@ are encoded as their windows are made (memory flat in their length; --grid holds
 
 from __future__ import annotations
 
-from . import (ArgumentParser, add_device_args, add_motion_copy_args, add_sampler_args, check_output_dir, class_name,
-               load_pipeline, positive_float, positive_int, progress, user_errors)
+from . import (CHECKPOINT_HELP, ArgumentParser, add_device_args, add_motion_copy_args, add_sampler_args,
+               check_output_dir, class_name, load_pipeline, positive_float, positive_int, progress, user_errors)
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
 STREAM_BATCH = 16  # clips per batch past one window: one ffmpeg each, open together (~60 MB each at 256 px)
@@ -15,8 +15,7 @@ MAX_CLIPS = 100_000  # one mp4 each: more is a typo, not a request (1e9 files wo
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-sample", description="Generate clips with a MeanFlow STDiT in one step.")
-    p.add_argument("--checkpoint", default=None, help="pipeline or checkpoint folder, or a training run's (its newest checkpoint); default: the bundled "
-                   "moving-digits model")
+    p.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
     p.add_argument("--classes", nargs="+", default=None,
                    help="class ids or names (the model's id2label, e.g. a training folder's class folders): one "
                         "clip each, or with --num-clips N and one class, N clips of it (default: a class drawn per "

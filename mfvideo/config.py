@@ -106,6 +106,8 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int = 1000
     mixed_precision: str = "no"  # no | bf16 (fp16 is refused: public MeanFlow ports hit NaNs with it)
+    tf32: bool = True  # CUDA: float32 matmuls and convolutions on TF32 tensor cores (DiT's setting; JAX on a TPU
+    # multiplies float32 in bf16 passes by default); false for true float32. No effect on CPU
     ema_decays: List[float] = field(default_factory=lambda: [0.9999])
     ema_warmup: bool = False  # decay min(d, (1 + n) / (10 + n)): for short runs
     log_every: int = 10

@@ -461,8 +461,13 @@ def test_accelerate_launch_settings_are_heard_or_refused(tmp_path, monkeypatch):
     assert proc.returncode == 0 and "training in bf16" in proc.stderr, proc.stderr[-3000:]
     assert load_config(run / "config.yaml").train.mixed_precision == "bf16"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     summary = train(tiny_cfg(tmp_path / "env", "train.max_steps=1", "train.checkpoint_every=0"))
     assert summary["mixed_precision"] == "bf16"
+    # train.tf32 (default true, DiT's setting): CUDA's TF32 switches on for the steps, as they were after
+    assert summary["tf32"] is True and (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    assert train(tiny_cfg(tmp_path / "fp32", "train.max_steps=1", "train.checkpoint_every=0", "train.tf32=false"))[
+        "tf32"] is False
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     summary = train(tiny_cfg(tmp_path / "own", "train.max_steps=1", "train.checkpoint_every=0",
                              "train.mixed_precision=bf16"))

@@ -279,7 +279,8 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     bar = tqdm(total=stop_at, initial=step, disable=not accelerator.is_main_process, desc="train", dynamic_ncols=True)
     # SIGTERM, SIGUSR1, a first Ctrl-C: this step, a checkpoint, the end (train/stop.py). The bar is closed before any
     # error line, so that it stands on a line of its own.
-    with StopSignals() as signals, contextlib.closing(bar), logging_redirect_tqdm():  # warnings on lines of their own
+    with StopSignals() as signals, contextlib.closing(bar), logging_redirect_tqdm(), tf32(tc.tf32):
+        summary["tf32"] = torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
         batches, nonfinite, t_last, seen = iter(loader), 0, time.perf_counter(), 0
         while step < stop_at:
             model.train()
@@ -322,6 +323,18 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     summary["model"] = accelerator.unwrap_model(model)
     summary["ema"] = ema
     return summary
+
+
+@contextlib.contextmanager
+def tf32(allowed: bool):
+    """CUDA's TF32 switches for float32 matmuls and convolutions set for the block, restored after it (a library call
+    leaves the process as it found it). summary["tf32"] records what the steps ran with."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def _next(batches):

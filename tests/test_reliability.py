@@ -473,3 +473,27 @@ def test_vfr_live_webm_and_odd_sizes_decode_to_ffmpegs_pixels(kind, backend, tmp
     assert np.array_equal(streamed, got)
     tail = read_frames(path, [len(ref) - 2, len(ref) - 1], backend)  # the context of an extension: the true last frames
     assert np.abs(tail.astype(int) - ref[-2:]).max() <= 2
+
+
+def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path):
+    """`timeout`, `kill` or a scheduler end a long `mfvideo-extend` with SIGTERM, whose default action stopped the
+    process where it stood: the hidden temporary mp4 it was writing stayed behind (359 KB after 10 s). SIGTERM now
+    unwinds as Ctrl-C does: "terminated", exit 143, and the folder holds only what it held before."""
+    import signal
+    import time
+
+    src = tmp_path / "src.mp4"
+    save_video(np.zeros((8, 16, 16, 3), np.uint8), src, fps=6)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = subprocess.Popen([sys.executable, "-m", "mfvideo.cli.extend", str(src), "--num-new-frames", "1000000",
+                             "--out", str(tmp_path / "long.mp4")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    start = time.monotonic()
+    while not any(p.name.startswith(".long.mp4") for p in tmp_path.iterdir()):  # writing has begun
+        assert proc.poll() is None and time.monotonic() - start < 120, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.replace("\r", "\n").splitlines()[-1] == "terminated", err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

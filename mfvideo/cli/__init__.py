@@ -7,13 +7,16 @@ leaves nothing behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import logging
 import math
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -244,6 +247,28 @@ def check_pipeline_output(path: str | Path, source: str | Path | None) -> Path:
     return out
 
 
+class Terminated(BaseException):
+    """SIGTERM (``kill``, ``timeout``, a scheduler) raised as an exception, as Ctrl-C is, so that every ``with`` block
+    on the way out runs: an output being written is dropped with its temporary file (the default action ended the
+    process where it stood and left the hidden temporary file behind)."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(num, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def user_errors(main):
     """Turn the library's user-facing errors into one line on stderr and exit status 2."""
 
@@ -258,7 +283,8 @@ def user_errors(main):
         # permission problem is an OSError. MFVIDEO_DEBUG=1 shows the traceback.
         known = (ConfigError, CheckpointError, TrainingError, OSError, ValueError, NotImplementedError)
         try:
-            return main(argv)
+            with _sigterm_unwinds():
+                return main(argv)
         except known as e:
             if os.environ.get("MFVIDEO_DEBUG"):
                 raise
@@ -267,6 +293,9 @@ def user_errors(main):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        except Terminated:
+            print("terminated", file=sys.stderr)
+            sys.exit(143)
 
     return wrapper
 

@@ -227,7 +227,8 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
 
 def test_a_training_run_folder_loads_as_its_newest_checkpoint(tmp_path, caplog):
     """What a user types after training: the run's folder (train.output_dir), not checkpoints/step_XXXXXXXX. The
-    pipeline, mfvideo-sample and model.init_from take it as its newest complete checkpoint, and say which (before:
+    pipeline, mfvideo-sample, model.init_from and train.resume take it as its newest complete checkpoint, and say
+    which (before:
     "no weights"); a run with no complete checkpoint yet is a one-line error."""
     from mfvideo.cli import sample as sample_cli
     from mfvideo.pipeline import MFVideoPipeline
@@ -248,6 +249,7 @@ def test_a_training_run_folder_loads_as_its_newest_checkpoint(tmp_path, caplog):
 
     s = build_setup(tiny_cfg(tmp_path / "next", f"model.init_from={run}"))
     assert all(torch.equal(v, load_file(newest / "model.safetensors")[k]) for k, v in s.model.state_dict().items())
+    assert train(tiny_cfg(tmp_path / "branch", "train.max_steps=5", f"train.resume={run}"))["steps"] == 5
     (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
     with pytest.raises(WeightsError, match="a training run with no complete checkpoint yet"):
         MFVideoPipeline.from_pretrained(tmp_path / "empty")

@@ -31,7 +31,7 @@ from ..config import Config, to_yaml
 from ..io import as_new_file
 from ..weights import (  # noqa: F401 (re-exported)
     MARKER, CheckpointError, check_keys, is_valid, latest_checkpoint, list_checkpoints, load_config_from, load_into,
-    load_weights,
+    load_weights, resolve_checkpoint,
 )
 
 

@@ -28,7 +28,7 @@ from ..method import sample, sample_context_masks
 from ..method.jvp_graph import GraphedJVP
 from .checkpoint import (
     CheckpointError, check_keys, clean_partial, latest_checkpoint, load_config_from, load_into, load_weights,
-    save_checkpoint,
+    resolve_checkpoint, save_checkpoint,
 )
 from .ema import EMA
 from .sharding import full, load_model_state, load_optimizer_state, model_state, optimizer_state, shard
@@ -183,7 +183,7 @@ def _resolve_resume(cfg: Config, run_dir: Path) -> Path | None:
         return None
     if cfg.train.resume == "auto":
         return latest_checkpoint(run_dir)
-    path = Path(cfg.train.resume)
+    path = resolve_checkpoint(cfg.train.resume)  # a run's folder: its newest checkpoint
     if not (path / "trainer.pt").is_file():
         raise CheckpointError(f"train.resume={path}: not a training checkpoint (no trainer.pt)")
     return path

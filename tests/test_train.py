@@ -154,6 +154,8 @@ def test_sigterm_finishes_the_step_writes_its_checkpoint_and_resume_continues(tm
     assert [p.name for p in list_checkpoints(run)] == [f"step_{n:08d}"] and _records(run) == list(range(1, n + 1))
     assert f"stopped by SIGTERM at step {n} of 100000; checkpoint: " in out
     assert err.count("SIGTERM received") == 1, err[-3000:]  # the data worker leaves it to the trainer
+    assert f"{run}: 0.07 M parameters, 4 x 16 x 16 clips of moving_digits (256), batch 16, cpu fp32; to step 100000; " \
+           "checkpoints every 1000 steps (last 3 kept); log.jsonl" in err  # the plan, first
     straight = tmp_path / "straight"
     train(tiny_cfg(straight, f"train.max_steps={n}", "train.checkpoint_every=1000"), max_steps=n)  # same schedule
     a, b = weights(list_checkpoints(run)[0]), weights(latest_checkpoint(straight))

@@ -34,8 +34,11 @@ def main(argv=None):
         print(to_yaml(cfg), end="")
         print(f"params: {sum(q.numel() for q in model.parameters())}")
         return 0
+    import logging
+
     from ..train.loop import train
 
+    logging.getLogger("mfvideo.train").setLevel(logging.INFO)  # the run's one-line plan first
     summary = train(cfg)
     from ..train.dist import exit_now, leave_process_group
 

@@ -275,6 +275,8 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
               use_masks=cfg.data.num_frames > 1 and any(k != "none" and w > 0 for k, w in tc.context_masks.items()),
               trackers=bool(trackers), sharded=sharded, teacher=teacher)
     stop_at = tc.max_steps if max_steps is None else min(tc.max_steps, max_steps)
+    if accelerator.is_main_process:
+        log.info("%s", plan(cfg, s, accelerator, step, stop_at))
     summary = {"first_loss": None, "last_loss": None, "steps": step, "stopped_by": None}
     bar = tqdm(total=stop_at, initial=step, disable=not accelerator.is_main_process, desc="train", dynamic_ncols=True)
     # SIGTERM, SIGUSR1, a first Ctrl-C: this step, a checkpoint, the end (train/stop.py). The bar is closed before any
@@ -323,6 +325,23 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     summary["model"] = accelerator.unwrap_model(model)
     summary["ema"] = ema
     return summary
+
+
+def plan(cfg: Config, s, accelerator, step: int, stop_at: int) -> str:
+    """One line on what is about to run and where it goes (``mfvideo-train`` prints it first)."""
+    tc, d = cfg.train, cfg.data
+    params = sum(p.numel() for p in accelerator.unwrap_model(s.model).parameters())
+    shape = f"{d.num_frames} x {d.resolution} x {d.resolution}" if d.num_frames > 1 else f"{d.resolution} x {d.resolution}"
+    world = accelerator.num_processes
+    batch = f"batch {tc.batch_size}" + (f" x {world} processes" if world > 1 else "") + (
+        f" x {tc.grad_accum} accumulated" if tc.grad_accum > 1 else "")
+    keep = f"checkpoints every {tc.checkpoint_every} steps (last {tc.keep_last} kept)" if tc.checkpoint_every else \
+        "no checkpoints (train.checkpoint_every=0)"
+    start = f"from step {step} " if step else ""
+    return (f"{tc.output_dir}: {params / 1e6:.2f} M parameters, {shape} {'clips' if d.num_frames > 1 else 'images'} "
+            f"of {d.kind} ({len(s.dataset):,}), {batch}, {accelerator.device.type} "
+            f"{'bf16' if accelerator.mixed_precision == 'bf16' else 'fp32'}; {start}to step {stop_at}; {keep}; "
+            f"log.jsonl")
 
 
 @contextlib.contextmanager

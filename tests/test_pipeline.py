@@ -102,7 +102,8 @@ def test_first_window_steps_changes_the_first_window_alone(ckpt):
 
 def test_an_image_model_generates_single_frames_and_says_it_cannot_slide(tmp_path):
     """The image base mode (a 1-frame window) through the pipeline and mfvideo-sample: its frames are the 1-NFE
-    sampler's of the same noise; asking it for more frames or an extension is a one-line error."""
+    sampler's of the same noise, also as ``.images``, diffusers' name for an image pipeline's output (a clip's output
+    has none); asking it for more frames or an extension is a one-line error."""
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.num_frames=1"])
     cfg.model.in_channels, cfg.model.num_classes = 1, 10
     torch.manual_seed(0)
@@ -114,6 +115,12 @@ def test_an_image_model_generates_single_frames_and_says_it_cannot_slide(tmp_pat
     noise = pipe.method.noise((2, *pipe._latent_shape(1)), generator=torch.Generator().manual_seed(3))
     expected = pipe.codec.decode_frames(meanflow_sample(pipe.model, noise, torch.tensor([2, 5]), steps=1))
     assert np.array_equal(out.frames, expected) and out.frames.std() > 10
+    assert np.array_equal(out.images, expected[:, 0])  # diffusers' image pipelines' .images: (B, H, W, 3)
+    pil = pipe(class_labels=[2, 5], generator=[torch.Generator().manual_seed(s) for s in (0, 1)], output_type="pil")
+    assert [np.asarray(im).shape for im in pil.images] == [(16, 16, 3)] * 2  # a list of PIL images, one per class
+    with pytest.raises(AttributeError, match=r"images: the output is \(1, 4, 16, 16, 3\), not one frame per clip"):
+        MFVideoPipeline.from_pretrained(ROOT / "mfvideo" / "assets" / "moving_digits").generate(
+            class_labels=[1], num_frames=4, seed=0).images
     for call in (lambda: pipe.generate(num_frames=3, class_labels=[2]),
                  lambda: pipe.extend(np.zeros((2, 16, 16, 3), np.uint8), num_new_frames=2)):
         with pytest.raises(ValueError, match="a 1-frame model .* has no room for context frames"):

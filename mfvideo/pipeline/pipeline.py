@@ -61,6 +61,21 @@ class MFVideoPipelineOutput(BaseOutput):
     fps: float
     class_labels: Union[np.ndarray, None] = None
 
+    @property
+    def images(self):
+        """One-frame outputs (an image model, ``num_frames=1``) as diffusers' image pipelines give them: (B, H, W, 3)
+        ("np", "uint8"), (B, 3, H, W) ("pt"), a list of PIL images ("pil")."""
+        if isinstance(self.frames, list):
+            lengths = {len(clip) for clip in self.frames}
+            if lengths != {1}:
+                raise AttributeError(f"images: these are clips of {', '.join(map(str, sorted(lengths)))} frames; "
+                                     "use .frames")
+            return [clip[0] for clip in self.frames]
+        if self.frames.ndim != 5 or self.frames.shape[1] != 1:
+            raise AttributeError(f"images: the output is {tuple(self.frames.shape)}, not one frame per clip "
+                                 "(a latent output, or clips); use .frames")
+        return self.frames[:, 0]
+
 
 PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
 

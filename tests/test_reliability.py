@@ -497,3 +497,16 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and err.replace("\r", "\n").splitlines()[-1] == "terminated", err[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_url_is_named_as_a_url_not_a_missing_file(tmp_path, capsys):
+    """diffusers' loaders fetch URLs, so users paste them; nothing is downloaded here. It was "https:/host/...: no
+    such file" (the path's "//" folded); now the URL as given and what to do, from the API and the commands."""
+    url = "https://example.com/clip.mp4"
+    with pytest.raises(VideoError, match=r"^https://example.com/clip.mp4: a URL; nothing is downloaded here"):
+        MFVideoPipeline.from_pretrained().extend(url, 4)
+    for main, args in ((extend_cli.main, [url, "--num-new-frames", "4"]), (interpolate_cli.main, [url, url])):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, "--out", str(tmp_path / "out.mp4")])
+        assert exit_.value.code == 2 and "a URL; nothing is downloaded here: fetch the file" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

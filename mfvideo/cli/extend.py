@@ -47,8 +47,9 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)
     check_class_args(args)
-    if not Path(args.input).is_file():
-        raise ValueError(f"{args.input}: no such file")
+    from ..data.video_io import check_exists
+
+    check_exists(Path(args.input))  # before any work: missing, a URL, empty
     out_path = check_output_file(args.out, inputs=(args.input,))
 
     from ..io import save_video

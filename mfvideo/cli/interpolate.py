@@ -46,9 +46,10 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output mp4")
     args = p.parse_args(argv)
     check_class_args(args)
+    from ..data.video_io import check_exists
+
     for src in (args.start, args.end):
-        if not Path(src).is_file():
-            raise ValueError(f"{src}: no such file")
+        check_exists(Path(src))  # before any work: missing, a URL, empty
     out_path = check_output_file(args.out, inputs=(args.start, args.end))
 
     from ..io import save_video

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -78,8 +79,11 @@ def _backend(path: Path, backend: str) -> str:
     return backend
 
 
-def _check_exists(path: Path) -> None:
+def check_exists(path: Path) -> None:
+    """A readable, non-empty file, or a VideoError naming what it is instead (missing, a URL, empty)."""
     if not path.is_file():
+        if (url := re.match(r"(https?|ftp|s3|gs):/+(.*)", str(path))) and not path.exists():  # Path folds "//" to "/"
+            raise VideoError(f"{url[1]}://{url[2]}", "a URL; nothing is downloaded here: fetch the file and pass its path")
         raise VideoError(path, "no such file")
     if path.stat().st_size == 0:
         raise VideoError(path, "empty file")
@@ -88,7 +92,7 @@ def _check_exists(path: Path) -> None:
 def probe(path, backend: str = "auto") -> VideoInfo:
     """Frame count, fps and size, without decoding the frames."""
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     kind = _backend(path, backend)
     with _video_errors(path, "unreadable"):
         if kind == "decord":
@@ -129,7 +133,7 @@ def _probe_pil(path: Path) -> VideoInfo:
 def read_frames(path, indices, backend: str = "auto") -> np.ndarray:
     """Frames at ``indices`` (any order, repeats allowed) as uint8 (len, H, W, 3)."""
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     indices = [int(i) for i in indices]
     if not indices:
         raise ValueError("no frame indices requested")
@@ -213,7 +217,7 @@ def iter_frames(path, backend: str = "auto", chunk: int = 32) -> Iterator[np.nda
     """Every frame in order, as uint8 chunks (n <= chunk, H, W, 3), decoded only as they are consumed: memory holds
     one chunk, whatever the video's length."""
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     kind = _backend(path, backend)
     if kind == "decord":  # a reader per chunk: one decord reader over a whole file keeps what it decoded (3,000
         n = probe(path, backend).num_frames  # frames of 640x360: 2.2 GB peak against 0.66; session 30)

@@ -76,10 +76,10 @@ def to_uint8(frames, name: str = "frames") -> np.ndarray:
     Layouts: channels last (…, H, W, C) with C = 1, 3 or 4; grey without a channel axis (…, H, W); and for a torch
     tensor whose last axis is no channel count, torch's channels first (…, C, H, W), a pipeline's ``"pt"`` output
     (B, T, 3, H, W) among them. Values outside those ranges are an error, never a silent clip: a float array of
-    0..255 values would otherwise come out white. PIL images are read as a file of them is decoded (``pil_rgb``:
-    a palette image's colours, not its indices; a 16-bit grey one from its depth); a list of frames (PIL images, as diffusers' ``load_video`` gives them,
-    the first of a GIF in palette mode; arrays; tensors) is a clip, a list of clips a batch, each item converted on its
-    own and all of one shape.
+    0..255 values would otherwise come out white. PIL images are read as a file of them is decoded (``pil_rgb``: a
+    palette image's colours, not its indices; a 16-bit grey one from its depth); a list of frames (PIL images, as
+    diffusers' ``load_video`` gives them, the first of a GIF in palette mode; arrays; tensors) is a clip, a list of
+    clips a batch, each item converted on its own and all of one shape.
     """
     if _is_image(frames):
         return pil_rgb(frames)

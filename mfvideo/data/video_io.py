@@ -83,7 +83,8 @@ def check_exists(path: Path) -> None:
     """A readable, non-empty file, or a VideoError naming what it is instead (missing, a URL, empty)."""
     if not path.is_file():
         if (url := re.match(r"(https?|ftp|s3|gs):/+(.*)", str(path))) and not path.exists():  # Path folds "//" to "/"
-            raise VideoError(f"{url[1]}://{url[2]}", "a URL; nothing is downloaded here: fetch the file and pass its path")
+            raise VideoError(f"{url[1]}://{url[2]}",
+                             "a URL; nothing is downloaded here: fetch the file and pass its path")
         raise VideoError(path, "no such file")
     if path.stat().st_size == 0:
         raise VideoError(path, "empty file")

@@ -331,7 +331,8 @@ def plan(cfg: Config, s, accelerator, step: int, stop_at: int) -> str:
     """One line on what is about to run and where it goes (``mfvideo-train`` prints it first)."""
     tc, d = cfg.train, cfg.data
     params = sum(p.numel() for p in accelerator.unwrap_model(s.model).parameters())
-    shape = f"{d.num_frames} x {d.resolution} x {d.resolution}" if d.num_frames > 1 else f"{d.resolution} x {d.resolution}"
+    side = f"{d.resolution} x {d.resolution}"
+    shape = side if d.num_frames == 1 else f"{d.num_frames} x {side}"
     world = accelerator.num_processes
     batch = f"batch {tc.batch_size}" + (f" x {world} processes" if world > 1 else "") + (
         f" x {tc.grad_accum} accumulated" if tc.grad_accum > 1 else "")

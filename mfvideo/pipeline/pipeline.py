@@ -71,7 +71,8 @@ class MFVideoPipelineOutput(BaseOutput):
                 raise AttributeError(f"images: these are clips of {', '.join(map(str, sorted(lengths)))} frames; "
                                      "use .frames")
             return [clip[0] for clip in self.frames]
-        if self.frames.ndim != 5 or self.frames.shape[1] != 1:
+        channels = self.frames.shape[-1] if isinstance(self.frames, np.ndarray) else self.frames.shape[2]  # "pt"
+        if self.frames.ndim != 5 or self.frames.shape[1] != 1 or channels != 3:  # a latent output is (B, C, T, h, w)
             raise AttributeError(f"images: the output is {tuple(self.frames.shape)}, not one frame per clip "
                                  "(a latent output, or clips); use .frames")
         return self.frames[:, 0]
@@ -447,8 +448,8 @@ class MFVideoPipeline(DiffusionPipeline):
         ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
         ``latents`` (the first window's noise, as in ``generate``); as diffusers' image-to-video pipelines, ``image``
         (a still: path, PIL image, array) and ``num_frames`` the output's length, the image included (default the
-        window); ``height`` /
-        ``width`` the model's resolution or an error; ``prompt`` an error naming ``class_labels``."""
+        window); ``height`` / ``width`` the model's resolution or an error; ``prompt`` an error naming
+        ``class_labels``."""
         self._check_call_names(prompt, height, width)
         if image is not None:
             if video is not None or num_new_frames is not None:

@@ -36,6 +36,12 @@ def _is_list(frames) -> bool:
 ORIENTATION = 0x0112  # the EXIF tag a camera or phone sets instead of turning the pixels
 
 
+def pil_shown_size(image) -> tuple[int, int]:
+    """(height, width) of a PIL image as a viewer shows it: EXIF orientations 5-8 turn it a quarter."""
+    turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+    return (image.width, image.height) if turned else (image.height, image.width)
+
+
 def pil_rgb(image) -> np.ndarray:
     """A PIL image -> uint8 (H, W, 3), as a viewer shows it: its EXIF orientation applied (a phone's portrait photo
     is stored landscape; diffusers' ``load_image`` applies it too), its colours by ``convert("RGB")`` (a palette
@@ -58,8 +64,7 @@ def pil_rgb(image) -> np.ndarray:
 def frames_shape(frames) -> tuple:
     """The shape (…, H, W, 3) that ``to_uint8`` gives ``frames``, from their shape alone (nothing converted)."""
     if _is_image(frames):
-        turned = frames.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # shown a quarter turn from how it is stored
-        return (frames.width, frames.height, 3) if turned else (frames.height, frames.width, 3)
+        return (*pil_shown_size(frames), 3)
     if _is_list(frames):
         return (len(frames), *frames_shape(frames[0]))
     shape = tuple(frames.shape) if hasattr(frames, "shape") else np.shape(frames)

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..frames import ORIENTATION, pil_rgb
+from ..frames import pil_rgb, pil_shown_size
 
 log = logging.getLogger(__name__)
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
@@ -127,8 +127,7 @@ def _probe_pil(path: Path) -> VideoInfo:
     with Image.open(path) as im:
         n = getattr(im, "n_frames", 1)
         duration = im.info.get("duration", 100) or 100
-        turned = im.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # shown a quarter turn from how it is stored
-        return VideoInfo(int(n), 1000.0 / duration, *((im.width, im.height) if turned else (im.height, im.width)))
+        return VideoInfo(int(n), 1000.0 / duration, *pil_shown_size(im))  # a phone photo: upright
 
 
 def read_frames(path, indices, backend: str = "auto") -> np.ndarray:

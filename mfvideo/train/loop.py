@@ -330,7 +330,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
 def plan(cfg: Config, s, accelerator, step: int, stop_at: int) -> str:
     """One line on what is about to run and where it goes (``mfvideo-train`` prints it first)."""
     tc, d = cfg.train, cfg.data
-    params = sum(p.numel() for p in accelerator.unwrap_model(s.model).parameters())
+    params = sum(p.numel() for p in s.model.parameters())  # the module itself, before any wrapper
     side = f"{d.resolution} x {d.resolution}"
     shape = side if d.num_frames == 1 else f"{d.num_frames} x {side}"
     world = accelerator.num_processes

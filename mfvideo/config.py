@@ -350,7 +350,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _upgrade(d: dict) -> dict:
+def upgrade_saved(d: dict) -> dict:
     """Saved configs of earlier releases: ``train.tensorboard: bool`` became ``train.trackers``."""
     train = d.get("train")
     if isinstance(train, dict) and "tensorboard" in train:
@@ -362,7 +362,7 @@ def _upgrade(d: dict) -> dict:
 
 def from_dict(d: dict, source: str = "checkpoint") -> Config:
     """Rebuild a typed config from a saved dict (e.g. the config.yaml inside a checkpoint)."""
-    d = _upgrade(d) if isinstance(d, dict) else d
+    d = upgrade_saved(d) if isinstance(d, dict) else d
     cfg = _merge(OmegaConf.structured(Config), OmegaConf.create(d), source)
     obj = _to_object(cfg, source)
     try:

@@ -67,6 +67,51 @@ def test_a_fresh_start_never_overwrites_an_earlier_run(tmp_path):
     assert [json.loads(line)["step"] for line in (died / "log.jsonl").read_text().splitlines()] == [1, 2]
 
 
+def test_a_resumed_run_takes_its_own_optimizer_settings_and_names_what_changed(tmp_path, caplog):
+    """Resuming with another lr, weight decay or length: the optimizer state's load used to bring back the
+    checkpoint's lr, betas and weight decay (the new ones dropped without a word) while a longer max_steps stretched
+    the schedule unannounced. Now the run's own settings hold from the first resumed step, and one line names every
+    setting that differs from the checkpoint's."""
+    run = tmp_path / "run"
+    train(tiny_cfg(run, "train.max_steps=4", "train.checkpoint_every=4", "train.log_every=1",
+                   "train.lr_schedule=linear"))
+    caplog.set_level("WARNING", logger="mfvideo.train")
+    train(tiny_cfg(run, "train.max_steps=8", "train.checkpoint_every=4", "train.log_every=1", "train.resume=auto",
+                   "train.lr_schedule=linear", "train.lr=1e-3", "train.weight_decay=0.05", "train.betas=[0.8,0.9]"))
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())}
+    assert lrs[4] == 0.0  # the first run's linear schedule ended at zero
+    for s in range(5, 9):  # the new schedule: 1e-3 decaying linearly over 8 steps (the scheduler steps after each)
+        assert lrs[s] == pytest.approx(1e-3 * (8 - s) / 8, rel=1e-6), s
+    groups = torch.load(run / "checkpoints" / "step_00000008" / "optimizer.pt", weights_only=True)
+    groups = groups["optimizer"]["param_groups"]
+    assert all(g["weight_decay"] == 0.05 and tuple(g["betas"]) == (0.8, 0.9) and g["initial_lr"] == 1e-3
+               for g in groups)
+    said = [r.getMessage() for r in caplog.records if "changed since" in r.getMessage()]
+    assert len(said) == 1
+    for part in ("train.max_steps 4 -> 8", "train.lr 0.003 -> 0.001", "train.weight_decay 0.0 -> 0.05",
+                 "train.betas [0.9, 0.95] -> [0.8, 0.9]", "lr at step 4: 0.0005"):
+        assert part in said[0], (part, said[0])
+    # one more step, the attention kernel switched: a kernel, not a network, so free to change and not a change
+    caplog.clear()
+    train(tiny_cfg(run, "train.max_steps=9", "train.checkpoint_every=4", "train.log_every=1", "train.resume=auto",
+                   "train.lr_schedule=linear", "train.lr=1e-3", "train.weight_decay=0.05", "train.betas=[0.8,0.9]",
+                   "model.attn_backend=math"))
+    said = [r.getMessage() for r in caplog.records if "changed since" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("changed since that checkpoint: train.max_steps 8 -> 9; lr"), said
+
+
+def test_a_resumed_run_keeps_its_network(tmp_path):
+    """A model setting that changes what the weights mean but not their shapes (x- against u-prediction) loaded into
+    the same tensors and trained another network from the checkpoint: refused before anything is written, naming
+    model.init_from, the way to a new run from those weights."""
+    run = tmp_path / "run"
+    train(tiny_cfg(run, "train.max_steps=2", "train.checkpoint_every=2"))
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    with pytest.raises(ConfigError, match=r"model.prediction 'u' -> 'x' since .*step_00000002.*model.init_from="):
+        train(tiny_cfg(run, "train.max_steps=4", "train.resume=auto", "model.prediction=x"))
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+
+
 def test_quick_loss_falls_and_log_written(tmp_path):
     train(tiny_cfg(tmp_path, "train.max_steps=60", "train.checkpoint_every=0", "train.log_every=5"))
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -27,11 +27,11 @@ from ..latents import build_codec
 from ..method import sample, sample_context_masks
 from ..method.jvp_graph import GraphedJVP
 from .checkpoint import (
-    CheckpointError, check_keys, clean_partial, latest_checkpoint, load_config_from, load_into, load_weights,
-    resolve_checkpoint, save_checkpoint,
+    CheckpointError, clean_partial, latest_checkpoint, load_config_from, load_into, load_weights, save_checkpoint,
 )
 from .ema import EMA
-from .sharding import full, load_model_state, load_optimizer_state, model_state, optimizer_state, shard
+from .resume import changed_settings, check_same_network, describe, resolve_resume, restore, starts_fresh
+from .sharding import full, model_state, optimizer_state, shard
 from .stop import StopSignals, ignore_in_worker
 
 log = logging.getLogger("mfvideo.train")
@@ -174,21 +174,6 @@ def load_teacher(path: str, model: torch.nn.Module, device) -> torch.nn.Module:
     return teacher.to(device).eval().requires_grad_(False)
 
 
-def _starts_fresh(cfg: Config) -> bool:
-    return cfg.train.resume in (None, "", "none")
-
-
-def _resolve_resume(cfg: Config, run_dir: Path) -> Path | None:
-    if _starts_fresh(cfg):
-        return None
-    if cfg.train.resume == "auto":
-        return latest_checkpoint(run_dir)
-    path = resolve_checkpoint(cfg.train.resume)  # a run's folder: its newest checkpoint
-    if not (path / "trainer.pt").is_file():
-        raise CheckpointError(f"train.resume={path}: not a training checkpoint (no trainer.pt)")
-    return path
-
-
 def train(cfg: Config, max_steps: int | None = None) -> dict:
     """Run (or resume) training; returns a summary. ``max_steps`` stops early without changing the schedule."""
     from tqdm.auto import tqdm
@@ -204,7 +189,7 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"train.output_dir {run_dir} is a file, not a folder")
     earlier = latest_checkpoint(run_dir)
-    if _starts_fresh(cfg) and earlier is not None:  # a fresh start here would overwrite that run
+    if starts_fresh(cfg) and earlier is not None:  # a fresh start here would overwrite that run
         raise ConfigError(f"train.output_dir {run_dir} holds an earlier run's checkpoints (up to {earlier.name}): "
                           "train.resume=auto continues it, another train.output_dir starts anew")
     trackers = _available_trackers(tc.trackers)
@@ -237,11 +222,16 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     if accelerator.is_main_process:
         for p in clean_partial(run_dir):
             log.warning("removed %s, left by an interrupted checkpoint save or prune", p)
-    resume_from = _resolve_resume(cfg, run_dir)
+    resume_from = resolve_resume(cfg, run_dir)
     if resume_from is not None:
-        step = _restore(resume_from, model, ema, optimizer, scheduler)
+        changed = changed_settings(resume_from, cfg)
+        check_same_network(changed, resume_from)
+        step = restore(resume_from, model, ema, optimizer, scheduler)
         if accelerator.is_main_process:
             log.warning("resumed from %s at step %d", resume_from, step)
+            if changed:  # a different run from here on: said, never silent (train/resume.py)
+                log.warning("changed since that checkpoint: %s; lr at step %d: %.4g", describe(changed), step,
+                            scheduler.get_last_lr()[0])
     if accelerator.is_main_process:  # a fresh start drops the records of a run killed before its first checkpoint
         _trim_log(run_dir / "log.jsonl", step)
 
@@ -500,42 +490,6 @@ def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, cla
             {"step": step, "ema_updates": ema.num_updates}, keep_last=cfg.train.keep_last, classes=classes,
         )
     accelerator.wait_for_everyone()
-
-
-def _restore(path: Path, model, ema, optimizer, scheduler) -> int:
-    from safetensors.torch import load_file
-
-    from .checkpoint import ema_filename
-
-    def read(f: Path, loader):
-        if not f.is_file():
-            raise CheckpointError(f"{f}: missing; cannot resume from {path}")
-        try:
-            return loader(f)
-        except Exception as e:  # truncated or corrupt: a clear line, never a pickle traceback
-            raise CheckpointError(f"{f}: unreadable ({str(e).strip().splitlines()[0][:160]}); "
-                                  f"cannot resume from {path}") from None
-
-    def pt(f):
-        return torch.load(f, map_location="cpu", weights_only=True)
-
-    weights = read(path / "model.safetensors", load_file)
-    check_keys(model, weights, str(path))
-    load_model_state(model, weights)  # full tensors into a plain or sharded model
-    for d in ema.decays:
-        f = path / ema_filename(d)
-        if not f.is_file():
-            raise CheckpointError(f"{path}: no EMA weights for decay {d:g}")
-        ema.load_state_dict(d, read(f, load_file))
-    opt = read(path / "optimizer.pt", pt)
-    state = read(path / "trainer.pt", pt)
-    try:
-        load_optimizer_state(model, optimizer, opt["optimizer"])
-        scheduler.load_state_dict(opt["scheduler"])
-        ema.num_updates = int(state["ema_updates"])
-        return int(state["step"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: optimizer or trainer state of another run ({e}); cannot resume") from None
 
 
 @torch.no_grad()

@@ -419,6 +419,37 @@ def test_cache_interrupted_and_resumed_equals_uninterrupted_and_matches_on_the_f
     assert json.loads((full / "manifest.json").read_text())["latent_channels"] == 4
 
 
+def test_a_cache_rerun_with_other_settings_is_refused_not_mixed_in(tmp_path, monkeypatch, capsys):
+    """Re-running mfvideo-cache-latents after a settings fix (another resolution, VAE, item count) into the same
+    folder kept the finished shards of the first settings beside the new ones, and the manifest described the
+    second: a cache of two datasets, or latents of 8 x 8 claimed as 16 x 16. Now refused before anything is written,
+    naming what differs; the same settings resume, also from another working folder (paths are compared absolute)."""
+    from mfvideo.cli import cache_latents as cache_cli
+
+    tiny = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    out = tmp_path / "cache"
+
+    def cache(*overrides, limit="4", shard_size="2", out=str(out)):
+        return cache_cli.main([tiny, "data.num_clips=6", *overrides, "--out", out, "--shard-size", shard_size,
+                               "--limit", limit])
+
+    assert cache() == 0
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*"))}
+    for kw, said in (({"overrides": ["data.resolution=32"]}, "data.resolution: 16 there, 32 here"),
+                     ({"limit": "6"}, "num_items: 4 there, 6 here"),
+                     ({"shard_size": "3"}, "shard_size: 2 there, 3 here")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            cache(*kw.pop("overrides", []), **kw)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and said in err and "another --out" in err and len(err.splitlines()) == 1, err
+        assert {p: p.read_bytes() for p in sorted(out.rglob("*"))} == before
+    monkeypatch.chdir(tmp_path)
+    assert cache(out="cache") == 0
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*"))} == before  # the same cache: nothing re-encoded
+    assert LatentCache(out).manifest["num_items"] == 4
+
+
 def test_imagenet_mode_from_an_image_folder_through_its_latent_cache(tmp_path):
     """The base mode's path (datasets/imagenet/prepare.sh, configs/imagenet_b2.yaml), small: an image folder cached
     through a real diffusers AutoencoderKL (posterior moments), a class-conditional image model trained on the cache,

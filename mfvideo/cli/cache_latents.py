@@ -1,6 +1,7 @@
 """mfvideo-cache-latents CONFIG [key=value ...] --out DIR: encode a dataset once into sharded safetensors.
 
-Resumable (finished shards are kept and skipped) and multi-process (``accelerate launch`` / torchrun: shard s is
+Resumable (finished shards are kept and skipped; a re-run with other settings into the same folder is refused, not
+mixed in) and multi-process (``accelerate launch`` / torchrun: shard s is
 encoded by rank s % world). Train on the result with ``data.kind=latent_cache data.root=DIR``.
 """
 
@@ -36,8 +37,9 @@ def main(argv=None):
     codec = build_codec(cfg.latents, cfg.data.channels).to(acc.device)
     if images and not hasattr(codec, "encode_moments"):
         raise ValueError("image caches need latents.kind=image_vae (they store the posterior mean and std)")
+    settings = {"data": _resolved(data_cfg, "root", "manifest"), "latents": _resolved(cfg.latents, "path")}
     cache_dataset(dataset, codec, args.out, args.shard_size, images, acc.process_index, acc.num_processes,
-                  acc.device, args.limit, progress=acc.is_main_process)
+                  acc.device, args.limit, progress=acc.is_main_process, settings=settings)
     acc.wait_for_everyone()
     if acc.is_main_process:
         n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
@@ -49,6 +51,16 @@ def main(argv=None):
     if leave_process_group():
         exit_now(0)
     return 0
+
+
+def _resolved(section, *paths: str) -> dict:
+    """A config section as the cache records it: its path settings absolute, so a re-run from another folder is
+    the same cache."""
+    import dataclasses
+    import os
+
+    d = dataclasses.asdict(section)
+    return {k: os.path.abspath(v) if k in paths and v else v for k, v in d.items()}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ Layout of a cache folder::
 Images store the VAE posterior's mean and std (and the flipped view), as the official MeanFlow preprocessing does;
 a latent is drawn from the posterior when loaded. Videos store the normalised latents of the clip window chosen at
 encode time. Each shard is written to a temporary file and renamed: an interrupted run keeps finished shards and
-never leaves a half-written one; re-running skips them.
+never leaves a half-written one; re-running skips them. What the shards hold (the codec, the data, the item count and
+shard size) is recorded in ``settings.json`` before the first shard: a re-run with other settings into the same
+folder is refused (its finished shards would have been kept beside new ones, a cache of two VAEs or two datasets).
 """
 
 from __future__ import annotations
@@ -28,6 +30,35 @@ from ..io import as_new_file
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+SETTINGS = "settings.json"
+
+
+class CacheMismatchError(ValueError):
+    """A cache folder that holds shards of other settings than this run's."""
+
+
+def check_settings(root: Path, settings: dict, write: bool) -> None:
+    """Refuse a folder whose recorded settings differ from ``settings``; record them where none are (``write``: the
+    process that writes, rank 0). Compared as JSON, a section's keys one by one (``latents.path``)."""
+    path = root / SETTINGS
+    ours = json.loads(json.dumps(settings))
+    if path.is_file():
+        a, b = _flat(json.loads(path.read_text())), _flat(ours)
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        if differ:
+            said = "; ".join(f"{k}: {json.dumps(a.get(k))} there, {json.dumps(b.get(k))} here" for k in differ[:3])
+            raise CacheMismatchError(f"{root} holds a latent cache of other settings ({said}"
+                                     f"{'; and more' if len(differ) > 3 else ''}): finish it with its own settings, "
+                                     "or write this one to another --out")
+    elif write:
+        tmp = root / f".{SETTINGS}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(ours, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
+def _flat(d: dict) -> dict:
+    return {f"{k}.{j}" if isinstance(v, dict) else k: w for k, v in d.items()
+            for j, w in (v.items() if isinstance(v, dict) else [(None, v)])}
 
 
 def shard_path(root: Path, s: int) -> Path:
@@ -62,13 +93,20 @@ def encode_shard(dataset, codec, indices: list[int], images: bool, device, batch
 
 def cache_dataset(dataset, codec, out_dir, shard_size: int = 256, images: bool = False, rank: int = 0,
                   world: int = 1, device="cpu", limit: int | None = None, progress: bool = True,
-                  stop_after_shards: int | None = None) -> list[Path]:
-    """Encode ``dataset`` into ``out_dir``; shard s goes to rank s % world. Finished shards are skipped."""
+                  stop_after_shards: int | None = None, settings: dict | None = None) -> list[Path]:
+    """Encode ``dataset`` into ``out_dir``; shard s goes to rank s % world. Finished shards are skipped.
+
+    ``settings`` (JSON-able: the data and codec config) join the item count, shard size and codec in the folder's
+    ``settings.json``; a folder that records other ones is refused before anything is written.
+    """
     from tqdm.auto import tqdm
 
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    recorded = {"num_items": n, "shard_size": shard_size, "images": images, "codec": type(codec).__name__,
+                "latent_channels": codec.latent_channels, **(settings or {})}
+    root.mkdir(parents=True, exist_ok=True)
+    check_settings(root, recorded, write=rank == 0)  # every rank, before any shard is written
     num_shards = (n + shard_size - 1) // shard_size
     mine = [s for s in range(num_shards) if s % world == rank]
     done = 0

@@ -82,9 +82,21 @@ def load_config_from(path) -> Config:
 
 
 def load_weights(path, which: str = "ema") -> dict[str, torch.Tensor]:
-    """The weights of a checkpoint folder: ``ema`` (the first EMA file found; falls back to the model) or ``model``."""
+    """The weights of a checkpoint folder: ``ema`` (the run's first ``train.ema_decays``, the one its samples were
+    drawn with; falls back to the model), ``ema_<decay>`` (that average, e.g. ``ema_0.9999``) or ``model``."""
     path = resolve_checkpoint(path)
-    candidates = sorted(path.glob("ema_*.safetensors")) if which == "ema" else []
+    if which.startswith("ema_"):
+        f = path / f"{which}.safetensors"
+        if not f.is_file():
+            have = sorted(p.stem for p in path.glob("ema_*.safetensors"))
+            raise CheckpointError(f"{path}: no {which} weights (it holds {', '.join(have) or 'no EMA'})")
+        candidates = [f]
+    elif which == "ema":
+        candidates = [path / f"{p}.safetensors" for p in _primary_ema(path)] + sorted(path.glob("ema_*.safetensors"))
+    elif which == "model":
+        candidates = []
+    else:
+        raise ValueError(f"weights={which!r}: expected 'ema', 'ema_<decay>' (e.g. 'ema_0.9999') or 'model'")
     candidates += [path / "model.safetensors", path / DIFFUSERS_WEIGHTS]
     for c in candidates:
         if c.is_file():
@@ -93,6 +105,17 @@ def load_weights(path, which: str = "ema") -> dict[str, torch.Tensor]:
             except Exception as e:
                 raise CheckpointError(f"{c}: unreadable weights ({str(e).splitlines()[0]})") from None
     raise CheckpointError(f"{path}: no weights (expected ema_*.safetensors, model.safetensors or {DIFFUSERS_WEIGHTS})")
+
+
+def _primary_ema(path: Path) -> list[str]:
+    """``ema_<decay>`` of the run's first EMA decay, as its config.yaml lists them (none if it does not say)."""
+    import yaml
+
+    try:
+        decays = yaml.safe_load((path / "config.yaml").read_text())["train"]["ema_decays"]
+        return [f"ema_{float(decays[0]):g}"]
+    except Exception:  # no config, another layout: the files decide
+        return []
 
 
 def load_into(model: torch.nn.Module, state: dict, source: str, allow_missing_temporal: bool = False) -> list[str]:

@@ -168,6 +168,34 @@ def test_export_cli_turns_a_training_checkpoint_into_a_pipeline_folder(tmp_path)
         MFVideoPipeline.from_pretrained(ckpt, dtype=torch.bfloat16, torch_dtype=torch.bfloat16)
 
 
+def test_a_run_with_several_emas_loads_its_first_and_any_other_by_name(tmp_path, capsys):
+    """``train.ema_decays: [0.9999, 0.5]``: the trainer samples with the first, and the pipeline took the first file
+    by name (``ema_0.5``), another average than the run's own samples; no other could be asked for. Now ``ema`` is
+    the config's first and ``ema_<decay>`` picks any, through the API and ``mfvideo-export --weights``."""
+    from safetensors.torch import load_file
+
+    from mfvideo.cli import export, train
+    from mfvideo.weights import CheckpointError, load_weights
+
+    train.main([str(ROOT / "configs" / "tiny.yaml"), f"train.output_dir={tmp_path / 'run'}", "train.max_steps=3",
+                "train.checkpoint_every=3", "train.ema_decays=[0.9999,0.5]", "train.ema_warmup=false"])
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000003"
+    files = {d: load_file(ckpt / f"ema_{d}.safetensors") for d in ("0.9999", "0.5")}
+    key = next(k for k in files["0.5"] if not torch.equal(files["0.5"][k], files["0.9999"][k]))  # they differ
+    assert torch.equal(load_weights(ckpt, "ema")[key], files["0.9999"][key])
+    assert torch.equal(load_weights(ckpt, "ema_0.5")[key], files["0.5"][key])
+    assert torch.equal(MFVideoPipeline.from_pretrained(ckpt).transformer.state_dict()[key], files["0.9999"][key])
+    assert export.main([str(ckpt), "--weights", "ema_0.5", "--out", str(tmp_path / "half")]) == 0
+    assert torch.equal(MFVideoPipeline.from_pretrained(tmp_path / "half").transformer.state_dict()[key],
+                       files["0.5"][key])
+    with pytest.raises(CheckpointError, match=r"no ema_0.99 weights \(it holds ema_0.5, ema_0.9999\)"):
+        MFVideoPipeline.from_pretrained(ckpt, weights="ema_0.99")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        export.main([str(ckpt), "--weights", "best", "--out", str(tmp_path / "x")])
+    assert "'best': expected ema, ema_<decay>" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_model_config_fields_are_the_constructor_arguments():
     fields = {f.name for f in dataclasses.fields(ModelConfig)} - set(NOT_CONSTRUCTOR_KEYS)
     params = set(inspect.signature(STDiT.__init__).parameters) - {"self"}

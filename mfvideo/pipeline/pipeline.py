@@ -127,7 +127,8 @@ class MFVideoPipeline(DiffusionPipeline):
     # loading and saving
     @classmethod
     def from_checkpoint(cls, path, device="cpu", weights: str = "ema") -> "MFVideoPipeline":
-        """A training checkpoint folder (config.yaml + weights); ``weights``: "ema" (default) or "model"."""
+        """A training checkpoint folder (config.yaml + weights); ``weights``: "ema" (default: the run's first EMA),
+        "ema_<decay>" (another, e.g. "ema_0.9999") or "model"."""
         path = Path(path)
         cfg = load_config_from(path)
         model = build_model(cfg.model)

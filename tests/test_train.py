@@ -109,6 +109,8 @@ def test_a_resumed_run_keeps_its_network(tmp_path):
     before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
     with pytest.raises(ConfigError, match=r"model.prediction 'u' -> 'x' since .*step_00000002.*model.init_from="):
         train(tiny_cfg(run, "train.max_steps=4", "train.resume=auto", "model.prediction=x"))
+    with pytest.raises(CheckpointError, match=r"no EMA weights for decay 0.5 \(it holds 0.99\); a resumed run keeps"):
+        train(tiny_cfg(run, "train.max_steps=4", "train.resume=auto", "train.ema_decays=[0.5]"))
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
 
 

@@ -107,7 +107,9 @@ def restore(path: Path, model, ema, optimizer, scheduler) -> int:
     for d in ema.decays:
         f = path / ema_filename(d)
         if not f.is_file():
-            raise CheckpointError(f"{path}: no EMA weights for decay {d:g}")
+            have = ", ".join(sorted(p.stem.removeprefix("ema_") for p in path.glob("ema_*.safetensors"))) or "none"
+            raise CheckpointError(f"{path}: no EMA weights for decay {d:g} (it holds {have}); a resumed run keeps its "
+                                  "train.ema_decays")
         ema.load_state_dict(d, read(f, load_file))
     opt = read(path / "optimizer.pt", pt)
     state = read(path / "trainer.pt", pt)

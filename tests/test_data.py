@@ -213,9 +213,43 @@ def test_image_folder_classes_and_adm_crop(tmp_path):
     assert ds.classes == ["ant", "zebra"] and ds[1]["y"] == 1 and ds[0]["x"].shape == (3, 32, 32)
     for name in ("CAM_0001.JPG", "scan.Png", "notes.txt"):  # a camera's upper-case suffix is an image too
         Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "train" / "ant" / name, format="PNG")
-    assert [f.name for f, _ in ImageFolder(tmp_path, "train").files] == ["CAM_0001.JPG", "scan.Png", "x.png", "x.png"]
+    assert [Path(f).name for f, _ in ImageFolder(tmp_path, "train").files] == ["CAM_0001.JPG", "scan.Png", "x.png",
+                                                                             "x.png"]
     flips = {torch.equal(ds[0 + 2 * e]["x"], ds[0]["x"]) for e in range(8)}
     assert flips == {True, False}  # flipped in some epochs, deterministically
+
+
+def test_folders_leave_out_what_tools_put_there_and_take_flat_folders_unlabelled(tmp_path, video_dir, caplog):
+    """A Jupyter checkpoint folder or macOS's __MACOSX was a class (id 0, every real label shifted by one) and an
+    AppleDouble ``._x.png`` an image that failed to decode mid-training; a flat image folder (FFHQ-like) was refused.
+    Now hidden entries are not data, a flat folder is unlabelled (label -1, unconditional), and a class folder with
+    no files keeps its id with a warning."""
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for c in ("ant", "zebra", ".ipynb_checkpoints", "__MACOSX"):
+        (root / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / c / "x.png")
+    (root / "ant" / "._x.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # not an image
+    (root / "empty").mkdir()
+    ds = ImageFolder(root, resolution=16)
+    assert ds.classes == ["ant", "empty", "zebra"] and ds.num_classes == 3
+    assert [(Path(f).relative_to(root).as_posix(), y) for f, y in ds.files] == [("ant/x.png", 0), ("zebra/x.png", 2)]
+    assert any("class folder empty holds no" in r.getMessage() and "keeps id 1" in r.getMessage()
+               for r in caplog.records)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ("a.png", "b.jpg", ".c.png"):
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(flat / name, format="PNG")
+    ds = ImageFolder(flat, resolution=16)
+    assert ds.classes is None and ds.num_classes == 0 and [y for _, y in ds.files] == [-1, -1]
+    assert ds[1]["y"] == -1 and ds[1]["x"].shape == (3, 16, 16)
+    (video_dir / ".ipynb_checkpoints").mkdir()
+    write_counting_video(video_dir / ".ipynb_checkpoints" / "a-checkpoint.mp4", 30)
+    write_counting_video(video_dir / "apple" / "._a.mp4", 30)
+    ds = VideoFolder.from_folder(video_dir, num_frames=4, resolution=32)
+    assert ds.classes == ["apple", "banana"]
+    assert sorted(Path(f).name for f, _ in ds.files) == ["a.mp4", "b.mp4", "corrupt.mp4", "short.mp4"]
 
 
 # ---------------------------------------------------------------------------------------------- codecs

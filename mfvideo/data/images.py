@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from ..frames import pil_rgb
+from .listing import labelled_files
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # any case: IMG_0001.JPG too
 
@@ -31,14 +32,11 @@ class ImageFolder(torch.utils.data.Dataset):
         base = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
         if not base.is_dir():
             raise FileNotFoundError(f"image folder {base} does not exist")
-        self.classes = sorted(d.name for d in base.iterdir() if d.is_dir())
-        self.files = [
-            (f, c) for c, name in enumerate(self.classes) for f in sorted((base / name).iterdir())
-            if f.suffix.lower() in IMAGE_EXTS
-        ]
+        self.files, self.classes = labelled_files(base, IMAGE_EXTS)  # <class>/<file>, or flat: unlabelled
         if not self.files:
-            raise FileNotFoundError(f"image folder {base} holds no images in <class>/<file> layout")
-        self.num_classes = len(self.classes)
+            raise FileNotFoundError(f"image folder {base} holds no images ({', '.join(IMAGE_EXTS)}) in <class>/<file> "
+                                    "layout or directly")
+        self.num_classes = len(self.classes) if self.classes else 0
         self.resolution, self.hflip, self.seed = resolution, hflip, seed
 
     def __len__(self):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .listing import labelled_files
 from .transforms import resize_center_crop
 from .video_io import VIDEO_EXTS, VideoError, probe, read_frames
 
@@ -91,14 +92,10 @@ class VideoFolder(torch.utils.data.Dataset):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"video folder {root} does not exist")
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-        files = [(str(f), c) for c, name in enumerate(classes) for f in sorted((root / name).iterdir())
-                 if f.suffix.lower() in VIDEO_EXTS]
-        if not classes:  # a flat folder: unlabelled
-            files = [(str(f), -1) for f in sorted(root.iterdir()) if f.suffix.lower() in VIDEO_EXTS]
+        files, classes = labelled_files(root, VIDEO_EXTS)  # <class>/<file>, or a flat folder: unlabelled
         if not files:
             raise FileNotFoundError(f"video folder {root} holds no videos ({', '.join(VIDEO_EXTS)})")
-        return cls(files, classes=classes or None, **kw)
+        return cls(files, classes=classes, **kw)
 
     @classmethod
     def from_config(cls, cfg, split: str = "train") -> "VideoFolder":

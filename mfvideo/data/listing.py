@@ -1,0 +1,38 @@
+"""Listing a dataset folder: its class folders and their files, leaving out what tools, not the user, put there.
+
+A Jupyter ``.ipynb_checkpoints/``, macOS's ``__MACOSX/`` (zip) and ``._name.jpg`` (AppleDouble, tar) entries and any
+other hidden name are not data: as a class folder such an entry took id 0 and shifted every real class's label; as a
+file it failed to decode mid-training. The layout is ``<class>/<file>`` (ImageNet's, UCF-101's) or, with no class
+folder, a flat folder of unlabelled files (label -1).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+NOT_DATA = {"__MACOSX"}
+
+
+def is_data(path: Path) -> bool:
+    return not path.name.startswith(".") and path.name not in NOT_DATA
+
+
+def labelled_files(root: Path, exts: tuple[str, ...]) -> tuple[list[tuple[str, int]], list[str] | None]:
+    """``([(path, label)], class names)``: the class folders' files labelled by their folder's sorted index, or a
+    flat folder's files with label -1 and no class names. Extensions in any case (IMG_0001.JPG)."""
+
+    def files(folder: Path) -> list[Path]:
+        return sorted(f for f in folder.iterdir() if f.is_file() and is_data(f) and f.suffix.lower() in exts)
+
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and is_data(d))
+    if not classes:
+        return [(str(f), -1) for f in files(root)], None
+    out = []
+    for label, name in enumerate(classes):
+        found = files(root / name)
+        if not found:
+            log.warning("%s: class folder %s holds no %s files; it keeps id %d", root, name, "/".join(exts), label)
+        out += [(str(f), label) for f in found]
+    return out, classes

@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,19 @@ def test_folders_leave_out_what_tools_put_there_and_take_flat_folders_unlabelled
     ds = VideoFolder.from_folder(video_dir, num_frames=4, resolution=32)
     assert ds.classes == ["apple", "banana"]
     assert sorted(Path(f).name for f, _ in ds.files) == ["a.mp4", "b.mp4", "corrupt.mp4", "short.mp4"]
+    # data.split=val on a folder of train/ and test/: those were two classes, "test" and "train"
+    from mfvideo.config import DataConfig
+    from mfvideo.data.listing import SplitError
+
+    splits = tmp_path / "splits"
+    for split in ("train", "test"):
+        shutil.copytree(video_dir, splits / split)
+    with pytest.raises(SplitError, match=r"holds train/, test/ but no val/ \(data.split=val\)"):
+        VideoFolder.from_config(DataConfig(kind="video_folder", root=str(splits), num_frames=4), split="val")
+    assert VideoFolder.from_config(DataConfig(kind="video_folder", root=str(splits), num_frames=4)).classes == [
+        "apple", "banana"]
+    with pytest.raises(SplitError, match="no val/"):
+        ImageFolder(splits, "val")
 
 
 # ---------------------------------------------------------------------------------------------- codecs

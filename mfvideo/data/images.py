@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from ..frames import pil_rgb
-from .listing import labelled_files
+from .listing import labelled_files, split_folder
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # any case: IMG_0001.JPG too
 
@@ -29,9 +29,9 @@ class ImageFolder(torch.utils.data.Dataset):
     """(3, H, W) images in [-1, 1] with class labels. Index i + epoch * N flips deterministically per epoch."""
 
     def __init__(self, root, split: str = "train", resolution: int = 256, hflip: bool = False, seed: int = 0):
-        base = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
-        if not base.is_dir():
-            raise FileNotFoundError(f"image folder {base} does not exist")
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist")
+        base = split_folder(Path(root), split)
         self.files, self.classes = labelled_files(base, IMAGE_EXTS)  # <class>/<file>, or flat: unlabelled
         if not self.files:
             raise FileNotFoundError(f"image folder {base} holds no images ({', '.join(IMAGE_EXTS)}) in <class>/<file> "

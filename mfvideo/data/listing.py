@@ -13,6 +13,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 NOT_DATA = {"__MACOSX"}
+SPLITS = ("train", "val", "validation", "test")
+
+
+class SplitError(FileNotFoundError):
+    """``data.split`` names a folder that is not there, beside other splits' folders."""
 
 
 def is_data(path: Path) -> bool:
@@ -36,3 +41,16 @@ def labelled_files(root: Path, exts: tuple[str, ...]) -> tuple[list[tuple[str, i
             log.warning("%s: class folder %s holds no %s files; it keeps id %d", root, name, "/".join(exts), label)
         out += [(str(f), label) for f in found]
     return out, classes
+
+
+def split_folder(root: Path, split: str) -> Path:
+    """``root/split`` where it exists, else ``root`` itself, unless ``root`` holds other splits' folders: their
+    names would have been taken for classes (a "val" run on a folder of train/ and test/: two classes, train and
+    test)."""
+    if (root / split).is_dir():
+        return root / split
+    others = [s for s in SPLITS if (root / s).is_dir()]
+    if others:
+        raise SplitError(f"{root} holds {', '.join(s + '/' for s in others)} but no {split}/ (data.split={split}): "
+                         "set data.split to one of them, or data.root to the folder of classes itself")
+    return root

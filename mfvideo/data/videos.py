@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .listing import labelled_files
+from .listing import labelled_files, split_folder
 from .transforms import resize_center_crop
 from .video_io import VIDEO_EXTS, VideoError, probe, read_frames
 
@@ -106,7 +106,7 @@ class VideoFolder(torch.utils.data.Dataset):
             files, classes = read_manifest(Path(cfg.manifest))
             return cls(files, classes=classes, **kw)
         root = Path(cfg.root or "")
-        return cls.from_folder(root / split if (root / split).is_dir() else root, **kw)
+        return cls.from_folder(split_folder(root, split) if root.is_dir() else root, **kw)
 
     def __len__(self):
         return len(self.files)

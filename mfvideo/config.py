@@ -307,6 +307,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.mixed_precision=fp16 is refused: MeanFlow's JVP overflows in fp16; use bf16")
     if cfg.data.num_frames < 1:
         raise ConfigError(f"data.num_frames must be >= 1, got {cfg.data.num_frames}")
+    if cfg.data.kind == "image_folder" and cfg.data.num_frames != 1:  # it trained on one-frame clips, saved as T-frame
+        raise ConfigError(f"data.kind=image_folder gives single images: set data.num_frames=1 (an image model), got "
+                          f"{cfg.data.num_frames}; clips come from data.kind=video_folder")
     if cfg.method.split_own_weight and cfg.method.splits and not cfg.train.teacher:
         raise ConfigError("method.split_own_weight needs a frozen train.teacher: weighted by its own loss, the "
                           "network's own two-step target runs away with it")

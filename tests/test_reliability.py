@@ -148,6 +148,9 @@ CASES = {
     "train output dir is a file": ["train", TINY, "train.output_dir={w}/a_file", "train.max_steps=2"],
     "train afresh over an earlier run's checkpoints": ["train", TINY, "train.output_dir={w}/run", "train.max_steps=8"],
     "train config missing": ["train", "{w}/missing.yaml"],
+    "train an image folder as clips": T("data.kind=image_folder", "data.root={w}/outdir"),
+    "train resumed as another network": ["train", TINY, "train.output_dir={w}/run", "train.max_steps=8",
+                                         "train.resume=auto", "model.prediction=x"],
     # cache
     "cache shard-size 0": ["cache", TINY, "--out", "{w}/cache", "--shard-size", "0"],
     "cache shard-size -1": ["cache", TINY, "--out", "{w}/cache", "--shard-size", "-1"],

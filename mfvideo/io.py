@@ -19,7 +19,9 @@ def _umask() -> int:
     return mask
 
 
-NEW_FILE_MODE = 0o666 & ~_umask()  # what open() gives a new file; mkstemp's and safetensors' temporaries are 0600
+_MASK = _umask()
+NEW_FILE_MODE = 0o666 & ~_MASK  # what open() gives a new file; mkstemp's and safetensors' temporaries are 0600
+NEW_DIR_MODE = 0o777 & ~_MASK  # what mkdir gives a new folder; mkdtemp's is 0700
 
 
 def as_new_file(*paths: str | Path) -> None:
@@ -41,6 +43,34 @@ def atomic_path(path: str | Path, suffix: str | None = None):
         _put_in_place(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path):
+    """Yield a new hidden folder beside ``path``; only if the block succeeds does it take ``path``'s place (a folder
+    there before is moved aside, then deleted). A failure or a kill mid-write leaves ``path`` as it was, never a
+    pipeline folder of one run's weights and another's config."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, NEW_DIR_MODE)
+    old = None
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)  # aside (a rename), so that tmp can take the name
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None and not path.exists():
+            os.replace(old / path.name, path)  # put back what was there
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _put_in_place(tmp: Path, path: Path) -> None:

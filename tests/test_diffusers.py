@@ -168,6 +168,35 @@ def test_export_cli_turns_a_training_checkpoint_into_a_pipeline_folder(tmp_path)
         MFVideoPipeline.from_pretrained(ckpt, dtype=torch.bfloat16, torch_dtype=torch.bfloat16)
 
 
+def test_a_pipeline_folder_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """mfvideo-export / -post-train / -fit-reader wrote into the output folder in place: a failure half-way left one
+    run's weights beside another's config, and files of the folder's earlier contents (a post_train.json in a
+    fit-reader output) stayed. Now the folder is written beside and renamed into place, the old one removed after."""
+    from mfvideo.cli import export, train
+    from mfvideo.io import NEW_DIR_MODE
+
+    train.main([str(ROOT / "configs" / "tiny.yaml"), f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2",
+                "train.checkpoint_every=2"])
+    ckpt, out = tmp_path / "run" / "checkpoints" / "step_00000002", tmp_path / "out"
+    assert export.main([str(ckpt), "--out", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == NEW_DIR_MODE  # an ordinary folder, not mkdtemp's private one
+    (out / "post_train.json").write_text("{}")  # what an earlier stage left there
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    def fails_half_way(self, path, **kw):
+        (Path(path) / "model_index.json").write_text("{}")  # diffusers writes this first
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(MFVideoPipeline, "save_pretrained", fails_half_way)
+        with pytest.raises(SystemExit):
+            export.main([str(ckpt), "--out", str(out)])
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert export.main([str(ckpt), "--weights", "model", "--out", str(out)]) == 0
+    assert not (out / "post_train.json").exists() and (out / "model_index.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "run"]  # no temporary folder left
+
+
 def test_a_run_with_several_emas_loads_its_first_and_any_other_by_name(tmp_path, capsys):
     """``train.ema_decays: [0.9999, 0.5]``: the trainer samples with the first, and the pipeline took the first file
     by name (``ema_0.5``), another average than the run's own samples; no other could be asked for. Now ``ema`` is

@@ -27,8 +27,11 @@ def main(argv=None):
 
     from ..pipeline import MFVideoPipeline
 
+    from ..io import atomic_folder
+
     pipe = MFVideoPipeline.from_checkpoint(args.checkpoint, weights=args.weights)
-    pipe.save_pretrained(out)
+    with atomic_folder(out) as tmp:  # a folder there before is replaced whole, or kept if this fails
+        pipe.save_pretrained(tmp)
     parts = ["model_index.json", "transformer/"] + (["vae/"] if pipe.vae is not None else []) + ["config.yaml"]
     print(f"wrote {out} ({', '.join(parts)})")
     return 0

@@ -28,15 +28,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = check_pipeline_output(args.out, args.source)
 
-    from ..io import atomic_path
+    from ..io import atomic_folder
     from ..pipeline import MFVideoPipeline
     from ..train.reader import add_context_reader
 
     pipe = MFVideoPipeline.from_pretrained(args.source, device=args.device)
     stats = add_context_reader(pipe, args.clips, args.val_clips, seed=args.seed, pool=args.pool, steps=args.steps)
-    pipe.save_pretrained(out)
-    with atomic_path(out / "context_reader.json") as tmp:
-        tmp.write_text(json.dumps(stats, indent=1) + "\n")
+    with atomic_folder(out) as tmp:  # a folder there before is replaced whole, or kept if this fails
+        pipe.save_pretrained(tmp)
+        (tmp / "context_reader.json").write_text(json.dumps(stats, indent=1) + "\n")
     print(f"wrote {out}: context reader, train accuracy {stats['train_accuracy']:.3f}"
           + (f", held-out {stats['val_accuracy']:.3f}" if "val_accuracy" in stats else ""))
     return 0

@@ -46,7 +46,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = check_pipeline_output(args.out, args.source)
 
-    from ..io import atomic_path
+    from ..io import atomic_folder
     from ..pipeline import MFVideoPipeline
     from ..train.adversarial import PostTrainConfig, post_train
 
@@ -58,9 +58,9 @@ def main(argv=None):
     logging.getLogger("mfvideo.train.adversarial").setLevel(logging.INFO)
     stats = post_train(pipe, cfg, log_every=max(1, min(50, args.steps)))
     stats["source"] = args.source or "bundled"
-    pipe.save_pretrained(out)
-    with atomic_path(out / "post_train.json") as tmp:
-        tmp.write_text(json.dumps(stats, indent=1) + "\n")
+    with atomic_folder(out) as tmp:  # a folder there before is replaced whole, or kept if this fails
+        pipe.save_pretrained(tmp)
+        (tmp / "post_train.json").write_text(json.dumps(stats, indent=1) + "\n")
     print(f"wrote {out}: {args.steps} post-training steps in {stats['seconds']:.0f} s, "
           + ", ".join(f"{k} {v:.4g}" for k, v in stats["final"].items()))
     return 0

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -371,6 +372,33 @@ def test_manifests_take_ids_or_names_and_bad_rows_name_their_line(tmp_path):
                        ("neg.csv", "neg.csv:3: label -3"), ("empty.csv", "lists no videos")):
         with pytest.raises(ValueError, match=says):
             read_manifest(tmp_path / name)
+
+
+def test_skytimelapse_preparation_turns_nested_frame_folders_into_videos_and_caches_them(tmp_path):
+    """datasets/skytimelapse/prepare.sh end to end, on the release's nesting (sky_train/<id>/<id>_<n>/*.jpg), with
+    real ffmpeg and a tiny Wan VAE: one mp4 per frame folder of 17+ frames, then the latent cache. The script had
+    ended at the first folder of folders (ls of no jpg failed under pipefail), before any video was made."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    sky = tmp_path / "sky_train"
+    for clip, n in (("a/a_1", 17), ("a/a_2", 5), ("b/b_1", 18)):
+        (sky / clip).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((30, 40, 3), 10 * i, np.uint8)).save(sky / clip / f"{i:04d}.jpg")
+    tiny_vae("wan").save_pretrained(tmp_path / "vae")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SKY": str(sky), "OUT": str(tmp_path / "videos"), "VAE": str(tmp_path / "vae"),
+           "CACHE": str(tmp_path / "cache"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", str(root / "datasets" / "skytimelapse" / "prepare.sh"), "data.resolution=16"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["a_a_1.mp4", "b_b_1.mp4"]  # a_2: too short
+    assert probe(tmp_path / "videos" / "b_b_1.mp4").num_frames == 18
+    cache = LatentCache(tmp_path / "cache")
+    assert len(cache) == 2 and cache.num_classes == 0 and tuple(cache[0]["x"].shape) == (4, 5, 2, 2)
 
 
 def test_ucf101_preparation_writes_manifests_of_class_names(tmp_path):

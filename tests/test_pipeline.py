@@ -423,6 +423,11 @@ def test_condition_on_arbitrary_frames_returns_them(ckpt):
     assert np.array_equal(out.frames[0, [0, 3]], keys) and np.array_equal(out.frames, reversed_.frames)
     with pytest.raises(ValueError, match="distinct"):
         pipe.condition(keys, frame_indices=[0, 0])
+    for bad in ([0.5, 3], [0, True]):  # 0.5 was read as frame 0, True as frame 1
+        with pytest.raises(ValueError, match="whole numbers"):
+            pipe.condition(keys, frame_indices=bad)
+    assert np.array_equal(pipe.condition(keys, frame_indices=[np.int64(0), 3.0], seed=0, output_type="uint8").frames,
+                          out.frames)  # numpy ints and whole floats are indices
 
 
 def test_progress_bar_in_frames_past_one_window_as_diffusers_configures_it(ckpt, capsys):

@@ -969,6 +969,8 @@ class MFVideoPipeline(DiffusionPipeline):
                                       "(identity or image_vae): a causal VAE's latents mix several frames")
         num_frames = num_frames or self.window
         given = load_clip(frames, self.resolution)  # (B, K, H, W, 3)
+        if any(isinstance(i, bool) or not float(i).is_integer() for i in frame_indices):  # 2.5 was read as 2
+            raise ValueError(f"frame indices must be whole numbers, got {list(frame_indices)}")
         idx = [int(i) for i in frame_indices]
         if len(idx) != given.shape[1]:
             raise ValueError(f"{given.shape[1]} frames given for {len(idx)} frame indices")

@@ -354,7 +354,7 @@ def test_frames_per_window_keeps_the_first_new_frames_and_slides_by_them(ckpt):
     rec.seen.clear()
     long = pipe.generate(num_frames=7, num_clips=1, seed=0, context_frames=2, frames_per_window=1)
     assert long.frames.shape == (1, 7, 16, 16, 3) and len(rec.seen) == 4  # a window of 4, then one per frame
-    for bad in (0, 3, 1.5):
+    for bad in (0, 3):  # (1.5: not a whole number, test_counts_ids_and_seeds_are_whole_numbers...)
         with pytest.raises(ValueError, match=r"frames_per_window must lie in \[1, 2\] with 2 context frames"):
             pipe.extend(video, 2, context_frames=2, frames_per_window=bad)
 
@@ -414,6 +414,35 @@ def test_sampler_choice_defaults_and_euler_values(ckpt, tmp_path):
     assert rec.calls == 50
 
 
+def test_counts_ids_and_seeds_are_whole_numbers_or_an_error_that_names_them(ckpt):
+    """``int()`` had turned fractions, bools and strings into other numbers without a word: num_frames=8.5 made 8
+    frames, steps=1.5 one step, class 3.7 class 3 and True class 1, seed 1.5 a torch error. Now each is a one-line
+    error naming the argument as the caller spelt it; whole floats and numpy / torch integers are numbers still."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    clip = np.zeros((4, 16, 16, 3), np.uint8)
+    bad = {
+        "num_frames": lambda: pipe.generate(num_frames=4.5, class_labels=[1]),
+        "num_clips": lambda: pipe.generate(num_clips=1.5),
+        "steps": lambda: pipe.generate(steps=1.5, class_labels=[1]),
+        "a class id": lambda: pipe.generate(class_labels=[3.7]),
+        "a class id ": lambda: pipe.generate(class_labels=[True]),
+        "num_new_frames": lambda: pipe.extend(clip, num_new_frames=2.5),
+        "context_frames": lambda: pipe.extend(clip, num_new_frames=2, context_frames=1.5),
+        "frames_per_window": lambda: pipe.extend(clip, num_new_frames=2, frames_per_window=1.5),
+        "seed": lambda: pipe.extend(clip, num_new_frames=2, seed=1.5),
+        "num_inference_steps": lambda: pipe(class_labels=[1], num_inference_steps=1.5),
+        "num_frames ": lambda: pipe(image=clip[0], num_frames="6"),
+        "motion_copy": lambda: pipe.extend(clip, num_new_frames=2, motion_copy=True),
+    }
+    for name, call in bad.items():
+        with pytest.raises(ValueError, match=rf"^{name.strip()} (must be a whole number|is a radius)"):
+            call()
+    a = pipe.generate(num_frames=4, class_labels=[3], steps=1, seed=2, output_type="uint8").frames
+    b = pipe.generate(num_frames=4.0, class_labels=torch.tensor([3]), steps=np.int64(1), seed=np.int64(2),
+                      output_type="uint8").frames
+    assert np.array_equal(a, b)
+
+
 def test_condition_on_arbitrary_frames_returns_them(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     keys = np.stack([np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 200, np.uint8)])
@@ -424,7 +453,7 @@ def test_condition_on_arbitrary_frames_returns_them(ckpt):
     with pytest.raises(ValueError, match="distinct"):
         pipe.condition(keys, frame_indices=[0, 0])
     for bad in ([0.5, 3], [0, True]):  # 0.5 was read as frame 0, True as frame 1
-        with pytest.raises(ValueError, match="whole numbers"):
+        with pytest.raises(ValueError, match="frame indices must be a whole number"):
             pipe.condition(keys, frame_indices=bad)
     assert np.array_equal(pipe.condition(keys, frame_indices=[np.int64(0), 3.0], seed=0, output_type="uint8").frames,
                           out.frames)  # numpy ints and whole floats are indices

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
@@ -242,8 +243,10 @@ class MFVideoPipeline(DiffusionPipeline):
                 ids.append(by_name[label])
             elif isinstance(label, str) and not label.lstrip("-").isdigit():
                 raise ValueError(f"unknown class name {label!r}; known: {', '.join(sorted(by_name)) or 'none'}")
+            elif isinstance(label, str):
+                ids.append(int(label))  # an id as text: "4", from a command line
             else:
-                ids.append(int(label))
+                ids.append(_whole(label, "a class id"))  # 3.7 was class 3, True class 1
         return ids
 
     def check_labels(self, class_labels) -> torch.Tensor:
@@ -281,7 +284,7 @@ class MFVideoPipeline(DiffusionPipeline):
             if not isinstance(generator, torch.Generator):
                 raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
             return generator
-        return torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        return torch.Generator().manual_seed(_whole(seed, "seed") if seed is not None else torch.seed() % 2**63)
 
     def _latent_shape(self, frames: int):
         return self.codec.latent_shape((frames, self.resolution, self.resolution))
@@ -331,7 +334,7 @@ class MFVideoPipeline(DiffusionPipeline):
         sampler = sampler or self.default_sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-        steps = SAMPLERS[sampler][1] if steps is None else int(steps)
+        steps = SAMPLERS[sampler][1] if steps is None else _whole(steps, "steps")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         return sampler, steps
@@ -452,10 +455,13 @@ class MFVideoPipeline(DiffusionPipeline):
         window); ``height`` / ``width`` the model's resolution or an error; ``prompt`` an error naming
         ``class_labels``."""
         self._check_call_names(prompt, height, width)
+        if num_inference_steps is not None:
+            num_inference_steps = _whole(num_inference_steps, "num_inference_steps")  # named as the caller did
         if image is not None:
             if video is not None or num_new_frames is not None:
                 raise ValueError("image= is image to video, num_frames its output's length: give video= and "
                                  "num_new_frames, or image= and num_frames, not both")
+            num_frames = None if num_frames is None else _whole(num_frames, "num_frames")
             video, num_new_frames = image, (num_frames or self.window) - 1  # by default one window, the image its first
             if num_new_frames < 1:
                 raise ValueError(f"num_frames={num_frames} with image=: the output holds the image and the frames "
@@ -566,8 +572,9 @@ class MFVideoPipeline(DiffusionPipeline):
         how_first = how if first_window_steps is None else self.resolve_sampler(how[0], first_window_steps)
         s = self.resolve_context_noise(context_noise)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
-        num_frames = self.window if num_frames is None else int(num_frames)
-        if num_frames < 1 or (num_clips is not None and int(num_clips) < 1):
+        num_frames = self.window if num_frames is None else _whole(num_frames, "num_frames")
+        num_clips = None if num_clips is None else _whole(num_clips, "num_clips")
+        if num_frames < 1 or (num_clips is not None and num_clips < 1):
             raise ValueError(f"num_frames and num_clips must be >= 1, got {num_frames} and {num_clips}")
         n_classes = self.cfg.model.num_classes
         draw = class_labels is None and bool(n_classes)  # a class per clip, drawn below
@@ -710,7 +717,7 @@ class MFVideoPipeline(DiffusionPipeline):
         how = self.resolve_sampler(sampler, steps)
         s = self.resolve_context_noise(context_noise)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
-        if int(num_new_frames) < 1:
+        if (num_new_frames := _whole(num_new_frames, "num_new_frames")) < 1:
             raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
         k_lat = grow_to = self._context_latents(context_frames)
         k_pix = self._pixel_frames(k_lat)
@@ -820,8 +827,9 @@ class MFVideoPipeline(DiffusionPipeline):
         if w < 2:
             raise ValueError(f"a {self.window}-frame model (an image model) has no room for context frames: it makes "
                              f"single windows of {self.window} frame(s), it cannot continue a clip or slide past them")
-        k = max(1, w // 2) if k_pix is None else (int(k_pix) - 1) // f + 1
-        if k_pix is not None and int(k_pix) < 1 or not 1 <= k < w:
+        k_pix = None if k_pix is None else _whole(k_pix, "context_frames")
+        k = max(1, w // 2) if k_pix is None else (k_pix - 1) // f + 1
+        if k_pix is not None and k_pix < 1 or not 1 <= k < w:
             most = self._pixel_frames(w - 1)
             raise ValueError(f"context_frames must lie in [1, {most}] for a {self.window}-frame window, got {k_pix}")
         return k
@@ -833,7 +841,8 @@ class MFVideoPipeline(DiffusionPipeline):
             return None
         f, w = self.codec.temporal_factor, self.latent_window
         most = f * (w - k)
-        if n != int(n) or int(n) < 1 or int(n) > most or int(n) % f:
+        n = _whole(n, "frames_per_window")
+        if int(n) < 1 or int(n) > most or int(n) % f:
             kc = self._pixel_frames(k)
             where = f"with {kc} context frame{'s' * (kc != 1)} in a {self.window}-frame window"
             if f > 1:  # whole latent frames of a temporally compressing VAE
@@ -969,9 +978,7 @@ class MFVideoPipeline(DiffusionPipeline):
                                       "(identity or image_vae): a causal VAE's latents mix several frames")
         num_frames = num_frames or self.window
         given = load_clip(frames, self.resolution)  # (B, K, H, W, 3)
-        if any(isinstance(i, bool) or not float(i).is_integer() for i in frame_indices):  # 2.5 was read as 2
-            raise ValueError(f"frame indices must be whole numbers, got {list(frame_indices)}")
-        idx = [int(i) for i in frame_indices]
+        idx = [_whole(i, "frame indices") for i in frame_indices]  # 0.5 was read as frame 0
         if len(idx) != given.shape[1]:
             raise ValueError(f"{given.shape[1]} frames given for {len(idx)} frame indices")
         if any(not 0 <= i < num_frames for i in idx) or len(set(idx)) != len(idx):
@@ -1023,12 +1030,30 @@ class MFVideoPipeline(DiffusionPipeline):
 def _motion_copy_args(radius, tol) -> tuple[int, float] | None:
     """``motion_copy`` / ``motion_copy_tol`` of ``extend``, ``generate``, ``condition`` -> (radius, tol), or None."""
     tol = MOTION_COPY_TOL if tol is None else tol
+    if isinstance(radius, bool):
+        raise ValueError(f"motion_copy is a radius in latent pixels (e.g. 4; 0: off), not a switch: got {radius}")
     if radius != int(radius) or int(radius) < 0 or not float(tol) >= 0:
         raise ValueError(f"motion_copy must be a whole number of latent pixels >= 0 (0: off) and motion_copy_tol "
                          f">= 0, got {radius} and {tol}")
     return (int(radius), float(tol)) if int(radius) else None
 
 
+
+
+def _whole(value, name: str) -> int:
+    """A count, index, id or seed given as a number: whole (3, numpy's 3, 3.0, a one-element tensor), never a
+    fraction, a bool or a string, which ``int()`` would have turned into another number without a word."""
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if not f.is_integer() or isinstance(getattr(value, "dtype", None), torch.dtype) and value.dtype == torch.bool:
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(f)
 
 
 def _rank_zero() -> bool:

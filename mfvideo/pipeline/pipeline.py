@@ -842,7 +842,7 @@ class MFVideoPipeline(DiffusionPipeline):
         f, w = self.codec.temporal_factor, self.latent_window
         most = f * (w - k)
         n = _whole(n, "frames_per_window")
-        if int(n) < 1 or int(n) > most or int(n) % f:
+        if n < 1 or n > most or n % f:
             kc = self._pixel_frames(k)
             where = f"with {kc} context frame{'s' * (kc != 1)} in a {self.window}-frame window"
             if f > 1:  # whole latent frames of a temporally compressing VAE
@@ -850,7 +850,7 @@ class MFVideoPipeline(DiffusionPipeline):
                 raise ValueError(f"frames_per_window must be one of {allowed} (whole latent frames of the VAE's {f} "
                                  f"frames each) {where}, got {n}")
             raise ValueError(f"frames_per_window must lie in [1, {most}] {where}, got {n}")
-        return int(n) // f
+        return n // f
 
     def _routes_labels(self, y) -> bool:
         """Whether labels ``y`` (B,) have labelled rows that ``_read_labelled`` routes through a class reader."""
@@ -976,7 +976,7 @@ class MFVideoPipeline(DiffusionPipeline):
         if self.codec.temporal_factor != 1:
             raise NotImplementedError("conditioning on frames at arbitrary positions needs a per-frame codec "
                                       "(identity or image_vae): a causal VAE's latents mix several frames")
-        num_frames = num_frames or self.window
+        num_frames = self.window if num_frames is None else _whole(num_frames, "num_frames")
         given = load_clip(frames, self.resolution)  # (B, K, H, W, 3)
         idx = [_whole(i, "frame indices") for i in frame_indices]  # 0.5 was read as frame 0
         if len(idx) != given.shape[1]:
@@ -1038,12 +1038,10 @@ def _motion_copy_args(radius, tol) -> tuple[int, float] | None:
     return (int(radius), float(tol)) if int(radius) else None
 
 
-
-
 def _whole(value, name: str) -> int:
     """A count, index, id or seed given as a number: whole (3, numpy's 3, 3.0, a one-element tensor), never a
     fraction, a bool or a string, which ``int()`` would have turned into another number without a word."""
-    if isinstance(value, (bool, str, bytes)):
+    if isinstance(value, (bool, np.bool_, str, bytes)):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     if isinstance(value, numbers.Integral):
         return int(value)

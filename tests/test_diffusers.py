@@ -7,6 +7,7 @@ import inspect
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -219,10 +220,20 @@ def test_a_run_with_several_emas_loads_its_first_and_any_other_by_name(tmp_path,
                        files["0.5"][key])
     with pytest.raises(CheckpointError, match=r"no ema_0.99 weights \(it holds ema_0.5, ema_0.9999\)"):
         MFVideoPipeline.from_pretrained(ckpt, weights="ema_0.99")
+    with pytest.raises(ValueError, match="picks among a training checkpoint's weights; .* a pipeline folder"):
+        MFVideoPipeline.from_pretrained(tmp_path / "half", weights="ema_0.5")  # it was ignored
     capsys.readouterr()
     with pytest.raises(SystemExit):
         export.main([str(ckpt), "--weights", "best", "--out", str(tmp_path / "x")])
     assert "'best': expected ema, ema_<decay>" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # the sampling commands take --weights too: the raw weights sample otherwise than the first EMA
+    from mfvideo.cli import sample
+
+    for w in ("ema", "model"):
+        assert sample.main(["--checkpoint", str(ckpt), "--weights", w, "--classes", "1", "--num-frames", "1",
+                            "--out", str(tmp_path / w)]) == 0
+    a, b = (np.asarray(Image.open(next((tmp_path / w).glob("*.png")))) for w in ("ema", "model"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
 
 
 def test_model_config_fields_are_the_constructor_arguments():

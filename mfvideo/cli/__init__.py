@@ -128,12 +128,26 @@ def device(text: str) -> str:
 DTYPES = ("float32", "bfloat16")
 
 
+def weights_choice(text: str) -> str:
+    """An argparse type: which weights of a training checkpoint (``ema``, ``ema_<decay>``, ``model``)."""
+    import re
+
+    if text in ("ema", "model") or re.fullmatch(r"ema_\d*\.?\d+(e-?\d+)?", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: expected ema, ema_<decay> (e.g. ema_0.9999) or model")
+
+
+WEIGHTS_HELP = ("a training checkpoint's weights: its run's first EMA (default), another by its decay (ema_0.9999), "
+                "or the raw ones (model)")
+
+
 def add_device_args(p: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--dtype`` of the sampling commands (``MFVideoPipeline.from_pretrained(dtype=...)``)."""
+    """``--device``, ``--dtype`` and ``--weights`` of the sampling commands (``MFVideoPipeline.from_pretrained``)."""
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="the weights' dtype: bfloat16 halves a GPU's memory and time for frames within bf16 rounding "
                         "of float32's (default: float32)")
+    p.add_argument("--weights", type=weights_choice, default="ema", metavar="ema|ema_<decay>|model", help=WEIGHTS_HELP)
 
 
 def load_pipeline(args):
@@ -142,7 +156,8 @@ def load_pipeline(args):
 
     from ..pipeline import MFVideoPipeline
 
-    return MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device, dtype=getattr(torch, args.dtype))
+    return MFVideoPipeline.from_pretrained(args.checkpoint, device=args.device, dtype=getattr(torch, args.dtype),
+                                           weights=args.weights)
 
 
 def _writable_parent(path: Path, what: str) -> None:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import ArgumentParser, check_output_dir, user_errors
+from . import WEIGHTS_HELP, ArgumentParser, check_output_dir, user_errors, weights_choice
 
 
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-export", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="a training checkpoint folder (runs/<name>/checkpoints/step_XXXXXXXX)")
-    p.add_argument("--weights", type=_weights, default="ema", metavar="ema|ema_<decay>|model",
-                   help="the run's first EMA (default), another one by its decay (ema_0.9999), or the raw weights")
+    p.add_argument("--weights", type=weights_choice, default="ema", metavar="ema|ema_<decay>|model", help=WEIGHTS_HELP)
     p.add_argument("--out", required=True, help="output folder (diffusers layout)")
     args = p.parse_args(argv)
     out = check_output_dir(args.out)
@@ -35,15 +34,6 @@ def main(argv=None):
     parts = ["model_index.json", "transformer/"] + (["vae/"] if pipe.vae is not None else []) + ["config.yaml"]
     print(f"wrote {out} ({', '.join(parts)})")
     return 0
-
-
-def _weights(text: str) -> str:
-    import argparse
-    import re
-
-    if text in ("ema", "model") or re.fullmatch(r"ema_\d*\.?\d+(e-?\d+)?", text):
-        return text
-    raise argparse.ArgumentTypeError(f"{text!r}: expected ema, ema_<decay> (e.g. ema_0.9999) or model")
 
 
 if __name__ == "__main__":

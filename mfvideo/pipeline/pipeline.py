@@ -160,6 +160,9 @@ class MFVideoPipeline(DiffusionPipeline):
             raise CheckpointError(f"{path}: no such checkpoint folder")
         if not (path / "model_index.json").is_file():
             return cls.from_checkpoint(path, device, weights)._cast(dtype)
+        if weights != "ema":  # it was ignored: a pipeline folder holds one set of weights
+            raise ValueError(f"weights={weights!r} picks among a training checkpoint's weights; {path} is a pipeline "
+                             "folder, which holds one set")
         if not (path / "config.yaml").is_file():
             raise CheckpointError(f"{path}: no config.yaml (not an mfvideo folder)")
         load_config_from(path)  # a bad config is one clear line, before diffusers reads anything

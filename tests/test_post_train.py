@@ -296,3 +296,34 @@ def test_post_train_cli_writes_a_loadable_pipeline_and_refuses_its_source_as_out
     res = subprocess.run([sys.executable, "-m", "mfvideo.cli.post_train", str(out), "--out", str(out)],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "source folder itself" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sigterm_to_post_training_writes_the_weights_so_far(tmp_path):
+    """SIGTERM (a scheduler's limit, the GPU script's `timeout`) used to lose the whole post-training run. Now the
+    step under way finishes and the weights so far are written, whole, their step count and the signal in
+    post_train.json; the command says so and exits 143, as a shell reports the signal."""
+    import signal
+
+    from mfvideo.pipeline import MFVideoPipeline
+
+    out = tmp_path / "sharp"
+    cmd = [sys.executable, "-m", "mfvideo.cli.post_train", "--out", str(out), "--steps", "100000", "--clips", "64",
+           "--batch-size", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    for line in proc.stderr:  # the first logged step (every 50): training is under way
+        err.append(line)
+        if "post-training step 50/100000" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest_out, rest_err = proc.communicate(timeout=300)
+    err = "".join(err) + rest_err
+    assert proc.returncode == 143, err[-3000:]
+    stats = json.loads((out / "post_train.json").read_text())
+    assert stats["stopped_by"] == "SIGTERM" and 50 <= stats["steps"] < 100000, stats
+    assert f"stopped by SIGTERM at step {stats['steps']} of 100000; wrote {out} ({stats['steps']} post-training" in \
+        rest_out
+    assert err.count("SIGTERM received: stopping after this step, with the weights so far") == 1, err[-3000:]
+    mine = MFVideoPipeline.from_pretrained(out).transformer.state_dict()
+    theirs = MFVideoPipeline.from_pretrained().transformer.state_dict()
+    assert not all(torch.equal(mine[k], theirs[k]) for k in mine)

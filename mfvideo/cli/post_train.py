@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import sys
 
 from . import (ArgumentParser, add_pipeline_stage_args, check_pipeline_output, device, non_negative_float,
                positive_float, positive_int, user_errors)
@@ -61,8 +63,12 @@ def main(argv=None):
     with atomic_folder(out) as tmp:  # a folder there before is replaced whole, or kept if this fails
         pipe.save_pretrained(tmp)
         (tmp / "post_train.json").write_text(json.dumps(stats, indent=1) + "\n")
-    print(f"wrote {out}: {args.steps} post-training steps in {stats['seconds']:.0f} s, "
-          + ", ".join(f"{k} {v:.4g}" for k, v in stats["final"].items()))
+    said = ", ".join(f"{k} {v:.4g}" for k, v in stats["final"].items())
+    if stats["stopped_by"]:  # the weights so far were written: say so, and end as a shell reports the signal
+        print(f"stopped by {stats['stopped_by']} at step {stats['steps']} of {args.steps}; wrote {out} "
+              f"({stats['steps']} post-training steps in {stats['seconds']:.0f} s), {said}")
+        sys.exit(128 + signal.Signals[stats["stopped_by"]])
+    print(f"wrote {out}: {args.steps} post-training steps in {stats['seconds']:.0f} s, {said}")
     return 0
 
 

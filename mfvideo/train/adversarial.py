@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import signal
 import time
 from dataclasses import asdict, dataclass
 
@@ -61,6 +62,7 @@ from ..method.masks import sample_context_masks
 from ..method.meanflow import with_guidance
 from ..method.samplers import meanflow_sample
 from ..models.critic import ClipCritic
+from .stop import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -236,80 +238,87 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
     g = torch.Generator().manual_seed(cfg.seed)
     masks, method = dict(mcfg.train.context_masks), mcfg.method
     drop_ctx = method.class_dropout if method.context_class_dropout is None else method.context_class_dropout
-    history, start = [], time.time()
+    history, start, stopped_by = [], time.time(), None
     model.train()
-    for step in range(1, cfg.steps + 1):
-        idx = torch.randint(0, clips.shape[0], (cfg.batch_size,), generator=g)
-        x, c = clips[idx], labels[idx.to(device)]
-        noise = pipe.method.noise(x.shape, generator=g).to(device, x.dtype)
-        mask = sample_context_masks(x.shape[0], x.shape[2], masks, mcfg.train.max_context_frames,
-                                    generator=g).to(device)  # (B, T)
-        p_drop = torch.where(mask.any(1), drop_ctx, method.class_dropout)  # (B,): context rows at their own rate
-        drop = torch.rand(x.shape[0], generator=g).to(device) < p_drop
-        y = torch.where(drop, -1, c) if conditional else None  # the null label as the model was trained with it
-        judge = critic_labels(c, drop, mask) if conditional else None
-        w = method.sample_scales(x.shape[0], generator=g)  # (B,) guidance scales, or None (guidance folded in)
-        student, frozen = (with_guidance(m, None if w is None else w.to(device)) for m in (model, teacher))
-        gen = one_step_jump(student, x, noise, mask, y)  # (B, C, T, H, W)
-        with torch.no_grad():
-            target = meanflow_sample(frozen, noise, y=y, steps=cfg.anchor_steps, context=x, context_mask=mask)
-        new = (~mask)[:, None, :, None, None].to(x.dtype)  # (B, 1, T, 1, 1)
-        anchor = new_frames_mse(gen - target, new)
-        stats = {"anchor": float(anchor.detach())}
-        loss = anchor
-        if cfg.ratio > 0:
-            critic.requires_grad_(True)
-            loss_d, d_real, d_fake = critic_loss(critic, x, gen, judge, cfg.r1)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            critic.requires_grad_(False)
-            adv = F.softplus(-critic(gen, judge)).mean()
-            weight = balanced_weight(anchor, adv, gen, cfg.ratio)
-            loss = loss + weight * adv
-            stats.update(adv=float(adv.detach()), weight=float(weight), d_real=float(d_real), d_fake=float(d_fake))
-        if fake is not None:
-            lo, hi = DMD_TIMES
-            t_f, t_g = (lo + (hi - lo) * torch.rand(x.shape[0], generator=g).to(device, x.dtype) for _ in range(2))
-            e_f, e_g = (pipe.method.noise(x.shape, generator=g).to(device, x.dtype) for _ in range(2))
-            mine = with_guidance(fake, None if w is None else w.to(device))
-            loss_f = fake_field_loss(mine, gen.detach(), e_f, mask, y, t_f)
-            opt_f.zero_grad(set_to_none=True)
-            loss_f.backward()
-            opt_f.step()
-            known = judge >= 0 if conditional else torch.ones(x.shape[0], dtype=torch.bool, device=device)
-            dmd = dmd_loss(frozen, mine, gen, e_g, mask, y, t_g, known)
-            weight_dmd = balanced_weight(anchor, dmd, gen, cfg.dmd_ratio) if bool(known.any()) else dmd.new_zeros(())
-            loss = loss + weight_dmd * dmd
-            stats.update(fake_field=float(loss_f.detach()), dmd=float(dmd.detach()), dmd_weight=float(weight_dmd))
-        if cfg.field_weight > 0:
-            t, r = (a.to(device, x.dtype) for a in field_times(x.shape[0], g))
-            field = field_loss(student, frozen, x, noise, mask, y, t, r)
-            loss = loss + cfg.field_weight * field
-            stats["field"] = float(field.detach())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        opt.step()
-        if ema is not None:
+    # SIGTERM (a scheduler, `timeout`), SIGUSR1, a first Ctrl-C: the step under way finishes and the weights so far
+    # are the result, their step count in the statistics (the whole run was lost before)
+    with StopSignals(keeps="the weights so far") as signals:
+        for step in range(1, cfg.steps + 1):
+            idx = torch.randint(0, clips.shape[0], (cfg.batch_size,), generator=g)
+            x, c = clips[idx], labels[idx.to(device)]
+            noise = pipe.method.noise(x.shape, generator=g).to(device, x.dtype)
+            mask = sample_context_masks(x.shape[0], x.shape[2], masks, mcfg.train.max_context_frames,
+                                        generator=g).to(device)  # (B, T)
+            p_drop = torch.where(mask.any(1), drop_ctx, method.class_dropout)  # (B,): context rows at their own rate
+            drop = torch.rand(x.shape[0], generator=g).to(device) < p_drop
+            y = torch.where(drop, -1, c) if conditional else None  # the null label as the model was trained with it
+            judge = critic_labels(c, drop, mask) if conditional else None
+            w = method.sample_scales(x.shape[0], generator=g)  # (B,) guidance scales, or None (guidance folded in)
+            student, frozen = (with_guidance(m, None if w is None else w.to(device)) for m in (model, teacher))
+            gen = one_step_jump(student, x, noise, mask, y)  # (B, C, T, H, W)
             with torch.no_grad():
-                for e, q in zip(ema, trained):
-                    e.lerp_(q, 1.0 - cfg.ema_decay)
-        history.append(stats)
-        if step % log_every == 0 or step == cfg.steps:
-            recent = history[-log_every:]
-            mean = {k: sum(h[k] for h in recent) / len(recent) for k in recent[-1]}
-            log.info("post-training step %d/%d (%.0f s): %s", step, cfg.steps, time.time() - start,
-                     ", ".join(f"{k} {v:.4g}" for k, v in mean.items()))
-            if callback is not None:
-                model.eval()
-                callback(step)
-                model.train()
+                target = meanflow_sample(frozen, noise, y=y, steps=cfg.anchor_steps, context=x, context_mask=mask)
+            new = (~mask)[:, None, :, None, None].to(x.dtype)  # (B, 1, T, 1, 1)
+            anchor = new_frames_mse(gen - target, new)
+            stats = {"anchor": float(anchor.detach())}
+            loss = anchor
+            if cfg.ratio > 0:
+                critic.requires_grad_(True)
+                loss_d, d_real, d_fake = critic_loss(critic, x, gen, judge, cfg.r1)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                critic.requires_grad_(False)
+                adv = F.softplus(-critic(gen, judge)).mean()
+                weight = balanced_weight(anchor, adv, gen, cfg.ratio)
+                loss = loss + weight * adv
+                stats.update(adv=float(adv.detach()), weight=float(weight), d_real=float(d_real), d_fake=float(d_fake))
+            if fake is not None:
+                lo, hi = DMD_TIMES
+                t_f, t_g = (lo + (hi - lo) * torch.rand(x.shape[0], generator=g).to(device, x.dtype) for _ in range(2))
+                e_f, e_g = (pipe.method.noise(x.shape, generator=g).to(device, x.dtype) for _ in range(2))
+                mine = with_guidance(fake, None if w is None else w.to(device))
+                loss_f = fake_field_loss(mine, gen.detach(), e_f, mask, y, t_f)
+                opt_f.zero_grad(set_to_none=True)
+                loss_f.backward()
+                opt_f.step()
+                known = judge >= 0 if conditional else torch.ones(x.shape[0], dtype=torch.bool, device=device)
+                dmd = dmd_loss(frozen, mine, gen, e_g, mask, y, t_g, known)
+                weight_dmd = (balanced_weight(anchor, dmd, gen, cfg.dmd_ratio) if bool(known.any())
+                              else dmd.new_zeros(()))
+                loss = loss + weight_dmd * dmd
+                stats.update(fake_field=float(loss_f.detach()), dmd=float(dmd.detach()), dmd_weight=float(weight_dmd))
+            if cfg.field_weight > 0:
+                t, r = (a.to(device, x.dtype) for a in field_times(x.shape[0], g))
+                field = field_loss(student, frozen, x, noise, mask, y, t, r)
+                loss = loss + cfg.field_weight * field
+                stats["field"] = float(field.detach())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
+            opt.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for e, q in zip(ema, trained):
+                        e.lerp_(q, 1.0 - cfg.ema_decay)
+            history.append(stats)
+            if step % log_every == 0 or step == cfg.steps:
+                recent = history[-log_every:]
+                mean = {k: sum(h[k] for h in recent) / len(recent) for k in recent[-1]}
+                log.info("post-training step %d/%d (%.0f s): %s", step, cfg.steps, time.time() - start,
+                         ", ".join(f"{k} {v:.4g}" for k, v in mean.items()))
+                if callback is not None:
+                    model.eval()
+                    callback(step)
+                    model.train()
+            if signals.received:
+                stopped_by = signal.Signals(signals.received).name
+                break
     if ema is not None:
         with torch.no_grad():
             for q, e in zip(trained, ema):
                 q.copy_(e)
     model.eval().requires_grad_(True)
     last = history[-min(len(history), log_every):]
-    return {"config": asdict(cfg), "seconds": round(time.time() - start, 1),
-            "final": {k: sum(h[k] for h in last) / len(last) for k in last[-1]}}
+    return {"config": asdict(cfg), "seconds": round(time.time() - start, 1), "steps": len(history),
+            "stopped_by": stopped_by, "final": {k: sum(h[k] for h in last) / len(last) for k in last[-1]}}

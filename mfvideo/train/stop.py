@@ -28,7 +28,8 @@ class StopSignals:
     """Catches the stop signals while in its ``with`` block (main thread only; elsewhere it catches nothing) and
     restores the handlers it found on leaving."""
 
-    def __init__(self):
+    def __init__(self, keeps: str = "a checkpoint"):
+        self.keeps = keeps  # what the stop writes, as the warning says it
         self.received: int | None = None  # the first signal's number
         self.first_interrupt: float | None = None  # when the first Ctrl-C came
         self._previous: dict[int, object] = {}
@@ -53,7 +54,7 @@ class StopSignals:
             self.first_interrupt = self.first_interrupt or now
         if self.received is None:
             self.received = num
-            log.warning("%s received: stopping after this step, with a checkpoint%s", signal.Signals(num).name,
+            log.warning("%s received: stopping after this step, with %s%s", signal.Signals(num).name, self.keeps,
                         " (Ctrl-C again stops at once)" if num == signal.SIGINT else "")
 
     def agreed(self, accelerator) -> int | None:

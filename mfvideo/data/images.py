@@ -32,7 +32,8 @@ class ImageFolder(torch.utils.data.Dataset):
         if not Path(root).is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist")
         base = split_folder(Path(root), split)
-        self.files, self.classes = labelled_files(base, IMAGE_EXTS)  # <class>/<file>, or flat: unlabelled
+        files, self.classes = labelled_files(base, IMAGE_EXTS)  # <class>/<file>, or flat: unlabelled
+        self.files = [(Path(f), y) for f, y in files]
         if not self.files:
             raise FileNotFoundError(f"image folder {base} holds no images ({', '.join(IMAGE_EXTS)}) in <class>/<file> "
                                     "layout or directly")

@@ -1035,10 +1035,11 @@ def _motion_copy_args(radius, tol) -> tuple[int, float] | None:
     tol = MOTION_COPY_TOL if tol is None else tol
     if isinstance(radius, bool):
         raise ValueError(f"motion_copy is a radius in latent pixels (e.g. 4; 0: off), not a switch: got {radius}")
-    if radius != int(radius) or int(radius) < 0 or not float(tol) >= 0:
+    radius = _whole(radius, "motion_copy")  # the API's one check of whole numbers (1.5 and "4" refused)
+    if radius < 0 or not float(tol) >= 0:
         raise ValueError(f"motion_copy must be a whole number of latent pixels >= 0 (0: off) and motion_copy_tol "
                          f">= 0, got {radius} and {tol}")
-    return (int(radius), float(tol)) if int(radius) else None
+    return (radius, float(tol)) if radius else None
 
 
 def _whole(value, name: str) -> int:

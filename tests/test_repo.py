@@ -75,3 +75,94 @@ def test_the_readme_use_it_examples_run_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "my_model" / "model_index.json").is_file()
     for name, frames in (("three.mp4", 20), ("five.mp4", 20), ("longer.mp4", 24 + 12)):  # streamed to disk
         assert frame_count(str(tmp_path / name)) == frames, name
+
+
+def _shell_commands(path: Path) -> list[list[str]]:
+    """The commands of a shell script as token lists: continuation lines joined, comments dropped, the script's own
+    variables expanded (``${VAR:-default}`` to its default, any other to ``x``), split at pipes, ``&&`` and
+    ``;``, whatever precedes the program (``timeout $((budget / 3))``, ``nice``, a function) taken off."""
+    import re
+    import shlex
+
+    text = re.sub(r"\\\n", " ", path.read_text())
+    assigned = dict(re.findall(r"^\s*(\w+)=(\"[^\"]*\"|\$\{[^}]*\}|\S+)", text, re.M))
+    assigned = {k: "x" if v.startswith("$(") else v for k, v in assigned.items()}  # command substitutions
+
+    def expand(s: str, depth: int = 0) -> str:
+        if depth > 5:
+            return s
+        s = re.sub(r"\$\{\w+:-([^{}]*)\}", lambda m: expand(m[1], depth + 1), s)
+        s = re.sub(r"\$\{\w+:\?[^{}]*\}", "x", s)  # a required argument
+        return re.sub(r"\$\{?(\w+)\}?", lambda m: expand(assigned.get(m[1], "x").strip('"'), depth + 1), s)
+
+    commands = []
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        for part in re.split(r"\|\||&&|\||;", expand(line)):
+            try:
+                tokens = shlex.split(part)
+            except ValueError:  # an unbalanced quote across a split: not a command we check
+                continue
+            starts = [i for i, t in enumerate(tokens) if t.startswith(("python", "mfvideo-"))]
+            if starts:
+                commands.append(tokens[starts[0]:])
+    return commands
+
+
+def _argparse_source(tokens: list[str]) -> tuple[str, list[Path]] | None:
+    """Which program a command runs and the files its flags are defined in, for ours; None for anyone else's."""
+    if tokens[:1] and tokens[0].startswith("mfvideo-") and tokens[0] != "mfvideo-":
+        return tokens[0], sorted((ROOT / "mfvideo" / "cli").glob("*.py"))
+    if len(tokens) >= 3 and tokens[0].startswith("python") and tokens[1] == "-m" and tokens[2].startswith("mfvideo.cli"):
+        return tokens[2], sorted((ROOT / "mfvideo" / "cli").glob("*.py"))
+    if len(tokens) >= 2 and tokens[0].startswith("python") and tokens[1].startswith("scripts/"):
+        return tokens[1], [ROOT / tokens[1]]
+    return None
+
+
+def test_the_shell_scripts_pass_only_flags_their_programs_define():
+    """The recipe, measurement, dataset and GPU scripts run for hours, or once in a lease of 15 minutes: a flag renamed
+    in a program and not in the script that calls it must fail here, not an hour in (or on the GPU)."""
+    import re
+
+    scripts = sorted({*ROOT.glob("scripts/*.sh"), *ROOT.glob("scripts/gpu/*.sh"), *ROOT.glob("datasets/*/*.sh")})
+    checked, unknown = 0, []
+    for script in scripts:
+        for tokens in _shell_commands(script):
+            found = _argparse_source(tokens)
+            if found is None:
+                continue
+            program, sources = found
+            assert all(s.is_file() for s in sources), f"{script.name} runs {program}, which the repository lacks"
+            defined = set()
+            for source in sources:
+                defined |= set(re.findall(r"""["'](--[a-z][a-z0-9-]*)["']""", source.read_text()))
+            for flag in (t.split("=", 1)[0] for t in tokens[1:] if re.fullmatch(r"--[a-z][a-z0-9-]*(=.*)?", t)):
+                checked += 1
+                if flag not in defined | {"--help"}:
+                    unknown.append(f"{script.relative_to(ROOT)}: {program} {flag}")
+    assert checked > 30, f"only {checked} flags found in {len(scripts)} scripts: the parser missed the commands"
+    assert not unknown, f"flags no program defines: {unknown}"
+
+
+def test_the_shell_scripts_train_with_keys_the_config_schema_has():
+    """The ``key=value`` overrides the scripts hand ``mfvideo-train`` and ``mfvideo-cache-latents`` (the recipe's
+    distillation, the GPU lease's training with its ``$common`` settings, the dataset preparations) load through the
+    typed config: a key renamed in the schema fails here."""
+    from mfvideo.config import load_config
+
+    runs = 0
+    programs = ("mfvideo-train", "mfvideo.cli.train", "mfvideo-cache-latents", "mfvideo.cli.cache_latents")
+    for script in sorted({*ROOT.glob("scripts/*.sh"), *ROOT.glob("scripts/gpu/*.sh"), *ROOT.glob("datasets/*/*.sh")}):
+        for tokens in _shell_commands(script):
+            found = _argparse_source(tokens)
+            if found is None or found[0] not in programs:
+                continue
+            args = tokens[3:] if found[0].startswith("mfvideo.cli") else tokens[1:]
+            config, overrides = args[0], [a for a in args[1:] if "=" in a and not a.startswith("-")]
+            assert (ROOT / config).is_file(), f"{script.name} trains {config}, which the repository lacks"
+            load_config(ROOT / config, overrides)  # a ConfigError names the key and the script's override
+            runs += 1
+    assert runs >= 5, f"found {runs} training and caching commands in the scripts: the parser missed some"

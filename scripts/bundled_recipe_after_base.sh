@@ -3,16 +3,31 @@
 #   bash scripts/bundled_recipe_after_base.sh BASE_CHECKPOINT OUT_PREFIX
 # writes OUT_PREFIX{P,_reader,_post,_dmd}: the one-step distillation towards the frozen base's two-step jump, the
 # context reader, adversarial post-training, then distribution matching at --dmd-ratio 3 (the bundled setting).
-# About 1 h 50 min on 2 CPU cores. Judge OUT_PREFIX_dmd against the bundled model with scripts/probe_generation.py,
-# scripts/evaluate_digits.py and scripts/digit_sheets.py before bundling it.
+# About 1 h 50 min on 2 CPU cores (2 h 30 min on a slower pair). Run again, it goes on where it stopped: a stage whose
+# folder is complete (a post-training stopped by a signal is not) is not run again, the distillation resumes from its
+# last checkpoint. Judge OUT_PREFIX_dmd against the bundled model with scripts/probe_generation.py,
+# scripts/evaluate_digits.py and scripts/digit_sheets.py, then scripts/measure_bundled.sh, before bundling it.
 set -euo pipefail
 X=${1:?a stage-2 checkpoint (runs/x/checkpoints/step_00008000)}
 OUT=${2:?an output prefix (runs/x)}
-mfvideo-train configs/moving_digits.yaml model.init_from="$X" train.teacher="$X" method.split_consistency=0.25 \
-  method.cfg_kappa=0.6667 train.lr=1e-4 train.warmup_steps=50 train.lr_schedule=linear train.max_steps=1000 \
-  train.context_masks.first=0.3 train.context_masks.ends=0.1 train.sample_every=0 train.output_dir="${OUT}P" \
-  train.resume=auto
-mfvideo-fit-reader "${OUT}P/checkpoints/step_00001000" --out "${OUT}_reader"
-mfvideo-post-train "${OUT}_reader" --out "${OUT}_post" --steps 1000
+
+finished() {  # a pipeline folder written whole whose post-training, if any, ran all its steps
+  [ -f "$1/model_index.json" ] || return 1
+  [ ! -f "$1/post_train.json" ] || python -c 'import json, sys
+stats = json.load(open(sys.argv[1]))
+sys.exit(bool((stats[-1] if isinstance(stats, list) else stats).get("stopped_by")))' "$1/post_train.json"
+}
+
+if finished "${OUT}_dmd"; then echo "done: ${OUT}_dmd (there already)"; exit 0; fi
+if ! finished "${OUT}_post"; then
+  if ! finished "${OUT}_reader"; then
+    mfvideo-train configs/moving_digits.yaml model.init_from="$X" train.teacher="$X" method.split_consistency=0.25 \
+      method.cfg_kappa=0.6667 train.lr=1e-4 train.warmup_steps=50 train.lr_schedule=linear train.max_steps=1000 \
+      train.context_masks.first=0.3 train.context_masks.ends=0.1 train.sample_every=0 train.output_dir="${OUT}P" \
+      train.resume=auto
+    mfvideo-fit-reader "${OUT}P/checkpoints/step_00001000" --out "${OUT}_reader"
+  fi
+  mfvideo-post-train "${OUT}_reader" --out "${OUT}_post" --steps 1000
+fi
 mfvideo-post-train "${OUT}_post" --out "${OUT}_dmd" --steps 1000 --dmd-ratio 3
 echo "done: ${OUT}_dmd"

@@ -3,10 +3,11 @@
 #   bash scripts/bundled_recipe_after_base.sh BASE_CHECKPOINT OUT_PREFIX
 # writes OUT_PREFIX{P,_reader,_post,_dmd}: the one-step distillation towards the frozen base's two-step jump, the
 # context reader, adversarial post-training, then distribution matching at --dmd-ratio 3 (the bundled setting).
-# About 1 h 50 min on 2 CPU cores (2 h 30 min on a slower pair). Run again, it goes on where it stopped: a stage whose
-# folder is complete (a post-training stopped by a signal is not) is not run again, the distillation resumes from its
-# last checkpoint. Judge OUT_PREFIX_dmd against the bundled model with scripts/probe_generation.py,
-# scripts/evaluate_digits.py and scripts/digit_sheets.py, then scripts/measure_bundled.sh, before bundling it.
+# About 1 h 50 min on 2 CPU cores (3 h on a slower pair). Stopped (SIGTERM, Ctrl-C) and run again, it goes on where it
+# stopped: a complete stage is not run again, the distillation resumes from its last checkpoint, a post-training
+# stopped by a signal from its saved state (mfvideo-post-train --resume), each to the weights an unstopped run makes.
+# Judge OUT_PREFIX_dmd against the bundled model with scripts/probe_generation.py, scripts/evaluate_digits.py and
+# scripts/digit_sheets.py, then scripts/measure_bundled.sh, before bundling it.
 set -euo pipefail
 X=${1:?a stage-2 checkpoint (runs/x/checkpoints/step_00008000)}
 OUT=${2:?an output prefix (runs/x)}
@@ -27,7 +28,7 @@ if ! finished "${OUT}_post"; then
       train.resume=auto
     mfvideo-fit-reader "${OUT}P/checkpoints/step_00001000" --out "${OUT}_reader"
   fi
-  mfvideo-post-train "${OUT}_reader" --out "${OUT}_post" --steps 1000
+  mfvideo-post-train "${OUT}_reader" --out "${OUT}_post" --steps 1000 --resume
 fi
-mfvideo-post-train "${OUT}_post" --out "${OUT}_dmd" --steps 1000 --dmd-ratio 3
+mfvideo-post-train "${OUT}_post" --out "${OUT}_dmd" --steps 1000 --dmd-ratio 3 --resume
 echo "done: ${OUT}_dmd"

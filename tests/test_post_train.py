@@ -323,7 +323,85 @@ def test_sigterm_to_post_training_writes_the_weights_so_far(tmp_path):
     assert stats["stopped_by"] == "SIGTERM" and 50 <= stats["steps"] < 100000, stats
     assert f"stopped by SIGTERM at step {stats['steps']} of 100000; wrote {out} ({stats['steps']} post-training" in \
         rest_out
-    assert err.count("SIGTERM received: stopping after this step, with the weights so far") == 1, err[-3000:]
+    assert err.count("SIGTERM received: stopping after this step, with the weights so far and the state to resume "
+                     "from") == 1, err[-3000:]
     mine = MFVideoPipeline.from_pretrained(out).transformer.state_dict()
     theirs = MFVideoPipeline.from_pretrained().transformer.state_dict()
     assert not all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+    # --resume goes on to the weights of a run never stopped, bit for bit; then it has nothing left to do
+    steps = stats["steps"] + 2
+    short = [a if a != "100000" else str(steps) for a in cmd]
+    res = subprocess.run(short + ["--resume"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"post-training goes on from step {stats['steps']} of {steps}" in res.stderr
+    resumed = json.loads((out / "post_train.json").read_text())
+    assert resumed["steps"] == steps and resumed["stopped_by"] is None and not (out / "post_train_state.pt").exists()
+    whole = tmp_path / "whole"
+    res = subprocess.run([a if a != str(out) else str(whole) for a in short], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = MFVideoPipeline.from_pretrained(out).transformer.state_dict()
+    b = MFVideoPipeline.from_pretrained(whole).transformer.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    res = subprocess.run(short + ["--resume"], capture_output=True, text=True)
+    assert res.returncode == 0 and "holds a complete post-training: nothing to resume" in res.stdout, res.stderr
+
+
+def test_a_stopped_post_training_resumes_to_the_weights_of_one_never_stopped():
+    """Stopped by a signal after step 2 of 4 (critic, distribution matching with its fake field, EMA, field term: all
+    of the run's state), the returned state goes on to the weights of an unstopped 4-step run, bit for bit; other
+    settings are refused, naming them."""
+    import os
+    import signal
+
+    from mfvideo.train.adversarial import check_resumable
+    from mfvideo.train.reader import load_clips
+
+    pipe = _tiny_pipe(reader=True)
+    clips, labels = load_clips(pipe.cfg.data, pipe.codec, "train", 64)
+    cfg = PostTrainConfig(steps=4, batch_size=8, lr=1e-3, dmd_ratio=1.0, dmd_lr=1e-3, ema_decay=0.5)
+    whole = post_train(pipe, cfg, clips, labels, log_every=1)
+    expected = pipe.transformer.state_dict()
+
+    pipe = _tiny_pipe(reader=True)
+    stop = lambda step: step == 2 and os.kill(os.getpid(), signal.SIGUSR1)  # noqa: E731
+    first = post_train(pipe, cfg, clips, labels, log_every=1, callback=stop)
+    assert first["stopped_by"] == "SIGUSR1" and first["steps"] == 2 and first["state"]["step"] == 2
+    assert not all(torch.equal(pipe.transformer.state_dict()[k], expected[k]) for k in expected)
+    state = first["state"]
+    with pytest.raises(ValueError, match="other settings.*lr 0.001 -> 0.002"):
+        check_resumable(state, PostTrainConfig(steps=4, batch_size=8, lr=2e-3, dmd_ratio=1.0, dmd_lr=1e-3,
+                                               ema_decay=0.5))
+    with pytest.raises(ValueError, match="has run 2 steps already"):
+        check_resumable(state, PostTrainConfig(steps=2, batch_size=8, lr=1e-3, dmd_ratio=1.0, dmd_lr=1e-3,
+                                               ema_decay=0.5))
+    pipe = _tiny_pipe(reader=True)  # the source again: the frozen anchor and the fake field's start
+    rest = post_train(pipe, cfg, clips, labels, log_every=1, resume=state)
+    out = pipe.transformer.state_dict()
+    assert rest["steps"] == 4 and rest["stopped_by"] is None and "state" not in rest
+    assert all(torch.equal(out[k], expected[k]) for k in expected)
+    assert rest["final"] == whole["final"]
+
+
+def test_resume_refuses_another_source_and_a_stopped_run_without_its_state(tmp_path):
+    """``--resume`` goes on only from a run of the same source with its saved state: a stopped folder of another
+    source, or one an older release stopped (no state), is a one-line error; no run there starts one; a complete
+    one has nothing to resume."""
+    from mfvideo.cli.post_train import STATE, main, stopped_run
+
+    out = tmp_path / "sharp"
+    assert stopped_run(out, None) is None
+    out.mkdir()
+    (out / "model_index.json").write_text("{}")
+    (out / "post_train.json").write_text(json.dumps({"stopped_by": None, "source": "bundled"}))
+    assert stopped_run(out, None) == "complete"
+    (out / "post_train.json").write_text(json.dumps({"stopped_by": "SIGTERM", "source": "runs/a"}))
+    with pytest.raises(ValueError, match="a post-training of runs/a, not of bundled"):
+        stopped_run(out, None)
+    with pytest.raises(ValueError, match=f"without its {STATE}"):
+        stopped_run(out, "runs/a")
+    torch.save({"step": 3}, out / STATE)
+    assert stopped_run(out, "runs/a") == {"step": 3}
+    (out / "post_train.json").write_text(json.dumps({"stopped_by": None, "source": "bundled"}))
+    assert main(["--out", str(out), "--resume"]) == 0  # complete: nothing run, nothing written
+    assert json.loads((out / "post_train.json").read_text())["stopped_by"] is None

@@ -115,7 +115,7 @@ def _argparse_source(tokens: list[str]) -> tuple[str, list[Path]] | None:
     """Which program a command runs and the files its flags are defined in, for ours; None for anyone else's."""
     if tokens[:1] and tokens[0].startswith("mfvideo-") and tokens[0] != "mfvideo-":
         return tokens[0], sorted((ROOT / "mfvideo" / "cli").glob("*.py"))
-    if len(tokens) >= 3 and tokens[0].startswith("python") and tokens[1] == "-m" and tokens[2].startswith("mfvideo.cli"):
+    if len(tokens) >= 3 and tokens[0].startswith("python") and tokens[1:2] == ["-m"] and "mfvideo.cli" in tokens[2]:
         return tokens[2], sorted((ROOT / "mfvideo" / "cli").glob("*.py"))
     if len(tokens) >= 2 and tokens[0].startswith("python") and tokens[1].startswith("scripts/"):
         return tokens[1], [ROOT / tokens[1]]

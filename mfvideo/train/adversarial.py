@@ -43,8 +43,11 @@ the weights the run started at) instead of the last step's; ``callback`` sees th
 Given frames are clean at t = r = 0 (a model trained with ``method.context_noise`` is post-trained without it). A
 model with the guidance scale as a condition (``method.cfg_scale_range``) draws a scale per row as its training did;
 every call of a row, the student's and the frozen model's, runs at it.
-Minutes on a CPU for the digits model (1.25 s per step at batch 32 with the field term); one process, no resume
-(a stage like ``mfvideo-fit-reader``, not a training run).
+Minutes on a CPU for the digits model (1.25 s per step at batch 32 with the field term; with DMD 3.5 s, an hour for
+the bundled recipe's 1,000 steps); one process. A run stopped by a signal returns, beside the weights so far, the
+state it goes on from (``stats["state"]``: the student's raw weights, the critic, the fake field, every optimiser,
+the EMA, the generator, the history); ``post_train(..., resume=state)`` with the same source model, data and
+settings continues it to the same weights, bit for bit, as a run never stopped (``mfvideo-post-train --resume``).
 """
 
 from __future__ import annotations
@@ -201,11 +204,28 @@ def balanced_weight(anchor: torch.Tensor, adv: torch.Tensor, fake: torch.Tensor,
     return (ratio * g_anchor.norm() / g_adv.norm().clamp_min(1e-12)).clamp(max=max_weight).detach()
 
 
+RESUMABLE = ("batch_size", "lr", "critic_lr", "ratio", "r1", "critic_width", "anchor_steps", "field_weight", "clips",
+             "seed", "ema_decay", "dmd_ratio", "dmd_lr")  # the settings a resumed run must share (``steps`` may grow)
+
+
+def check_resumable(state: dict, cfg: PostTrainConfig) -> None:
+    """A stopped run's ``state`` goes on under ``cfg`` only with the same settings and steps left to run."""
+    before = state["config"]
+    changed = [f"{k} {before[k]} -> {getattr(cfg, k)}" for k in RESUMABLE if before[k] != getattr(cfg, k)]
+    if changed:
+        raise ValueError(f"the stopped post-training ran with other settings ({'; '.join(changed)}): resume it with "
+                         "its own, or start a new run in another folder")
+    if state["step"] >= cfg.steps:
+        raise ValueError(f"the stopped post-training has run {state['step']} steps already; --steps {cfg.steps} "
+                         "leaves none to run")
+
+
 def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-               log_every: int = 50, callback=None) -> dict:
+               log_every: int = 50, callback=None, resume: dict | None = None) -> dict:
     """Post-train ``pipe.transformer`` in place (left in eval mode). ``clips`` (N, C, T, H, W) latents and ``labels``
     (N,) default to the first ``cfg.clips`` of the model's training data (``cfg.data``). ``callback(step)`` is called
-    every ``log_every`` steps (evaluation). Returns the run's statistics."""
+    every ``log_every`` steps (evaluation). ``resume``: a stopped run's ``stats["state"]``, ``pipe`` being its source
+    model (the frozen anchor), not its output. Returns the run's statistics; stopped by a signal, with ``"state"``."""
     from .reader import load_clips
 
     mcfg = pipe.cfg
@@ -238,12 +258,26 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
     g = torch.Generator().manual_seed(cfg.seed)
     masks, method = dict(mcfg.train.context_masks), mcfg.method
     drop_ctx = method.class_dropout if method.context_class_dropout is None else method.context_class_dropout
-    history, start, stopped_by = [], time.time(), None
+    history, start, stopped_by, done, before = [], time.time(), None, 0, 0.0
+    parts = {"model": model, "opt": opt, "critic": critic, "opt_d": opt_d, "fake": fake, "opt_f": opt_f}
+    if resume is not None:
+        check_resumable(resume, cfg)
+        for name, part in parts.items():
+            if part is not None:
+                part.load_state_dict(resume[name])
+        if ema is not None:
+            with torch.no_grad():
+                for e, saved in zip(ema, resume["ema"]):
+                    e.copy_(saved)
+        g.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        history, done, before = list(resume["history"]), int(resume["step"]), float(resume["seconds"])
+        log.info("post-training goes on from step %d of %d", done, cfg.steps)
     model.train()
     # SIGTERM (a scheduler, `timeout`), SIGUSR1, a first Ctrl-C: the step under way finishes and the weights so far
-    # are the result, their step count in the statistics (the whole run was lost before)
-    with StopSignals(keeps="the weights so far") as signals:
-        for step in range(1, cfg.steps + 1):
+    # are the result, their step count in the statistics, and the state a resumed run goes on from
+    with StopSignals(keeps="the weights so far and the state to resume from") as signals:
+        for step in range(done + 1, cfg.steps + 1):
             idx = torch.randint(0, clips.shape[0], (cfg.batch_size,), generator=g)
             x, c = clips[idx], labels[idx.to(device)]
             noise = pipe.method.noise(x.shape, generator=g).to(device, x.dtype)
@@ -305,7 +339,7 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
             if step % log_every == 0 or step == cfg.steps:
                 recent = history[-log_every:]
                 mean = {k: sum(h[k] for h in recent) / len(recent) for k in recent[-1]}
-                log.info("post-training step %d/%d (%.0f s): %s", step, cfg.steps, time.time() - start,
+                log.info("post-training step %d/%d (%.0f s): %s", step, cfg.steps, before + time.time() - start,
                          ", ".join(f"{k} {v:.4g}" for k, v in mean.items()))
                 if callback is not None:
                     model.eval()
@@ -314,11 +348,19 @@ def post_train(pipe, cfg: PostTrainConfig, clips: torch.Tensor | None = None, la
             if signals.received:
                 stopped_by = signal.Signals(signals.received).name
                 break
+    seconds = round(before + time.time() - start, 1)
+    state = None
+    if stopped_by is not None:  # what a resumed run needs, taken before the EMA replaces the raw weights
+        state = {name: copy.deepcopy(part.state_dict()) for name, part in parts.items() if part is not None}
+        state.update(config=asdict(cfg), step=len(history), seconds=seconds, history=history,
+                     ema=None if ema is None else [e.clone() for e in ema], generator=g.get_state(),
+                     torch_rng=torch.get_rng_state())
     if ema is not None:
         with torch.no_grad():
             for q, e in zip(trained, ema):
                 q.copy_(e)
     model.eval().requires_grad_(True)
     last = history[-min(len(history), log_every):]
-    return {"config": asdict(cfg), "seconds": round(time.time() - start, 1), "steps": len(history),
-            "stopped_by": stopped_by, "final": {k: sum(h[k] for h in last) / len(last) for k in last[-1]}}
+    stats = {"config": asdict(cfg), "seconds": seconds, "steps": len(history), "stopped_by": stopped_by,
+             "final": {k: sum(h[k] for h in last) / len(last) for k in last[-1]}}
+    return stats if state is None else {**stats, "state": state}

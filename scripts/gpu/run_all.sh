@@ -100,6 +100,7 @@ case $stage in
     if [ "${POST_STEPS:-0}" -gt 0 ]; then  # the bundled recipe's stage 5 on the GPU-trained model (README "Bundled model")
       timeout ${POST_SECONDS:-90} python3 -m mfvideo.cli.post_train "$out/moving_digits_gpu" --out "$out/moving_digits_gpu_post" \
         --steps "$POST_STEPS" --device cuda 2>&1 | tail -3 | tee "$out/post_train.txt"
+      rm -f "$out/moving_digits_gpu_post/post_train_state.pt"  # a stopped run's state (~60 MB): not worth the trip back
     fi
     if [ "${EVAL:-0}" = 1 ]; then
       timeout 120 python3 scripts/evaluate_digits.py --checkpoint "gpu=$out/moving_digits_gpu" --steps 1 --n 200 \

@@ -12,23 +12,14 @@ set -euo pipefail
 X=${1:?a stage-2 checkpoint (runs/x/checkpoints/step_00008000)}
 OUT=${2:?an output prefix (runs/x)}
 
-finished() {  # a pipeline folder written whole whose post-training, if any, ran all its steps
-  [ -f "$1/model_index.json" ] || return 1
-  [ ! -f "$1/post_train.json" ] || python -c 'import json, sys
-stats = json.load(open(sys.argv[1]))
-sys.exit(bool((stats[-1] if isinstance(stats, list) else stats).get("stopped_by")))' "$1/post_train.json"
-}
-
-if finished "${OUT}_dmd"; then echo "done: ${OUT}_dmd (there already)"; exit 0; fi
-if ! finished "${OUT}_post"; then
-  if ! finished "${OUT}_reader"; then
-    mfvideo-train configs/moving_digits.yaml model.init_from="$X" train.teacher="$X" method.split_consistency=0.25 \
-      method.cfg_kappa=0.6667 train.lr=1e-4 train.warmup_steps=50 train.lr_schedule=linear train.max_steps=1000 \
-      train.context_masks.first=0.3 train.context_masks.ends=0.1 train.sample_every=0 train.output_dir="${OUT}P" \
-      train.resume=auto
-    mfvideo-fit-reader "${OUT}P/checkpoints/step_00001000" --out "${OUT}_reader"
-  fi
-  mfvideo-post-train "${OUT}_reader" --out "${OUT}_post" --steps 1000 --resume
+if [ ! -f "${OUT}_reader/model_index.json" ]; then  # the reader's folder is written whole or not at all
+  mfvideo-train configs/moving_digits.yaml model.init_from="$X" train.teacher="$X" method.split_consistency=0.25 \
+    method.cfg_kappa=0.6667 train.lr=1e-4 train.warmup_steps=50 train.lr_schedule=linear train.max_steps=1000 \
+    train.context_masks.first=0.3 train.context_masks.ends=0.1 train.sample_every=0 train.output_dir="${OUT}P" \
+    train.resume=auto
+  mfvideo-fit-reader "${OUT}P/checkpoints/step_00001000" --out "${OUT}_reader"
 fi
+# --resume: a stage stopped by a signal goes on from its state, a complete one is left as it is, else it starts
+mfvideo-post-train "${OUT}_reader" --out "${OUT}_post" --steps 1000 --resume
 mfvideo-post-train "${OUT}_post" --out "${OUT}_dmd" --steps 1000 --dmd-ratio 3 --resume
 echo "done: ${OUT}_dmd"

@@ -111,15 +111,32 @@ def _shell_commands(path: Path) -> list[list[str]]:
     return commands
 
 
+SHELL_SCRIPTS = sorted({*ROOT.glob("scripts/*.sh"), *ROOT.glob("scripts/gpu/*.sh"), *ROOT.glob("datasets/*/*.sh")})
+
+
+def _entry_points() -> dict[str, str]:
+    """setup.cfg's console scripts: ``mfvideo-post-train`` -> ``mfvideo.cli.post_train``."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    lines = cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+    return {name.strip(): target.split(":")[0].strip() for name, target in (line.split("=") for line in lines)}
+
+
 def _argparse_source(tokens: list[str]) -> tuple[str, list[Path]] | None:
-    """Which program a command runs and the files its flags are defined in, for ours; None for anyone else's."""
-    if tokens[:1] and tokens[0].startswith("mfvideo-") and tokens[0] != "mfvideo-":
-        return tokens[0], sorted((ROOT / "mfvideo" / "cli").glob("*.py"))
-    if len(tokens) >= 3 and tokens[0].startswith("python") and tokens[1:2] == ["-m"] and "mfvideo.cli" in tokens[2]:
-        return tokens[2], sorted((ROOT / "mfvideo" / "cli").glob("*.py"))
-    if len(tokens) >= 2 and tokens[0].startswith("python") and tokens[1].startswith("scripts/"):
+    """Which program a command runs and the files its flags are defined in (a command's module and the CLI package's
+    shared arguments), for ours; None for anyone else's."""
+    module = None
+    if tokens[:1] and tokens[0].startswith("mfvideo-"):
+        module = _entry_points().get(tokens[0], f"<{tokens[0]}: not in setup.cfg>")
+    elif len(tokens) >= 3 and tokens[0].startswith("python") and tokens[1] == "-m" and "mfvideo" in tokens[2]:
+        module = tokens[2]
+    elif len(tokens) >= 2 and tokens[0].startswith("python") and tokens[1].startswith("scripts/"):
         return tokens[1], [ROOT / tokens[1]]
-    return None
+    if module is None:
+        return None
+    return module, [ROOT / (module.replace(".", "/") + ".py"), ROOT / "mfvideo" / "cli" / "__init__.py"]
 
 
 def test_the_shell_scripts_pass_only_flags_their_programs_define():
@@ -127,9 +144,8 @@ def test_the_shell_scripts_pass_only_flags_their_programs_define():
     in a program and not in the script that calls it must fail here, not an hour in (or on the GPU)."""
     import re
 
-    scripts = sorted({*ROOT.glob("scripts/*.sh"), *ROOT.glob("scripts/gpu/*.sh"), *ROOT.glob("datasets/*/*.sh")})
     checked, unknown = 0, []
-    for script in scripts:
+    for script in SHELL_SCRIPTS:
         for tokens in _shell_commands(script):
             found = _argparse_source(tokens)
             if found is None:
@@ -143,7 +159,7 @@ def test_the_shell_scripts_pass_only_flags_their_programs_define():
                 checked += 1
                 if flag not in defined | {"--help"}:
                     unknown.append(f"{script.relative_to(ROOT)}: {program} {flag}")
-    assert checked > 30, f"only {checked} flags found in {len(scripts)} scripts: the parser missed the commands"
+    assert checked > 30, f"only {checked} flags found in {len(SHELL_SCRIPTS)} scripts: the parser missed the commands"
     assert not unknown, f"flags no program defines: {unknown}"
 
 
@@ -154,13 +170,12 @@ def test_the_shell_scripts_train_with_keys_the_config_schema_has():
     from mfvideo.config import load_config
 
     runs = 0
-    programs = ("mfvideo-train", "mfvideo.cli.train", "mfvideo-cache-latents", "mfvideo.cli.cache_latents")
-    for script in sorted({*ROOT.glob("scripts/*.sh"), *ROOT.glob("scripts/gpu/*.sh"), *ROOT.glob("datasets/*/*.sh")}):
+    for script in SHELL_SCRIPTS:
         for tokens in _shell_commands(script):
             found = _argparse_source(tokens)
-            if found is None or found[0] not in programs:
+            if found is None or found[0] not in ("mfvideo.cli.train", "mfvideo.cli.cache_latents"):
                 continue
-            args = tokens[3:] if found[0].startswith("mfvideo.cli") else tokens[1:]
+            args = tokens[3:] if tokens[1] == "-m" else tokens[1:]
             config, overrides = args[0], [a for a in args[1:] if "=" in a and not a.startswith("-")]
             assert (ROOT / config).is_file(), f"{script.name} trains {config}, which the repository lacks"
             load_config(ROOT / config, overrides)  # a ConfigError names the key and the script's override

@@ -141,6 +141,11 @@ class SampleConfig:
     context_noise: float = 0.0  # noise level of the model's own frames when they are the next window's context
     # A model trained with method.cfg_scale_range: its default guidance scale (None: the range's geometric middle)
     guidance_scale: Optional[float] = None
+    # The noise's standard deviation, as a share of the prior's (Glow's temperature), of windows made in one network
+    # call: below 1 the one-step jump starts nearer the prior's centre, where it draws fewer broken frames, at some
+    # variety. Windows of several calls start from the prior as trained (their later calls would see a noise level
+    # off the path). The pipeline's ``temperature=`` overrides it for every window (docs/usage.md "Temperature").
+    one_step_temperature: float = 1.0
 
 
 @dataclass
@@ -247,6 +252,7 @@ RANGES = [
     ("train.max_context_frames", *_at_least(1)),
     ("sample.steps", *_at_least(1)), ("sample.num_frames", *_at_least(1)), ("sample.fps", *_positive()),
     ("sample.num_samples", *_at_least(1)), ("sample.context_noise", *_unit()),
+    ("sample.one_step_temperature", *_positive()),
 ]
 
 

@@ -1,7 +1,7 @@
 """Score moving-digits models with the quality suite: real held-out clips, the given checkpoints, an untrained model.
 
     python scripts/evaluate_digits.py [--checkpoint [LABEL=]DIR ...] [--steps 1 2] [--euler-steps 1 2 10 50]
-                                      [--n 200] [--read-label] [--context-noise 0 0.1 0.2]
+                                      [--n 200] [--read-label] [--context-noise 0 0.1 0.2] [--temperature 1 0.6]
                                       [--out results/digits_eval.json]
 
 Without --checkpoint the bundled model is scored. A MeanFlow model is scored with k-NFE MeanFlow sampling (--steps)
@@ -59,6 +59,9 @@ def main():
                    help="the pipeline's motion_copy radii for the extensions (0: off)")
     p.add_argument("--guidance-scale", type=float, nargs="+", default=[None],
                    help="guidance scales of a model trained with method.cfg_scale_range (default: the model's)")
+    p.add_argument("--temperature", type=float, nargs="+", default=[None],
+                   help="one-step temperatures, the noise's scale in windows of one call (sample.one_step_temperature; "
+                        "default: the model's)")
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args()
     torch.manual_seed(0)
@@ -71,8 +74,10 @@ def main():
         pipe = MFVideoPipeline.from_pretrained(ck)
         runs = [("meanflow", s, f"MeanFlow {s}-NFE") for s in a.steps] if pipe.default_sampler == "meanflow" else []
         runs += [("euler", s, f"Euler {s}") for s in a.euler_steps]
-        for (sampler, s, name), scale in itertools.product(runs, a.guidance_scale):
+        own_temperature = pipe.cfg.sample.one_step_temperature
+        for (sampler, s, name), scale, temp in itertools.product(runs, a.guidance_scale, a.temperature):
             pipe.cfg.sample.guidance_scale = scale  # the default of every call below (None: the model's own)
+            pipe.cfg.sample.one_step_temperature = own_temperature if temp is None else temp  # likewise
             generation = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler)
             for level, keep, copy in itertools.product(a.context_noise, a.frames_per_window, a.motion_copy):
                 if level is not None:
@@ -85,6 +90,7 @@ def main():
                     row.update(evaluate_read_label(pipe, suite, a.n, steps=s, sampler=sampler,
                                                    long_frames=a.long_frames))
                 key = (f"{label}, {name}" + ("" if scale is None else f", guidance scale {scale:g}")
+                       + ("" if temp is None else f", temperature {temp:g}")
                        + ("" if level is None else f", context noise {level:g}")
                        + ("" if keep is None else f", {keep} kept per window")
                        + (f", motion copy {copy}" if copy else ""))

@@ -2,7 +2,8 @@
 clips of the model's own frame count (single frames for an image-stage model): FD, class accuracy, frame identity,
 speckle, sharpness, the accuracy per frame position and the share of clips with a frame read as another digit.
 
-    python scripts/probe_generation.py [LABEL=]DIR [...] [--steps 1 2] [--out F.json]   (DIR "bundled": the bundled model)
+    python scripts/probe_generation.py [LABEL=]DIR [...] [--steps 1 2] [--temperature 1 0.6] [--out F.json]
+    (DIR "bundled": the bundled model)
 """
 
 import argparse
@@ -25,6 +26,8 @@ def main():
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--guidance-scale", type=float, nargs="+", default=[None],
                         help="guidance scales of models trained with method.cfg_scale_range (default: the model's)")
+    parser.add_argument("--temperature", type=float, nargs="+", default=[None],
+                        help="sampling temperatures, the noise's scale (default: the model's sample.one_step_temperature)")
     parser.add_argument("--out", default=None, help="JSON of every row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -38,14 +41,15 @@ def main():
         d = pipe.cfg.data
         real, _ = real_clips(args.n, "test", d.num_frames, d.resolution, d.digit_size, d.speed, seed=d.seed + 5)
         scales = args.guidance_scale if pipe.method.cfg_scale_range is not None else [None]
-        for steps, scale in itertools.product(args.steps, scales):
+        for steps, scale, temp in itertools.product(args.steps, scales, args.temperature):
             frames = pipe.generate(class_labels=labels.tolist(), seed=0, steps=steps, output_type="uint8",
-                                   guidance_scale=scale).frames
+                                   guidance_scale=scale, temperature=temp).frames
             row = {k: round(float(v), 4) for k, v in suite.clip_metrics(frames, labels, real).items()}
             preds, _ = suite.predict(frames)
             row["accuracy_per_frame"] = np.round((preds == labels[:, None]).mean(0), 3).tolist()
             row["clips_with_a_misread_frame"] = round(float((preds != labels[:, None]).any(1).mean()), 4)
-            key = f"{name}, {steps}-NFE" + ("" if scale is None else f", scale {scale:g}")
+            key = (f"{name}, {steps}-NFE" + ("" if scale is None else f", scale {scale:g}")
+                   + ("" if temp is None else f", temperature {temp:g}"))
             rows[key] = row
             print(f"{key[-50:]:50s} FD {row['fd']:.1f} class acc. {row['class_accuracy']:.3f} "
                   f"identity {row['identity']:.3f} misread clips {row['clips_with_a_misread_frame']:.3f} "

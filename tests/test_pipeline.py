@@ -9,7 +9,7 @@ import torch
 
 from conftest import randomize
 from mfvideo.builders import build_model
-from mfvideo.config import load_config
+from mfvideo.config import ConfigError, load_config
 from mfvideo.data.video_io import VideoError, probe, read_video
 from mfvideo.io import save_image, save_video
 from mfvideo.method import euler_sample, meanflow_sample
@@ -98,6 +98,75 @@ def test_first_window_steps_changes_the_first_window_alone(ckpt):
                           pipe.generate(num_frames=9, class_labels=[0, 3], seed=1).frames)
     with pytest.raises(ValueError, match="first_window_steps is for clips generated from noise"):
         pipe(video=two[0], first_window_steps=2)
+
+
+class NoiseRecorder(CallCounter):
+    """The network's input at the frames it starts from noise (t = 1) and at its context frames (t = 0), per call."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.noise, self.context = [], []
+
+    def __call__(self, z, t, r, y=None):
+        t = t.reshape(z.shape[0], -1) if torch.is_tensor(t) and t.numel() > z.shape[0] else t
+        new = (t == 1).reshape(z.shape[0], -1)[0] if torch.is_tensor(t) and t.ndim == 2 else None
+        if new is None or bool(new.all()):
+            self.noise.append(z.clone())
+        else:
+            self.noise.append(z[:, :, new].clone())
+            self.context.append(z[:, :, ~new].clone())
+        return super().__call__(z, t, r, y)
+
+
+def test_temperature_scales_every_window_s_noise_and_nothing_else(ckpt):
+    """``temperature=T``: the noise the network starts every window from is the prior's draw times T, exactly, in
+    generation (first and sliding windows), extension and conditioning, the given context untouched; the model's
+    ``sample.one_step_temperature`` is the default for windows made in one call, 1 for windows of more (their later
+    calls would see a noise level off the path); ``latents=`` are scaled as drawn noise is; bad values are one-line
+    errors."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    model = pipe.model
+    video = np.random.default_rng(0).integers(0, 255, (1, 5, 16, 16, 3), dtype=np.uint8)
+    keys = video[:, [0, 3]]
+    calls = {"generate": lambda **kw: pipe.generate(num_frames=9, class_labels=[0, 3], seed=1, **kw),
+             "extend": lambda **kw: pipe.extend(video, num_new_frames=5, context_frames=2, seed=1, **kw),
+             "condition": lambda **kw: pipe.condition(keys, frame_indices=[0, 3], seed=1, **kw)}
+    for name, call in calls.items():
+        seen = {}
+        for temp in (None, 1.0, 0.5):
+            pipe.transformer = seen[temp] = NoiseRecorder(model)
+            call(**({} if temp is None else {"temperature": temp}))
+        pipe.transformer = model
+        plain, half = seen[1.0], seen[0.5]
+        assert plain.calls == half.calls >= (2 if name != "condition" else 1), name
+        for a, b in zip(seen[None].noise + seen[None].context, plain.noise + plain.context):
+            assert torch.equal(a, b), name  # the default is 1
+        if name != "generate":  # the given frames as they were
+            assert all(torch.equal(a, b) for a, b in zip(plain.context[:1], half.context[:1])), name
+        for a, b in zip(plain.noise, half.noise):
+            assert torch.equal(b, 0.5 * a), name
+        assert not np.array_equal(call(temperature=1.0).frames, call(temperature=0.5).frames), name
+        if name == "generate":
+            seen_generate = plain
+    pipe.cfg.sample.one_step_temperature = 0.5  # the model's default for windows of one call, 1 for more
+    assert np.array_equal(pipe.generate(class_labels=[3], seed=2).frames,
+                          pipe.generate(class_labels=[3], seed=2, temperature=0.5).frames)
+    assert np.array_equal(pipe.generate(class_labels=[3], seed=2, steps=2).frames,
+                          pipe.generate(class_labels=[3], seed=2, steps=2, temperature=1.0).frames)
+    pipe.transformer = rec = NoiseRecorder(model)  # 2 calls for the first window at 1, then 1 call per window at 0.5
+    pipe.generate(num_frames=9, class_labels=[0, 3], seed=1, first_window_steps=2)
+    pipe.transformer = model
+    assert [torch.equal(a, b) for a, b in zip(rec.noise[:1] + rec.noise[2:], seen_generate.noise[:1] + [
+        0.5 * e for e in seen_generate.noise[1:]])] == [True] * 4
+    pipe.cfg.sample.one_step_temperature = 1.0
+    e = pipe.method.noise((1, *pipe._latent_shape(pipe.window)), generator=torch.Generator().manual_seed(4))
+    assert np.array_equal(pipe.generate(class_labels=[3], latents=e, temperature=0.5, output_type="latent").frames,
+                          pipe.generate(class_labels=[3], latents=0.5 * e, output_type="latent").frames)
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "0.5"):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            pipe.generate(class_labels=[3], temperature=bad)
+    with pytest.raises(ConfigError, match="sample.one_step_temperature"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["sample.one_step_temperature=0"])
 
 
 def test_an_image_model_generates_single_frames_and_says_it_cannot_slide(tmp_path):
@@ -361,6 +430,7 @@ def test_frames_per_window_keeps_the_first_new_frames_and_slides_by_them(ckpt):
 
 def test_only_the_models_own_frames_are_noised_when_they_become_context(ckpt):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
+    model = pipe.model
     video = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
     video[..., 1] = video[..., 2] = video[..., 0]
     rec = TimeRecorder(pipe.model)
@@ -491,6 +561,7 @@ def test_backward_extension_makes_the_frames_before_the_clip_window_by_window(ck
     from mfvideo.cli import extend
 
     pipe = MFVideoPipeline.from_pretrained(ckpt)
+    model = pipe.model
     video = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
     net = pipe.model
     pipe.transformer = rec = CallCounter(lambda z, t, r, y=None: rec.inputs.append((z.clone(), t.clone())) or net(z, t, r, y))
@@ -649,13 +720,14 @@ def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["clip_000_class1.mp4", "clip_001_class2.mp4", "grid.png"]
     assert probe(tmp_path / "s" / "clip_000_class1.mp4").num_frames == 4
     assert sample.main(["--checkpoint", str(ckpt), "--classes", "1", "--num-frames", "6", "--first-window-steps", "2",
-                        "--grid", "--out", str(tmp_path / "f")]) == 0
+                        "--temperature", "0.5", "--grid", "--out", str(tmp_path / "f")]) == 0
     from mfvideo.io import grid
 
     written = imageio.imread(tmp_path / "f" / "grid.png")  # the frames, lossless
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     asked, default = (grid(pipe.generate(num_frames=6, class_labels=[1], generator=torch.Generator().manual_seed(0),
-                                         first_window_steps=n, output_type="uint8").frames) for n in (2, None))
+                                         first_window_steps=n, temperature=0.5, output_type="uint8").frames)
+                      for n in (2, None))
     assert np.array_equal(written, asked) and not np.array_equal(written, default)
     proc = _cli("scripts/extend.py", str(tmp_path / "s" / "clip_000_class1.mp4"), "--checkpoint", str(ckpt),
                 "--num-new-frames", "5", "--context-frames", "2", "--frames-per-window", "1", "--out", str(tmp_path / "e.mp4"))
@@ -666,6 +738,9 @@ def test_cli_sample_extend_and_one_line_errors(ckpt, tmp_path, capsys):
         (sample.main, ["--checkpoint", str(ckpt), "--classes", "10", "--out", str(tmp_path / "bad")]),
         (extend.main, [str(tmp_path / "nope.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3", "--out", str(tmp_path / "bad.mp4")]),
         (sample.main, ["--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad")]),
+        (sample.main, ["--checkpoint", str(ckpt), "--temperature", "0", "--out", str(tmp_path / "bad")]),
+        (extend.main, [str(tmp_path / "e.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3",
+                       "--temperature", "nan", "--out", str(tmp_path / "bad.mp4")]),
         (extend.main, [str(tmp_path / "e.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "3",
                        "--context-frames", "2", "--frames-per-window", "3", "--out", str(tmp_path / "bad.mp4")]),
     ):

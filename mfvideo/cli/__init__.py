@@ -87,11 +87,15 @@ def add_class_args(p: argparse.ArgumentParser, given: str) -> None:
 
 
 def add_sampler_args(p: argparse.ArgumentParser) -> None:
-    """``--steps`` and ``--sampler`` of the sampling commands."""
+    """``--steps``, ``--sampler`` and ``--temperature`` of the sampling commands."""
     p.add_argument("--steps", type=positive_int, default=None,
                    help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
     p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
                    help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
+    p.add_argument("--temperature", type=positive_float, default=None,
+                   help="the noise's scale, a share of the prior's, for every window (default: the model's "
+                        "sample.one_step_temperature for windows of one call, 1 for more; below 1 the one-step jump "
+                        "draws fewer broken frames, with less variety)")
 
 
 def check_class_args(args) -> None:

@@ -58,7 +58,8 @@ def main(argv=None):
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
     stream = pipe.extend_stream(args.input, args.num_new_frames, context_frames=args.context_frames, steps=args.steps,
                                 class_labels=class_labels_of(pipe, args), seed=args.seed,
-                                sampler=args.sampler, infer_label=args.infer_class, context_noise=args.context_noise,
+                                sampler=args.sampler, temperature=args.temperature, infer_label=args.infer_class,
+                                context_noise=args.context_noise,
                                 reread_context=args.reread_context, frames_per_window=args.frames_per_window,
                                 motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
                                 guidance_scale=args.guidance_scale, include_input=not args.new_only,

@@ -66,7 +66,8 @@ def main(argv=None):
     given = np.concatenate([load_clip(args.start, pipe.resolution, last=k, stride=s_step),
                             first_frames(args.end, pipe.resolution, k, e_step)], axis=1)  # (1, 2k, r, r, 3)
     out = pipe.condition(given, [*range(k), *range(n - k, n)], num_frames=n, class_labels=labels, seed=args.seed,
-                         steps=args.steps, sampler=args.sampler, output_type="uint8", infer_label=args.infer_class,
+                         steps=args.steps, sampler=args.sampler, temperature=args.temperature, output_type="uint8",
+                         infer_label=args.infer_class,
                          motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
                          guidance_scale=args.guidance_scale)
     new = out.frames[0, k : n - k]  # (n - 2k, r, r, 3)

@@ -77,7 +77,7 @@ def main(argv=None):
             class_labels=None if classes is None else classes[start : start + count], sampler=args.sampler,
             frames_per_window=args.frames_per_window, motion_copy=args.motion_copy,
             motion_copy_tol=args.motion_copy_tol, first_window_steps=args.first_window_steps,
-            guidance_scale=args.guidance_scale)
+            guidance_scale=args.guidance_scale, temperature=args.temperature)
         fps = fps or stream.fps
         ids = classes[start : start + count] if classes is not None else stream.class_labels  # given, drawn, or none
         names = [f"{i:03d}" + ("" if ids is None else f"_{class_name(pipe, ids[i - start])}")

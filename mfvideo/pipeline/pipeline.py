@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -292,17 +293,20 @@ class MFVideoPipeline(DiffusionPipeline):
     def _latent_shape(self, frames: int):
         return self.codec.latent_shape((frames, self.resolution, self.resolution))
 
-    def _noise(self, batch: int, frames: int, generator) -> torch.Tensor:
+    def _noise(self, batch: int, frames: int, generator, temperature: float = 1.0) -> torch.Tensor:
         """The prior the model was trained on, (batch, C, T, h, w) on the pipeline's device, drawn on the generator's
-        device (a list: clip i's from generator i)."""
+        device (a list: clip i's from generator i), times ``temperature``."""
         shape = self._latent_shape(frames)
         if isinstance(generator, list):
-            return torch.cat([self.method.noise((1, *shape), generator=g).to(self.device) for g in generator])
-        return self.method.noise((batch, *shape), generator=generator).to(self.device)
+            e = torch.cat([self.method.noise((1, *shape), generator=g).to(self.device) for g in generator])
+        else:
+            e = self.method.noise((batch, *shape), generator=generator).to(self.device)
+        return e if temperature == 1.0 else e * temperature
 
-    def _given_noise(self, latents, frames: int, batch: int | None) -> torch.Tensor:
+    def _given_noise(self, latents, frames: int, batch: int | None, temperature: float = 1.0) -> torch.Tensor:
         """``latents=``, the noise of a window of ``frames`` pixel frames a caller hands over: (B, C, T, h, w) as the
-        model's prior would draw it (``batch`` clips, where known), float32 on the pipeline's device."""
+        model's prior would draw it (``batch`` clips, where known), float32 on the pipeline's device, times
+        ``temperature`` as drawn noise is."""
         want = self._latent_shape(frames)
         if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
             raise ValueError(f"latents must be a float tensor (B, {', '.join(map(str, want))}), "
@@ -313,7 +317,7 @@ class MFVideoPipeline(DiffusionPipeline):
                              f"a window of {frames} frames), got {tuple(latents.shape)}")
         if not bool(torch.isfinite(latents).all()):
             raise ValueError("latents hold NaN or infinite values")
-        return latents.to(self.device, torch.float32)
+        return latents.to(self.device, torch.float32) * temperature
 
     def _latents_covering(self, frames: int) -> int:
         """Latent frames whose decoding holds the first ``frames`` pixel frames."""
@@ -398,6 +402,15 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"context_noise must lie in [0, 1), got {s}")
         return s
 
+    def resolve_temperature(self, temperature: float | None, how: tuple[str, int]) -> float:
+        """The noise's standard deviation, as a share of the prior's, of a window sampled as ``how`` (sampler,
+        calls): the one given (> 0), else the model's ``sample.one_step_temperature`` for a window of one call and 1
+        (the prior as trained) for a window of several."""
+        t = temperature if temperature is not None else self.cfg.sample.one_step_temperature if how[1] == 1 else 1.0
+        if isinstance(t, (bool, str)) or not isinstance(t, numbers.Real) or not math.isfinite(t) or not t > 0:
+            raise ValueError(f"temperature must be a finite number > 0 (1: the prior as trained), got {t!r}")
+        return float(t)
+
     def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True, labels=None,
                 fps: float | None = None):
         frames = frames if output_type == "latent" else to_output(frames, output_type)
@@ -447,12 +460,14 @@ class MFVideoPipeline(DiffusionPipeline):
                  frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
                  first_window_steps: int | None = None, guidance_scale: float | None = None,
                  latents: torch.Tensor | None = None, backward: bool = False, image: Any = None,
-                 height: int | None = None, width: int | None = None, prompt: Any = None):
+                 height: int | None = None, width: int | None = None, prompt: Any = None,
+                 temperature: float | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
         ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
         ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
+        ``temperature`` (as in ``generate``),
         ``latents`` (the first window's noise, as in ``generate``); as diffusers' image-to-video pipelines, ``image``
         (a still: path, PIL image, array) and ``num_frames`` the output's length, the image included (default the
         window); ``height`` / ``width`` the model's resolution or an error; ``prompt`` an error naming
@@ -484,7 +499,7 @@ class MFVideoPipeline(DiffusionPipeline):
                                sampler=sampler, output_type=output_type, return_dict=return_dict,
                                infer_label=infer_label, frames_per_window=frames_per_window,
                                motion_copy=motion_copy, motion_copy_tol=motion_copy_tol,
-                               guidance_scale=guidance_scale, backward=backward)
+                               guidance_scale=guidance_scale, backward=backward, temperature=temperature)
         if infer_label or backward:
             raise ValueError(f"{'infer_label' if infer_label else 'backward'} works on a given video: pass video=")
         return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
@@ -492,7 +507,7 @@ class MFVideoPipeline(DiffusionPipeline):
                              generator=generator, output_type=output_type, return_dict=return_dict,
                              frames_per_window=frames_per_window, motion_copy=motion_copy,
                              motion_copy_tol=motion_copy_tol, first_window_steps=first_window_steps,
-                             guidance_scale=guidance_scale, latents=latents)
+                             guidance_scale=guidance_scale, latents=latents, temperature=temperature)
 
     def _check_call_names(self, prompt, height, width) -> None:
         """diffusers' arguments this model cannot honour, each a one-line error saying what it can do."""
@@ -513,7 +528,7 @@ class MFVideoPipeline(DiffusionPipeline):
                  return_dict: bool = True, context_noise: float | None = None, frames_per_window: int | None = None,
                  reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
                  first_window_steps: int | None = None, guidance_scale: float | None = None,
-                 latents: torch.Tensor | None = None):
+                 latents: torch.Tensor | None = None, temperature: float | None = None):
         """Clips from noise: one network call for the first window, one per further window (sliding).
 
         ``class_labels``: one id per clip, or one id for ``num_clips`` clips; None on a class-conditional model draws
@@ -545,17 +560,25 @@ class MFVideoPipeline(DiffusionPipeline):
         default ``resolve_guidance_scale``'s): classifier-free guidance chosen here, one call per window still; a model
         whose guidance is folded in at training refuses it.
 
+        ``temperature``: every window's noise is the prior's times this (Glow's temperature; still one call per
+        window). Below 1 the one-step jump starts nearer the prior's centre, where the network draws fewer broken
+        frames, at some of the clips' variety; a window of several calls gets worse below 1 (its later calls see a
+        noise level off the path). Default: the model's ``sample.one_step_temperature`` for windows made in one call
+        (the bundled model's 0.65: clips with a misread frame 25 % -> 15 %; docs/usage.md "Temperature"), 1 for
+        windows of more calls (``first_window_steps=2`` included).
+
         ``latents``: the first window's noise (B, C, T, h, w), T the latent frames of the trained window, as the
         model's prior draws it (``MeanFlow.noise``; default: drawn from ``generator`` / ``seed``, which still draws
-        every later window's noise and any drawn classes). ``output_type="latent"``: the latents of the frames made,
-        undecoded (B, C, T, h, w) (``decode_latents`` decodes them).
+        every later window's noise and any drawn classes); the temperature scales it as it scales drawn noise.
+        ``output_type="latent"``: the latents of the frames made, undecoded (B, C, T, h, w) (``decode_latents``
+        decodes them).
 
         ``generate_stream`` takes the same arguments and gives the same frames window by window.
         """
         _check_output_type(output_type)
         stream = self.generate_stream(num_frames, class_labels, num_clips, seed, steps, context_frames, sampler,
                                       generator, context_noise, frames_per_window, reread_context, motion_copy,
-                                      motion_copy_tol, first_window_steps, guidance_scale, latents,
+                                      motion_copy_tol, first_window_steps, guidance_scale, latents, temperature,
                                       _latent=output_type == "latent")
         return self._output(self._gather(stream, output_type), output_type, return_dict, labels=stream.labels)
 
@@ -565,7 +588,8 @@ class MFVideoPipeline(DiffusionPipeline):
                         context_noise: float | None = None, frames_per_window: int | None = None,
                         reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
                         first_window_steps: int | None = None, guidance_scale: float | None = None,
-                        latents: torch.Tensor | None = None, *, _latent: bool = False) -> "FrameStream":
+                        latents: torch.Tensor | None = None, temperature: float | None = None, *,
+                        _latent: bool = False) -> "FrameStream":
         """``generate``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the first
         window's, then every later window's new frames; memory holds one window whatever ``num_frames``. Arguments
         as in ``generate``: checked, and the first window's noise and any drawn classes drawn, when it is called (its
@@ -574,6 +598,7 @@ class MFVideoPipeline(DiffusionPipeline):
         how = self.resolve_sampler(sampler, steps)
         how_first = how if first_window_steps is None else self.resolve_sampler(how[0], first_window_steps)
         s = self.resolve_context_noise(context_noise)
+        temp, temp_first = self.resolve_temperature(temperature, how), self.resolve_temperature(temperature, how_first)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
         num_frames = self.window if num_frames is None else _whole(num_frames, "num_frames")
         num_clips = None if num_clips is None else _whole(num_clips, "num_clips")
@@ -592,7 +617,8 @@ class MFVideoPipeline(DiffusionPipeline):
             y = y.expand(batch) if y is not None else None
         if latents is not None:  # the caller's noise for the first window: its batch is the clips'
             known = num_clips is not None or (y is not None and y.shape[0] > 1)
-            noise = self._given_noise(latents, self._pixel_frames(self.latent_window), batch if known else None)
+            noise = self._given_noise(latents, self._pixel_frames(self.latent_window), batch if known else None,
+                                      temp_first)
             batch = noise.shape[0]
             y = y.expand(batch) if y is not None and y.shape[0] == 1 else y
         slides = num_frames > self.window or context_frames is not None or frames_per_window is not None
@@ -603,7 +629,7 @@ class MFVideoPipeline(DiffusionPipeline):
         # was trained on draws worse ones (the bundled model's single frames: accuracy 0.91 cut from a window, 0.78
         # drawn alone; docs/experiments.md, session 30)
         if latents is None:
-            noise = self._noise(batch, self._pixel_frames(self.latent_window), g)
+            noise = self._noise(batch, self._pixel_frames(self.latent_window), g, temp_first)
         if draw:  # after the noise: the first window's noise is the seed's, as with labels given
             gens = g if isinstance(g, list) else [g]
             y = torch.cat([torch.randint(0, n_classes, (batch // len(gens),), generator=x, device=x.device)
@@ -622,7 +648,7 @@ class MFVideoPipeline(DiffusionPipeline):
             if num_frames > made:
                 yield from self._windows(window[:, :, -k:], num_frames - made, y, how, g, s, s,
                                          hold_read=not reread_context, report_read=True, keep=keep, copy=copy,
-                                         guidance=guidance, latent=_latent)
+                                         guidance=guidance, latent=_latent, temperature=temp)
 
         return FrameStream(torch.no_grad()(chunks)(), self.fps, y if draw else None, num_frames)
 
@@ -632,7 +658,8 @@ class MFVideoPipeline(DiffusionPipeline):
                generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
                return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None,
                reread_context: bool = False, frames_per_window: int | None = None, motion_copy: int = 0,
-               motion_copy_tol: float | None = None, guidance_scale: float | None = None, backward: bool = False):
+               motion_copy_tol: float | None = None, guidance_scale: float | None = None, backward: bool = False,
+               temperature: float | None = None):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context
         (``backward=True``: the new frames come before it, its first frames the context; below).
 
@@ -678,8 +705,9 @@ class MFVideoPipeline(DiffusionPipeline):
         sharp (the bundled model, 1-NFE: glyph match 0.863 -> 0.995, 0.999 with ``frames_per_window=1``; docs/usage.md).
         Content that changes otherwise than by a move stays the network's.
 
-        ``guidance_scale``: as in ``generate``. ``output_type="latent"``: the latents of the context frames and the new
-        ones, undecoded (B, C, T, h, w), what ``include_input=False`` gives as frames (``decode_latents``).
+        ``guidance_scale``, ``temperature``: as in ``generate``. ``output_type="latent"``: the latents of the context
+        frames and the new ones, undecoded (B, C, T, h, w), what ``include_input=False`` gives as frames
+        (``decode_latents``).
 
         ``backward=True`` (per-frame codecs): what came before the clip. The context is its first frames, every window
         makes the frames before its context (the model was trained with context at a window's end, the "last"
@@ -694,7 +722,7 @@ class MFVideoPipeline(DiffusionPipeline):
         stream = self.extend_stream(video, num_new_frames, context_frames, steps, class_labels, seed, sampler,
                                     generator, include_input, infer_label, context_noise, reread_context,
                                     frames_per_window, motion_copy, motion_copy_tol, guidance_scale, backward,
-                                    _latent=output_type == "latent")
+                                    temperature, _latent=output_type == "latent")
         return self._output(self._gather(stream, output_type), output_type, return_dict, stream.labels, fps=stream.fps)
 
     def extend_stream(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
@@ -702,8 +730,8 @@ class MFVideoPipeline(DiffusionPipeline):
                       generator: torch.Generator | None = None, include_input: bool = True, infer_label: bool = False,
                       context_noise: float | None = None, reread_context: bool = False,
                       frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                      guidance_scale: float | None = None, backward: bool = False, *,
-                      _latent: bool = False) -> "FrameStream":
+                      guidance_scale: float | None = None, backward: bool = False,
+                      temperature: float | None = None, *, _latent: bool = False) -> "FrameStream":
         """``extend``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the input's first
         (a file decoded chunk by chunk), then every window's new frames. Memory holds one window and one chunk of the
         input whatever the video's length; ``mfvideo.io.save_video`` writes a stream as it comes (``mfvideo-extend``
@@ -719,6 +747,7 @@ class MFVideoPipeline(DiffusionPipeline):
         guidance = self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         s = self.resolve_context_noise(context_noise)
+        temp = self.resolve_temperature(temperature, how)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
         if (num_new_frames := _whole(num_new_frames, "num_new_frames")) < 1:
             raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
@@ -762,7 +791,7 @@ class MFVideoPipeline(DiffusionPipeline):
         def windows():
             return self._windows(ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
                                  report_read=True, keep=keep, copy=copy, grow_to=grow_to, guidance=guidance,
-                                 state=state, latent=_latent, backward=backward)
+                                 state=state, latent=_latent, backward=backward, temperature=temp)
 
         def chunks():
             nonlocal ctx, y
@@ -879,8 +908,8 @@ class MFVideoPipeline(DiffusionPipeline):
     def _windows(self, ctx, num_new, y, how, g, noise_first: float = 0.0, noise_next: float = 0.0,
                  hold_read: bool = False, report_read: bool = False, keep: int | None = None,
                  copy: tuple[int, float] | None = None, grow_to: int | None = None, guidance: float | None = None,
-                 state: dict | None = None, latent: bool = False,
-                 backward: bool = False) -> Iterator[np.ndarray | torch.Tensor]:
+                 state: dict | None = None, latent: bool = False, backward: bool = False,
+                 temperature: float = 1.0) -> Iterator[np.ndarray | torch.Tensor]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
         Yields every window's kept new frames, uint8 (B, n, H, W, 3), as it is made.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
@@ -897,7 +926,8 @@ class MFVideoPipeline(DiffusionPipeline):
         image) grows with the frames made, window by window, up to it: a single given frame says nothing of motion,
         and every later window would otherwise have to guess it afresh from one frame.
 
-        ``latent``: yield the kept new latents (B, C, n, h, w) undecoded instead.
+        ``latent``: yield the kept new latents (B, C, n, h, w) undecoded instead. ``temperature``: every window's
+        noise is the prior's times this.
 
         ``backward`` (per-frame codecs): ``ctx`` is the earliest frames and every window makes the frames before its
         context, the context last in the window as the model sees it. The loop runs in reversed time (its windows
@@ -921,7 +951,7 @@ class MFVideoPipeline(DiffusionPipeline):
             self._guidance = guidance  # (a stream may be consumed while the pipeline serves another call)
             new = w - k if f > 1 or keep is not None else min(w - k, num_new - made)
             kept = new if keep is None else min(keep, new)  # (a growing context leaves fewer new frames)
-            noise = self._noise(ctx.shape[0], self._pixel_frames(k + new), g)  # (B, C, k + new, h, w)
+            noise = self._noise(ctx.shape[0], self._pixel_frames(k + new), g, temperature)  # (B, C, k + new, h, w)
             context = torch.cat([ctx, torch.zeros_like(noise[:, :, k:])], dim=2)
             mask = torch.zeros(ctx.shape[0], k + new, dtype=torch.bool, device=self.device)
             mask[:, :k] = True
@@ -955,17 +985,18 @@ class MFVideoPipeline(DiffusionPipeline):
                   seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                   generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
                   infer_label: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                  guidance_scale: float | None = None, latents: torch.Tensor | None = None):
-        """Given frames at ``frame_indices`` (e.g. first and last: interpolation), the rest made; ``infer_label``
-        and ``motion_copy`` as in ``extend`` (the copy runs outwards from every given frame: an interpolation's
-        frames from both keyframes towards the middle); ``guidance_scale`` as in ``generate``. ``num_frames``
-        (default: the window) below the window are the first frames of a full window, as in ``generate``; a clip
-        no longer than the window is one call. A longer clip is filled window by window (``fill_plan``), each window
-        with every frame known inside it as context: a gap between given frames from both sides towards its middle,
-        then one window where the two sides meet; frames before the first given one backwards, after the last
-        forwards, as ``extend`` slides, holding what their first window reads off the given frames as ``extend`` does
-        (the bundled model's 14 in-betweens of held-out keyframes: class accuracy 0.90, one stretched 16-frame window
-        0.87; 28 frames before 4 given: 0.94; docs/usage.md).
+                  guidance_scale: float | None = None, latents: torch.Tensor | None = None,
+                  temperature: float | None = None):
+        """Given frames at ``frame_indices`` (e.g. first and last: interpolation), the rest made; ``infer_label`` and
+        ``motion_copy`` as in ``extend`` (the copy runs outwards from every given frame: an interpolation's frames from
+        both keyframes towards the middle); ``guidance_scale``, ``temperature`` as in ``generate``. ``num_frames``
+        (default: the window) below the window are the first frames of a full window, as in ``generate``; a clip no
+        longer than the window is one call. A longer clip is filled window by window (``fill_plan``), each window with
+        every frame known inside it as context: a gap between given frames from both sides towards its middle, then one
+        window where the two sides meet; frames before the first given one backwards, after the last forwards, as
+        ``extend`` slides, holding what their first window reads off the given frames as ``extend`` does (the bundled
+        model's 14 in-betweens of held-out keyframes: class accuracy 0.90, one stretched 16-frame window 0.87; 28 frames
+        before 4 given: 0.94; docs/usage.md).
         ``latents``: the first window's noise (B, C, T, h, w), T the latent frames of the window (default: drawn
         from ``generator`` / ``seed``, as every later window's; the given frames' places are ignored);
         ``output_type="latent"``: the clip's latents, the given frames' encoded in their places."""
@@ -975,6 +1006,7 @@ class MFVideoPipeline(DiffusionPipeline):
         _check_output_type(output_type)
         self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
+        temp = self.resolve_temperature(temperature, how)
         copy = _motion_copy_args(motion_copy, motion_copy_tol)
         if self.codec.temporal_factor != 1:
             raise NotImplementedError("conditioning on frames at arbitrary positions needs a per-frame codec "
@@ -989,7 +1021,7 @@ class MFVideoPipeline(DiffusionPipeline):
         B, W = given.shape[0], self.window
         T = max(num_frames, W)  # a shorter clip is the start of a full window, as in `generate`
         g = self._generator(seed, generator, B)
-        first = None if latents is None else self._given_noise(latents, W, B)
+        first = None if latents is None else self._given_noise(latents, W, B, temp)
         clip = torch.zeros(B, *self._latent_shape(T), device=self.device)  # (B, C, T, h, w): known frames so far
         clip[:, :, idx] = self.codec.encode_frames(given, self.cfg.data.channels)
         known = torch.zeros(T, dtype=torch.bool, device=self.device)
@@ -999,7 +1031,7 @@ class MFVideoPipeline(DiffusionPipeline):
         held: dict[str, tuple] = {}  # "before" / "after" the given frames -> (reading, labels to run with)
         with self._progress(sum(len(make) for _, make in plan) if len(plan) > 1 else 0) as bar:
             for n, (start, make) in enumerate(plan):
-                noise = first if n == 0 and first is not None else self._noise(B, W, g)  # (B, C, W, h, w)
+                noise = first if n == 0 and first is not None else self._noise(B, W, g, temp)  # (B, C, W, h, w)
                 mask = known[start : start + W].repeat(B, 1)  # (B, W)
                 context = clip[:, :, start : start + W] * mask[:, None, :, None, None]
                 # frames before the first given one or after the last are an extension: what its first window reads

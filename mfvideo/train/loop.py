@@ -504,6 +504,8 @@ def _write_samples(cfg, weights, codec, run_dir, step, device):
     g = torch.Generator().manual_seed(cfg.sample.seed)
     shape = codec.latent_shape((cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution))
     noise = cfg.method.noise((n, *shape), generator=g).to(device)  # the prior the model trains on
+    if cfg.sample.steps == 1:  # as the pipeline samples one-call windows
+        noise = noise * cfg.sample.one_step_temperature
     y = torch.arange(n, device=device) % cfg.model.num_classes if cfg.model.num_classes else None
     frames = codec.decode_frames(sample(net, noise, steps=cfg.sample.steps, y=y))  # (n, T, H, W, 3) uint8
     out = Path(run_dir) / "samples"

@@ -26,10 +26,11 @@ def scores(suite, frames, labels, real) -> dict:
 
 @torch.no_grad()
 def drawn_alone(pipe, labels, frames: int, seed: int) -> np.ndarray:
-    """The other arm: noise of ``frames`` frames only, one call, decoded (uint8)."""
+    """The other arm: noise of ``frames`` frames only, one call at the model's default temperature, decoded (uint8)."""
     g = torch.Generator().manual_seed(seed)
-    noise = pipe._noise(len(labels), frames, g)
-    latents = pipe._sample(noise, torch.as_tensor(labels, device=pipe.device), pipe.resolve_sampler(None, None))
+    how = pipe.resolve_sampler(None, None)
+    noise = pipe._noise(len(labels), frames, g, pipe.resolve_temperature(None, how))
+    latents = pipe._sample(noise, torch.as_tensor(labels, device=pipe.device), how)
     return pipe.codec.decode_frames(latents)
 
 

@@ -188,11 +188,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         except Exception as e:
             raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
         cfg = _merge(cfg, text, str(path))
+    obj = _to_object(_overridden(cfg, overrides), str(path or "config"))
+    _expand_home(obj)
+    validate(obj)
+    return obj
+
+
+def _overridden(cfg, overrides):
+    """An OmegaConf config with ``key=value`` overrides merged in, each checked against the schema."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
-    obj = _to_object(cfg, str(path or "config"))
+    return cfg
+
+
+def with_overrides(cfg: Config, overrides: list[str] | tuple) -> Config:
+    """A typed config with ``key=value`` overrides applied, checked as ``load_config`` checks them."""
+    obj = _to_object(_overridden(OmegaConf.structured(cfg), overrides), "config")
     _expand_home(obj)
     validate(obj)
     return obj

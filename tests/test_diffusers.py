@@ -169,6 +169,37 @@ def test_export_cli_turns_a_training_checkpoint_into_a_pipeline_folder(tmp_path)
         MFVideoPipeline.from_pretrained(ckpt, dtype=torch.bfloat16, torch_dtype=torch.bfloat16)
 
 
+def test_export_sets_a_pipeline_folder_s_sampling_defaults_and_keeps_its_records(tmp_path, capsys):
+    """``mfvideo-export FOLDER --out DIR sample.KEY=VALUE``: a pipeline folder (a post-training's) exported with new
+    sampling defaults samples as the source does when asked for them, carries the source's records along, and refuses
+    any key outside ``sample.`` (the weights were trained with the rest), unknown keys and bad values, writing
+    nothing; overrides may come before or after the options."""
+    from mfvideo.cli import export
+
+    src = tmp_path / "src"
+    MFVideoPipeline.from_pretrained().save_pretrained(src)
+    (src / "post_train.json").write_text('{"steps": 3}\n')
+    assert export.main([str(src), "--out", str(tmp_path / "out"), "sample.one_step_temperature=0.5",
+                        "sample.fps=9"]) == 0
+    out = MFVideoPipeline.from_pretrained(tmp_path / "out")
+    assert out.cfg.sample.one_step_temperature == 0.5 and out.fps == 9.0
+    assert (tmp_path / "out" / "post_train.json").read_text() == '{"steps": 3}\n'
+    source = MFVideoPipeline.from_pretrained(src)
+    assert np.array_equal(out.generate(class_labels=[3, 5], seed=0, output_type="uint8").frames,
+                          source.generate(class_labels=[3, 5], seed=0, temperature=0.5, output_type="uint8").frames)
+    assert export.main([str(src), "sample.steps=2", "--out", str(tmp_path / "two")]) == 0
+    assert MFVideoPipeline.from_pretrained(tmp_path / "two").cfg.sample.steps == 2
+    capsys.readouterr()
+    for bad, said in (("model.depth=3", "only sample.* settings change on export"),
+                      ("sample.one_step_temperature=0", "must be a finite number > 0"),
+                      ("sample.nope=1", "'sample.nope'")):
+        with pytest.raises(SystemExit) as e:
+            export.main([str(src), "--out", str(tmp_path / "bad"), bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and said in err[0], err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_pipeline_folder_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     """mfvideo-export / -post-train / -fit-reader wrote into the output folder in place: a failure half-way left one
     run's weights beside another's config, and files of the folder's earlier contents (a post_train.json in a

@@ -329,6 +329,15 @@ def test_every_shipped_config_dry_runs(config):
     assert params and int(params[0].split()[1]) > 0
 
 
+def test_overrides_may_follow_the_options(capsys):
+    """``mfvideo-train CONFIG --dry-run key=value``: an override after an option is read, not refused."""
+    from mfvideo.cli import train
+
+    train.main([str(ROOT / "configs" / "tiny.yaml"), "--dry-run", "model.depth=1", "train.max_steps=7"])
+    out = capsys.readouterr().out
+    assert "max_steps: 7" in out and "depth: 1" in out
+
+
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_trains_real_steps(config, tmp_path):
     """Each recipe's own method, training and precision settings (guidance, class dropout, context masks, bf16, its

@@ -92,7 +92,7 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
                    help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
     p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
                    help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
-    p.add_argument("--temperature", type=positive_float, default=None,
+    p.add_argument("--temperature", type=positive_float, default=None, metavar="T",
                    help="the noise's scale, a share of the prior's, for every window (default: the model's "
                         "sample.one_step_temperature for windows of one call, 1 for more; below 1 the one-step jump "
                         "draws fewer broken frames, with less variety)")

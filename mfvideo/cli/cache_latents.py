@@ -18,7 +18,7 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="cache folder")
     p.add_argument("--shard-size", type=positive_int, default=256)
     p.add_argument("--limit", type=positive_int, default=None, help="encode only the first N items")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value overrides before or after the options
     check_output_dir(args.out)
 
     import dataclasses

@@ -1,11 +1,15 @@
-"""mfvideo-export CHECKPOINT --out DIR: a training checkpoint as a diffusers pipeline folder.
+"""mfvideo-export CHECKPOINT --out DIR [sample.KEY=VALUE ...]: a training checkpoint as a diffusers pipeline folder.
 
 The folder opens with ``MFVideoPipeline.from_pretrained(DIR)`` and with diffusers' own
-``DiffusionPipeline.from_pretrained(DIR, custom_pipeline=DIR, trust_remote_code=True)``.
+``DiffusionPipeline.from_pretrained(DIR, custom_pipeline=DIR, trust_remote_code=True)``. CHECKPOINT may also be a
+pipeline folder (``mfvideo-post-train``'s, for instance). ``sample.*`` overrides set the defaults the folder samples
+with (``sample.one_step_temperature=0.65``, ``sample.fps=8``); the rest of the config is what the weights were trained
+with, and stays.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from . import WEIGHTS_HELP, ArgumentParser, check_output_dir, user_errors, weights_choice
@@ -14,23 +18,37 @@ from . import WEIGHTS_HELP, ArgumentParser, check_output_dir, user_errors, weigh
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-export", description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="a training checkpoint folder (runs/<name>/checkpoints/step_XXXXXXXX)")
+    p.add_argument("checkpoint", help="a training checkpoint folder (runs/<name>/checkpoints/step_XXXXXXXX) or a "
+                                      "pipeline folder")
+    p.add_argument("overrides", nargs="*", metavar="sample.KEY=VALUE",
+                   help="the folder's sampling defaults, e.g. sample.one_step_temperature=0.65")
     p.add_argument("--weights", type=weights_choice, default="ema", metavar="ema|ema_<decay>|model", help=WEIGHTS_HELP)
     p.add_argument("--out", required=True, help="output folder (diffusers layout)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value overrides before or after the options
     out = check_output_dir(args.out)
     if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
         raise ValueError(f"output folder {out} is not empty and not a pipeline folder: refusing to write into it")
     if Path(args.checkpoint).resolve() == out.resolve():
         raise ValueError("--out is the checkpoint folder itself")
+    for item in args.overrides:
+        if not item.startswith("sample."):
+            raise ValueError(f"{item}: only sample.* settings change on export (the rest is what the weights were "
+                             "trained with)")
 
-    from ..pipeline import MFVideoPipeline
-
+    from ..config import with_overrides
     from ..io import atomic_folder
+    from ..pipeline import MFVideoPipeline
+    from ..weights import resolve_checkpoint
 
-    pipe = MFVideoPipeline.from_checkpoint(args.checkpoint, weights=args.weights)
+    pipe = MFVideoPipeline.from_pretrained(args.checkpoint, weights=args.weights)
+    pipe.cfg.sample = with_overrides(pipe.cfg, args.overrides).sample
+    source = resolve_checkpoint(args.checkpoint)
     with atomic_folder(out) as tmp:  # a folder there before is replaced whole, or kept if this fails
         pipe.save_pretrained(tmp)
+        if (source / "model_index.json").is_file():  # a pipeline folder's records (post_train.json, ...) go along
+            for f in source.iterdir():
+                if f.is_file() and not (tmp / f.name).exists():
+                    shutil.copy2(f, tmp / f.name)
     parts = ["model_index.json", "transformer/"] + (["vae/"] if pipe.vae is not None else []) + ["config.yaml"]
     print(f"wrote {out} ({', '.join(parts)})")
     return 0

@@ -14,7 +14,7 @@ def main(argv=None):
     p.add_argument("config", help="YAML file (only what differs from the schema defaults)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value overrides before or after the options
 
     from ..config import load_config, to_yaml
 

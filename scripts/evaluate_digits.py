@@ -47,6 +47,8 @@ def main():
     p.add_argument("--checkpoint", nargs="*", default=[None], help="[LABEL=]DIR, one or more")
     p.add_argument("--steps", type=int, nargs="*", default=[1, 2], help="MeanFlow k-NFE rows (MeanFlow models)")
     p.add_argument("--euler-steps", type=int, nargs="*", default=[], help="Euler rows of u(z, t, t) (every model)")
+    p.add_argument("--consistency-steps", type=int, nargs="*", default=[],
+                   help="rows of the consistency sampler (the one-step jump, noised back and jumped again)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--long-frames", type=int, default=64, help="new frames of the long extension")
     p.add_argument("--read-label", action="store_true",
@@ -74,6 +76,7 @@ def main():
         pipe = MFVideoPipeline.from_pretrained(ck)
         runs = [("meanflow", s, f"MeanFlow {s}-NFE") for s in a.steps] if pipe.default_sampler == "meanflow" else []
         runs += [("euler", s, f"Euler {s}") for s in a.euler_steps]
+        runs += [("consistency", s, f"consistency {s}-NFE") for s in a.consistency_steps]
         own_temperature = pipe.cfg.sample.one_step_temperature
         for (sampler, s, name), scale, temp in itertools.product(runs, a.guidance_scale, a.temperature):
             pipe.cfg.sample.guidance_scale = scale  # the default of every call below (None: the model's own)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from conftest import randomize, tiny_model
-from mfvideo.method import MeanFlow, context_mask, euler_sample, meanflow_sample, sample_context_masks
+from mfvideo.method import (MeanFlow, consistency_sample, context_mask, euler_sample, meanflow_sample,
+                            sample_context_masks)
 
 
 def bc(a, x):
@@ -288,6 +289,30 @@ def test_multi_step_and_euler_samplers_call_the_net_as_documented():
     calls.clear()
     euler_sample(net, e, steps=4)
     assert calls == [(1.0, 1.0), (0.75, 0.75), (0.5, 0.5), (0.25, 0.25)]
+
+
+def test_consistency_sampler_jumps_from_noise_then_from_the_clip_noised_back():
+    """``consistency_sample``, 3 steps on the real STDiT with context frames, against the steps written out: the
+    one-step jump from the noise, then at t = 2/3 and 1/3 the clip noised back with the next fresh draw and jumped to
+    0 (new frames at (t, 0), context frames at t = r = 0 and kept); one step is MeanFlow's one-step sampler."""
+    torch.manual_seed(0)
+    net = randomize(tiny_model()).double()
+    B, T = 2, 4
+    e, ctx = torch.randn(B, 3, T, 8, 8, dtype=torch.float64), torch.randn(B, 3, T, 8, 8, dtype=torch.float64)
+    draws = [torch.randn(B, 3, T, 8, 8, dtype=torch.float64) for _ in range(2)]
+    mask = context_mask("first", B, T, k=1)
+    m5, gen = mask[:, None, :, None, None], (~mask).double()
+    y = torch.tensor([3, -1])
+    fresh = iter(draws)
+    out = consistency_sample(net, e, y=y, steps=3, context=ctx, context_mask=mask, fresh=lambda: next(fresh))
+    z = torch.where(m5, ctx, e)
+    x = torch.where(m5, ctx, z - net(z, gen, 0 * gen, y=y))
+    for t, d in zip((2 / 3, 1 / 3), draws):
+        z = torch.where(m5, ctx, (1 - t) * x + t * d)
+        x = torch.where(m5, ctx, z - t * net(z, t * gen, 0 * gen, y=y))
+    torch.testing.assert_close(out, x)
+    one = consistency_sample(net, e, y=y, steps=1, context=ctx, context_mask=mask)
+    torch.testing.assert_close(one, meanflow_sample(net, e, y=y, steps=1, context=ctx, context_mask=mask))
 
 
 def test_method_imports_without_models_or_data():

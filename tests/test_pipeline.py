@@ -169,6 +169,31 @@ def test_temperature_scales_every_window_s_noise_and_nothing_else(ckpt):
         load_config(ROOT / "configs" / "tiny.yaml", ["sample.one_step_temperature=0"])
 
 
+def test_consistency_sampler_draws_its_fresh_noise_from_the_call_s_generator(ckpt):
+    """``sampler="consistency"``: the window's noise, then the fresh noise of its later calls, from the same generator
+    (a seed gives the same clip; the fresh draw follows the window's noise); its noise starts at the prior's scale
+    whatever ``sample.one_step_temperature`` says, and extension and conditioning run it too."""
+    from mfvideo.method import consistency_sample
+
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    pipe.cfg.sample.one_step_temperature = 0.5
+    out = pipe.generate(class_labels=[0, 3], seed=1, sampler="consistency", output_type="latent").frames
+    g = torch.Generator().manual_seed(1)
+    shape = (2, *pipe._latent_shape(pipe.window))
+    e, fresh = pipe.method.noise(shape, generator=g), pipe.method.noise(shape, generator=g)
+    expected = consistency_sample(pipe.model, e, y=torch.tensor([0, 3]), steps=2, fresh=lambda: fresh)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    assert np.array_equal(pipe.generate(class_labels=[0, 3], seed=1, sampler="consistency").frames,
+                          pipe.generate(class_labels=[0, 3], seed=1, sampler="consistency").frames)
+    video = np.random.default_rng(0).integers(0, 255, (1, 5, 16, 16, 1), dtype=np.uint8).repeat(3, axis=-1)  # grey
+    ext = pipe.extend(video, num_new_frames=3, context_frames=2, seed=1, sampler="consistency", output_type="uint8")
+    assert np.array_equal(ext.frames[:, :5], video)
+    assert not np.array_equal(ext.frames, pipe.extend(video, num_new_frames=3, context_frames=2, seed=1,
+                                                      output_type="uint8").frames)
+    mid = pipe.condition(video[:, [0, 3]], frame_indices=[0, 3], seed=1, sampler="consistency", output_type="uint8")
+    assert np.array_equal(mid.frames[:, [0, 3]], video[:, [0, 3]])
+
+
 def test_an_image_model_generates_single_frames_and_says_it_cannot_slide(tmp_path):
     """The image base mode (a 1-frame window) through the pipeline and mfvideo-sample: its frames are the 1-NFE
     sampler's of the same noise, also as ``.images``, diffusers' name for an image pipeline's output (a clip's output

@@ -89,9 +89,11 @@ def add_class_args(p: argparse.ArgumentParser, given: str) -> None:
 def add_sampler_args(p: argparse.ArgumentParser) -> None:
     """``--steps``, ``--sampler`` and ``--temperature`` of the sampling commands."""
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="network evaluations per window (default: 1 for MeanFlow, 50 for --sampler euler)")
-    p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
-                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
+                   help="network evaluations per window (default: 1 for MeanFlow, 2 for --sampler consistency, 50 "
+                        "for euler)")
+    p.add_argument("--sampler", choices=["meanflow", "euler", "consistency"], default=None,
+                   help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow; "
+                        "consistency: the one-step jump, then per further step noised back and jumped again")
     p.add_argument("--temperature", type=positive_float, default=None, metavar="T",
                    help="the noise's scale, a share of the prior's, for every window (default: the model's "
                         "sample.one_step_temperature for windows of one call, 1 for more; below 1 the one-step jump "

@@ -46,10 +46,11 @@ def time_grid(steps: int) -> list[float]:
 
 @torch.no_grad()
 def meanflow_sample(net, noise, y=None, steps: int = 1, context=None, context_mask=None,
-                    context_noise: float = 0.0) -> torch.Tensor:
+                    context_noise: float = 0.0, fresh=None) -> torch.Tensor:
     """z_r = z_t - (t - r) net(z_t, t, r) over a descending grid; 1 step is x = e - net(e, t=1, r=0).
 
     The returned context frames are the given ``context`` (clean), whatever ``context_noise`` the network saw.
+    ``fresh`` is unused (the path's only noise is ``noise``).
     """
     grid, s, m = time_grid(steps), context_noise, context_mask
     ctx = _noised_context(noise, context, m, s)
@@ -62,8 +63,8 @@ def meanflow_sample(net, noise, y=None, steps: int = 1, context=None, context_ma
 
 @torch.no_grad()
 def euler_sample(net, noise, y=None, steps: int = 50, context=None, context_mask=None,
-                 context_noise: float = 0.0) -> torch.Tensor:
-    """Flow-matching baseline: Euler steps of the instantaneous velocity v = net(z_t, t, t)."""
+                 context_noise: float = 0.0, fresh=None) -> torch.Tensor:
+    """Flow-matching baseline: Euler steps of the instantaneous velocity v = net(z_t, t, t) (``fresh`` unused)."""
     grid, m = time_grid(steps), context_mask
     ctx = _noised_context(noise, context, m, context_noise)
     z = _keep_context(noise, ctx, m)
@@ -73,15 +74,38 @@ def euler_sample(net, noise, y=None, steps: int = 50, context=None, context_mask
     return _keep_context(z, context, m)
 
 
+@torch.no_grad()
+def consistency_sample(net, noise, y=None, steps: int = 2, context=None, context_mask=None,
+                       context_noise: float = 0.0, fresh=None) -> torch.Tensor:
+    """Multistep consistency sampling (Song et al. 2023) with the one-step jump: x = e - net(e, t=1, r=0), then for
+    every later time t of the grid (1/2 for 2 steps) the clip is noised back to t with fresh noise e' and jumps to 0
+    again, x = z_t - t net(z_t, t, 0) with z_t = (1 - t) x + t e'. Every call is the jump a one-step model is trained
+    and post-trained for, from a state on the path; MeanFlow's own k steps (``meanflow_sample``) chain the field's
+    shorter jumps instead. ``fresh()`` gives the fresh noise, shaped as ``noise`` (default ``torch.randn_like``; the
+    pipeline draws it from the call's generator). Context frames as in ``meanflow_sample``.
+    """
+    grid, s, m = time_grid(steps), context_noise, context_mask
+    ctx = _noised_context(noise, context, m, s)
+    z = _keep_context(noise, ctx, m)
+    for t in grid[:-1]:
+        if t < 1.0:  # the clip so far, noised back to t
+            e = fresh() if fresh is not None else torch.randn_like(noise)
+            z = _keep_context((1 - t) * z + t * e, ctx, m)
+        u = net(z, _frame_time(t, z, m, s), _frame_time(0.0, z, m, s), y=y)
+        z = _keep_context(z - t * u, ctx, m)
+    return _keep_context(z, context, m)
+
+
 # name -> (sampler, default network calls per window). One table: the pipeline, the CLIs and the evaluation read it.
-SAMPLERS = {"meanflow": (meanflow_sample, 1), "euler": (euler_sample, 50)}
+SAMPLERS = {"meanflow": (meanflow_sample, 1), "euler": (euler_sample, 50), "consistency": (consistency_sample, 2)}
 
 
 def sample(net, noise, sampler: str = "meanflow", steps: int | None = None, y=None, context=None,
-           context_mask=None, context_noise: float = 0.0) -> torch.Tensor:
-    """Run the named sampler (``SAMPLERS``) with ``steps`` network calls per window (default: the sampler's own)."""
+           context_mask=None, context_noise: float = 0.0, fresh=None) -> torch.Tensor:
+    """Run the named sampler (``SAMPLERS``) with ``steps`` network calls per window (default: the sampler's own);
+    ``fresh()``: noise shaped as ``noise`` for samplers that draw more (``consistency_sample``)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     fn, default = SAMPLERS[sampler]
     return fn(net, noise, y=y, steps=default if steps is None else steps, context=context, context_mask=context_mask,
-              context_noise=context_noise)
+              context_noise=context_noise, fresh=fresh)

@@ -367,12 +367,17 @@ class MFVideoPipeline(DiffusionPipeline):
         return float(guidance_scale)
 
     def _sample(self, noise, y, how: tuple[str, int], context=None, mask=None, context_noise: float = 0.0,
-                reading=None):
+                reading=None, generator=None):
+        """One window sampled as ``how`` from ``noise`` (B, C, T, h, w); a sampler that draws more noise
+        (``consistency``) draws it from ``generator``, as the window's own noise was."""
         extra = {} if reading is None else {"reading": reading}
         if self._guidance is not None:
             extra["guidance"] = self._guidance
         net = functools.partial(self.transformer, **extra) if extra else self.transformer
-        return sample(net, noise, how[0], how[1], y=y, context=context, context_mask=mask, context_noise=context_noise)
+        fresh = None if generator is None else functools.partial(
+            self._noise, noise.shape[0], self._pixel_frames(noise.shape[2]), generator)
+        return sample(net, noise, how[0], how[1], y=y, context=context, context_mask=mask, context_noise=context_noise,
+                      fresh=fresh)
 
     def _read_given(self, noise, y, context, mask):
         """What the model reads off the first window of an extension (the given video as context, the new frames
@@ -405,7 +410,8 @@ class MFVideoPipeline(DiffusionPipeline):
     def resolve_temperature(self, temperature: float | None, how: tuple[str, int]) -> float:
         """The noise's standard deviation, as a share of the prior's, of a window sampled as ``how`` (sampler,
         calls): the one given (> 0), else the model's ``sample.one_step_temperature`` for a window of one call and 1
-        (the prior as trained) for a window of several."""
+        (the prior as trained) for a window of several (the ``consistency`` sampler's fresh noise is always the
+        prior's)."""
         t = temperature if temperature is not None else self.cfg.sample.one_step_temperature if how[1] == 1 else 1.0
         if isinstance(t, (bool, str)) or not isinstance(t, numbers.Real) or not math.isfinite(t) or not t > 0:
             raise ValueError(f"temperature must be a finite number > 0 (1: the prior as trained), got {t!r}")
@@ -639,7 +645,7 @@ class MFVideoPipeline(DiffusionPipeline):
 
         def chunks():
             self._guidance = guidance
-            window = self._sample(noise, y, how_first)  # (B, C, latent window, h, w)
+            window = self._sample(noise, y, how_first, generator=g)  # (B, C, latent window, h, w)
             made = min(num_frames, self.window)
             if _latent:
                 yield window[:, :, : self._latents_covering(made)]
@@ -962,7 +968,7 @@ class MFVideoPipeline(DiffusionPipeline):
                 else:
                     reading, state["read"] = self._read_given(turn(noise), y, turn(context), turn(mask, 1))
             held = reading if hold_read else None
-            window = turn(self._sample(turn(noise), y, how, turn(context), turn(mask, 1), level, held))
+            window = turn(self._sample(turn(noise), y, how, turn(context), turn(mask, 1), level, held, g))
             # window: (B, C, k + new, h, w), the context first (in reversed time, backward)
             if copy is not None:  # new frames that the frame before them, moved, explains become it
                 window, _ = _motion_copy(window, mask[0], *copy)
@@ -1047,7 +1053,7 @@ class MFVideoPipeline(DiffusionPipeline):
                         reading, _ = self._read_given(noise, y, context, mask)
                     if side is not None:
                         held[side] = reading, y_net
-                window = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading)
+                window = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading, generator=g)
                 if copy is not None:
                     window, _ = _motion_copy(window, mask[0], *copy)
                 made = torch.tensor(make, device=self.device)

@@ -194,6 +194,16 @@ def test_consistency_sampler_draws_its_fresh_noise_from_the_call_s_generator(ckp
     assert np.array_equal(mid.frames[:, [0, 3]], video[:, [0, 3]])
 
 
+def test_the_commands_offer_every_sampler_of_the_table():
+    """The commands' ``--sampler`` choices are ``SAMPLERS`` (written out in the CLI, which loads without torch)."""
+    from mfvideo.cli import ArgumentParser, add_sampler_args
+    from mfvideo.method import SAMPLERS
+
+    p = ArgumentParser(prog="x")
+    add_sampler_args(p)
+    assert next(a.choices for a in p._actions if a.dest == "sampler") == list(SAMPLERS)
+
+
 def test_an_image_model_generates_single_frames_and_says_it_cannot_slide(tmp_path):
     """The image base mode (a 1-frame window) through the pipeline and mfvideo-sample: its frames are the 1-NFE
     sampler's of the same noise, also as ``.images``, diffusers' name for an image pipeline's output (a clip's output

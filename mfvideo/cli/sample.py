@@ -33,8 +33,8 @@ def main(argv=None):
     add_sampler_args(p)
     p.add_argument("--first-window-steps", type=positive_int, default=None,
                    help="network evaluations for the first window alone, the one made from noise with nothing to lean "
-                        "on (default: --steps; 2 makes the bundled model's first window nearly as clean as the later "
-                        "ones for one more call per clip)")
+                        "on (default: --steps; with --sampler consistency --steps 1, 2 halve the bundled model's "
+                        "broken clips for one more call per clip)")
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the clips (default: the model's sample.fps, else its data.target_fps, else 8)")
     p.add_argument("--grid", action="store_true",

@@ -96,7 +96,8 @@ def consistency_sample(net, noise, y=None, steps: int = 2, context=None, context
     return _keep_context(z, context, m)
 
 
-# name -> (sampler, default network calls per window). One table: the pipeline, the CLIs and the evaluation read it.
+# name -> (sampler, default network calls per window). One table: the pipeline and the evaluation read it; the CLIs
+# write its names out (they load without torch; a test holds them equal).
 SAMPLERS = {"meanflow": (meanflow_sample, 1), "euler": (euler_sample, 50), "consistency": (consistency_sample, 2)}
 
 

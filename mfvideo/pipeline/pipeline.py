@@ -559,8 +559,10 @@ class MFVideoPipeline(DiffusionPipeline):
 
         ``first_window_steps``: network calls for the first window alone (default ``steps``). The first window is
         made from noise with nothing to lean on, the later ones next to the model's own frames: on the bundled model
-        the one-step first window is the weakest part of a clip, and two calls there (one more call per clip, the
-        rest one step) make it nearly as clean as the windows after it (docs/bundled_model.md).
+        the one-step first window is the weakest part of a clip, and the consistency sampler's two calls there
+        (``sampler="consistency", steps=1, first_window_steps=2``: one more call per clip, the rest one step) halve
+        its broken clips, where MeanFlow's two steps no longer beat the one-step jump at its temperature
+        (docs/usage.md "Consistency sampler").
 
         ``guidance_scale`` (a model trained with ``method.cfg_scale_range``, which takes the scale as a condition;
         default ``resolve_guidance_scale``'s): classifier-free guidance chosen here, one call per window still; a model

@@ -101,20 +101,20 @@ def test_first_window_steps_changes_the_first_window_alone(ckpt):
 
 
 class NoiseRecorder(CallCounter):
-    """The network's input at the frames it starts from noise (t = 1) and at its context frames (t = 0), per call."""
+    """The network's input at the frames it starts from noise (t = 1) and at the other frames (the context), for every
+    call that starts from noise (a window's later calls are left out)."""
 
     def __init__(self, model):
         super().__init__(model)
         self.noise, self.context = [], []
 
     def __call__(self, z, t, r, y=None):
-        t = t.reshape(z.shape[0], -1) if torch.is_tensor(t) and t.numel() > z.shape[0] else t
-        new = (t == 1).reshape(z.shape[0], -1)[0] if torch.is_tensor(t) and t.ndim == 2 else None
-        if new is None or bool(new.all()):
-            self.noise.append(z.clone())
-        else:
+        new = (t == 1) if t.ndim == 2 else (t == 1)[:, None].expand(-1, z.shape[2])  # (B, T): per-frame times or not
+        new = new[0]
+        if bool(new.any()):
             self.noise.append(z[:, :, new].clone())
-            self.context.append(z[:, :, ~new].clone())
+            if not bool(new.all()):
+                self.context.append(z[:, :, ~new].clone())
         return super().__call__(z, t, r, y)
 
 
@@ -156,8 +156,8 @@ def test_temperature_scales_every_window_s_noise_and_nothing_else(ckpt):
     pipe.transformer = rec = NoiseRecorder(model)  # 2 calls for the first window at 1, then 1 call per window at 0.5
     pipe.generate(num_frames=9, class_labels=[0, 3], seed=1, first_window_steps=2)
     pipe.transformer = model
-    assert [torch.equal(a, b) for a, b in zip(rec.noise[:1] + rec.noise[2:], seen_generate.noise[:1] + [
-        0.5 * e for e in seen_generate.noise[1:]])] == [True] * 4
+    assert [torch.equal(a, b) for a, b in zip(rec.noise, seen_generate.noise[:1] + [
+        0.5 * e for e in seen_generate.noise[1:]])] == [True] * 4 and rec.calls == 5
     pipe.cfg.sample.one_step_temperature = 1.0
     e = pipe.method.noise((1, *pipe._latent_shape(pipe.window)), generator=torch.Generator().manual_seed(4))
     assert np.array_equal(pipe.generate(class_labels=[3], latents=e, temperature=0.5, output_type="latent").frames,

@@ -23,5 +23,5 @@ fi
 # --resume: a stage stopped by a signal goes on from its state, a complete one is left as it is, else it starts
 mfvideo-post-train "${OUT}_reader" --out "${OUT}_post" --steps 1000 --resume
 mfvideo-post-train "${OUT}_post" --out "${OUT}_dmd" --steps 1000 --dmd-ratio 3 --resume
-mfvideo-export "${OUT}_dmd" --out "${OUT}_final" sample.one_step_temperature=0.65  # its one-step sampling default
+mfvideo-export "${OUT}_dmd" --out "${OUT}_final" sample.one_step_temperature=0.65 sample.motion_copy=4  # its sampling defaults
 echo "done: ${OUT}_final"

@@ -4,13 +4,15 @@
 
 Writes (each PNG magnified ``--scale`` times, white gutters between frames):
 - ``moving_digits_generated.png``: 1-NFE generation, one row per digit 0..9 (8 frames = 1 network call);
-- ``moving_digits_extended.png``: held-out clips continued with the null label, pairs of rows: the true clip, then
-  its first 4 frames + the model's 12 new frames (3 windows);
-- ``moving_digits_extended_per_frame.png``: the same clips in threes of rows: the true clip, the extension above,
-  and the extension with ``frames_per_window=1`` (one network call per new frame, each next to its context);
-- ``moving_digits_long.png``: one held-out clip per row continued by 64 frames with the null label, wrapped every
-  17 frames (the 4 context frames first);
-- ``moving_digits_interpolation.png``: pairs of rows: the true clip, then frames 0 and 7 given and 1..6 generated.
+- ``moving_digits_extended.png``: held-out clips continued with the null label, threes of rows: the true clip, then
+  its first 4 frames + 12 new frames (3 windows) with the model's defaults (the bundled model's ``motion_copy=4``:
+  the given glyph moved where the network's frame is that move), then the network's own frames (``motion_copy=0``);
+- ``moving_digits_extended_per_frame.png``: the same clips in threes of rows: the true clip, the default extension
+  above, and the extension with ``frames_per_window=1`` (one network call per new frame, each next to its context);
+- ``moving_digits_long.png``: three held-out clips continued by 64 frames with the null label, wrapped every 17
+  frames (the 4 context frames first), each first with the model's defaults, then the network's own frames;
+- ``moving_digits_interpolation.png``: threes of rows: the true clip, then frames 0 and 7 given and 1..6 generated,
+  with the model's defaults, then the network's own frames.
 """
 
 import argparse
@@ -29,10 +31,9 @@ def _save(rows: np.ndarray, path: Path, scale: int) -> None:
     print(f"wrote {path}")
 
 
-def _interleave(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.empty((2 * len(a), *a.shape[1:]), a.dtype)
-    out[0::2], out[1::2] = a, b
-    return out
+def _interleave(*rows: np.ndarray) -> np.ndarray:
+    """Sets of clips (N, T, H, W, 3) -> their rows in turn: a[0], b[0], ..., a[1], b[1], ..."""
+    return np.stack(rows, axis=1).reshape(-1, *rows[0].shape[1:])
 
 
 def main():
@@ -50,17 +51,20 @@ def main():
     _save(gen, out / "moving_digits_generated.png", a.scale)
 
     clips, _ = real_clips(6, "test", k + 12, d.resolution, d.digit_size, d.speed, seed=d.seed + 11)
-    ext = pipe.extend(clips[:, :k], 12, context_frames=k, seed=a.seed, output_type="uint8").frames
-    _save(_interleave(clips, ext), out / "moving_digits_extended.png", a.scale)
-    one = pipe.extend(clips[:, :k], 12, context_frames=k, seed=a.seed, output_type="uint8", frames_per_window=1).frames
-    threes = np.stack([clips, ext, one], axis=1).reshape(-1, *clips.shape[1:])  # (3 x 6, k + 12, H, W, 3)
-    _save(threes, out / "moving_digits_extended_per_frame.png", a.scale)
+    kw = dict(context_frames=k, seed=a.seed, output_type="uint8")
+    ext = pipe.extend(clips[:, :k], 12, **kw).frames
+    own = pipe.extend(clips[:, :k], 12, motion_copy=0, **kw).frames
+    _save(_interleave(clips, ext, own), out / "moving_digits_extended.png", a.scale)
+    one = pipe.extend(clips[:, :k], 12, frames_per_window=1, **kw).frames
+    _save(_interleave(clips, ext, one), out / "moving_digits_extended_per_frame.png", a.scale)
 
-    long = pipe.extend(clips[:3, :k], 64, context_frames=k, seed=a.seed, output_type="uint8").frames  # (3, 68, ...)
-    _save(long.reshape(3 * 4, 17, *long.shape[2:]), out / "moving_digits_long.png", a.scale)  # 68 = 4 rows of 17
+    long = np.stack([pipe.extend(clips[:3, :k], 64, motion_copy=m, **kw).frames for m in (None, 0)], 1)  # (3, 2, 68,
+    # H, W, 3): per clip the defaults, then the network's own frames
+    _save(long.reshape(3 * 2 * 4, 17, *long.shape[3:]), out / "moving_digits_long.png", a.scale)  # 68 = 4 rows of 17
 
-    mid = pipe.condition(clips[:, [0, T - 1]], [0, T - 1], num_frames=T, seed=a.seed, output_type="uint8").frames
-    _save(_interleave(clips[:, :T], mid), out / "moving_digits_interpolation.png", a.scale)
+    mid = [pipe.condition(clips[:, [0, T - 1]], [0, T - 1], num_frames=T, seed=a.seed, output_type="uint8",
+                          motion_copy=m).frames for m in (None, 0)]
+    _save(_interleave(clips[:, :T], *mid), out / "moving_digits_interpolation.png", a.scale)
 
 
 if __name__ == "__main__":

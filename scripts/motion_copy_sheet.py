@@ -26,6 +26,7 @@ def main():
     p.add_argument("--out", required=True)
     a = p.parse_args()
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
     d, k = pipe.cfg.data, pipe.window // 2
     clips, _ = real_clips(a.n, "test", k + a.new, d.resolution, d.digit_size, d.speed, seed=d.seed + 4)
     kw = dict(seed=0, output_type="uint8", frames_per_window=a.frames_per_window)

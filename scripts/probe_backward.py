@@ -37,6 +37,7 @@ def main():
     p.add_argument("--out", default="results/s39_backward.json")
     a = p.parse_args()
     pipe, suite = MFVideoPipeline.from_pretrained(a.checkpoint), DigitSuite.load()
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
     cfg, k = pipe.cfg.data, 4
     rows = {}
     for m in (8, 16, 32):

@@ -32,6 +32,7 @@ def main():
     p.add_argument("--out", default="results/s30_context_length.json")
     a = p.parse_args()
     pipe, suite = MFVideoPipeline.from_pretrained(a.checkpoint), DigitSuite.load()
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
     d = pipe.cfg.data
     clips, labels = real_clips(a.n, "test", max(a.given) + a.new, d.resolution, d.digit_size, d.speed, seed=d.seed + 2)
     rows = {"real clips": motion(clips)}

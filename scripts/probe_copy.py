@@ -61,6 +61,7 @@ def main():
     p.add_argument("--out", default="results/s17_copy_probe.json")
     a = p.parse_args()
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
     d = pipe.cfg.data
     clip_kw = dict(num_frames=12, resolution=d.resolution, digit_size=d.digit_size, speed=d.speed, seed=d.seed + 4)
     out = {}

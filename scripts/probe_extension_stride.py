@@ -50,6 +50,7 @@ def main():
     p.add_argument("--out", default=None)
     a = p.parse_args()
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
     suite = DigitSuite.load()
     cfg, T = pipe.cfg.data, pipe.window
     k = T // 2

@@ -22,6 +22,7 @@ def main():
     p.add_argument("--out", default="results/s15_glyph_consistency.json")
     a = p.parse_args()
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
     d = pipe.cfg.data
     clips, labels = real_clips(a.n, "test", 12, d.resolution, d.digit_size, d.speed, seed=d.seed + 4)
     out = {}

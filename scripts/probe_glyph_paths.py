@@ -23,6 +23,7 @@ def main():
     a = p.parse_args()
     suite = DigitSuite.load()
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
     net, d = pipe.transformer, pipe.cfg.data
     clips, labels = real_clips(a.n, "test", 12, d.resolution, d.digit_size, d.speed, seed=d.seed + 4)
     reader, summary = net.class_reader, net.context_embedder

@@ -15,6 +15,7 @@ from mfvideo.eval.report import _extension_scores
 from mfvideo.models.embeddings import LabelEmbedder
 
 pipe = MFVideoPipeline.from_pretrained()
+pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
 net = pipe.transformer
 suite = DigitSuite.load()
 cfg = pipe.cfg.data; T = pipe.window; k = T // 2; n = 200

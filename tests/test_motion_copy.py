@@ -1,6 +1,8 @@
 """Motion-compensated copy (``pipeline.motion_copy``): a generated frame that its neighbour towards the given frames,
 moved by whole pixels, explains becomes that moved frame; any other frame stays the network's, bit for bit."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -77,33 +79,86 @@ def test_what_a_move_brings_in_from_outside_stays_the_networks_and_ties_take_the
         _after(ref, frame, radius=0, tol=0.1)
 
 
-def test_extend_with_motion_copy_keeps_the_given_handwriting_and_off_changes_nothing():
+def test_extend_with_motion_copy_keeps_the_given_handwriting_and_the_model_sets_the_default():
     """The bundled model's unlabelled 1-NFE extension redraws the given digit (glyph match ~0.86 to the last given
-    frame); with motion_copy its new frames are that frame moved (~1.0), and motion_copy=0 is the default's output,
-    bit for bit. A bad radius or tolerance is refused with a one-line error."""
+    frame, ``motion_copy=0``); with motion_copy its new frames are that frame moved (~1.0). The default is the model's
+    ``sample.motion_copy`` (the bundled model's 4, bit for bit; a model whose config says 0 draws its own frames, bit
+    for bit). A bad radius or tolerance is refused with a one-line error, and so is a bad config value."""
+    from mfvideo.config import ConfigError, load_config
     from mfvideo.pipeline import MFVideoPipeline
 
     pipe = MFVideoPipeline.from_pretrained()
+    assert pipe.cfg.sample.motion_copy == 4
     clips, _ = real_clips(12, "test", 12, seed=4)
     kw = dict(seed=0, output_type="uint8", include_input=False)
-    plain = pipe.extend(clips[:, :4], 8, **kw).frames[:, 4:]
-    assert np.array_equal(pipe.extend(clips[:, :4], 8, motion_copy=0, **kw).frames[:, 4:], plain)
+    plain = pipe.extend(clips[:, :4], 8, motion_copy=0, **kw).frames[:, 4:]
     copied = pipe.extend(clips[:, :4], 8, motion_copy=4, **kw).frames[:, 4:]
+    assert np.array_equal(pipe.extend(clips[:, :4], 8, **kw).frames[:, 4:], copied)
+    assert np.array_equal(pipe(video=clips[:, :4], num_new_frames=8, generator=torch.Generator().manual_seed(0),
+                               output_type="uint8").frames[:, 4:], copied)  # pipe(video=...) takes it too
     assert glyph_match(clips[:, 3], plain).mean() < 0.92
     assert glyph_match(clips[:, 3], copied).mean() > 0.96
+    pipe.cfg.sample.motion_copy = 0
+    assert np.array_equal(pipe.extend(clips[:, :4], 8, **kw).frames[:, 4:], plain)
     for bad in (dict(motion_copy=-1), dict(motion_copy=1.5), dict(motion_copy=2, motion_copy_tol=-0.1)):
         with pytest.raises(ValueError, match="motion_copy must be a whole number"):
             pipe.extend(clips[:1, :4], 4, **bad, **kw)
+    with pytest.raises(ConfigError, match="sample.motion_copy"):
+        load_config(Path(__file__).parents[1] / "configs" / "tiny.yaml", ["sample.motion_copy=-1"])
 
 
 def test_interpolation_with_motion_copy_keeps_both_keyframes_glyph():
+    """``condition`` copies from both keyframes inwards; its default is the model's ``sample.motion_copy`` too."""
     from mfvideo.pipeline import MFVideoPipeline
 
     pipe = MFVideoPipeline.from_pretrained()
     clips, _ = real_clips(12, "test", 8, seed=4)
     keys = clips[:, [0, 7]]
-    plain = pipe.condition(keys, [0, 7], seed=0, output_type="uint8").frames
+    plain = pipe.condition(keys, [0, 7], seed=0, output_type="uint8", motion_copy=0).frames
     copied = pipe.condition(keys, [0, 7], seed=0, output_type="uint8", motion_copy=4).frames
+    assert np.array_equal(pipe.condition(keys, [0, 7], seed=0, output_type="uint8").frames, copied)
     assert np.array_equal(copied[:, [0, 7]], keys)
     assert glyph_match(clips[:, 0], plain[:, 1:7]).mean() < 0.92
     assert glyph_match(clips[:, 0], copied[:, 1:7]).mean() > 0.96
+    pipe.cfg.sample.motion_copy = 0
+    assert np.array_equal(pipe.condition(keys, [0, 7], seed=0, output_type="uint8").frames, plain)
+
+
+def test_generation_does_not_take_the_models_motion_copy():
+    """A copy in ``generate`` would hold its first window's flaws, so the model's ``sample.motion_copy`` (for calls
+    that continue given frames) leaves generation as the network draws it; an explicit radius still copies."""
+    from mfvideo.pipeline import MFVideoPipeline
+
+    pipe = MFVideoPipeline.from_pretrained()
+    kw = dict(num_frames=16, class_labels=[1, 4, 7], seed=0, output_type="uint8", frames_per_window=1)
+    own = pipe.generate(motion_copy=0, **kw).frames
+    assert pipe.cfg.sample.motion_copy == 4
+    assert np.array_equal(pipe.generate(**kw).frames, own)
+    assert np.array_equal(pipe(class_labels=[1, 4, 7], num_frames=16, frames_per_window=1, output_type="uint8",
+                               generator=torch.Generator().manual_seed(0)).frames, own)
+    assert not np.array_equal(pipe.generate(motion_copy=4, **kw).frames, own)
+
+
+def test_cli_extend_and_interpolate_take_the_models_motion_copy(tmp_path):
+    """``mfvideo-extend`` / ``mfvideo-interpolate`` without ``--motion-copy`` write what the API's default gives (the
+    bundled model's copy at 4, the given glyph kept); ``--motion-copy 0`` writes the network's own frames."""
+    from mfvideo.cli import extend, interpolate
+    from mfvideo.data.video_io import read_video
+    from mfvideo.io import save_image, save_video
+
+    clips, _ = real_clips(2, "test", 8, seed=4)
+    save_video(clips[0, :4], tmp_path / "in.mp4", fps=6)
+    args = [str(tmp_path / "in.mp4"), "--num-new-frames", "8", "--seed", "0", "--new-only"]
+    for name, extra in (("default", []), ("own", ["--motion-copy", "0"])):
+        assert extend.main([*args, *extra, "--out", str(tmp_path / f"{name}.mp4")]) == 0
+    glyph = {name: glyph_match(clips[:1, 3], read_video(tmp_path / f"{name}.mp4")[0][None, 4:]).mean()
+             for name in ("default", "own")}
+    assert glyph["default"] > 0.96 and glyph["own"] < glyph["default"] - 0.03
+    for i in (0, 7):
+        save_image(clips[0, i], tmp_path / f"k{i}.png")
+    keys = [str(tmp_path / "k0.png"), str(tmp_path / "k7.png"), "--num-frames", "8", "--seed", "0"]
+    for name, extra in (("mid_default", []), ("mid_own", ["--motion-copy", "0"])):
+        assert interpolate.main([*keys, *extra, "--out", str(tmp_path / f"{name}.mp4")]) == 0
+    mid = {name: glyph_match(clips[:1, 0], read_video(tmp_path / f"{name}.mp4")[0][None, 1:7]).mean()
+           for name in ("mid_default", "mid_own")}
+    assert mid["mid_default"] > 0.96 and mid["mid_own"] < mid["mid_default"] - 0.03

@@ -1172,7 +1172,8 @@ def test_extend_and_generate_through_a_causal_video_vae():
 def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     """The Quick start's first command, on the bundled model: past the first window, its clips keep one new frame
     per window (the steadiest; README "Use it", `frames_per_window`) unless told otherwise; each held-out clip is extended
-    three times, the third with motion_copy (none in generation)."""
+    three times, the first two with the model's motion_copy (the bundled model's 4, as every later extension), the
+    third with the other setting (0: the network's own frames); none in generation. ``--motion-copy 0`` swaps them."""
     from mfvideo.cli import demo
     from mfvideo.pipeline import MFVideoPipeline
 
@@ -1183,28 +1184,29 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
                             kept.append((_name, kw.get("frames_per_window"), kw.get("motion_copy", 0)))
                             or _real(self, *a, **kw))
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
-    assert kept == [("generate", 1, 0)] + [("extend", 1, 0), ("extend", 1, 0), ("extend", 1, 4)] * 3 + [
-        ("extend", 1, 0)] * 6  # then image to video from each clip's first frame, and backwards from its last 4
+    assert kept == [("generate", 1, 0)] + [("extend", 1, 4), ("extend", 1, 4), ("extend", 1, 0)] * 3 + [
+        ("extend", 1, 4)] * 6  # then image to video from each clip's first frame, and backwards from its last 4
     for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4",
-                 "extended/extended_2_read_class.mp4", "extended/extended_2_motion_copy.mp4", "from_image.png",
+                 "extended/extended_2_read_class.mp4", "extended/extended_2_motion_copy_0.mp4", "from_image.png",
                  "from_image/input_2.png", "before.png"):
         assert (tmp_path / "demo" / name).is_file(), name
     given = read_video(tmp_path / "demo" / "before" / "input_0.mp4")[0]
     before = read_video(tmp_path / "demo" / "before" / "before_0.mp4")[0]
     assert len(before) == 16 + 4 and np.abs(before[16:].astype(int) - given).mean() < 3  # 16 new, then the clip
-    for name in ("extended_0.mp4", "extended_0_read_class.mp4", "extended_0_motion_copy.mp4"):
+    for name in ("extended_0.mp4", "extended_0_read_class.mp4", "extended_0_motion_copy_0.mp4"):
         assert probe(tmp_path / "demo" / "extended" / name).num_frames == 4 + 16
     still = read_video(tmp_path / "demo" / "from_image" / "from_image_1.mp4")[0]
     first = imageio.imread(tmp_path / "demo" / "from_image" / "input_1.png")
     assert len(still) == 1 + 16 and np.abs(still[0].astype(int) - first).mean() < 3  # the still, then 16 new frames
-    # the sheet: 3 clips x (truth, extension with no label, with the read class, with motion copy), 20 frames each
+    # the sheet: 3 clips x (truth, extension with no label, with the read class, the network's own), 20 frames each
     from PIL import Image
 
     sheet = np.asarray(Image.open(tmp_path / "demo" / "extended.png"))
     assert sheet.shape[:2] == (12 * (48 + 2) + 2, 20 * (48 + 2) + 2)  # grid(): 16x16 frames magnified to 48x48
     kept.clear()
-    assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0"]) == 0  # no third extension
-    assert [k for k in kept if k[0] == "extend"] == [("extend", 1, 0)] * 12
+    assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0"]) == 0  # the third one copies
+    assert [k for k in kept if k[0] == "extend"] == [("extend", 1, 0), ("extend", 1, 0), ("extend", 1, 4)] * 3 + [
+        ("extend", 1, 0)] * 6
 
 
 def test_sampling_draws_the_noise_prior_the_model_was_trained_with(tmp_path):

@@ -25,7 +25,7 @@ def main(argv=None):
     p.add_argument("--frames-per-window", type=positive_int, default=None,
                    help="clips longer than the window: keep the first N new frames of every later window and slide by "
                         "N (default: all; as mfvideo-extend)")
-    add_motion_copy_args(p, "past the first window, ")
+    add_motion_copy_args(p, "past the first window, ", given=False)
     p.add_argument("--guidance-scale", type=positive_float, default=None,
                    help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range (one "
                         "call per window still; default: the model's); a model with guidance folded in refuses it")

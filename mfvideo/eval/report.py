@@ -1,7 +1,8 @@
 """The moving-digits report: real held-out clips vs a model's 1-NFE / k-NFE samples, extensions and interpolations.
 
 Extensions and interpolations run with the null label (a user's video has none): what the model keeps of the
-digit comes from the context frames alone.
+digit comes from the context frames alone. They score the network's own frames (``motion_copy=0``, whatever the model's
+``sample.motion_copy``) unless ``evaluate_context`` is given a radius.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def evaluate_pipeline(pipe, suite: DigitSuite, n: int = 200, steps: int | None =
     out["seconds_per_clip"] = elapsed / n
     k = T // 2
     long, _ = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 2)
-    ext = pipe.extend(long[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8").frames
+    ext = pipe.extend(long[:, :k], num_new_frames=T, context_frames=k, steps=steps, seed=seed, sampler=sampler,
+                      output_type="uint8", motion_copy=0).frames  # the network's own frames
     out.update(suite.extension_metrics(long[:, :k], ext[:, k:], long[:, k:]))
     return out
 
@@ -156,7 +158,7 @@ def evaluate_read_label(pipe, suite: DigitSuite, n: int = 200, steps: int | None
     T = pipe.window
     k = T // 2
     clips, labels = real_clips(n, "test", k + T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 4)
-    kw = dict(context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8")
+    kw = dict(context_frames=k, steps=steps, seed=seed, sampler=sampler, output_type="uint8", motion_copy=0)
     ext = pipe.extend(clips[:, :k], num_new_frames=T, infer_label=True, **kw)
     read = ext.class_labels.tolist()
     out = {"read_label_accuracy": float((ext.class_labels == labels).mean())}
@@ -164,7 +166,7 @@ def evaluate_read_label(pipe, suite: DigitSuite, n: int = 200, steps: int | None
     truth = pipe.extend(clips[:, :k], num_new_frames=T, class_labels=labels.tolist(), **kw).frames
     out.update({f"true_label_{m}": v for m, v in _extension_scores(suite, truth[:, k:], labels).items()})
     mid = pipe.condition(clips[:, [0, T - 1]], [0, T - 1], num_frames=T, steps=steps, seed=seed, sampler=sampler,
-                         output_type="uint8", infer_label=True).frames
+                         output_type="uint8", infer_label=True, motion_copy=0).frames
     out["read_label_interpolation_midpoint_accuracy"] = _midpoint_accuracy(_frame_accuracy(suite, mid, labels))
     last = pipe.extend(clips[:, :k], num_new_frames=long_frames, class_labels=read, **kw).frames[:, -(T - k):]
     out["read_label_long_identity_kept_last_window"] = float((suite.clip_class(last) == labels).mean())

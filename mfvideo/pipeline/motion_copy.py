@@ -23,7 +23,8 @@ in place (a 3 x 3 blob moved by 3 px over a still random background: RMS 0.29, a
 worst-window test does not separate that case from the one it is for: the digits model's redraws differ from the
 moved glyph by up to 0.6-0.8 RMS in their worst 4 x 4 window, the blob by 0.94 (a worst-window test at 1.0 kept
 glyph match at 0.994 with one call per new frame but 0.959 with whole windows, and accepted the blob). So it is for
-content that moves as a whole -- a camera pan, one object on a plain background -- and off by default.
+content that moves as a whole -- a camera pan, one object on a plain background -- and off unless a model's config
+sets it (``sample.motion_copy``: the bundled digits model's 4).
 Chaining from frame to frame keeps every move within one frame's motion (copied from the context frame, the fourth new
 frame of a window needs four frames' motion within R); an interpolation is copied from both keyframes inwards. With
 the identity codec of the digits model a latent pixel is a pixel; with a VAE it is 8, so only coarse moves are

@@ -417,6 +417,12 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"temperature must be a finite number > 0 (1: the prior as trained), got {t!r}")
         return float(t)
 
+    def resolve_motion_copy(self, motion_copy: int | None, motion_copy_tol: float | None) -> tuple[int, float] | None:
+        """(radius, tol) of the motion-compensated copy of a call that continues given frames, or None (off): the radius
+        given, else the model's ``sample.motion_copy`` (``generate`` takes no model default: its copy would hold its
+        first window's flaws)."""
+        return _motion_copy_args(self.cfg.sample.motion_copy if motion_copy is None else motion_copy, motion_copy_tol)
+
     def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True, labels=None,
                 fps: float | None = None):
         frames = frames if output_type == "latent" else to_output(frames, output_type)
@@ -463,13 +469,15 @@ class MFVideoPipeline(DiffusionPipeline):
                  generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
                  num_videos: int | None = None, video: Any = None, num_new_frames: int | None = None,
                  context_frames: int | None = None, sampler: str | None = None, infer_label: bool = False,
-                 frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                 first_window_steps: int | None = None, guidance_scale: float | None = None,
+                 frames_per_window: int | None = None, motion_copy: int | None = None,
+                 motion_copy_tol: float | None = None, first_window_steps: int | None = None,
+                 guidance_scale: float | None = None,
                  latents: torch.Tensor | None = None, backward: bool = False, image: Any = None,
                  height: int | None = None, width: int | None = None, prompt: Any = None,
                  temperature: float | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``;
+        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``, the
+        model's ``sample.motion_copy`` the copy's default there, none in generation;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
         ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
@@ -511,7 +519,7 @@ class MFVideoPipeline(DiffusionPipeline):
         return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
                              steps=num_inference_steps, context_frames=context_frames, sampler=sampler,
                              generator=generator, output_type=output_type, return_dict=return_dict,
-                             frames_per_window=frames_per_window, motion_copy=motion_copy,
+                             frames_per_window=frames_per_window, motion_copy=0 if motion_copy is None else motion_copy,
                              motion_copy_tol=motion_copy_tol, first_window_steps=first_window_steps,
                              guidance_scale=guidance_scale, latents=latents, temperature=temperature)
 
@@ -544,9 +552,9 @@ class MFVideoPipeline(DiffusionPipeline):
         worse clips (the bundled model: FD 416 against 88; docs/bundled_model.md). Noise comes from ``generator`` (a
         ``torch.Generator`` on any device, or a list of one per clip: clip i's noise and drawn class from generator i,
         the same clip as made alone; ``extend`` and ``condition`` take the same) or from ``seed``. ``context_noise``,
-        ``frames_per_window``, ``reread_context``, ``motion_copy`` (for the windows after the first): as in ``extend``
-        (a copy holds the first window's glyph, flaws included: the bundled model's speckle 0.028 -> 0.057, class
-        accuracy 1.0 -> 0.945; docs/usage.md);
+        ``frames_per_window``, ``reread_context``, ``motion_copy`` (for the windows after the first; default 0, not
+        the model's ``sample.motion_copy``): as in ``extend`` (a copy holds the first window's glyph, flaws included:
+        the bundled model's speckle 0.028 -> 0.057, class accuracy 1.0 -> 0.945; docs/usage.md);
         what the model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
         every later window, as an extension holds what it read off the given video. Re-reading every window's own frames
         compounds their drift: the bundled model's 24-frame clips then dim (99th-percentile intensity 1.0 -> 0.92 by
@@ -665,7 +673,7 @@ class MFVideoPipeline(DiffusionPipeline):
                class_labels=None, seed: int | None = None, sampler: str | None = None,
                generator: torch.Generator | None = None, include_input: bool = True, output_type: str = "np",
                return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None,
-               reread_context: bool = False, frames_per_window: int | None = None, motion_copy: int = 0,
+               reread_context: bool = False, frames_per_window: int | None = None, motion_copy: int | None = None,
                motion_copy_tol: float | None = None, guidance_scale: float | None = None, backward: bool = False,
                temperature: float | None = None):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context
@@ -705,13 +713,15 @@ class MFVideoPipeline(DiffusionPipeline):
         window's frames get worse with distance from their context (the bundled model: 0.96 -> 0.89 over 8 new
         frames, flat at 0.94-0.96 with n = 1; docs/usage.md).
 
-        ``motion_copy`` (R latent pixels; 0: off): every new frame that the frame before it (the last context frame
-        for the first), moved by whole latent pixels within R, explains to a root-mean-square difference of at most
-        ``motion_copy_tol`` (latent units; None: ``MOTION_COPY_TOL``, 0.4) becomes that moved frame
-        (``pipeline.motion_copy``: a codec's motion compensation, per frame). The network still decides where the
-        content goes and which frames a move explains; the copy keeps what it would redraw: the given handwriting,
-        sharp (the bundled model, 1-NFE: glyph match 0.863 -> 0.995, 0.999 with ``frames_per_window=1``; docs/usage.md).
-        Content that changes otherwise than by a move stays the network's.
+        ``motion_copy`` (R latent pixels; 0: off; None: the model's ``sample.motion_copy``, 0 unless its config sets
+        it): every new frame that the frame before it (the last context frame for the first), moved by whole latent
+        pixels within R, explains to a root-mean-square difference of at most ``motion_copy_tol`` (latent units; None:
+        ``MOTION_COPY_TOL``, 0.4) becomes that moved frame (``pipeline.motion_copy``: a codec's motion compensation,
+        per frame). The network still decides where the content goes and which frames a move explains; the copy keeps
+        what it would redraw: the given handwriting, sharp (the bundled model, 1-NFE: glyph match 0.872 -> 0.998, 0.874
+        -> 0.999 with ``frames_per_window=1``; docs/usage.md). Content that changes otherwise than by a move stays the
+        network's. The bundled model, whose content moves as a whole, copies at R = 4 by default; pass 0 for the
+        network's own frames.
 
         ``guidance_scale``, ``temperature``: as in ``generate``. ``output_type="latent"``: the latents of the context
         frames and the new ones, undecoded (B, C, T, h, w), what ``include_input=False`` gives as frames
@@ -737,8 +747,8 @@ class MFVideoPipeline(DiffusionPipeline):
                       class_labels=None, seed: int | None = None, sampler: str | None = None,
                       generator: torch.Generator | None = None, include_input: bool = True, infer_label: bool = False,
                       context_noise: float | None = None, reread_context: bool = False,
-                      frames_per_window: int | None = None, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                      guidance_scale: float | None = None, backward: bool = False,
+                      frames_per_window: int | None = None, motion_copy: int | None = None,
+                      motion_copy_tol: float | None = None, guidance_scale: float | None = None, backward: bool = False,
                       temperature: float | None = None, *, _latent: bool = False) -> "FrameStream":
         """``extend``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the input's first
         (a file decoded chunk by chunk), then every window's new frames. Memory holds one window and one chunk of the
@@ -756,7 +766,7 @@ class MFVideoPipeline(DiffusionPipeline):
         how = self.resolve_sampler(sampler, steps)
         s = self.resolve_context_noise(context_noise)
         temp = self.resolve_temperature(temperature, how)
-        copy = _motion_copy_args(motion_copy, motion_copy_tol)
+        copy = self.resolve_motion_copy(motion_copy, motion_copy_tol)
         if (num_new_frames := _whole(num_new_frames, "num_new_frames")) < 1:
             raise ValueError(f"num_new_frames must be >= 1, got {num_new_frames}")
         k_lat = grow_to = self._context_latents(context_frames)
@@ -992,7 +1002,7 @@ class MFVideoPipeline(DiffusionPipeline):
     def condition(self, frames, frame_indices, num_frames: int | None = None, class_labels=None,
                   seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                   generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
-                  infer_label: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
+                  infer_label: bool = False, motion_copy: int | None = None, motion_copy_tol: float | None = None,
                   guidance_scale: float | None = None, latents: torch.Tensor | None = None,
                   temperature: float | None = None):
         """Given frames at ``frame_indices`` (e.g. first and last: interpolation), the rest made; ``infer_label`` and
@@ -1015,7 +1025,7 @@ class MFVideoPipeline(DiffusionPipeline):
         self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         temp = self.resolve_temperature(temperature, how)
-        copy = _motion_copy_args(motion_copy, motion_copy_tol)
+        copy = self.resolve_motion_copy(motion_copy, motion_copy_tol)
         if self.codec.temporal_factor != 1:
             raise NotImplementedError("conditioning on frames at arbitrary positions needs a per-frame codec "
                                       "(identity or image_vae): a causal VAE's latents mix several frames")

@@ -62,7 +62,7 @@ def main():
         loss.backward()
         opt.step()
         if i % 50 == 0 or i == a.iters - 1:
-            trace.append({"iter": i, "fit_mse": float(loss), "noise_std": float(e.detach().std())})
+            trace.append({"iter": i, "fit_mse": float(loss.detach()), "noise_std": float(e.detach().std())})
             print(trace[-1], f"{time.perf_counter() - t0:.0f} s", flush=True)
     with torch.no_grad():
         e = e.detach()

@@ -139,9 +139,9 @@ def test_generation_does_not_take_the_models_motion_copy():
     assert not np.array_equal(pipe.generate(motion_copy=4, **kw).frames, own)
 
 
-def test_cli_extend_and_interpolate_take_the_models_motion_copy(tmp_path):
+def test_cli_extend_and_interpolate_take_the_models_motion_copy(tmp_path, capsys):
     """``mfvideo-extend`` / ``mfvideo-interpolate`` without ``--motion-copy`` write what the API's default gives (the
-    bundled model's copy at 4, the given glyph kept); ``--motion-copy 0`` writes the network's own frames."""
+    bundled model's copy at 4, the given glyph kept) and say so; ``--motion-copy 0`` writes the network's own frames."""
     from mfvideo.cli import extend, interpolate
     from mfvideo.data.video_io import read_video
     from mfvideo.io import save_image, save_video
@@ -151,6 +151,8 @@ def test_cli_extend_and_interpolate_take_the_models_motion_copy(tmp_path):
     args = [str(tmp_path / "in.mp4"), "--num-new-frames", "8", "--seed", "0", "--new-only"]
     for name, extra in (("default", []), ("own", ["--motion-copy", "0"])):
         assert extend.main([*args, *extra, "--out", str(tmp_path / f"{name}.mp4")]) == 0
+        said = capsys.readouterr().out
+        assert ("motion copy at radius 4, the model's default" in said) == (name == "default"), said
     glyph = {name: glyph_match(clips[:1, 3], read_video(tmp_path / f"{name}.mp4")[0][None, 4:]).mean()
              for name in ("default", "own")}
     assert glyph["default"] > 0.96 and glyph["own"] < glyph["default"] - 0.03
@@ -159,6 +161,7 @@ def test_cli_extend_and_interpolate_take_the_models_motion_copy(tmp_path):
     keys = [str(tmp_path / "k0.png"), str(tmp_path / "k7.png"), "--num-frames", "8", "--seed", "0"]
     for name, extra in (("mid_default", []), ("mid_own", ["--motion-copy", "0"])):
         assert interpolate.main([*keys, *extra, "--out", str(tmp_path / f"{name}.mp4")]) == 0
+        assert ("motion copy at radius 4" in capsys.readouterr().out) == (name == "mid_default")
     mid = {name: glyph_match(clips[:1, 0], read_video(tmp_path / f"{name}.mp4")[0][None, 1:7]).mean()
            for name in ("mid_default", "mid_own")}
     assert mid["mid_default"] > 0.96 and mid["mid_own"] < mid["mid_default"] - 0.03

@@ -79,6 +79,15 @@ def add_motion_copy_args(p: argparse.ArgumentParser, where: str = "", given: boo
                         "pipeline's, 0.4)")
 
 
+def motion_copy_note(pipe, args) -> str:
+    """What a command that continues given frames tells of a copy it made by the model's default (``--motion-copy``
+    not given, ``sample.motion_copy`` > 0): the output is partly copied frames, and how to have the network's own."""
+    if args.motion_copy is not None or not pipe.cfg.sample.motion_copy:
+        return ""
+    return (f"; motion copy at radius {pipe.cfg.sample.motion_copy}, the model's default (--motion-copy 0: the "
+            "network's own frames)")
+
+
 def add_class_args(p: argparse.ArgumentParser, given: str) -> None:
     """``--class`` / ``--infer-class`` of commands that continue given frames (``given`` names them: ``mfvideo-extend``,
     ``mfvideo-interpolate``); ``check_class_args`` and ``class_labels_of`` read them."""

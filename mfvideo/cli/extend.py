@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import (CHECKPOINT_HELP, ArgumentParser, add_class_args, add_device_args, add_motion_copy_args,
                add_sampler_args, check_class_args, check_output_file, class_labels_of, frame_bar, load_pipeline,
-               positive_float, positive_int, progress, user_errors)
+               motion_copy_note, positive_float, positive_int, progress, user_errors)
 
 
 @user_errors
@@ -80,7 +80,7 @@ def main(argv=None):
         c = str(int(stream.class_labels[0]))
         name = pipe.labels.get(c, c)
         print(f"class read from the context: {c}" + (f" ({name})" if name != c else ""))
-    print(f"wrote {sum(written)} frames ({args.num_new_frames} new) to {out_path}")
+    print(f"wrote {sum(written)} frames ({args.num_new_frames} new) to {out_path}{motion_copy_note(pipe, args)}")
     return 0
 
 

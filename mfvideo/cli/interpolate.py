@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import (CHECKPOINT_HELP, ArgumentParser, add_class_args, add_device_args, add_motion_copy_args,
-               add_sampler_args, check_class_args, check_output_file, class_labels_of, load_pipeline, positive_float,
-               positive_int, user_errors)
+               add_sampler_args, check_class_args, check_output_file, class_labels_of, load_pipeline,
+               motion_copy_note, positive_float, positive_int, user_errors)
 
 
 @user_errors
@@ -83,7 +83,7 @@ def main(argv=None):
         print(f"class read from the given frames: {c}" + (f" ({name})" if name != c else ""))
     whole = "START, " if args.join else ""
     print(f"wrote {whole}{n - 2 * k} new frames between {k} given frame(s) from each side"
-          f"{', END' if args.join else ''} to {out_path}")
+          f"{', END' if args.join else ''} to {out_path}{motion_copy_note(pipe, args)}")
     return 0
 
 

@@ -421,6 +421,9 @@ class MFVideoPipeline(DiffusionPipeline):
         """(radius, tol) of the motion-compensated copy of a call that continues given frames, or None (off): the radius
         given, else the model's ``sample.motion_copy`` (``generate`` takes no model default: its copy would hold its
         first window's flaws)."""
+        if motion_copy is None and self.cfg.sample.motion_copy:
+            log.info("motion copy at radius %d, the model's sample.motion_copy (motion_copy=0: the network's own frames)",
+                     self.cfg.sample.motion_copy)
         return _motion_copy_args(self.cfg.sample.motion_copy if motion_copy is None else motion_copy, motion_copy_tol)
 
     def _output(self, frames: np.ndarray, output_type: str, return_dict: bool = True, labels=None,

@@ -1204,9 +1204,9 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     sheet = np.asarray(Image.open(tmp_path / "demo" / "extended.png"))
     assert sheet.shape[:2] == (12 * (48 + 2) + 2, 20 * (48 + 2) + 2)  # grid(): 16x16 frames magnified to 48x48
     kept.clear()
-    assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0"]) == 0  # the third one copies
-    assert [k for k in kept if k[0] == "extend"] == [("extend", 1, 0), ("extend", 1, 0), ("extend", 1, 4)] * 3 + [
-        ("extend", 1, 0)] * 6
+    assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0", "--frames-per-window", "4"]) == 0
+    assert kept == [("generate", 4, 0)] + [("extend", 4, 0), ("extend", 4, 0), ("extend", 4, 4)] * 3 + [
+        ("extend", 4, 0)] * 6  # the third extension copies; whole windows where asked
 
 
 def test_sampling_draws_the_noise_prior_the_model_was_trained_with(tmp_path):

@@ -308,19 +308,19 @@ def test_sigterm_to_post_training_writes_the_weights_so_far(tmp_path):
 
     out = tmp_path / "sharp"
     cmd = [sys.executable, "-m", "mfvideo.cli.post_train", "--out", str(out), "--steps", "100000", "--clips", "64",
-           "--batch-size", "4"]
+           "--batch-size", "4", "--log-every", "5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err = []
-    for line in proc.stderr:  # the first logged step (every 50): training is under way
+    for line in proc.stderr:  # the first logged step (every 5): training is under way
         err.append(line)
-        if "post-training step 50/100000" in line:
+        if "post-training step 5/100000" in line:
             proc.send_signal(signal.SIGTERM)
             break
     rest_out, rest_err = proc.communicate(timeout=300)
     err = "".join(err) + rest_err
     assert proc.returncode == 143, err[-3000:]
     stats = json.loads((out / "post_train.json").read_text())
-    assert stats["stopped_by"] == "SIGTERM" and 50 <= stats["steps"] < 100000, stats
+    assert stats["stopped_by"] == "SIGTERM" and 5 <= stats["steps"] < 100000, stats
     assert f"stopped by SIGTERM at step {stats['steps']} of 100000; wrote {out} ({stats['steps']} post-training" in \
         rest_out
     assert err.count("SIGTERM received: stopping after this step, with the weights so far and the state to resume "

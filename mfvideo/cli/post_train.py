@@ -51,6 +51,8 @@ def main(argv=None):
     p.add_argument("--clips", type=positive_int, default=20000, help="training clips held in memory (default 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device, default="cpu")
+    p.add_argument("--log-every", type=positive_int, default=50, metavar="N",
+                   help="log the losses, averaged, every N steps (default 50)")
     p.add_argument("--resume", action="store_true",
                    help="go on from the run a signal stopped in --out (same SOURCE and settings); without one there, "
                         "start")
@@ -73,7 +75,7 @@ def main(argv=None):
         check_resumable(resume, cfg)  # before the model and the data load
     pipe = MFVideoPipeline.from_pretrained(args.source, device=args.device)
     logging.getLogger("mfvideo.train.adversarial").setLevel(logging.INFO)
-    stats = post_train(pipe, cfg, log_every=max(1, min(50, args.steps)), resume=resume)
+    stats = post_train(pipe, cfg, log_every=min(args.log_every, args.steps), resume=resume)
     state = stats.pop("state", None)
     stats["source"] = args.source or "bundled"
     with atomic_folder(out) as tmp:  # a folder there before is replaced whole, or kept if this fails

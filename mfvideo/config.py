@@ -146,10 +146,11 @@ class SampleConfig:
     # variety. Windows of several calls start from the prior as trained (their later calls would see a noise level
     # off the path). The pipeline's ``temperature=`` overrides it for every window (docs/usage.md "Temperature").
     one_step_temperature: float = 1.0
-    # The default ``motion_copy`` radius (latent pixels; 0: off) of calls that continue given frames (``extend``,
-    # ``condition``, ``pipe(video=...)`` and their commands): new frames a move of the frame before them explains
-    # become that moved frame, the given content kept. For models whose content moves as a whole (the bundled digits:
-    # 4); ``generate`` keeps 0 (a copy would hold its first window's flaws). docs/usage.md "Motion-compensated copy".
+    # The default ``motion_copy`` radius (latent pixels; 0: off) of every call (``generate``, ``extend``,
+    # ``condition``, ``pipe(...)`` and their commands): new frames a move of the frame before them explains become that
+    # moved frame, the given content kept; a window made from noise is copied outwards from the frame its other frames
+    # are best explained by. For models whose content moves as a whole (the bundled digits: 4). docs/usage.md
+    # "Motion-compensated copy".
     motion_copy: int = 0
 
 

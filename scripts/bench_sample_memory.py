@@ -31,6 +31,7 @@ else:
     from mfvideo.io import save_video
     from mfvideo.pipeline import MFVideoPipeline
     pipe = MFVideoPipeline.from_pretrained(model)
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames (the bundled model copies by default)
     video = pipe.generate(num_frames=int(frames), num_clips=int(clips), generator=torch.Generator().manual_seed(0),
                           output_type="uint8")
     for i, clip in enumerate(video.frames):

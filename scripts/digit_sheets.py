@@ -3,7 +3,10 @@
     python scripts/digit_sheets.py [--checkpoint DIR] [--out results] [--scale 3]
 
 Writes (each PNG magnified ``--scale`` times, white gutters between frames):
-- ``moving_digits_generated.png``: 1-NFE generation, one row per digit 0..9 (8 frames = 1 network call);
+- ``moving_digits_generated.png``: 1-NFE generation (8 frames = 1 network call), pairs of rows per digit 0..9: the
+  model's defaults (the bundled model's ``motion_copy=4``: the window copied outwards from the frame its other frames
+  are best explained by, where a move explains them), then the network's own frames (``motion_copy=0``), the same
+  noise;
 - ``moving_digits_extended.png``: held-out clips continued with the null label, threes of rows: the true clip, then
   its first 4 frames + 12 new frames (3 windows) with the model's defaults (the bundled model's ``motion_copy=4``:
   the given glyph moved where the network's frame is that move), then the network's own frames (``motion_copy=0``);
@@ -47,8 +50,9 @@ def main():
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
     d, T = pipe.cfg.data, pipe.window
     k = T // 2
-    gen = pipe.generate(class_labels=list(range(10)), seed=a.seed, output_type="uint8").frames
-    _save(gen, out / "moving_digits_generated.png", a.scale)
+    gen = [pipe.generate(class_labels=list(range(10)), seed=a.seed, output_type="uint8", motion_copy=m).frames
+           for m in (None, 0)]
+    _save(_interleave(*gen), out / "moving_digits_generated.png", a.scale)
 
     clips, _ = real_clips(6, "test", k + 12, d.resolution, d.digit_size, d.speed, seed=d.seed + 11)
     kw = dict(context_frames=k, seed=a.seed, output_type="uint8")

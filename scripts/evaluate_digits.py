@@ -58,7 +58,8 @@ def main():
     p.add_argument("--frames-per-window", type=int, nargs="+", default=[None],
                    help="new frames kept per extension window (the pipeline's frames_per_window; default: all)")
     p.add_argument("--motion-copy", type=int, nargs="+", default=[0],
-                   help="the pipeline's motion_copy radii for the extensions (0: off)")
+                   help="the pipeline's motion_copy radii for generation and the extensions (0: off, the network's "
+                        "own frames)")
     p.add_argument("--guidance-scale", type=float, nargs="+", default=[None],
                    help="guidance scales of a model trained with method.cfg_scale_range (default: the model's)")
     p.add_argument("--temperature", type=float, nargs="+", default=[None],
@@ -81,11 +82,13 @@ def main():
         for (sampler, s, name), scale, temp in itertools.product(runs, a.guidance_scale, a.temperature):
             pipe.cfg.sample.guidance_scale = scale  # the default of every call below (None: the model's own)
             pipe.cfg.sample.one_step_temperature = own_temperature if temp is None else temp  # likewise
-            generation = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler)
+            generation = {}
             for level, keep, copy in itertools.product(a.context_noise, a.frames_per_window, a.motion_copy):
                 if level is not None:
                     pipe.cfg.sample.context_noise = level  # the default of every extension below
-                row = dict(generation)
+                if copy not in generation:
+                    generation[copy] = evaluate_pipeline(pipe, suite, a.n, steps=s, sampler=sampler, motion_copy=copy)
+                row = dict(generation[copy])
                 row.update(evaluate_context(pipe, suite, a.n, steps=s, sampler=sampler, long_frames=a.long_frames,
                                             frames_per_window=keep, motion_copy=copy))
                 row["motion_copy"] = copy

@@ -47,6 +47,7 @@ def main():
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames (the bundled model copies by default)
     d = pipe.cfg.data
     kw = dict(num_frames=d.num_frames, resolution=d.resolution, digit_size=d.digit_size, speed=d.speed)
     real, _ = real_clips(a.n, "test", **kw, seed=d.seed + 5)

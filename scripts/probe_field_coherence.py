@@ -28,6 +28,7 @@ def main():
     for arg in a.checkpoint:
         name, _, path = arg.partition("=")
         pipe = MFVideoPipeline.from_pretrained(path or None)
+        pipe.cfg.sample.motion_copy = 0  # the network's own frames (the bundled model copies by default)
         for sampler, steps in SAMPLERS:
             clips = pipe.generate(class_labels=labels.tolist(), seed=0, steps=steps, sampler=sampler,
                                   output_type="uint8").frames

@@ -35,6 +35,7 @@ def main():
     p.add_argument("--out", default="results/s19_long_generation.json")
     a = p.parse_args()
     pipe, suite = MFVideoPipeline.from_pretrained(a.checkpoint), DigitSuite.load()
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames (the bundled model copies by default)
     labels = np.arange(a.n) % 10
     out = {}
     for labelled in (True,) if a.held_labelled else (True, False):

@@ -42,6 +42,7 @@ def main():
     p.add_argument("--out", default="results/s30_short_clips.json")
     a = p.parse_args()
     pipe, suite = MFVideoPipeline.from_pretrained(a.checkpoint), DigitSuite.load()
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames (the bundled model copies by default)
     d = pipe.cfg.data
     labels = np.arange(a.n) % pipe.cfg.model.num_classes
     real, _ = real_clips(a.n, "test", d.num_frames, d.resolution, d.digit_size, d.speed, seed=d.seed + 1)

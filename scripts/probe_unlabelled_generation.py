@@ -23,6 +23,7 @@ def main():
     p.add_argument("--out", default="results/s27_unlabelled_generation.json")
     a = p.parse_args()
     pipe, suite = MFVideoPipeline.from_pretrained(a.checkpoint), DigitSuite.load()
+    pipe.cfg.sample.motion_copy = 0  # the network's own frames (the bundled model copies by default)
     d = pipe.cfg.data
     real, _ = real_clips(a.n, "test", d.num_frames, d.resolution, d.digit_size, d.speed, seed=d.seed + 5)
     rows = {}

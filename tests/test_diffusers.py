@@ -90,8 +90,9 @@ def test_a_pipeline_in_bfloat16_samples_float32_inputs(saved, how):
         else:
             pipe = MFVideoPipeline.from_pretrained(saved).to(torch.bfloat16)
     assert next(pipe.transformer.parameters()).dtype == torch.bfloat16
-    a = pipe.generate(class_labels=[3, 5], seed=0, output_type="uint8").frames
-    b = ref.generate(class_labels=[3, 5], seed=0, output_type="uint8").frames
+    # the network's frames (motion_copy=0): a copy's per-frame accept / reject would turn rounding into whole frames
+    a = pipe.generate(class_labels=[3, 5], seed=0, output_type="uint8", motion_copy=0).frames
+    b = ref.generate(class_labels=[3, 5], seed=0, output_type="uint8", motion_copy=0).frames
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 2  # the same clips, bf16 rounding apart
     ext = pipe.extend(b[:, :4], 4, seed=0, output_type="uint8")
     assert ext.frames.shape == (2, 8, 16, 16, 3) and list(ext.class_labels) == list(
@@ -110,6 +111,7 @@ def test_the_sampling_commands_take_a_dtype(tmp_path, monkeypatch):
     grids = {}
     for dtype in ("float32", "bfloat16"):
         assert sample.main(["--classes", "3", "5", "--num-frames", "10", "--dtype", dtype, "--grid",
+                            "--motion-copy", "0",  # the network's frames: a copy would turn rounding into frames
                             "--out", str(tmp_path / dtype)]) == 0
         grids[dtype] = imageio.imread(tmp_path / dtype / "grid.png").astype(int)
     diff = np.abs(grids["float32"] - grids["bfloat16"])

@@ -1173,7 +1173,8 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     """The Quick start's first command, on the bundled model: past the first window, its clips keep one new frame
     per window (the steadiest; README "Use it", `frames_per_window`) unless told otherwise; each held-out clip is extended
     three times, the first two with the model's motion_copy (the bundled model's 4, as every later extension), the
-    third with the other setting (0: the network's own frames); none in generation. ``--motion-copy 0`` swaps them."""
+    third with the other setting (0: the network's own frames); every digit is generated with both, the model's first.
+    ``--motion-copy 0`` swaps them."""
     from mfvideo.cli import demo
     from mfvideo.pipeline import MFVideoPipeline
 
@@ -1184,9 +1185,10 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
                             kept.append((_name, kw.get("frames_per_window"), kw.get("motion_copy", 0)))
                             or _real(self, *a, **kw))
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
-    assert kept == [("generate", 1, 0)] + [("extend", 1, 4), ("extend", 1, 4), ("extend", 1, 0)] * 3 + [
+    assert kept == [("generate", 1, 4), ("generate", 1, 0)] + [("extend", 1, 4), ("extend", 1, 4), ("extend", 1, 0)] * 3 + [
         ("extend", 1, 4)] * 6  # then image to video from each clip's first frame, and backwards from its last 4
-    for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "extended/extended_2.mp4",
+    for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "generated/digit_9_motion_copy_0.mp4",
+                 "extended/extended_2.mp4",
                  "extended/extended_2_read_class.mp4", "extended/extended_2_motion_copy_0.mp4", "from_image.png",
                  "from_image/input_2.png", "before.png"):
         assert (tmp_path / "demo" / name).is_file(), name
@@ -1203,9 +1205,11 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
 
     sheet = np.asarray(Image.open(tmp_path / "demo" / "extended.png"))
     assert sheet.shape[:2] == (12 * (48 + 2) + 2, 20 * (48 + 2) + 2)  # grid(): 16x16 frames magnified to 48x48
+    gen = np.asarray(Image.open(tmp_path / "demo" / "generated.png"))  # 10 digits x (the model's copy, the network's)
+    assert gen.shape[:2] == (20 * (48 + 2) + 2, 16 * (48 + 2) + 2)
     kept.clear()
     assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0", "--frames-per-window", "4"]) == 0
-    assert kept == [("generate", 4, 0)] + [("extend", 4, 0), ("extend", 4, 0), ("extend", 4, 4)] * 3 + [
+    assert kept == [("generate", 4, 0), ("generate", 4, 4)] + [("extend", 4, 0), ("extend", 4, 0), ("extend", 4, 4)] * 3 + [
         ("extend", 4, 0)] * 6  # the third extension copies; whole windows where asked
 
 

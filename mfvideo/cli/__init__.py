@@ -65,23 +65,23 @@ positive_int, non_negative_int = _whole_at_least(1), _whole_at_least(0)
 positive_float, non_negative_float = _finite_above(0, strict=True), _finite_above(0, strict=False)
 
 
-def add_motion_copy_args(p: argparse.ArgumentParser, where: str = "", given: bool = True) -> None:
-    """``--motion-copy R`` and ``--motion-copy-tol T`` (``MFVideoPipeline.extend`` / ``generate``); ``given``: a
-    command that continues given frames, whose default is the model's ``sample.motion_copy``."""
-    default = ("default: the model's sample.motion_copy, 4 for the bundled model; 0: off" if given else
-               "0: off, the default")
-    p.add_argument("--motion-copy", type=non_negative_int, default=None if given else 0, metavar="R",
-                   help=f"{where}every new frame that the frame before it, moved by up to R whole latent pixels, "
-                        "explains (RMS difference <= --motion-copy-tol) becomes that moved frame: the given content "
-                        f"kept sharp where the network only moved it ({default})")
+def add_motion_copy_args(p: argparse.ArgumentParser) -> None:
+    """``--motion-copy R`` and ``--motion-copy-tol T`` (``MFVideoPipeline.extend`` / ``generate``; default: the
+    model's ``sample.motion_copy``)."""
+    p.add_argument("--motion-copy", type=non_negative_int, default=None, metavar="R",
+                   help="every new frame that the frame before it, moved by up to R whole latent pixels, explains "
+                        "(RMS difference <= --motion-copy-tol) becomes that moved frame: content kept sharp where the "
+                        "network only moved it; a clip made from noise is copied outwards from the frame its other "
+                        "frames are best explained by (default: the model's sample.motion_copy, 4 for the bundled "
+                        "model; 0: the network's own frames)")
     p.add_argument("--motion-copy-tol", type=non_negative_float, default=None, metavar="T",
                    help="latent RMS difference up to which a moved frame explains a new one (default: the "
                         "pipeline's, 0.4)")
 
 
 def motion_copy_note(pipe, args) -> str:
-    """What a command that continues given frames tells of a copy it made by the model's default (``--motion-copy``
-    not given, ``sample.motion_copy`` > 0): the output is partly copied frames, and how to have the network's own."""
+    """What a command tells of a copy it made by the model's default (``--motion-copy`` not given,
+    ``sample.motion_copy`` > 0): the output is partly copied frames, and how to have the network's own."""
     if args.motion_copy is not None or not pipe.cfg.sample.motion_copy:
         return ""
     return (f"; motion copy at radius {pipe.cfg.sample.motion_copy}, the model's default (--motion-copy 0: the "

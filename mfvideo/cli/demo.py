@@ -1,6 +1,8 @@
 """mfvideo-demo --out DIR: the bundled moving-digits model generates and extends clips on this machine.
 
-Writes one generated clip per digit (mp4), a contact sheet of them, three held-out real clips (their first frames
+Writes one generated clip per digit (mp4) with the model's ``motion_copy`` (the bundled model's 4: the window
+copied outwards from the frame its other frames are best explained by, moved, one hand per clip) and one with the
+other setting, a contact sheet of both in pairs of rows, three held-out real clips (their first frames
 only) extended by the model three times -- with no label (its context reader reads the class inside the one call
 per window), with the class a diffusion classifier reads off the frames first (``infer_label``), both with the
 model's ``motion_copy`` (the bundled model's 4: a new frame that the frame before it, moved by whole pixels,
@@ -33,8 +35,9 @@ def main(argv=None):
                    help="new frames kept per window past the first (default 1 with a per-frame codec: one call per "
                         "new frame; whole windows with a causal video VAE)")
     p.add_argument("--motion-copy", type=non_negative_int, default=None, metavar="R",
-                   help="the extensions' motion_copy radius in latent pixels (default: the model's sample.motion_copy, "
-                        "4 for the bundled model); the third extension takes 0 where this is not 0, else 4")
+                   help="the motion_copy radius of generation and the extensions, in latent pixels (default: the "
+                        "model's sample.motion_copy, 4 for the bundled model); the second generated clip per digit "
+                        "and the third extension take 0 where this is not 0, else 4")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     check_output_dir(args.out)
@@ -56,13 +59,17 @@ def main(argv=None):
     k = pipe.window // 2
     per = n or pipe.window - k  # new frames kept per window past the first
     copy = cfg.sample.motion_copy if args.motion_copy is None else args.motion_copy
-    other = 0 if copy else 4  # the third extension: the network's own frames, or the copy, whichever is not the default
+    other = 0 if copy else 4  # the network's own frames, or the copy, whichever is not the default
     gen = pipe.generate(num_frames=args.num_frames, class_labels=list(range(10)), seed=args.seed,
-                        output_type="uint8", frames_per_window=n)
+                        output_type="uint8", frames_per_window=n, motion_copy=copy)
     t_gen = time.perf_counter() - t0
-    for d, clip in enumerate(gen.frames):
+    gen_other = pipe.generate(num_frames=args.num_frames, class_labels=list(range(10)), seed=args.seed,
+                              output_type="uint8", frames_per_window=n, motion_copy=other)
+    for d, (clip, clip_other) in enumerate(zip(gen.frames, gen_other.frames)):
         save_video(clip, out / "generated" / f"digit_{d}.mp4", fps=gen.fps)
-    save_image(grid(gen.frames), out / "generated.png")
+        save_video(clip_other, out / "generated" / f"digit_{d}_motion_copy_{other}.mp4", fps=gen.fps)
+    save_image(grid(np.stack([gen.frames, gen_other.frames], axis=1).reshape(-1, *gen.frames.shape[1:])),
+               out / "generated.png")
 
     real = MovingDigits(split="test", num_frames=k + 16, resolution=cfg.data.resolution, digit_size=cfg.data.digit_size,
                         speed=cfg.data.speed, channels=1, seed=cfg.data.seed + 1)
@@ -109,9 +116,11 @@ def main(argv=None):
           f"classes read off the context: {', '.join(read)}")
     what = f"motion_copy={copy}" + (" (the given handwriting kept)" if copy else " (the network's own frames)")
     third = f", then with no label and motion_copy={other}" + (" (the network's own frames)" if copy else "")
+    pairs = (f"per digit motion_copy={copy}" + (" (one hand per clip)" if copy else " (the network's own frames)")
+             + f", then motion_copy={other}" + (" (the network's own frames)" if copy else ""))
     before = f", {out}/before.png (rows: true clip, then 16 frames made before its last {k} + those)" if before_rows \
         else ""
-    print(f"wrote {out}/generated.png, {out}/extended.png (rows: true clip, then input + extension with no label, "
+    print(f"wrote {out}/generated.png (rows: {pairs}), {out}/extended.png (rows: true clip, then input + extension with no label, "
           f"then with the class infer_label read off the input, both {what}{third}), {out}/from_image.png (rows: "
           f"true clip, then its first frame, a PNG, + 16 new frames){before} and the mp4s")
     return 0

@@ -5,7 +5,8 @@ are encoded as their windows are made (memory flat in their length; --grid holds
 from __future__ import annotations
 
 from . import (CHECKPOINT_HELP, ArgumentParser, add_device_args, add_motion_copy_args, add_sampler_args,
-               check_output_dir, class_name, load_pipeline, positive_float, positive_int, progress, user_errors)
+               check_output_dir, class_name, load_pipeline, motion_copy_note, positive_float, positive_int, progress,
+               user_errors)
 
 BATCH = 64  # clips per network call: memory stays flat for any --num-clips
 STREAM_BATCH = 16  # clips per batch past one window: one ffmpeg each, open together (~60 MB each at 256 px)
@@ -25,7 +26,7 @@ def main(argv=None):
     p.add_argument("--frames-per-window", type=positive_int, default=None,
                    help="clips longer than the window: keep the first N new frames of every later window and slide by "
                         "N (default: all; as mfvideo-extend)")
-    add_motion_copy_args(p, "past the first window, ", given=False)
+    add_motion_copy_args(p)
     p.add_argument("--guidance-scale", type=positive_float, default=None,
                    help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range (one "
                         "call per window still; default: the model's); a model with guidance folded in refuses it")
@@ -97,7 +98,8 @@ def main(argv=None):
                 save_video(clip, folder / f"clip_{name}.mp4", fps=fps)
     if args.grid:
         save_image(grid(np.concatenate(sheet)), folder / "grid.png")
-    print(f"wrote {n} images to {folder}" if frames == 1 else f"wrote {n} clips of {frames} frames to {folder}")
+    print(f"wrote {n} images to {folder}" if frames == 1 else
+          f"wrote {n} clips of {frames} frames to {folder}{motion_copy_note(pipe, args)}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """The moving-digits report: real held-out clips vs a model's 1-NFE / k-NFE samples, extensions and interpolations.
 
 Extensions and interpolations run with the null label (a user's video has none): what the model keeps of the
-digit comes from the context frames alone. They score the network's own frames (``motion_copy=0``, whatever the model's
-``sample.motion_copy``) unless ``evaluate_context`` is given a radius.
+digit comes from the context frames alone. Generation, extensions and interpolations score the network's own frames
+(``motion_copy=0``, whatever the model's ``sample.motion_copy``) unless given a radius.
 """
 
 from __future__ import annotations
@@ -16,17 +16,19 @@ from .digits import DigitSuite, centroids, glyph_match, real_clips, sharpness
 
 
 def evaluate_pipeline(pipe, suite: DigitSuite, n: int = 200, steps: int | None = None, seed: int = 0,
-                      sampler: str | None = None) -> dict:
+                      sampler: str | None = None, motion_copy: int = 0) -> dict:
     """Class-conditional samples (n, labels cycling 0..9) scored against n real held-out clips; and extension.
 
-    ``sampler`` / ``steps`` as in the pipeline (default: the model's own sampler, MeanFlow 1-NFE or Euler 50).
+    ``sampler`` / ``steps`` as in the pipeline (default: the model's own sampler, MeanFlow 1-NFE or Euler 50);
+    ``motion_copy``: the samples' radius (0: the network's own frames); the extension here is always the network's.
     """
     cfg = pipe.cfg.data
     T = pipe.window
     real, _ = real_clips(n, "test", T, cfg.resolution, cfg.digit_size, cfg.speed, seed=cfg.seed + 1)
     labels = np.arange(n) % 10
     t0 = time.perf_counter()
-    frames = pipe.generate(class_labels=labels.tolist(), seed=seed, steps=steps, sampler=sampler, output_type="uint8").frames
+    frames = pipe.generate(class_labels=labels.tolist(), seed=seed, steps=steps, sampler=sampler, output_type="uint8",
+                           motion_copy=motion_copy).frames
     elapsed = time.perf_counter() - t0
     out = suite.clip_metrics(frames, labels, real)
     out["seconds_per_clip"] = elapsed / n

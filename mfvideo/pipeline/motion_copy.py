@@ -25,6 +25,13 @@ moved glyph by up to 0.6-0.8 RMS in their worst 4 x 4 window, the blob by 0.94 (
 glyph match at 0.994 with one call per new frame but 0.959 with whole windows, and accepted the blob). So it is for
 content that moves as a whole -- a camera pan, one object on a plain background -- and off unless a model's config
 sets it (``sample.motion_copy``: the bundled digits model's 4).
+A window made from noise alone (generation) has no given frame. There the copy runs outwards from the frame the
+window's other frames are best explained by -- its medoid under the same distance, summed over the others, each at
+its best move (``anchor_frames``) -- so that a broken frame, which no move of the others explains, is never the
+anchor, and a frame no move of its neighbour explains still stays the network's. The clip is then one network frame
+moved along the network's track (the bundled digits model: clips with a frame read as another digit 15.2 % -> 2.5 %
+of 1,000, the glyph one hand, 0.873 -> 0.999; from the window's first frame instead, 9.1 %: the first is its
+weakest frame; docs/experiments.md, session 45).
 Chaining from frame to frame keeps every move within one frame's motion (copied from the context frame, the fourth new
 frame of a window needs four frames' motion within R); an interpolation is copied from both keyframes inwards. With
 the identity codec of the digits model a latent pixel is a pixel; with a VAE it is 8, so only coarse moves are
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 
 def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +70,46 @@ def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: flo
         neighbour = f - 1 if nearest[f] < f else f + 1
         out[f], accepted[:, f] = move_onto(out[neighbour], out[f], radius, tol)
     return torch.stack(out, dim=2), accepted
+
+
+def anchor_frames(frames: torch.Tensor, radius: int) -> torch.Tensor:
+    """frames (B, C, T, H, W), a window with no given frame -> (B,) long: per clip the frame whose best whole-pixel
+    moves (within ``radius``) explain the window's other frames best, the sum over them of ``move_onto``'s cost (the
+    mean squared difference over the pixels the move covers); ties: the earlier frame."""
+    B, C, T, H, W = frames.shape
+    R = radius
+    x = frames.float()
+    pad = F.pad(x, (R, R, R, R))  # (B, C, T, H + 2R, W + 2R)
+    inside = F.pad(torch.ones(1, 1, 1, H, W, device=frames.device), (R, R, R, R))
+    best = torch.full((B, T, T), float("inf"), device=frames.device)  # [b, i, j]: frame i moved onto frame j
+    for dy in range(-R, R + 1):
+        for dx in range(-R, R + 1):
+            window = (..., slice(R - dy, R - dy + H), slice(R - dx, R - dx + W))
+            covered = inside[window]  # (1, 1, 1, H, W)
+            moved = rearrange(pad[window] * covered, "b c t h w -> b t (c h w)")
+            seen = rearrange(x * covered, "b c t h w -> b t (c h w)")  # frame j where the move covers it
+            # sum over covered pixels of (moved_i - x_j)^2, for every pair at once
+            cost = (moved.square().sum(-1)[:, :, None] + seen.square().sum(-1)[:, None, :]
+                    - 2 * torch.einsum("bip,bjp->bij", moved, seen)) / (covered.sum() * C)
+            best = torch.minimum(best, cost)
+    best.diagonal(dim1=1, dim2=2).zero_()
+    return best.sum(dim=2).argmin(dim=1)  # (B,): argmin takes the first of equal sums
+
+
+def motion_copy_from_anchor(frames: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``motion_copy`` of a window with no given frame (generation): per clip outwards from its ``anchor_frames``
+    frame, kept as the network made it. frames (B, C, T, H, W) -> (the window, accepted (B, T) bool, False on the
+    anchors)."""
+    if radius < 1 or tol < 0:
+        raise ValueError(f"motion_copy needs a radius >= 1 and a tolerance >= 0, got {radius} and {tol}")
+    T = frames.shape[2]
+    anchors = anchor_frames(frames, radius)  # (B,)
+    out, accepted = frames.clone(), torch.zeros(frames.shape[0], T, dtype=torch.bool, device=frames.device)
+    for a in anchors.unique().tolist():
+        rows = anchors == a
+        given = torch.arange(T) == a
+        out[rows], accepted[rows] = motion_copy(frames[rows], given, radius, tol)
+    return out, accepted
 
 
 def move_onto(ref: torch.Tensor, frame: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:

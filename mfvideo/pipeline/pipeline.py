@@ -43,6 +43,7 @@ from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
 from ..weights import CheckpointError, load_config_from, load_into, load_weights, resolve_checkpoint
 from .motion_copy import motion_copy as _motion_copy  # (the methods' argument of that name is the radius)
+from .motion_copy import motion_copy_from_anchor as _motion_copy_from_anchor
 
 log = logging.getLogger(__name__)
 
@@ -418,9 +419,8 @@ class MFVideoPipeline(DiffusionPipeline):
         return float(t)
 
     def resolve_motion_copy(self, motion_copy: int | None, motion_copy_tol: float | None) -> tuple[int, float] | None:
-        """(radius, tol) of the motion-compensated copy of a call that continues given frames, or None (off): the radius
-        given, else the model's ``sample.motion_copy`` (``generate`` takes no model default: its copy would hold its
-        first window's flaws)."""
+        """(radius, tol) of the motion-compensated copy of a call, or None (off): the radius given, else the model's
+        ``sample.motion_copy``."""
         if motion_copy is None and self.cfg.sample.motion_copy:
             log.info("motion copy at radius %d, the model's sample.motion_copy (motion_copy=0: the network's own frames)",
                      self.cfg.sample.motion_copy)
@@ -479,8 +479,8 @@ class MFVideoPipeline(DiffusionPipeline):
                  height: int | None = None, width: int | None = None, prompt: Any = None,
                  temperature: float | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``, the
-        model's ``sample.motion_copy`` the copy's default there, none in generation;
+        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; the
+        model's ``sample.motion_copy`` the copy's default in both, as in ``generate`` and ``extend``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
         ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
@@ -522,7 +522,7 @@ class MFVideoPipeline(DiffusionPipeline):
         return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
                              steps=num_inference_steps, context_frames=context_frames, sampler=sampler,
                              generator=generator, output_type=output_type, return_dict=return_dict,
-                             frames_per_window=frames_per_window, motion_copy=0 if motion_copy is None else motion_copy,
+                             frames_per_window=frames_per_window, motion_copy=motion_copy,
                              motion_copy_tol=motion_copy_tol, first_window_steps=first_window_steps,
                              guidance_scale=guidance_scale, latents=latents, temperature=temperature)
 
@@ -543,7 +543,7 @@ class MFVideoPipeline(DiffusionPipeline):
                  seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
                  sampler: str | None = None, generator: torch.Generator | None = None, output_type: str = "np",
                  return_dict: bool = True, context_noise: float | None = None, frames_per_window: int | None = None,
-                 reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
+                 reread_context: bool = False, motion_copy: int | None = None, motion_copy_tol: float | None = None,
                  first_window_steps: int | None = None, guidance_scale: float | None = None,
                  latents: torch.Tensor | None = None, temperature: float | None = None):
         """Clips from noise: one network call for the first window, one per further window (sliding).
@@ -555,10 +555,12 @@ class MFVideoPipeline(DiffusionPipeline):
         worse clips (the bundled model: FD 416 against 88; docs/bundled_model.md). Noise comes from ``generator`` (a
         ``torch.Generator`` on any device, or a list of one per clip: clip i's noise and drawn class from generator i,
         the same clip as made alone; ``extend`` and ``condition`` take the same) or from ``seed``. ``context_noise``,
-        ``frames_per_window``, ``reread_context``, ``motion_copy`` (for the windows after the first; default 0, not
-        the model's ``sample.motion_copy``): as in ``extend`` (a copy holds the first window's glyph, flaws included:
-        the bundled model's speckle 0.028 -> 0.057, class accuracy 1.0 -> 0.945; docs/usage.md);
-        what the model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
+        ``frames_per_window``, ``reread_context``: as in ``extend``. ``motion_copy`` (None: the model's
+        ``sample.motion_copy``; 0: off) as in ``extend``, and in the first window, which has no given frame, outwards
+        from its anchor, the frame its other frames are best explained by moved (``motion_copy.anchor_frames``): a
+        frame the network broke is then the anchor moved, where a move explains it (the bundled model's default,
+        R = 4: clips with a frame read as another digit 15.2 % -> 2.5 %, one hand through the clip; docs/usage.md).
+        What the model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
         every later window, as an extension holds what it read off the given video. Re-reading every window's own frames
         compounds their drift: the bundled model's 24-frame clips then dim (99th-percentile intensity 1.0 -> 0.92 by
         frames 16-23) and lose their class (frame accuracy 0.92 -> 0.84, held: 0.96; docs/bundled_model.md "Clips
@@ -605,9 +607,10 @@ class MFVideoPipeline(DiffusionPipeline):
                         seed: int | None = None, steps: int | None = None, context_frames: int | None = None,
                         sampler: str | None = None, generator: torch.Generator | None = None,
                         context_noise: float | None = None, frames_per_window: int | None = None,
-                        reread_context: bool = False, motion_copy: int = 0, motion_copy_tol: float | None = None,
-                        first_window_steps: int | None = None, guidance_scale: float | None = None,
-                        latents: torch.Tensor | None = None, temperature: float | None = None, *,
+                        reread_context: bool = False, motion_copy: int | None = None,
+                        motion_copy_tol: float | None = None, first_window_steps: int | None = None,
+                        guidance_scale: float | None = None, latents: torch.Tensor | None = None,
+                        temperature: float | None = None, *,
                         _latent: bool = False) -> "FrameStream":
         """``generate``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the first
         window's, then every later window's new frames; memory holds one window whatever ``num_frames``. Arguments
@@ -618,7 +621,7 @@ class MFVideoPipeline(DiffusionPipeline):
         how_first = how if first_window_steps is None else self.resolve_sampler(how[0], first_window_steps)
         s = self.resolve_context_noise(context_noise)
         temp, temp_first = self.resolve_temperature(temperature, how), self.resolve_temperature(temperature, how_first)
-        copy = _motion_copy_args(motion_copy, motion_copy_tol)
+        copy = self.resolve_motion_copy(motion_copy, motion_copy_tol)
         num_frames = self.window if num_frames is None else _whole(num_frames, "num_frames")
         num_clips = None if num_clips is None else _whole(num_clips, "num_clips")
         if num_frames < 1 or (num_clips is not None and num_clips < 1):
@@ -659,6 +662,8 @@ class MFVideoPipeline(DiffusionPipeline):
         def chunks():
             self._guidance = guidance
             window = self._sample(noise, y, how_first, generator=g)  # (B, C, latent window, h, w)
+            if copy is not None:  # no given frame: outwards from the frame the others are best explained by
+                window, _ = _motion_copy_from_anchor(window, *copy)
             made = min(num_frames, self.window)
             if _latent:
                 yield window[:, :, : self._latents_covering(made)]

@@ -154,6 +154,21 @@ def test_a_window_made_from_noise_is_copied_outwards_from_the_frame_the_others_a
     assert accepted[0].sum() == 6  # the rest copied (the anchor itself never is)
 
 
+def test_a_faint_frame_is_never_the_anchor():
+    """Windows whose frames are eight writers' glyphs, one of them at half its contrast: in plain squared distance the
+    faint frame is nearest to every other (it was the anchor of 20 of these 40 windows before the distance was taken
+    relative to the two frames' contrast); relative to contrast it is the anchor of none."""
+    from mfvideo.pipeline.motion_copy import anchor_frames
+
+    clips, _ = real_clips(320, "test", 8, seed=3)
+    x = _latents(clips)[:, :, 0]  # (320, 1, 16, 16): first frames
+    windows = torch.stack([x[8 * b : 8 * b + 8].transpose(0, 1) for b in range(40)])  # (40, 1, 8, 16, 16)
+    for b in range(40):
+        windows[b, :, b % 8] = (windows[b, :, b % 8] + 1) * 0.5 - 1  # its ink at half strength
+    anchors = anchor_frames(windows, radius=4)
+    assert not any(int(anchors[b]) == b % 8 for b in range(40)), anchors
+
+
 def test_generation_takes_the_models_motion_copy_and_keeps_one_hand_and_its_digit():
     """``generate`` (and ``pipe(class_labels=...)``) without ``motion_copy`` copies at the model's
     ``sample.motion_copy`` (the bundled model's 4, bit for bit; a config saying 0: the network's own frames, bit for

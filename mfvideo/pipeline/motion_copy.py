@@ -26,12 +26,13 @@ glyph match at 0.994 with one call per new frame but 0.959 with whole windows, a
 content that moves as a whole -- a camera pan, one object on a plain background -- and off unless a model's config
 sets it (``sample.motion_copy``: the bundled digits model's 4).
 A window made from noise alone (generation) has no given frame. There the copy runs outwards from the frame the
-window's other frames are best explained by -- its medoid under the same distance, summed over the others, each at
-its best move (``anchor_frames``) -- so that a broken frame, which no move of the others explains, is never the
-anchor, and a frame no move of its neighbour explains still stays the network's. The clip is then one network frame
-moved along the network's track (the bundled digits model: clips with a frame read as another digit 15.2 % -> 2.5 %
-of 1,000, the glyph one hand, 0.873 -> 0.999; from the window's first frame instead, 9.1 %: the first is its
-weakest frame; docs/experiments.md, session 45).
+window's other frames are best explained by -- its medoid under the same distance at the best move, relative to the
+two frames' contrast, summed over the others (``anchor_frames``) -- so that a broken frame, which no move of the
+others explains, is never the anchor, and a frame no move of its neighbour explains still stays the network's. The
+clip is then one network frame moved along the network's track (the bundled digits model, 1,000 clips: a frame read
+as another digit in 15.2 % of clips -> 1.9 %, one hand through the clip, glyph consistency 0.873 -> 0.999; from the
+window's first frame instead 9.1 %, the first being its weakest; the plain squared distance, which a faint frame
+is near to everything in, 3.0 % and a dim anchor now and then; docs/experiments.md, session 45).
 Chaining from frame to frame keeps every move within one frame's motion (copied from the context frame, the fourth new
 frame of a window needs four frames' motion within R); an interpolation is copied from both keyframes inwards. With
 the identity codec of the digits model a latent pixel is a pixel; with a VAE it is 8, so only coarse moves are
@@ -74,8 +75,9 @@ def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: flo
 
 def anchor_frames(frames: torch.Tensor, radius: int) -> torch.Tensor:
     """frames (B, C, T, H, W), a window with no given frame -> (B,) long: per clip the frame whose best whole-pixel
-    moves (within ``radius``) explain the window's other frames best, the sum over them of ``move_onto``'s cost (the
-    mean squared difference over the pixels the move covers); ties: the earlier frame."""
+    moves (within ``radius``) explain the window's other frames best: the least sum over them of ``move_onto``'s cost
+    (the mean squared difference over the pixels the move covers) over the two frames' variances summed (a faint or
+    blurred frame, near every frame in plain squared distance, is not preferred for it); ties: the earlier frame."""
     B, C, T, H, W = frames.shape
     R = radius
     x = frames.float()
@@ -92,8 +94,10 @@ def anchor_frames(frames: torch.Tensor, radius: int) -> torch.Tensor:
             cost = (moved.square().sum(-1)[:, :, None] + seen.square().sum(-1)[:, None, :]
                     - 2 * torch.einsum("bip,bjp->bij", moved, seen)) / (covered.sum() * C)
             best = torch.minimum(best, cost)
-    best.diagonal(dim1=1, dim2=2).zero_()
-    return best.sum(dim=2).argmin(dim=1)  # (B,): argmin takes the first of equal sums
+    var = (x - x.mean(dim=(1, 3, 4), keepdim=True)).square().mean(dim=(1, 3, 4))  # (B, T): each frame's contrast
+    relative = best / (var[:, :, None] + var[:, None, :] + 1e-8)
+    relative.diagonal(dim1=1, dim2=2).zero_()
+    return relative.sum(dim=2).argmin(dim=1)  # (B,): argmin takes the first of equal sums
 
 
 def motion_copy_from_anchor(frames: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,13 +106,18 @@ def motion_copy_from_anchor(frames: torch.Tensor, radius: int, tol: float) -> tu
     anchors)."""
     if radius < 1 or tol < 0:
         raise ValueError(f"motion_copy needs a radius >= 1 and a tolerance >= 0, got {radius} and {tol}")
-    T = frames.shape[2]
+    B, T = frames.shape[0], frames.shape[2]
     anchors = anchor_frames(frames, radius)  # (B,)
-    out, accepted = frames.clone(), torch.zeros(frames.shape[0], T, dtype=torch.bool, device=frames.device)
-    for a in anchors.unique().tolist():
-        rows = anchors == a
-        given = torch.arange(T) == a
-        out[rows], accepted[rows] = motion_copy(frames[rows], given, radius, tol)
+    out, accepted = frames.clone(), torch.zeros(B, T, dtype=torch.bool, device=frames.device)
+    rows = torch.arange(B, device=frames.device).repeat(2)  # (2B,): every clip, after its anchor and before it
+    side = torch.tensor([1, -1], device=frames.device).repeat_interleave(B)  # (2B,)
+    for d in range(1, T):  # outwards, one frame further on each side per step: every clip's frames at distance d
+        f = anchors.repeat(2) + side * d
+        inside = (f >= 0) & (f < T)
+        if not bool(inside.any()):  # (every anchor nearer the middle than d)
+            continue
+        r, f, s = rows[inside], f[inside], side[inside]
+        out[r, :, f], accepted[r, f] = move_onto(out[r, :, f - s], out[r, :, f], radius, tol)  # (n, C, H, W)
     return out, accepted
 
 

@@ -4,10 +4,11 @@ window (the default now)? Per 8-frame block of 200 clips of 24 frames (20 per di
 label): frame accuracy against the requested class (null label: against the first block's majority), glyph match
 against frame 0 (the first block: frames 1-7), mean and 99th-percentile intensity, speckle; for whole windows and 2 or 1 new frames kept per window.
 ``--first-window-steps N``: the first window in N calls (``generate(first_window_steps=N)``); ``--held-labelled``:
-the labelled rows that hold their reading only.
+the labelled rows that hold their reading only; ``--motion-copy R``: the copy's radius (default 0, the network's
+own frames; session 45 measured the bundled model's default, 4).
 
-    python scripts/probe_long_generation.py [--checkpoint DIR] [--n 200] [--first-window-steps N] [--held-labelled]
-        [--out results/s19_long_generation.json]
+    python scripts/probe_long_generation.py [--checkpoint DIR] [--n 200] [--frames 24] [--first-window-steps N]
+        [--held-labelled] [--motion-copy R] [--out results/s19_long_generation.json]
 """
 
 import argparse
@@ -32,10 +33,11 @@ def main():
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--first-window-steps", type=int, default=None)
     p.add_argument("--held-labelled", action="store_true", help="only the labelled rows that hold their reading")
+    p.add_argument("--motion-copy", type=int, default=0, help="motion_copy radius (0: the network's own frames)")
     p.add_argument("--out", default="results/s19_long_generation.json")
     a = p.parse_args()
     pipe, suite = MFVideoPipeline.from_pretrained(a.checkpoint), DigitSuite.load()
-    pipe.cfg.sample.motion_copy = 0  # the network's own frames (the bundled model copies by default)
+    pipe.cfg.sample.motion_copy = a.motion_copy  # 0: the network's own frames (the bundled model copies by default)
     labels = np.arange(a.n) % 10
     out = {}
     for labelled in (True,) if a.held_labelled else (True, False):
@@ -45,6 +47,8 @@ def main():
                         f"{fpw or 'all'} kept per window")
                 if a.first_window_steps:
                     name += f", first window in {a.first_window_steps} calls"
+                if a.motion_copy:
+                    name += f", motion copy {a.motion_copy}"
                 clips = pipe.generate(num_frames=a.frames, class_labels=labels.tolist() if labelled else -1,
                                       num_clips=a.n, seed=0, output_type="uint8", frames_per_window=fpw,
                                       reread_context=reread, first_window_steps=a.first_window_steps

@@ -1185,7 +1185,8 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
                             kept.append((_name, kw.get("frames_per_window"), kw.get("motion_copy", 0)))
                             or _real(self, *a, **kw))
     assert demo.main(["--out", str(tmp_path / "demo")]) == 0
-    assert kept == [("generate", 1, 4), ("generate", 1, 0)] + [("extend", 1, 4), ("extend", 1, 4), ("extend", 1, 0)] * 3 + [
+    assert kept == [("generate", 1, 4), ("generate", 1, 0)] + [
+        ("extend", 1, 4), ("extend", 1, 4), ("extend", 1, 0)] * 3 + [
         ("extend", 1, 4)] * 6  # then image to video from each clip's first frame, and backwards from its last 4
     for name in ("generated.png", "extended.png", "generated/digit_0.mp4", "generated/digit_9_motion_copy_0.mp4",
                  "extended/extended_2.mp4",
@@ -1209,7 +1210,8 @@ def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):
     assert gen.shape[:2] == (20 * (48 + 2) + 2, 16 * (48 + 2) + 2)
     kept.clear()
     assert demo.main(["--out", str(tmp_path / "demo0"), "--motion-copy", "0", "--frames-per-window", "4"]) == 0
-    assert kept == [("generate", 4, 0), ("generate", 4, 4)] + [("extend", 4, 0), ("extend", 4, 0), ("extend", 4, 4)] * 3 + [
+    assert kept == [("generate", 4, 0), ("generate", 4, 4)] + [
+        ("extend", 4, 0), ("extend", 4, 0), ("extend", 4, 4)] * 3 + [
         ("extend", 4, 0)] * 6  # the third extension copies; whole windows where asked
 
 

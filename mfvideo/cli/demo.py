@@ -120,9 +120,9 @@ def main(argv=None):
              + f", then motion_copy={other}" + (" (the network's own frames)" if copy else ""))
     before = f", {out}/before.png (rows: true clip, then 16 frames made before its last {k} + those)" if before_rows \
         else ""
-    print(f"wrote {out}/generated.png (rows: {pairs}), {out}/extended.png (rows: true clip, then input + extension with no label, "
-          f"then with the class infer_label read off the input, both {what}{third}), {out}/from_image.png (rows: "
-          f"true clip, then its first frame, a PNG, + 16 new frames){before} and the mp4s")
+    print(f"wrote {out}/generated.png (rows: {pairs}), {out}/extended.png (rows: true clip, then input + extension "
+          f"with no label, then with the class infer_label read off the input, both {what}{third}), "
+          f"{out}/from_image.png (rows: true clip, then its first frame, a PNG, + 16 new frames){before} and the mp4s")
     return 0
 
 

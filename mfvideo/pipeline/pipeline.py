@@ -479,8 +479,8 @@ class MFVideoPipeline(DiffusionPipeline):
                  height: int | None = None, width: int | None = None, prompt: Any = None,
                  temperature: float | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; the
-        model's ``sample.motion_copy`` the copy's default in both, as in ``generate`` and ``extend``;
+        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or
+        without ``video``, the copy's default is the model's ``sample.motion_copy``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
         ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
@@ -559,7 +559,7 @@ class MFVideoPipeline(DiffusionPipeline):
         ``sample.motion_copy``; 0: off) as in ``extend``, and in the first window, which has no given frame, outwards
         from its anchor, the frame its other frames are best explained by moved (``motion_copy.anchor_frames``): a
         frame the network broke is then the anchor moved, where a move explains it (the bundled model's default,
-        R = 4: clips with a frame read as another digit 15.2 % -> 2.5 %, one hand through the clip; docs/usage.md).
+        R = 4: clips with a frame read as another digit 15.2 % -> 1.9 %, one hand through the clip; docs/usage.md).
         What the model reads off its first window's last frames (context summary, and the class on unlabelled rows) holds for
         every later window, as an extension holds what it read off the given video. Re-reading every window's own frames
         compounds their drift: the bundled model's 24-frame clips then dim (99th-percentile intensity 1.0 -> 0.92 by

@@ -35,7 +35,7 @@ from mfvideo.latents.vae import ImageVAECodec  # noqa: E402
 from mfvideo.method import MeanFlow, euler_sample, meanflow_sample, sample_context_masks  # noqa: E402
 from mfvideo.method.jvp_graph import GraphedJVP  # noqa: E402
 from mfvideo.models import build_model  # noqa: E402
-from mfvideo.pipeline.motion_copy import motion_copy, motion_copy_from_anchor  # noqa: E402
+from mfvideo.pipeline.motion_copy import MotionCanvas, motion_copy_from_anchor  # noqa: E402
 
 # name: (model kwargs, latent shape (C, T, H, W), batch)
 CASES = {
@@ -213,9 +213,10 @@ def bench_sampling(device, reps):
     net.eval()
     noise = torch.randn_like(x[:8])
     res = {}
-    def copied():  # pipeline.motion_copy at R = 4 of 7 new frames after the first, chained (an extension)
+    def copied():  # an extension's copy at R = 4: 7 new frames after the first, one MotionCanvas chain
         out = meanflow_sample(net, noise, y[:8])
-        return motion_copy(out, torch.arange(out.shape[2]) < 1, radius=4, tol=0.4)
+        canvas = MotionCanvas(out[:, :, 0])
+        return [canvas.step(out[:, :, t], radius=4, tol=0.4) for t in range(1, out.shape[2])]
 
     def anchored():  # generation's copy: the anchor found among the 8 frames, then copied outwards from it
         return motion_copy_from_anchor(meanflow_sample(net, noise, y[:8]), radius=4, tol=0.4)

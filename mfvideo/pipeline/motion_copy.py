@@ -33,6 +33,12 @@ clip is then one network frame moved along the network's track (the bundled digi
 as another digit in 15.2 % of clips -> 1.9 %, one hand through the clip, glyph consistency 0.873 -> 0.999; from the
 window's first frame instead 9.1 %, the first being its weakest; the plain squared distance, which a faint frame
 is near to everything in, 3.0 % and a dim anchor now and then; docs/experiments.md, session 45).
+Across windows (an extension, a generated clip past its first window) the chain is one ``MotionCanvas``: the copy's
+memory of everything the chain has shown, in the content's coordinates, so that what a move takes out of the frame
+comes back as it was and only what the chain never showed is the network's. Frame to frame alone, the chain forgot
+what left and took the network's redraw where it came back, stray pixels included, and copied them on for ever (the
+bundled model's 64 generated frames: isolated specks 0.005 per frame in the first 8, 0.10 in the last 8; with the
+canvas 0.014, and the hand held to the end, glyph match to frame 0 0.976 -> 0.996; docs/experiments.md, session 46).
 Chaining from frame to frame keeps every move within one frame's motion (copied from the context frame, the fourth new
 frame of a window needs four frames' motion within R); an interpolation is copied from both keyframes inwards. With
 the identity codec of the digits model a latent pixel is a pixel; with a VAE it is 8, so only coarse moves are
@@ -100,46 +106,158 @@ def anchor_frames(frames: torch.Tensor, radius: int) -> torch.Tensor:
     return relative.sum(dim=2).argmin(dim=1)  # (B,): argmin takes the first of equal sums
 
 
-def motion_copy_from_anchor(frames: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+def motion_copy_from_anchor(frames: torch.Tensor, radius: int, tol: float,
+                            margin: int | None = None) -> tuple[torch.Tensor, torch.Tensor, "MotionCanvas"]:
     """``motion_copy`` of a window with no given frame (generation): per clip outwards from its ``anchor_frames``
-    frame, kept as the network made it. frames (B, C, T, H, W) -> (the window, accepted (B, T) bool, False on the
-    anchors)."""
+    frame, kept as the network made it, each side a ``MotionCanvas`` chain (``margin``: its). frames (B, C, T, H, W)
+    -> (the window, accepted (B, T) bool, False on the anchors; the forward chains' canvas, at each window's last
+    frame, for the windows that continue it)."""
     if radius < 1 or tol < 0:
         raise ValueError(f"motion_copy needs a radius >= 1 and a tolerance >= 0, got {radius} and {tol}")
     B, T = frames.shape[0], frames.shape[2]
     anchors = anchor_frames(frames, radius)  # (B,)
     out, accepted = frames.clone(), torch.zeros(B, T, dtype=torch.bool, device=frames.device)
-    rows = torch.arange(B, device=frames.device).repeat(2)  # (2B,): every clip, after its anchor and before it
+    clip = torch.arange(B, device=frames.device).repeat(2)  # (2B,): every clip, after its anchor and before it
     side = torch.tensor([1, -1], device=frames.device).repeat_interleave(B)  # (2B,)
+    canvas = MotionCanvas(out[clip, :, anchors.repeat(2)], margin)  # 2B chains, each from its clip's anchor
     for d in range(1, T):  # outwards, one frame further on each side per step: every clip's frames at distance d
         f = anchors.repeat(2) + side * d
-        inside = (f >= 0) & (f < T)
-        if not bool(inside.any()):  # (every anchor nearer the middle than d)
+        chains = ((f >= 0) & (f < T)).nonzero().squeeze(1)  # (n,): the chains that reach a frame at distance d
+        if chains.numel() == 0:  # (every anchor nearer the middle than d)
             continue
-        r, f, s = rows[inside], f[inside], side[inside]
-        out[r, :, f], accepted[r, f] = move_onto(out[r, :, f - s], out[r, :, f], radius, tol)  # (n, C, H, W)
-    return out, accepted
+        r, f = clip[chains], f[chains]
+        out[r, :, f], accepted[r, f] = canvas.step(out[r, :, f], radius, tol, rows=chains)  # (n, C, H, W)
+    return out, accepted, canvas.select(torch.arange(B, device=frames.device))
 
 
 def move_onto(ref: torch.Tensor, frame: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of ``motion_copy``: ref, frame (B, C, H, W) -> (ref moved onto frame where accepted, else frame;
     accepted (B,) bool)."""
+    R = radius
+    B, _, H, W = frame.shape
+    region = F.pad(ref.float(), (R, R, R, R))  # (B, C, H + 2R, W + 2R)
+    seen = F.pad(torch.ones(1, 1, H, W, device=frame.device), (R, R, R, R)).expand(B, 1, -1, -1)  # 1: ref has a pixel
+    out, ok, _ = _best_move(region, seen, frame, R, tol)
+    return out, ok
+
+
+def _best_move(region: torch.Tensor, seen: torch.Tensor, frame: torch.Tensor, radius: int,
+               tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """region (B, C, H + 2R, W + 2R): what the copy knows around the frame's place, centred; seen (B, 1, H + 2R,
+    W + 2R): 1 where it knows a pixel; frame (B, C, H, W) -> (the region's best whole-pixel move onto frame, frame's
+    values where the region knows none, where its mean squared difference over the known pixels is at most tol ** 2,
+    else frame; accepted (B,) bool; the move (B, 2) long, (dy, dx): the content moved down / right)."""
     B, C, H, W = frame.shape
     R = radius
     x = frame.float()
-    pad = F.pad(ref.float(), (R, R, R, R))  # (B, C, H + 2R, W + 2R)
-    inside = F.pad(torch.ones(1, 1, H, W, device=frame.device), (R, R, R, R))  # 1 where ref has a pixel
     best = torch.full((B,), float("inf"), device=frame.device)
-    moved = x
+    moved, which = x, torch.zeros(B, dtype=torch.long, device=frame.device)
     shifts = sorted(((dy, dx) for dy in range(-R, R + 1) for dx in range(-R, R + 1)),
                     key=lambda d: d[0] ** 2 + d[1] ** 2)  # ties go to the smaller move (strict < below)
-    for dy, dx in shifts:
+    for i, (dy, dx) in enumerate(shifts):
         window = (slice(None), slice(None), slice(R - dy, R - dy + H), slice(R - dx, R - dx + W))
-        covered = inside[window]  # (1, 1, H, W): the pixels the moved ref covers
-        shifted = torch.where(covered > 0, pad[window], x)  # (B, C, H, W): ref moved by (dy, dx), the rest frame's
-        cost = (shifted - x).square().sum(dim=(1, 2, 3)) / (covered.sum() * C)  # (B,): mean over covered pixels
+        covered = seen[window]  # (B, 1, H, W): the pixels the moved region covers
+        shifted = torch.where(covered > 0, region[window], x)  # (B, C, H, W): the region moved by (dy, dx), the rest frame's
+        cost = (shifted - x).square().sum(dim=(1, 2, 3)) / (covered.sum(dim=(1, 2, 3)) * C)  # (B,): mean over covered
         better = cost < best
         best = torch.where(better, cost, best)
         moved = torch.where(better[:, None, None, None], shifted, moved)
+        which = torch.where(better, i, which)
     ok = best <= tol**2
-    return torch.where(ok[:, None, None, None], moved, x).to(frame.dtype), ok
+    move = torch.tensor(shifts, device=frame.device)[which]  # (B, 2)
+    return torch.where(ok[:, None, None, None], moved, x).to(frame.dtype), ok, move
+
+
+class MotionCanvas:
+    """The copy's memory along a chain of frames: everything the chain has shown, in the coordinates of the content
+    it moves (a codec's long-term reference, a sprite). ``move_onto`` forgets what a move takes out of the frame, and
+    fills what it brings in with the network's pixels; a chain over many windows therefore loses a glyph's part that
+    crossed the border and, where it comes back, takes the network's redraw of it, whose stray pixels (drawn where the
+    copied content has none) are copied on for ever (the bundled digits model, 64 generated frames: isolated specks
+    0.005 per frame in the first 8, 0.10 in the last 8). The canvas keeps what left the frame and what was seen
+    before, so a move brings back the content as it was shown; only pixels the chain never showed are the network's.
+
+    ``step`` is ``move_onto`` with the canvas around the frame's place as the reference (the move's cost taken over
+    every pixel the canvas knows there); with nothing remembered beyond the last frame it is ``move_onto`` exactly
+    (``margin=0``). A frame no move explains starts the clip's canvas afresh from it. The canvas spans the frame plus
+    ``margin`` pixels on every side (default: the frame's height and width), and is recentred, keeping what still fits,
+    when the frame's place comes within the move radius of its edge.
+
+    frame (B, C, H, W): the chain's first frame (a given frame, or a generated window's anchor)."""
+
+    def __init__(self, frame: torch.Tensor, margin: int | None = None):
+        B, C, H, W = frame.shape
+        self.H, self.W = H, W
+        self.mh, self.mw = (H, W) if margin is None else (margin, margin)
+        self.pixels = torch.zeros(B, C, H + 2 * self.mh, W + 2 * self.mw, device=frame.device)  # (B, C, Hc, Wc)
+        self.known = torch.zeros(B, 1, H + 2 * self.mh, W + 2 * self.mw, device=frame.device)  # (B, 1, Hc, Wc): 0 / 1
+        self.pos = torch.tensor([self.mh, self.mw], device=frame.device).repeat(B, 1)  # (B, 2): the frame's top left
+        self._write(torch.arange(B, device=frame.device), frame.float())
+
+    def select(self, rows: torch.Tensor) -> "MotionCanvas":
+        """The canvases of clips ``rows`` (long), as a new canvas."""
+        new = object.__new__(MotionCanvas)
+        new.H, new.W, new.mh, new.mw = self.H, self.W, self.mh, self.mw
+        new.pixels, new.known, new.pos = self.pixels[rows].clone(), self.known[rows].clone(), self.pos[rows].clone()
+        return new
+
+    def step(self, frame: torch.Tensor, radius: int, tol: float,
+             rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chain's next frame (n, C, H, W) of clips ``rows`` (default: all) -> (the canvas around the last frame's
+        place moved onto it where accepted, its pixels where the canvas knows them, else frame; accepted (n,) bool).
+        The canvas follows: an accepted frame's place moves with the content, and what it showed for the first time
+        is remembered; a rejected frame starts its clip's canvas afresh."""
+        if radius < 1 or tol < 0:
+            raise ValueError(f"motion_copy needs a radius >= 1 and a tolerance >= 0, got {radius} and {tol}")
+        R = radius
+        rows = torch.arange(self.pos.shape[0], device=frame.device) if rows is None else rows
+        corner = self.pos[rows] - R  # (n, 2)
+        region = self._crop(self.pixels, rows, corner, self.H + 2 * R, self.W + 2 * R)  # (n, C, H + 2R, W + 2R)
+        seen = self._crop(self.known, rows, corner, self.H + 2 * R, self.W + 2 * R)  # (n, 1, H + 2R, W + 2R)
+        out, ok, move = _best_move(region, seen, frame, R, tol)
+        # accepted: the frame shows the canvas at its place moved against the content; rejected: a fresh canvas
+        fresh = rows[~ok]
+        self.known[fresh] = 0
+        self.pos[fresh] = torch.tensor([self.mh, self.mw], device=frame.device)
+        self.pos[rows[ok]] -= move[ok]
+        self._recentre(rows, R)
+        self._write(rows, out.float())
+        return out, ok
+
+    def _write(self, rows: torch.Tensor, frame: torch.Tensor) -> None:
+        """Put frame (n, C, H, W) at the places of clips ``rows``: known from now on."""
+        ys, xs = self._grid(self.pos[rows], self.H, self.W)
+        pixels = rearrange(self.pixels, "b c h w -> b h w c")  # (a view: the assignment below writes the canvas)
+        pixels[rows[:, None, None], ys[:, :, None], xs[:, None, :]] = rearrange(frame, "n c h w -> n h w c")
+        self.known[rows[:, None, None], 0, ys[:, :, None], xs[:, None, :]] = 1.0
+
+    def _crop(self, canvas: torch.Tensor, rows: torch.Tensor, corner: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """canvas (B, c, Hc, Wc), clips rows (n,), top-left corners (n, 2) -> (n, c, h, w); 0 outside the canvas."""
+        ys, xs = self._grid(corner, h, w)  # (n, h), (n, w)
+        Hc, Wc = canvas.shape[-2:]
+        inside = (((ys >= 0) & (ys < Hc))[:, :, None] & ((xs >= 0) & (xs < Wc))[:, None, :])  # (n, h, w)
+        flat = ys.clamp(0, Hc - 1)[:, :, None] * Wc + xs.clamp(0, Wc - 1)[:, None, :]  # (n, h, w): index in Hc * Wc
+        src = canvas[rows].flatten(2)  # (n, c, Hc * Wc)
+        vals = src.gather(2, flat.flatten(1)[:, None].expand(-1, src.shape[1], -1))  # (n, c, h * w)
+        return vals.view(-1, src.shape[1], h, w) * inside[:, None]
+
+    @staticmethod
+    def _grid(corner: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row and column indices (n, h), (n, w) of an h x w block at each corner (n, 2)."""
+        ys = corner[:, :1] + torch.arange(h, device=corner.device)[None]
+        xs = corner[:, 1:] + torch.arange(w, device=corner.device)[None]
+        return ys, xs
+
+    def _recentre(self, rows: torch.Tensor, radius: int) -> None:
+        """Clips whose frame place lies within ``radius`` of the canvas edge, or beyond it: the canvas moved to centre
+        it (what falls off is forgotten)."""
+        Hc, Wc = self.pixels.shape[-2:]
+        y, x = self.pos[rows, 0], self.pos[rows, 1]
+        near = (y < radius) | (x < radius) | (y + self.H + radius > Hc) | (x + self.W + radius > Wc)
+        if not bool(near.any()):
+            return
+        r = rows[near]
+        corner = self.pos[r] - torch.tensor([self.mh, self.mw], device=self.pos.device)  # (m, 2)
+        self.pixels[r] = self._crop(self.pixels, r, corner, Hc, Wc)
+        self.known[r] = self._crop(self.known, r, corner, Hc, Wc)
+        self.pos[r] = torch.tensor([self.mh, self.mw], device=self.pos.device)

@@ -43,6 +43,7 @@ from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
 from ..weights import CheckpointError, load_config_from, load_into, load_weights, resolve_checkpoint
 from .motion_copy import motion_copy as _motion_copy  # (the methods' argument of that name is the radius)
+from .motion_copy import MotionCanvas
 from .motion_copy import motion_copy_from_anchor as _motion_copy_from_anchor
 
 log = logging.getLogger(__name__)
@@ -662,8 +663,9 @@ class MFVideoPipeline(DiffusionPipeline):
         def chunks():
             self._guidance = guidance
             window = self._sample(noise, y, how_first, generator=g)  # (B, C, latent window, h, w)
+            canvas = None
             if copy is not None:  # no given frame: outwards from the frame the others are best explained by
-                window, _ = _motion_copy_from_anchor(window, *copy)
+                window, _, canvas = _motion_copy_from_anchor(window, *copy)
             made = min(num_frames, self.window)
             if _latent:
                 yield window[:, :, : self._latents_covering(made)]
@@ -672,7 +674,7 @@ class MFVideoPipeline(DiffusionPipeline):
             if num_frames > made:
                 yield from self._windows(window[:, :, -k:], num_frames - made, y, how, g, s, s,
                                          hold_read=not reread_context, report_read=True, keep=keep, copy=copy,
-                                         guidance=guidance, latent=_latent, temperature=temp)
+                                         canvas=canvas, guidance=guidance, latent=_latent, temperature=temp)
 
         return FrameStream(torch.no_grad()(chunks)(), self.fps, y if draw else None, num_frames)
 
@@ -935,7 +937,7 @@ class MFVideoPipeline(DiffusionPipeline):
                  hold_read: bool = False, report_read: bool = False, keep: int | None = None,
                  copy: tuple[int, float] | None = None, grow_to: int | None = None, guidance: float | None = None,
                  state: dict | None = None, latent: bool = False, backward: bool = False,
-                 temperature: float = 1.0) -> Iterator[np.ndarray | torch.Tensor]:
+                 temperature: float = 1.0, canvas: MotionCanvas | None = None) -> Iterator[np.ndarray | torch.Tensor]:
         """Slide the window: ``ctx`` (B, C, k, h, w) latent frames are context, the rest new; one call per window.
         Yields every window's kept new frames, uint8 (B, n, H, W, 3), as it is made.
         The first window's context is noised to ``noise_first``, the next ones' (the model's own frames) to
@@ -946,7 +948,9 @@ class MFVideoPipeline(DiffusionPipeline):
         window but only its first ``keep`` new frames are kept, and the window slides by ``keep``; None: all of
         them (and with a per-frame codec the last window is cut to the frames still wanted).
 
-        ``copy`` (radius, tol): ``motion_copy`` of every window's new frames, chained from its last context frame.
+        ``copy`` (radius, tol): every window's new frames copied by ``MotionCanvas.step``, one chain through all the
+        windows' kept frames from the first window's last context frame (``canvas``: a chain already begun, that
+        frame's), so that what a move takes out of the frame comes back as it was.
 
         ``grow_to`` (latent frames): a context shorter than this (an input shorter than the default context, a still
         image) grows with the frames made, window by window, up to it: a single given frame says nothing of motion,
@@ -990,8 +994,13 @@ class MFVideoPipeline(DiffusionPipeline):
             held = reading if hold_read else None
             window = turn(self._sample(turn(noise), y, how, turn(context), turn(mask, 1), level, held, g))
             # window: (B, C, k + new, h, w), the context first (in reversed time, backward)
-            if copy is not None:  # new frames that the frame before them, moved, explains become it
-                window, _ = _motion_copy(window, mask[0], *copy)
+            if copy is not None:  # new frames that the chain so far, moved, explains become it
+                canvas = MotionCanvas(window[:, :, k - 1]) if canvas is None else canvas
+                for j in range(k, k + new):
+                    window[:, :, j] = canvas.step(window[:, :, j], *copy)[0]
+                    if j == k + kept - 1:  # the next window goes on from the last kept frame
+                        after_kept = canvas.select(torch.arange(window.shape[0], device=window.device))
+                canvas = after_kept
             if latent:  # the kept latents; a causal VAE's latent frame past the first holds f pixel frames
                 yield turn(window[:, :, k : k + min(kept, -(-(num_new - made) // f))])
                 made += f * kept

@@ -727,10 +727,11 @@ class MFVideoPipeline(DiffusionPipeline):
         it): every new frame that the frame before it (the last context frame for the first), moved by whole latent
         pixels within R, explains to a root-mean-square difference of at most ``motion_copy_tol`` (latent units; None:
         ``MOTION_COPY_TOL``, 0.4) becomes that moved frame (``pipeline.motion_copy``: a codec's motion compensation,
-        per frame). The network still decides where the content goes and which frames a move explains; the copy keeps
-        what it would redraw: the given handwriting, sharp (the bundled model, 1-NFE: glyph match 0.872 -> 0.998, 0.874
-        -> 0.999 with ``frames_per_window=1``; docs/usage.md). Content that changes otherwise than by a move stays the
-        network's. The bundled model, whose content moves as a whole, copies at R = 4 by default; pass 0 for the
+        per frame), one chain through every window on a ``MotionCanvas`` that keeps what left the frame, so that it
+        comes back as it was. The network still decides where the content goes and which frames a move explains; the
+        copy keeps what it would redraw: the given handwriting, sharp (the bundled model, 1-NFE: glyph match 0.872 ->
+        0.999 with whole windows or ``frames_per_window=1``, and 1.00 after 64 new frames, brightness held;
+        docs/usage.md). Content that changes otherwise than by a move stays the network's. The bundled model, whose content moves as a whole, copies at R = 4 by default; pass 0 for the
         network's own frames.
 
         ``guidance_scale``, ``temperature``: as in ``generate``. ``output_type="latent"``: the latents of the context

@@ -150,22 +150,36 @@ def _best_move(region: torch.Tensor, seen: torch.Tensor, frame: torch.Tensor, ra
     B, C, H, W = frame.shape
     R = radius
     x = frame.float()
-    best = torch.full((B,), float("inf"), device=frame.device)
-    moved, which = x, torch.zeros(B, dtype=torch.long, device=frame.device)
     shifts = sorted(((dy, dx) for dy in range(-R, R + 1) for dx in range(-R, R + 1)),
-                    key=lambda d: d[0] ** 2 + d[1] ** 2)  # ties go to the smaller move (strict < below)
-    for i, (dy, dx) in enumerate(shifts):
-        window = (slice(None), slice(None), slice(R - dy, R - dy + H), slice(R - dx, R - dx + W))
-        covered = seen[window]  # (B, 1, H, W): the pixels the moved region covers
-        shifted = torch.where(covered > 0, region[window], x)  # (B, C, H, W): the region moved by (dy, dx), the rest frame's
-        cost = (shifted - x).square().sum(dim=(1, 2, 3)) / (covered.sum(dim=(1, 2, 3)) * C)  # (B,): mean over covered
-        better = cost < best
-        best = torch.where(better, cost, best)
-        moved = torch.where(better[:, None, None, None], shifted, moved)
-        which = torch.where(better, i, which)
+                    key=lambda d: d[0] ** 2 + d[1] ** 2)  # ties go to the smaller move (argmin takes the first)
+    column = {d: i for i, d in enumerate(shifts)}
+    cost = torch.empty(B, len(shifts), device=frame.device)  # (B, moves): mean squared difference over covered pixels
+    for dy in range(-R, R + 1):  # every dx at once: the region's rows for dy, unfolded over the 2R + 1 column offsets
+        rows = slice(R - dy, R - dy + H)
+        moved = region[:, :, rows].unfold(3, W, 1)  # (B, C, H, 2R + 1, W): [..., k, :] the region moved by dx = R - k
+        covered = seen[:, :, rows].unfold(3, W, 1)  # (B, 1, H, 2R + 1, W): the pixels it covers
+        err = (covered * (moved - x[:, :, :, None]).square()).sum(dim=(1, 2, 4))  # (B, 2R + 1)
+        per_dx = err / (covered.sum(dim=(1, 2, 4)) * C)  # (B, 2R + 1)
+        cost[:, [column[dy, R - k] for k in range(2 * R + 1)]] = per_dx
+    best, which = cost.min(dim=1)  # (B,), (B,)
+    move = torch.tensor(shifts, device=frame.device)[which]  # (B, 2): (dy, dx)
+    corner = R - move  # (B, 2): the best move's window in the region
+    moved, covered = _crop(region, corner, H, W), _crop(seen, corner, H, W)  # (B, C, H, W), (B, 1, H, W)
     ok = best <= tol**2
-    move = torch.tensor(shifts, device=frame.device)[which]  # (B, 2)
-    return torch.where(ok[:, None, None, None], moved, x).to(frame.dtype), ok, move
+    out = torch.where(ok[:, None, None, None] & (covered > 0), moved, x)
+    return out.to(frame.dtype), ok, move
+
+
+def _crop(t: torch.Tensor, corner: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """t (n, c, Ht, Wt), top-left corners (n, 2) long -> the h x w block at each corner (n, c, h, w); 0 outside t."""
+    ys = corner[:, :1] + torch.arange(h, device=corner.device)[None]  # (n, h)
+    xs = corner[:, 1:] + torch.arange(w, device=corner.device)[None]  # (n, w)
+    Ht, Wt = t.shape[-2:]
+    inside = ((ys >= 0) & (ys < Ht))[:, :, None] & ((xs >= 0) & (xs < Wt))[:, None, :]  # (n, h, w)
+    flat = ys.clamp(0, Ht - 1)[:, :, None] * Wt + xs.clamp(0, Wt - 1)[:, None, :]  # (n, h, w): index in Ht * Wt
+    src = t.flatten(2)  # (n, c, Ht * Wt)
+    vals = src.gather(2, flat.flatten(1)[:, None].expand(-1, src.shape[1], -1))  # (n, c, h * w)
+    return vals.view(-1, src.shape[1], h, w) * inside[:, None]
 
 
 class MotionCanvas:
@@ -201,6 +215,12 @@ class MotionCanvas:
         new.pixels, new.known, new.pos = self.pixels[rows].clone(), self.known[rows].clone(), self.pos[rows].clone()
         return new
 
+    def view(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """What the canvases of clips ``rows`` (default: all) show at their places: the chains' last frames (n, C, H,
+        W)."""
+        rows = torch.arange(self.pos.shape[0], device=self.pos.device) if rows is None else rows
+        return _crop(self.pixels[rows], self.pos[rows], self.H, self.W)
+
     def step(self, frame: torch.Tensor, radius: int, tol: float,
              rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The chain's next frame (n, C, H, W) of clips ``rows`` (default: all) -> (the canvas around the last frame's
@@ -212,8 +232,8 @@ class MotionCanvas:
         R = radius
         rows = torch.arange(self.pos.shape[0], device=frame.device) if rows is None else rows
         corner = self.pos[rows] - R  # (n, 2)
-        region = self._crop(self.pixels, rows, corner, self.H + 2 * R, self.W + 2 * R)  # (n, C, H + 2R, W + 2R)
-        seen = self._crop(self.known, rows, corner, self.H + 2 * R, self.W + 2 * R)  # (n, 1, H + 2R, W + 2R)
+        region = _crop(self.pixels[rows], corner, self.H + 2 * R, self.W + 2 * R)  # (n, C, H + 2R, W + 2R)
+        seen = _crop(self.known[rows], corner, self.H + 2 * R, self.W + 2 * R)  # (n, 1, H + 2R, W + 2R)
         out, ok, move = _best_move(region, seen, frame, R, tol)
         # accepted: the frame shows the canvas at its place moved against the content; rejected: a fresh canvas
         fresh = rows[~ok]
@@ -230,16 +250,6 @@ class MotionCanvas:
         pixels = rearrange(self.pixels, "b c h w -> b h w c")  # (a view: the assignment below writes the canvas)
         pixels[rows[:, None, None], ys[:, :, None], xs[:, None, :]] = rearrange(frame, "n c h w -> n h w c")
         self.known[rows[:, None, None], 0, ys[:, :, None], xs[:, None, :]] = 1.0
-
-    def _crop(self, canvas: torch.Tensor, rows: torch.Tensor, corner: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """canvas (B, c, Hc, Wc), clips rows (n,), top-left corners (n, 2) -> (n, c, h, w); 0 outside the canvas."""
-        ys, xs = self._grid(corner, h, w)  # (n, h), (n, w)
-        Hc, Wc = canvas.shape[-2:]
-        inside = (((ys >= 0) & (ys < Hc))[:, :, None] & ((xs >= 0) & (xs < Wc))[:, None, :])  # (n, h, w)
-        flat = ys.clamp(0, Hc - 1)[:, :, None] * Wc + xs.clamp(0, Wc - 1)[:, None, :]  # (n, h, w): index in Hc * Wc
-        src = canvas[rows].flatten(2)  # (n, c, Hc * Wc)
-        vals = src.gather(2, flat.flatten(1)[:, None].expand(-1, src.shape[1], -1))  # (n, c, h * w)
-        return vals.view(-1, src.shape[1], h, w) * inside[:, None]
 
     @staticmethod
     def _grid(corner: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,6 +268,6 @@ class MotionCanvas:
             return
         r = rows[near]
         corner = self.pos[r] - torch.tensor([self.mh, self.mw], device=self.pos.device)  # (m, 2)
-        self.pixels[r] = self._crop(self.pixels, r, corner, Hc, Wc)
-        self.known[r] = self._crop(self.known, r, corner, Hc, Wc)
+        self.pixels[r] = _crop(self.pixels[r], corner, Hc, Wc)
+        self.known[r] = _crop(self.known[r], corner, Hc, Wc)
         self.pos[r] = torch.tensor([self.mh, self.mw], device=self.pos.device)

@@ -90,16 +90,17 @@ def anchor_frames(frames: torch.Tensor, radius: int) -> torch.Tensor:
     pad = F.pad(x, (R, R, R, R))  # (B, C, T, H + 2R, W + 2R)
     inside = F.pad(torch.ones(1, 1, 1, H, W, device=frames.device), (R, R, R, R))
     best = torch.full((B, T, T), float("inf"), device=frames.device)  # [b, i, j]: frame i moved onto frame j
-    for dy in range(-R, R + 1):
-        for dx in range(-R, R + 1):
-            window = (..., slice(R - dy, R - dy + H), slice(R - dx, R - dx + W))
-            covered = inside[window]  # (1, 1, 1, H, W)
-            moved = rearrange(pad[window] * covered, "b c t h w -> b t (c h w)")
-            seen = rearrange(x * covered, "b c t h w -> b t (c h w)")  # frame j where the move covers it
-            # sum over covered pixels of (moved_i - x_j)^2, for every pair at once
-            cost = (moved.square().sum(-1)[:, :, None] + seen.square().sum(-1)[:, None, :]
-                    - 2 * torch.einsum("bip,bjp->bij", moved, seen)) / (covered.sum() * C)
-            best = torch.minimum(best, cost)
+    for dy in range(-R, R + 1):  # every dx at once: the rows for dy, unfolded over the 2R + 1 column offsets
+        rows = slice(R - dy, R - dy + H)
+        covered = inside[..., rows, :].unfold(-1, W, 1)  # (1, 1, 1, H, 2R + 1, W): [..., k, :] moved by dx = R - k
+        moved = pad[..., rows, :].unfold(-1, W, 1) * covered  # (B, C, T, H, 2R + 1, W)
+        seen = x[..., None, :] * covered  # (B, C, T, H, 2R + 1, W): frame j where the move covers it
+        # sum over covered pixels of (moved_i - x_j)^2, for every pair and every dx at once
+        sq_moved, sq_seen = moved.square().sum(dim=(1, 3, 5)), seen.square().sum(dim=(1, 3, 5))  # (B, T, 2R + 1)
+        cross = torch.einsum("bcihkw,bcjhkw->bkij", moved, seen)  # (B, 2R + 1, T, T)
+        count = covered.sum(dim=(0, 1, 2, 3, 5)) * C  # (2R + 1,)
+        cost = (sq_moved.transpose(1, 2)[..., None] + sq_seen.transpose(1, 2)[:, :, None] - 2 * cross)
+        best = torch.minimum(best, (cost / count[None, :, None, None]).amin(dim=1))
     var = (x - x.mean(dim=(1, 3, 4), keepdim=True)).square().mean(dim=(1, 3, 4))  # (B, T): each frame's contrast
     relative = best / (var[:, :, None] + var[:, None, :] + 1e-8)
     relative.diagonal(dim1=1, dim2=2).zero_()

@@ -16,7 +16,9 @@ no move explains (new content, a deformation, a turn, motion finer than a latent
 chain continues from it. The test is per frame, not per pixel: frames half copied and half redrawn tear where the
 two meet (measured: per-pixel windows of 3-7 px scored below the per-frame test at every tolerance). What a move brings
 in from outside ref stays the network's (a revealed border, as a disocclusion; a continued border, replicate
-padding, smeared edge strokes inwards copy after copy), and the difference is taken over the pixels ref covers.
+padding, smeared edge strokes inwards copy after copy), and the difference is taken over the pixels ref covers;
+along a chain of windows ref is the chain's canvas, which remembers what earlier moves took out of the frame
+(``MotionCanvas``, below), so only what the chain never showed is the network's.
 The test is a mean over the frame, so it asks whether the frame as a whole moved: where only a small part moves over
 a still background (a static camera), no move at all explains the frame on average and the copy would hold that part
 in place (a 3 x 3 blob moved by 3 px over a still random background: RMS 0.29, accepted at the default 0.4). A

@@ -175,14 +175,21 @@ def _best_move(region: torch.Tensor, seen: torch.Tensor, frame: torch.Tensor, ra
 
 def _crop(t: torch.Tensor, corner: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """t (n, c, Ht, Wt), top-left corners (n, 2) long -> the h x w block at each corner (n, c, h, w); 0 outside t."""
-    ys = corner[:, :1] + torch.arange(h, device=corner.device)[None]  # (n, h)
-    xs = corner[:, 1:] + torch.arange(w, device=corner.device)[None]  # (n, w)
+    ys, xs = _grid(corner, h, w)  # (n, h), (n, w)
     Ht, Wt = t.shape[-2:]
     inside = ((ys >= 0) & (ys < Ht))[:, :, None] & ((xs >= 0) & (xs < Wt))[:, None, :]  # (n, h, w)
     flat = ys.clamp(0, Ht - 1)[:, :, None] * Wt + xs.clamp(0, Wt - 1)[:, None, :]  # (n, h, w): index in Ht * Wt
     src = t.flatten(2)  # (n, c, Ht * Wt)
     vals = src.gather(2, flat.flatten(1)[:, None].expand(-1, src.shape[1], -1))  # (n, c, h * w)
     return vals.view(-1, src.shape[1], h, w) * inside[:, None]
+
+
+
+def _grid(corner: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices (n, h), (n, w) of an h x w block at each top-left corner (n, 2)."""
+    ys = corner[:, :1] + torch.arange(h, device=corner.device)[None]
+    xs = corner[:, 1:] + torch.arange(w, device=corner.device)[None]
+    return ys, xs
 
 
 class MotionCanvas:
@@ -249,17 +256,10 @@ class MotionCanvas:
 
     def _write(self, rows: torch.Tensor, frame: torch.Tensor) -> None:
         """Put frame (n, C, H, W) at the places of clips ``rows``: known from now on."""
-        ys, xs = self._grid(self.pos[rows], self.H, self.W)
+        ys, xs = _grid(self.pos[rows], self.H, self.W)
         pixels = rearrange(self.pixels, "b c h w -> b h w c")  # (a view: the assignment below writes the canvas)
         pixels[rows[:, None, None], ys[:, :, None], xs[:, None, :]] = rearrange(frame, "n c h w -> n h w c")
         self.known[rows[:, None, None], 0, ys[:, :, None], xs[:, None, :]] = 1.0
-
-    @staticmethod
-    def _grid(corner: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row and column indices (n, h), (n, w) of an h x w block at each corner (n, 2)."""
-        ys = corner[:, :1] + torch.arange(h, device=corner.device)[None]
-        xs = corner[:, 1:] + torch.arange(w, device=corner.device)[None]
-        return ys, xs
 
     def _recentre(self, rows: torch.Tensor, radius: int) -> None:
         """Clips whose frame place lies within ``radius`` of the canvas edge, or beyond it: the canvas moved to centre

@@ -281,10 +281,14 @@ def test_every_window_goes_on_from_the_last_kept_frame(monkeypatch):
     pipe = MFVideoPipeline.from_pretrained()
     clips, _ = real_clips(6, "test", 4, seed=4)
     out = pipe.extend(clips, 6, frames_per_window=1, seed=0, output_type="latent").frames  # (6, 1, 10, 16, 16)
-    per_window = pipe.latent_window - 4  # new frames per window, one kept
-    assert len(views) == 6 * per_window
+    assert len(views) == 6  # one new frame kept per window: only it is copied (a per-frame codec)
     for m in range(6):
-        assert torch.equal(views[m * per_window], out[:, :, 3 + m]), m
+        assert torch.equal(views[m], out[:, :, 3 + m]), m
+    views.clear()  # whole windows, one kept: every window's chain from the last kept frame
+    out = pipe.extend(clips, 6, frames_per_window=2, seed=0, output_type="latent").frames
+    assert len(views) == 6
+    for m in range(0, 6, 2):
+        assert torch.equal(views[m], out[:, :, 3 + m]), m
 
 
 def test_cli_extend_interpolate_and_sample_take_the_models_motion_copy(tmp_path, capsys):

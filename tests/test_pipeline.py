@@ -1120,8 +1120,10 @@ def test_one_generator_per_clip_makes_each_clip_as_it_would_be_made_alone(ckpt):
             call()
 
 
-def test_extend_and_generate_through_a_causal_video_vae():
-    """Wan-style 4k+1 latents: windows slide in latent frames; each decoded window contributes its last 4 x new frames."""
+def test_extend_and_generate_through_a_causal_video_vae(monkeypatch):
+    """Wan-style 4k+1 latents: windows slide in latent frames; each decoded window contributes its last 4 x new frames.
+    With the motion copy and one of two new latents kept, the whole window is copied (it is decoded whole) and the
+    next window's chain goes on from the kept latent."""
     from vae_configs import tiny_vae
 
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.num_frames=9", "data.resolution=64", "data.channels=3",
@@ -1167,6 +1169,15 @@ def test_extend_and_generate_through_a_causal_video_vae():
     for call in (lambda: pipe.extend(video, 4, backward=True), lambda: pipe.condition(video[None, [0]], [0])):
         with pytest.raises(NotImplementedError, match="needs a per-frame codec"):
             call()
+    from mfvideo.pipeline.motion_copy import MotionCanvas
+
+    views, step = [], MotionCanvas.step
+    monkeypatch.setattr(MotionCanvas, "step", lambda self, frame, *a, **kw: views.append(self.view()) or
+                        step(self, frame, *a, **kw))
+    lat = pipe.extend(video, num_new_frames=8, context_frames=1, seed=0, output_type="latent", frames_per_window=4,
+                      motion_copy=1).frames  # (1, 4, 1 + 2, 8, 8): the context latent, then one kept per window
+    assert len(views) == 4  # both new latents of each window copied
+    assert torch.equal(views[0], lat[:, :, 0]) and torch.equal(views[2], lat[:, :, 1])
 
 
 def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):

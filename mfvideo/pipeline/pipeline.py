@@ -997,11 +997,12 @@ class MFVideoPipeline(DiffusionPipeline):
             # window: (B, C, k + new, h, w), the context first (in reversed time, backward)
             if copy is not None:  # new frames that the chain so far, moved, explains become it
                 canvas = MotionCanvas(window[:, :, k - 1]) if canvas is None else canvas
-                for j in range(k, k + new):
-                    window[:, :, j] = canvas.step(window[:, :, j], *copy)[0]
-                    if j == k + kept - 1:  # the next window goes on from the last kept frame
+                upto = kept if f == 1 else new  # (a causal VAE decodes the whole window: all of it copied)
+                for j in range(k, k + upto):
+                    if j == k + kept:  # the next window goes on from the last kept frame
                         after_kept = canvas.select(torch.arange(window.shape[0], device=window.device))
-                canvas = after_kept
+                    window[:, :, j] = canvas.step(window[:, :, j], *copy)[0]
+                canvas = after_kept if upto > kept else canvas
             if latent:  # the kept latents; a causal VAE's latent frame past the first holds f pixel frames
                 yield turn(window[:, :, k : k + min(kept, -(-(num_new - made) // f))])
                 made += f * kept

@@ -731,8 +731,8 @@ class MFVideoPipeline(DiffusionPipeline):
         comes back as it was. The network still decides where the content goes and which frames a move explains; the
         copy keeps what it would redraw: the given handwriting, sharp (the bundled model, 1-NFE: glyph match 0.872 ->
         0.999 with whole windows or ``frames_per_window=1``, and 1.00 after 64 new frames, brightness held;
-        docs/usage.md). Content that changes otherwise than by a move stays the network's. The bundled model, whose content moves as a whole, copies at R = 4 by default; pass 0 for the
-        network's own frames.
+        docs/usage.md). Content that changes otherwise than by a move stays the network's. The bundled model, whose
+        content moves as a whole, copies at R = 4 by default; pass 0 for the network's own frames.
 
         ``guidance_scale``, ``temperature``: as in ``generate``. ``output_type="latent"``: the latents of the context
         frames and the new ones, undecoded (B, C, T, h, w), what ``include_input=False`` gives as frames

@@ -71,9 +71,9 @@ def add_motion_copy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motion-copy", type=non_negative_int, default=None, metavar="R",
                    help="every new frame that the frame before it, moved by up to R whole latent pixels, explains "
                         "(RMS difference <= --motion-copy-tol) becomes that moved frame, what left the frame "
-                        "remembered: content kept sharp where the network only moved it; a clip made from noise is copied outwards from the frame its other "
-                        "frames are best explained by (default: the model's sample.motion_copy, 4 for the bundled "
-                        "model; 0: the network's own frames)")
+                        "remembered: content kept sharp where the network only moved it; a clip made from noise is "
+                        "copied outwards from the frame its other frames are best explained by (default: the model's "
+                        "sample.motion_copy, 4 for the bundled model; 0: the network's own frames)")
     p.add_argument("--motion-copy-tol", type=non_negative_float, default=None, metavar="T",
                    help="latent RMS difference up to which a moved frame explains a new one (default: the "
                         "pipeline's, 0.4)")

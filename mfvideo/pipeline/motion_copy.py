@@ -109,10 +109,10 @@ def anchor_frames(frames: torch.Tensor, radius: int) -> torch.Tensor:
     return relative.sum(dim=2).argmin(dim=1)  # (B,): argmin takes the first of equal sums
 
 
-def motion_copy_from_anchor(frames: torch.Tensor, radius: int, tol: float,
-                            margin: int | None = None) -> tuple[torch.Tensor, torch.Tensor, "MotionCanvas"]:
+def motion_copy_from_anchor(frames: torch.Tensor, radius: int,
+                            tol: float) -> tuple[torch.Tensor, torch.Tensor, "MotionCanvas"]:
     """``motion_copy`` of a window with no given frame (generation): per clip outwards from its ``anchor_frames``
-    frame, kept as the network made it, each side a ``MotionCanvas`` chain (``margin``: its). frames (B, C, T, H, W)
+    frame, kept as the network made it, each side a ``MotionCanvas`` chain. frames (B, C, T, H, W)
     -> (the window, accepted (B, T) bool, False on the anchors; the forward chains' canvas, at each window's last
     frame, for the windows that continue it)."""
     if radius < 1 or tol < 0:
@@ -122,7 +122,7 @@ def motion_copy_from_anchor(frames: torch.Tensor, radius: int, tol: float,
     out, accepted = frames.clone(), torch.zeros(B, T, dtype=torch.bool, device=frames.device)
     clip = torch.arange(B, device=frames.device).repeat(2)  # (2B,): every clip, after its anchor and before it
     side = torch.tensor([1, -1], device=frames.device).repeat_interleave(B)  # (2B,)
-    canvas = MotionCanvas(out[clip, :, anchors.repeat(2)], margin)  # 2B chains, each from its clip's anchor
+    canvas = MotionCanvas(out[clip, :, anchors.repeat(2)])  # 2B chains, each from its clip's anchor
     for d in range(1, T):  # outwards, one frame further on each side per step: every clip's frames at distance d
         f = anchors.repeat(2) + side * d
         chains = ((f >= 0) & (f < T)).nonzero().squeeze(1)  # (n,): the chains that reach a frame at distance d
@@ -182,7 +182,6 @@ def _crop(t: torch.Tensor, corner: torch.Tensor, h: int, w: int) -> torch.Tensor
     src = t.flatten(2)  # (n, c, Ht * Wt)
     vals = src.gather(2, flat.flatten(1)[:, None].expand(-1, src.shape[1], -1))  # (n, c, h * w)
     return vals.view(-1, src.shape[1], h, w) * inside[:, None]
-
 
 
 def _grid(corner: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -218,6 +218,21 @@ def test_speckle_counts_isolated_ink_and_not_strokes():
     assert speckle(dim) == 0.0
 
 
+def test_peak_ink_reads_real_clips_as_bright_and_a_faded_glyph_as_faint():
+    """Every real clip's brightest strokes lie above ``FAINT``; the same clips with their ink at half strength (a
+    faint ghost) below it, and ``clip_metrics`` counts them."""
+    from mfvideo.eval.digits import FAINT, DigitSuite, peak_ink, real_clips
+
+    clips, labels = real_clips(100, "test", 8, seed=3)
+    peak = peak_ink(clips)
+    assert peak.shape == (100,) and peak.min() > 0.77 and 0.9 < peak.mean() <= 1.0
+    faded = (clips // 2).astype(np.uint8)
+    np.testing.assert_allclose(peak_ink(faded), peak / 2, atol=1 / 255)
+    assert (peak_ink(faded) < FAINT).all()
+    mixed = np.concatenate([clips[:75], faded[75:]])
+    assert DigitSuite.load().clip_metrics(mixed)["faint"] == 0.25
+
+
 def test_glyph_match_scores_the_same_handwriting_moved_as_one_and_others_lower():
     from mfvideo.eval.digits import glyph_match, real_clips
 

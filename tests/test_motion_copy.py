@@ -220,6 +220,34 @@ def test_a_faint_frame_is_never_the_anchor():
     assert not any(int(anchors[b]) == b % 8 for b in range(40)), anchors
 
 
+def test_a_faded_frame_is_never_the_anchor_though_it_is_the_medoid():
+    """Relative to contrast a faded frame can still be the medoid: a glyph whose ink fades to half and back
+    (strength 1, 0.8, 0.5 x 4, 0.8, 1) is best explained from a faded frame, and copied from it the whole clip would
+    be a ghost. Frames below ``ANCHOR_CONTRAST_FLOOR`` of the window's highest contrast are never the anchor: here
+    only the full-strength ends are candidates. On the bundled network's own windows (200 generated 0s, the digit it
+    fades most) the anchors faint at their peak (its 10 brightest pixels below 0.6) fall from 8.5 % to 1 %."""
+    from mfvideo.pipeline import MFVideoPipeline
+    from mfvideo.pipeline.motion_copy import ANCHOR_CONTRAST_FLOOR, anchor_frames
+
+    clips, _ = real_clips(8, "test", 8, seed=3)
+    x = _latents(clips)  # (8, 1, 8, 16, 16)
+    strength = torch.tensor([1, 0.8, 0.5, 0.5, 0.5, 0.5, 0.8, 1.0])
+    fading = -1 + (x + 1) * strength[:, None, None]  # (8, 1, 8, 16, 16): the ink faded, the background kept
+    medoids = anchor_frames(fading, radius=4, contrast_floor=0.0)
+    assert all(strength[int(a)] < 1 for a in medoids), medoids
+    anchors = anchor_frames(fading, radius=4)
+    assert ANCHOR_CONTRAST_FLOOR == 0.7 and all(int(a) in (0, 7) for a in anchors), anchors
+    windows = MFVideoPipeline.from_pretrained().generate(class_labels=[0] * 200, seed=0, output_type="latent",
+                                                         motion_copy=0).frames  # (200, 1, 8, 16, 16)
+
+    def faint(anchors):  # the share of anchors whose 10 brightest pixels average below 0.6 (of [0, 1])
+        peak = windows[torch.arange(200), :, anchors].flatten(1).topk(10, dim=1).values.mean(dim=1)
+        return float(((peak + 1) / 2 < 0.6).float().mean())
+
+    assert faint(anchor_frames(windows, radius=4, contrast_floor=0.0)) > 0.06
+    assert faint(anchor_frames(windows, radius=4)) < 0.02
+
+
 def test_generation_takes_the_models_motion_copy_and_keeps_one_hand_and_its_digit():
     """``generate`` (and ``pipe(class_labels=...)``) without ``motion_copy`` copies at the model's
     ``sample.motion_copy`` (the bundled model's 4, bit for bit; a config saying 0: the network's own frames, bit for

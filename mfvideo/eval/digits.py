@@ -126,6 +126,16 @@ def speckle(clips: np.ndarray, level: float = 60 / 255) -> float:
     return float((on & (lit == 0)).sum(axis=(2, 3)).mean())
 
 
+FAINT = 0.7  # a clip whose peak ink is below this is a faint ghost of its digit (every one of 1,000 real clips: > 0.77)
+
+
+def peak_ink(clips: np.ndarray) -> np.ndarray:
+    """How bright a clip's strokes are: the mean over its frames of each frame's 10 brightest pixels. uint8
+    (N, T, H, W, 3) -> (N,) in [0, 1]; real clips 0.77-1 (mean 0.95), a faint or faded glyph below ``FAINT``."""
+    g = _grey(clips)[:, :, 0].flatten(2)  # (N, T, H W)
+    return g.topk(10, dim=2).values.mean(dim=(1, 2)).numpy()
+
+
 def glyph_match(reference: np.ndarray, frames: np.ndarray, max_shift: int = 8) -> np.ndarray:
     """Cosine similarity of each frame's ink to the reference frame's, maximised over integer shifts of up to
     ``max_shift`` pixels (zero padded, no wrap-around). reference: uint8 (N, H, W, 3); frames: uint8
@@ -205,7 +215,7 @@ class DigitSuite:
         majority = self.majority(preds)
         out = {"identity": float((preds == majority[:, None]).mean()), "speckle": speckle(clips),
                "jerk": float(np.abs(np.diff(centroids(clips), n=2, axis=1)).mean()),
-               "glyph_consistency": glyph_consistency(clips)}
+               "glyph_consistency": glyph_consistency(clips), "faint": float((peak_ink(clips) < FAINT).mean())}
         if labels is not None:
             out["class_accuracy"] = float((majority == np.asarray(labels)).mean())
         if real_clips is not None:

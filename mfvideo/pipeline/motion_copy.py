@@ -29,12 +29,14 @@ content that moves as a whole -- a camera pan, one object on a plain background 
 sets it (``sample.motion_copy``: the bundled digits model's 4).
 A window made from noise alone (generation) has no given frame. There the copy runs outwards from the frame the
 window's other frames are best explained by -- its medoid under the same distance at the best move, relative to the
-two frames' contrast, summed over the others (``anchor_frames``) -- so that a broken frame, which no move of the
-others explains, is never the anchor, and a frame no move of its neighbour explains still stays the network's. The
-clip is then one network frame moved along the network's track (the bundled digits model, 1,000 clips: a frame read
-as another digit in 15.2 % of clips -> 1.9 %, one hand through the clip, glyph consistency 0.873 -> 0.999; from the
-window's first frame instead 9.1 %, the first being its weakest; the plain squared distance, which a faint frame
-is near to everything in, 3.0 % and a dim anchor now and then; docs/experiments.md, session 45).
+two frames' contrast, summed over the others, of the frames not faded below 0.7 of the window's highest contrast
+(``anchor_frames``) -- so that a broken frame, which no move of the others explains, is never the anchor, nor a
+faded one, and a frame no move of its neighbour explains still stays the network's. The clip is then one network
+frame moved along the network's track (the bundled digits model, 1,000 clips: a frame read as another digit in
+15.2 % of clips -> 1.9 %, one hand through the clip, glyph consistency 0.873 -> 0.999; from the window's first frame
+instead 9.1 %, the first being its weakest; the plain squared distance, which a faint frame is near to everything
+in, 3.0 % and a dim anchor now and then; docs/experiments.md, session 45; a blend of the window's frames is a
+medoid relative to contrast too: faint clips 4.1 % -> 1.7 % with the floor, session 47).
 Across windows (an extension, a generated clip past its first window) the chain is one ``MotionCanvas``: the copy's
 memory of everything the chain has shown, in the content's coordinates, so that what a move takes out of the frame
 comes back as it was and only what the chain never showed is the network's. Frame to frame alone, the chain forgot
@@ -52,6 +54,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+
+# A generated window's anchor has at least this share of its most contrasted frame's contrast. Its copy is the clip:
+# a faded frame as the anchor is a faint ghost of the digit in every frame. The bundled digits model, 3 x 1,000 clips:
+# clips whose peak ink is below 0.7 4.1 % -> 1.7 % (below 0.6 1.7 % -> 0.4 %), FD 58.2 -> 58.6, misread frames 2.1 ->
+# 1.8 %; at 0.8 1.1 %, FD 61.0 (less variety); docs/experiments.md, session 47.
+ANCHOR_CONTRAST_FLOOR = 0.7
 
 
 def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,11 +89,13 @@ def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: flo
     return torch.stack(out, dim=2), accepted
 
 
-def anchor_frames(frames: torch.Tensor, radius: int) -> torch.Tensor:
-    """frames (B, C, T, H, W), a window with no given frame -> (B,) long: per clip the frame whose best whole-pixel
-    moves (within ``radius``) explain the window's other frames best: the least sum over them of ``move_onto``'s cost
-    (the mean squared difference over the pixels the move covers) over the two frames' variances summed (a faint or
-    blurred frame, near every frame in plain squared distance, is not preferred for it); ties: the earlier frame."""
+def anchor_frames(frames: torch.Tensor, radius: int, contrast_floor: float = ANCHOR_CONTRAST_FLOOR) -> torch.Tensor:
+    """frames (B, C, T, H, W), a window with no given frame -> (B,) long: per clip, of the frames whose contrast (their
+    pixels' variance) is at least ``contrast_floor`` times the window's highest, the one whose best whole-pixel moves
+    (within ``radius``) explain the window's other frames best: the least sum over them of ``move_onto``'s cost (the
+    mean squared difference over the pixels the move covers) over the two frames' variances summed; ties: the earlier
+    frame. A faint or blurred frame, near every frame in plain squared distance and still a medoid relative to
+    contrast (a blend of the others is nearer each of them than they are to one another), is never the anchor."""
     B, C, T, H, W = frames.shape
     R = radius
     x = frames.float()
@@ -106,7 +116,8 @@ def anchor_frames(frames: torch.Tensor, radius: int) -> torch.Tensor:
     var = (x - x.mean(dim=(1, 3, 4), keepdim=True)).square().mean(dim=(1, 3, 4))  # (B, T): each frame's contrast
     relative = best / (var[:, :, None] + var[:, None, :] + 1e-8)
     relative.diagonal(dim1=1, dim2=2).zero_()
-    return relative.sum(dim=2).argmin(dim=1)  # (B,): argmin takes the first of equal sums
+    faded = var < contrast_floor * var.amax(dim=1, keepdim=True)  # (B, T): never an anchor
+    return relative.sum(dim=2).masked_fill(faded, float("inf")).argmin(dim=1)  # (B,): the first of equal sums
 
 
 def motion_copy_from_anchor(frames: torch.Tensor, radius: int,

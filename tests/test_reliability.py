@@ -186,6 +186,25 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, work, capsys, mo
     assert not (work / "pwned").exists()
 
 
+@pytest.mark.parametrize("cmd, args, says", [
+    ("sample", ["--frames", "24", "--out", "{w}/s"], "unrecognized arguments: --frames (did you mean --num-frames?)"),
+    ("sample", ["--clases", "3", "--out", "{w}/s"], "unrecognized arguments: --clases (did you mean --classes?)"),
+    ("extend", ["{w}/in.mp4", "--new-frames", "3", "--out", "{w}/new.mp4"],
+     "unrecognized arguments: --new-frames (did you mean --num-new-frames?)"),
+    ("train", [TINY, "--dryrun"], "unrecognized arguments: --dryrun (did you mean --dry-run?)"),
+    ("sample", ["--zzz=1", "--out", "{w}/s"], "unrecognized arguments: --zzz=1"),
+])
+def test_an_option_is_spelt_in_full_and_a_misspelt_one_names_the_one_meant(cmd, args, says, work, capsys):
+    """No prefixes (argparse's default would read ``--frames 24`` as ``--frames-per-window 24``), and an unknown
+    option is named first, with the nearest known one (before argparse's "required: --num-new-frames")."""
+    before = snapshot(work)
+    with pytest.raises(SystemExit) as exit_info:
+        MAINS[cmd]([a.format(w=work) for a in args])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("WARNING")]
+    assert exit_info.value.code == 2 and err == [f"error: mfvideo-{cmd}: {says}"], err
+    assert snapshot(work) == before
+
+
 @pytest.mark.parametrize("source, says", [("in.mp4", "input file"), ("corrupt.mp4", "corrupt.mp4: unreadable")])
 def test_console_scripts_print_one_line_not_a_traceback(work, source, says):
     """The same in a fresh process, file descriptor 2 included (a decoder's native library must not add lines)."""

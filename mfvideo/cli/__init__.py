@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import functools
 import itertools
 import logging
@@ -21,9 +22,35 @@ from pathlib import Path
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one ``error: ...`` line (no usage block) and exit status 2."""
+    """argparse, but a bad argument is one ``error: ...`` line (no usage block) and exit status 2, naming the option
+    meant where an unknown one is near one; options are spelled in full (no prefixes: ``mfvideo-sample --frames 24``
+    would otherwise be ``--frames-per-window 24``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        """An unknown option is named before anything else (argparse would first say that a required one is
+        missing, where the unknown one is usually that one misspelt)."""
+        words = list(sys.argv[1:] if args is None else args)
+        words = words[: words.index("--")] if "--" in words else words
+        known = {o for action in self._actions for o in action.option_strings}
+        unknown = [w for w in words if w.startswith("--") and w.split("=")[0] not in known]
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return super().parse_known_args(args, namespace)
 
     def error(self, message):
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            known = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+            for word in unknown.group(1).split():
+                near = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.6)
+                if word.startswith("--") and (near or [o for o in known if o.startswith(word)]):
+                    meant = near[0] if near else next(o for o in known if o.startswith(word))
+                    message += f" (did you mean {meant}?)"
+                    break
         print(f"error: {self.prog}: {message}", file=sys.stderr)
         sys.exit(2)
 

@@ -62,7 +62,8 @@ from einops import rearrange
 ANCHOR_CONTRAST_FLOOR = 0.7
 
 
-def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: float, chains: dict | None = None,
+                start: int = 0, keep=None) -> tuple[torch.Tensor, torch.Tensor]:
     """frames (B, C, T, H, W): a window, given (T,) bool: its given frames (context, keyframes) -> (the window with
     each accepted new frame replaced by its neighbour towards the nearest given frame (ties: the earlier) moved by its
     best whole-pixel shift within ``radius``, accepted (B, T) bool, False on given frames). New frames are taken
@@ -70,7 +71,16 @@ def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: flo
     copy runs outwards, frame by frame (extension: forwards from the last context frame; interpolation: from both
     keyframes towards the middle). A frame is accepted where the moved neighbour's mean squared difference to it, over
     the pixels the move covers, is at most ``tol`` ** 2; pixels not covered keep its values. No given frame: no
-    change."""
+    change.
+
+    ``chains``: the chains of a clip filled window by window (``MFVideoPipeline.condition``), a dict of
+    ``MotionCanvas`` keyed by (a frame, the direction +1 / -1 the chain ran in to it), the frames counted in the clip
+    (the window starts at its frame ``start``), updated in place: a chain that a window goes on with keeps its canvas,
+    what left the frame included, as ``extend``'s windows do; one that starts here starts from its given frame. Only
+    the frames the caller keeps (``keep``, clip indices; None: all) are recorded, each as the canvas at that frame (a
+    window also makes frames that a later one makes again), and a frame's record is dropped once the frame after it
+    on its chain is kept. Without ``chains`` each step is ``move_onto`` from the neighbour (a canvas with
+    ``margin=0``, bit for bit)."""
     if radius < 1 or tol < 0:
         raise ValueError(f"motion_copy needs a radius >= 1 and a tolerance >= 0, got {radius} and {tol}")
     T = frames.shape[2]
@@ -82,10 +92,23 @@ def motion_copy(frames: torch.Tensor, given: torch.Tensor, radius: int, tol: flo
     if not anchors:
         return frames, accepted
     out = list(frames.unbind(dim=2))  # T x (B, C, H, W)
+    rows, live = torch.arange(frames.shape[0], device=frames.device), {}  # live: (frame, direction) -> its chain here
+    keep = None if keep is None else {int(i) for i in keep}
     nearest = {f: min(anchors, key=lambda a: (abs(f - a), a)) for f in range(T) if not given[f]}
     for f in sorted(nearest, key=lambda f: (abs(f - nearest[f]), f)):  # nearest first
-        neighbour = f - 1 if nearest[f] < f else f + 1
-        out[f], accepted[:, f] = move_onto(out[neighbour], out[f], radius, tol)
+        d = 1 if nearest[f] < f else -1  # the direction the chain runs in; its last frame is the neighbour f - d
+        if chains is None:
+            out[f], accepted[:, f] = move_onto(out[f - d], out[f], radius, tol)
+            continue
+        canvas = live.pop((f - d, d), None)  # the chain as this window ran it, else as a kept frame left it
+        if canvas is None:
+            kept = chains.get((start + f - d, d))
+            canvas = MotionCanvas(out[f - d]) if kept is None else kept.select(rows)
+        out[f], accepted[:, f] = canvas.step(out[f], radius, tol)
+        live[f, d] = canvas
+        if keep is None or start + f in keep:
+            chains[start + f, d] = canvas.select(rows)
+            chains.pop((start + f - d, d), None)  # no later window goes on from the frame before: it is this one
     return torch.stack(out, dim=2), accepted
 
 

@@ -1066,6 +1066,7 @@ class MFVideoPipeline(DiffusionPipeline):
         y = self._labels_for(clip[:, :, sorted(idx)], class_labels, infer_label)
         plan = fill_plan(known[:num_frames].tolist() + [False] * (T - num_frames), W)
         held: dict[str, tuple] = {}  # "before" / "after" the given frames -> (reading, labels to run with)
+        chains: dict[tuple[int, int], MotionCanvas] = {}  # the copy's chains across windows (``motion_copy``)
         with self._progress(sum(len(make) for _, make in plan) if len(plan) > 1 else 0) as bar:
             for n, (start, make) in enumerate(plan):
                 noise = first if n == 0 and first is not None else self._noise(B, W, g, temp)  # (B, C, W, h, w)
@@ -1086,7 +1087,7 @@ class MFVideoPipeline(DiffusionPipeline):
                         held[side] = reading, y_net
                 window = self._sample(noise, y_net, how, context=context, mask=mask, reading=reading, generator=g)
                 if copy is not None:
-                    window, _ = _motion_copy(window, mask[0], *copy)
+                    window, _ = _motion_copy(window, mask[0], *copy, chains=chains, start=start, keep=make)
                 made = torch.tensor(make, device=self.device)
                 clip[:, :, made] = window[:, :, made - start]
                 known[made] = True

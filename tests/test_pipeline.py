@@ -1171,13 +1171,30 @@ def test_extend_and_generate_through_a_causal_video_vae(monkeypatch):
             call()
     from mfvideo.pipeline.motion_copy import MotionCanvas
 
-    views, step = [], MotionCanvas.step
+    views, known, step = [], [], MotionCanvas.step
     monkeypatch.setattr(MotionCanvas, "step", lambda self, frame, *a, **kw: views.append(self.view()) or
-                        step(self, frame, *a, **kw))
+                        known.append(self.known.clone()) or step(self, frame, *a, **kw))
     lat = pipe.extend(video, num_new_frames=8, context_frames=1, seed=0, output_type="latent", frames_per_window=4,
                       motion_copy=1).frames  # (1, 4, 1 + 2, 8, 8): the context latent, then one kept per window
     assert len(views) == 4  # both new latents of each window copied
     assert torch.equal(views[0], lat[:, :, 0]) and torch.equal(views[2], lat[:, :, 1])
+    # the chain goes on from the kept latent with its memory: a network whose new latents are the context's last one
+    # moved a pixel further right per frame (every move accepted) shows the canvas one column wider after each kept
+    # step, and the next window's first step starts from that canvas, not afresh from the kept latent
+    sample_window = pipe._sample
+
+    def moving(noise, y, how, context=None, mask=None, *a, **kw):  # (B, C, k + new, h, w)
+        window = sample_window(noise, y, how, context, mask, *a, **kw)
+        k = int(mask[0].sum())
+        for j in range(k, window.shape[2]):
+            window[:, :, j] = torch.roll(window[:, :, k - 1], j - k + 1, dims=-1)
+        return window
+
+    monkeypatch.setattr(pipe, "_sample", moving)
+    views.clear(), known.clear()
+    pipe.extend(video, num_new_frames=8, context_frames=1, seed=0, output_type="latent", frames_per_window=4,
+                motion_copy=1)
+    assert [int(k.sum()) for k in known] == [64, 72, 72, 80]  # window 2 begins with window 1's kept canvas
 
 
 def test_demo_writes_its_sheets_and_videos(tmp_path, monkeypatch):

@@ -35,22 +35,22 @@ class ArgumentParser(argparse.ArgumentParser):
         missing, where the unknown one is usually that one misspelt)."""
         words = list(sys.argv[1:] if args is None else args)
         words = words[: words.index("--")] if "--" in words else words
-        known = {o for action in self._actions for o in action.option_strings}
-        unknown = [w for w in words if w.startswith("--") and w.split("=")[0] not in known]
+        unknown = [w for w in words if w.startswith("--") and w.split("=")[0] not in self._long_options()]
         if unknown:
             self.error(f"unrecognized arguments: {' '.join(unknown)}")
         return super().parse_known_args(args, namespace)
 
+    def _long_options(self) -> list[str]:
+        return [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+
     def error(self, message):
         unknown = re.match(r"unrecognized arguments: (.*)", message)
-        if unknown:
-            known = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
-            for word in unknown.group(1).split():
-                near = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.6)
-                if word.startswith("--") and (near or [o for o in known if o.startswith(word)]):
-                    meant = near[0] if near else next(o for o in known if o.startswith(word))
-                    message += f" (did you mean {meant}?)"
-                    break
+        known = self._long_options()
+        for name in [w.split("=")[0] for w in unknown.group(1).split() if w.startswith("--")] if unknown else []:
+            meant = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or [o for o in known if o.startswith(name)]
+            if meant:
+                message += f" (did you mean {meant[0]}?)"
+                break
         print(f"error: {self.prog}: {message}", file=sys.stderr)
         sys.exit(2)
 

@@ -949,9 +949,9 @@ class MFVideoPipeline(DiffusionPipeline):
         window but only its first ``keep`` new frames are kept, and the window slides by ``keep``; None: all of
         them (and with a per-frame codec the last window is cut to the frames still wanted).
 
-        ``copy`` (radius, tol): every window's new frames copied by ``MotionCanvas.step``, one chain through all the
-        windows' kept frames from the first window's last context frame (``canvas``: a chain already begun, that
-        frame's), so that what a move takes out of the frame comes back as it was.
+        ``copy`` (radius, tol): every window's new frames copied by ``motion_copy``, one ``MotionCanvas`` chain through
+        all the windows' kept frames from the first window's last context frame (``canvas``: a chain already begun,
+        that frame's), so that what a move takes out of the frame comes back as it was.
 
         ``grow_to`` (latent frames): a context shorter than this (an input shorter than the default context, a still
         image) grows with the frames made, window by window, up to it: a single given frame says nothing of motion,
@@ -971,6 +971,8 @@ class MFVideoPipeline(DiffusionPipeline):
         f, w, k = codec.temporal_factor, self.latent_window, ctx.shape[2]
         state = {} if state is None else state
         made, reading = 0, None
+        # the copy's chain, keyed by (frame, direction) as ``motion_copy`` keeps it; pos: ctx's first frame in the loop
+        chains, pos = ({} if canvas is None else {(k - 1, 1): canvas}), 0
 
         def turn(x, dim: int = 2):  # reversed time <-> time (a tensor, or decoded uint8 frames), backward only
             if not backward:
@@ -996,13 +998,9 @@ class MFVideoPipeline(DiffusionPipeline):
             window = turn(self._sample(turn(noise), y, how, turn(context), turn(mask, 1), level, held, g))
             # window: (B, C, k + new, h, w), the context first (in reversed time, backward)
             if copy is not None:  # new frames that the chain so far, moved, explains become it
-                canvas = MotionCanvas(window[:, :, k - 1]) if canvas is None else canvas
-                upto = kept if f == 1 else new  # (a causal VAE decodes the whole window: all of it copied)
-                for j in range(k, k + upto):
-                    if j == k + kept:  # the next window goes on from the last kept frame
-                        after_kept = canvas.select(torch.arange(window.shape[0], device=window.device))
-                    window[:, :, j] = canvas.step(window[:, :, j], *copy)[0]
-                canvas = after_kept if upto > kept else canvas
+                upto = k + (kept if f == 1 else new)  # (a causal VAE decodes the whole window: all of it copied)
+                window[:, :, :upto] = _motion_copy(window[:, :, :upto], [j < k for j in range(upto)], *copy,
+                                                   chains=chains, start=pos, keep=range(pos + k, pos + k + kept))[0]
             if latent:  # the kept latents; a causal VAE's latent frame past the first holds f pixel frames
                 yield turn(window[:, :, k : k + min(kept, -(-(num_new - made) // f))])
                 made += f * kept
@@ -1015,6 +1013,7 @@ class MFVideoPipeline(DiffusionPipeline):
                 made += pix.shape[1]
             k_next = k if grow_to is None else max(k, min(grow_to, k + kept))
             ctx = window[:, :, k + kept - k_next : k + kept]  # the latest frames: the window slides by the kept frames
+            pos += k + kept - k_next
             k = k_next
 
     @torch.no_grad()
@@ -1026,7 +1025,7 @@ class MFVideoPipeline(DiffusionPipeline):
                   temperature: float | None = None):
         """Given frames at ``frame_indices`` (e.g. first and last: interpolation), the rest made; ``infer_label`` and
         ``motion_copy`` as in ``extend`` (the copy runs outwards from every given frame: an interpolation's frames from
-        both keyframes towards the middle); ``guidance_scale``, ``temperature`` as in ``generate``. ``num_frames``
+        both keyframes towards the middle, each side one ``MotionCanvas`` chain across windows); ``guidance_scale``, ``temperature`` as in ``generate``. ``num_frames``
         (default: the window) below the window are the first frames of a full window, as in ``generate``; a clip no
         longer than the window is one call. A longer clip is filled window by window (``fill_plan``), each window with
         every frame known inside it as context: a gap between given frames from both sides towards its middle, then one

@@ -89,6 +89,40 @@ def test_attention_backends_agree_in_value_and_tangent(qk_norm):
         torch.testing.assert_close(results[backend][1], results["math"][1])
 
 
+def test_qk_norm_takes_the_fused_rms_norm_under_bf16_autocast():
+    """Under bf16 autocast the QK-norm's fp32 weight is cast to the bf16 queries' dtype (as autocast casts a Linear's),
+    so PyTorch's fused rms_norm runs (no "Mismatch dtype" fallback) in the forward, the JVP and the backward, with
+    ``nn.RMSNorm``'s value and gradients."""
+    import warnings
+
+    from mfvideo.method.jvp import forward_jvp
+    from mfvideo.models.attention import RMSNorm
+
+    ours, theirs = RMSNorm(16, eps=1e-6), torch.nn.RMSNorm(16, eps=1e-6)
+    with torch.no_grad():
+        ours.weight.copy_(torch.rand(16) + 0.5), theirs.weight.copy_(ours.weight)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    x = torch.randn(2, 4, 7, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = torch.nn.functional.linear(x, torch.eye(16))  # bf16, as the qkv projection's output
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*Mismatch dtype")
+            out = ours(h)
+            _, tangent = forward_jvp(ours, (h,), (torch.ones_like(h),))
+            out.float().square().sum().backward()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = theirs(h)
+            ref.float().square().sum().backward()
+    assert out.dtype == tangent.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=2e-2, atol=1e-2)
+    assert ours.weight.grad.dtype == torch.float32
+    # the network's QK-norm is this module
+    net = tiny_model(qk_norm=True)
+    assert all(type(m.q_norm) is RMSNorm and type(m.k_norm) is RMSNorm for m in net.modules() if hasattr(m, "q_norm"))
+
+
 def test_sdpa_backend_is_used_outside_jvp_and_math_inside(monkeypatch):
     import torch.nn.functional as F
 

@@ -162,6 +162,20 @@ def _xformers(q, k, v, op=None):
     return rearrange(out, "b l h d -> b h l d")
 
 
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` whose weight takes the input's dtype, as autocast does for a Linear's.
+
+    Under bf16 autocast the queries and keys are bf16 and the weight stays fp32; PyTorch then cannot dispatch to its
+    fused kernel ("Mismatch dtype between input and weight") and composes the norm from elementwise kernels, with the
+    same result. Casting the weight gives the fused kernel (and its forward-AD rule); outside autocast it is a no-op.
+    Same parameters and state-dict keys as ``nn.RMSNorm``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.to(x.dtype)
+        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
+
+
 class Attention(nn.Module):
     """Self-attention over a (B, L, D) sequence, with optional QK-norm (RMSNorm per head)."""
 
@@ -176,8 +190,8 @@ class Attention(nn.Module):
         self.xformers_op = None  # the operator xformers is asked to use (diffusers' ``attention_op``); None: its choice
         self.qkv = Linear(dim, 3 * dim)
         head_dim = dim // num_heads
-        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,6 +58,9 @@ TANGENT_VARIANTS = {"unguided, iMF tangent": dict(ratio_r_neq_t=0.25, tangent="m
             "guided, iMF tangent": dict(ratio_r_neq_t=0.25, cfg_kappa=0.5, class_dropout=0.1, tangent="model")}
 # timing only: the default (detached) with PyTorch's own forward-AD rule for Linear instead of ours
 PYTORCH_RULE = "meanflow, detached JVP, PyTorch's Linear JVP rule"
+# the model's JVP through dual tensors with our rule for Linear only, PyTorch's for layer norm, attention and adaLN (the
+# JVP before session 48)
+LINEAR_ONLY = "forward_ad, our Linear rule only"
 # CUDA only: the default with its JVP replayed from CUDA graphs (train.cuda_graph_jvp)
 GRAPHED = "meanflow, detached JVP, CUDA graph"
 
@@ -275,6 +279,7 @@ def bench_jvp_api(case, device, reps, amp=False):
     from torch.func import jvp
 
     from mfvideo.method.jvp import forward_jvp
+    from mfvideo.models.jvp_rules import pytorch_rules
 
     net, x, y = make(case, device)
     t = torch.rand(x.shape[0], device=device)
@@ -282,7 +287,8 @@ def bench_jvp_api(case, device, reps, amp=False):
     fn = lambda z_, t_, r_: net(z_, t_, r_, y=y)  # noqa: E731
     calls = {"forward": lambda: fn(x, t, r),
              "torch.func.jvp": lambda: jvp(fn, (x, t, r), (x, torch.ones_like(t), torch.zeros_like(r))),
-             "forward_ad (ours)": lambda: forward_jvp(fn, (x, t, r), (x, torch.ones_like(t), None))}
+             "forward_ad (ours)": lambda: forward_jvp(fn, (x, t, r), (x, torch.ones_like(t), None)),
+             LINEAR_ONLY: lambda: _in(pytorch_rules(), lambda: forward_jvp(fn, (x, t, r), (x, torch.ones_like(t), None)))}
     times = {k: [] for k in calls}
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         for rep in range(2 * reps + 2):
@@ -323,7 +329,7 @@ def bench_compile(case, device, reps):
     return res
 
 
-SECTIONS = ("steps", "throughput", "jvp_api", "sampling", "attention", "attention_long", "clip_latency", "compile",
+SECTIONS = ("steps", "throughput", "jvp_api", "dispatch", "sampling", "attention", "attention_long", "clip_latency", "compile",
             "data")
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peaks (SXM datasheets)
 
@@ -385,6 +391,75 @@ def bench_long_attention(device, reps, length: int, heads: int = 12, head_dim: i
             row["jvp_peak_bytes"] = torch.cuda.max_memory_allocated() - base
         out[b] = row
     return out
+
+
+class OpCount(TorchDispatchMode):
+    """Operators dispatched, views and metadata left out: about the kernels a GPU launches for them."""
+
+    META = {"view", "t", "detach", "alias", "is_same_size", "_has_same_storage_numel", "_unsafe_view", "expand",
+            "permute", "select", "unsqueeze", "squeeze", "slice", "transpose", "as_strided", "split", "unbind",
+            "split_with_sizes", "_local_scalar_dense", "unflatten", "empty", "empty_like", "lift_fresh"}
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += func.overloadpacket.__name__ not in self.META
+        return func(*args, **(kwargs or {}))
+
+
+def bench_dispatch(case, device):
+    """Operators per bf16 call (forward, the model's JVP, a flow-matching and a default MeanFlow training step:
+    loss and backward) with our forward-AD rules (Linear, layer norm, attention, adaLN's modulation and residual), with
+    ours for Linear only (mfvideo before session 48) and with PyTorch's. On a GPU in bf16 the step is host-bound: each operator is a kernel launch. The counts do not
+    depend on the batch or the grid, so they are taken at batch 2 on a small grid."""
+    from mfvideo.method.jvp import forward_jvp
+    from mfvideo.models.jvp_rules import pytorch_rules
+
+    net, x, y = make(case, device)
+    x, y = x[:2], y[:2]
+    x = x[:, :, : min(x.shape[2], 4), :8, :8] if x.ndim == 5 else x[:, :, :8, :8]
+    t, r = torch.tensor([0.8, 0.6], device=device), torch.tensor([0.2, 0.6], device=device)
+    calls = {
+        "forward": lambda: net(x, t, r, y=y),
+        "JVP": lambda: forward_jvp(lambda z_, t_, r_: net(z_, t_, r_, y=y), (x, t, r),
+                                   (torch.randn_like(x), torch.ones_like(t), None), module=net),
+    }
+    out = {}
+    for rules, ctx in (("ours", contextlib.nullcontext), ("ours for Linear only", pytorch_rules),
+                       ("PyTorch's", lambda: _both(pytorch_rules(), pytorch_linear_rule()))):
+        row = {}
+        for name, call in calls.items():
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), ctx():
+                call()  # autocast's weight cache filled, as in training
+                with OpCount() as c:
+                    call()
+            row[name] = c.n
+        for name, variant in (("FM step", "flow matching"), ("MeanFlow step", "meanflow, detached JVP")):
+            mf, gen = MeanFlow(**VARIANTS[variant]), torch.Generator().manual_seed(0)
+            ctx_mask = None
+            if x.ndim == 5:
+                ctx_mask = sample_context_masks(2, x.shape[2], {"none": 1, "first": 1}, generator=torch.Generator().manual_seed(0)).to(device)
+            with ctx(), OpCount() as c:
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    loss, _ = mf.loss(net, x, y, context=ctx_mask, generator=gen)
+                loss.backward()
+            net.zero_grad(set_to_none=True)
+            row[name] = c.n
+        out[rules] = row
+    return out
+
+
+def _in(ctx, fn):
+    with ctx:
+        return fn()
+
+
+@contextlib.contextmanager
+def _both(a, b):
+    with a, b:
+        yield
 
 
 @torch.no_grad()
@@ -527,6 +602,9 @@ def main():
         if cuda:
             res["jvp_api"].update({f"{c}, bf16": bench_jvp_api(c, device, reps, amp=True) for c in GPU_CASES})
         save()
+    if "dispatch" in only:
+        res["dispatch"] = {c: bench_dispatch(c, device) for c in list(CASES) + list(GPU_CASES)}
+        save()
     if "compile" in only:
         compile_cases = (["moving-digits (2.6M, 8x16x16 px)"] if not cuda else list(GPU_CASES)[:1] if a.quick else GPU_CASES)
         res["compile"] = {c: bench_compile(c, device, reps) for c in compile_cases}
@@ -592,13 +670,25 @@ def markdown(res) -> str:
             fm = s["flow matching"]
             lines.append(f"| {case} | " + " | ".join(f"{s[k] * 1e3:.0f} ms ({s[k] / fm:.2f}x FM)" for k in (
                 "meanflow, detached JVP", *TANGENT_VARIANTS)) + " |")
-    if "jvp_api" in res:
-        lines += ["", "| the model's JVP (no grad) | forward | torch.func.jvp | forward_ad (ours) | ours vs func |",
+    if "dispatch" in res:
+        lines += ["", "| operators per bf16 call (a GPU's kernel launches) | forward | JVP | FM step | MeanFlow step |",
                   "|---|---|---|---|---|"]
+        for case, d in res["dispatch"].items():
+            for rules, row in d.items():
+                f, fm = row["forward"], row["FM step"]
+                lines.append(f"| {case}, {rules} | {f} | {row['JVP']} ({row['JVP'] / f:.1f}x) | {fm} | "
+                             f"{row['MeanFlow step']} ({row['MeanFlow step'] / fm:.2f}x) |")
+    if "jvp_api" in res:
+        lin = any(LINEAR_ONLY in j for j in res["jvp_api"].values())  # measured from session 48 on
+        lines += ["", "| the model's JVP (no grad) | forward | torch.func.jvp | forward_ad (ours) | ours vs func |"
+                  + (" forward_ad, our rule for Linear only (before session 48) |" if lin else ""),
+                  "|---|---|---|---|---|" + ("---|" if lin else "")]
         for case, j in res["jvp_api"].items():
             f, a, b = j["forward"], j["torch.func.jvp"], j["forward_ad (ours)"]
             lines.append(f"| {case} | {f * 1e3:.1f} ms | {a * 1e3:.1f} ms ({a / f:.1f}x fwd) | {b * 1e3:.1f} ms "
-                         f"({b / f:.1f}x fwd) | {b / a:.2f}x |")
+                         f"({b / f:.1f}x fwd) | {b / a:.2f}x |" + (
+                             f" {j[LINEAR_ONLY] * 1e3:.1f} ms ({j[LINEAR_ONLY] / f:.1f}x fwd) |" if LINEAR_ONLY in j
+                             else " |" if lin else ""))
     if "sampling" in res:
         s = res["sampling"]
         lines += ["", "| sampling (8 clips, moving digits) | time | vs 1-NFE |", "|---|---|---|"]

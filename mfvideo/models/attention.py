@@ -9,8 +9,8 @@ Backends:
 
 Forward-mode AD (the MeanFlow JVP) is not implemented by the fused SDPA kernels nor by xformers
 (``NotImplementedError ... forward AD ... _scaled_dot_product_flash_attention_for_cpu``). Whenever the
-inputs carry a tangent (``torch.func.jvp`` or ``torch.autograd.forward_ad``) we route to the math path
-(or to the fused JVP kernel with ``jvp_flash``), so the JVP is exact on every device.
+inputs carry a tangent (``torch.func.jvp`` or ``torch.autograd.forward_ad``) we route to the math path, with a lean
+forward-mode rule (``jvp_rules``), or to the fused JVP kernel with ``jvp_flash``, so the JVP is exact on every device.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from .embeddings import apply_rope
+from .jvp_rules import lean_math_attention, math_attention
 from .linear import Linear, under_forward_ad
 
 BACKENDS = ("sdpa", "math", "xformers", "jvp_flash")
@@ -114,13 +115,6 @@ def _jvp_flash(q, k, v):
         return None
 
 
-def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v for (..., L, d) inputs, in plain differentiable ops."""
-    scale = q.shape[-1] ** -0.5
-    attn = torch.matmul(q * scale, k.transpose(-2, -1))  # (..., L, L)
-    return torch.matmul(attn.softmax(dim=-1), v)  # (..., L, d)
-
-
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
               xformers_op=None) -> torch.Tensor:
     """Attention over (B, heads, L, d) tensors with the named backend; JVP-safe on every device.
@@ -130,7 +124,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
     """
     if under_forward_ad(q):
         out = _jvp_flash(q, k, v) if backend == "jvp_flash" else None
-        return math_attention(q, k, v) if out is None else out
+        return lean_math_attention(q, k, v) if out is None else out  # math_attention's value, a lean JVP rule
     if backend == "math":
         return math_attention(q, k, v)
     if backend == "xformers" and q.is_cuda and xformers_available():
@@ -197,6 +191,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, L, D); rope: rotary table (2, L, d / 2) of the queries and keys (``embeddings.rope_3d``) or None
         qkv = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
+        if under_forward_ad(qkv):  # one copy for q, k, v and one for their tangents, not one per operand of the rule
+            qkv = qkv.contiguous()
         q, k, v = self.q_norm(qkv[0]), self.k_norm(qkv[1]), qkv[2]  # (B, heads, L, d)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
 
+from .jvp_rules import LayerNorm
 from .linear import Linear
 
 CENTRE_LOGIT = 3.0  # the centre tap's initial weight per axis: e^3 / (e^3 + 2R) (0.71 for R = 4)
@@ -53,7 +54,7 @@ class KernelCopy(nn.Module):
         self.radius, self.taps, self.kernel = radius, 2 * radius + 1, kernel
         self.maps = 2 * self.taps + 1 if kernel == "softmax" else 3  # per pixel: taps (or offsets) per axis, gate
         self.p, self.pt = patch_size, temporal_patch_size
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.head = Linear(dim, temporal_patch_size * patch_size * patch_size * self.maps)
         self.caught: list | None = None  # set by method.meanflow.catching_copies: (copy, clean) of forwards with grad
         self.snap = False  # sampling only: each pixel's taps snapped to one whole move, the gate to 0 or 1 (no blend)

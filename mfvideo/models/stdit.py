@@ -43,15 +43,12 @@ from torch import nn
 from .attention import BACKENDS, Attention
 from .copy import COPY_KERNELS, KernelCopy, nearest_context, nearest_frames
 from .embeddings import LabelEmbedder, TimestepEmbedder, rope_3d, sincos_1d, sincos_2d
+from .jvp_rules import LayerNorm, gated_add, modulate
 from .linear import Linear, under_forward_ad
 from .refiner import ConvRefiner
 
 
 ATTENTION_LAYOUTS = ("factorised", "spacetime", "joint")
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
 
 
 class Mlp(nn.Module):
@@ -73,7 +70,7 @@ class TemporalSublayer(nn.Module):
     def __init__(self, dim: int, num_heads: int, qk_norm: bool, backend: str, spacetime: bool = False):
         super().__init__()
         self.spacetime = spacetime
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads, qk_norm, backend)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 3 * dim))
 
@@ -86,7 +83,7 @@ class TemporalSublayer(nn.Module):
             h = rearrange(self.attn(rearrange(h, "b t n d -> b (t n) d"), rope), "b (t n) d -> b t n d", t=x.shape[1])
         else:
             h = rearrange(self.attn(rearrange(h, "b t n d -> (b n) t d")), "(b n) t d -> b t n d", b=x.shape[0])
-        return x + gate * h
+        return gated_add(x, gate, h)
 
 
 @dataclass
@@ -119,7 +116,7 @@ class ContextSummary(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
@@ -156,7 +153,7 @@ class ContextReader(nn.Module):
         if pool not in READER_POOLS:
             raise ValueError(f"unknown reader pooling {pool!r}; choose one of {READER_POOLS}")
         self.pool = pool
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         width = dim
         if pool == "attention":
             self.query = nn.Parameter(torch.randn(queries, dim) * dim**-0.5)  # (Q, D)
@@ -227,9 +224,9 @@ class STDiTBlock(nn.Module):
                  joint: bool = False, spacetime: bool = False, clip: bool = False):
         super().__init__()
         self.joint = joint  # self.attn runs over every token of the clip, no temporal sub-layer
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm1 = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads, qk_norm, backend)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm2 = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 6 * dim))
         self.temporal = TemporalSublayer(dim, num_heads, qk_norm, backend, spacetime) if temporal and not joint else None
@@ -245,18 +242,18 @@ class STDiTBlock(nn.Module):
             h = rearrange(self.attn(rearrange(h, "b t n d -> b (t n) d"), rope), "b (t n) d -> b t n d", t=x.shape[1])
         else:  # spatial attention inside each frame
             h = rearrange(self.attn(rearrange(h, "b t n d -> (b t) n d")), "(b t) n d -> b t n d", b=x.shape[0])
-        x = x + gate_a * h
+        x = gated_add(x, gate_a, h)
         if self.temporal is not None:
             x = self.temporal(x, c, pos_t, rope if self.temporal.spacetime else None)  # attention across frames
         if self.clip is not None:
             x = self.clip(x, c, pos_t, rope)  # attention over every token of the clip
-        return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+        return gated_add(x, gate_m, self.mlp(modulate(self.norm2(x), shift_m, scale_m)))
 
 
 class FinalLayer(nn.Module):
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.linear = Linear(dim, out_dim)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 2 * dim))
 

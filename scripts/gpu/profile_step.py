@@ -86,6 +86,7 @@ def graphed_jvp(case, device, rows_fraction=0.25, reps=20, compiled=False):
     is worth building into training."""
     from mfvideo.method.jvp import forward_jvp
     from mfvideo.method.jvp_graph import GraphedJVP
+    from mfvideo.models.jvp_rules import pytorch_rules
 
     net, x, y = make(case, device)
     with torch.no_grad():  # off adaLN-Zero's exact zeros: the tangent errors below compare a non-zero output
@@ -115,8 +116,13 @@ def graphed_jvp(case, device, rows_fraction=0.25, reps=20, compiled=False):
         sync(device)
         return (time.perf_counter() - t0) / reps
 
-    res = {"rows": n, "eager_s": timed(eager), "graph_s": timed(replay)}
+    def eager_pytorch_rules():  # PyTorch's forward-AD rules for layer norm, attention and adaLN (before session 48)
+        with pytorch_rules():
+            return eager()
+
+    res = {"rows": n, "eager_s": timed(eager), "graph_s": timed(replay), "eager_pytorch_rules_s": timed(eager_pytorch_rules)}
     res["graph_vs_eager"] = res["graph_s"] / res["eager_s"]
+    res["eager_vs_pytorch_rules"] = res["eager_s"] / res["eager_pytorch_rules_s"]
     (_, a), (_, b) = replay(), eager()
     res["graph_tangent_rel_diff"] = float((a.float() - b.float()).norm() / b.float().norm())
     if compiled:  # train.compile_jvp's path: padded rows, torch.func.jvp compiled, attention on the math path

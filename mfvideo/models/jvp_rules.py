@@ -1,0 +1,234 @@
+"""Layer norm and math attention whose forward-mode derivative (the MeanFlow JVP) costs a few kernels, not dozens.
+
+PyTorch's forward-AD rules are general: a LayerNorm's recomputes the statistics from scratch (18 operators for one
+``native_layer_norm``), the math attention's runs every product rule through zero tangents and layout copies (34 for
+softmax(q k^T) v). On a GPU in bf16 the MeanFlow step is host-bound (`docs/benchmark.md`): the time goes to launching
+kernels, and the JVP launched five times the forward's. The rules here reuse what the forward computed:
+
+- layer norm (no affine), y = (x - mean) * rstd:  y_t = rstd * (x_t - mean(x_t) - y * mean(y * x_t))  (7 operators);
+- attention, P = softmax(s q k^T), o = P v:  s_t = s (q_t k^T + q k_t^T),  P_t = P * (s_t - sum(P * s_t)),
+  o_t = P_t v + P v_t  (10 operators);
+- adaLN's modulation, y = x (1 + scale) + shift:  y_t = x_t (1 + scale) + x scale_t + shift_t  (2 addcmul, the
+  forward's 1 + scale reused), and its gated residual, y = x + gate h:  y_t = x_t + gate_t h + gate h_t  (2 addcmul).
+
+Each is an ``autograd.Function`` with the standard backward (the fused JVP mode's primal carries the gradient), a
+vmap rule, and the same primal operators as the code it replaces (autocast included: layer norm in fp32, the
+matmuls in the autocast dtype), so the primal output is bit for bit the plain one's. Used only under forward AD
+(``under_forward_ad``); elsewhere the modules run PyTorch's own kernels. ``pytorch_rules()`` turns them off (PyTorch's
+rules again: for the benchmark's comparison, or to rule them out when debugging a JVP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .linear import under_forward_ad
+
+_lean = True
+
+
+@contextlib.contextmanager
+def pytorch_rules():
+    """Inside the block, layer norm, math attention, adaLN's modulation and gated residual take PyTorch's own
+    forward-AD rules (the values are the same; the operators more)."""
+    global _lean
+    before, _lean = _lean, False
+    try:
+        yield
+    finally:
+        _lean = before
+
+
+def _use_lean(x: torch.Tensor) -> bool:
+    return _lean and under_forward_ad(x)
+
+
+class _LayerNormFn(torch.autograd.Function):
+    """y = (x - mean) * rstd over the last ``len(shape)`` dims, no affine; fp32 under autocast, as autocast's own."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, shape, eps):
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.float()  # autocast runs layer_norm in fp32
+        return torch.native_layer_norm(x, shape, None, None, eps)  # (y, mean, rstd), the statistics (..., 1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, shape, _ = inputs
+        y, mean, rstd = output
+        ctx.mark_non_differentiable(mean, rstd)
+        ctx.shape, ctx.in_dtype = shape, x.dtype
+        ctx.save_for_forward(y, rstd)
+        ctx.save_for_backward(x, mean, rstd)
+
+    @staticmethod
+    def jvp(ctx, x_t, *_):
+        y, rstd = ctx.saved_tensors
+        dims = tuple(range(-len(ctx.shape), 0))
+        x_t = x_t.to(y.dtype)
+        # y_t = (x_t - w) rstd with w = mean(x_t) + y mean(y x_t), written (w - x_t) (-rstd): an operation's output
+        # takes the layout of its first full-size operand, and y's (contiguous) is the primal's; x_t's may be another
+        # (the STDiT's tokens are a channels-first view), and autograd would copy a tangent laid out otherwise
+        w = torch.addcmul(x_t.mean(dims, keepdim=True), y, (y * x_t).mean(dims, keepdim=True))
+        return torch.add(w, x_t, alpha=-1) * rstd.neg(), None, None
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        x, mean, rstd = ctx.saved_tensors
+        gx = torch.ops.aten.native_layer_norm_backward(g, x.to(g.dtype), ctx.shape, mean, rstd, None, None,
+                                                       [True, False, False])[0]
+        return gx.to(ctx.in_dtype), None, None
+
+
+def layer_norm(x: torch.Tensor, shape: tuple[int, ...], eps: float) -> torch.Tensor:
+    """``F.layer_norm(x, shape, eps=eps)`` (no affine), with the lean JVP rule under forward AD."""
+    if _use_lean(x):
+        return _LayerNormFn.apply(x, tuple(shape), eps)[0]
+    return F.layer_norm(x, shape, eps=eps)
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose JVP is seven operators (without an affine; with one, PyTorch's rule). Same keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None and self.bias is None:
+            return layer_norm(x, self.normalized_shape, self.eps)
+        return super().forward(x)
+
+
+def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for (..., L, d) inputs, in plain differentiable ops (PyTorch's rules)."""
+    scale = q.shape[-1] ** -0.5
+    attn = torch.matmul(q * scale, k.transpose(-2, -1))  # (..., L, L)
+    return torch.matmul(attn.softmax(dim=-1), v)  # (..., L, d)
+
+
+class _AttentionFn(torch.autograd.Function):
+    """softmax(q k^T / sqrt(d)) v for (..., L, d) inputs: the math path's operators, the probabilities kept."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(q, k, v):
+        p = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)).softmax(dim=-1)  # (..., L, L)
+        return torch.matmul(p, v), p  # (..., L, d), (..., L, L)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v = inputs
+        out, p = output
+        ctx.mark_non_differentiable(p)
+        ctx.dtypes, ctx.out_dtype = (q.dtype, k.dtype, v.dtype), out.dtype
+        ctx.save_for_forward(q, k, v, p)
+        ctx.save_for_backward(q, k, v, p)
+
+    @staticmethod
+    def jvp(ctx, q_t, k_t, v_t):
+        q, k, v, p = ctx.saved_tensors
+        scale = q.shape[-1] ** -0.5
+        s_t = torch.add(torch.matmul(q, k_t.transpose(-2, -1)), torch.matmul(q_t, k.transpose(-2, -1)))  # (..., L, L)
+        s_t = s_t.to(p.dtype) * scale
+        p_t = p * (s_t - (p * s_t).sum(-1, keepdim=True))  # the softmax's Jacobian applied to s_t
+        return torch.add(torch.matmul(p_t, v), torch.matmul(p, v_t)).to(ctx.out_dtype), None
+
+    @staticmethod
+    def backward(ctx, g, _):
+        q, k, v, p = ctx.saved_tensors
+        scale = q.shape[-1] ** -0.5
+        g_p = torch.matmul(g, v.transpose(-2, -1)).to(p.dtype)  # (..., L, L)
+        g_s = p * (g_p - (p * g_p).sum(-1, keepdim=True)) * scale
+        g_q = torch.matmul(g_s, k)
+        g_k = torch.matmul(g_s.transpose(-2, -1), q)
+        g_v = torch.matmul(p.transpose(-2, -1), g)
+        return tuple(gr.to(dt) for gr, dt in zip((g_q, g_k, g_v), ctx.dtypes))
+
+
+def lean_math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``math_attention``'s value, with the lean JVP rule (for inputs under forward AD).
+
+    Inputs are made contiguous first (q, k, v are views of one qkv tensor, whose batch and head axes do not fold
+    into one: else every matmul of the rule, on them or their tangents, copies its operand again)."""
+    if not _lean:
+        return math_attention(q, k, v)
+    return _AttentionFn.apply(q.contiguous(), k.contiguous(), v.contiguous())[0]
+
+
+class _ModulateFn(torch.autograd.Function):
+    """x * (1 + scale) + shift, the scale and shift broadcast over x (adaLN)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, shift, scale):
+        one_plus = 1 + scale
+        return x * one_plus + shift, one_plus
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, shift, scale = inputs
+        out, one_plus = output
+        ctx.mark_non_differentiable(one_plus)
+        ctx.meta = [(a.shape, a.dtype) for a in inputs]
+        ctx.out_dtype = out.dtype
+        ctx.save_for_forward(x, one_plus)
+        ctx.save_for_backward(x, one_plus)
+
+    @staticmethod
+    def jvp(ctx, x_t, shift_t, scale_t):
+        x, one_plus = ctx.saved_tensors
+        return torch.addcmul(torch.addcmul(shift_t, x_t, one_plus), x, scale_t).to(ctx.out_dtype), None
+
+    @staticmethod
+    def backward(ctx, g, _):
+        x, one_plus = ctx.saved_tensors
+        grads = (g * one_plus, g, g * x)
+        return tuple(gr.sum_to_size(shape).to(dtype) for gr, (shape, dtype) in zip(grads, ctx.meta))
+
+
+class _GatedAddFn(torch.autograd.Function):
+    """x + gate * h, the gate broadcast (adaLN-Zero's residual)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, gate, h):
+        return x + gate * h
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, gate, h = inputs
+        ctx.meta = [(a.shape, a.dtype) for a in inputs]
+        ctx.out_dtype = output.dtype
+        ctx.save_for_forward(gate, h)
+        ctx.save_for_backward(gate, h)
+
+    @staticmethod
+    def jvp(ctx, x_t, gate_t, h_t):
+        gate, h = ctx.saved_tensors
+        return torch.addcmul(torch.addcmul(x_t, gate_t, h), gate, h_t).to(ctx.out_dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        gate, h = ctx.saved_tensors
+        grads = (g, g * h, g * gate)
+        return tuple(gr.sum_to_size(shape).to(dtype) for gr, (shape, dtype) in zip(grads, ctx.meta))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x * (1 + scale) + shift, with the lean JVP rule under forward AD."""
+    if _use_lean(x):
+        return _ModulateFn.apply(x, shift, scale)[0]
+    return x * (1 + scale) + shift
+
+
+def gated_add(x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """x + gate * h, with the lean JVP rule under forward AD."""
+    if _use_lean(x):
+        return _GatedAddFn.apply(x, gate, h)
+    return x + gate * h

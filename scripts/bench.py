@@ -681,7 +681,7 @@ def markdown(res) -> str:
     if "jvp_api" in res:
         lin = any(LINEAR_ONLY in j for j in res["jvp_api"].values())  # measured from session 48 on
         lines += ["", "| the model's JVP (no grad) | forward | torch.func.jvp | forward_ad (ours) | ours vs func |"
-                  + (" forward_ad, our rule for Linear only (before session 48) |" if lin else ""),
+                  + (" forward_ad, our rule for Linear only (as before session 48) |" if lin else ""),
                   "|---|---|---|---|---|" + ("---|" if lin else "")]
         for case, j in res["jvp_api"].items():
             f, a, b = j["forward"], j["torch.func.jvp"], j["forward_ad (ours)"]

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import randomize, tiny_model
 from mfvideo.method.jvp import forward_jvp
 from mfvideo.models.attention import math_attention
-from mfvideo.models.jvp_rules import gated_add, layer_norm, lean_math_attention, modulate, pytorch_rules
+from mfvideo.models.jvp_rules import gated_add, layer_norm, lean_math_attention, modulate, pytorch_rules, sin_cos
 
 
 def _inputs(rule):
@@ -23,13 +23,18 @@ def _inputs(rule):
         return (tokens(),)
     if rule == "attention":  # (B, heads, L, d) views of one qkv tensor
         return tuple(rand(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0))
+    if rule == "sin_cos":  # per-frame times (B, T)
+        return (torch.rand(2, 4, generator=g, dtype=torch.float64),)
     return tokens(), rand(2, 1, 1, 8), tokens() if rule == "gated_add" else rand(2, 1, 1, 8)
 
 
+FREQS = torch.exp(-torch.arange(6, dtype=torch.float64) * 1.5)  # (half,)
 LEAN = {"layer_norm": lambda x: layer_norm(x, (8,), 1e-6), "attention": lean_math_attention, "modulate": modulate,
-        "gated_add": gated_add}
+        "gated_add": gated_add, "sin_cos": lambda x: sin_cos(x, FREQS.to(x.dtype))}
 PLAIN = {"layer_norm": lambda x: F.layer_norm(x, (8,), eps=1e-6), "attention": math_attention,
-         "modulate": lambda x, shift, scale: x * (1 + scale) + shift, "gated_add": lambda x, gate, h: x + gate * h}
+         "modulate": lambda x, shift, scale: x * (1 + scale) + shift, "gated_add": lambda x, gate, h: x + gate * h,
+         "sin_cos": lambda x: torch.cat([torch.cos(x[..., None] * FREQS.to(x.dtype)),
+                                         torch.sin(x[..., None] * FREQS.to(x.dtype))], dim=-1)}
 
 
 @pytest.mark.parametrize("api", ["dual", "func"])

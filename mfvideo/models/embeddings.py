@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from .jvp_rules import sin_cos
 from .linear import Linear
 
 
@@ -15,8 +16,7 @@ def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.
     half = dim // 2
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # never in half precision
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=x.device) / half)
-    args = x[..., None].to(dtype) * freqs  # (..., half)
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    emb = sin_cos(x, freqs)  # (..., 2 half)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[..., :1])], dim=-1)
     return emb
@@ -79,7 +79,7 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        freq = sinusoidal(t * self.time_scale, self.frequency_size)  # (..., F)
+        freq = sinusoidal(t if self.time_scale == 1 else t * self.time_scale, self.frequency_size)  # (..., F)
         return self.mlp(freq.to(self.mlp[0].weight.dtype))  # (..., D)
 
 

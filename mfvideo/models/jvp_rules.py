@@ -1,15 +1,19 @@
-"""Layer norm and math attention whose forward-mode derivative (the MeanFlow JVP) costs a few kernels, not dozens.
+"""The STDiT's layer norm, attention, adaLN and timestep features with forward-mode rules (the MeanFlow JVP) that cost
+a few kernels, not dozens.
 
 PyTorch's forward-AD rules are general: a LayerNorm's recomputes the statistics from scratch (18 operators for one
 ``native_layer_norm``), the math attention's runs every product rule through zero tangents and layout copies (34 for
 softmax(q k^T) v). On a GPU in bf16 the MeanFlow step is host-bound (`docs/benchmark.md`): the time goes to launching
-kernels, and the JVP launched five times the forward's. The rules here reuse what the forward computed:
+kernels, and the JVP dispatched 5.7-5.9x the forward's operators (3.3-3.5x with these rules; `bench.py --only
+dispatch`). The rules here reuse what the forward computed:
 
 - layer norm (no affine), y = (x - mean) * rstd:  y_t = rstd * (x_t - mean(x_t) - y * mean(y * x_t))  (7 operators);
 - attention, P = softmax(s q k^T), o = P v:  s_t = s (q_t k^T + q k_t^T),  P_t = P * (s_t - sum(P * s_t)),
   o_t = P_t v + P v_t  (10 operators);
 - adaLN's modulation, y = x (1 + scale) + shift:  y_t = x_t (1 + scale) + x scale_t + shift_t  (2 addcmul, the
-  forward's 1 + scale reused), and its gated residual, y = x + gate h:  y_t = x_t + gate_t h + gate h_t  (2 addcmul).
+  forward's 1 + scale reused), and its gated residual, y = x + gate h:  y_t = x_t + gate_t h + gate h_t  (2 addcmul);
+- the timestep embeddings' features, e = [cos(a), sin(a)] with a = x freqs:  e_t = [-sin(a), cos(a)] a_t, from e
+  itself (6 operators; the tangent along t passes through every timestep embedding, PyTorch's rule took ~20).
 
 Each is an ``autograd.Function`` with the standard backward (the fused JVP mode's primal carries the gradient), a
 vmap rule, and the same primal operators as the code it replaces (autocast included: layer norm in fp32, the
@@ -33,8 +37,8 @@ _lean = True
 
 @contextlib.contextmanager
 def pytorch_rules():
-    """Inside the block, layer norm, math attention, adaLN's modulation and gated residual take PyTorch's own
-    forward-AD rules (the values are the same; the operators more)."""
+    """Inside the block, layer norm, math attention, adaLN's modulation and gated residual and the sin-cos features
+    take PyTorch's own forward-AD rules (the values are the same; the operators more)."""
     global _lean
     before, _lean = _lean, False
     try:
@@ -232,3 +236,46 @@ def gated_add(x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> torch.Ten
     if _use_lean(x):
         return _GatedAddFn.apply(x, gate, h)
     return x + gate * h
+
+
+class _SinCosFn(torch.autograd.Function):
+    """[cos(a), sin(a)] of a = x freqs (the timestep embeddings' features)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, freqs):
+        args = x[..., None].to(freqs.dtype) * freqs  # (..., half)
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, freqs = inputs
+        ctx.x_dtype = x.dtype
+        ctx.save_for_forward(output, freqs)
+        ctx.save_for_backward(output, freqs)
+
+    @staticmethod
+    def _turned(emb, half):  # [-sin(a), cos(a)]: d emb / d a
+        return torch.cat([emb[..., half:].neg(), emb[..., :half]], dim=-1)
+
+    @staticmethod
+    def jvp(ctx, x_t, _):
+        emb, freqs = ctx.saved_tensors
+        a_t = x_t[..., None].to(freqs.dtype) * freqs  # (..., half)
+        return _SinCosFn._turned(emb, freqs.shape[0]) * torch.cat([a_t, a_t], dim=-1)
+
+    @staticmethod
+    def backward(ctx, g):
+        emb, freqs = ctx.saved_tensors
+        g_a = g * _SinCosFn._turned(emb, freqs.shape[0])  # (..., 2 half)
+        return (g_a * torch.cat([freqs, freqs])).sum(-1).to(ctx.x_dtype), None
+
+
+def sin_cos(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """[cos(x freqs), sin(x freqs)]: (...), (half,) -> (..., 2 half) in freqs' dtype, with the lean JVP rule under
+    forward AD."""
+    if _use_lean(x):
+        return _SinCosFn.apply(x, freqs)
+    args = x[..., None].to(freqs.dtype) * freqs  # (..., half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)

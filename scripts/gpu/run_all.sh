@@ -51,7 +51,7 @@ case $stage in
     # (the compiled CPU variant of the graphed-JVP test is left to CI; test_train's run compiles the JVP on CUDA)
     timeout 120 python3 -m pytest -q -o addopts="" \
       -k "(gpu_ or finite_difference or forward_jvp or graphed or cuda_graph) and not compiled" \
-      tests/test_model.py tests/test_method.py tests/test_train.py 2>&1 | tee "$out/pytest_cuda.txt"
+      tests/test_model.py tests/test_method.py tests/test_train.py tests/test_jvp_rules.py 2>&1 | tee "$out/pytest_cuda.txt"
     timeout 220 python3 scripts/gpu/profile_step.py --compiled-jvp small --out "$out/profile_step.json" 2>&1 \
       | tee "$out/profile.txt"
     [ -f results/bench_cuda.json ] && cp results/bench_cuda.json "$out/bench_cuda.json"
@@ -75,7 +75,8 @@ case $stage in
       --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench.txt"
     ;;
   check)
-    timeout 330 python3 -m pytest -q -o addopts="" -x tests/test_model.py tests/test_method.py 2>&1 | tee "$out/pytest_cuda.txt"
+    timeout 330 python3 -m pytest -q -o addopts="" -x tests/test_model.py tests/test_method.py tests/test_jvp_rules.py 2>&1 \
+      | tee "$out/pytest_cuda.txt"
     timeout 180 python3 scripts/gpu/tangent_error.py --out "$out/tangent_error.json" 2>&1 | tee "$out/tangent.txt"
     ;;
   bench)

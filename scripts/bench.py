@@ -47,6 +47,9 @@ GPU_CASES = {
     "B/2 image (256 tokens)": (dict(in_channels=4, hidden_size=768, depth=12, num_heads=12, patch_size=2, num_classes=1000, temporal=False), (4, 32, 32), 64),
     "B/2 video (16x32x32 latents)": (dict(in_channels=16, hidden_size=768, depth=12, num_heads=12, patch_size=2, num_classes=101), (16, 16, 32, 32), 4),
 }
+# counted only (operators per call, bench_dispatch): the Wan recipes' model, whose QK-norm has a rule of its own
+DISPATCH_CASES = {"B/2 video + QK-norm (the Wan recipes')": (dict(GPU_CASES["B/2 video (16x32x32 latents)"][0], qk_norm=True),
+                                                          (16, 16, 32, 32), 4)}
 VARIANTS = {"flow matching": dict(ratio_r_neq_t=0.0),
             "meanflow, fused JVP": dict(ratio_r_neq_t=0.25, jvp_mode="fused"),
             "meanflow, detached JVP": dict(ratio_r_neq_t=0.25, jvp_mode="detached"),
@@ -88,7 +91,7 @@ BF16_BATCH_SCALE = 4  # bf16 rows at 4x the case's batch (256 images, 16 clips):
 
 
 def make(case, device, dtype=torch.float32, scale: int = 1):
-    kw, shape, batch = (CASES | GPU_CASES)[case]
+    kw, shape, batch = (CASES | GPU_CASES | DISPATCH_CASES)[case]
     batch *= scale
     torch.manual_seed(0)
     net = build_model(**kw).to(device)
@@ -603,7 +606,7 @@ def main():
             res["jvp_api"].update({f"{c}, bf16": bench_jvp_api(c, device, reps, amp=True) for c in GPU_CASES})
         save()
     if "dispatch" in only:
-        res["dispatch"] = {c: bench_dispatch(c, device) for c in list(CASES) + list(GPU_CASES)}
+        res["dispatch"] = {c: bench_dispatch(c, device) for c in [*CASES, *GPU_CASES, *DISPATCH_CASES]}
         save()
     if "compile" in only:
         compile_cases = (["moving-digits (2.6M, 8x16x16 px)"] if not cuda else list(GPU_CASES)[:1] if a.quick else GPU_CASES)

@@ -11,7 +11,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import randomize, tiny_model
 from mfvideo.method.jvp import forward_jvp
 from mfvideo.models.attention import math_attention
-from mfvideo.models.jvp_rules import gated_add, layer_norm, lean_math_attention, modulate, pytorch_rules, sin_cos
+from mfvideo.models.jvp_rules import (gated_add, layer_norm, lean_math_attention, modulate, pytorch_rules, rms_norm,
+                                      sin_cos)
 
 
 def _inputs(rule):
@@ -19,7 +20,7 @@ def _inputs(rule):
     g = torch.Generator().manual_seed(0)
     rand = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     tokens = lambda: rand(2, 8, 3, 5).permute(0, 2, 3, 1)  # noqa: E731  (B, T, N, D) as a channels-first view
-    if rule == "layer_norm":
+    if rule in ("layer_norm", "rms_norm"):
         return (tokens(),)
     if rule == "attention":  # (B, heads, L, d) views of one qkv tensor
         return tuple(rand(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0))
@@ -29,9 +30,12 @@ def _inputs(rule):
 
 
 FREQS = torch.exp(-torch.arange(6, dtype=torch.float64) * 1.5)  # (half,)
-LEAN = {"layer_norm": lambda x: layer_norm(x, (8,), 1e-6), "attention": lean_math_attention, "modulate": modulate,
+WEIGHT = torch.linspace(0.5, 1.5, 8, dtype=torch.float64)  # the QK-norm's: a plain tensor, cast to the input's dtype
+LEAN = {"layer_norm": lambda x: layer_norm(x, (8,), 1e-6), "rms_norm": lambda x: rms_norm(x, (8,), WEIGHT, 1e-6),
+        "attention": lean_math_attention, "modulate": modulate,
         "gated_add": gated_add, "sin_cos": lambda x: sin_cos(x, FREQS.to(x.device, x.dtype))}
 PLAIN = {"layer_norm": lambda x: F.layer_norm(x, (8,), eps=1e-6), "attention": math_attention,
+         "rms_norm": lambda x: F.rms_norm(x, (8,), WEIGHT.to(x.device, x.dtype), 1e-6),
          "modulate": lambda x, shift, scale: x * (1 + scale) + shift, "gated_add": lambda x, gate, h: x + gate * h,
          "sin_cos": lambda x: torch.cat([torch.cos(x[..., None] * FREQS.to(x.device, x.dtype)),
                                          torch.sin(x[..., None] * FREQS.to(x.device, x.dtype))], dim=-1)}
@@ -68,6 +72,33 @@ def fwAD_apply(rule, args):
     """The rule's Function under a dual level with zero tangents (where the modules use it), its primal out."""
     with fwAD.dual_level():
         return fwAD.unpack_dual(LEAN[rule](*(fwAD.make_dual(a, torch.zeros_like(a)) for a in args))).primal
+
+
+def test_rms_norm_rule_gives_the_weights_gradient_and_leaves_a_weight_tangent_to_pytorch():
+    """The QK-norm's weight is a parameter: through the lean rule (the fused JVP mode's primal) its gradient and the
+    input's equal F.rms_norm's; a weight that carries a tangent of its own (forward AD with respect to the weights)
+    takes PyTorch's rule, whose tangent includes it."""
+    x, w = _inputs("rms_norm")[0], WEIGHT.clone()
+    grads = []
+    for lean in (True, False):
+        xx, ww = x.detach().clone().requires_grad_(), w.clone().requires_grad_()
+        with fwAD.dual_level():
+            dual = fwAD.make_dual(xx, torch.ones_like(xx))
+            out = fwAD.unpack_dual(rms_norm(dual, (8,), ww, 1e-6) if lean else F.rms_norm(dual, (8,), ww, 1e-6)).primal
+        out.pow(3).sum().backward()
+        grads.append((xx.grad, ww.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a, b: fwAD_apply_rms(a, b), (x.detach().requires_grad_(), w.requires_grad_()))
+    dx, dw = torch.randn_like(x), torch.randn_like(w)
+    ours = torch.func.jvp(lambda a, b: rms_norm(a, (8,), b, 1e-6), (x, w), (dx, dw))[1]
+    ref = torch.func.jvp(lambda a, b: F.rms_norm(a, (8,), b, 1e-6), (x, w), (dx, dw))[1]
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def fwAD_apply_rms(x, w):
+    with fwAD.dual_level():
+        return fwAD.unpack_dual(rms_norm(fwAD.make_dual(x, torch.zeros_like(x)), (8,), w, 1e-6)).primal
 
 
 @pytest.mark.parametrize("rule", list(LEAN))

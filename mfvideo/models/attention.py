@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from .embeddings import apply_rope
-from .jvp_rules import lean_math_attention, math_attention
+from .jvp_rules import RMSNorm, lean_math_attention, math_attention
 from .linear import Linear, under_forward_ad
 
 BACKENDS = ("sdpa", "math", "xformers", "jvp_flash")
@@ -154,20 +154,6 @@ def _xformers(q, k, v, op=None):
                     _first_line(e))
         return None
     return rearrange(out, "b l h d -> b h l d")
-
-
-class RMSNorm(nn.RMSNorm):
-    """``nn.RMSNorm`` whose weight takes the input's dtype, as autocast does for a Linear's.
-
-    Under bf16 autocast the queries and keys are bf16 and the weight stays fp32; PyTorch then cannot dispatch to its
-    fused kernel ("Mismatch dtype between input and weight") and composes the norm from elementwise kernels, with the
-    same result. Casting the weight gives the fused kernel (and its forward-AD rule); outside autocast it is a no-op.
-    Same parameters and state-dict keys as ``nn.RMSNorm``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.to(x.dtype)
-        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
 
 
 class Attention(nn.Module):

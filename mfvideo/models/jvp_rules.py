@@ -8,6 +8,8 @@ kernels, and the JVP dispatched 5.7-5.9x the forward's operators (3.3-3.5x with 
 dispatch`). The rules here reuse what the forward computed:
 
 - layer norm (no affine), y = (x - mean) * rstd:  y_t = rstd * (x_t - mean(x_t) - y * mean(y * x_t))  (7 operators);
+- RMS norm (the QK-norm), y = x rrms w:  y_t = w rrms (x_t - x^ mean(x^ x_t)), x^ = x rrms  (12 operators, rrms
+  recomputed in fp32; PyTorch's rule took 24 besides the primal);
 - attention, P = softmax(s q k^T), o = P v:  s_t = s (q_t k^T + q k_t^T),  P_t = P * (s_t - sum(P * s_t)),
   o_t = P_t v + P v_t  (10 operators);
 - adaLN's modulation, y = x (1 + scale) + shift:  y_t = x_t (1 + scale) + x scale_t + shift_t  (2 addcmul, the
@@ -30,15 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linear import under_forward_ad
+from .linear import _has_tangent, under_forward_ad
 
 _lean = True
 
 
 @contextlib.contextmanager
 def pytorch_rules():
-    """Inside the block, layer norm, math attention, adaLN's modulation and gated residual and the sin-cos features
-    take PyTorch's own forward-AD rules (the values are the same; the operators more)."""
+    """Inside the block, layer norm, RMS norm, math attention, adaLN's modulation and gated residual and the sin-cos
+    features take PyTorch's own forward-AD rules (the values are the same; the operators more)."""
     global _lean
     before, _lean = _lean, False
     try:
@@ -111,6 +113,78 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     scale = q.shape[-1] ** -0.5
     attn = torch.matmul(q * scale, k.transpose(-2, -1))  # (..., L, L)
     return torch.matmul(attn.softmax(dim=-1), v)  # (..., L, d)
+
+
+class _RMSNormFn(torch.autograd.Function):
+    """``F.rms_norm(x, shape, weight, eps)`` (the primal PyTorch's own, fused where it has a kernel); the tangent and
+    the gradient from the reciprocal RMS, recomputed in fp32."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, consts, shape, eps):
+        weight = consts[0] if consts else weight
+        return F.rms_norm(x, shape, None if weight is None else weight.to(x.dtype), eps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, consts, shape, eps = inputs
+        weight = consts[0] if consts else weight
+        ctx.shape, ctx.eps = shape, torch.finfo(x.dtype).eps if eps is None else eps
+        ctx.dtypes, ctx.out_dtype = (x.dtype, None if weight is None else weight.dtype), output.dtype
+        ctx.weight_is_input = not consts and weight is not None
+        ctx.acc = torch.float64 if x.dtype == torch.float64 else torch.float32  # fp32 for half inputs
+        ctx.save_for_forward(x, weight)
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def _normalised(ctx, x):  # x^ = x rrms and rrms (..., 1), in fp32 (or float64)
+        dims = tuple(range(-len(ctx.shape), 0))
+        x = x.to(ctx.acc)
+        rrms = torch.rsqrt(x.square().mean(dims, keepdim=True) + ctx.eps)
+        return x * rrms, rrms, dims
+
+    @staticmethod
+    def jvp(ctx, x_t, *_):
+        x, weight = ctx.saved_tensors
+        x_hat, rrms, dims = _RMSNormFn._normalised(ctx, x)
+        x_t = x_t.to(ctx.acc)
+        y_t = torch.addcmul(x_t, x_hat, (x_hat * x_t).mean(dims, keepdim=True), value=-1) * rrms
+        return (y_t if weight is None else y_t * weight.to(ctx.acc)).to(ctx.out_dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        x_hat, rrms, dims = _RMSNormFn._normalised(ctx, x)
+        g = g.to(ctx.acc)
+        g_y = g if weight is None else g * weight.to(ctx.acc)
+        g_x = torch.addcmul(g_y, x_hat, (g_y * x_hat).mean(dims, keepdim=True), value=-1) * rrms
+        g_w = (g * x_hat).sum_to_size(weight.shape).to(ctx.dtypes[1]) if ctx.weight_is_input else None
+        return g_x.to(ctx.dtypes[0]), g_w, None, None, None
+
+
+def rms_norm(x: torch.Tensor, shape: tuple[int, ...], weight: torch.Tensor | None, eps: float | None) -> torch.Tensor:
+    """``F.rms_norm`` with the weight cast to the input's dtype (as autocast casts a Linear's: bf16 queries and an fp32
+    weight would miss the fused kernel), and the lean JVP rule under forward AD when the weight carries no tangent of
+    its own. The cast happens inside, so that the parameter itself is what is checked for a tangent."""
+    if _use_lean(x) and not _has_tangent(weight):
+        if weight is not None and torch.is_grad_enabled() and weight.requires_grad:
+            return _RMSNormFn.apply(x, weight, None, tuple(shape), eps)
+        return _RMSNormFn.apply(x, None, (weight,), tuple(shape), eps)  # no zero tangent made for the weight
+    return F.rms_norm(x, shape, None if weight is None else weight.to(x.dtype), eps)
+
+
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` whose weight takes the input's dtype, as autocast does for a Linear's, and whose JVP is the lean
+    rule above. Same parameters and state-dict keys.
+
+    Under bf16 autocast the queries and keys are bf16 and the weight stays fp32; PyTorch then cannot dispatch to its
+    fused kernel ("Mismatch dtype between input and weight") and composes the norm from elementwise kernels, with the
+    same result. Casting the weight gives the fused kernel; outside autocast it is a no-op.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.normalized_shape, self.weight, self.eps)
 
 
 class _AttentionFn(torch.autograd.Function):

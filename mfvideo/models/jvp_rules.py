@@ -53,20 +53,33 @@ def _use_lean(x: torch.Tensor) -> bool:
     return _lean and under_forward_ad(x)
 
 
+_LAYER_NORM_DTYPE: dict[tuple, torch.dtype] = {}
+
+
+def _layer_norm_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype ``F.layer_norm`` computes in for ``x`` here: under autocast fp32 on CUDA, the input's on CPU (asked of
+    ``F.layer_norm`` itself once per device and dtypes, so that the rule's primal is the plain one's everywhere)."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return x.dtype
+    key = (device, x.dtype, torch.get_autocast_dtype(device))
+    if key not in _LAYER_NORM_DTYPE:
+        _LAYER_NORM_DTYPE[key] = F.layer_norm(torch.zeros(1, 2, dtype=x.dtype, device=x.device), (2,)).dtype
+    return _LAYER_NORM_DTYPE[key]
+
+
 class _LayerNormFn(torch.autograd.Function):
-    """y = (x - mean) * rstd over the last ``len(shape)`` dims, no affine; fp32 under autocast, as autocast's own."""
+    """y = (x - mean) * rstd over the last ``len(shape)`` dims, no affine, computed in ``dtype`` (autocast's)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, shape, eps):
-        if torch.is_autocast_enabled(x.device.type):
-            x = x.float()  # autocast runs layer_norm in fp32
-        return torch.native_layer_norm(x, shape, None, None, eps)  # (y, mean, rstd), the statistics (..., 1)
+    def forward(x, shape, eps, dtype):
+        return torch.native_layer_norm(x.to(dtype), shape, None, None, eps)  # (y, mean, rstd), the statistics (..., 1)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, shape, _ = inputs
+        x, shape, _, _ = inputs
         y, mean, rstd = output
         ctx.mark_non_differentiable(mean, rstd)
         ctx.shape, ctx.in_dtype = shape, x.dtype
@@ -89,13 +102,13 @@ class _LayerNormFn(torch.autograd.Function):
         x, mean, rstd = ctx.saved_tensors
         gx = torch.ops.aten.native_layer_norm_backward(g, x.to(g.dtype), ctx.shape, mean, rstd, None, None,
                                                        [True, False, False])[0]
-        return gx.to(ctx.in_dtype), None, None
+        return gx.to(ctx.in_dtype), None, None, None
 
 
 def layer_norm(x: torch.Tensor, shape: tuple[int, ...], eps: float) -> torch.Tensor:
     """``F.layer_norm(x, shape, eps=eps)`` (no affine), with the lean JVP rule under forward AD."""
     if _use_lean(x):
-        return _LayerNormFn.apply(x, tuple(shape), eps)[0]
+        return _LayerNormFn.apply(x, tuple(shape), eps, _layer_norm_dtype(x))[0]
     return F.layer_norm(x, shape, eps=eps)
 
 

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -396,29 +395,13 @@ def bench_long_attention(device, reps, length: int, heads: int = 12, head_dim: i
     return out
 
 
-class OpCount(TorchDispatchMode):
-    """Operators dispatched, views and metadata left out: about the kernels a GPU launches for them."""
-
-    META = {"view", "t", "detach", "alias", "is_same_size", "_has_same_storage_numel", "_unsafe_view", "expand",
-            "permute", "select", "unsqueeze", "squeeze", "slice", "transpose", "as_strided", "split", "unbind",
-            "split_with_sizes", "_local_scalar_dense", "unflatten", "empty", "empty_like", "lift_fresh"}
-
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += func.overloadpacket.__name__ not in self.META
-        return func(*args, **(kwargs or {}))
-
-
 def bench_dispatch(case, device):
     """Operators per bf16 call (forward, the model's JVP, a flow-matching and a default MeanFlow training step:
     loss and backward) with our forward-AD rules (Linear, layer norm, attention, adaLN's modulation and residual), with
     ours for Linear only (mfvideo before session 48) and with PyTorch's. On a GPU in bf16 the step is host-bound: each operator is a kernel launch. The counts do not
     depend on the batch or the grid, so they are taken at batch 2 on a small grid."""
     from mfvideo.method.jvp import forward_jvp
-    from mfvideo.models.jvp_rules import pytorch_rules
+    from mfvideo.models.jvp_rules import OperatorCount, pytorch_rules
 
     net, x, y = make(case, device)
     x, y = x[:2], y[:2]
@@ -436,20 +419,20 @@ def bench_dispatch(case, device):
         for name, call in calls.items():
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), ctx():
                 call()  # autocast's weight cache filled, as in training
-                with OpCount() as c:
+                with OperatorCount() as c:
                     call()
-            row[name] = c.n
+            row[name] = c.total
         for name, variant in (("FM step", "flow matching"), ("MeanFlow step", "meanflow, detached JVP")):
             mf, gen = MeanFlow(**VARIANTS[variant]), torch.Generator().manual_seed(0)
             ctx_mask = None
             if x.ndim == 5:
                 ctx_mask = sample_context_masks(2, x.shape[2], {"none": 1, "first": 1}, generator=torch.Generator().manual_seed(0)).to(device)
-            with ctx(), OpCount() as c:
+            with ctx(), OperatorCount() as c:
                 with torch.autocast(device.type, dtype=torch.bfloat16):
                     loss, _ = mf.loss(net, x, y, context=ctx_mask, generator=gen)
                 loss.backward()
             net.zero_grad(set_to_none=True)
-            row[name] = c.n
+            row[name] = c.total
         out[rules] = row
     return out
 

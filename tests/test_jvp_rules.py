@@ -1,18 +1,15 @@
 """The lean forward-mode rules (``mfvideo.models.jvp_rules``) against PyTorch's own rules, and what they save."""
 
-import collections
-
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import randomize, tiny_model
 from mfvideo.method.jvp import forward_jvp
 from mfvideo.models.attention import math_attention
-from mfvideo.models.jvp_rules import (gated_add, layer_norm, lean_math_attention, modulate, pytorch_rules, rms_norm,
-                                      sin_cos)
+from mfvideo.models.jvp_rules import (OperatorCount, gated_add, layer_norm, lean_math_attention, modulate,
+                                      pytorch_rules, rms_norm, sin_cos)
 
 
 def _inputs(rule):
@@ -138,24 +135,6 @@ def test_lean_rule_under_bf16_autocast_keeps_the_plain_primal_and_a_bf16_tangent
         assert (tan.double() - ref).abs().max() <= 0.03 * ref.abs().max()
 
 
-class _Ops(TorchDispatchMode):
-    """Operators dispatched, views and metadata left out: about what launches a kernel on a GPU."""
-
-    META = {"view", "t", "detach", "alias", "is_same_size", "_has_same_storage_numel", "_unsafe_view", "expand",
-            "permute", "select", "unsqueeze", "squeeze", "slice", "transpose", "as_strided", "split", "unbind",
-            "split_with_sizes", "_local_scalar_dense", "unflatten", "empty", "empty_like", "lift_fresh"}
-
-    def __init__(self):
-        super().__init__()
-        self.ops = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if name not in self.META:
-            self.ops[name] += 1
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_networks_jvp_launches_about_three_forwards_of_operators_under_bf16_autocast(device):
     """The host-bound bf16 JVP: with PyTorch's rules this network's JVP dispatched 4.6 times the forward's operators
@@ -172,10 +151,10 @@ def test_the_networks_jvp_launches_about_three_forwards_of_operators_under_bf16_
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
         for name, call in {"forward": lambda: net(z, t, r, y=y), "jvp": jvp}.items():
             call()  # autocast's weight cache filled, as in training
-            with _Ops() as mode:
+            with OperatorCount() as mode:
                 out = call()
             counts[name], tangents[name] = mode.ops, out
-        with pytorch_rules(), _Ops() as mode:
+        with pytorch_rules(), OperatorCount() as mode:
             theirs = jvp()
     ratio = sum(counts["jvp"].values()) / sum(counts["forward"].values())
     if device == "cpu":  # (CUDA's autocast lists add casts of their own: there the comparison below)

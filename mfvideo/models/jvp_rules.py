@@ -26,11 +26,13 @@ rules again: for the benchmark's comparison, or to rule them out when debugging 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .linear import _has_tangent, under_forward_ad
 
@@ -250,6 +252,19 @@ def lean_math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     return _AttentionFn.apply(q.contiguous(), k.contiguous(), v.contiguous())[0]
 
 
+def _keep_for_both(ctx, inputs, out, *tensors) -> None:
+    """What an elementwise rule below keeps: its inputs' shapes and dtypes (their gradients are summed over the axes
+    each was broadcast along), the output's dtype, and ``tensors`` for the JVP and the backward."""
+    ctx.meta = [(a.shape, a.dtype) for a in inputs]
+    ctx.out_dtype = out.dtype
+    ctx.save_for_forward(*tensors)
+    ctx.save_for_backward(*tensors)
+
+
+def _input_grads(ctx, grads) -> tuple[torch.Tensor, ...]:
+    return tuple(g.sum_to_size(shape).to(dtype) for g, (shape, dtype) in zip(grads, ctx.meta))
+
+
 class _ModulateFn(torch.autograd.Function):
     """x * (1 + scale) + shift, the scale and shift broadcast over x (adaLN)."""
 
@@ -262,13 +277,9 @@ class _ModulateFn(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, shift, scale = inputs
         out, one_plus = output
         ctx.mark_non_differentiable(one_plus)
-        ctx.meta = [(a.shape, a.dtype) for a in inputs]
-        ctx.out_dtype = out.dtype
-        ctx.save_for_forward(x, one_plus)
-        ctx.save_for_backward(x, one_plus)
+        _keep_for_both(ctx, inputs, out, inputs[0], one_plus)
 
     @staticmethod
     def jvp(ctx, x_t, shift_t, scale_t):
@@ -278,8 +289,7 @@ class _ModulateFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, _):
         x, one_plus = ctx.saved_tensors
-        grads = (g * one_plus, g, g * x)
-        return tuple(gr.sum_to_size(shape).to(dtype) for gr, (shape, dtype) in zip(grads, ctx.meta))
+        return _input_grads(ctx, (g * one_plus, g, g * x))
 
 
 class _GatedAddFn(torch.autograd.Function):
@@ -293,11 +303,7 @@ class _GatedAddFn(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, gate, h = inputs
-        ctx.meta = [(a.shape, a.dtype) for a in inputs]
-        ctx.out_dtype = output.dtype
-        ctx.save_for_forward(gate, h)
-        ctx.save_for_backward(gate, h)
+        _keep_for_both(ctx, inputs, output, *inputs[1:])  # gate, h
 
     @staticmethod
     def jvp(ctx, x_t, gate_t, h_t):
@@ -307,8 +313,7 @@ class _GatedAddFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         gate, h = ctx.saved_tensors
-        grads = (g, g * h, g * gate)
-        return tuple(gr.sum_to_size(shape).to(dtype) for gr, (shape, dtype) in zip(grads, ctx.meta))
+        return _input_grads(ctx, (g, g * h, g * gate))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -366,3 +371,26 @@ def sin_cos(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
         return _SinCosFn.apply(x, freqs)
     args = x[..., None].to(freqs.dtype) * freqs  # (..., half)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class OperatorCount(TorchDispatchMode):
+    """Inside the block, the operators dispatched, by name (``ops``, a Counter), views and metadata left out: about the
+    kernels a GPU launches for them. What the rules above are measured by (``bench.py --only dispatch``, the tests)."""
+
+    METADATA = {"view", "t", "detach", "alias", "is_same_size", "_has_same_storage_numel", "_unsafe_view", "expand",
+                "permute", "select", "unsqueeze", "squeeze", "slice", "transpose", "as_strided", "split", "unbind",
+                "split_with_sizes", "_local_scalar_dense", "unflatten", "empty", "empty_like", "lift_fresh"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.ops.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name not in self.METADATA:
+            self.ops[name] += 1
+        return func(*args, **(kwargs or {}))

@@ -166,3 +166,28 @@ def test_the_networks_jvp_launches_about_three_forwards_of_operators_under_bf16_
     ours = tangents["jvp"]
     assert torch.equal(ours[0], theirs[0])
     assert (ours[1].float() - theirs[1].float()).abs().max() <= 0.03 * theirs[1].float().abs().max()
+
+
+@pytest.mark.parametrize("kw", [dict(qk_norm=True, context_summary=True),
+                                dict(attention="joint", clip_rope=True, qk_norm=True),
+                                dict(attention="spacetime", clip_rope=True)], ids=["qk_norm", "joint_rope", "spacetime_rope"])
+def test_the_networks_jvp_through_every_rule_equals_a_finite_difference(kw):
+    """Every rule composed in the network (QK-norm, rotary positions, attention over the whole clip, per-frame times):
+    the JVP along (v, dt, 0) equals a central finite difference of the network in float64, and PyTorch's rules'."""
+    torch.manual_seed(0)
+    net = randomize(tiny_model(**kw)).double()
+    z, dz = torch.randn(2, 3, 4, 8, 8, dtype=torch.float64), torch.randn(2, 3, 4, 8, 8, dtype=torch.float64)
+    t = torch.tensor([[0.0, 0.0, 0.8, 0.8], [0.7, 0.7, 0.7, 0.7]], dtype=torch.float64)  # first frames context
+    r = torch.tensor([[0.0, 0.0, 0.3, 0.3], [0.1, 0.1, 0.1, 0.1]], dtype=torch.float64)
+    dt = (t > 0).double()
+    y = torch.tensor([2, -1])
+    fn = lambda z_, t_, r_: net(z_, t_, r_, y=y)  # noqa: E731
+    with torch.no_grad():
+        _, ours = forward_jvp(fn, (z, t, r), (dz, dt, None))
+        with pytorch_rules():
+            _, theirs = forward_jvp(fn, (z, t, r), (dz, dt, None))
+        eps = 1e-6
+        fd = (fn(z + eps * dz, t + eps * dt, r) - fn(z - eps * dz, t - eps * dt, r)) / (2 * eps)
+    torch.testing.assert_close(ours, fd, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+    assert ours.abs().max() > 1e-2

@@ -60,8 +60,8 @@ TANGENT_VARIANTS = {"unguided, iMF tangent": dict(ratio_r_neq_t=0.25, tangent="m
             "guided, iMF tangent": dict(ratio_r_neq_t=0.25, cfg_kappa=0.5, class_dropout=0.1, tangent="model")}
 # timing only: the default (detached) with PyTorch's own forward-AD rule for Linear instead of ours
 PYTORCH_RULE = "meanflow, detached JVP, PyTorch's Linear JVP rule"
-# the model's JVP through dual tensors with our rule for Linear only, PyTorch's for layer norm, attention and adaLN (the
-# JVP before session 48)
+# the model's JVP through dual tensors with our rule for Linear only, PyTorch's for the rest
+# (``jvp_rules.pytorch_rules``: the JVP before session 48)
 LINEAR_ONLY = "forward_ad, our Linear rule only"
 # CUDA only: the default with its JVP replayed from CUDA graphs (train.cuda_graph_jvp)
 GRAPHED = "meanflow, detached JVP, CUDA graph"
@@ -290,7 +290,7 @@ def bench_jvp_api(case, device, reps, amp=False):
     calls = {"forward": lambda: fn(x, t, r),
              "torch.func.jvp": lambda: jvp(fn, (x, t, r), (x, torch.ones_like(t), torch.zeros_like(r))),
              "forward_ad (ours)": lambda: forward_jvp(fn, (x, t, r), (x, torch.ones_like(t), None)),
-             LINEAR_ONLY: lambda: _in(pytorch_rules(), lambda: forward_jvp(fn, (x, t, r), (x, torch.ones_like(t), None)))}
+             LINEAR_ONLY: lambda: _with(pytorch_rules(), forward_jvp, fn, (x, t, r), (x, torch.ones_like(t), None))}
     times = {k: [] for k in calls}
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         for rep in range(2 * reps + 2):
@@ -331,8 +331,8 @@ def bench_compile(case, device, reps):
     return res
 
 
-SECTIONS = ("steps", "throughput", "jvp_api", "dispatch", "sampling", "attention", "attention_long", "clip_latency", "compile",
-            "data")
+SECTIONS = ("steps", "throughput", "jvp_api", "dispatch", "sampling", "attention", "attention_long", "clip_latency",
+            "compile", "data")
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peaks (SXM datasheets)
 
 
@@ -397,9 +397,9 @@ def bench_long_attention(device, reps, length: int, heads: int = 12, head_dim: i
 
 def bench_dispatch(case, device):
     """Operators per bf16 call (forward, the model's JVP, a flow-matching and a default MeanFlow training step:
-    loss and backward) with our forward-AD rules (Linear, layer norm, attention, adaLN's modulation and residual), with
-    ours for Linear only (mfvideo before session 48) and with PyTorch's. On a GPU in bf16 the step is host-bound: each operator is a kernel launch. The counts do not
-    depend on the batch or the grid, so they are taken at batch 2 on a small grid."""
+    loss and backward) with our forward-AD rules (Linear's and ``jvp_rules``'), with ours for Linear only (mfvideo
+    before session 48) and with PyTorch's. On a GPU in bf16 the step is host-bound: each operator is a kernel launch.
+    The counts do not depend on the batch or the grid, so they are taken at batch 2 on a small grid."""
     from mfvideo.method.jvp import forward_jvp
     from mfvideo.models.jvp_rules import OperatorCount, pytorch_rules
 
@@ -426,7 +426,8 @@ def bench_dispatch(case, device):
             mf, gen = MeanFlow(**VARIANTS[variant]), torch.Generator().manual_seed(0)
             ctx_mask = None
             if x.ndim == 5:
-                ctx_mask = sample_context_masks(2, x.shape[2], {"none": 1, "first": 1}, generator=torch.Generator().manual_seed(0)).to(device)
+                ctx_mask = sample_context_masks(2, x.shape[2], {"none": 1, "first": 1},
+                                                generator=torch.Generator().manual_seed(0)).to(device)
             with ctx(), OperatorCount() as c:
                 with torch.autocast(device.type, dtype=torch.bfloat16):
                     loss, _ = mf.loss(net, x, y, context=ctx_mask, generator=gen)
@@ -437,9 +438,10 @@ def bench_dispatch(case, device):
     return out
 
 
-def _in(ctx, fn):
+def _with(ctx, fn, *args):
+    """fn(*args) inside the context manager ctx."""
     with ctx:
-        return fn()
+        return fn(*args)
 
 
 @contextlib.contextmanager

@@ -62,13 +62,14 @@ def test_lean_rule_equals_pytorchs_in_value_tangent_and_gradient(rule, api):
     for a, b in zip(leaves, plain):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
     # and the backward against finite differences, the rule called directly
-    assert torch.autograd.gradcheck(lambda *a: fwAD_apply(rule, a), tuple(p.detach().requires_grad_() for p in plain))
+    inputs = tuple(p.detach().requires_grad_() for p in plain)
+    assert torch.autograd.gradcheck(lambda *a: _primal_under_forward_ad(LEAN[rule], *a), inputs)
 
 
-def fwAD_apply(rule, args):
-    """The rule's Function under a dual level with zero tangents (where the modules use it), its primal out."""
+def _primal_under_forward_ad(fn, x, *rest):
+    """fn(x, *rest) under a dual level, x carrying a zero tangent (so the rule's Function runs), its primal out."""
     with fwAD.dual_level():
-        return fwAD.unpack_dual(LEAN[rule](*(fwAD.make_dual(a, torch.zeros_like(a)) for a in args))).primal
+        return fwAD.unpack_dual(fn(fwAD.make_dual(x, torch.zeros_like(x)), *rest)).primal
 
 
 def test_rms_norm_rule_gives_the_weights_gradient_and_leaves_a_weight_tangent_to_pytorch():
@@ -86,16 +87,13 @@ def test_rms_norm_rule_gives_the_weights_gradient_and_leaves_a_weight_tangent_to
         grads.append((xx.grad, ww.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda a, b: fwAD_apply_rms(a, b), (x.detach().requires_grad_(), w.requires_grad_()))
+    rule = lambda a, b: rms_norm(a, (8,), b, 1e-6)  # noqa: E731
+    assert torch.autograd.gradcheck(lambda a, b: _primal_under_forward_ad(rule, a, b), (x.detach().requires_grad_(),
+                                                                                       w.requires_grad_()))
     dx, dw = torch.randn_like(x), torch.randn_like(w)
     ours = torch.func.jvp(lambda a, b: rms_norm(a, (8,), b, 1e-6), (x, w), (dx, dw))[1]
     ref = torch.func.jvp(lambda a, b: F.rms_norm(a, (8,), b, 1e-6), (x, w), (dx, dw))[1]
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
-
-
-def fwAD_apply_rms(x, w):
-    with fwAD.dual_level():
-        return fwAD.unpack_dual(rms_norm(fwAD.make_dual(x, torch.zeros_like(x)), (8,), w, 1e-6)).primal
 
 
 @pytest.mark.parametrize("rule", list(LEAN))
@@ -145,8 +143,8 @@ def test_the_networks_jvp_launches_about_three_forwards_of_operators_under_bf16_
     z, dz = torch.randn(2, 3, 4, 16, 16, device=device), torch.randn(2, 3, 4, 16, 16, device=device)
     t, r = torch.tensor([0.8, 0.6], device=device), torch.tensor([0.2, 0.6], device=device)
     y = torch.tensor([3, -1], device=device)
-    jvp = lambda: forward_jvp(lambda z_, t_, r_: net(z_, t_, r_, y=y), (z, t, r), (dz, torch.ones_like(t), None),  # noqa: E731
-                              module=net)
+    fn = lambda z_, t_, r_: net(z_, t_, r_, y=y)  # noqa: E731
+    jvp = lambda: forward_jvp(fn, (z, t, r), (dz, torch.ones_like(t), None), module=net)  # noqa: E731
     counts, tangents = {}, {}
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
         for name, call in {"forward": lambda: net(z, t, r, y=y), "jvp": jvp}.items():
@@ -170,7 +168,8 @@ def test_the_networks_jvp_launches_about_three_forwards_of_operators_under_bf16_
 
 @pytest.mark.parametrize("kw", [dict(qk_norm=True, context_summary=True),
                                 dict(attention="joint", clip_rope=True, qk_norm=True),
-                                dict(attention="spacetime", clip_rope=True)], ids=["qk_norm", "joint_rope", "spacetime_rope"])
+                                dict(attention="spacetime", clip_rope=True)],
+                         ids=["qk_norm", "joint_rope", "spacetime_rope"])
 def test_the_networks_jvp_through_every_rule_equals_a_finite_difference(kw):
     """Every rule composed in the network (QK-norm, rotary positions, attention over the whole clip, per-frame times):
     the JVP along (v, dt, 0) equals a central finite difference of the network in float64, and PyTorch's rules'."""

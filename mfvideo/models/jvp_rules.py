@@ -1,5 +1,5 @@
-"""The STDiT's layer norm, attention, adaLN and timestep features with forward-mode rules (the MeanFlow JVP) that cost
-a few kernels, not dozens.
+"""The STDiT's norms, attention, adaLN and timestep features with forward-mode rules (the MeanFlow JVP) that cost a
+few kernels, not dozens.
 
 PyTorch's forward-AD rules are general: a LayerNorm's recomputes the statistics from scratch (18 operators for one
 ``native_layer_norm``), the math attention's runs every product rule through zero tangents and layout copies (34 for
@@ -18,10 +18,10 @@ dispatch`). The rules here reuse what the forward computed:
   itself (6 operators; the tangent along t passes through every timestep embedding, PyTorch's rule took ~20).
 
 Each is an ``autograd.Function`` with the standard backward (the fused JVP mode's primal carries the gradient), a
-vmap rule, and the same primal operators as the code it replaces (autocast included: layer norm in fp32, the
-matmuls in the autocast dtype), so the primal output is bit for bit the plain one's. Used only under forward AD
-(``under_forward_ad``); elsewhere the modules run PyTorch's own kernels. ``pytorch_rules()`` turns them off (PyTorch's
-rules again: for the benchmark's comparison, or to rule them out when debugging a JVP).
+vmap rule, and the same primal operators as the code it replaces (autocast included: layer norm in the dtype autocast
+gives ``F.layer_norm``, the matmuls in the autocast dtype), so the primal output is bit for bit the plain one's. Used
+only under forward AD (``under_forward_ad``); elsewhere the modules run PyTorch's own kernels. ``pytorch_rules()``
+turns them off (PyTorch's rules again: for the benchmark's comparison, or to rule them out when debugging a JVP).
 """
 
 from __future__ import annotations

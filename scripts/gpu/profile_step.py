@@ -7,7 +7,7 @@ JVP, math attention under the JVP) and the same with the ``jvp_flash`` kernel, a
 bound by Python and kernel launches gains from a larger batch; one bound by the GPU's arithmetic does not); then a
 torch.profiler trace of one MeanFlow step: GPU busy time vs wall time, kernels launched, and the top operators by
 GPU time. First, the detached mode's JVP call eager vs replayed from a CUDA graph (the host's share of its time) and
-eager with PyTorch's forward-AD rules for layer norm, attention and adaLN instead of ours (session 48; interleaved),
+eager with PyTorch's forward-AD rules instead of ``jvp_rules``' (session 48; interleaved),
 and with ``--compiled-jvp`` vs ``torch.compile`` of ``torch.func.jvp`` (kernels fused).
 The moving-digits model (the bundled recipe's, the most host-bound) joins the JVP-call and step-time rows.
 """
@@ -117,7 +117,7 @@ def graphed_jvp(case, device, rows_fraction=0.25, reps=20, compiled=False):
         sync(device)
         return (time.perf_counter() - t0) / n
 
-    def eager_pytorch_rules():  # PyTorch's forward-AD rules for layer norm, attention and adaLN (before session 48)
+    def eager_pytorch_rules():  # PyTorch's forward-AD rules instead of jvp_rules' (the JVP before session 48)
         with pytorch_rules():
             return eager()
 

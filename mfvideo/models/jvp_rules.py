@@ -4,7 +4,7 @@ few kernels, not dozens.
 PyTorch's forward-AD rules are general: a LayerNorm's recomputes the statistics from scratch (18 operators for one
 ``native_layer_norm``), the math attention's runs every product rule through zero tangents and layout copies (34 for
 softmax(q k^T) v). On a GPU in bf16 the MeanFlow step is host-bound (`docs/benchmark.md`): the time goes to launching
-kernels, and the JVP dispatched 5.7-5.9x the forward's operators (3.3-3.5x with these rules; `bench.py --only
+kernels, and the JVP dispatched 5.7-5.9x the forward's operators (3.2x with these rules; `bench.py --only
 dispatch`). The rules here reuse what the forward computed:
 
 - layer norm (no affine), y = (x - mean) * rstd:  y_t = rstd * (x_t - mean(x_t) - y * mean(y * x_t))  (7 operators);
@@ -13,7 +13,8 @@ dispatch`). The rules here reuse what the forward computed:
 - attention, P = softmax(s q k^T), o = P v:  s_t = s (q_t k^T + q k_t^T),  P_t = P * (s_t - sum(P * s_t)),
   o_t = P_t v + P v_t  (10 operators);
 - adaLN's modulation, y = x (1 + scale) + shift:  y_t = x_t (1 + scale) + x scale_t + shift_t  (2 addcmul, the
-  forward's 1 + scale reused), and its gated residual, y = x + gate h:  y_t = x_t + gate_t h + gate h_t  (2 addcmul);
+  forward's 1 + scale reused; the temporal sub-layer's constant frame positions added inside, so that no zero
+  tangent is made for them), and its gated residual, y = x + gate h:  y_t = x_t + gate_t h + gate h_t  (2 addcmul);
 - the timestep embeddings' features, e = [cos(a), sin(a)] with a = x freqs:  e_t = [-sin(a), cos(a)] a_t, from e
   itself (6 operators; the tangent along t passes through every timestep embedding, PyTorch's rule took ~20).
 
@@ -266,30 +267,32 @@ def _input_grads(ctx, grads) -> tuple[torch.Tensor, ...]:
 
 
 class _ModulateFn(torch.autograd.Function):
-    """x * (1 + scale) + shift, the scale and shift broadcast over x (adaLN)."""
+    """x * (1 + scale) + shift (+ consts[0], a constant offset: the temporal sub-layer's frame positions), the scale,
+    shift and offset broadcast over x (adaLN)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, shift, scale):
+    def forward(x, shift, scale, consts):
         one_plus = 1 + scale
-        return x * one_plus + shift, one_plus
+        out = x * one_plus + shift
+        return (out + consts[0] if consts else out), one_plus
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         out, one_plus = output
         ctx.mark_non_differentiable(one_plus)
-        _keep_for_both(ctx, inputs, out, inputs[0], one_plus)
+        _keep_for_both(ctx, inputs[:3], out, inputs[0], one_plus)
 
     @staticmethod
-    def jvp(ctx, x_t, shift_t, scale_t):
+    def jvp(ctx, x_t, shift_t, scale_t, _):
         x, one_plus = ctx.saved_tensors
         return torch.addcmul(torch.addcmul(shift_t, x_t, one_plus), x, scale_t).to(ctx.out_dtype), None
 
     @staticmethod
     def backward(ctx, g, _):
         x, one_plus = ctx.saved_tensors
-        return _input_grads(ctx, (g * one_plus, g, g * x))
+        return *_input_grads(ctx, (g * one_plus, g, g * x)), None
 
 
 class _GatedAddFn(torch.autograd.Function):
@@ -316,11 +319,16 @@ class _GatedAddFn(torch.autograd.Function):
         return _input_grads(ctx, (g, g * h, g * gate))
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x * (1 + scale) + shift, with the lean JVP rule under forward AD."""
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """x * (1 + scale) + shift, then + offset if given, with the lean JVP rule under forward AD. A constant offset (the
+    temporal sub-layer's positions) is the rule's too, so that no zero tangent is made for it (five operators)."""
     if _use_lean(x):
-        return _ModulateFn.apply(x, shift, scale)[0]
-    return x * (1 + scale) + shift
+        if offset is None or not (offset.requires_grad or _has_tangent(offset)):
+            return _ModulateFn.apply(x, shift, scale, () if offset is None else (offset,))[0]
+        return _ModulateFn.apply(x, shift, scale, ())[0] + offset
+    out = x * (1 + scale) + shift
+    return out if offset is None else out + offset
 
 
 def gated_add(x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

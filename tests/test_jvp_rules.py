@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from conftest import randomize, tiny_model
 from mfvideo.method.jvp import forward_jvp
 from mfvideo.models.attention import math_attention
-from mfvideo.models.jvp_rules import (OperatorCount, gated_add, layer_norm, lean_math_attention, modulate,
-                                      pytorch_rules, rms_norm, sin_cos)
+from mfvideo.models.jvp_rules import (OperatorCount, add_fixed, gated_add, layer_norm, lean_math_attention,
+                                      modulate, pytorch_rules, rms_norm, sin_cos)
 
 
 def _inputs(rule):
@@ -21,6 +21,8 @@ def _inputs(rule):
         return (tokens(),)
     if rule == "attention":  # (B, heads, L, d) views of one qkv tensor
         return tuple(rand(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0))
+    if rule == "add_fixed":  # per-frame conditioning (B, T, 1, D) added to the tokens
+        return tokens(), rand(2, 3, 1, 8)
     if rule == "sin_cos":  # per-frame times (B, T)
         return (torch.rand(2, 4, generator=g, dtype=torch.float64),)
     return tokens(), rand(2, 1, 1, 8), tokens() if rule == "gated_add" else rand(2, 1, 1, 8)
@@ -42,11 +44,13 @@ def _offset(x):
 LEAN = {"layer_norm": lambda x: layer_norm(x, (8,), 1e-6), "rms_norm": lambda x: rms_norm(x, (8,), WEIGHT, 1e-6),
         "attention": lean_math_attention, "modulate": modulate,
         "modulate_offset": lambda x, shift, scale: modulate(x, shift, scale, _offset(x)),
-        "gated_add": gated_add, "sin_cos": lambda x: sin_cos(x, FREQS.to(x.device, x.dtype))}
+        "gated_add": gated_add, "sin_cos": lambda x: sin_cos(x, FREQS.to(x.device, x.dtype)),
+        "add_fixed": lambda x, c: add_fixed(x, c, subtract=True)}
 PLAIN = {"layer_norm": lambda x: F.layer_norm(x, (8,), eps=1e-6), "attention": math_attention,
          "rms_norm": lambda x: F.rms_norm(x, (8,), WEIGHT.to(x.device, x.dtype), 1e-6),
          "modulate": lambda x, shift, scale: x * (1 + scale) + shift, "gated_add": lambda x, gate, h: x + gate * h,
          "modulate_offset": lambda x, shift, scale: x * (1 + scale) + shift + _offset(x),
+         "add_fixed": lambda x, c: x - c,
          "sin_cos": lambda x: torch.cat([torch.cos(x[..., None] * FREQS.to(x.device, x.dtype)),
                                          torch.sin(x[..., None] * FREQS.to(x.device, x.dtype))], dim=-1)}
 
@@ -121,6 +125,31 @@ def test_modulate_leaves_an_offset_with_a_tangent_or_a_gradient_of_its_own_to_py
     with fwAD.dual_level():
         fwAD.unpack_dual(modulate(fwAD.make_dual(x, dx), shift, scale, offset)).primal.sum().backward()
     torch.testing.assert_close(offset.grad, torch.full_like(OFFSET, x.numel() / OFFSET.numel()))
+
+
+def test_add_fixed_passes_the_tangent_on_without_operators_and_gives_the_addends_gradient():
+    """x + c with c fixed along the JVP (positions, a label embedding, r): the tangent is x's, at no operator beyond
+    the primal add (PyTorch's rule: 6), under dual tensors and torch.func.jvp; c's gradient (the temporal position
+    gate's) flows through the primal."""
+    x, c = _inputs("add_fixed")
+    dx = torch.randn_like(x)
+    c = c.clone().requires_grad_()
+    with fwAD.dual_level():
+        with OperatorCount() as ours:
+            out = add_fixed(fwAD.make_dual(x, dx), c)
+        with pytorch_rules(), OperatorCount() as theirs:
+            fwAD.make_dual(x, dx) + c
+        primal, tan = fwAD.unpack_dual(out)
+        primal.pow(2).sum().backward()
+    assert ours.total == 1 and theirs.total >= 5, (ours.ops, theirs.ops)
+    assert torch.equal(primal, x + c) and torch.equal(tan, dx)
+    torch.testing.assert_close(c.grad, (2 * (x + c)).sum_to_size(c.shape), rtol=1e-12, atol=1e-12)
+    _, tan = torch.func.jvp(lambda a: add_fixed(a, c.detach(), subtract=True), (x,), (dx,))
+    assert torch.equal(tan, dx)
+    dc = torch.randn_like(c)  # and the other way round: x fixed, the addend moving
+    with fwAD.dual_level():
+        tan = fwAD.unpack_dual(add_fixed(x, fwAD.make_dual(c.detach(), dc), subtract=True)).tangent
+    torch.testing.assert_close(tan, (-dc).expand_as(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("rule", list(LEAN))

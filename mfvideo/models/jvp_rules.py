@@ -4,7 +4,7 @@ few kernels, not dozens.
 PyTorch's forward-AD rules are general: a LayerNorm's recomputes the statistics from scratch (18 operators for one
 ``native_layer_norm``), the math attention's runs every product rule through zero tangents and layout copies (34 for
 softmax(q k^T) v). On a GPU in bf16 the MeanFlow step is host-bound (`docs/benchmark.md`): the time goes to launching
-kernels, and the JVP dispatched 5.7-5.9x the forward's operators (3.2x with these rules; `bench.py --only
+kernels, and the JVP dispatched 5.7-5.9x the forward's operators (3.1-3.2x with these rules; `bench.py --only
 dispatch`). The rules here reuse what the forward computed:
 
 - layer norm (no affine), y = (x - mean) * rstd:  y_t = rstd * (x_t - mean(x_t) - y * mean(y * x_t))  (7 operators);
@@ -336,6 +336,52 @@ def gated_add(x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> torch.Ten
     if _use_lean(x):
         return _GatedAddFn.apply(x, gate, h)
     return x + gate * h
+
+
+class _AddFixedFn(torch.autograd.Function):
+    """x + c (or x - c), where c usually carries no tangent (positions, a label embedding, r)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, c, subtract):
+        return x - c if subtract else x + c
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, c, ctx.subtract = inputs
+        ctx.set_materialize_grads(False)  # a missing tangent (or gradient) stays None: no zeros made for it
+        ctx.meta = [(x.shape, x.dtype), (c.shape, c.dtype)]
+        ctx.out = (output.shape, output.dtype)
+
+    @staticmethod
+    def jvp(ctx, x_t, c_t, _):
+        if c_t is None:
+            out_t = x_t
+        elif x_t is None:  # (the addend moves, x does not)
+            out_t = c_t.neg() if ctx.subtract else c_t
+        else:
+            out_t = x_t - c_t if ctx.subtract else x_t + c_t
+        shape, dtype = ctx.out
+        return (out_t if out_t.dtype == dtype else out_t.to(dtype)).expand(shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        grads = [None, None, None]
+        for i, (shape, dtype) in enumerate(ctx.meta):
+            if g is not None and ctx.needs_input_grad[i]:
+                grads[i] = (g.neg() if i == 1 and ctx.subtract else g).sum_to_size(shape).to(dtype)
+        return tuple(grads)
+
+
+def add_fixed(x: torch.Tensor, c: torch.Tensor, subtract: bool = False) -> torch.Tensor:
+    """x + c (x - c with ``subtract``), with a lean JVP rule under forward AD for an addend fixed along the JVP's
+    direction: PyTorch's rule makes c a zero tangent (5 operators), this one passes x's tangent on (none). (Not
+    ``torch.add(..., alpha=-1)``: under forward AD inside a dispatch mode, a FLOP counter's or ours, PyTorch 2.13
+    crashes on it with a zero tangent.)"""
+    if _use_lean(x):
+        return _AddFixedFn.apply(x, c, subtract)
+    return x - c if subtract else x + c
 
 
 class _SinCosFn(torch.autograd.Function):

@@ -43,7 +43,7 @@ from torch import nn
 from .attention import BACKENDS, Attention
 from .copy import COPY_KERNELS, KernelCopy, nearest_context, nearest_frames
 from .embeddings import LabelEmbedder, TimestepEmbedder, rope_3d, sincos_1d, sincos_2d
-from .jvp_rules import LayerNorm, gated_add, modulate
+from .jvp_rules import LayerNorm, add_fixed, gated_add, modulate
 from .linear import Linear, under_forward_ad
 from .refiner import ConvRefiner
 
@@ -521,22 +521,22 @@ class STDiT(ModelMixin, ConfigMixin):
         if self.reference_embedder is not None and t_full.ndim == 2:
             x = x + self.reference_embedder(z, context_frames(t_full, r_full))  # the nearest context frame
         pos_s, pos_t = self._positions(tp, hp, wp, x.device, x.dtype)
-        x = x + pos_s  # (B, T', N, D)
+        x = add_fixed(x, pos_s)  # (B, T', N, D); add_fixed: x + the addend, which has no tangent in the JVP
         if self.temporal_pos_gate is not None:
-            x = x + self.temporal_pos_gate * pos_t  # frame index, visible to every layer once the gate opens
+            x = add_fixed(x, self.temporal_pos_gate * pos_t)  # frame index, visible to every layer once the gate opens
 
         t = self._frame_times(t_full, B, T)  # (B, 1 | T')
         r = self._frame_times(r_full, B, T)
-        c = self.t_embedder(t) + self.h_embedder(t - r)  # (B, 1 | T', D)
+        c = self.t_embedder(t) + self.h_embedder(add_fixed(t, r, subtract=True))  # (B, 1 | T', D); t - r
         labels = None
         if self.y_embedder is not None:
             labels = y if y is not None else torch.full((B,), LabelEmbedder.NULL, device=z.device)
-            c = c + self.y_embedder(labels)[:, None]
+            c = add_fixed(c, self.y_embedder(labels)[:, None])
         elif y is not None:
             raise ValueError("this model has no classes (num_classes=0) but labels were given")
         g = self._guidance(guidance, B, z.device)
         if g is not None:
-            c = c + g[:, None]
+            c = add_fixed(c, g[:, None])
         # Context frames feed the summary and the reader: frames that do not move (t = r) and are less noisy than the
         # row's new frames (t = 0, or the level s of noise-augmented context); per-clip times have none.
         clean = None

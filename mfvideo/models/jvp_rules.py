@@ -17,6 +17,8 @@ dispatch`). The rules here reuse what the forward computed:
   tangent is made for them), and its gated residual, y = x + gate h:  y_t = x_t + gate_t h + gate h_t  (2 addcmul);
 - the timestep embeddings' features, e = [cos(a), sin(a)] with a = x freqs:  e_t = [-sin(a), cos(a)] a_t, from e
   itself (6 operators; the tangent along t passes through every timestep embedding, PyTorch's rule took ~20).
+- an addend fixed along the JVP's direction (the positions, the label and guidance embeddings, r in t - r),
+  y = x + c:  y_t = x_t  (none; PyTorch's rule made c a zero tangent first, 5 operators).
 
 Each is an ``autograd.Function`` with the standard backward (the fused JVP mode's primal carries the gradient), a
 vmap rule, and the same primal operators as the code it replaces (autocast included: layer norm in the dtype autocast

@@ -413,6 +413,11 @@ def test_diffusers_call_names_image_height_width_prompt(ckpt, tmp_path):
         pipe(video=still, num_frames=12)
     with pytest.raises(ValueError, match=r"num_frames=1 with image=: .* at least 2"):
         pipe(image=still, num_frames=1)
+    # a zero is a count, not "the default" (it made a window's worth of frames, 8, without a word)
+    with pytest.raises(ValueError, match=r"num_frames=0 with image=: .* at least 2"):
+        pipe(image=still, num_frames=0)
+    with pytest.raises(ValueError, match=r"num_new_frames must be >= 1, got 0"):
+        pipe(video=still[None].repeat(4, 0), num_new_frames=0)
 
 
 def test_extension_uses_its_context(ckpt):

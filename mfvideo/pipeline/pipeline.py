@@ -498,7 +498,8 @@ class MFVideoPipeline(DiffusionPipeline):
                 raise ValueError("image= is image to video, num_frames its output's length: give video= and "
                                  "num_new_frames, or image= and num_frames, not both")
             num_frames = None if num_frames is None else _whole(num_frames, "num_frames")
-            video, num_new_frames = image, (num_frames or self.window) - 1  # by default one window, the image its first
+            video, num_new_frames = image, (self.window if num_frames is None else num_frames) - 1  # by default one
+            # window, the image its first
             if num_new_frames < 1:
                 raise ValueError(f"num_frames={num_frames} with image=: the output holds the image and the frames "
                                  "made after it, so at least 2")
@@ -512,7 +513,8 @@ class MFVideoPipeline(DiffusionPipeline):
             if first_window_steps is not None:
                 raise ValueError("first_window_steps is for clips generated from noise; an extension's first window "
                                  "leans on the given video: set num_inference_steps")
-            return self.extend(video, num_new_frames or self.window, context_frames=context_frames,
+            return self.extend(video, self.window if num_new_frames is None else num_new_frames,
+                               context_frames=context_frames,
                                steps=num_inference_steps, class_labels=class_labels, generator=generator,
                                sampler=sampler, output_type=output_type, return_dict=return_dict,
                                infer_label=infer_label, frames_per_window=frames_per_window,

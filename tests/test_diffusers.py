@@ -101,6 +101,29 @@ def test_a_pipeline_in_bfloat16_samples_float32_inputs(saved, how):
     assert pipe.condition(b[:1, [0, 7]], frame_indices=[0, 7], seed=0).frames.shape == (1, 8, 16, 16, 3)
 
 
+def test_pipeline_to_takes_a_device_a_dtype_or_both_without_diffusers_false_warning(saved):
+    """``pipe.to(dtype)``, ``to(device, dtype)``, ``to(dtype=...)``: the weights cast, the pipeline itself returned, and no
+    "should be kept in float32: []" from diffusers' model cast (diffusers 0.42 logs it on every cast of any model)."""
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers")  # the library's root logger (it does not propagate)
+    logger.addHandler(handler)
+    try:
+        pipe = MFVideoPipeline.from_pretrained(saved)
+        for args, kwargs, dtype in [((torch.bfloat16,), {}, torch.bfloat16), (("cpu", torch.float64), {}, torch.float64),
+                                    (("cpu",), {}, torch.float64), ((), {"dtype": torch.float32}, torch.float32)]:
+            assert pipe.to(*args, **kwargs) is pipe
+            assert {p.dtype for p in pipe.transformer.parameters()} == {dtype}, (args, kwargs)
+        assert not [r for r in records if "kept in float32" in r.getMessage()], [r.getMessage() for r in records]
+        super(MFVideoPipeline, pipe).to(torch.bfloat16)  # diffusers' own cast: what the override avoids
+        assert [r for r in records if "kept in float32" in r.getMessage()]
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_the_sampling_commands_take_a_dtype(tmp_path, monkeypatch):
     """``--dtype bfloat16`` (mfvideo-sample, -extend, -interpolate): the bundled model's frames within bf16 rounding of
     float32's (a lossless grid), and the weights loaded in bf16."""

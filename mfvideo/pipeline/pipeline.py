@@ -191,6 +191,15 @@ class MFVideoPipeline(DiffusionPipeline):
                     torch.nn.Module.to(module, dtype)
         return self
 
+    def to(self, *args, **kwargs) -> "MFVideoPipeline":
+        """diffusers' ``to`` (a device, a dtype or both), the dtype set as ``from_pretrained(torch_dtype=...)`` sets it:
+        diffusers' own model cast warns on every call that some modules "should be kept in float32: []" (none are)."""
+        dtype = kwargs.pop("dtype", None)
+        rest = [a for a in args if not isinstance(a, torch.dtype)]
+        dtype = next((a for a in args if isinstance(a, torch.dtype)), dtype)
+        pipe = super().to(*rest, **kwargs) if rest or kwargs else self
+        return pipe._cast(dtype)
+
     def save_pretrained(self, path: str | Path, **kwargs) -> Path:
         """diffusers' layout (model_index.json, transformer/, vae/) plus config.yaml for training and a one-line
         ``pipeline.py`` that lets ``DiffusionPipeline.from_pretrained(custom_pipeline=...)`` find this class."""

@@ -507,8 +507,8 @@ class MFVideoPipeline(DiffusionPipeline):
                 raise ValueError("image= is image to video, num_frames its output's length: give video= and "
                                  "num_new_frames, or image= and num_frames, not both")
             num_frames = None if num_frames is None else _whole(num_frames, "num_frames")
-            video, num_new_frames = image, (self.window if num_frames is None else num_frames) - 1  # by default one
-            # window, the image its first
+            length = self.window if num_frames is None else num_frames  # by default one window, the image its first
+            video, num_new_frames = image, length - 1
             if num_new_frames < 1:
                 raise ValueError(f"num_frames={num_frames} with image=: the output holds the image and the frames "
                                  "made after it, so at least 2")

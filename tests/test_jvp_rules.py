@@ -30,26 +30,17 @@ def _inputs(rule):
 
 FREQS = torch.exp(-torch.arange(6, dtype=torch.float64) * 1.5)  # (half,)
 WEIGHT = torch.linspace(0.5, 1.5, 8, dtype=torch.float64)  # the QK-norm's: a plain tensor, cast to the input's dtype
-OFFSET = torch.linspace(-1, 1, 24, dtype=torch.float64).reshape(3, 1, 8)  # a constant (T, 1, D): the frame positions
-_OFFSETS = {(device, dtype): OFFSET.to(device, dtype) for device in ["cpu"] + ["cuda"] * torch.cuda.is_available()
-            for dtype in (torch.float64, torch.float32, torch.bfloat16)}
-
-
-def _offset(x):
-    """OFFSET in x's device and dtype, made outside any transform: one made inside torch.func.jvp is a wrapped tensor,
-    which the rule leaves to PyTorch's as if it carried a tangent."""
-    return _OFFSETS[x.device.type, x.dtype]
-
-
+OFFSET = torch.linspace(-1, 1, 24, dtype=torch.float64).reshape(3, 1, 8)  # (T, 1, D): the frame positions
 LEAN = {"layer_norm": lambda x: layer_norm(x, (8,), 1e-6), "rms_norm": lambda x: rms_norm(x, (8,), WEIGHT, 1e-6),
         "attention": lean_math_attention, "modulate": modulate,
-        "modulate_offset": lambda x, shift, scale: modulate(x, shift, scale, _offset(x)),
+        "modulate_positions": lambda x, shift, scale: add_fixed(modulate(x, shift, scale),
+                                                                OFFSET.to(x.device, x.dtype)),
         "gated_add": gated_add, "sin_cos": lambda x: sin_cos(x, FREQS.to(x.device, x.dtype)),
         "add_fixed": lambda x, c: add_fixed(x, c, subtract=True)}
 PLAIN = {"layer_norm": lambda x: F.layer_norm(x, (8,), eps=1e-6), "attention": math_attention,
          "rms_norm": lambda x: F.rms_norm(x, (8,), WEIGHT.to(x.device, x.dtype), 1e-6),
          "modulate": lambda x, shift, scale: x * (1 + scale) + shift, "gated_add": lambda x, gate, h: x + gate * h,
-         "modulate_offset": lambda x, shift, scale: x * (1 + scale) + shift + _offset(x),
+         "modulate_positions": lambda x, shift, scale: x * (1 + scale) + shift + OFFSET.to(x.device, x.dtype),
          "add_fixed": lambda x, c: x - c,
          "sin_cos": lambda x: torch.cat([torch.cos(x[..., None] * FREQS.to(x.device, x.dtype)),
                                          torch.sin(x[..., None] * FREQS.to(x.device, x.dtype))], dim=-1)}
@@ -113,17 +104,17 @@ def test_rms_norm_rule_gives_the_weights_gradient_and_leaves_a_weight_tangent_to
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 
 
-def test_modulate_leaves_an_offset_with_a_tangent_or_a_gradient_of_its_own_to_pytorch():
-    """A constant offset (the frame positions) is the rule's; one that carries a tangent or needs a gradient (a learned
-    position table) is added after it, so that its tangent and gradient are not lost."""
+def test_positions_added_after_the_modulation_keep_a_tangent_or_a_gradient_of_their_own():
+    """The temporal sub-layer's ``add_fixed(modulate(...), pos_t)``: positions that carry a tangent or need a gradient
+    (a learned position table) keep them."""
     x, shift, scale = _inputs("modulate")
     dx, d_off = torch.randn_like(x), torch.randn_like(OFFSET)
-    ours = torch.func.jvp(lambda a, o: modulate(a, shift, scale, o), (x, OFFSET), (dx, d_off))[1]
+    ours = torch.func.jvp(lambda a, o: add_fixed(modulate(a, shift, scale), o), (x, OFFSET), (dx, d_off))[1]
     ref = torch.func.jvp(lambda a, o: PLAIN["modulate"](a, shift, scale) + o, (x, OFFSET), (dx, d_off))[1]
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     offset = OFFSET.clone().requires_grad_()
     with fwAD.dual_level():
-        fwAD.unpack_dual(modulate(fwAD.make_dual(x, dx), shift, scale, offset)).primal.sum().backward()
+        fwAD.unpack_dual(add_fixed(modulate(fwAD.make_dual(x, dx), shift, scale), offset)).primal.sum().backward()
     torch.testing.assert_close(offset.grad, torch.full_like(OFFSET, x.numel() / OFFSET.numel()))
 
 
@@ -193,7 +184,7 @@ def test_lean_rule_under_bf16_autocast_keeps_the_plain_primal_and_a_bf16_tangent
 def test_the_networks_jvp_launches_about_three_forwards_of_operators_under_bf16_autocast(device):
     """The host-bound bf16 JVP: with PyTorch's rules this network's JVP dispatched 4.6 times the forward's operators
     (layer norm 18 per norm, attention 34 per call, adaLN's modulation 11), with the lean rules 2.6 times (2.7 before
-    the temporal positions joined adaLN's rule; this tiny model's QK-norm weighs more than a B/2's). And no
+    ``add_fixed``; this tiny model's QK-norm weighs more than a B/2's). And no
     tangent is copied into its primal's layout (``_new_zeros_with_same_feature_meta``: a rule's output laid out
     otherwise)."""
     net = randomize(tiny_model(depth=3, hidden_size=32, num_heads=2, qk_norm=True)).to(device)

@@ -13,12 +13,11 @@ dispatch`). The rules here reuse what the forward computed:
 - attention, P = softmax(s q k^T), o = P v:  s_t = s (q_t k^T + q k_t^T),  P_t = P * (s_t - sum(P * s_t)),
   o_t = P_t v + P v_t  (10 operators);
 - adaLN's modulation, y = x (1 + scale) + shift:  y_t = x_t (1 + scale) + x scale_t + shift_t  (2 addcmul, the
-  forward's 1 + scale reused; the temporal sub-layer's constant frame positions added inside, so that no zero
-  tangent is made for them), and its gated residual, y = x + gate h:  y_t = x_t + gate_t h + gate h_t  (2 addcmul);
+  forward's 1 + scale reused), and its gated residual, y = x + gate h:  y_t = x_t + gate_t h + gate h_t  (2 addcmul);
 - the timestep embeddings' features, e = [cos(a), sin(a)] with a = x freqs:  e_t = [-sin(a), cos(a)] a_t, from e
   itself (6 operators; the tangent along t passes through every timestep embedding, PyTorch's rule took ~20).
-- an addend fixed along the JVP's direction (the positions, the label and guidance embeddings, r in t - r),
-  y = x + c:  y_t = x_t  (none; PyTorch's rule made c a zero tangent first, 5 operators).
+- an addend fixed along the JVP's direction (the spatial and frame positions, the label and guidance embeddings,
+  r in t - r), y = x + c:  y_t = x_t  (none; PyTorch's rule made c a zero tangent first, 5 operators).
 
 Each is an ``autograd.Function`` with the standard backward (the fused JVP mode's primal carries the gradient), a
 vmap rule, and the same primal operators as the code it replaces (autocast included: layer norm in the dtype autocast
@@ -269,32 +268,30 @@ def _input_grads(ctx, grads) -> tuple[torch.Tensor, ...]:
 
 
 class _ModulateFn(torch.autograd.Function):
-    """x * (1 + scale) + shift (+ consts[0], a constant offset: the temporal sub-layer's frame positions), the scale,
-    shift and offset broadcast over x (adaLN)."""
+    """x * (1 + scale) + shift, the scale and shift broadcast over x (adaLN)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, shift, scale, consts):
+    def forward(x, shift, scale):
         one_plus = 1 + scale
-        out = x * one_plus + shift
-        return (out + consts[0] if consts else out), one_plus
+        return x * one_plus + shift, one_plus
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         out, one_plus = output
         ctx.mark_non_differentiable(one_plus)
-        _keep_for_both(ctx, inputs[:3], out, inputs[0], one_plus)
+        _keep_for_both(ctx, inputs, out, inputs[0], one_plus)
 
     @staticmethod
-    def jvp(ctx, x_t, shift_t, scale_t, _):
+    def jvp(ctx, x_t, shift_t, scale_t):
         x, one_plus = ctx.saved_tensors
         return torch.addcmul(torch.addcmul(shift_t, x_t, one_plus), x, scale_t).to(ctx.out_dtype), None
 
     @staticmethod
     def backward(ctx, g, _):
         x, one_plus = ctx.saved_tensors
-        return *_input_grads(ctx, (g * one_plus, g, g * x)), None
+        return _input_grads(ctx, (g * one_plus, g, g * x))
 
 
 class _GatedAddFn(torch.autograd.Function):
@@ -321,16 +318,11 @@ class _GatedAddFn(torch.autograd.Function):
         return _input_grads(ctx, (g, g * h, g * gate))
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None = None
-             ) -> torch.Tensor:
-    """x * (1 + scale) + shift, then + offset if given, with the lean JVP rule under forward AD. A constant offset (the
-    temporal sub-layer's positions) is the rule's too, so that no zero tangent is made for it (five operators)."""
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x * (1 + scale) + shift, with the lean JVP rule under forward AD."""
     if _use_lean(x):
-        if offset is None or not (offset.requires_grad or _has_tangent(offset)):
-            return _ModulateFn.apply(x, shift, scale, () if offset is None else (offset,))[0]
-        return _ModulateFn.apply(x, shift, scale, ())[0] + offset
-    out = x * (1 + scale) + shift
-    return out if offset is None else out + offset
+        return _ModulateFn.apply(x, shift, scale)[0]
+    return x * (1 + scale) + shift
 
 
 def gated_add(x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

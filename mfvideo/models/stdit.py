@@ -78,7 +78,7 @@ class TemporalSublayer(nn.Module):
                 ) -> torch.Tensor:
         # x: (B, T, N, D); c: (B, T or 1, 1, D); pos_t: (T, 1, D); rope: (2, T * N, d / 2) rotary table or None
         shift, scale, gate = self.adaLN_modulation(c).chunk(3, dim=-1)
-        h = modulate(self.norm(x), shift, scale, pos_t)  # (B, T, N, D), + pos_t
+        h = add_fixed(modulate(self.norm(x), shift, scale), pos_t)  # (B, T, N, D)
         if self.spacetime:
             h = rearrange(self.attn(rearrange(h, "b t n d -> b (t n) d"), rope), "b (t n) d -> b t n d", t=x.shape[1])
         else:

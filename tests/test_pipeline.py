@@ -846,6 +846,23 @@ def test_cli_extend_new_only_writes_the_new_frames_alone(ckpt, tmp_path):
     assert np.abs(new.astype(int) - whole[9:].astype(int)).mean() < 3  # H.264 apart
 
 
+def test_cli_extend_num_clips_writes_numbered_continuations_of_one_input(ckpt, tmp_path, capsys):
+    """``mfvideo-extend --num-clips 3 --out e.mp4``: e_0.mp4 .. e_2.mp4, the input in each, three continuations."""
+    from mfvideo.cli import extend
+
+    yy, xx = np.mgrid[0:16, 0:16]
+    video = np.stack([np.stack([(8 * (xx + i)) % 256, 8 * yy, np.full_like(xx, 20 * i)], -1) for i in range(9)])
+    save_video(video.astype(np.uint8), tmp_path / "in.mp4", fps=8)
+    assert extend.main([str(tmp_path / "in.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "5", "--num-clips", "3",
+                        "--out", str(tmp_path / "e.mp4")]) == 0
+    assert "wrote 14 frames (5 new) each to" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.glob("e*")) == ["e_0.mp4", "e_1.mp4", "e_2.mp4"]
+    clips = [read_video(tmp_path / f"e_{i}.mp4")[0].astype(int) for i in range(3)]
+    assert all(c.shape[0] == 14 for c in clips)
+    assert all(np.abs(c[:9] - clips[0][:9]).mean() < 3 for c in clips)  # the input, H.264 apart
+    assert np.abs(clips[0][9:] - clips[1][9:]).mean() > 10 and np.abs(clips[1][9:] - clips[2][9:]).mean() > 10
+
+
 def test_cli_shows_progress_in_frames_on_a_terminal_only(ckpt, tmp_path, capsys, monkeypatch):
     """A long extension or clip shows a progress bar counted in frames when stderr is a terminal; piped or logged,
     stderr holds nothing but errors."""
@@ -1123,6 +1140,59 @@ def test_one_generator_per_clip_makes_each_clip_as_it_would_be_made_alone(ckpt):
                         (lambda: pipe.generate(generator=7), "must be a torch.Generator, got int")]:
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def test_num_clips_makes_each_given_clip_k_times_each_as_it_would_be_made_alone(ckpt):
+    """``extend`` / ``condition`` with ``num_clips`` a multiple of the B given clips: clip b * k + j is given clip b's
+    j-th continuation, its own noise (a list of generators: the same clip as made alone), its given frames kept, the
+    labels one, one per given clip or one per clip; __call__'s ``num_videos`` and diffusers' ``num_videos_per_prompt``
+    reach them (``num_videos`` with ``video=`` was once ignored, and a label count off the batch a RuntimeError)."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    video = pipe.generate(num_frames=5, class_labels=[1, 6], seed=0, output_type="uint8").frames  # (2, 5, ...)
+    seeds = (3, 8, 5, 1)
+    makers = [lambda v, g, **kw: pipe.extend(v, 4, generator=g, output_type="latent", **kw),
+              lambda v, g, **kw: pipe.extend(v, 4, generator=g, output_type="latent", backward=True, **kw),
+              lambda v, g, **kw: pipe.condition(v[:, [0, 3]], [0, 3], generator=g, output_type="latent", **kw)]
+    for make in makers:
+        for labels in (None, [4], [2, 7], [2, 3, 7, 9]):  # none, one, one per given clip, one per clip made
+            together = make(video, gens(*seeds), num_clips=4, class_labels=labels).frames
+            assert together.shape[0] == 4
+            for i, seed in enumerate(seeds):
+                b = i // 2
+                own = None if labels is None else [labels[0] if len(labels) == 1 else labels[i * len(labels) // 4]]
+                alone = make(video[b : b + 1], torch.Generator().manual_seed(seed), class_labels=own).frames
+                assert torch.allclose(together[i], alone[0], atol=1e-4), (make, labels, i)
+            assert not torch.allclose(together[0], together[1], atol=1e-2)  # one given clip, two continuations
+    out = pipe.extend(video, 3, num_clips=6, output_type="uint8").frames  # (6, 8, ...): the input, then 3 new
+    assert out.shape[:2] == (6, 8) and np.array_equal(out[:, :5], np.repeat(video, 3, axis=0))
+    assert pipe.extend(video[0], 2, num_clips=3, infer_label=True).class_labels.shape == (3,)
+    for call, match in [(lambda: pipe.extend(video, 2, num_clips=3), "num_clips=3: a multiple of the 2 given clips"),
+                        (lambda: pipe.extend(video, 2, num_clips=0), "num_clips=0: a multiple"),
+                        (lambda: pipe.extend(video[0], 2, num_clips=0), "num_clips=0: at least 1"),
+                        (lambda: pipe.extend(video, 2, class_labels=[1, 2, 3]), "3 class labels for 2 clips: give one "
+                                                                                 "or one per clip"),
+                        (lambda: pipe.extend(video, 2, num_clips=4, class_labels=[1, 2, 3]), "one per given clip \\(2\\)"),
+                        (lambda: pipe.condition(video[:1, [0, 3]], [0, 3], class_labels=[1, 2]), "for 1 clip: give"),
+                        (lambda: pipe(num_videos=2, num_videos_per_prompt=2), "give one of them"),
+                        (lambda: pipe(num_videos_per_prompt=0), "num_videos_per_prompt must be >= 1")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+    # __call__: num_videos counts every clip, num_videos_per_prompt the clips per label or given clip
+    extended = pipe.extend(video, 2, num_clips=4, generator=gens(*seeds), output_type="latent").frames
+    for kw in (dict(num_videos=4), dict(num_videos_per_prompt=2)):
+        called = pipe(video=video, num_new_frames=2, generator=gens(*seeds), output_type="latent", **kw).frames
+        assert torch.equal(called, extended), kw
+    made = pipe(image=video[1, 0], num_frames=4, num_videos_per_prompt=3, output_type="uint8").frames
+    assert made.shape[:2] == (3, 4) and (made[:, 0] == video[1, 0]).all()
+    per_label = pipe(class_labels=[1, 6], num_videos_per_prompt=2, generator=gens(*seeds), output_type="latent")
+    assert torch.equal(per_label.frames, pipe(class_labels=[1, 1, 6, 6], generator=gens(*seeds),
+                                               output_type="latent").frames)
+    drawn = pipe(num_videos_per_prompt=3, generator=gens(3, 8, 5))  # labels drawn: k clips in all
+    assert drawn.frames.shape[0] == 3 and drawn.class_labels.shape == (3,)
 
 
 def test_extend_and_generate_through_a_causal_video_vae(monkeypatch):

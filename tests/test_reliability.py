@@ -41,6 +41,7 @@ def work(tmp_path_factory):
     frames = (np.random.default_rng(0).random((8, 16, 16, 3)) * 255).astype(np.uint8)
     save_video(frames, w / "in.mp4", fps=8)
     save_video(frames[:2], w / "short.mp4", fps=8)
+    save_video(frames, w / "clip_1.mp4", fps=8)  # what `--out clip.mp4 --num-clips 2` would name its second output
     (w / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     (w / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     (w / "a_file").write_text("not a folder")
@@ -93,6 +94,9 @@ CASES = {
     "extend fps 0": E("--fps", "0"), "extend fps -1": E("--fps", "-1"), "extend fps inf": E("--fps", "inf"),
     "extend fps nan": E("--fps", "nan"), "extend num-new-frames 0": ["extend", "{w}/in.mp4", "--num-new-frames", "0",
                                                                      "--out", "{w}/new.mp4"],
+    "extend num-clips 0": E("--num-clips", "0"),
+    "extend numbered output is the input": ["extend", "{w}/clip_1.mp4", "--num-new-frames", "4", "--num-clips", "2",
+                                            "--out", "{w}/clip.mp4"],
     "extend context 0": E("--context-frames", "0"), "extend context too long": E("--context-frames", "99"),
     "extend class out of range": E("--class", "10"), "extend class and infer-class": E("--class", "3", "--infer-class"),
     "extend unknown class name": E("--class", "seven"), "extend steps 0": E("--steps", "0"),

@@ -63,7 +63,7 @@ def test_the_readme_use_it_examples_run_as_written(tmp_path, monkeypatch):
     save_video(np.concatenate([clips[0], clips[1]]), "long.mp4", fps=6.0)
     iio.imwrite("digit.png", clips[1][0])
     shorter = {"num_new_frames=100_000": "num_new_frames=12", "num_frames=10_000": "num_frames=20"}
-    ns = {"keyframes": clips[1][[0, 7]]}
+    ns = {"keyframes": clips[1][[0, 7]], "clips": clips}
     code = "".join(blocks)
     assert all(long in code for long in shorter), "the streaming examples changed: update `shorter` to match"
     for long, short in shorter.items():
@@ -72,6 +72,8 @@ def test_the_readme_use_it_examples_run_as_written(tmp_path, monkeypatch):
     assert ns["out"].frames.shape == (4, 24, 16, 16, 3)  # generate: 4 clips of 24 frames
     assert ns["mid"].frames.shape == (1, 8, 16, 16, 3)  # condition: one window between two keyframes
     assert ns["ext"].frames.shape[1] == 1 + 15  # image to video: the image, then 15 new frames
+    assert ns["alts"].frames.shape == (6, 12 + 8, 16, 16, 3)  # each of the 2 clips continued 3 times
+    assert np.array_equal(ns["alts"].frames[3, :12], ns["alts"].frames[5, :12])  # the second clip, given frames kept
     assert (tmp_path / "my_model" / "model_index.json").is_file()
     for name, frames in (("three.mp4", 20), ("five.mp4", 20), ("longer.mp4", 24 + 12)):  # streamed to disk
         assert frame_count(str(tmp_path / name)) == frames, name

@@ -39,6 +39,8 @@ def main(argv=None):
     p.add_argument("--backward", action="store_true",
                    help="make the frames before the input instead, its first frames the context, and write them "
                         "followed by the input (a model in pixel space or on an image VAE)")
+    p.add_argument("--num-clips", type=positive_int, default=1,
+                   help="continuations of the input, each with its own noise: OUT's name numbered (out_0.mp4, ...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the output (default: the input's, read at the model's frame step: its "
@@ -50,9 +52,12 @@ def main(argv=None):
     from ..data.video_io import check_exists
 
     check_exists(Path(args.input))  # before any work: missing, a URL, empty
-    out_path = check_output_file(args.out, inputs=(args.input,))
+    out = Path(args.out)
+    out_paths = [out] if args.num_clips == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}")
+                                                   for i in range(args.num_clips)]
+    out_paths = [check_output_file(path, inputs=(args.input,)) for path in out_paths]
 
-    from ..io import save_video
+    from ..io import save_videos
 
     pipe = load_pipeline(args)
     pipe.resolve_guidance_scale(args.guidance_scale)  # a model that takes no scale says so before anything is written
@@ -63,7 +68,7 @@ def main(argv=None):
                                 reread_context=args.reread_context, frames_per_window=args.frames_per_window,
                                 motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
                                 guidance_scale=args.guidance_scale, include_input=not args.new_only,
-                                backward=args.backward)
+                                backward=args.backward, num_clips=args.num_clips)
     if args.backward:  # the new frames are all made before the first is written: a bar counts them as made
         stream.on_made = frame_bar(args.num_new_frames, "extend (backward)")
     chunks = iter(stream)
@@ -75,12 +80,14 @@ def main(argv=None):
     # encoded as the windows are made: memory holds one window, whatever --num-new-frames
     total = args.num_new_frames if args.new_only else stream.num_frames
     chunks = progress(chunks, total, "extend")
-    save_video((written.append(len(c[0])) or c[0] for c in chunks), out_path, fps=args.fps or stream.fps)
+    save_videos((written.append(len(c[0])) or c for c in chunks), out_paths, fps=args.fps or stream.fps)
     if stream.class_labels is not None and int(stream.class_labels[0]) >= 0:
         c = str(int(stream.class_labels[0]))
         name = pipe.labels.get(c, c)
         print(f"class read from the context: {c}" + (f" ({name})" if name != c else ""))
-    print(f"wrote {sum(written)} frames ({args.num_new_frames} new) to {out_path}{motion_copy_note(pipe, args)}")
+    where = out_paths[0] if len(out_paths) == 1 else f"{out_paths[0]} .. {out_paths[-1].name}"
+    each = " each" if len(out_paths) > 1 else ""
+    print(f"wrote {sum(written)} frames ({args.num_new_frames} new){each} to {where}{motion_copy_note(pipe, args)}")
     return 0
 
 

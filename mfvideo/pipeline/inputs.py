@@ -67,6 +67,14 @@ def frame_count(video, stride: int = 1) -> int:
     return {3: 1, 4: shape[0], 5: shape[1]}.get(len(shape), 0)
 
 
+def clip_count(video) -> int:
+    """Clips in what ``load_clip`` takes: a batch (B, T, H, W, 3) or a list of clips holds B, anything else one."""
+    if isinstance(video, (str, Path)):
+        return 1
+    shape = frames_shape(video)
+    return shape[0] if len(shape) == 5 else 1
+
+
 def iter_clip(video, resolution: int, stride: int = 1) -> Iterator[np.ndarray]:
     """``load_clip``'s frames in chunks of uint8 (B, n, resolution, resolution, 3): a file decoded and resized as the
     chunks are consumed (memory: one chunk; at ``stride``, every stride-th frame up to its last), anything else at

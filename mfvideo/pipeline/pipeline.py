@@ -453,20 +453,37 @@ class MFVideoPipeline(DiffusionPipeline):
         elif class_labels is not None:
             self.check_labels(class_labels)
 
-    def _labels_for(self, given: torch.Tensor, class_labels, infer_label: bool) -> torch.Tensor | None:
-        """Labels for clips whose given frames (latents (B, C, K, h, w)) are known: the caller's, or with
-        ``infer_label`` the model's own reading of those frames (``mfvideo.method.classify``), logged."""
+    def _labels_for(self, given: torch.Tensor, class_labels, infer_label: bool, reps: int = 1) -> torch.Tensor | None:
+        """Labels for the ``reps`` clips made from each of B given clips (latents (B, C, K, h, w)), clip b * reps + j
+        from given clip b: the caller's (one label, one per given clip, or one per clip made), or with ``infer_label``
+        the model's own reading of the given frames (``mfvideo.method.classify``, once per given clip), logged."""
         self._check_label_args(class_labels, infer_label)
+        B = given.shape[0]
         if not infer_label:
-            y = self._labels(class_labels, given.shape[0])
-            return y.expand(given.shape[0]) if y is not None and y.shape[0] == 1 else y
+            y = self._labels(class_labels, B)
+            if y is None or y.shape[0] == B * reps:
+                return y
+            if y.shape[0] not in (1, B):
+                per = f", one per given clip ({B}) or one per clip made" if reps > 1 else " or one per clip"
+                raise ValueError(f"{y.shape[0]} class labels for {B * reps} clip{'s' * (B * reps > 1)}: give one{per}")
+            return y.expand(B).repeat_interleave(reps) if y.shape[0] == 1 else y.repeat_interleave(reps)
         n = self.cfg.model.num_classes
         y, margin = infer_class(self.transformer, given, n, generator=torch.Generator().manual_seed(0),
                                 frame_correlation=self.method.noise_frame_correlation)
         names = [self.labels.get(str(int(c)), str(int(c))) for c in y]
         log.info("class read from the given frames: %s (margins %s)", ", ".join(names),
                  ", ".join(f"{float(m):.2f}" for m in margin))
-        return y
+        return y.repeat_interleave(reps)
+
+    @staticmethod
+    def _clips_per_input(num_clips, given: int) -> int:
+        """``num_clips`` of ``extend`` / ``condition`` -> how many clips each of the ``given`` input clips makes."""
+        if num_clips is None:
+            return 1
+        if (n := _whole(num_clips, "num_clips")) < 1 or n % given:
+            what = f"a multiple of the {given} given clips" if given > 1 else "at least 1"
+            raise ValueError(f"num_clips={n}: {what} (each given clip is continued num_clips / {given} times)")
+        return n // given
 
     # ----------------------------------------------------------------------------------------------------
     @property
@@ -487,9 +504,10 @@ class MFVideoPipeline(DiffusionPipeline):
                  guidance_scale: float | None = None,
                  latents: torch.Tensor | None = None, backward: bool = False, image: Any = None,
                  height: int | None = None, width: int | None = None, prompt: Any = None,
-                 temperature: float | None = None):
+                 temperature: float | None = None, num_videos_per_prompt: int | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames`` (``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or
+        ``num_new_frames`` (``num_videos``: every clip made, as ``num_clips`` in ``generate`` and ``extend``; diffusers'
+        ``num_videos_per_prompt``: clips per class label, per given video or image, or, labels drawn, in all; ``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or
         without ``video``, the copy's default is the model's ``sample.motion_copy``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
@@ -500,6 +518,9 @@ class MFVideoPipeline(DiffusionPipeline):
         window); ``height`` / ``width`` the model's resolution or an error; ``prompt`` an error naming
         ``class_labels``."""
         self._check_call_names(prompt, height, width)
+        if num_videos_per_prompt is not None:
+            class_labels, num_videos = self._per_prompt(num_videos_per_prompt, num_videos, class_labels,
+                                                        image if image is not None else video)
         if num_inference_steps is not None:
             num_inference_steps = _whole(num_inference_steps, "num_inference_steps")  # named as the caller did
         if image is not None:
@@ -528,7 +549,8 @@ class MFVideoPipeline(DiffusionPipeline):
                                sampler=sampler, output_type=output_type, return_dict=return_dict,
                                infer_label=infer_label, frames_per_window=frames_per_window,
                                motion_copy=motion_copy, motion_copy_tol=motion_copy_tol,
-                               guidance_scale=guidance_scale, backward=backward, temperature=temperature)
+                               guidance_scale=guidance_scale, backward=backward, temperature=temperature,
+                               num_clips=num_videos)
         if infer_label or backward:
             raise ValueError(f"{'infer_label' if infer_label else 'backward'} works on a given video: pass video=")
         return self.generate(num_frames=num_frames, class_labels=class_labels, num_clips=num_videos,
@@ -537,6 +559,23 @@ class MFVideoPipeline(DiffusionPipeline):
                              frames_per_window=frames_per_window, motion_copy=motion_copy,
                              motion_copy_tol=motion_copy_tol, first_window_steps=first_window_steps,
                              guidance_scale=guidance_scale, latents=latents, temperature=temperature)
+
+    def _per_prompt(self, per_prompt, num_videos, class_labels, video) -> tuple:
+        """diffusers' ``num_videos_per_prompt`` -> (class_labels, num_videos): k clips per given label (labels
+        repeated, each k times in a row), per given clip (``num_videos``: k times their count), else k in all."""
+        from .inputs import clip_count
+
+        k = _whole(per_prompt, "num_videos_per_prompt")
+        if k < 1:
+            raise ValueError(f"num_videos_per_prompt must be >= 1, got {k}")
+        if num_videos is not None:
+            raise ValueError("num_videos counts every clip made, num_videos_per_prompt the clips per class label or "
+                             "given video: give one of them")
+        if video is not None:  # labels: one, or one per given clip (extend repeats them), or one per clip made
+            return class_labels, clip_count(video) * k
+        if class_labels is None:
+            return None, k
+        return self.check_labels(class_labels).repeat_interleave(k).tolist(), None
 
     def _check_call_names(self, prompt, height, width) -> None:
         """diffusers' arguments this model cannot honour, each a one-line error saying what it can do."""
@@ -696,7 +735,7 @@ class MFVideoPipeline(DiffusionPipeline):
                return_dict: bool = True, infer_label: bool = False, context_noise: float | None = None,
                reread_context: bool = False, frames_per_window: int | None = None, motion_copy: int | None = None,
                motion_copy_tol: float | None = None, guidance_scale: float | None = None, backward: bool = False,
-               temperature: float | None = None):
+               temperature: float | None = None, num_clips: int | None = None):
         """The input clip followed by ``num_new_frames`` generated frames; its last frames are the context
         (``backward=True``: the new frames come before it, its first frames the context; below).
 
@@ -755,6 +794,10 @@ class MFVideoPipeline(DiffusionPipeline):
         context frames, ``include_input=False``). Everything above holds, mirrored in time; the new frames are all
         made before the first is given, so the stream holds them (the input still streams after them).
 
+        ``num_clips``: clips made, the given clips' count (default) or a multiple of it: each given clip continued
+        ``num_clips / B`` times, each with its own noise (clip b * k + j is given clip b's j-th; its context encoded and
+        its class read once). ``class_labels``: one, one per given clip, or one per clip made.
+
         ``extend_stream`` takes the same arguments and gives the same frames window by window, for videos too long
         to hold.
         """
@@ -762,7 +805,7 @@ class MFVideoPipeline(DiffusionPipeline):
         stream = self.extend_stream(video, num_new_frames, context_frames, steps, class_labels, seed, sampler,
                                     generator, include_input, infer_label, context_noise, reread_context,
                                     frames_per_window, motion_copy, motion_copy_tol, guidance_scale, backward,
-                                    temperature, _latent=output_type == "latent")
+                                    temperature, num_clips, _latent=output_type == "latent")
         return self._output(self._gather(stream, output_type), output_type, return_dict, stream.labels, fps=stream.fps)
 
     def extend_stream(self, video, num_new_frames: int, context_frames: int | None = None, steps: int | None = None,
@@ -771,7 +814,8 @@ class MFVideoPipeline(DiffusionPipeline):
                       context_noise: float | None = None, reread_context: bool = False,
                       frames_per_window: int | None = None, motion_copy: int | None = None,
                       motion_copy_tol: float | None = None, guidance_scale: float | None = None, backward: bool = False,
-                      temperature: float | None = None, *, _latent: bool = False) -> "FrameStream":
+                      temperature: float | None = None, num_clips: int | None = None, *,
+                      _latent: bool = False) -> "FrameStream":
         """``extend``'s frames as they are made: a ``FrameStream`` of uint8 chunks (B, n, H, W, 3), the input's first
         (a file decoded chunk by chunk), then every window's new frames. Memory holds one window and one chunk of the
         input whatever the video's length; ``mfvideo.io.save_video`` writes a stream as it comes (``mfvideo-extend``
@@ -817,12 +861,17 @@ class MFVideoPipeline(DiffusionPipeline):
         if (n_in := frame_count(video, stride) if lazy else frames.shape[1]) < k_pix:
             at = f" at a step of {stride} (the model's frame rate)" if stride > 1 else ""
             raise ValueError(f"the input has {n_in} frames{at}, fewer than the {k_pix} context frames requested")
-        g = self._generator(seed, generator, 1 if lazy else frames.shape[0])
+        reps = self._clips_per_input(num_clips, n_given := 1 if lazy else frames.shape[0])
+        g = self._generator(seed, generator, n_given * reps)
 
-        def prepare(given: np.ndarray):  # the context latents (B, C, k, h, w) and the labels, off the given frames
+        def out(chunk):  # given frames (B, n, H, W, 3) -> each repeated for the reps clips made from it
+            return chunk if reps == 1 else np.repeat(chunk, reps, axis=0)
+
+        def prepare(given: np.ndarray):  # the context latents (B reps, C, k, h, w) and the labels, off the given frames
             given = given[:, :k_pix] if backward else given[:, given.shape[1] - k_pix :]
-            ctx = self.codec.encode_frames(given, self.cfg.data.channels)
-            return ctx, self._labels_for(ctx, class_labels, infer_label)
+            ctx = self.codec.encode_frames(given, self.cfg.data.channels)  # encoded and read once per given clip
+            y = self._labels_for(ctx, class_labels, infer_label, reps)
+            return ctx.repeat_interleave(reps, dim=0), y
 
         ctx, y = (None, None) if lazy and not backward else prepare(
             first_frames(video, self.resolution, k_pix, stride) if lazy else frames)
@@ -846,18 +895,18 @@ class MFVideoPipeline(DiffusionPipeline):
                     stream.labels = state["read"]
                 yield from reversed(made)
                 if lazy:
-                    yield from iter_clip(video, self.resolution, stride)
+                    yield from map(out, iter_clip(video, self.resolution, stride))
                 else:
-                    yield ctx if _latent else frames
+                    yield ctx if _latent else out(frames)
                 return
             if lazy:
                 tail = None
                 for chunk in iter_clip(video, self.resolution, stride):  # (1, n, r, r, 3)
-                    yield chunk
+                    yield out(chunk)
                     tail = chunk if tail is None else np.concatenate([tail, chunk], axis=1)[:, -k_pix:]
                 ctx, y = prepare(tail)
             else:
-                yield ctx if _latent else frames
+                yield ctx if _latent else out(frames)
             if infer_label:
                 stream.labels = y
             for i, chunk in enumerate(windows()):
@@ -1033,7 +1082,7 @@ class MFVideoPipeline(DiffusionPipeline):
                   generator: torch.Generator | None = None, output_type: str = "np", return_dict: bool = True,
                   infer_label: bool = False, motion_copy: int | None = None, motion_copy_tol: float | None = None,
                   guidance_scale: float | None = None, latents: torch.Tensor | None = None,
-                  temperature: float | None = None):
+                  temperature: float | None = None, num_clips: int | None = None):
         """Given frames at ``frame_indices`` (e.g. first and last: interpolation), the rest made; ``infer_label`` and
         ``motion_copy`` as in ``extend`` (the copy runs outwards from every given frame: an interpolation's frames from
         both keyframes towards the middle, each side one ``MotionCanvas`` chain across windows); ``guidance_scale``, ``temperature`` as in ``generate``. ``num_frames``
@@ -1046,7 +1095,8 @@ class MFVideoPipeline(DiffusionPipeline):
         before 4 given: 0.94; docs/usage.md).
         ``latents``: the first window's noise (B, C, T, h, w), T the latent frames of the window (default: drawn
         from ``generator`` / ``seed``, as every later window's; the given frames' places are ignored);
-        ``output_type="latent"``: the clip's latents, the given frames' encoded in their places."""
+        ``output_type="latent"``: the clip's latents, the given frames' encoded in their places. ``num_clips``: as in
+        ``extend``, each given set of frames filled ``num_clips / B`` times."""
         from .fill import extension_side, fill_plan
         from .inputs import load_clip
 
@@ -1065,15 +1115,18 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"{given.shape[1]} frames given for {len(idx)} frame indices")
         if any(not 0 <= i < num_frames for i in idx) or len(set(idx)) != len(idx):
             raise ValueError(f"frame indices must be distinct and lie in [0, {num_frames - 1}], got {idx}")
-        B, W = given.shape[0], self.window
+        reps = self._clips_per_input(num_clips, given.shape[0])
+        B, W = given.shape[0] * reps, self.window
         T = max(num_frames, W)  # a shorter clip is the start of a full window, as in `generate`
         g = self._generator(seed, generator, B)
         first = None if latents is None else self._given_noise(latents, W, B, temp)
+        encoded = self.codec.encode_frames(given, self.cfg.data.channels)  # (B / reps, C, K, h, w)
+        y = self._labels_for(encoded[:, :, sorted(range(len(idx)), key=idx.__getitem__)], class_labels, infer_label, reps)
+        given = np.repeat(given, reps, axis=0) if reps > 1 else given
         clip = torch.zeros(B, *self._latent_shape(T), device=self.device)  # (B, C, T, h, w): known frames so far
-        clip[:, :, idx] = self.codec.encode_frames(given, self.cfg.data.channels)
+        clip[:, :, idx] = encoded.repeat_interleave(reps, dim=0)
         known = torch.zeros(T, dtype=torch.bool, device=self.device)
         known[idx] = True
-        y = self._labels_for(clip[:, :, sorted(idx)], class_labels, infer_label)
         plan = fill_plan(known[:num_frames].tolist() + [False] * (T - num_frames), W)
         held: dict[str, tuple] = {}  # "before" / "after" the given frames -> (reading, labels to run with)
         chains: dict[tuple[int, int], MotionCanvas] = {}  # the copy's chains across windows (``motion_copy``)

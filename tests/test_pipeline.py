@@ -846,9 +846,10 @@ def test_cli_extend_new_only_writes_the_new_frames_alone(ckpt, tmp_path):
     assert np.abs(new.astype(int) - whole[9:].astype(int)).mean() < 3  # H.264 apart
 
 
-def test_cli_extend_num_clips_writes_numbered_continuations_of_one_input(ckpt, tmp_path, capsys):
-    """``mfvideo-extend --num-clips 3 --out e.mp4``: e_0.mp4 .. e_2.mp4, the input in each, three continuations."""
-    from mfvideo.cli import extend
+def test_cli_num_clips_writes_numbered_continuations_and_in_betweens(ckpt, tmp_path, capsys):
+    """``mfvideo-extend --num-clips 3 --out e.mp4``: e_0.mp4 .. e_2.mp4, the input in each, three continuations;
+    ``mfvideo-interpolate --num-clips 2 --join``: START and END in each, two bridges."""
+    from mfvideo.cli import extend, interpolate
 
     yy, xx = np.mgrid[0:16, 0:16]
     video = np.stack([np.stack([(8 * (xx + i)) % 256, 8 * yy, np.full_like(xx, 20 * i)], -1) for i in range(9)])
@@ -861,6 +862,15 @@ def test_cli_extend_num_clips_writes_numbered_continuations_of_one_input(ckpt, t
     assert all(c.shape[0] == 14 for c in clips)
     assert all(np.abs(c[:9] - clips[0][:9]).mean() < 3 for c in clips)  # the input, H.264 apart
     assert np.abs(clips[0][9:] - clips[1][9:]).mean() > 10 and np.abs(clips[1][9:] - clips[2][9:]).mean() > 10
+    assert interpolate.main([str(tmp_path / "in.mp4"), str(tmp_path / "e_0.mp4"), "--checkpoint", str(ckpt), "--join",
+                             "--num-clips", "2", "--out", str(tmp_path / "i.mp4")]) == 0
+    assert "END each to" in capsys.readouterr().out
+    (a, _), (b, _) = read_video(tmp_path / "i_0.mp4"), read_video(tmp_path / "i_1.mp4")
+    a, b = a.astype(int), b.astype(int)
+    assert a.shape[0] == b.shape[0] == 9 + 2 + 14  # START, the window's 2 new frames, END
+    assert np.abs(a[:9] - clips[0][:9]).mean() < 3 and np.abs(a[11:] - clips[0]).mean() < 3
+    assert np.abs(b[:9] - a[:9]).mean() < 3 and np.abs(b[11:] - a[11:]).mean() < 3
+    assert np.abs(a[9:11] - b[9:11]).mean() > 10
 
 
 def test_cli_shows_progress_in_frames_on_a_terminal_only(ckpt, tmp_path, capsys, monkeypatch):

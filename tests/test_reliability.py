@@ -94,7 +94,7 @@ CASES = {
     "extend fps 0": E("--fps", "0"), "extend fps -1": E("--fps", "-1"), "extend fps inf": E("--fps", "inf"),
     "extend fps nan": E("--fps", "nan"), "extend num-new-frames 0": ["extend", "{w}/in.mp4", "--num-new-frames", "0",
                                                                      "--out", "{w}/new.mp4"],
-    "extend num-clips 0": E("--num-clips", "0"),
+    "extend num-clips 0": E("--num-clips", "0"), "interp num-clips 0": I("--num-clips", "0"),
     "extend numbered output is the input": ["extend", "{w}/clip_1.mp4", "--num-new-frames", "4", "--num-clips", "2",
                                             "--out", "{w}/clip.mp4"],
     "extend context 0": E("--context-frames", "0"), "extend context too long": E("--context-frames", "99"),

@@ -232,6 +232,14 @@ def check_output_file(path: str | Path, inputs: tuple = ()) -> Path:
     return path
 
 
+def numbered_outputs(path: str | Path, count: int, inputs: tuple = ()) -> list[Path]:
+    """``--out PATH`` for ``count`` clips: PATH itself for one, else PATH's name numbered (out_0.mp4, out_1.mp4, ...),
+    each checked as ``check_output_file`` checks one."""
+    path = Path(path)
+    paths = [path] if count == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(count)]
+    return [check_output_file(p, inputs=inputs) for p in paths]
+
+
 def check_output_dir(path: str | Path) -> Path:
     """An output folder we may create or write into."""
     path = Path(path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import (CHECKPOINT_HELP, ArgumentParser, add_class_args, add_device_args, add_motion_copy_args,
-               add_sampler_args, check_class_args, check_output_file, class_labels_of, frame_bar, load_pipeline,
-               motion_copy_note, positive_float, positive_int, progress, user_errors)
+               add_sampler_args, check_class_args, class_labels_of, frame_bar, load_pipeline, motion_copy_note,
+               numbered_outputs, positive_float, positive_int, progress, user_errors)
 
 
 @user_errors
@@ -52,10 +52,7 @@ def main(argv=None):
     from ..data.video_io import check_exists
 
     check_exists(Path(args.input))  # before any work: missing, a URL, empty
-    out = Path(args.out)
-    out_paths = [out] if args.num_clips == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}")
-                                                   for i in range(args.num_clips)]
-    out_paths = [check_output_file(path, inputs=(args.input,)) for path in out_paths]
+    out_paths = numbered_outputs(args.out, args.num_clips, inputs=(args.input,))
 
     from ..io import save_videos
 

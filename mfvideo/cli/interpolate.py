@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import (CHECKPOINT_HELP, ArgumentParser, add_class_args, add_device_args, add_motion_copy_args,
-               add_sampler_args, check_class_args, check_output_file, class_labels_of, load_pipeline,
-               motion_copy_note, positive_float, positive_int, user_errors)
+               add_sampler_args, check_class_args, class_labels_of, load_pipeline, motion_copy_note,
+               numbered_outputs, positive_float, positive_int, user_errors)
 
 
 @user_errors
@@ -38,6 +38,8 @@ def main(argv=None):
     add_motion_copy_args(p)
     p.add_argument("--guidance-scale", type=positive_float, default=None,
                    help="classifier-free guidance scale >= 1, for a model trained with method.cfg_scale_range")
+    p.add_argument("--num-clips", type=positive_int, default=1,
+                   help="in-betweens of the same frames, each with its own noise: OUT's name numbered (out_0.mp4, ...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the output (default: START's, read at the model's frame step, else END's; "
@@ -50,9 +52,9 @@ def main(argv=None):
 
     for src in (args.start, args.end):
         check_exists(Path(src))  # before any work: missing, a URL, empty
-    out_path = check_output_file(args.out, inputs=(args.start, args.end))
+    out_paths = numbered_outputs(args.out, args.num_clips, inputs=(args.start, args.end))
 
-    from ..io import save_video
+    from ..io import save_videos
     from ..pipeline.inputs import file_rate, first_frames, iter_clip, load_clip
 
     pipe = load_pipeline(args)
@@ -69,21 +71,24 @@ def main(argv=None):
                          steps=args.steps, sampler=args.sampler, temperature=args.temperature, output_type="uint8",
                          infer_label=args.infer_class,
                          motion_copy=args.motion_copy, motion_copy_tol=args.motion_copy_tol,
-                         guidance_scale=args.guidance_scale)
-    new = out.frames[0, k : n - k]  # (n - 2k, r, r, 3)
+                         guidance_scale=args.guidance_scale, num_clips=args.num_clips)
     if args.join:  # decoded as it is written: memory holds a chunk of each clip, whatever their lengths
-        clip = (c for part in (iter_clip(args.start, pipe.resolution, s_step), [new[None]],
-                               iter_clip(args.end, pipe.resolution, e_step)) for c in (x[0] for x in part))
+        def each(chunks):  # (1, t, r, r, 3) -> (clips, t, r, r, 3): START and END are in every clip
+            return (np.repeat(c, args.num_clips, axis=0) for c in chunks)
+
+        chunks = (c for part in (each(iter_clip(args.start, pipe.resolution, s_step)), [out.frames[:, k : n - k]],
+                                 each(iter_clip(args.end, pipe.resolution, e_step))) for c in part)
     else:
-        clip = out.frames[0]
-    save_video(clip, out_path, fps=args.fps or s_rate or e_rate or pipe.fps)
+        chunks = [out.frames]  # (clips, n, r, r, 3)
+    save_videos(chunks, out_paths, fps=args.fps or s_rate or e_rate or pipe.fps)
     if out.class_labels is not None:
         c = str(int(out.class_labels[0]))
         name = pipe.labels.get(c, c)
         print(f"class read from the given frames: {c}" + (f" ({name})" if name != c else ""))
     whole = "START, " if args.join else ""
+    where = out_paths[0] if len(out_paths) == 1 else f"{out_paths[0]} .. {out_paths[-1].name}"
     print(f"wrote {whole}{n - 2 * k} new frames between {k} given frame(s) from each side"
-          f"{', END' if args.join else ''} to {out_path}{motion_copy_note(pipe, args)}")
+          f"{', END' if args.join else ''}{' each' * (len(out_paths) > 1)} to {where}{motion_copy_note(pipe, args)}")
     return 0
 
 

@@ -41,7 +41,7 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
 
-    from mfvideo.data import build_dataset
+    from mfvideo.data import build_dataset, sample_order
     from mfvideo.eval.frechet import cached_stats, feature_stats, frechet_distance
     from mfvideo.eval.networks import FeatureNetwork
     from mfvideo.eval.sampling import sample_features
@@ -53,7 +53,8 @@ def main(argv=None):
     sampler, steps = pipe.resolve_sampler(a.sampler, a.steps)
     net = FeatureNetwork(a.network, a.kind, device=str(acc.device))
     protocol = dict(kind=a.kind, network=Path(a.network).name, clips=a.num_clips, frames=a.num_frames,
-                    resolution=pipe.resolution, split=a.real_split, sampler=sampler, steps=steps, data=dataclasses.asdict(pipe.cfg.data))
+                    resolution=pipe.resolution, split=a.real_split, sampler=sampler, steps=steps, data=dataclasses.asdict(pipe.cfg.data),
+                    real_order="sample_order")  # a folder's real clips: a shuffled sample, not its first classes
     work = Path(a.work) / f"{Path(a.checkpoint or 'bundled').name}_{a.kind}_{sampler}{steps}"
     run = dict(num_frames=a.num_frames, batch_size=a.batch_size, steps=steps, seed=a.seed, sampler=sampler)
     fake = sample_features(pipe, net.features, work, a.num_clips, **run, rank=acc.process_index,
@@ -66,9 +67,10 @@ def main(argv=None):
     def real_features():
         data = dataclasses.replace(pipe.cfg.data, num_frames=a.num_frames, split=a.real_split)
         ds = build_dataset(data)
+        order, n = sample_order(data, len(ds)), min(a.num_clips, len(ds))
         feats = []
-        for i in range(0, min(a.num_clips, len(ds)), a.batch_size):
-            x = torch.stack([ds[j]["x"] for j in range(i, min(i + a.batch_size, a.num_clips, len(ds)))])  # (B, C, T, H, W)
+        for i in range(0, n, a.batch_size):
+            x = torch.stack([ds[int(j)]["x"] for j in order[i : min(i + a.batch_size, n)]])  # (B, C, T, H, W)
             feats.append(net.features(pixels_to_uint8(x)))  # (B, T, H, W, 3) uint8
         return np.concatenate(feats)
 

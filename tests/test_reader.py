@@ -372,3 +372,51 @@ def test_a_given_label_enters_through_the_reader():
     finally:
         hook.remove()
     assert all(y is not None and bool((y == -1).all()) for y in seen)
+
+
+
+def test_a_folder_s_clips_are_sampled_across_its_classes_and_held_out_only_from_a_test_split(tmp_path, caplog):
+    """A video folder lists its files class by class: ``load_clips`` reads at most n in a fixed shuffled order (the
+    first n were the first classes' alone; more than the split holds was an error, so the default 60000 failed on any
+    smaller dataset), and ``add_context_reader`` scores held-out clips only where the data has a test split apart
+    from its training clips (a folder of class folders read its training clips as "test", and called them held out)."""
+    from mfvideo.builders import build_model
+    from mfvideo.config import load_config
+    from mfvideo.data import has_split
+    from mfvideo.io import save_video
+    from mfvideo.pipeline import MFVideoPipeline
+    from mfvideo.train.reader import add_context_reader, load_clips
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("a", "b", "c"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                clip = (rng.random((4, 16, 16, 3)) * 255).astype(np.uint8)
+                save_video(clip, tmp_path / split / c / f"{i}.mp4", fps=8)
+
+    def pipeline(root):
+        cfg = load_config(None, ["model.size=null", "model.hidden_size=32", "model.depth=2", "model.num_heads=2",
+                                 "model.patch_size=4", "model.num_classes=3", "model.in_channels=3",
+                                 "data.kind=video_folder", f"data.root={root}", "data.resolution=16",
+                                 "data.num_frames=4", "train.context_masks={none: 1.0, first: 1.0}"])
+        torch.manual_seed(0)
+        return MFVideoPipeline(build_model(cfg.model), training_config=cfg)
+
+    alone, split = pipeline(tmp_path / "train"), pipeline(tmp_path)
+    assert not has_split(alone.cfg.data, "test") and has_split(split.cfg.data, "test")
+    x, y = load_clips(alone.cfg.data, alone.codec, "train", 6)
+    assert x.shape[0] == 6 and len(set(y.tolist())) > 1  # not the first class's six
+    with caplog.at_level("WARNING"):
+        x, y = load_clips(alone.cfg.data, alone.codec, "train", 100)
+    assert x.shape[0] == 18 and sorted(y.tolist()) == [0] * 6 + [1] * 6 + [2] * 6  # the whole split, each clip once
+    assert "the train split has 18 clips: taking 18, not 100" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        stats = add_context_reader(alone, 60000, 3000, steps=2, batch_size=8)
+    assert "val_accuracy" not in stats and "no held-out score" in caplog.text
+    stats = add_context_reader(split, 60000, 3000, steps=2, batch_size=8)
+    assert 0 <= stats["val_accuracy"] <= 1
+    split.cfg.train.context_masks = {"none": 1.0}  # a model trained on no context: said before any clip is read
+    with pytest.raises(ValueError, match="trained without context frames"):
+        add_context_reader(split, 60000, 3000, steps=2, batch_size=8)

@@ -17,8 +17,10 @@ from . import ArgumentParser, add_pipeline_stage_args, check_pipeline_output, de
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-fit-reader", description=__doc__.splitlines()[0])
     add_pipeline_stage_args(p)
-    p.add_argument("--clips", type=positive_int, default=60000, help="training clips to fit on (default 60000)")
-    p.add_argument("--val-clips", type=positive_int, default=3000, help="held-out clips to score (default 3000)")
+    p.add_argument("--clips", type=positive_int, default=60000,
+                   help="training clips to fit on, at most (default 60000; a smaller split whole)")
+    p.add_argument("--val-clips", type=positive_int, default=3000,
+                   help="held-out clips of the test split to score, at most (default 3000; none without a test split)")
     p.add_argument("--steps", type=positive_int, default=1500, help="optimiser steps of the reader (default 1500)")
     p.add_argument("--pool", choices=("mean", "attention"), default=None,
                    help="the reader's pooling of the context tokens (default: the model's reader's, or attention for "
@@ -38,7 +40,8 @@ def main(argv=None):
         pipe.save_pretrained(tmp)
         (tmp / "context_reader.json").write_text(json.dumps(stats, indent=1) + "\n")
     print(f"wrote {out}: context reader, train accuracy {stats['train_accuracy']:.3f}"
-          + (f", held-out {stats['val_accuracy']:.3f}" if "val_accuracy" in stats else ""))
+          + (f", held-out {stats['val_accuracy']:.3f}" if "val_accuracy" in stats else
+             ", no held-out score (the data has no test split)" if args.val_clips else ""))
     return 0
 
 

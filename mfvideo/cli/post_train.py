@@ -48,7 +48,8 @@ def main(argv=None):
                    help="distribution matching against the frozen model's field: its gradient over the anchor's on "
                         "the generated clip (default 0: off)")
     p.add_argument("--dmd-lr", type=positive_float, default=2e-4, help="the DMD fake field's learning rate")
-    p.add_argument("--clips", type=positive_int, default=20000, help="training clips held in memory (default 20000)")
+    p.add_argument("--clips", type=positive_int, default=20000,
+                   help="training clips held in memory, at most (default 20000; a smaller split whole)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--log-every", type=positive_int, default=50, metavar="N",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .moving_digits import MovingDigits, render_clip
 
 
@@ -29,4 +31,28 @@ def build_dataset(cfg, split: str | None = None):
     raise ValueError(f"unknown data.kind {cfg.kind!r}; known: moving_digits, image_folder, video_folder, latent_cache")
 
 
-__all__ = ["MovingDigits", "build_dataset", "render_clip"]
+def sample_order(cfg, length: int, seed: int = 0):
+    """The order in which to take a sample of a dataset's ``length`` items, the first n of it a fair sample: moving
+    digits as they are (drawn in random order), anything else in a fixed shuffled order (a folder lists its files
+    class by class, a latent cache as its source did: their first n were the first classes alone)."""
+    import torch
+
+    if cfg.kind == "moving_digits":
+        return torch.arange(length)
+    return torch.randperm(length, generator=torch.Generator().manual_seed(seed))
+
+
+def has_split(cfg, split: str) -> bool:
+    """Whether ``split`` holds other clips than the training split (``cfg.split``): moving digits' held-out
+    handwriting, or a folder's ``<split>/`` beside its training one. A folder of class folders alone, a manifest or a
+    latent cache is one split: ``build_dataset`` reads the training clips for any split of it."""
+    if split == cfg.split:
+        return False
+    if cfg.kind == "moving_digits":
+        return True
+    if cfg.kind in ("image_folder", "video_folder") and not cfg.manifest and cfg.root:
+        return (Path(cfg.root) / split).is_dir()
+    return False
+
+
+__all__ = ["MovingDigits", "build_dataset", "has_split", "render_clip", "sample_order"]

@@ -81,7 +81,7 @@ class PostTrainConfig:
     critic_width: int = 32
     anchor_steps: int = 2  # the frozen model's jump the one-step jump is drawn to (network calls)
     field_weight: float = 1.0  # hold u(z, t, r) at every other (t, r) where it was (0: off)
-    clips: int = 20000  # training clips held in memory (latents)
+    clips: int = 20000  # training clips held in memory (latents), at most: a smaller split whole
     seed: int = 0
     ema_decay: float = 0.0  # the output: an exponential moving average of the weights over the run (0: the last weights)
     dmd_ratio: float = 0.0  # the DMD term's gradient norm on the generated clip over the anchor's (0: off)

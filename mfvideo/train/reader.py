@@ -150,15 +150,22 @@ def fit_context_reader(model, clips, labels, masks: dict, max_context: int | Non
 
 def load_clips(data_cfg, codec, split: str, n: int, start: int = 0, batch_size: int = 256,
                allow_unlabelled: bool = False):
-    """The first n items of a split from ``start`` as latents (n, C, T, h, w) and their labels (n,; -1: none)."""
-    from ..data import build_dataset
+    """At most n items of a split from ``start`` as latents (n, C, T, h, w) and their labels (n,; -1: none): a
+    smaller split is taken whole (logged). Moving digits are drawn in random order and read from the first; a folder,
+    which lists its files class by class, is read in a fixed shuffled order (the first n of a folder of 20 classes
+    were two or three of its classes)."""
+    from ..data import build_dataset, sample_order
 
     ds = build_dataset(data_cfg, split=split)
+    if start >= len(ds):
+        raise ValueError(f"the {split} split has {len(ds)} clips; clips from {start} on were asked for")
     if len(ds) < start + n:
-        raise ValueError(f"the {split} split has {len(ds)} clips; {start + n} requested")
+        log.warning("the %s split has %d clips: taking %d, not %d", split, len(ds), len(ds) - start, n)
+        n = len(ds) - start
+    order = sample_order(data_cfg, len(ds))
     xs, ys = [], []
     for i in range(start, start + n, batch_size):
-        items = [ds[j] for j in range(i, min(i + batch_size, start + n))]
+        items = [ds[int(j)] for j in order[i : min(i + batch_size, start + n)]]
         x = torch.stack([it["x"] for it in items])
         with torch.no_grad():
             xs.append(x if data_cfg.kind == "latent_cache" else codec.encode(x.to(codec_device(codec))).cpu())
@@ -177,16 +184,21 @@ def codec_device(codec) -> torch.device:
 def add_context_reader(pipe, num_clips: int = 60000, val_clips: int = 3000, seed: int = 0, pool: str | None = None,
                        **fit_kw) -> dict:
     """Give a pipeline's class-conditional video model a context reader fitted on its own training data
-    (``cfg.data``, train split; held-out score on the test split), in place. Returns the fit's statistics.
+    (``cfg.data``, train split, at most ``num_clips``; held-out score on at most ``val_clips`` of the test split, where
+    the data has one: ``has_split``), in place. Returns the fit's statistics.
 
     ``pool`` (``mean`` | ``attention``): the reader's pooling; a reader of another pooling is replaced by a new one.
     None: the model's reader as it is, or a new attention-pooled one (the better reader on the digits)."""
     from ..builders import build_model
+    from ..data import has_split
 
     cfg = pipe.cfg
     if not cfg.model.num_classes or not cfg.model.temporal:
         raise ValueError("a context reader needs a class-conditional video model "
                          f"(num_classes={cfg.model.num_classes}, temporal={cfg.model.temporal})")
+    if not any(w > 0 for k, w in cfg.train.context_masks.items() if k != "none"):
+        raise ValueError("this model was trained without context frames (train.context_masks holds only 'none'): it "
+                         "continues no clip, so a context reader would have nothing to read")
     old = pipe.transformer
     if pool is None:
         pool = "attention" if old.class_reader is None else old.class_reader.pool
@@ -202,7 +214,10 @@ def add_context_reader(pipe, num_clips: int = 60000, val_clips: int = 3000, seed
     device = next(model.parameters()).device
     x, y = load_clips(cfg.data, pipe.codec, "train", num_clips)
     vx = vy = None
-    if val_clips:
+    if val_clips and not has_split(cfg.data, "test"):  # its "test" clips would be the training clips
+        log.warning("no held-out score: the data (%s) has no test split apart from its training clips",
+                    cfg.data.manifest or cfg.data.root or cfg.data.kind)
+    elif val_clips:
         vx, vy = load_clips(cfg.data, pipe.codec, "test", val_clips)
         vx = vx.to(device)
     stats = fit_context_reader(model, x.to(device), y, dict(cfg.train.context_masks), cfg.train.max_context_frames,

@@ -81,6 +81,31 @@ def load_config_from(path) -> Config:
     return from_dict(data, source=str(f))
 
 
+def anchor_paths(cfg: Config, checkpoint) -> Config:
+    """A training checkpoint's relative paths (``config.PATH_KEYS``: its VAE, data, init and teacher folders) read
+    from the folder its run was launched from, where they are not found from here: the checkpoint lies at
+    ``<launch folder>/<train.output_dir>/checkpoints/step_N``, so that folder is known without being stored. A
+    checkpoint moved elsewhere, or paths that exist from here, are left as they are. Changes ``cfg`` in place."""
+    from .config import PATH_KEYS
+
+    out = Path(cfg.train.output_dir)
+    run = Path(checkpoint).resolve().parent.parent  # <launch>/<output_dir>
+    if out.is_absolute() or ".." in out.parts or run.parts[len(run.parts) - len(out.parts):] != out.parts:
+        return cfg
+    launch = Path(*run.parts[: len(run.parts) - len(out.parts)])
+    if launch.resolve() == Path.cwd().resolve():
+        return cfg
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if key in ("train.output_dir", "train.resume") or not isinstance(value, str) or Path(value).is_absolute():
+            continue
+        if not Path(value).exists() and (launch / value).exists():
+            setattr(getattr(cfg, section), name, str(launch / value))
+            log.info("%s=%s: read from the folder the run was launched from, %s", key, value, launch / value)
+    return cfg
+
+
 def load_weights(path, which: str = "ema") -> dict[str, torch.Tensor]:
     """The weights of a checkpoint folder: ``ema`` (the run's first ``train.ema_decays``, the one its samples were
     drawn with; falls back to the model), ``ema_<decay>`` (that average, e.g. ``ema_0.9999``) or ``model``."""

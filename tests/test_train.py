@@ -304,6 +304,36 @@ def test_a_training_run_folder_loads_as_its_newest_checkpoint(tmp_path, caplog):
         MFVideoPipeline.from_pretrained(tmp_path / "empty")
 
 
+def test_a_checkpoint_finds_its_relative_vae_and_data_from_any_folder(tmp_path, monkeypatch):
+    """A run launched with relative paths (``latents.path=vae``, ``data.root``) loads from any folder: the checkpoint
+    lies at <launch>/<train.output_dir>/checkpoints/step_N, so its paths are read from <launch> where they are not
+    found from here (before: "latents.path=vae: no such folder" anywhere but the launch folder). A checkpoint moved
+    elsewhere keeps its paths as they are, and says so."""
+    from vae_configs import tiny_vae
+
+    from mfvideo.config import ConfigError
+    from mfvideo.pipeline import MFVideoPipeline
+
+    launch, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    launch.mkdir(), elsewhere.mkdir()
+    tiny_vae("image_vae").save_pretrained(launch / "vae")
+    monkeypatch.chdir(launch)
+    cfg = load_config(TINY, ["train.output_dir=runs/x", "train.max_steps=2", "train.checkpoint_every=2",
+                             "latents.kind=image_vae", "latents.path=vae", "data.resolution=32", "model.patch_size=2",
+                             "model.in_channels=null", "data.channels=3"])
+    train(cfg)
+    here = MFVideoPipeline.from_pretrained("runs/x")
+    assert here.cfg.latents.path == "vae"  # from the launch folder: as written
+    frames = here.generate(num_clips=1, seed=0, output_type="uint8").frames
+    monkeypatch.chdir(elsewhere)
+    there = MFVideoPipeline.from_pretrained(launch / "runs" / "x")
+    assert there.cfg.latents.path == str(launch / "vae")
+    assert np.array_equal(there.generate(num_clips=1, seed=0, output_type="uint8").frames, frames)
+    shutil.copytree(latest_checkpoint(launch / "runs" / "x"), elsewhere / "moved")
+    with pytest.raises(ConfigError, match="latents.path=vae: no such folder"):
+        MFVideoPipeline.from_pretrained(elsewhere / "moved")
+
+
 def test_video_model_initialised_from_image_checkpoint(tmp_path):
     train(tiny_cfg(tmp_path / "img", "data.num_frames=1", "train.max_steps=2", "train.checkpoint_every=2"))
     img_ckpt = latest_checkpoint(tmp_path / "img")

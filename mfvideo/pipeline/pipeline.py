@@ -41,7 +41,7 @@ from ..config import Config, from_dict, sample_fps, to_dict, to_yaml
 from ..frames import OUTPUT_TYPES, to_output
 from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
-from ..weights import CheckpointError, load_config_from, load_into, load_weights, resolve_checkpoint
+from ..weights import CheckpointError, anchor_paths, load_config_from, load_into, load_weights, resolve_checkpoint
 from .motion_copy import motion_copy as _motion_copy  # (the methods' argument of that name is the radius)
 from .motion_copy import MotionCanvas
 from .motion_copy import motion_copy_from_anchor as _motion_copy_from_anchor
@@ -133,8 +133,8 @@ class MFVideoPipeline(DiffusionPipeline):
     def from_checkpoint(cls, path, device="cpu", weights: str = "ema") -> "MFVideoPipeline":
         """A training checkpoint folder (config.yaml + weights); ``weights``: "ema" (default: the run's first EMA),
         "ema_<decay>" (another, e.g. "ema_0.9999") or "model"."""
-        path = Path(path)
-        cfg = load_config_from(path)
+        path = resolve_checkpoint(path)
+        cfg = anchor_paths(load_config_from(path), path)  # its VAE and data found from any folder
         model = build_model(cfg.model)
         load_into(model, load_weights(path, which=weights), str(path))
         vae = None

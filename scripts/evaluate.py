@@ -53,7 +53,8 @@ def main(argv=None):
     sampler, steps = pipe.resolve_sampler(a.sampler, a.steps)
     net = FeatureNetwork(a.network, a.kind, device=str(acc.device))
     protocol = dict(kind=a.kind, network=Path(a.network).name, clips=a.num_clips, frames=a.num_frames,
-                    resolution=pipe.resolution, split=a.real_split, sampler=sampler, steps=steps, data=dataclasses.asdict(pipe.cfg.data),
+                    resolution=pipe.resolution, split=a.real_split, sampler=sampler, steps=steps,
+                    data=dataclasses.asdict(pipe.cfg.data),
                     real_order="sample_order")  # a folder's real clips: a shuffled sample, not its first classes
     work = Path(a.work) / f"{Path(a.checkpoint or 'bundled').name}_{a.kind}_{sampler}{steps}"
     run = dict(num_frames=a.num_frames, batch_size=a.batch_size, steps=steps, seed=a.seed, sampler=sampler)

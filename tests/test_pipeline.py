@@ -1185,7 +1185,8 @@ def test_num_clips_makes_each_given_clip_k_times_each_as_it_would_be_made_alone(
                         (lambda: pipe.extend(video[0], 2, num_clips=0), "num_clips=0: at least 1"),
                         (lambda: pipe.extend(video, 2, class_labels=[1, 2, 3]), "3 class labels for 2 clips: give one "
                                                                                  "or one per clip"),
-                        (lambda: pipe.extend(video, 2, num_clips=4, class_labels=[1, 2, 3]), "one per given clip \\(2\\)"),
+                        (lambda: pipe.extend(video, 2, num_clips=4, class_labels=[1, 2, 3]),
+                         "one per given clip \\(2\\)"),
                         (lambda: pipe.condition(video[:1, [0, 3]], [0, 3], class_labels=[1, 2]), "for 1 clip: give"),
                         (lambda: pipe(num_videos=2, num_videos_per_prompt=2), "give one of them"),
                         (lambda: pipe(num_videos_per_prompt=0), "num_videos_per_prompt must be >= 1")]:

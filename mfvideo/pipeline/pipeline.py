@@ -506,8 +506,9 @@ class MFVideoPipeline(DiffusionPipeline):
                  height: int | None = None, width: int | None = None, prompt: Any = None,
                  temperature: float | None = None, num_videos_per_prompt: int | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
-        ``num_new_frames`` (``num_videos``: every clip made, as ``num_clips`` in ``generate`` and ``extend``; diffusers'
-        ``num_videos_per_prompt``: clips per class label, per given video or image, or, labels drawn, in all; ``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or
+        ``num_new_frames`` (``num_videos``: every clip made, as ``num_clips`` in ``generate`` and ``extend``;
+        diffusers' ``num_videos_per_prompt``: clips per class label, per given video or image, or, labels drawn, in
+        all; ``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or
         without ``video``, the copy's default is the model's ``sample.motion_copy``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
@@ -1121,7 +1122,8 @@ class MFVideoPipeline(DiffusionPipeline):
         g = self._generator(seed, generator, B)
         first = None if latents is None else self._given_noise(latents, W, B, temp)
         encoded = self.codec.encode_frames(given, self.cfg.data.channels)  # (B / reps, C, K, h, w)
-        y = self._labels_for(encoded[:, :, sorted(range(len(idx)), key=idx.__getitem__)], class_labels, infer_label, reps)
+        in_order = sorted(range(len(idx)), key=idx.__getitem__)  # the given frames in time order
+        y = self._labels_for(encoded[:, :, in_order], class_labels, infer_label, reps)
         given = np.repeat(given, reps, axis=0) if reps > 1 else given
         clip = torch.zeros(B, *self._latent_shape(T), device=self.device)  # (B, C, T, h, w): known frames so far
         clip[:, :, idx] = encoded.repeat_interleave(reps, dim=0)

@@ -370,6 +370,16 @@ def sample_fps(cfg: Config) -> float:
     return float(cfg.sample.fps or cfg.data.target_fps or 8.0)
 
 
+def trains_context(cfg: Config) -> bool:
+    """Whether the model learns to continue given frames: a video model (``data.num_frames`` > 1) trained with
+    context masks other than ``none`` (``train.context_masks``). One trained on ``none`` alone draws clips of its
+    window from noise, and its extensions, interpolations and clips past the window ignore the given frames."""
+    return cfg.data.num_frames > 1 and any(k != "none" and w > 0 for k, w in cfg.train.context_masks.items())
+
+
+NO_CONTEXT = "trained without context frames (train.context_masks holds only 'none')"
+
+
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 

@@ -334,6 +334,38 @@ def test_a_checkpoint_finds_its_relative_vae_and_data_from_any_folder(tmp_path, 
         MFVideoPipeline.from_pretrained(elsewhere / "moved")
 
 
+def test_a_video_model_trained_without_context_frames_says_so(tmp_path, caplog):
+    """``train.context_masks`` holding only "none" (the schema's default) trains a video model that never sees given
+    frames: the run says so at its start, and its extension, interpolation and clips past the window say so once
+    (before: silent frames that ignored the given ones); a model trained with context rows says nothing."""
+    from mfvideo.pipeline import MFVideoPipeline
+
+    no_context = [f"train.context_masks.{k}=0" for k in ("first", "last", "every", "random_frame")]
+    with caplog.at_level("WARNING"):
+        train(tiny_cfg(tmp_path / "none", "train.max_steps=2", "train.checkpoint_every=2", *no_context))
+    assert "a video model trained without context frames" in caplog.text
+    pipe = MFVideoPipeline.from_pretrained(tmp_path / "none")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        clip = pipe.generate(seed=0, output_type="uint8").frames  # one window from noise: what it learned
+        assert "without context frames" not in caplog.text
+        pipe.extend(clip, 4)
+        pipe.condition(clip[:, [0, 3]], [0, 3])
+        pipe.generate(num_frames=8, seed=0)
+    assert caplog.text.count("without context frames") == 1  # once per pipeline
+    assert "an extension of a model trained without context frames" in caplog.text
+    fresh = MFVideoPipeline.from_pretrained(tmp_path / "none")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        fresh.generate(num_frames=8, seed=0)
+    assert "clips past the window of a model trained without context frames" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train(tiny_cfg(tmp_path / "with", "train.max_steps=2", "train.checkpoint_every=2"))
+        MFVideoPipeline.from_pretrained(tmp_path / "with").extend(clip, 4)
+    assert "without context frames" not in caplog.text
+
+
 def test_video_model_initialised_from_image_checkpoint(tmp_path):
     train(tiny_cfg(tmp_path / "img", "data.num_frames=1", "train.max_steps=2", "train.checkpoint_every=2"))
     img_ckpt = latest_checkpoint(tmp_path / "img")

@@ -37,7 +37,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from ..builders import build_model
-from ..config import Config, from_dict, sample_fps, to_dict, to_yaml
+from ..config import NO_CONTEXT, Config, from_dict, sample_fps, to_dict, to_yaml, trains_context
 from ..frames import OUTPUT_TYPES, to_output
 from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
@@ -475,6 +475,13 @@ class MFVideoPipeline(DiffusionPipeline):
                  ", ".join(f"{float(m):.2f}" for m in margin))
         return y.repeat_interleave(reps)
 
+    def _warn_without_context(self, what: str) -> None:
+        """Once per pipeline: a call that leans on given frames, to a model that never learned to (``trains_context``),
+        draws frames that do not follow them; said, not refused (its windows are still its own clips)."""
+        if not trains_context(self.cfg) and not getattr(self, "_warned_context", False):
+            self._warned_context = True
+            log.warning("%s of a model %s: its new frames do not follow the given ones", what, NO_CONTEXT)
+
     @staticmethod
     def _clips_per_input(num_clips, given: int) -> int:
         """``num_clips`` of ``extend`` / ``condition`` -> how many clips each of the ``given`` input clips makes."""
@@ -698,6 +705,8 @@ class MFVideoPipeline(DiffusionPipeline):
         slides = num_frames > self.window or context_frames is not None or frames_per_window is not None
         k = self._context_latents(context_frames) if slides else None  # an image model never slides
         keep = self._frames_per_window(frames_per_window, k) if slides else None
+        if slides:
+            self._warn_without_context("clips past the window")
         g = self._generator(seed, generator, batch)
         # the first window is always the trained one, then cut: a video model drawing fewer frames from noise than it
         # was trained on draws worse ones (the bundled model's single frames: accuracy 0.91 cut from a window, 0.78
@@ -847,6 +856,7 @@ class MFVideoPipeline(DiffusionPipeline):
                      "%d, the later ones up to %d", given, most, k_pix, most)
         keep = self._frames_per_window(frames_per_window, k_lat)
         self._check_label_args(class_labels, infer_label)
+        self._warn_without_context("an extension")
         # a file given whole is decoded once, as the stream goes, its last frames kept as the context; else the
         # frames are read now: (B, T, r, r, 3) uint8, a file's last k_pix only (decoded from near its end)
         lazy = isinstance(video, (str, Path)) and include_input and not _latent  # (latents: the context's only)
@@ -1116,6 +1126,7 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"{given.shape[1]} frames given for {len(idx)} frame indices")
         if any(not 0 <= i < num_frames for i in idx) or len(set(idx)) != len(idx):
             raise ValueError(f"frame indices must be distinct and lie in [0, {num_frames - 1}], got {idx}")
+        self._warn_without_context("frames made around given ones")
         reps = self._clips_per_input(num_clips, given.shape[0])
         B, W = given.shape[0] * reps, self.window
         T = max(num_frames, W)  # a shorter clip is the start of a full window, as in `generate`

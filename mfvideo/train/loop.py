@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..builders import build_model, resolve_model_config
-from ..config import Config, ConfigError, sample_fps, to_dict, to_yaml
+from ..config import NO_CONTEXT, Config, ConfigError, sample_fps, to_dict, to_yaml, trains_context
 from ..data import build_dataset
 from ..latents import build_codec
 from ..method import sample, sample_context_masks
@@ -262,11 +262,14 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     loader = DataLoader(s.dataset, batch_sampler=sampler, num_workers=tc.num_workers, collate_fn=collate,
                         persistent_workers=tc.num_workers > 0, worker_init_fn=ignore_in_worker)
     run = Run(cfg, accelerator, s.method, model, net, jvp_net, codec, ema, optimizer, scheduler, run_dir,
-              use_masks=cfg.data.num_frames > 1 and any(k != "none" and w > 0 for k, w in tc.context_masks.items()),
+              use_masks=trains_context(cfg),
               trackers=bool(trackers), sharded=sharded, teacher=teacher)
     stop_at = tc.max_steps if max_steps is None else min(tc.max_steps, max_steps)
     if accelerator.is_main_process:
         log.info("%s", plan(cfg, s, accelerator, step, stop_at))
+        if cfg.data.num_frames > 1 and not trains_context(cfg):
+            log.warning("a video model %s will not continue a clip, interpolate or slide past its window: add "
+                        "context rows, e.g. train.context_masks.first=0.4 (docs/training.md)", NO_CONTEXT)
     summary = {"first_loss": None, "last_loss": None, "steps": step, "stopped_by": None}
     bar = tqdm(total=stop_at, initial=step, disable=not accelerator.is_main_process, desc="train", dynamic_ncols=True)
     # SIGTERM, SIGUSR1, a first Ctrl-C: this step, a checkpoint, the end (train/stop.py). The bar is closed before any

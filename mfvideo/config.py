@@ -173,7 +173,18 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def _merge(base, other, source: str):
+# Mappings of the schema (name -> weight): given whole, in a YAML file or as ``key={...}``, they are the whole
+# mapping; OmegaConf's merge would have kept the schema's entries beside them (``context_masks: {first: 1}`` trained
+# half its rows as generation, the default's ``none: 1.0`` kept). ``key.entry=value`` still sets one entry.
+MAPPINGS = ("train.context_masks", "train.lr_scale")
+
+
+def _merge(base, other, source: str, whole: tuple = MAPPINGS):
+    """``other`` merged onto ``base``; the mappings of ``whole`` that ``other`` gives replace ``base``'s."""
+    for key in whole:
+        if OmegaConf.select(other, key, default=None) is not None and OmegaConf.select(base, key) is not None:
+            base = base.copy()
+            OmegaConf.update(base, key, {}, merge=False)
     try:
         return OmegaConf.merge(base, other)
     except OmegaConfBaseException as e:
@@ -205,7 +216,8 @@ def _overridden(cfg, overrides):
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+        whole = tuple(k for k in MAPPINGS if item.split("=", 1)[0].strip() == k)  # key={...}, not key.entry=v
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}", whole)
     return cfg
 
 

@@ -400,6 +400,23 @@ def test_overrides_may_follow_the_options(capsys):
     assert "max_steps: 7" in out and "depth: 1" in out
 
 
+def test_a_mapping_given_whole_is_the_whole_mapping_and_one_entry_sets_one(tmp_path):
+    """``train.context_masks`` (and ``lr_scale``) given whole, in a YAML file or as ``key={...}``, is that mapping:
+    OmegaConf's merge kept the schema's ``none: 1.0`` beside a file's ``{first: 1.0}``, training half the rows as
+    generation, and an override could not take a kind out; ``key.entry=value`` still sets one entry."""
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  context_masks: {first: 1.0}\n  lr_scale: {reader: 3}\n")
+    assert load_config(f).train.context_masks == {"first": 1.0}
+    assert load_config(f).train.lr_scale == {"reader": 3.0}
+    assert load_config(f, ["train.context_masks.last=0.5"]).train.context_masks == {"first": 1.0, "last": 0.5}
+    assert load_config(f, ["train.context_masks={none: 1.0}"]).train.context_masks == {"none": 1.0}
+    assert load_config(TINY, ["train.context_masks.first=0"]).train.context_masks == {
+        "none": 1.0, "first": 0.0, "last": 0.5, "every": 0.5, "random_frame": 0.5}
+    assert load_config(None).train.context_masks == {"none": 1.0}
+    with pytest.raises(ConfigError, match="positive sum, got {}"):
+        load_config(f, ["train.context_masks={}"])
+
+
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_trains_real_steps(config, tmp_path):
     """Each recipe's own method, training and precision settings (guidance, class dropout, context masks, bf16, its

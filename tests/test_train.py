@@ -591,7 +591,7 @@ def test_accelerate_launch_settings_are_heard_or_refused(tmp_path, monkeypatch):
     """`accelerate launch --mixed_precision bf16` (a real launch) trains in bf16 and records it in the run's config; the
     config's own "no" had overridden the launcher's request without a word. The launcher's fp16 is refused as the
     config's is; the config's bf16 stands under a launcher's "no" (its default). `--use_fsdp` (accelerate's own
-    wrapping) is refused, naming train.distributed=fsdp."""
+    wrapping) is refused, naming train.distributed=fsdp. `--cpu --num_processes 2` runs one process: said."""
     run = tmp_path / "launched"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
            "--dynamo_backend", "no", "--mixed_precision", "bf16", "-m", "mfvideo.cli.train", str(TINY),
@@ -599,6 +599,14 @@ def test_accelerate_launch_settings_are_heard_or_refused(tmp_path, monkeypatch):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and "training in bf16" in proc.stderr, proc.stderr[-3000:]
     assert load_config(run / "config.yaml").train.mixed_precision == "bf16"
+    assert "starts one" not in proc.stderr
+    # `--cpu --num_processes 2` starts one process (accelerate's simple launcher), which trains alone: said
+    two = [*cmd[:5], "2", *cmd[6:]]
+    two[two.index(f"train.output_dir={run}")] = f"train.output_dir={tmp_path / 'two'}"
+    proc = subprocess.run(two, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accelerate launch --cpu with several processes starts one" in proc.stderr
+    assert proc.stderr.count("M parameters") == 1 and "processes, cpu" not in proc.stderr  # one process did train
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     summary = train(tiny_cfg(tmp_path / "env", "train.max_steps=1", "train.checkpoint_every=0"))

@@ -179,9 +179,10 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .dist import launcher_precision, make_accelerator, refuse_launcher_sharding
+    from .dist import launcher_precision, make_accelerator, refuse_launcher_sharding, warn_one_cpu_process
 
     refuse_launcher_sharding()
+    warn_one_cpu_process()
     if (precision := launcher_precision(cfg.train.mixed_precision)) != cfg.train.mixed_precision:
         cfg = replace(cfg, train=replace(cfg.train, mixed_precision=precision))
     tc = cfg.train

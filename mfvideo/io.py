@@ -1,5 +1,5 @@
-"""Files in and out: mp4 via imageio (H.264, yuv420p), PNG grids, atomic writes. Frames may be uint8 or float in
-[0, 1] (``frames.to_uint8``)."""
+"""Files in and out: videos through imageio-ffmpeg (mp4, mov, mkv: H.264 yuv420p; webm: VP9; gif), PNG grids,
+atomic writes. Frames may be uint8 or float in [0, 1] (``frames.to_uint8``)."""
 
 from __future__ import annotations
 
@@ -88,12 +88,35 @@ def _temporary_beside(path: Path, suffix: str) -> Path:
     return Path(tmp)
 
 
+_H264 = dict(codec="libx264", pix_fmt_out="yuv420p", even=True, quality=True)
+# A video's container and codec, by its file name's suffix (ffmpeg picks the container by the name).
+VIDEO_FORMATS = {
+    ".mp4": _H264, ".mov": _H264, ".mkv": _H264,
+    ".webm": dict(codec="libvpx-vp9", pix_fmt_out="yuv420p", even=True, output_params=["-crf", "32", "-b:v", "0"]),
+    # one palette for the whole clip, no dithering (generated frames dithered would speckle), played in a loop
+    ".gif": dict(codec="gif", pix_fmt_out="pal8", output_params=[
+        "-filter_complex", "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=none", "-loop", "0"]),
+}
+
+
+def video_format(path: str | Path) -> dict:
+    """How a video named ``path`` is written (``VIDEO_FORMATS``), or a ValueError naming the suffixes there are: the
+    file's name says what it holds (an mp4 written as clip.gif opened nowhere)."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_FORMATS:
+        raise ValueError(f"output {path}: a video is written as {', '.join(VIDEO_FORMATS)}; "
+                         f"{'its suffix ' + repr(path.suffix) + ' is none of them' if path.suffix else 'it has no suffix'}")
+    return VIDEO_FORMATS[path.suffix.lower()]
+
+
 class OutputError(OSError):
     """A file could not be written (full disk, ffmpeg failure); the previous file at that path is untouched."""
 
 
 def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> Path:
-    """Write (T, H, W, 3) frames as H.264 mp4 (yuv420p), atomically. H and W must be even (yuv420p).
+    """Write (T, H, W, 3) frames as a video, atomically: the format by ``path``'s suffix (``VIDEO_FORMATS``: .mp4,
+    .mov, .mkv H.264 yuv420p, H and W even; .webm VP9, H and W even; .gif, one palette, looping), every format one
+    that ``data.video_io`` reads back.
 
     ``frames`` may also be an iterable of such chunks (a generator, ``MFVideoPipeline.extend_stream``'s clips): they
     are encoded as they come, so memory holds one chunk whatever the video's length. An error raised by the chunks'
@@ -110,7 +133,7 @@ def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> 
 
 
 def save_videos(chunks, paths, fps: float = 8.0, quality: int = 8) -> list[Path]:
-    """Write a stream of batched chunks (B, n, H, W, 3) -- ``MFVideoPipeline.generate_stream``'s -- as B mp4 files,
+    """Write a stream of batched chunks (B, n, H, W, 3) -- ``MFVideoPipeline.generate_stream``'s -- as B video files,
     clip b to ``paths[b]``, encoded as the chunks come (one ffmpeg process per clip, open together), so memory holds
     one chunk whatever the clips' length. Each file is written atomically as in ``save_video`` (whole or not at all);
     an error of the source, or of a file's encoder while the chunks come, leaves none of them written."""
@@ -126,7 +149,8 @@ def save_videos(chunks, paths, fps: float = 8.0, quality: int = 8) -> list[Path]
 
 
 class VideoWriter:
-    """One H.264 mp4 (yuv420p) written as frames come and put in place only when closed whole, as a context manager:
+    """One video (``video_format``: by its suffix) written as frames come and put in place only when closed whole, as
+    a context manager:
     ``write((n, H, W, 3) frames)`` any number of times, the file appears at ``close()`` (the block's normal end),
     checked (every frame decoded back), and a block left by an error leaves the previous file at ``path`` untouched.
     ffmpeg starts at the first ``write``, after its frames are checked."""
@@ -137,6 +161,7 @@ class VideoWriter:
         self.path = Path(path)
         if self.path.is_dir():
             raise ValueError(f"output {self.path} is a folder")
+        self.format = video_format(self.path)
         self.fps, self.quality = fps, quality
         self.frames, self._size = 0, None  # frames written; the first chunk's (H, W)
         self.state = "new"  # -> "open" at the first frames -> "closed" (the file in place) or "failed"
@@ -155,25 +180,27 @@ class VideoWriter:
         if self.state in ("closed", "failed"):
             why = "it is closed" if self.state == "closed" else "an earlier error stopped it"
             raise OutputError(f"cannot write {self.path}: {why}")
-        chunk = _video_chunk(frames, self._size)
+        chunk = _video_chunk(frames, self._size, self.format.get("even", False), self.path.suffix)
         if chunk is None or not len(chunk):
             return
         if self.state == "new":
-            import imageio.v2 as imageio
+            import imageio_ffmpeg
 
-            self._tmp, self._size, self.state = _temporary_beside(self.path, ".mp4"), chunk.shape[1:3], "open"
+            f = self.format
+            self._tmp, self._size, self.state = _temporary_beside(self.path, self.path.suffix), chunk.shape[1:3], "open"
             try:
-                # macro_block_size=1: never let imageio silently rescale the frames.
-                self._writer = imageio.get_writer(
-                    self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264", pixelformat="yuv420p",
-                    macro_block_size=1, quality=self.quality, ffmpeg_log_level="error",
-                )
+                # macro_block_size=1: never let ffmpeg's writer silently rescale the frames
+                self._writer = imageio_ffmpeg.write_frames(
+                    str(self._tmp), (chunk.shape[2], chunk.shape[1]), fps=self.fps, codec=f["codec"],
+                    pix_fmt_out=f["pix_fmt_out"], quality=self.quality if f.get("quality") else None,
+                    output_params=f.get("output_params"), macro_block_size=1, ffmpeg_log_level="error")
+                self._writer.send(None)  # ffmpeg starts
             except Exception as e:
                 self._abort()
                 raise _ffmpeg_failed(self.path, e) from None
         try:
             for frame in chunk:
-                self._writer.append_data(frame)
+                self._writer.send(np.ascontiguousarray(frame))
         except Exception as e:  # ffmpeg died: broken pipe, no space, bad parameters
             self._abort()
             raise _ffmpeg_failed(self.path, e) from None
@@ -215,9 +242,10 @@ def _ffmpeg_failed(path, e: Exception) -> OutputError:
     return OutputError(f"cannot write {path}: ffmpeg failed ({_last_line(e)}); nothing was written")
 
 
-def _video_chunk(frames, size) -> np.ndarray | None:
+def _video_chunk(frames, size, even: bool = True, suffix: str = ".mp4") -> np.ndarray | None:
     """One chunk of ``save_video``'s frames -> uint8 (n, H, W, 3), checked; None past the last. ``size``: the first
-    chunk's (H, W), which every later one must have (None: this is the first)."""
+    chunk's (H, W), which every later one must have (None: this is the first); ``even``: the format's chroma
+    subsampling needs an even frame size."""
     if frames is None:
         if size is None:
             raise ValueError("expected frames (T, H, W, 3) with T >= 1, got none")
@@ -225,8 +253,8 @@ def _video_chunk(frames, size) -> np.ndarray | None:
     a = to_uint8(frames)
     if a.ndim != 4 or (size is None and len(a) == 0):
         raise ValueError(f"expected frames (T, H, W, 3) with T >= 1, got shape {a.shape}")
-    if size is None and (a.shape[1] % 2 or a.shape[2] % 2):
-        raise ValueError(f"H.264 yuv420p needs an even frame size, got {a.shape[1]}x{a.shape[2]}")
+    if even and size is None and (a.shape[1] % 2 or a.shape[2] % 2):
+        raise ValueError(f"a {suffix} video (yuv420p) needs an even frame size, got {a.shape[1]}x{a.shape[2]}")
     if size is not None and a.shape[1:3] != size:
         raise ValueError(f"every chunk of a video must have the first's frame size {size[0]}x{size[1]}, got "
                          f"{a.shape[1]}x{a.shape[2]}")
@@ -234,18 +262,13 @@ def _video_chunk(frames, size) -> np.ndarray | None:
 
 
 def _count_frames(path: Path) -> int:
-    import imageio.v2 as imageio
+    """The frames ffmpeg decodes from ``path`` (0 if it cannot read it)."""
+    import imageio_ffmpeg
 
     try:
-        reader = imageio.get_reader(str(path), format="FFMPEG")
+        return int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
     except Exception:
         return 0
-    try:
-        return int(reader.count_frames())
-    except Exception:
-        return 0
-    finally:
-        reader.close()
 
 
 def _last_line(e: Exception) -> str:

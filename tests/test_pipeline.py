@@ -719,6 +719,38 @@ def test_mp4_round_trip_frame_count_size_fps(tmp_path):
     assert not (tmp_path / "odd.mp4").exists()
 
 
+MAGIC = {".mp4": b"ftyp", ".mov": b"ftypqt", ".mkv": b"\x1aE\xdf\xa3", ".webm": b"\x1aE\xdf\xa3", ".gif": b"GIF89a"}
+
+
+@pytest.mark.parametrize("suffix", list(MAGIC))
+def test_a_video_is_written_as_its_name_says(suffix, tmp_path):
+    """The file's suffix picks container and codec (.mp4 / .mov / .mkv H.264, .webm VP9, .gif one palette):
+    ``--out clip.gif`` wrote an H.264 mp4 under that name, which nothing opened as a GIF. Every format reads back
+    through mfvideo's own reader, frame for frame; a suffix that is none of them is a one-line error, nothing
+    written."""
+    from mfvideo.eval.digits import real_clips
+
+    clips, _ = real_clips(1, "test", 9)  # grey digits: a GIF's palette holds them exactly
+    frames = clips[0].repeat(2, axis=1).repeat(2, axis=2)  # (9, 32, 32, 3)
+    path = save_video(frames, tmp_path / f"clip{suffix}", fps=8)
+    head = path.read_bytes()[:12]
+    assert MAGIC[suffix] in head if suffix != ".mov" else head[4:10] == MAGIC[suffix], head
+    back, fps = read_video(path)
+    assert back.shape == frames.shape and abs(fps - 8) < (0.5 if suffix == ".gif" else 0.01)  # GIF: 1/100 s delays
+    err = np.abs(back.astype(int) - frames).mean()
+    assert err == 0 if suffix == ".gif" else err < 3, err  # lossy codecs: a few levels
+    if suffix == ".gif":  # no chroma subsampling: an odd size is fine
+        assert read_video(save_video(frames[:, :31, :29], tmp_path / "odd.gif"))[0].shape == (9, 31, 29, 3)
+    else:
+        with pytest.raises(ValueError, match=f"a \\{suffix} video \\(yuv420p\\) needs an even frame size"):
+            save_video(frames[:, :31], tmp_path / f"odd{suffix}")
+    for name, says in (("clip.avi", "its suffix '.avi' is none of them"), ("clip", "it has no suffix")):
+        with pytest.raises(ValueError, match=f"a video is written as .mp4, .mov, .mkv, .webm, .gif; {says}"):
+            save_video(frames, tmp_path / name)
+        assert not (tmp_path / name).exists()
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
 def test_bad_inputs_are_clear_errors(ckpt, tmp_path):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     with pytest.raises(ValueError, match="class id 12 out of range"):
@@ -871,6 +903,9 @@ def test_cli_num_clips_writes_numbered_continuations_and_in_betweens(ckpt, tmp_p
     assert np.abs(a[:9] - clips[0][:9]).mean() < 3 and np.abs(a[11:] - clips[0]).mean() < 3
     assert np.abs(b[:9] - a[:9]).mean() < 3 and np.abs(b[11:] - a[11:]).mean() < 3
     assert np.abs(a[9:11] - b[9:11]).mean() > 10
+    assert extend.main([str(tmp_path / "in.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "5",  # a GIF: as named
+                        "--out", str(tmp_path / "e.gif")]) == 0
+    assert (tmp_path / "e.gif").read_bytes()[:6] == b"GIF89a" and read_video(tmp_path / "e.gif")[0].shape[0] == 14
 
 
 def test_cli_shows_progress_in_frames_on_a_terminal_only(ckpt, tmp_path, capsys, monkeypatch):

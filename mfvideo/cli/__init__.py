@@ -217,10 +217,14 @@ def _writable_parent(path: Path, what: str) -> None:
 
 
 def check_output_file(path: str | Path, inputs: tuple = ()) -> Path:
-    """An output file we may write: not a folder, in a writable place, and never one of the inputs."""
+    """An output video we may write: not a folder, a video's suffix (``io.video_format``), in a writable place, and
+    never one of the inputs."""
+    from ..io import video_format
+
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"output {path} is a folder; give a file name such as {path / 'out.mp4'}")
+    video_format(path)
     for src in inputs:
         src = Path(src)
         same = path.exists() and src.exists() and os.path.samefile(path, src)

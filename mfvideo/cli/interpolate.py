@@ -45,7 +45,8 @@ def main(argv=None):
                    help="frame rate of the output (default: START's, read at the model's frame step, else END's; "
                         "two images: the model's sample.fps)")
     add_device_args(p)
-    p.add_argument("--out", required=True, help="output mp4")
+    p.add_argument("--out", required=True,
+                   help="output video: .mp4 (H.264; .mov, .mkv alike), .webm (VP9) or .gif")
     args = p.parse_args(argv)
     check_class_args(args)
     from ..data.video_io import check_exists

@@ -38,6 +38,8 @@ def main(argv=None):
                         "broken clips for one more call per clip)")
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the clips (default: the model's sample.fps, else its data.target_fps, else 8)")
+    p.add_argument("--format", default="mp4", choices=["mp4", "mov", "mkv", "webm", "gif"],
+                   help="the clips' files: mp4 (H.264; mov, mkv alike), webm (VP9) or gif (default mp4)")
     p.add_argument("--grid", action="store_true",
                    help="also write grid.png, a row per clip (frames under 48 px magnified, pixel for pixel)")
     add_device_args(p)
@@ -88,14 +90,14 @@ def main(argv=None):
             chunks = list(chunks)
             sheet.append(np.concatenate(chunks, axis=1))
         if streamed:
-            save_videos(chunks, [folder / f"clip_{name}.mp4" for name in names], fps=fps)
+            save_videos(chunks, [folder / f"clip_{name}.{args.format}" for name in names], fps=fps)
             continue
         clips = next(iter(chunks))  # the one chunk (B, frames, H, W, 3)
         for name, clip in zip(names, clips):
             if frames == 1:  # an image: PNG is lossless, an H.264 frame would be chroma-subsampled
                 save_image(clip[0], folder / f"image_{name}.png")
             else:
-                save_video(clip, folder / f"clip_{name}.mp4", fps=fps)
+                save_video(clip, folder / f"clip_{name}.{args.format}", fps=fps)
     if args.grid:
         save_image(grid(np.concatenate(sheet)), folder / "grid.png")
     print(f"wrote {n} images to {folder}" if frames == 1 else

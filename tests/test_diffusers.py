@@ -4,6 +4,8 @@ export_to_video; one owner for the model's keys; one-way imports between trainin
 import ast
 import dataclasses
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,17 @@ def test_diffusion_pipeline_from_pretrained_generates_and_export_to_video_matche
     ours = MFVideoPipeline.from_pretrained(saved)
     out = pipe(class_labels=[3], generator=torch.Generator().manual_seed(0))  # diffusers' argument names
     ref = ours.generate(class_labels=[3], generator=torch.Generator().manual_seed(0), output_type="uint8")
+    # a user's fresh interpreter, where nothing of mfvideo is imported before diffusers reads the folder: diffusers
+    # 0.42 resolves the transformer's module (model_index.json: mfvideo.models.stdit) from sys.modules only, so the
+    # shim's import must bring it (it did not: this test's own imports had hidden it)
+    code = ("import sys, numpy as np, torch; from diffusers import DiffusionPipeline; "
+            f"p = DiffusionPipeline.from_pretrained({str(saved)!r}, custom_pipeline={str(saved)!r}, "
+            "trust_remote_code=True); "
+            "o = p(class_labels=[3], generator=torch.Generator().manual_seed(0), output_type='uint8'); "
+            f"np.save({str(tmp_path / 'fresh.npy')!r}, o.frames)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.array_equal(np.load(tmp_path / "fresh.npy"), ref.frames)
     assert out.frames.dtype == np.float32 and 0.0 <= out.frames.min() and out.frames.max() <= 1.0
     assert np.array_equal(np.round(out.frames * 255).astype(np.uint8), ref.frames)  # same weights, same noise
     export_to_video(out.frames[0], str(tmp_path / "diffusers.mp4"), fps=int(out.fps))

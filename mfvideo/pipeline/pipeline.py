@@ -41,6 +41,8 @@ from ..config import NO_CONTEXT, Config, from_dict, sample_fps, to_dict, to_yaml
 from ..frames import OUTPUT_TYPES, to_output
 from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
+from ..models.stdit import STDiT  # noqa: F401  (diffusers' loader finds the transformer's module, model_index.json's
+# "mfvideo.models.stdit", in sys.modules only: a folder's pipeline.py shim imports this module, so it must be there)
 from ..weights import CheckpointError, anchor_paths, load_config_from, load_into, load_weights, resolve_checkpoint
 from .motion_copy import motion_copy as _motion_copy  # (the methods' argument of that name is the radius)
 from .motion_copy import MotionCanvas

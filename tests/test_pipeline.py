@@ -751,6 +751,18 @@ def test_a_video_is_written_as_its_name_says(suffix, tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
+def test_mfvideo_sample_offers_every_video_format(capsys):
+    """``mfvideo-sample --format``'s choices are ``io.VIDEO_FORMATS``' (listed in the command, which imports no torch
+    to parse its arguments)."""
+    from mfvideo.cli import sample as sample_cli
+    from mfvideo.io import VIDEO_FORMATS
+
+    with pytest.raises(SystemExit):
+        sample_cli.main(["--format", "avi", "--out", "x"])
+    err = capsys.readouterr().err
+    assert err.count("'") == 2 * len(VIDEO_FORMATS) + 2 and all(f"'{s[1:]}'" in err for s in VIDEO_FORMATS), err
+
+
 def test_bad_inputs_are_clear_errors(ckpt, tmp_path):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     with pytest.raises(ValueError, match="class id 12 out of range"):

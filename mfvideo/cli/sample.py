@@ -38,7 +38,7 @@ def main(argv=None):
                         "broken clips for one more call per clip)")
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the clips (default: the model's sample.fps, else its data.target_fps, else 8)")
-    p.add_argument("--format", default="mp4", choices=["mp4", "mov", "mkv", "webm", "gif"],
+    p.add_argument("--format", default="mp4", choices=["mp4", "mov", "mkv", "webm", "gif"],  # io.VIDEO_FORMATS's
                    help="the clips' files: mp4 (H.264; mov, mkv alike), webm (VP9) or gif (default mp4)")
     p.add_argument("--grid", action="store_true",
                    help="also write grid.png, a row per clip (frames under 48 px magnified, pixel for pixel)")

@@ -103,10 +103,10 @@ def video_format(path: str | Path) -> dict:
     """How a video named ``path`` is written (``VIDEO_FORMATS``), or a ValueError naming the suffixes there are: the
     file's name says what it holds (an mp4 written as clip.gif opened nowhere)."""
     path = Path(path)
-    if path.suffix.lower() not in VIDEO_FORMATS:
-        raise ValueError(f"output {path}: a video is written as {', '.join(VIDEO_FORMATS)}; "
-                         f"{'its suffix ' + repr(path.suffix) + ' is none of them' if path.suffix else 'it has no suffix'}")
-    return VIDEO_FORMATS[path.suffix.lower()]
+    if (suffix := path.suffix.lower()) not in VIDEO_FORMATS:
+        what = f"its suffix {path.suffix!r} is none of them" if path.suffix else "it has no suffix"
+        raise ValueError(f"output {path}: a video is written as {', '.join(VIDEO_FORMATS)}; {what}")
+    return VIDEO_FORMATS[suffix]
 
 
 class OutputError(OSError):

@@ -915,8 +915,8 @@ def test_cli_num_clips_writes_numbered_continuations_and_in_betweens(ckpt, tmp_p
     assert np.abs(a[:9] - clips[0][:9]).mean() < 3 and np.abs(a[11:] - clips[0]).mean() < 3
     assert np.abs(b[:9] - a[:9]).mean() < 3 and np.abs(b[11:] - a[11:]).mean() < 3
     assert np.abs(a[9:11] - b[9:11]).mean() > 10
-    assert extend.main([str(tmp_path / "in.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "5",  # a GIF: as named
-                        "--out", str(tmp_path / "e.gif")]) == 0
+    assert extend.main([str(tmp_path / "in.mp4"), "--checkpoint", str(ckpt), "--num-new-frames", "5",
+                        "--out", str(tmp_path / "e.gif")]) == 0  # a GIF, as named
     assert (tmp_path / "e.gif").read_bytes()[:6] == b"GIF89a" and read_video(tmp_path / "e.gif")[0].shape[0] == 14
 
 

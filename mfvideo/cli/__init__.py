@@ -244,6 +244,12 @@ def numbered_outputs(path: str | Path, count: int, inputs: tuple = ()) -> list[P
     return [check_output_file(p, inputs=inputs) for p in paths]
 
 
+def outputs_named(paths: list[Path]) -> str:
+    """``numbered_outputs``' files as a command's last line names them: "to out.mp4", or "each to out_0.mp4 ..
+    out_2.mp4" (``wrote N frames each to ...``)."""
+    return f"to {paths[0]}" if len(paths) == 1 else f"each to {paths[0]} .. {paths[-1].name}"
+
+
 def check_output_dir(path: str | Path) -> Path:
     """An output folder we may create or write into."""
     path = Path(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import (CHECKPOINT_HELP, ArgumentParser, add_class_args, add_device_args, add_motion_copy_args,
                add_sampler_args, check_class_args, class_labels_of, frame_bar, load_pipeline, motion_copy_note,
-               numbered_outputs, positive_float, positive_int, progress, user_errors)
+               numbered_outputs, outputs_named, positive_float, positive_int, progress, user_errors)
 
 
 @user_errors
@@ -83,9 +83,8 @@ def main(argv=None):
         c = str(int(stream.class_labels[0]))
         name = pipe.labels.get(c, c)
         print(f"class read from the context: {c}" + (f" ({name})" if name != c else ""))
-    where = out_paths[0] if len(out_paths) == 1 else f"{out_paths[0]} .. {out_paths[-1].name}"
-    each = " each" if len(out_paths) > 1 else ""
-    print(f"wrote {sum(written)} frames ({args.num_new_frames} new){each} to {where}{motion_copy_note(pipe, args)}")
+    print(f"wrote {sum(written)} frames ({args.num_new_frames} new) {outputs_named(out_paths)}"
+          f"{motion_copy_note(pipe, args)}")
     return 0
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import (CHECKPOINT_HELP, ArgumentParser, add_class_args, add_device_args, add_motion_copy_args,
                add_sampler_args, check_class_args, class_labels_of, load_pipeline, motion_copy_note,
-               numbered_outputs, positive_float, positive_int, user_errors)
+               numbered_outputs, outputs_named, positive_float, positive_int, user_errors)
 
 
 @user_errors
@@ -87,9 +87,8 @@ def main(argv=None):
         name = pipe.labels.get(c, c)
         print(f"class read from the given frames: {c}" + (f" ({name})" if name != c else ""))
     whole = "START, " if args.join else ""
-    where = out_paths[0] if len(out_paths) == 1 else f"{out_paths[0]} .. {out_paths[-1].name}"
     print(f"wrote {whole}{n - 2 * k} new frames between {k} given frame(s) from each side"
-          f"{', END' if args.join else ''}{' each' * (len(out_paths) > 1)} to {where}{motion_copy_note(pipe, args)}")
+          f"{', END' if args.join else ''} {outputs_named(out_paths)}{motion_copy_note(pipe, args)}")
     return 0
 
 

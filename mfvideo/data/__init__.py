@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .moving_digits import MovingDigits, render_clip
 
 
@@ -35,8 +37,6 @@ def sample_order(cfg, length: int, seed: int = 0):
     """The order in which to take a sample of a dataset's ``length`` items, the first n of it a fair sample: moving
     digits as they are (drawn in random order), anything else in a fixed shuffled order (a folder lists its files
     class by class, a latent cache as its source did: their first n were the first classes alone)."""
-    import torch
-
     if cfg.kind == "moving_digits":
         return torch.arange(length)
     return torch.randperm(length, generator=torch.Generator().manual_seed(seed))

@@ -468,7 +468,7 @@ class MFVideoPipeline(DiffusionPipeline):
             if y.shape[0] not in (1, B):
                 per = f", one per given clip ({B}) or one per clip made" if reps > 1 else " or one per clip"
                 raise ValueError(f"{y.shape[0]} class labels for {B * reps} clip{'s' * (B * reps > 1)}: give one{per}")
-            return y.expand(B).repeat_interleave(reps) if y.shape[0] == 1 else y.repeat_interleave(reps)
+            return y.expand(B).repeat_interleave(reps)  # one label, or one per given clip
         n = self.cfg.model.num_classes
         y, margin = infer_class(self.transformer, given, n, generator=torch.Generator().manual_seed(0),
                                 frame_correlation=self.method.noise_frame_correlation)
@@ -880,7 +880,7 @@ class MFVideoPipeline(DiffusionPipeline):
         def out(chunk):  # given frames (B, n, H, W, 3) -> each repeated for the reps clips made from it
             return chunk if reps == 1 else np.repeat(chunk, reps, axis=0)
 
-        def prepare(given: np.ndarray):  # the context latents (B reps, C, k, h, w) and the labels, off the given frames
+        def prepare(given: np.ndarray):  # context latents (B * reps, C, k, h, w) and labels, off the given frames
             given = given[:, :k_pix] if backward else given[:, given.shape[1] - k_pix :]
             ctx = self.codec.encode_frames(given, self.cfg.data.channels)  # encoded and read once per given clip
             y = self._labels_for(ctx, class_labels, infer_label, reps)

@@ -52,17 +52,16 @@ def refuse_launcher_sharding() -> None:
                               "tested; launch with --multi_gpu and set train.distributed=fsdp")
 
 
-def warn_one_cpu_process() -> bool:
+def warn_one_cpu_process() -> None:
     """``accelerate launch --cpu --num_processes N`` starts one process (accelerate's simple launcher runs N only under
     ``mpirun``), which trains alone and says nothing; it leaves its marks (ACCELERATE_USE_CPU, and the MASTER_PORT it
-    sets only when asked for several processes) without a WORLD_SIZE. Said once; returns whether it was."""
+    sets only when asked for several processes) without a WORLD_SIZE. Said at the run's start."""
     env = os.environ
-    if env.get("ACCELERATE_USE_CPU", "").lower() != "true" or "MASTER_PORT" not in env or "WORLD_SIZE" in env:
-        return False
-    log.warning("accelerate launch --cpu with several processes starts one (accelerate's simple launcher): this run "
-                "trains in one process; for N CPU processes use accelerate launch --multi_gpu --num_processes N, or "
-                "torchrun --nproc_per_node N")
-    return True
+    if env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_PORT" in env and "WORLD_SIZE" not in env:
+        log.warning(
+            "accelerate launch --cpu with several processes starts one (accelerate's simple launcher): this run "
+            "trains in one process; for N CPU processes use accelerate launch --multi_gpu --num_processes N, or "
+            "torchrun --nproc_per_node N")
 
 
 def leave_process_group() -> bool:

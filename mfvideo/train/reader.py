@@ -190,15 +190,16 @@ def add_context_reader(pipe, num_clips: int = 60000, val_clips: int = 3000, seed
     ``pool`` (``mean`` | ``attention``): the reader's pooling; a reader of another pooling is replaced by a new one.
     None: the model's reader as it is, or a new attention-pooled one (the better reader on the digits)."""
     from ..builders import build_model
+    from ..config import NO_CONTEXT, trains_context
     from ..data import has_split
 
     cfg = pipe.cfg
     if not cfg.model.num_classes or not cfg.model.temporal:
         raise ValueError("a context reader needs a class-conditional video model "
                          f"(num_classes={cfg.model.num_classes}, temporal={cfg.model.temporal})")
-    if not any(w > 0 for k, w in cfg.train.context_masks.items() if k != "none"):
-        raise ValueError("this model was trained without context frames (train.context_masks holds only 'none'): it "
-                         "continues no clip, so a context reader would have nothing to read")
+    if not trains_context(cfg):
+        raise ValueError(f"this model was {NO_CONTEXT}: it continues no clip, so a context reader would have nothing "
+                         "to read")
     old = pipe.transformer
     if pool is None:
         pool = "attention" if old.class_reader is None else old.class_reader.pool

@@ -4,20 +4,25 @@
         --num-clips 2048 --num-frames 16 --out results/fvd.json          # FVD16 (StyleGAN-V protocol)
     python scripts/evaluate.py --checkpoint DIR --network inception-2015-12-05.pt --kind inception --num-clips 50000
 
-Real clips come from the checkpoint's data config (``--real-split``, default test); their statistics are cached
-under ``--cache``. Sampling is resumable (per-batch feature files under ``--work``) and splits across processes
+    python scripts/evaluate.py --checkpoint DIR --network inception-2015-12-05.pt --kind inception --num-clips 50000 \
+        --real-stats VIRTUAL_imagenet256_labeled.npz                    # ImageNet FID-50K against ADM's reference
+
+Real clips come from the checkpoint's data config, a latent cache's from the dataset it was encoded from
+(``--real-split``, by default its test or val split where it has one, else its training split), or their statistics
+from ``--real-stats`` (an ``.npz`` of mu and sigma); computed ones are cached under ``--cache``. An image model is
+scored on single images (``--num-frames`` 1), a video model on 16-frame clips. Sampling is resumable (per-batch
+feature files under ``--work``, in a folder of their own for each model and protocol) and splits across processes
 (``torchrun --nproc_per_node N scripts/evaluate.py ...``).
 """
 
 import argparse
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-
-from mfvideo.frames import pixels_to_uint8
 
 from mfvideo.cli import user_errors
 
@@ -29,8 +34,9 @@ def main(argv=None):
     p.add_argument("--network", required=True, help="TorchScript metric network file")
     p.add_argument("--kind", choices=["inception", "i3d"], required=True)
     p.add_argument("--num-clips", type=int, default=2048)
-    p.add_argument("--num-frames", type=int, default=16)
-    p.add_argument("--real-split", default="test")
+    p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: 16; 1 for an image model)")
+    p.add_argument("--real-split", default=None, help="default: test or val where the data has it, else train")
+    p.add_argument("--real-stats", default=None, help=".npz of the real clips' mu and sigma (e.g. ADM's reference)")
     p.add_argument("--steps", type=int, default=None, help="per window (default: 1 for MeanFlow, 50 for Euler)")
     p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
                    help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
@@ -41,9 +47,9 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
 
-    from mfvideo.data import build_dataset, sample_order
     from mfvideo.eval.frechet import cached_stats, feature_stats, frechet_distance
     from mfvideo.eval.networks import FeatureNetwork
+    from mfvideo.eval.real import load_stats, pixel_source, real_clips, real_split
     from mfvideo.eval.sampling import sample_features
     from mfvideo.pipeline import MFVideoPipeline
     from mfvideo.train.dist import make_accelerator
@@ -51,13 +57,27 @@ def main(argv=None):
     acc = make_accelerator()
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint, device=acc.device)
     sampler, steps = pipe.resolve_sampler(a.sampler, a.steps)
+    image_model = pipe.window == 1
+    frames = a.num_frames if a.num_frames is not None else 1 if image_model else 16
+    if image_model and frames != 1:
+        raise ValueError(f"--num-frames {frames}: this is an image model (1-frame windows); it is scored on images")
+    if a.kind == "i3d" and frames < 2:
+        raise ValueError("--kind i3d (FVD) scores clips; an image model's FID is --kind inception")
+    real_stats = load_stats(a.real_stats) if a.real_stats else None
+    source = None if real_stats else pixel_source(pipe.cfg.data)
+    split = None if real_stats else real_split(source, a.real_split)
     net = FeatureNetwork(a.network, a.kind, device=str(acc.device))
-    protocol = dict(kind=a.kind, network=Path(a.network).name, clips=a.num_clips, frames=a.num_frames,
-                    resolution=pipe.resolution, split=a.real_split, sampler=sampler, steps=steps,
-                    data=dataclasses.asdict(pipe.cfg.data),
+    protocol = dict(kind=a.kind, network=Path(a.network).name, network_bytes=Path(a.network).stat().st_size,
+                    clips=a.num_clips, frames=frames, resolution=pipe.resolution, split=split, sampler=sampler,
+                    steps=steps, data=dataclasses.asdict(source) if source else None,
+                    real_stats=str(a.real_stats) if real_stats else None,
                     real_order="sample_order")  # a folder's real clips: a shuffled sample, not its first classes
-    work = Path(a.work) / f"{Path(a.checkpoint or 'bundled').name}_{a.kind}_{sampler}{steps}"
-    run = dict(num_frames=a.num_frames, batch_size=a.batch_size, steps=steps, seed=a.seed, sampler=sampler)
+    run = dict(num_frames=frames, batch_size=a.batch_size, steps=steps, seed=a.seed, sampler=sampler)
+    # features of this model under this protocol only: another checkpoint of the same name, or other frames, a
+    # reused folder had scored with the first one's features
+    key = json.dumps([_fingerprint(pipe.transformer), run, protocol["network"], protocol["network_bytes"]], default=str)
+    tag = hashlib.sha256(key.encode()).hexdigest()[:10]
+    work = Path(a.work) / f"{Path(a.checkpoint or 'bundled').name}_{a.kind}_{sampler}{steps}_{tag}"
     fake = sample_features(pipe, net.features, work, a.num_clips, **run, rank=acc.process_index,
                            world=acc.num_processes, progress=acc.is_main_process)
     acc.wait_for_everyone()
@@ -66,24 +86,32 @@ def main(argv=None):
     fake = sample_features(pipe, net.features, work, a.num_clips, **run, progress=False)
 
     def real_features():
-        data = dataclasses.replace(pipe.cfg.data, num_frames=a.num_frames, split=a.real_split)
-        ds = build_dataset(data)
-        order, n = sample_order(data, len(ds)), min(a.num_clips, len(ds))
-        feats = []
-        for i in range(0, n, a.batch_size):
-            x = torch.stack([ds[int(j)]["x"] for j in order[i : min(i + a.batch_size, n)]])  # (B, C, T, H, W)
-            feats.append(net.features(pixels_to_uint8(x)))  # (B, T, H, W, 3) uint8
+        feats = [net.features(clips) for clips in real_clips(source, split, frames, a.num_clips, a.batch_size)]
         return np.concatenate(feats)
 
-    mu_r, s_r = cached_stats(json.dumps(protocol, sort_keys=True, default=str), a.cache, real_features)
-    score = frechet_distance(*feature_stats(fake), mu_r, s_r)
+    if real_stats is None:
+        print(f"real clips: {source.root or source.kind}, split {split}")
+        real_stats = cached_stats(json.dumps(protocol, sort_keys=True, default=str), a.cache, real_features)
+    mu_r, s_r = real_stats
+    mu_f, s_f = feature_stats(fake)
+    if mu_f.shape != mu_r.shape:
+        raise ValueError(f"--real-stats {a.real_stats} holds {mu_r.size}-d statistics, the network's features are "
+                         f"{mu_f.size}-d: statistics of another network")
+    score = frechet_distance(mu_f, s_f, mu_r, s_r)
     name = "FVD" if a.kind == "i3d" else "FID"
     result = {name: score, "protocol": protocol, "num_generated": int(len(fake))}
-    print(f"{name}{a.num_frames if a.kind == 'i3d' else ''} = {score:.2f} ({len(fake)} generated features)")
+    print(f"{name}{frames if a.kind == 'i3d' else ''} = {score:.2f} ({len(fake)} generated features)")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=1, default=str))
     return 0
+
+
+def _fingerprint(model) -> list:
+    """What tells one set of weights from another, cheaply on any device: each tensor's name, shape and two sums."""
+    with torch.no_grad():
+        return [(k, list(v.shape), float(v.double().sum()), float(v.double().abs().sum()))
+                for k, v in model.state_dict().items()]
 
 
 if __name__ == "__main__":

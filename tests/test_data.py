@@ -556,6 +556,44 @@ def test_imagenet_mode_from_an_image_folder_through_its_latent_cache(tmp_path):
                             "zebra", "ant", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["image_000_class1_zebra.png", "image_001_class0_ant.png"]
     assert imageio.imread(out / "image_000_class1_zebra.png").shape == (16, 16, 3)
+    # an image model's --grid is a square-ish sheet, read row by row (a column of 5 would have been 5 rows high)
+    assert sample_cli.main(["--checkpoint", str(tmp_path / "run" / "checkpoints" / "step_00000002"), "--num-clips",
+                            "5", "--grid", "--out", str(tmp_path / "five")]) == 0
+    sheet = imageio.imread(tmp_path / "five" / "grid.png")
+    assert sheet.shape == (2 * 50 + 2, 3 * 50 + 2, 3)  # 2 rows of 3 cells, each 16 px x 3 and 2 px of white
+    images = [imageio.imread(f) for f in sorted((tmp_path / "five").glob("image_*.png"))]
+    for k, image in enumerate(images):
+        r, c = divmod(k, 3)
+        assert np.array_equal(sheet[2 + 50 * r : 50 * r + 50 : 3, 2 + 50 * c : 50 * c + 50 : 3], image)
+    assert (sheet[52:100, 102:150] == 255).all()  # the sixth cell: white
+
+    # FID of the image model: single images by default, the real ones read from the folder the cache was encoded
+    # from (its pixels, ADM-cropped and unflipped), not from the latents; its training split, having no held-out one
+    import importlib.util
+
+    from test_eval import TinyInception
+
+    from mfvideo.data import sample_order
+    from mfvideo.eval.networks import FeatureNetwork
+    from mfvideo.frames import pixels_to_uint8
+
+    spec = importlib.util.spec_from_file_location("evaluate", Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py")
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    torch.jit.script(TinyInception()).save(str(tmp_path / "inception.pt"))
+    run = ["--checkpoint", str(tmp_path / "run" / "checkpoints" / "step_00000002"), "--network",
+           str(tmp_path / "inception.pt"), "--kind", "inception", "--num-clips", "4", "--batch-size", "2",
+           "--work", str(tmp_path / "eval"), "--cache", str(tmp_path / "stats"), "--out", str(tmp_path / "fid.json")]
+    assert evaluate.main(run) == 0
+    result = json.loads((tmp_path / "fid.json").read_text())
+    assert result["num_generated"] == 4 and result["protocol"]["frames"] == 1 and result["protocol"]["split"] == "train"
+    folder = ImageFolder(tmp_path / "imgs", resolution=16)
+    taken = sample_order(load_config(cfg[0], cfg[1:]).data, len(folder))[:4]  # the fair sample of 4 the script takes
+    pixels = torch.stack([folder[int(i)]["x"] for i in taken])[:, :, None]  # (4, 3, 1, 16, 16)
+    feats = FeatureNetwork(str(tmp_path / "inception.pt")).features(pixels_to_uint8(pixels))
+    (stats,) = (tmp_path / "stats").glob("*.npz")
+    np.testing.assert_allclose(np.load(stats)["mu"], feats.mean(0), rtol=1e-4)  # float32 features, batched
+    np.testing.assert_allclose(np.load(stats)["sigma"], np.cov(feats, rowvar=False), rtol=1e-4, atol=1e-8)
 
 
 def test_image_cache_stores_moments_and_flips(tmp_path):

@@ -103,6 +103,37 @@ def test_evaluate_script_end_to_end_and_resumable(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)  # resumed: nothing recomputed
     assert proc.returncode == 0 and [f.stat().st_mtime_ns for f in files] == mtimes
     assert json.loads((tmp_path / "fvd.json").read_text())["FVD"] == pytest.approx(first["FVD"])
+    # other frames into the same --work: features of their own, never the 8-frame clips' taken as theirs
+    proc = subprocess.run([*cmd[:8], "--num-frames", "4", *cmd[10:]], capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(len(list(d.glob("features_*.npy"))) for d in (tmp_path / "work").iterdir()) == [3, 3]
+    assert json.loads((tmp_path / "fvd.json").read_text())["protocol"]["frames"] == 4
+
+
+def test_reference_statistics_and_the_default_real_split(tmp_path):
+    from mfvideo.config import DataConfig
+    from mfvideo.eval.real import load_stats, pixel_source, real_split
+
+    np.savez(tmp_path / "ref.npz", mu=np.arange(3.0), sigma=np.eye(3))  # ADM's reference batches hold mu and sigma
+    mu, sigma = load_stats(tmp_path / "ref.npz")
+    assert mu.tolist() == [0, 1, 2] and sigma.dtype == np.float64
+    np.savez(tmp_path / "other.npz", arr_0=np.zeros((2, 3)))
+    np.savez(tmp_path / "bent.npz", mu=np.zeros(3), sigma=np.eye(4))
+    np.save(tmp_path / "code.npy", np.array([object()], dtype=object))
+    np.save(tmp_path / "mu.npy", np.zeros(3))
+    for name, said in (("mu.npy", "one array, not an .npz"), ("other.npz", "holds arr_0, not mu and sigma"), ("bent.npz", "are not"),
+                       ("code.npy", "not a readable .npz"), ("missing.npz", "not a readable .npz")):
+        with pytest.raises(ValueError, match=said):
+            load_stats(tmp_path / name)
+    for split in ("train", "val"):
+        (tmp_path / "imgs" / split / "cat").mkdir(parents=True)
+    folder = DataConfig(kind="image_folder", root=str(tmp_path / "imgs"))
+    assert real_split(folder, None) == "val" and real_split(folder, "train") == "train"
+    assert real_split(DataConfig(kind="moving_digits"), None) == "test"
+    assert real_split(DataConfig(kind="image_folder", root=str(tmp_path / "imgs" / "train")), None) == "train"
+    assert pixel_source(folder) is folder
+    with pytest.raises(FileNotFoundError, match="does not say what it was encoded from"):
+        pixel_source(DataConfig(kind="latent_cache", root=str(tmp_path)))
 
 
 def test_digit_suite_ranks_real_then_bundled_then_untrained():

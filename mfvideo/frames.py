@@ -124,6 +124,11 @@ def to_uint8(frames, name: str = "frames") -> np.ndarray:
     return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
 
 
+def with_time(x: torch.Tensor) -> torch.Tensor:
+    """A dataset batch (B, C, [T,] H, W) as clips (B, C, T, H, W): a batch of images is one frame each."""
+    return x if x.ndim == 5 else x[:, :, None]
+
+
 def pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """Model pixels (B, C, T, H, W) in [-1, 1], C = 1 or 3 -> uint8 frames (B, T, H, W, 3)."""
     x = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

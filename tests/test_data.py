@@ -567,6 +567,18 @@ def test_imagenet_mode_from_an_image_folder_through_its_latent_cache(tmp_path):
         assert np.array_equal(sheet[2 + 50 * r : 50 * r + 50 : 3, 2 + 50 * c : 50 * c + 50 : 3], image)
     assert (sheet[52:100, 102:150] == 255).all()  # the sixth cell: white
 
+    # post-training an image model: its clips one frame each (before session 51 the posterior draws of the cache
+    # reached the one-step jump as (B, C, H, W) and stopped it)
+    from mfvideo.cli import post_train as post_cli
+    from mfvideo.pipeline import MFVideoPipeline
+
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000002"
+    assert post_cli.main([str(ckpt), "--out", str(tmp_path / "post"), "--steps", "2", "--clips", "6"]) == 0
+    before, after = (MFVideoPipeline.from_pretrained(p) for p in (ckpt, tmp_path / "post"))
+    moved = [not torch.equal(a, b) for a, b in zip(before.transformer.state_dict().values(),
+                                                   after.transformer.state_dict().values())]
+    assert any(moved) and after(class_labels=["ant"]).images.shape == (1, 16, 16, 3)
+
     # FID of the image model: single images by default, the real ones read from the folder the cache was encoded
     # from (its pixels, ADM-cropped and unflipped), not from the latents; its training split, having no held-out one
     import importlib.util

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..frames import pixels_to_uint8
+from ..frames import pixels_to_uint8, with_time
 
 HELD_OUT = ("test", "val", "validation")
 
@@ -59,7 +59,7 @@ def real_clips(data, split: str, num_frames: int, n: int, batch_size: int = 16) 
     order, n = sample_order(data, len(ds)), min(n, len(ds))
     for i in range(0, n, batch_size):
         x = torch.stack([ds[int(j)]["x"] for j in order[i : min(i + batch_size, n)]])  # (B, C, [T,] H, W)
-        yield pixels_to_uint8(x if x.ndim == 5 else x[:, :, None])  # images: one frame each
+        yield pixels_to_uint8(with_time(x))  # images: one frame each
 
 
 def load_stats(path) -> tuple[np.ndarray, np.ndarray]:

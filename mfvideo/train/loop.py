@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..builders import build_model, resolve_model_config
 from ..config import NO_CONTEXT, Config, ConfigError, sample_fps, to_dict, to_yaml, trains_context
 from ..data import build_dataset
+from ..frames import with_time
 from ..latents import build_codec
 from ..method import sample, sample_context_masks
 from ..method.jvp_graph import GraphedJVP
@@ -392,7 +393,7 @@ def micro_step(run: Run, batch: dict, step: int, micro: int) -> dict[str, float]
     with torch.no_grad():
         x = batch["x"].to(device)
         if cfg.data.kind != "latent_cache":
-            x = run.codec.encode(x if x.ndim == 5 else x[:, :, None], generator=gen)
+            x = run.codec.encode(with_time(x), generator=gen)
             x = x[:, :, 0] if cfg.data.num_frames == 1 else x
     y = batch["y"].to(device) if cfg.model.num_classes else None
     ctx = None

@@ -16,6 +16,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from ..frames import with_time
 from ..method.masks import sample_context_masks
 from ..method.meanflow import log_uniform_scales
 from ..method.noise import prior_noise
@@ -150,10 +151,10 @@ def fit_context_reader(model, clips, labels, masks: dict, max_context: int | Non
 
 def load_clips(data_cfg, codec, split: str, n: int, start: int = 0, batch_size: int = 256,
                allow_unlabelled: bool = False):
-    """At most n items of a split from ``start`` as latents (n, C, T, h, w) and their labels (n,; -1: none): a
-    smaller split is taken whole (logged). Moving digits are drawn in random order and read from the first; a folder,
-    which lists its files class by class, is read in a fixed shuffled order (the first n of a folder of 20 classes
-    were two or three of its classes)."""
+    """At most n items of a split from ``start`` as latents (n, C, T, h, w) (images: T = 1) and their labels (n,;
+    -1: none): a smaller split is taken whole (logged). Moving digits are drawn in random order and read from the
+    first; a folder, which lists its files class by class, is read in a fixed shuffled order (the first n of a folder
+    of 20 classes were two or three of its classes)."""
     from ..data import build_dataset, sample_order
 
     ds = build_dataset(data_cfg, split=split)
@@ -166,7 +167,7 @@ def load_clips(data_cfg, codec, split: str, n: int, start: int = 0, batch_size: 
     xs, ys = [], []
     for i in range(start, start + n, batch_size):
         items = [ds[int(j)] for j in order[i : min(i + batch_size, start + n)]]
-        x = torch.stack([it["x"] for it in items])
+        x = with_time(torch.stack([it["x"] for it in items]))  # (B, C, T, H, W): images one frame each
         with torch.no_grad():
             xs.append(x if data_cfg.kind == "latent_cache" else codec.encode(x.to(codec_device(codec))).cpu())
         ys.append(torch.tensor([int(it["y"]) for it in items]))

@@ -4,6 +4,7 @@ atomic writes. Frames may be uint8 or float in [0, 1] (``frames.to_uint8``)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -295,10 +296,16 @@ def grid(videos, pad: int = 2, scale: int | None = None, min_side: int = 48) -> 
     """A contact sheet: (B, T, H, W, 3) frames -> one image with a row per clip and a column per frame, ``pad`` white
     pixels between frames. Each frame is magnified ``scale`` times, pixel for pixel (nearest; the values unchanged);
     by default the least whole factor that makes its short side ``min_side`` pixels or more (1 for frames that
-    large), so that a 16 x 16 model's sheet can be read at a glance."""
+    large), so that a 16 x 16 model's sheet can be read at a glance. Images (T = 1) are laid out ceil(sqrt B) to a
+    row, read row by row, the last row's empty cells white (a column of B images would be B rows high)."""
     v = to_uint8(videos)  # (B, T, H, W, 3)
     if v.ndim != 5 or 0 in v.shape:
         raise ValueError(f"grid expects frames (B, T, H, W, 3), got shape {tuple(v.shape)}")
+    if v.shape[1] == 1 and v.shape[0] > 1:  # images: rows of cols cells
+        cols = math.ceil(math.sqrt(v.shape[0]))
+        cells = np.full((-(-v.shape[0] // cols) * cols, *v.shape[2:]), 255, np.uint8)  # (rows * cols, H, W, 3)
+        cells[: v.shape[0]] = v[:, 0]
+        v = cells.reshape(-1, cols, *v.shape[2:])  # (rows, cols, H, W, 3)
     if scale is None:
         scale = max(1, -(-min_side // min(v.shape[2:4])))
     if scale > 1:

@@ -100,27 +100,10 @@ def main(argv=None):
             else:
                 save_video(clip, folder / f"clip_{name}.{args.format}", fps=fps)
     if args.grid:
-        save_image(grid(image_rows(np.concatenate(sheet)) if frames == 1 else np.concatenate(sheet)), folder / "grid.png")
+        save_image(grid(np.concatenate(sheet)), folder / "grid.png")
     print(f"wrote {n} image{'s' * (n > 1)} to {folder}" if frames == 1 else
           f"wrote {n} clips of {frames} frames to {folder}{motion_copy_note(pipe, args)}")
     return 0
-
-
-def image_rows(images):
-    """(N, 1, H, W, 3) single images -> (rows, cols, H, W, 3): a square-ish sheet, ceil(sqrt N) to a row, read row
-    by row, the last row's empty cells white (a column of N images would be N rows high)."""
-    import math
-
-    import numpy as np
-
-    from ..io import to_uint8
-
-    images = to_uint8(images)[:, 0]  # (N, H, W, 3)
-    cols = math.ceil(math.sqrt(len(images)))
-    rows = -(-len(images) // cols)
-    cells = np.full((rows * cols, *images.shape[1:]), 255, np.uint8)
-    cells[: len(images)] = images
-    return cells.reshape(rows, cols, *images.shape[1:])
 
 
 if __name__ == "__main__":

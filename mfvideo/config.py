@@ -78,6 +78,7 @@ class DataConfig:
     speed: float = 1.5
     seed: int = 0
     max_bad_fraction: float = 0.5  # a folder with more broken files than this stops the run
+    class_names: Optional[str] = None  # file naming the class folders (ImageNet's LOC_synset_mapping.txt, or JSON)
 
 
 @dataclass
@@ -229,8 +230,8 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple) -> Config:
     return obj
 
 
-PATH_KEYS = ("model.init_from", "data.root", "data.manifest", "latents.path", "train.output_dir", "train.resume",
-             "train.teacher")
+PATH_KEYS = ("model.init_from", "data.root", "data.manifest", "data.class_names", "latents.path", "train.output_dir",
+             "train.resume", "train.teacher")
 
 
 def _expand_home(cfg: Config) -> None:

@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,52 @@ def test_image_folder_classes_and_adm_crop(tmp_path):
                                                                              "x.png"]
     flips = {torch.equal(ds[0 + 2 * e]["x"], ds[0]["x"]) for e in range(8)}
     assert flips == {True, False}  # flipped in some epochs, deterministically
+
+
+def test_class_names_name_the_class_folders_from_imagenet_s_mapping_file_through_the_cache(tmp_path, caplog):
+    """``data.class_names``: ImageNet's LOC_synset_mapping.txt as distributed (or JSON) names the class folders, ids
+    in the folders' order; the names reach the latent cache and the checkpoint (``id2label``), and a bad file is one
+    line naming it."""
+    from PIL import Image
+
+    from mfvideo.cli import cache_latents as cache_cli
+    from mfvideo.cli import train as train_cli
+    from mfvideo.config import DataConfig
+    from mfvideo.data import build_dataset
+    from mfvideo.pipeline import MFVideoPipeline
+
+    for c in ("n01440764", "n01443537", "n09999999"):
+        (tmp_path / "imgs" / "train" / c).mkdir(parents=True)
+        Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(tmp_path / "imgs" / "train" / c / "a.JPEG", "JPEG")
+    mapping = tmp_path / "LOC_synset_mapping.txt"
+    mapping.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\nn01484850 great white "
+                       "shark\n")
+    data = DataConfig(kind="image_folder", root=str(tmp_path / "imgs"), resolution=16, num_frames=1,
+                      class_names=str(mapping))
+    with caplog.at_level("WARNING"):
+        assert build_dataset(data).classes == ["tench, Tinca tinca", "goldfish, Carassius auratus", "n09999999"]
+    assert "does not name 1 of 3 class folders (n09999999)" in caplog.text  # it keeps its folder name
+    (tmp_path / "names.json").write_text('{"n01443537": "goldfish"}')
+    assert build_dataset(replace(data, class_names=str(tmp_path / "names.json"))).classes[:2] == ["n01440764", "goldfish"]
+    for text, said in (("n01440764\n", "line 1: expected '<folder> <class name>'"), ("[1, 2]", "a JSON object"),
+                       ("n1 a\n", "names none of the 3 class folders")):
+        bad = tmp_path / ("bad.json" if text.startswith("[") else "bad.txt")
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=said):
+            build_dataset(replace(data, class_names=str(bad)))
+    with pytest.raises(FileNotFoundError, match="nowhere.txt: no such file"):
+        build_dataset(replace(data, class_names=str(tmp_path / "nowhere.txt")))
+    # through the cache and training: the model's classes go by the names
+    cfg = [str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"), "data.kind=image_folder",
+           f"data.root={tmp_path / 'imgs'}", "data.num_frames=1", "data.channels=3", "model.patch_size=2",
+           "data.resolution=16", f"data.class_names={mapping}", "latents.kind=image_vae",
+           f"latents.path={tmp_path / 'vae'}", "train.batch_size=2", "model.num_classes=3"]
+    tiny_vae("image_vae").save_pretrained(tmp_path / "vae")
+    assert cache_cli.main([*cfg, "--out", str(tmp_path / "cache")]) == 0
+    assert train_cli.main([*cfg, "data.kind=latent_cache", f"data.root={tmp_path / 'cache'}",
+                           f"train.output_dir={tmp_path / 'run'}", "train.max_steps=1", "train.checkpoint_every=1"]) == 0
+    pipe = MFVideoPipeline.from_pretrained(tmp_path / "run" / "checkpoints" / "step_00000001")
+    assert pipe.labels["0"] == "tench, Tinca tinca" and pipe.get_label_ids(["goldfish", "Tench", "n09999999"]) == [1, 0, 2]
 
 
 def test_folders_leave_out_what_tools_put_there_and_take_flat_folders_unlabelled(tmp_path, video_dir, caplog):

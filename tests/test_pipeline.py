@@ -981,9 +981,32 @@ def test_cli_takes_class_names_and_names_the_files_by_them(ckpt, tmp_path, capsy
         with pytest.raises(SystemExit) as e:
             main(args)
         err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("WARNING")]
-        assert e.value.code == 2 and err == ["error: unknown class name 'fox'; known: c3, c4, c5, c6, c7, c8, c9, cat, "
-                                             "dog, red fox"], err
+        assert e.value.code == 2 and err == ["error: unknown class name 'fox' (did you mean 'red fox'?); known: c3, c4, c5, "
+                                             "c6, c7, c8, c9, cat, dog, red fox"], err
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.mp4").exists()
+
+
+
+def test_class_names_as_imagenet_has_them_synonyms_any_case_and_shared_names(ckpt):
+    """ImageNet's names ("tench, Tinca tinca"; "crane" twice, a bird and a machine) as diffusers' DiT takes them: a
+    synonym names its class, in any case; a name two classes share is an error naming both; an unknown name among
+    many says how many and guesses, not a thousand names in one line."""
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    names = ["tench, Tinca tinca", "great white shark, white shark, man-eater", "crane", "Crane, derrick", "crane",
+             "3"] + [f"class {i}" for i in range(6, 10)] + [f"other {i}" for i in range(10)]
+    named = MFVideoPipeline(pipe.transformer, training_config=pipe.cfg, id2label=dict(enumerate(names[:10])))
+    assert named.get_label_ids(["tench", "Tinca tinca", "white shark", "MAN-EATER", "tench, Tinca tinca", 7]) == [
+        0, 0, 1, 1, 0, 7]
+    assert named.get_label_ids("3") == [5] and named.get_label_ids("4") == [4]  # a class named "3"; an id as text
+    with pytest.raises(ValueError, match=r"'crane' is shared by classes 2, 4 \(crane; crane\): give the id"):
+        named.get_label_ids(["crane"])
+    assert named.get_label_ids(["derrick", "Crane"]) == [3, 3]  # exactly "Crane": class 3's synonym
+    with pytest.raises(ValueError, match=r"'CRANE' is shared by classes 2, 3, 4"):  # in any case: three classes
+        named.get_label_ids("CRANE")
+    many = MFVideoPipeline(pipe.transformer, training_config=pipe.cfg, id2label=dict(enumerate(names)))
+    with pytest.raises(ValueError) as e:
+        many.get_label_ids("tenhc")
+    assert str(e.value) == "unknown class name 'tenhc' (did you mean 'tench'?); 19 known (pipe.labels)"
 
 
 MEM = """

@@ -7,5 +7,8 @@ IMAGENET=${IMAGENET:?set IMAGENET to the folder holding train/}
 VAE=${VAE:-pretrained/sd-vae-ft-mse}
 OUT=${OUT:-data/imagenet_latents}
 # Multi-GPU: prefix with `accelerate launch --num_processes 8`.
+# The class names (--classes tench) from ILSVRC's LOC_synset_mapping.txt where it lies beside train/.
+NAMES=()
+[ -f "$IMAGENET/LOC_synset_mapping.txt" ] && NAMES=(data.class_names="$IMAGENET/LOC_synset_mapping.txt")
 mfvideo-cache-latents configs/imagenet_b2.yaml --out "$OUT" \
-  data.kind=image_folder data.root="$IMAGENET" data.split=train latents.path="$VAE"
+  data.kind=image_folder data.root="$IMAGENET" data.split=train latents.path="$VAE" "${NAMES[@]}"

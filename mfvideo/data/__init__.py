@@ -10,8 +10,17 @@ from .moving_digits import MovingDigits, render_clip
 
 
 def build_dataset(cfg, split: str | None = None):
-    """A dataset from a ``DataConfig``. Items are dicts with ``x`` (C, [T,] H, W) and ``y`` (int, -1 = none)."""
-    split = split or cfg.split
+    """A dataset from a ``DataConfig``. Items are dicts with ``x`` (C, [T,] H, W) and ``y`` (int, -1 = none); its
+    ``classes`` are the class names by id, named by ``cfg.class_names`` where given."""
+    ds = _build_dataset(cfg, split or cfg.split)
+    if getattr(cfg, "class_names", None):
+        from .class_names import named_classes
+
+        ds.classes = named_classes(getattr(ds, "classes", None), cfg.class_names)
+    return ds
+
+
+def _build_dataset(cfg, split: str):
     if cfg.kind == "moving_digits":
         return MovingDigits(
             split=split, num_clips=cfg.num_clips, num_frames=cfg.num_frames, resolution=cfg.resolution,

@@ -22,6 +22,7 @@ the instantaneous velocity u(z, t, t); the default, with 50 steps, for a model t
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import logging
@@ -252,19 +253,39 @@ class MFVideoPipeline(DiffusionPipeline):
         return sample_fps(self.cfg)
 
     def get_label_ids(self, labels) -> list[int]:
-        """Class names (``id2label``) or ids -> ids."""
-        by_name = {v: int(k) for k, v in self.labels.items()}
-        ids = []
+        """Class names (``id2label``) or ids -> ids. A name is a class's whole name or, as in diffusers' DiT pipeline,
+        any of its comma-separated synonyms ("tench" for "tench, Tinca tinca"), in any case where that is not
+        ambiguous; a name two classes share is an error that names both."""
+        ids, names = [], set(self.labels.values())
         for label in [labels] if isinstance(labels, (str, int)) else labels:
-            if isinstance(label, str) and label in by_name:
-                ids.append(by_name[label])
-            elif isinstance(label, str) and not label.lstrip("-").isdigit():
-                raise ValueError(f"unknown class name {label!r}; known: {', '.join(sorted(by_name)) or 'none'}")
+            if isinstance(label, str) and (label.strip() in names or not label.strip().lstrip("-").isdigit()):
+                ids.append(self._label_id(label))  # a name ("3" too, where a class is named so)
             elif isinstance(label, str):
                 ids.append(int(label))  # an id as text: "4", from a command line
             else:
                 ids.append(_whole(label, "a class id"))  # 3.7 was class 3, True class 1
         return ids
+
+    def _label_id(self, name: str) -> int:
+        """The id of a class name: its whole name, then a synonym, each exactly, then in any case."""
+        by_name: dict[str, set[int]] = {}
+        for k, v in self.labels.items():
+            for n in {v.strip(), *(part.strip() for part in v.split(","))} - {""}:
+                by_name.setdefault(n, set()).add(int(k))
+        wanted = name.strip()
+        found = by_name.get(wanted) or {i for n, ids in by_name.items() if n.casefold() == wanted.casefold() for i in ids}
+        if len(found) > 1:
+            raise ValueError(f"class name {name!r} is shared by classes {', '.join(map(str, sorted(found)))} "
+                             f"({'; '.join(self.labels[str(i)] for i in sorted(found))}): give the id")
+        if found:
+            return found.pop()
+        if not by_name:
+            raise ValueError(f"unknown class name {name!r}: this model's classes have no names; give an id")
+        close = difflib.get_close_matches(wanted, list(by_name), n=3, cutoff=0.6)
+        named = sorted(set(self.labels.values()))  # all of them where few; a thousand ImageNet names are no message
+        known = f"known: {', '.join(named)}" if len(named) <= 12 else f"{len(named)} known (pipe.labels)"
+        guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        raise ValueError(f"unknown class name {name!r}{guess}; {known}")
 
     def check_labels(self, class_labels) -> torch.Tensor:
         """Class ids (or names) as a (B,) long tensor; an id outside 0..num_classes-1 (or -1, none) is a ValueError."""

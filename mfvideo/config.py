@@ -295,6 +295,11 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if not ok(value):
             raise ConfigError(f"{key} must be {what}, got {value!r}")
+    if cfg.data.channels not in (1, 3):
+        raise ConfigError(f"data.channels must be 1 (grey) or 3 (RGB), got {cfg.data.channels!r}")
+    if cfg.data.channels == 1 and cfg.latents.kind != "identity":
+        raise ConfigError(f"data.channels=1 with latents.kind={cfg.latents.kind}: a VAE encodes RGB frames "
+                          "(data.channels=3), grey pixels need latents.kind=identity")
     for d in cfg.train.ema_decays:
         if not 0.0 <= d < 1.0:
             raise ConfigError(f"train.ema_decays must lie in [0, 1), got {d!r}")

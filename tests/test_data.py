@@ -93,6 +93,31 @@ def test_video_folder_reads_the_frames_it_says(video_dir, backend, caplog):
     assert sum("skipping" in r.message for r in caplog.records) == 2  # one line per bad file
 
 
+def test_grey_models_read_colour_folders_as_the_channels_mean(video_dir, tmp_path):
+    """``data.channels=1`` (a grey model: the bundled one's config, fine-tuned on a user's colour videos) gets one
+    channel, the RGB mean, as the pipeline reads a user's colour input for it; before session 51 the folders gave
+    three and training stopped in the first convolution. A VAE with grey pixels, or 2 or 4 channels, is a
+    config error."""
+    from PIL import Image
+
+    from mfvideo.config import ConfigError
+    from mfvideo.frames import uint8_to_pixels
+
+    rgb, grey = (VideoFolder.from_config(load_config(None, ["data.kind=video_folder", f"data.root={video_dir}",
+                                                             "data.num_frames=4", "data.resolution=16",
+                                                             f"data.channels={c}"]).data) for c in (3, 1))
+    assert grey[0]["x"].shape == (1, 4, 16, 16) and torch.equal(grey[0]["x"], rgb[0]["x"].mean(0, keepdim=True))
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    colour = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(colour).save(tmp_path / "imgs" / "a" / "x.png")
+    x = ImageFolder(tmp_path / "imgs", resolution=16, channels=1)[0]["x"]  # (1, 16, 16)
+    torch.testing.assert_close(x, uint8_to_pixels(colour[None, None], channels=1)[0, :, 0])
+    for overrides, said in ((["data.channels=4"], "1 \\(grey\\) or 3 \\(RGB\\), got 4"),
+                            (["data.channels=1", "latents.kind=image_vae"], "a VAE encodes RGB frames")):
+        with pytest.raises(ConfigError, match=said):
+            load_config(None, overrides)
+
+
 def test_centre_crop_in_eval_and_target_fps(video_dir):
     ds = VideoFolder.from_folder(video_dir, num_frames=4, resolution=32, train=False, target_fps=5)
     assert ds.load(0)["frames"] == [11, 13, 15, 17]  # 10 fps -> stride 2, a 7-frame span centred in 30

@@ -30,7 +30,7 @@ def _build_dataset(cfg, split: str):
     if cfg.kind == "image_folder":
         from .images import ImageFolder
 
-        return ImageFolder(cfg.root, split=split, resolution=cfg.resolution, hflip=cfg.hflip)
+        return ImageFolder(cfg.root, split=split, resolution=cfg.resolution, hflip=cfg.hflip, channels=cfg.channels)
     if cfg.kind == "video_folder":
         from .videos import VideoFolder
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from ..frames import pil_rgb
 from .listing import labelled_files, split_folder
+from .transforms import grey_if
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # any case: IMG_0001.JPG too
 
@@ -26,9 +27,11 @@ def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
 
 
 class ImageFolder(torch.utils.data.Dataset):
-    """(3, H, W) images in [-1, 1] with class labels. Index i + epoch * N flips deterministically per epoch."""
+    """(3, H, W) images in [-1, 1] with class labels ((1, H, W) grey, the channels' mean, for ``channels=1``). Index
+    i + epoch * N flips deterministically per epoch."""
 
-    def __init__(self, root, split: str = "train", resolution: int = 256, hflip: bool = False, seed: int = 0):
+    def __init__(self, root, split: str = "train", resolution: int = 256, hflip: bool = False, seed: int = 0,
+                 channels: int = 3):
         if not Path(root).is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist")
         base = split_folder(Path(root), split)
@@ -38,7 +41,7 @@ class ImageFolder(torch.utils.data.Dataset):
             raise FileNotFoundError(f"image folder {base} holds no images ({', '.join(IMAGE_EXTS)}) in <class>/<file> "
                                     "layout or directly")
         self.num_classes = len(self.classes) if self.classes else 0
-        self.resolution, self.hflip, self.seed = resolution, hflip, seed
+        self.resolution, self.hflip, self.seed, self.channels = resolution, hflip, seed, channels
 
     def __len__(self):
         return len(self.files)
@@ -51,4 +54,4 @@ class ImageFolder(torch.utils.data.Dataset):
         if self.hflip and np.random.default_rng([self.seed, epoch, i]).random() < 0.5:
             arr = arr[:, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 127.5 - 1
-        return {"x": x, "y": label, "index": i}
+        return {"x": grey_if(x, self.channels), "y": label, "index": i}

@@ -22,3 +22,9 @@ def resize_center_crop(frames, size: int) -> torch.Tensor:
     x = x[..., top : top + size, left : left + size]
     x = (x / 127.5 - 1.0).clamp(-1, 1)
     return rearrange(x, "t c h w -> c t h w")
+
+
+def grey_if(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Pixels (3, ...) as ``channels`` channels: 1 is their mean, grey as the pipeline reads a user's RGB input for a
+    grey model (``frames.uint8_to_pixels``); 3 as they are."""
+    return x.mean(dim=0, keepdim=True) if channels == 1 else x

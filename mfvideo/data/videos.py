@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .listing import labelled_files, split_folder
-from .transforms import resize_center_crop
+from .transforms import grey_if, resize_center_crop
 from .video_io import VIDEO_EXTS, VideoError, probe, read_frames
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,15 @@ def frame_step(fps: float, frame_stride: int, target_fps: float | None) -> int:
 class VideoFolder(torch.utils.data.Dataset):
     def __init__(self, files: list[tuple[str, int]], num_frames: int = 16, resolution: int = 64,
                  frame_stride: int = 1, target_fps: float | None = None, train: bool = True, hflip: bool = False,
-                 seed: int = 0, max_bad_fraction: float = 0.5, classes: list[str] | None = None, backend: str = "auto"):
+                 seed: int = 0, max_bad_fraction: float = 0.5, classes: list[str] | None = None, backend: str = "auto",
+                 channels: int = 3):
         if not files:
             raise FileNotFoundError("the video dataset is empty")
         self.files, self.classes = files, classes
         labels = {y for _, y in files}
         self.num_classes = len(classes) if classes else (max(labels) + 1 if min(labels) >= 0 else 0)
         self.num_frames, self.resolution, self.frame_stride, self.target_fps = num_frames, resolution, frame_stride, target_fps
-        self.train, self.hflip, self.seed, self.backend = train, hflip, seed, backend
+        self.train, self.hflip, self.seed, self.backend, self.channels = train, hflip, seed, backend, channels
         self.max_bad_fraction = max_bad_fraction
         self.bad: dict[str, str] = {}
         self.tried = 0
@@ -101,7 +102,7 @@ class VideoFolder(torch.utils.data.Dataset):
     def from_config(cls, cfg, split: str = "train") -> "VideoFolder":
         kw = dict(num_frames=cfg.num_frames, resolution=cfg.resolution, frame_stride=cfg.frame_stride,
                   target_fps=cfg.target_fps, train=split == "train", hflip=cfg.hflip, seed=cfg.seed,
-                  max_bad_fraction=cfg.max_bad_fraction)
+                  max_bad_fraction=cfg.max_bad_fraction, channels=cfg.channels)
         if cfg.manifest:
             files, classes = read_manifest(Path(cfg.manifest))
             return cls(files, classes=classes, **kw)
@@ -154,7 +155,7 @@ class VideoFolder(torch.utils.data.Dataset):
         x = resize_center_crop(frames, self.resolution)  # (3, T, r, r)
         if self.hflip and rng is not None and rng.random() < 0.5:
             x = x.flip(-1)
-        return {"x": x, "y": label, "index": i, "frames": idx}
+        return {"x": grey_if(x, self.channels), "y": label, "index": i, "frames": idx}
 
     def __getitem__(self, index: int) -> dict:
         i, epoch = index % len(self.files), index // len(self.files)

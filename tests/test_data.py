@@ -291,6 +291,16 @@ def test_class_names_name_the_class_folders_from_imagenet_s_mapping_file_through
                            f"train.output_dir={tmp_path / 'run'}", "train.max_steps=1", "train.checkpoint_every=1"]) == 0
     pipe = MFVideoPipeline.from_pretrained(tmp_path / "run" / "checkpoints" / "step_00000001")
     assert pipe.labels["0"] == "tench, Tinca tinca" and pipe.get_label_ids(["goldfish", "Tench", "n09999999"]) == [1, 0, 2]
+    # a model trained without names is named on export
+    from mfvideo.cli import export as export_cli
+
+    (tmp_path / "more.json").write_text('{"n09999999": "carp"}')
+    assert export_cli.main([str(tmp_path / "run"), "--out", str(tmp_path / "named"), "--class-names",
+                            str(tmp_path / "more.json")]) == 0
+    named = MFVideoPipeline.from_pretrained(tmp_path / "named")
+    assert list(named.labels.values()) == ["tench, Tinca tinca", "goldfish, Carassius auratus", "carp"]
+    assert torch.equal(named.generate(class_labels=["carp"], seed=0, output_type="pt").frames,
+                       pipe.generate(class_labels=[2], seed=0, output_type="pt").frames)
 
 
 def test_folders_leave_out_what_tools_put_there_and_take_flat_folders_unlabelled(tmp_path, video_dir, caplog):

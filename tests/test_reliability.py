@@ -18,6 +18,7 @@ from mfvideo.cli import sample as sample_cli
 from mfvideo.cli import train as train_cli
 from mfvideo.cli import cache_latents as cache_cli
 from mfvideo.cli import post_train as post_cli
+from mfvideo.cli import export as export_cli
 from mfvideo.data.video_io import VideoError, iter_frames, probe, read_frames
 from mfvideo.io import OutputError, VideoWriter, save_video, save_videos
 from mfvideo.pipeline import MFVideoPipeline
@@ -46,6 +47,7 @@ def work(tmp_path_factory):
     (w / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     (w / "a_file").write_text("not a folder")
     (w / "outdir").mkdir()
+    (w / "names.txt").write_text("n01440764 tench, Tinca tinca\n")  # ImageNet's names: none of the digits' classes
     run = w / "run"
     train_cli.main([TINY, f"train.output_dir={run}", "train.max_steps=4", "train.checkpoint_every=2"])
     ckpt = latest_checkpoint(run)
@@ -156,6 +158,11 @@ CASES = {
     "train afresh over an earlier run's checkpoints": ["train", TINY, "train.output_dir={w}/run", "train.max_steps=8"],
     "train config missing": ["train", "{w}/missing.yaml"],
     "train an image folder as clips": T("data.kind=image_folder", "data.root={w}/outdir"),
+    "train grey pixels through a VAE": T("latents.kind=image_vae"), "train 2 pixel channels": T("data.channels=2"),
+    "train class names file missing": T("data.class_names={w}/missing.txt"),
+    "train class names of other data": T("data.class_names={w}/names.txt"),
+    "export class names file missing": ["export", "{w}/run", "--out", "{w}/exported", "--class-names", "{w}/nope.txt"],
+    "export class names of other data": ["export", "{w}/run", "--out", "{w}/exported", "--class-names", "{w}/names.txt"],
     "train resumed as another network": ["train", TINY, "train.output_dir={w}/run", "train.max_steps=8",
                                          "train.resume=auto", "model.prediction=x"],
     # cache
@@ -172,7 +179,7 @@ CASES = {
     "post-train checkpoint folder missing": P("{w}/nowhere"),
 }
 MAINS = {"extend": extend_cli.main, "interp": interpolate_cli.main, "sample": sample_cli.main, "train": train_cli.main, "cache": cache_cli.main,
-         "post": post_cli.main}
+         "post": post_cli.main, "export": export_cli.main}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -4,7 +4,8 @@ The folder opens with ``MFVideoPipeline.from_pretrained(DIR)`` and with diffuser
 ``DiffusionPipeline.from_pretrained(DIR, custom_pipeline=DIR, trust_remote_code=True)``. CHECKPOINT may also be a
 pipeline folder (``mfvideo-post-train``'s, for instance). ``sample.*`` overrides set the defaults the folder samples
 with (``sample.one_step_temperature=0.65``, ``sample.fps=8``); the rest of the config is what the weights were trained
-with, and stays.
+with, and stays. ``--class-names FILE`` names the classes anew (ImageNet's ``LOC_synset_mapping.txt`` for a model
+trained on its wnid folders: ``--classes tench`` then).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*", metavar="sample.KEY=VALUE",
                    help="the folder's sampling defaults, e.g. sample.one_step_temperature=0.65")
     p.add_argument("--weights", type=weights_choice, default="ema", metavar="ema|ema_<decay>|model", help=WEIGHTS_HELP)
+    p.add_argument("--class-names", default=None, metavar="FILE",
+                   help="name the classes anew: a file mapping their names (class folders such as n01440764) to "
+                        "others (ImageNet's LOC_synset_mapping.txt, or JSON), as data.class_names")
     p.add_argument("--out", required=True, help="output folder (diffusers layout)")
     args = p.parse_intermixed_args(argv)  # key=value overrides before or after the options
     out = check_output_dir(args.out)
@@ -42,6 +46,15 @@ def main(argv=None):
 
     pipe = MFVideoPipeline.from_pretrained(args.checkpoint, weights=args.weights)
     pipe.cfg.sample = with_overrides(pipe.cfg, args.overrides).sample
+    if args.class_names:
+        from ..data.class_names import named_classes
+
+        n = pipe.cfg.model.num_classes
+        if not n:
+            raise ValueError(f"--class-names: {args.checkpoint} is an unconditional model, it has no classes to name")
+        names = named_classes([pipe.labels.get(str(i), str(i)) for i in range(n)], args.class_names, "--class-names")
+        pipe.labels = {str(i): name for i, name in enumerate(names)}
+        pipe.register_to_config(id2label=pipe.labels)
     source = resolve_checkpoint(args.checkpoint)
     with atomic_folder(out) as tmp:  # a folder there before is replaced whole, or kept if this fails
         pipe.save_pretrained(tmp)

@@ -15,12 +15,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def read_class_names(path) -> dict[str, str]:
+def read_class_names(path, what: str = "data.class_names") -> dict[str, str]:
     """``{folder: name}`` from a mapping file; a line without a name, or JSON that is not an object of strings, is a
-    ValueError naming the file and line."""
+    ValueError naming the file and line (``what``: the setting that named the file, for the messages)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data.class_names={path}: no such file")
+        raise FileNotFoundError(f"{what}={path}: no such file")
     text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".json":
         try:
@@ -41,19 +41,19 @@ def read_class_names(path) -> dict[str, str]:
     return names
 
 
-def named_classes(classes: list[str] | None, path) -> list[str] | None:
+def named_classes(classes: list[str] | None, path, what: str = "data.class_names") -> list[str] | None:
     """The class list with each folder's name from the file at ``path`` (None: as it is)."""
     if path is None:
         return classes
     if not classes:
-        raise ValueError(f"data.class_names={path}: this data has no class folders to name (unlabelled)")
-    names = read_class_names(path)
+        raise ValueError(f"{what}={path}: this data has no class folders to name (unlabelled)")
+    names = read_class_names(path, what)
     named = set(names.values())  # a latent cache of named data holds the names already
     missing = [c for c in classes if c not in names and c not in named]
     if len(missing) == len(classes):
-        raise ValueError(f"data.class_names={path} names none of the {len(classes)} class folders (such as "
+        raise ValueError(f"{what}={path} names none of the {len(classes)} class folders (such as "
                          f"{classes[0]!r}): a mapping of other data")
     if missing:
-        log.warning("data.class_names=%s does not name %d of %d class folders (%s): they keep their folder names",
+        log.warning("%s=%s does not name %d of %d class folders (%s): they keep their folder names", what,
                     path, len(missing), len(classes), ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else ""))
     return [names.get(c, c) for c in classes]

@@ -706,3 +706,17 @@ def test_image_cache_stores_moments_and_flips(tmp_path):
     mean_f = shard["mean_flip"][0] * codec.scale
     near = [min((d - mean).abs().mean(), (d - mean_f).abs().mean()) for d in draws]
     assert max(near) < 3 * shard["std"][0].mean() * codec.scale
+    # data.hflip decides through build_dataset: off, every draw is of the unflipped view (before session 51 a
+    # cache flipped half the draws whatever the config said: text, digits, anything with a handedness)
+    from safetensors.torch import save_file
+
+    from mfvideo.config import DataConfig
+    from mfvideo.data import build_dataset
+
+    save_file({**shard, "std": torch.zeros_like(shard["std"]), "std_flip": torch.zeros_like(shard["std_flip"])},
+              tmp_path / "shard_00000.safetensors")  # a posterior without spread: each draw is one view's mean
+    for hflip in (False, True):
+        cache = build_dataset(DataConfig(kind="latent_cache", root=str(tmp_path), hflip=hflip))
+        views = {"mean" if torch.allclose(cache[6 * e]["x"], mean) else "flip" if torch.allclose(cache[6 * e]["x"], mean_f)
+                 else "other" for e in range(20)}
+        assert views == ({"mean", "flip"} if hflip else {"mean"})

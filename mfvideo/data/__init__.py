@@ -38,7 +38,7 @@ def _build_dataset(cfg, split: str):
     if cfg.kind == "latent_cache":
         from .latent_cache import LatentCache
 
-        return LatentCache(cfg.root)
+        return LatentCache(cfg.root, hflip=cfg.hflip)  # images: the flipped view half the time, where asked for
     raise ValueError(f"unknown data.kind {cfg.kind!r}; known: moving_digits, image_folder, video_folder, latent_cache")
 
 

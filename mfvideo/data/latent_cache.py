@@ -155,6 +155,8 @@ class LatentCache(torch.utils.data.Dataset):
         self.latent_channels = self.manifest["latent_channels"]
         self.images = self.manifest["images"]
         self.seed, self.hflip = seed, hflip
+        if hflip and not self.images:
+            log.warning("%s: a video cache holds each clip as encoded, unflipped: data.hflip is not applied", self.root)
         self.shard_size = self.manifest["shard_size"]
         self._tensors: dict[int, dict[str, torch.Tensor]] = {}
         labels = torch.cat([self._shard(s)["labels"] for s in range(len(self.manifest["shards"]))])

@@ -231,7 +231,7 @@ def test_an_image_model_generates_single_frames_and_says_it_cannot_slide(tmp_pat
             call()
     proc = _cli("scripts/sample.py", "--checkpoint", str(tmp_path / "img"), "--classes", "4", "--seed", "3",
                 "--out", str(tmp_path / "s"))
-    assert proc.returncode == 0 and "wrote 1 images" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "wrote 1 image to" in proc.stdout, proc.stderr
     png = imageio.imread(tmp_path / "s" / "image_000_class4.png")  # lossless: the pipeline's frame exactly
     assert np.array_equal(png, pipe.generate(class_labels=[4], seed=3, output_type="uint8").frames[0, 0])
 

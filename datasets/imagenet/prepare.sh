@@ -11,4 +11,4 @@ OUT=${OUT:-data/imagenet_latents}
 NAMES=()
 [ -f "$IMAGENET/LOC_synset_mapping.txt" ] && NAMES=(data.class_names="$IMAGENET/LOC_synset_mapping.txt")
 mfvideo-cache-latents configs/imagenet_b2.yaml --out "$OUT" \
-  data.kind=image_folder data.root="$IMAGENET" data.split=train latents.path="$VAE" "${NAMES[@]}"
+  data.kind=image_folder data.root="$IMAGENET" data.split=train latents.path="$VAE" ${NAMES[@]+"${NAMES[@]}"}

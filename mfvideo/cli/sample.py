@@ -18,7 +18,8 @@ def main(argv=None):
     p = ArgumentParser(prog="mfvideo-sample", description="Generate clips with a MeanFlow STDiT in one step.")
     p.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
     p.add_argument("--classes", nargs="+", default=None,
-                   help="class ids or names (the model's id2label, e.g. a training folder's class folders): one "
+                   help="class ids or names (the model's id2label, e.g. a training folder's class folders; any "
+                        "synonym of a name such as 'tench, Tinca tinca'): one "
                         "clip each, or with --num-clips N and one class, N clips of it (default: a class drawn per "
                         "clip, named in the file name; -1: the null label)")
     p.add_argument("--num-clips", type=positive_int, default=None, help="clips to generate (default: 4, or one per class)")

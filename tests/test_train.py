@@ -49,6 +49,19 @@ def test_resume_is_bit_identical(tmp_path):
     assert any(not torch.equal(first[k], a[k]) for k in a)
 
 
+def test_runs_one_after_another_in_one_process_each_at_its_own_precision(tmp_path):
+    """A notebook's cells: a run, one in bf16, the first again. accelerate keeps one accelerator per process, and the
+    second run stopped with "restart your runtime completely" before session 51; now each run sets its own, and the
+    first run's rerun is bit-identical to it."""
+    for name, extra in (("a", []), ("bf16", ["train.mixed_precision=bf16"]), ("again", [])):
+        train(tiny_cfg(tmp_path / name, "train.max_steps=2", "train.checkpoint_every=2", "train.log_every=1", *extra))
+    logs = {n: [json.loads(line)["loss_unweighted"] for line in (tmp_path / n / "log.jsonl").read_text().splitlines()]
+            for n in ("a", "bf16", "again")}
+    assert logs["again"] == logs["a"] != logs["bf16"]  # the bf16 run ran in bf16
+    a, again = weights(latest_checkpoint(tmp_path / "a")), weights(latest_checkpoint(tmp_path / "again"))
+    assert all(torch.equal(a[k], again[k]) for k in a)
+
+
 def test_a_fresh_start_never_overwrites_an_earlier_run(tmp_path):
     """Unset ``train.resume`` into a folder that holds checkpoints is refused before anything is written (it would
     overwrite them and interleave two runs in one log); a folder whose run died before its first checkpoint starts

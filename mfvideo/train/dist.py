@@ -12,9 +12,14 @@ log = logging.getLogger("mfvideo.train")
 
 
 def make_accelerator(**kwargs):
-    """An ``accelerate.Accelerator``; CPU-only multi-process runs (torchrun, gloo) need ``cpu=True`` to be seen."""
+    """An ``accelerate.Accelerator``; CPU-only multi-process runs (torchrun, gloo) need ``cpu=True`` to be seen. Each
+    call sets the process's accelerator anew (its processes, the process group, stay): accelerate keeps one per
+    process, and a second run in a notebook at another precision stopped with "restart your runtime completely"."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
 
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if not torch.cuda.is_available() and world > 1:
         kwargs.setdefault("cpu", True)

@@ -222,6 +222,9 @@ def test_an_image_model_generates_single_frames_and_says_it_cannot_slide(tmp_pat
     assert np.array_equal(out.images, expected[:, 0])  # diffusers' image pipelines' .images: (B, H, W, 3)
     pil = pipe(class_labels=[2, 5], generator=[torch.Generator().manual_seed(s) for s in (0, 1)], output_type="pil")
     assert [np.asarray(im).shape for im in pil.images] == [(16, 16, 3)] * 2  # a list of PIL images, one per class
+    twice = pipe(class_labels=[2, 5], num_images_per_prompt=2, generator=torch.Generator().manual_seed(3)).images
+    assert twice.shape == (4, 16, 16, 3) and np.array_equal(  # diffusers' image name for num_videos_per_prompt
+        twice, pipe(class_labels=[2, 5], num_videos_per_prompt=2, generator=torch.Generator().manual_seed(3)).images)
     with pytest.raises(AttributeError, match=r"images: the output is \(1, 4, 16, 16, 3\), not one frame per clip"):
         MFVideoPipeline.from_pretrained(ROOT / "mfvideo" / "assets" / "moving_digits").generate(
             class_labels=[1], num_frames=4, seed=0).images

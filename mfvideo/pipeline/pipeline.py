@@ -534,11 +534,12 @@ class MFVideoPipeline(DiffusionPipeline):
                  guidance_scale: float | None = None,
                  latents: torch.Tensor | None = None, backward: bool = False, image: Any = None,
                  height: int | None = None, width: int | None = None, prompt: Any = None,
-                 temperature: float | None = None, num_videos_per_prompt: int | None = None):
+                 temperature: float | None = None, num_videos_per_prompt: int | None = None,
+                 num_images_per_prompt: int | None = None):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
         ``num_new_frames`` (``num_videos``: every clip made, as ``num_clips`` in ``generate`` and ``extend``;
         diffusers' ``num_videos_per_prompt``: clips per class label, per given video or image, or, labels drawn, in
-        all; ``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or
+        all; ``num_images_per_prompt``, diffusers' image pipelines' name, the same; ``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or
         without ``video``, the copy's default is the model's ``sample.motion_copy``;
         ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
@@ -549,6 +550,11 @@ class MFVideoPipeline(DiffusionPipeline):
         window); ``height`` / ``width`` the model's resolution or an error; ``prompt`` an error naming
         ``class_labels``."""
         self._check_call_names(prompt, height, width)
+        if num_images_per_prompt is not None:  # an image model's users call it so
+            if num_videos_per_prompt is not None:
+                raise ValueError("num_images_per_prompt and num_videos_per_prompt are one setting (diffusers' image "
+                                 "and video pipelines' names for it): give one")
+            num_videos_per_prompt = num_images_per_prompt
         if num_videos_per_prompt is not None:
             class_labels, num_videos = self._per_prompt(num_videos_per_prompt, num_videos, class_labels,
                                                         image if image is not None else video)

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -93,7 +94,6 @@ def test_evaluate_script_end_to_end_and_resumable(tmp_path):
            "--out", str(tmp_path / "fvd.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    import json
 
     first = json.loads((tmp_path / "fvd.json").read_text())
     assert first["num_generated"] == 12 and first["FVD"] > 0
@@ -134,6 +134,16 @@ def test_reference_statistics_and_the_default_real_split(tmp_path):
     assert pixel_source(folder) is folder
     with pytest.raises(FileNotFoundError, match="does not say what it was encoded from"):
         pixel_source(DataConfig(kind="latent_cache", root=str(tmp_path)))
+    (tmp_path / "settings.json").write_text('{"num_items": 3}')  # a cache's settings without its data
+    with pytest.raises(FileNotFoundError, match="does not say what it was encoded from"):
+        pixel_source(DataConfig(kind="latent_cache", root=str(tmp_path)))
+    (tmp_path / "settings.json").write_text(json.dumps({"data": {"kind": "image_folder", "root": str(tmp_path / "x"),
+                                                                 "resolution": 8, "num_frames": 1}}))
+    with pytest.raises(FileNotFoundError, match="was encoded from .*x, which is not there"):
+        pixel_source(DataConfig(kind="latent_cache", root=str(tmp_path)))
+    (tmp_path / "x").mkdir()
+    source = pixel_source(DataConfig(kind="latent_cache", root=str(tmp_path)))
+    assert (source.kind, source.resolution, source.num_frames) == ("image_folder", 8, 1)
 
 
 def test_digit_suite_ranks_real_then_bundled_then_untrained():

@@ -28,10 +28,10 @@ def pixel_source(data):
     from ..data.latent_cache import SETTINGS
 
     path = Path(data.root or "") / SETTINGS
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the latent cache data.root={data.root} does not say what it was "
-                                "encoded from; give the real clips' statistics with --real-stats")
-    recorded = json.loads(path.read_text()).get("data", {})
+    recorded = json.loads(path.read_text()).get("data", {}) if path.is_file() else {}
+    if "kind" not in recorded:  # no settings, or an early cache's without its data
+        raise FileNotFoundError(f"the latent cache data.root={data.root} does not say what it was encoded from (its "
+                                f"{SETTINGS}); give the real clips' statistics with --real-stats")
     names = {f.name for f in dataclasses.fields(DataConfig)}
     source = DataConfig(**{k: v for k, v in recorded.items() if k in names})
     if source.kind in ("image_folder", "video_folder") and not Path(source.root or "").is_dir():

@@ -118,6 +118,34 @@ def test_grey_models_read_colour_folders_as_the_channels_mean(video_dir, tmp_pat
             load_config(None, overrides)
 
 
+def test_a_folder_of_frames_is_a_video_in_natural_order(tmp_path):
+    """A render's or a dataset's extracted frames (frame_1.png ... frame_12.png): read as a clip in natural order
+    (frame_2 before frame_10, where a plain sort put frame_10 second), other files left out, with no frame rate of
+    its own; a frame of another size, or a folder without frames, is one line naming it."""
+    from PIL import Image
+
+    from mfvideo.data.video_io import iter_frames
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(12):
+        Image.fromarray(np.full((20, 30, 3), 8 * i, np.uint8)).save(frames / f"frame_{i + 1}.png")
+    (frames / "notes.txt").write_text("shot 3")
+    (frames / "._frame_1.png").write_bytes(b"AppleDouble")  # macOS's, not a frame
+    info = probe(frames)
+    assert (info.num_frames, info.fps, info.height, info.width) == (12, 0.0, 20, 30)
+    video, _ = read_video(frames)
+    assert video[:, 0, 0, 0].tolist() == [8 * i for i in range(12)]
+    assert np.array_equal(np.concatenate(list(iter_frames(frames, chunk=5))), video)
+    assert read_frames(frames, [11, 0, 11])[:, 0, 0, 0].tolist() == [88, 0, 88]
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(frames / "frame_13.png")
+    with pytest.raises(VideoError, match=r"frame_13.png: 20 x 20, the folder's first frame \(frame_1.png\) 30 x 20"):
+        read_video(frames)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoError, match="a folder without image frames"):
+        probe(tmp_path / "empty")
+
+
 def test_centre_crop_in_eval_and_target_fps(video_dir):
     ds = VideoFolder.from_folder(video_dir, num_frames=4, resolution=32, train=False, target_fps=5)
     assert ds.load(0)["frames"] == [11, 13, 15, 17]  # 10 fps -> stride 2, a 7-frame span centred in 30

@@ -239,6 +239,25 @@ def test_an_image_model_generates_single_frames_and_says_it_cannot_slide(tmp_pat
     assert np.array_equal(png, pipe.generate(class_labels=[4], seed=3, output_type="uint8").frames[0, 0])
 
 
+def test_a_folder_of_frames_extends_as_its_frames_do(ckpt, tmp_path, capsys):
+    """``pipe.extend(folder)`` and ``mfvideo-extend FOLDER``: the folder's frames in natural order, as the same frames
+    given as an array; written at the model's frame rate (a folder has none)."""
+    from PIL import Image
+
+    from mfvideo.cli import extend
+
+    clip = (np.random.default_rng(0).random((6, 24, 24, 3)) * 255).astype(np.uint8)
+    (tmp_path / "frames").mkdir()
+    for i, frame in enumerate(clip):
+        Image.fromarray(frame).save(tmp_path / "frames" / f"{i}.png")
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    folder, array = (pipe.extend(v, 4, seed=0, output_type="uint8") for v in (tmp_path / "frames", clip))
+    assert np.array_equal(folder.frames, array.frames) and folder.fps == pipe.fps
+    assert extend.main([str(tmp_path / "frames"), "--checkpoint", str(ckpt), "--num-new-frames", "4", "--out",
+                        str(tmp_path / "e.mp4")]) == 0
+    assert probe(tmp_path / "e.mp4").num_frames == 10 and probe(tmp_path / "e.mp4").fps == pipe.fps
+
+
 def test_extend_keeps_the_input_and_calls_once_per_window(ckpt, tmp_path):
     pipe = MFVideoPipeline.from_pretrained(ckpt)
     rng = np.random.default_rng(0)

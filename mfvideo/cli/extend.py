@@ -13,7 +13,8 @@ from . import (CHECKPOINT_HELP, ArgumentParser, add_class_args, add_device_args,
 @user_errors
 def main(argv=None):
     p = ArgumentParser(prog="mfvideo-extend", description="Continue a video with a MeanFlow STDiT.")
-    p.add_argument("input", help="video file (mp4, webm, avi, gif), or a still image (png, jpg, webp): image to video")
+    p.add_argument("input", help="video file (mp4, webm, avi, gif), a folder of frames (one image each, in "
+                                  "natural name order), or a still image (png, jpg, webp): image to video")
     p.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
     p.add_argument("--num-new-frames", type=positive_int, required=True)
     p.add_argument("--context-frames", type=positive_int, default=None,

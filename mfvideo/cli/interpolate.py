@@ -23,8 +23,8 @@ def main(argv=None):
     p = ArgumentParser(prog="mfvideo-interpolate",
                        description="Make the frames between two keyframes (or bridge two clips) with a MeanFlow STDiT, "
                                    "one network call per window.")
-    p.add_argument("start", help="image or video: its last --context-frames frames come first")
-    p.add_argument("end", help="image or video: its first --context-frames frames come last")
+    p.add_argument("start", help="image, video or folder of frames: its last --context-frames frames come first")
+    p.add_argument("end", help="image, video or folder of frames: its first --context-frames frames come last")
     p.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
     p.add_argument("--num-frames", type=positive_int, default=None,
                    help="frames of the interpolated clip, the given ones included (default: the model's window, one "

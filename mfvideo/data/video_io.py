@@ -1,4 +1,5 @@
-"""Reading video files: decord (the ``video`` extra) with imageio-ffmpeg as the fallback; GIFs through imageio.
+"""Reading video files: decord (the ``video`` extra) with imageio-ffmpeg as the fallback; GIFs through imageio; a
+folder of frames (one image per frame, natural name order) through PIL, one file per frame read.
 
 Frames are the stream's own, each once, also for variable-frame-rate files (decord does so; ffmpeg is told to).
 Only the requested frames are decoded: decord seeks, the imageio path streams and stops at the last wanted
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
 # read through PIL: GIF, and still images as one-frame clips (image-to-video; animated PNG / WebP frame by frame)
 PIL_EXTS = (".gif", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# a folder of frames, one still per file (a render's or a dataset's extracted frames), read in natural name order
+FRAME_EXTS = tuple(e for e in PIL_EXTS if e != ".gif")
 # Every decoded frame exactly once. Without it ffmpeg resamples a variable-frame-rate video to a constant rate,
 # repeating and dropping frames (the frame count and the frames read then disagree).
 PASSTHROUGH = ["-fps_mode", "passthrough"]
@@ -70,6 +73,8 @@ def decord_available() -> bool:
 
 
 def _backend(path: Path, backend: str) -> str:
+    if path.is_dir():
+        return "frames"
     if path.suffix.lower() in PIL_EXTS:
         return "pil"
     if backend == "auto":
@@ -79,8 +84,26 @@ def _backend(path: Path, backend: str) -> str:
     return backend
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """A folder of frames: its image files (``FRAME_EXTS``, any case) in natural order (frame_2 before frame_10),
+    hidden files and others (a notes.txt) left out."""
+    from .listing import is_data
+
+    def natural(f: Path) -> list:
+        return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", f.name)]
+
+    return sorted((f for f in folder.iterdir() if f.is_file() and is_data(f) and f.suffix.lower() in FRAME_EXTS),
+                  key=natural)
+
+
 def check_exists(path: Path) -> None:
-    """A readable, non-empty file, or a VideoError naming what it is instead (missing, a URL, empty)."""
+    """A readable, non-empty file or a folder of frames, or a VideoError naming what it is instead (missing, a URL,
+    empty, a folder without frames)."""
+    if path.is_dir():
+        if not frame_files(path):
+            raise VideoError(path, f"a folder without image frames ({' / '.join(e[1:] for e in FRAME_EXTS)}): a "
+                                   "video is a file, or a folder of one image per frame")
+        return
     if not path.is_file():
         if (url := re.match(r"(https?|ftp|s3|gs):/+(.*)", str(path))) and not path.exists():  # Path folds "//" to "/"
             raise VideoError(f"{url[1]}://{url[2]}",
@@ -109,6 +132,10 @@ def probe(path, backend: str = "auto") -> VideoInfo:
                 kind = "imageio"
         if kind == "pil":
             return _probe_pil(path)
+        if kind == "frames":  # no frame rate: read at the model's
+            files = frame_files(path)
+            with _open_image(files[0]) as im:
+                return VideoInfo(len(files), 0.0, *pil_shown_size(im))
         import imageio.v2 as imageio
 
         reader = imageio.get_reader(str(path), format="FFMPEG", output_params=PASSTHROUGH)
@@ -152,6 +179,8 @@ def read_frames(path, indices, backend: str = "auto") -> np.ndarray:
             kind = "imageio"  # decord mis-decoded or could not open this file
         if kind == "pil":
             return _read_pil(path, indices)
+        if kind == "frames":
+            return _read_frame_files(path, frame_files(path), indices)
         return _read_imageio(path, indices)
 
 
@@ -213,12 +242,42 @@ def _read_pil(path: Path, indices: list[int]) -> np.ndarray:
     return np.stack([got[i] for i in indices])
 
 
+def _open_image(path: Path):
+    from PIL import Image
+
+    return Image.open(path)  # a context manager: the file is closed on leaving it
+
+
+def _read_frame_files(folder: Path, files: list[Path], indices: list[int]) -> np.ndarray:
+    """Frames of a folder of frames, each file once however often it is asked for; every frame the first's size."""
+    if max(indices) >= len(files):
+        raise VideoError(folder, f"has {len(files)} frames, frame {max(indices)} was requested")
+    with _open_image(files[0]) as im:
+        size = pil_shown_size(im)  # (H, W)
+    got = {}
+    for i in sorted(set(indices)):
+        try:
+            with _open_image(files[i]) as im:
+                got[i] = pil_rgb(im)
+        except Exception as e:
+            raise VideoError(files[i], f"unreadable frame ({_short(e)})") from None
+        if got[i].shape[:2] != tuple(size):
+            raise VideoError(files[i], f"{got[i].shape[1]} x {got[i].shape[0]}, the folder's first frame "
+                                       f"({files[0].name}) {size[1]} x {size[0]}: a clip's frames are one size")
+    return np.stack([got[i] for i in indices])
+
+
 def iter_frames(path, backend: str = "auto", chunk: int = 32) -> Iterator[np.ndarray]:
     """Every frame in order, as uint8 chunks (n <= chunk, H, W, 3), decoded only as they are consumed: memory holds
     one chunk, whatever the video's length."""
     path = Path(path)
     check_exists(path)
     kind = _backend(path, backend)
+    if kind == "frames":
+        files = frame_files(path)
+        for start in range(0, len(files), chunk):
+            yield _read_frame_files(path, files, list(range(start, min(len(files), start + chunk))))
+        return
     if kind == "decord":  # a reader per chunk: one decord reader over a whole file keeps what it decoded (3,000
         n = probe(path, backend).num_frames  # frames of 640x360: 2.2 GB peak against 0.66; session 30)
         for start in range(0, n, chunk):

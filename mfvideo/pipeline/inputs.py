@@ -98,7 +98,8 @@ def iter_clip(video, resolution: int, stride: int = 1) -> Iterator[np.ndarray]:
 
 
 def load_clip(video, resolution: int, last: int | None = None, stride: int = 1) -> np.ndarray:
-    """A path (mp4, webm, avi, gif; a still image, png / jpg / webp / bmp / tif, is a one-frame clip), a uint8 array
+    """A path (mp4, webm, avi, gif; a still image, png / jpg / webp / bmp / tif, is a one-frame clip; a folder of
+    such images a clip, in natural name order), a uint8 array
     (T, H, W, 3) / (B, T, H, W, 3) / one image (H, W, 3), or a float array / tensor in [0, 1] of the same layouts
     (RGBA and grey too; a tensor may be channels first, (B, T, 3, H, W) as a ``"pt"`` output: ``to_uint8``) ->
     uint8 (B, T, resolution, resolution, 3), short side resized and centre-cropped.

@@ -67,6 +67,11 @@ def main(argv=None):
     source = None if real_stats else pixel_source(pipe.cfg.data)
     split = None if real_stats else real_split(source, a.real_split)
     net = FeatureNetwork(a.network, a.kind, device=str(acc.device))
+    if real_stats is not None:  # statistics of another network are said before any clip is made, not after 50,000
+        dim = net.features(np.zeros((1, frames, pipe.resolution, pipe.resolution, 3), np.uint8)).shape[-1]
+        if dim != real_stats[0].size:
+            raise ValueError(f"--real-stats {a.real_stats} holds {real_stats[0].size}-d statistics, the network's "
+                             f"features are {dim}-d: statistics of another network")
     protocol = dict(kind=a.kind, network=Path(a.network).name, network_bytes=Path(a.network).stat().st_size,
                     clips=a.num_clips, frames=frames, resolution=pipe.resolution, split=split, sampler=sampler,
                     steps=steps, data=dataclasses.asdict(source) if source else None,
@@ -92,18 +97,16 @@ def main(argv=None):
     if real_stats is None:
         print(f"real clips: {source.root or source.kind}, split {split}")
         real_stats = cached_stats(json.dumps(protocol, sort_keys=True, default=str), a.cache, real_features)
-    mu_r, s_r = real_stats
-    mu_f, s_f = feature_stats(fake)
-    if mu_f.shape != mu_r.shape:
-        raise ValueError(f"--real-stats {a.real_stats} holds {mu_r.size}-d statistics, the network's features are "
-                         f"{mu_f.size}-d: statistics of another network")
-    score = frechet_distance(mu_f, s_f, mu_r, s_r)
+    score = frechet_distance(*feature_stats(fake), *real_stats)
     name = "FVD" if a.kind == "i3d" else "FID"
     result = {name: score, "protocol": protocol, "num_generated": int(len(fake))}
     print(f"{name}{frames if a.kind == 'i3d' else ''} = {score:.2f} ({len(fake)} generated features)")
     if a.out:
+        from mfvideo.io import atomic_path
+
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(result, indent=1, default=str))
+        with atomic_path(a.out) as tmp:  # a kill never leaves half a JSON file
+            tmp.write_text(json.dumps(result, indent=1, default=str))
     return 0
 
 

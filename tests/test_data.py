@@ -716,6 +716,11 @@ def test_imagenet_mode_from_an_image_folder_through_its_latent_cache(tmp_path):
     (stats,) = (tmp_path / "stats").glob("*.npz")
     np.testing.assert_allclose(np.load(stats)["mu"], feats.mean(0), rtol=1e-4)  # float32 features, batched
     np.testing.assert_allclose(np.load(stats)["sigma"], np.cov(feats, rowvar=False), rtol=1e-4, atol=1e-8)
+    # reference statistics of another network (3-d, the network's 16-d) are refused before any image is made
+    np.savez(tmp_path / "ref.npz", mu=np.zeros(3), sigma=np.eye(3))
+    with pytest.raises(SystemExit):
+        evaluate.main([*run[:-6], "--work", str(tmp_path / "eval2"), "--real-stats", str(tmp_path / "ref.npz")])
+    assert not (tmp_path / "eval2").exists()
 
 
 def test_image_cache_stores_moments_and_flips(tmp_path):

@@ -54,7 +54,8 @@ def real_clips(data, split: str, num_frames: int, n: int, batch_size: int = 16) 
     unflipped, as uint8 batches (B, T, H, W, 3)."""
     from ..data import build_dataset, sample_order
 
-    data = dataclasses.replace(pixel_source(data), num_frames=num_frames, split=split, hflip=False)
+    data = dataclasses.replace(pixel_source(data), num_frames=num_frames, split=split, hflip=False,
+                               class_names=None)  # pixels alone: the names are not read
     ds = build_dataset(data)
     order, n = sample_order(data, len(ds)), min(n, len(ds))
     for i in range(0, n, batch_size):

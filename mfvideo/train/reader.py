@@ -11,6 +11,7 @@ generation with a label, and every row without context, are exactly the model's 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -157,7 +158,7 @@ def load_clips(data_cfg, codec, split: str, n: int, start: int = 0, batch_size: 
     of 20 classes were two or three of its classes)."""
     from ..data import build_dataset, sample_order
 
-    ds = build_dataset(data_cfg, split=split)
+    ds = build_dataset(dataclasses.replace(data_cfg, class_names=None), split=split)  # ids alone: no names read
     if start >= len(ds):
         raise ValueError(f"the {split} split has {len(ds)} clips; clips from {start} on were asked for")
     if len(ds) < start + n:

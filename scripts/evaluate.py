@@ -6,6 +6,7 @@
 
     python scripts/evaluate.py --checkpoint DIR --network inception-2015-12-05.pt --kind inception --num-clips 50000 \
         --real-stats VIRTUAL_imagenet256_labeled.npz                    # ImageNet FID-50K against ADM's reference
+    python scripts/evaluate.py --checkpoint DIR --network i3d_torchscript.pt --kind i3d --context-frames 4  # extensions
 
 Real clips come from the checkpoint's data config, a latent cache's from the dataset it was encoded from
 (``--real-split``, by default its test or val split where it has one, else its training split), or their statistics
@@ -37,6 +38,8 @@ def main(argv=None):
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: 16; 1 for an image model)")
     p.add_argument("--real-split", default=None, help="default: test or val where the data has it, else train")
     p.add_argument("--real-stats", default=None, help=".npz of the real clips' mu and sigma (e.g. ADM's reference)")
+    p.add_argument("--context-frames", type=int, default=None,
+                   help="score extensions (video prediction): real clips' first K frames continued with no label")
     p.add_argument("--steps", type=int, default=None, help="per window (default: 1 for MeanFlow, 50 for Euler)")
     p.add_argument("--sampler", choices=["meanflow", "euler"], default=None,
                    help="default: euler for a model trained as flow matching (ratio_r_neq_t=0), else meanflow")
@@ -49,7 +52,7 @@ def main(argv=None):
 
     from mfvideo.eval.frechet import cached_stats, feature_stats, frechet_distance
     from mfvideo.eval.networks import FeatureNetwork
-    from mfvideo.eval.real import load_stats, pixel_source, real_clips, real_split
+    from mfvideo.eval.real import RealClips, load_stats, pixel_source, real_split
     from mfvideo.eval.sampling import sample_features
     from mfvideo.pipeline import MFVideoPipeline
     from mfvideo.train.dist import make_accelerator
@@ -63,9 +66,18 @@ def main(argv=None):
         raise ValueError(f"--num-frames {frames}: this is an image model (1-frame windows); it is scored on images")
     if a.kind == "i3d" and frames < 2:
         raise ValueError("--kind i3d (FVD) scores clips; an image model's FID is --kind inception")
+    k = a.context_frames
+    if k is not None and image_model:
+        raise ValueError("--context-frames: an image model continues nothing; it is scored on generated images")
+    if k is not None and not 1 <= k < frames:
+        raise ValueError(f"--context-frames {k}: the given frames of a {frames}-frame clip are 1 .. {frames - 1}")
     real_stats = load_stats(a.real_stats) if a.real_stats else None
-    source = None if real_stats else pixel_source(pipe.cfg.data)
-    split = None if real_stats else real_split(source, a.real_split)
+    source = pixel_source(pipe.cfg.data) if real_stats is None or k else None  # extensions continue real clips
+    split = real_split(source, a.real_split) if source else None
+    contexts = RealClips(source, split, frames, a.num_clips, a.batch_size) if k else None
+    if contexts is not None and contexts.n < a.num_clips:
+        print(f"the {split} split has {contexts.n} clips: {contexts.n} extensions, not {a.num_clips}")
+    clips = contexts.n if contexts is not None else a.num_clips
     net = FeatureNetwork(a.network, a.kind, device=str(acc.device))
     if real_stats is not None:  # statistics of another network are said before any clip is made, not after 50,000
         dim = net.features(np.zeros((1, frames, pipe.resolution, pipe.resolution, 3), np.uint8)).shape[-1]
@@ -73,33 +85,33 @@ def main(argv=None):
             raise ValueError(f"--real-stats {a.real_stats} holds {real_stats[0].size}-d statistics, the network's "
                              f"features are {dim}-d: statistics of another network")
     protocol = dict(kind=a.kind, network=Path(a.network).name, network_bytes=Path(a.network).stat().st_size,
-                    clips=a.num_clips, frames=frames, resolution=pipe.resolution, split=split, sampler=sampler,
+                    clips=clips, frames=frames, resolution=pipe.resolution, split=split, sampler=sampler,
                     steps=steps, data=dataclasses.asdict(source) if source else None,
                     real_stats=str(a.real_stats) if real_stats else None,
                     real_order="sample_order")  # a folder's real clips: a shuffled sample, not its first classes
-    run = dict(num_frames=frames, batch_size=a.batch_size, steps=steps, seed=a.seed, sampler=sampler)
+    run = dict(num_frames=frames, batch_size=a.batch_size, steps=steps, seed=a.seed, sampler=sampler, context_frames=k)
     # features of this model under this protocol only: another checkpoint of the same name, or other frames, a
     # reused folder had scored with the first one's features
     key = json.dumps([_fingerprint(pipe.transformer), run, protocol["network"], protocol["network_bytes"]], default=str)
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]
     work = Path(a.work) / f"{Path(a.checkpoint or 'bundled').name}_{a.kind}_{sampler}{steps}_{tag}"
-    fake = sample_features(pipe, net.features, work, a.num_clips, **run, rank=acc.process_index,
-                           world=acc.num_processes, progress=acc.is_main_process)
+    context = None if contexts is None else contexts.batch
+    fake = sample_features(pipe, net.features, work, clips, **run, rank=acc.process_index, world=acc.num_processes,
+                           progress=acc.is_main_process, context=context)
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return 0
-    fake = sample_features(pipe, net.features, work, a.num_clips, **run, progress=False)
+    fake = sample_features(pipe, net.features, work, clips, **run, progress=False, context=context)
 
     def real_features():
-        feats = [net.features(clips) for clips in real_clips(source, split, frames, a.num_clips, a.batch_size)]
-        return np.concatenate(feats)
+        return np.concatenate([net.features(c) for c in RealClips(source, split, frames, clips, a.batch_size)])
 
     if real_stats is None:
         print(f"real clips: {source.root or source.kind}, split {split}")
         real_stats = cached_stats(json.dumps(protocol, sort_keys=True, default=str), a.cache, real_features)
     score = frechet_distance(*feature_stats(fake), *real_stats)
-    name = "FVD" if a.kind == "i3d" else "FID"
-    result = {name: score, "protocol": protocol, "num_generated": int(len(fake))}
+    name = ("FVD" if a.kind == "i3d" else "FID") + ("" if k is None else f" of extensions from {k} frames")
+    result = {name: score, "protocol": {**protocol, "context_frames": k}, "num_generated": int(len(fake))}
     print(f"{name}{frames if a.kind == 'i3d' else ''} = {score:.2f} ({len(fake)} generated features)")
     if a.out:
         from mfvideo.io import atomic_path

@@ -108,6 +108,30 @@ def test_evaluate_script_end_to_end_and_resumable(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(len(list(d.glob("features_*.npy"))) for d in (tmp_path / "work").iterdir()) == [3, 3]
     assert json.loads((tmp_path / "fvd.json").read_text())["protocol"]["frames"] == 4
+    # video prediction: the held-out clips' first 4 frames continued to 8, scored against the same clips whole
+    proc = subprocess.run([*cmd, "--context-frames", "4"], capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scored = json.loads((tmp_path / "fvd.json").read_text())
+    assert scored["FVD of extensions from 4 frames"] > 0 and scored["protocol"]["context_frames"] == 4
+    assert len(list((tmp_path / "work").iterdir())) == 3 and len(list((tmp_path / "stats").glob("*.npz"))) == 2
+
+
+def test_extension_features_continue_the_real_clips_they_are_given(tmp_path):
+    """sample_features with contexts: batch b's clips begin with its real clips' first K frames, as given, and go on
+    with frames of the model's own (the bundled model, no label: it reads the digit)."""
+    from mfvideo.eval.real import RealClips
+    from mfvideo.eval.sampling import sample_features
+    from mfvideo.pipeline import MFVideoPipeline
+
+    pipe = MFVideoPipeline.from_pretrained()
+    real = RealClips(pipe.cfg.data, "test", 8, 6, batch_size=3)
+    assert len(real) == 2 and real.batch(1).shape == (3, 8, 16, 16, 3)
+    raw = sample_features(pipe, lambda clips: clips.reshape(len(clips), -1).astype(np.float64), tmp_path, 6,
+                          num_frames=8, batch_size=3, context=real.batch, context_frames=3, progress=False)
+    made = raw.reshape(6, 8, 16, 16, 3)
+    truth = np.concatenate(list(real))  # (6, 8, 16, 16, 3)
+    assert np.array_equal(made[:, :3], truth[:, :3])  # the given frames, as given
+    assert not np.array_equal(made[:, 3:], truth[:, 3:]) and made[:, 3:].std() > 10  # made, not copied from the truth
 
 
 def test_reference_statistics_and_the_default_real_split(tmp_path):

@@ -49,18 +49,29 @@ def real_split(data, split: str | None) -> str:
     return next((s for s in HELD_OUT if has_split(data, s)), data.split)
 
 
-def real_clips(data, split: str, num_frames: int, n: int, batch_size: int = 16) -> Iterator[np.ndarray]:
+class RealClips:
     """At most ``n`` real clips of ``num_frames`` frames (1: images) from ``split``, a fair sample (``sample_order``),
-    unflipped, as uint8 batches (B, T, H, W, 3)."""
-    from ..data import build_dataset, sample_order
+    unflipped, in batches of uint8 (B, T, H, W, 3): iterated, or batch ``b`` alone (``batch``: the contexts of
+    extension-FVD's batch b, whichever process makes it)."""
 
-    data = dataclasses.replace(pixel_source(data), num_frames=num_frames, split=split, hflip=False,
-                               class_names=None)  # pixels alone: the names are not read
-    ds = build_dataset(data)
-    order, n = sample_order(data, len(ds)), min(n, len(ds))
-    for i in range(0, n, batch_size):
-        x = torch.stack([ds[int(j)]["x"] for j in order[i : min(i + batch_size, n)]])  # (B, C, [T,] H, W)
-        yield pixels_to_uint8(with_time(x))  # images: one frame each
+    def __init__(self, data, split: str, num_frames: int, n: int, batch_size: int = 16):
+        from ..data import build_dataset, sample_order
+
+        data = dataclasses.replace(pixel_source(data), num_frames=num_frames, split=split, hflip=False,
+                                   class_names=None)  # pixels alone: the names are not read
+        self.dataset, self.batch_size = build_dataset(data), batch_size
+        self.order, self.n = sample_order(data, len(self.dataset)), min(n, len(self.dataset))
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def batch(self, b: int) -> np.ndarray:
+        take = self.order[b * self.batch_size : min(self.n, (b + 1) * self.batch_size)]
+        x = torch.stack([self.dataset[int(j)]["x"] for j in take])  # (B, C, [T,] H, W)
+        return pixels_to_uint8(with_time(x))  # images: one frame each
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self.batch(b) for b in range(len(self)))
 
 
 def load_stats(path) -> tuple[np.ndarray, np.ndarray]:

@@ -45,7 +45,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the output (default: the input's, read at the model's frame step: its "
-                        "data.target_fps or data.frame_stride; an image: the model's sample.fps)")
+                        "data.target_fps or data.frame_stride; an image or a folder of frames: the model's sample.fps)")
     add_device_args(p)
     p.add_argument("--out", required=True,
                    help="output video: .mp4 (H.264; .mov, .mkv alike), .webm (VP9) or .gif")

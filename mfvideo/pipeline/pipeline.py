@@ -256,22 +256,27 @@ class MFVideoPipeline(DiffusionPipeline):
         """Class names (``id2label``) or ids -> ids. A name is a class's whole name or, as in diffusers' DiT pipeline,
         any of its comma-separated synonyms ("tench" for "tench, Tinca tinca"), in any case where that is not
         ambiguous; a name two classes share is an error that names both."""
-        ids, names = [], set(self.labels.values())
+        ids, names, index = [], set(self.labels.values()), None
         for label in [labels] if isinstance(labels, (str, int)) else labels:
             if isinstance(label, str) and (label.strip() in names or not label.strip().lstrip("-").isdigit()):
-                ids.append(self._label_id(label))  # a name ("3" too, where a class is named so)
+                index = index or self._name_index()  # built once per call, a thousand names or not
+                ids.append(self._label_id(label, index))  # a name ("3" too, where a class is named so)
             elif isinstance(label, str):
                 ids.append(int(label))  # an id as text: "4", from a command line
             else:
                 ids.append(_whole(label, "a class id"))  # 3.7 was class 3, True class 1
         return ids
 
-    def _label_id(self, name: str) -> int:
-        """The id of a class name: its whole name, then a synonym, each exactly, then in any case."""
+    def _name_index(self) -> dict[str, set[int]]:
+        """Every class's whole name and each of its comma-separated synonyms -> the ids that go by it."""
         by_name: dict[str, set[int]] = {}
         for k, v in self.labels.items():
             for n in {v.strip(), *(part.strip() for part in v.split(","))} - {""}:
                 by_name.setdefault(n, set()).add(int(k))
+        return by_name
+
+    def _label_id(self, name: str, by_name: dict[str, set[int]]) -> int:
+        """The id of a class name (``_name_index``): its whole name or a synonym exactly, else in any case."""
         wanted = name.strip()
         found = by_name.get(wanted) or {i for n, ids in by_name.items() if n.casefold() == wanted.casefold() for i in ids}
         if len(found) > 1:
@@ -539,9 +544,9 @@ class MFVideoPipeline(DiffusionPipeline):
         """Generate clips (``class_labels`` ids or names, ``num_videos``), or with ``video`` continue it by
         ``num_new_frames`` (``num_videos``: every clip made, as ``num_clips`` in ``generate`` and ``extend``;
         diffusers' ``num_videos_per_prompt``: clips per class label, per given video or image, or, labels drawn, in
-        all; ``num_images_per_prompt``, diffusers' image pipelines' name, the same; ``infer_label``, ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or
-        without ``video``, the copy's default is the model's ``sample.motion_copy``;
-        ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
+        all; ``num_images_per_prompt``, diffusers' image pipelines' name, the same; ``infer_label``,
+        ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or without ``video``, the copy's
+        default is the model's ``sample.motion_copy``; ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
         ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
         ``temperature`` (as in ``generate``),

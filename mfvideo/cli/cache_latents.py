@@ -37,7 +37,8 @@ def main(argv=None):
     codec = build_codec(cfg.latents, cfg.data.channels).to(acc.device)
     if images and not hasattr(codec, "encode_moments"):
         raise ValueError("image caches need latents.kind=image_vae (they store the posterior mean and std)")
-    settings = {"data": _resolved(data_cfg, "root", "manifest", "class_names"), "latents": _resolved(cfg.latents, "path")}
+    settings = {"data": _resolved(data_cfg, "root", "manifest", "class_names"),
+                "latents": _resolved(cfg.latents, "path")}
     cache_dataset(dataset, codec, args.out, args.shard_size, images, acc.process_index, acc.num_processes,
                   acc.device, args.limit, progress=acc.is_main_process, settings=settings)
     acc.wait_for_everyone()

@@ -21,7 +21,8 @@ HELD_OUT = ("test", "val", "validation")
 
 
 def pixel_source(data):
-    """The ``DataConfig`` whose items are real pixels: ``data`` itself, or the dataset a latent cache was encoded from."""
+    """The ``DataConfig`` whose items are real pixels: ``data`` itself, or the dataset a latent cache was encoded
+    from."""
     if data.kind != "latent_cache":
         return data
     from ..config import DataConfig

@@ -278,7 +278,8 @@ class MFVideoPipeline(DiffusionPipeline):
     def _label_id(self, name: str, by_name: dict[str, set[int]]) -> int:
         """The id of a class name (``_name_index``): its whole name or a synonym exactly, else in any case."""
         wanted = name.strip()
-        found = by_name.get(wanted) or {i for n, ids in by_name.items() if n.casefold() == wanted.casefold() for i in ids}
+        found = by_name.get(wanted) or {i for n, ids in by_name.items()
+                                        if n.casefold() == wanted.casefold() for i in ids}
         if len(found) > 1:
             raise ValueError(f"class name {name!r} is shared by classes {', '.join(map(str, sorted(found)))} "
                              f"({'; '.join(self.labels[str(i)] for i in sorted(found))}): give the id")
@@ -546,7 +547,8 @@ class MFVideoPipeline(DiffusionPipeline):
         diffusers' ``num_videos_per_prompt``: clips per class label, per given video or image, or, labels drawn, in
         all; ``num_images_per_prompt``, diffusers' image pipelines' name, the same; ``infer_label``,
         ``frames_per_window``, ``motion_copy``, ``backward``: as in ``extend``; with or without ``video``, the copy's
-        default is the model's ``sample.motion_copy``; ``first_window_steps``: as in ``generate``). diffusers' names: ``num_inference_steps`` network calls per window
+        default is the model's ``sample.motion_copy``; ``first_window_steps``: as in ``generate``). diffusers' names:
+        ``num_inference_steps`` network calls per window
         (default 1), ``generator``, ``output_type`` ("np" float in [0, 1], "uint8", "pt", "pil", "latent"),
         ``return_dict``, ``guidance_scale`` (a model trained with ``method.cfg_scale_range``: one call still),
         ``temperature`` (as in ``generate``),

@@ -1017,8 +1017,8 @@ def test_class_names_as_imagenet_has_them_synonyms_any_case_and_shared_names(ckp
     names = ["tench, Tinca tinca", "great white shark, white shark, man-eater", "crane", "Crane, derrick", "crane",
              "3"] + [f"class {i}" for i in range(6, 10)] + [f"other {i}" for i in range(10)]
     named = MFVideoPipeline(pipe.transformer, training_config=pipe.cfg, id2label=dict(enumerate(names[:10])))
-    assert named.get_label_ids(["tench", "Tinca tinca", "white shark", "MAN-EATER", "tench, Tinca tinca", 7]) == [
-        0, 0, 1, 1, 0, 7]
+    asked = ["tench", "Tinca tinca", "white shark", "MAN-EATER", "tench, Tinca tinca", 7, "tench"]  # tench twice
+    assert named.get_label_ids(asked) == [0, 0, 1, 1, 0, 7, 0]
     assert named.get_label_ids("3") == [5] and named.get_label_ids("4") == [4]  # a class named "3"; an id as text
     with pytest.raises(ValueError, match=r"'crane' is shared by classes 2, 4 \(crane; crane\): give the id"):
         named.get_label_ids(["crane"])

@@ -284,7 +284,7 @@ class MFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"class name {name!r} is shared by classes {', '.join(map(str, sorted(found)))} "
                              f"({'; '.join(self.labels[str(i)] for i in sorted(found))}): give the id")
         if found:
-            return found.pop()
+            return next(iter(found))  # the index is shared by the call's labels: never emptied
         if not by_name:
             raise ValueError(f"unknown class name {name!r}: this model's classes have no names; give an id")
         close = difflib.get_close_matches(wanted, list(by_name), n=3, cutoff=0.6)

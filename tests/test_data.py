@@ -146,6 +146,32 @@ def test_a_folder_of_frames_is_a_video_in_natural_order(tmp_path):
         probe(tmp_path / "empty")
 
 
+def test_a_video_dataset_of_frame_folders_trains_as_one_of_files(video_dir, tmp_path):
+    """``<class>/<clip>/frame_N.png`` (a dataset of extracted frames) is a video folder: each frame folder a clip, never
+    a class, beside the class's video files; a folder of frame folders alone is flat, unlabelled."""
+    from PIL import Image
+
+    def frames(folder, n):
+        folder.mkdir(parents=True)
+        for i in range(n):  # frame i a flat grey of 8 i, as write_counting_video's
+            Image.fromarray(np.full((24, 32, 3), 8 * i, np.uint8)).save(folder / f"frame_{i + 1}.png")
+
+    frames(video_dir / "apple" / "shot_a", 20)
+    frames(video_dir / "cherry" / "shot_c", 12)
+    ds = VideoFolder.from_folder(video_dir, num_frames=4, resolution=16, frame_stride=2, train=False).scan()
+    assert ds.classes == ["apple", "banana", "cherry"]
+    by_name = {Path(f).name: (i, y) for i, (f, y) in enumerate(ds.files)}
+    assert by_name["shot_a"][1] == 0 and by_name["shot_c"][1] == 2 and by_name["a.mp4"][1] == 0
+    item = ds[by_name["shot_c"][0]]
+    assert item["frames"] == [2, 4, 6, 8]  # the centre window of 12 frames at stride 2: no frame rate of its own
+    grey = ((item["x"].mean(dim=(0, 2, 3)) + 1) * 127.5).numpy()
+    np.testing.assert_allclose(grey, 8 * np.array(item["frames"]), atol=1)  # the frames it says, in natural order
+    flat = tmp_path / "flat"
+    frames(flat / "x", 6), frames(flat / "y", 6)
+    ds = VideoFolder.from_folder(flat, num_frames=4, resolution=16)
+    assert ds.classes is None and [y for _, y in ds.files] == [-1, -1] and ds[1]["x"].shape == (3, 4, 16, 16)
+
+
 def test_centre_crop_in_eval_and_target_fps(video_dir):
     ds = VideoFolder.from_folder(video_dir, num_frames=4, resolution=32, train=False, target_fps=5)
     assert ds.load(0)["frames"] == [11, 13, 15, 17]  # 10 fps -> stride 2, a 7-frame span centred in 30

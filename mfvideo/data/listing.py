@@ -3,7 +3,8 @@
 A Jupyter ``.ipynb_checkpoints/``, macOS's ``__MACOSX/`` (zip) and ``._name.jpg`` (AppleDouble, tar) entries and any
 other hidden name are not data: as a class folder such an entry took id 0 and shifted every real class's label; as a
 file it failed to decode mid-training. The layout is ``<class>/<file>`` (ImageNet's, UCF-101's) or, with no class
-folder, a flat folder of unlabelled files (label -1).
+folder, a flat folder of unlabelled files (label -1); for videos, an item may also be a folder of a clip's frames
+(``<class>/<clip>/frame_0001.png``), which is then never a class.
 """
 
 from __future__ import annotations
@@ -24,14 +25,20 @@ def is_data(path: Path) -> bool:
     return not path.name.startswith(".") and path.name not in NOT_DATA
 
 
-def labelled_files(root: Path, exts: tuple[str, ...]) -> tuple[list[tuple[str, int]], list[str] | None]:
+def labelled_files(root: Path, exts: tuple[str, ...],
+                   item_folder=None) -> tuple[list[tuple[str, int]], list[str] | None]:
     """``([(path, label)], class names)``: the class folders' files labelled by their folder's sorted index, or a
-    flat folder's files with label -1 and no class names. Extensions in any case (IMG_0001.JPG)."""
+    flat folder's files with label -1 and no class names. Extensions in any case (IMG_0001.JPG). ``item_folder``
+    (a folder -> whether it is one item, a clip's frames): such folders are items beside the files, never classes."""
+
+    def is_item(d: Path) -> bool:
+        return item_folder is not None and d.is_dir() and is_data(d) and item_folder(d)
 
     def files(folder: Path) -> list[Path]:
-        return sorted(f for f in folder.iterdir() if f.is_file() and is_data(f) and f.suffix.lower() in exts)
+        return sorted(f for f in folder.iterdir() if is_data(f) and (f.is_file() and f.suffix.lower() in exts
+                                                                       or is_item(f)))
 
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and is_data(d))
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and is_data(d) and not is_item(d))
     if not classes:
         return [(str(f), -1) for f in files(root)], None
     out = []

@@ -18,7 +18,7 @@ import torch
 
 from .listing import labelled_files, split_folder
 from .transforms import grey_if, resize_center_crop
-from .video_io import VIDEO_EXTS, VideoError, probe, read_frames
+from .video_io import VIDEO_EXTS, VideoError, frame_files, probe, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,11 @@ class VideoFolder(torch.utils.data.Dataset):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"video folder {root} does not exist")
-        files, classes = labelled_files(root, VIDEO_EXTS)  # <class>/<file>, or a flat folder: unlabelled
+        # <class>/<file>, or a flat folder: unlabelled; a file is a video, or a folder of its frames (one image each)
+        files, classes = labelled_files(root, VIDEO_EXTS, item_folder=lambda d: bool(frame_files(d)))
         if not files:
-            raise FileNotFoundError(f"video folder {root} holds no videos ({', '.join(VIDEO_EXTS)})")
+            raise FileNotFoundError(f"video folder {root} holds no videos ({', '.join(VIDEO_EXTS)}, or folders of "
+                                    "frames)")
         return cls(files, classes=classes, **kw)
 
     @classmethod

@@ -104,7 +104,8 @@ def main(argv=None):
     fake = sample_features(pipe, net.features, work, clips, **run, progress=False, context=context)
 
     def real_features():
-        return np.concatenate([net.features(c) for c in RealClips(source, split, frames, clips, a.batch_size)])
+        real = contexts if contexts is not None else RealClips(source, split, frames, clips, a.batch_size)
+        return np.concatenate([net.features(c) for c in real])  # extensions: the very clips they continued
 
     if real_stats is None:
         print(f"real clips: {source.root or source.kind}, split {split}")

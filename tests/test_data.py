@@ -435,6 +435,19 @@ def test_codec_round_trip_and_frame_rule(kind):
             codec.encode(torch.zeros(1, 3, T + 1, 64, 64))
 
 
+def test_a_wan_vae_config_of_older_diffusers_without_patch_size_loads():
+    """diffusers before 0.35 writes and reads Wan VAE configs without ``patch_size`` (Wan 2.2's key): the codec
+    stopped with "'FrozenDict' object has no attribute 'patch_size'" on every Wan 2.1 VAE there."""
+    from diffusers.configuration_utils import FrozenDict
+
+    from mfvideo.latents.vae import VideoVAECodec
+
+    vae = tiny_vae("wan")
+    want = VideoVAECodec(vae, "wan").spatial_factor
+    vae._internal_dict = FrozenDict({k: v for k, v in vae.config.items() if k != "patch_size"})
+    assert "patch_size" not in vae.config and VideoVAECodec(vae, "wan").spatial_factor == want == 8
+
+
 @pytest.mark.parametrize("kind", list(TINY))
 def test_codec_normalisation_comes_from_the_vae_config(kind):
     torch.manual_seed(0)

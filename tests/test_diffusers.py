@@ -119,6 +119,9 @@ def test_pipeline_to_takes_a_device_a_dtype_or_both_without_diffusers_false_warn
     "should be kept in float32: []" from diffusers' model cast (diffusers 0.42 logs it on every cast of any model)."""
     import logging
 
+    import diffusers
+    from packaging.version import Version
+
     records = []
     handler = logging.Handler()
     handler.emit = records.append
@@ -132,7 +135,8 @@ def test_pipeline_to_takes_a_device_a_dtype_or_both_without_diffusers_false_warn
             assert {p.dtype for p in pipe.transformer.parameters()} == {dtype}, (args, kwargs)
         assert not [r for r in records if "kept in float32" in r.getMessage()], [r.getMessage() for r in records]
         super(MFVideoPipeline, pipe).to(torch.bfloat16)  # diffusers' own cast: what the override avoids
-        assert [r for r in records if "kept in float32" in r.getMessage()]
+        if Version(diffusers.__version__) >= Version("0.42"):  # 0.33 (the lower bound) logs nothing to avoid
+            assert [r for r in records if "kept in float32" in r.getMessage()]
     finally:
         logger.removeHandler(handler)
 
@@ -303,6 +307,17 @@ def test_a_run_with_several_emas_loads_its_first_and_any_other_by_name(tmp_path,
                             "--out", str(tmp_path / w)]) == 0
     a, b = (np.asarray(Image.open(next((tmp_path / w).glob("*.png")))) for w in ("ema", "model"))
     assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_the_pipeline_s_init_signature_is_readable_by_older_diffusers():
+    """diffusers 0.33's ``from_pretrained`` types each ``__init__`` parameter from its annotation object and drops
+    those it cannot read; an annotation held as a string (``from __future__ import annotations``) was dropped, and
+    loading any folder stopped with ``KeyError: 'id2label'`` (0.32 warned "cannot get type annotation" on each load).
+    Every parameter is unannotated or annotated by an object."""
+    params = inspect.signature(MFVideoPipeline.__init__).parameters
+    assert {"transformer", "vae", "training_config", "id2label"} <= set(params)
+    strings = [name for name, p in params.items() if isinstance(p.annotation, str)]
+    assert not strings, f"annotations held as strings: {strings}"
 
 
 def test_model_config_fields_are_the_constructor_arguments():

@@ -19,7 +19,7 @@ from mfvideo.cli import train as train_cli
 from mfvideo.cli import cache_latents as cache_cli
 from mfvideo.cli import post_train as post_cli
 from mfvideo.cli import export as export_cli
-from mfvideo.data.video_io import VideoError, iter_frames, probe, read_frames
+from mfvideo.data.video_io import VideoError, fps_mode, iter_frames, probe, read_frames
 from mfvideo.io import OutputError, VideoWriter, save_video, save_videos
 from mfvideo.pipeline import MFVideoPipeline
 from mfvideo.train.checkpoint import clean_partial, latest_checkpoint, list_checkpoints
@@ -415,11 +415,26 @@ def test_contact_sheets_magnify_small_frames_pixel_for_pixel():
     assert grid(big).shape == (2 + 50, 2 + 2 * 66, 3)
 
 
+def test_the_frame_rate_mode_option_fits_the_ffmpeg_at_hand(monkeypatch):
+    """``-fps_mode`` (ffmpeg 5.1 on) is refused by older ffmpegs (imageio-ffmpeg 0.5.0's 4.2.2, a system's through
+    IMAGEIO_FFMPEG_EXE): every read of an mp4 stopped with "Option not found" there; they take ``-vsync``."""
+    import imageio_ffmpeg
+
+    from mfvideo.data import video_io
+
+    for version, option in (("4.2.2-static", "-vsync"), ("5.0.1", "-vsync"), ("5.1.2-0+deb12u1", "-fps_mode"),
+                            ("n9.0.2-17-g2a571b6068-20260930", "-fps_mode"), ("N-113000-gabcdef", "-fps_mode")):
+        monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_version", lambda v=version: v)
+        video_io._ffmpeg_before_5_1.cache_clear()
+        assert fps_mode() == [option, "passthrough"] and fps_mode("vfr") == [option, "vfr"], version
+    video_io._ffmpeg_before_5_1.cache_clear()
+
+
 def _ffmpeg_frames(path: Path) -> np.ndarray:
     """Every frame the stream holds, decoded by imageio-ffmpeg without any frame-rate conversion: the reference."""
     import imageio_ffmpeg
 
-    gen = imageio_ffmpeg.read_frames(str(path), output_params=["-fps_mode", "passthrough"])
+    gen = imageio_ffmpeg.read_frames(str(path), output_params=fps_mode("passthrough"))
     meta = next(gen)
     w, h = meta["size"]
     return np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in gen])
@@ -436,7 +451,7 @@ def _write_vfr(path: Path, frames: np.ndarray, durations: list[float], codec: li
         lines += [f"file '{path.parent / f'f{i:03d}.png'}'", f"duration {d}"]
     (path.parent / "list.txt").write_text("\n".join(lines + [lines[-2]]) + "\n")
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i",
-           str(path.parent / "list.txt"), "-fps_mode", "vfr", *codec, *fmt]
+           str(path.parent / "list.txt"), *fps_mode("vfr"), *codec, *fmt]
     if fmt:  # to a pipe: no duration in the header, as a browser's live recording
         with open(path, "wb") as fh:
             subprocess.run(cmd + ["pipe:1"], check=True, stdout=fh)
@@ -473,8 +488,12 @@ def test_a_phone_video_stored_rotated_reads_upright_and_quietly(backend, tmp_pat
     flat = tmp_path / "flat.mp4"
     _write_vfr(flat, frames, [0.125] * 6, ["-c:v", "libx264", "-pix_fmt", "yuv444p", "-qp", "0"])
     phone = tmp_path / "phone.mp4"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-display_rotation:v", "90", "-i",
-                    str(flat), "-c", "copy", str(phone)], check=True)
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    if "-fps_mode" in fps_mode():  # ffmpeg 5.1 and later: a display matrix, 90 degrees counter-clockwise
+        cmd = [ffmpeg, "-y", "-loglevel", "error", "-display_rotation:v", "90", "-i", str(flat), "-c", "copy"]
+    else:  # older ones (imageio-ffmpeg 0.5's 4.2) through the rotate tag, which the readers turn the same way
+        cmd = [ffmpeg, "-y", "-loglevel", "error", "-i", str(flat), "-c", "copy", "-metadata:s:v:0", "rotate=90"]
+    subprocess.run(cmd + [str(phone)], check=True)
     want = np.rot90(read_frames(flat, range(7), backend), k=1, axes=(1, 2))  # (7, 48, 32, 3)
     with caplog.at_level("WARNING"):
         info = probe(phone, backend)

@@ -30,9 +30,23 @@ VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
 PIL_EXTS = (".gif", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # a folder of frames, one still per file (a render's or a dataset's extracted frames), read in natural name order
 FRAME_EXTS = tuple(e for e in PIL_EXTS if e != ".gif")
-# Every decoded frame exactly once. Without it ffmpeg resamples a variable-frame-rate video to a constant rate,
-# repeating and dropping frames (the frame count and the frames read then disagree).
-PASSTHROUGH = ["-fps_mode", "passthrough"]
+
+
+def fps_mode(mode: str = "passthrough") -> list[str]:
+    """ffmpeg's output options for a frame-rate mode. ``passthrough`` (the readers'): every decoded frame exactly
+    once; without it ffmpeg resamples a variable-frame-rate video to a constant rate, repeating and dropping frames
+    (the frame count and the frames read then disagree). ``-fps_mode`` exists from ffmpeg 5.1; older ones
+    (imageio-ffmpeg 0.5.0 bundles 4.2.2, and IMAGEIO_FFMPEG_EXE may name a system's) refuse it ("Option not found")
+    and take ``-vsync``, which the newer ones still take but deprecate."""
+    return ["-vsync" if _ffmpeg_before_5_1() else "-fps_mode", mode]
+
+
+@functools.lru_cache(maxsize=None)
+def _ffmpeg_before_5_1() -> bool:
+    import imageio_ffmpeg
+
+    found = re.match(r"n?(\d+)\.(\d+)", imageio_ffmpeg.get_ffmpeg_version())  # "4.2.2-static", "n9.0.2-17-g..."
+    return found is not None and (int(found[1]), int(found[2])) < (5, 1)  # no match: a git build ("N-1234-g..."), new
 
 
 class _UprightNotice(logging.Filter):
@@ -138,7 +152,7 @@ def probe(path, backend: str = "auto") -> VideoInfo:
                 return VideoInfo(len(files), 0.0, *pil_shown_size(im))
         import imageio.v2 as imageio
 
-        reader = imageio.get_reader(str(path), format="FFMPEG", output_params=PASSTHROUGH)
+        reader = imageio.get_reader(str(path), format="FFMPEG", output_params=fps_mode())
         try:
             meta = reader.get_meta_data()
             n = reader.count_frames()  # decodes headers only; never list() an ffmpeg reader (infinite length)
@@ -212,7 +226,7 @@ def _read_imageio(path: Path, indices: list[int]) -> np.ndarray:
     wanted = sorted(set(indices))
     last = wanted[-1]
     got: dict[int, np.ndarray] = {}
-    reader = imageio.get_reader(str(path), format="FFMPEG", output_params=PASSTHROUGH)
+    reader = imageio.get_reader(str(path), format="FFMPEG", output_params=fps_mode())
     try:
         for i, frame in enumerate(reader):  # streams; stops after the last wanted frame
             if i in wanted:
@@ -293,7 +307,7 @@ def iter_frames(path, backend: str = "auto", chunk: int = 32) -> Iterator[np.nda
             return
         import imageio.v2 as imageio
 
-        reader = imageio.get_reader(str(path), format="FFMPEG", output_params=PASSTHROUGH)
+        reader = imageio.get_reader(str(path), format="FFMPEG", output_params=fps_mode())
         try:
             yield from _chunks((np.asarray(f)[..., :3] for f in reader), chunk)
         finally:

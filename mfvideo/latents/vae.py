@@ -83,7 +83,8 @@ class VideoVAECodec(Codec):
         if kind == "wan":
             self.latent_channels = cfg.z_dim
             self.temporal_factor = 2 ** sum(cfg.temperal_downsample)
-            self.spatial_factor = 2 ** len(cfg.temperal_downsample) * (cfg.patch_size or 1)
+            # patch_size: Wan 2.2's VAE folds 2 x 2 pixels into channels; diffusers before 0.35 has no such key
+            self.spatial_factor = 2 ** len(cfg.temperal_downsample) * (cfg.get("patch_size") or 1)
         elif kind == "cogvideox":
             self.latent_channels = cfg.latent_channels
             self.temporal_factor = int(cfg.temporal_compression_ratio)

@@ -109,13 +109,18 @@ class FrameStream:
 
 
 class MFVideoPipeline(DiffusionPipeline):
-    """One-step clip generation and video extension with a MeanFlow STDiT."""
+    """One-step clip generation and video extension with a MeanFlow STDiT.
+
+    ``__init__(transformer, vae=None, training_config=None, id2label=None)``: training_config a ``Config`` or its
+    dict, id2label a dict of class names by id. Its parameters carry no annotations on purpose: this module's are
+    strings (``from __future__ import annotations``), which diffusers 0.32 warns of and 0.33 cannot read: its
+    ``from_pretrained`` then stopped with ``KeyError: 'id2label'`` on every folder.
+    """
 
     model_cpu_offload_seq = "transformer->vae"
     _optional_components = ["vae"]
 
-    def __init__(self, transformer, vae=None, training_config: dict | Config | None = None,
-                 id2label: dict | None = None):
+    def __init__(self, transformer, vae=None, training_config=None, id2label=None):
         super().__init__()
         if training_config is None:
             raise ValueError("MFVideoPipeline needs the training_config the transformer was trained with")

@@ -43,7 +43,9 @@ class TrainingError(RuntimeError):
 
 
 def step_seed(seed: int, *keys: int) -> int:
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    """A 63-bit seed, a pure function of (seed, *keys). The shift is Python's: numpy 1.x refuses ``np.uint64 >> 1``
+    (an int64 operand), which stopped every training run's first batch there."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 class ResumableBatchSampler(Sampler):

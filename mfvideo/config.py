@@ -288,6 +288,11 @@ RANGES = [
 ]
 
 
+# accelerate's trackers by name -> the package each needs ("all": every one installed; accelerate's LoggerType)
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
+            "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio", "all": None}
+
+
 def validate(cfg: Config) -> None:
     """Value ranges and cross-field rules; a violation is a ``ConfigError`` naming the key and the value."""
     for key, ok, what in RANGES:
@@ -295,6 +300,9 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if not ok(value):
             raise ConfigError(f"{key} must be {what}, got {value!r}")
+    unknown = [t for t in cfg.train.trackers if t not in TRACKERS]  # a misspelt one trained without its logging
+    if unknown:
+        raise ConfigError(f"train.trackers: unknown tracker {unknown[0]!r}; known: {', '.join(TRACKERS)}")
     if cfg.data.channels not in (1, 3):
         raise ConfigError(f"data.channels must be 1 (grey) or 3 (RGB), got {cfg.data.channels!r}")
     if cfg.data.channels == 1 and cfg.latents.kind != "identity":

@@ -153,6 +153,7 @@ CASES = {
     "train sample context_noise -0.1": T("sample.context_noise=-0.1"),
     "train clip_attention on joint": T("model.attention=joint", "model.clip_attention=true"),
     "train context_reference on images": T("data.num_frames=1", "model.context_reference=true"), "train unknown key": T("train.learning_rate=1"),
+    "train misspelt tracker": T("train.trackers=[tensorbaord]"),
     "train fewer classes than the data": T("model.num_classes=5"),
     "train output dir is a file": ["train", TINY, "train.output_dir={w}/a_file", "train.max_steps=2"],
     "train afresh over an earlier run's checkpoints": ["train", TINY, "train.output_dir={w}/run", "train.max_steps=8"],

@@ -464,11 +464,11 @@ def _available_trackers(names: list[str]) -> list[str]:
     """The configured trackers whose packages are installed; the others are skipped with one warning each."""
     import importlib.util
 
-    packages = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
-                "aim": "aim", "clearml": "clearml", "dvclive": "dvclive"}
+    from ..config import TRACKERS
+
     found = []
     for name in names:
-        if importlib.util.find_spec(packages.get(name, name)) is None:
+        if TRACKERS[name] is not None and importlib.util.find_spec(TRACKERS[name]) is None:
             log.warning("tracker %s is not installed; logging to log.jsonl without it", name)
         else:
             found.append(name)

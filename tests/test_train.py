@@ -127,6 +127,35 @@ def test_a_resumed_run_keeps_its_network(tmp_path):
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
 
 
+def test_a_resumed_run_refuses_data_whose_class_ids_moved_and_says_when_its_size_changed(tmp_path, caplog):
+    """A class folder added, removed or renamed between runs shifts the ids: the resumed run trained each class
+    under another's label without a word (``blue_box, red_ball`` resumed as ``a_green_tri, blue_box``). Refused
+    before anything is written; another number of items (same classes) resumes and says so."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("blue_box", "red_ball"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(9):
+            Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    data = ["data.kind=image_folder", f"data.root={tmp_path / 'imgs'}", "data.num_frames=1", "data.channels=3",
+            "train.batch_size=4", "train.context_masks={none: 1.0}", "train.checkpoint_every=2"]
+    run = tmp_path / "run"
+    train(tiny_cfg(run, *data, "train.max_steps=2"))
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    (tmp_path / "imgs" / "red_ball").rename(tmp_path / "imgs" / "a_green_tri")  # ids: a_green_tri 0, blue_box 1
+    with pytest.raises(ConfigError, match=r"classes changed since .*step_00000002 \(id 0 was 'blue_box', is "
+                                          r"'a_green_tri'; 2 classes then, 2 now\).*model.init_from="):
+        train(tiny_cfg(run, *data, "train.max_steps=4", "train.resume=auto"))
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    (tmp_path / "imgs" / "a_green_tri").rename(tmp_path / "imgs" / "red_ball")
+    (tmp_path / "imgs" / "red_ball" / "0.png").unlink()
+    with caplog.at_level("WARNING", logger="mfvideo.train"):
+        train(tiny_cfg(run, *data, "train.max_steps=4", "train.resume=auto"))
+    assert "the data holds 17 items, 18 when step_00000002 was written" in caplog.text
+    assert list_checkpoints(run)[-1].name == "step_00000004"
+
+
 def test_quick_loss_falls_and_log_written(tmp_path):
     train(tiny_cfg(tmp_path, "train.max_steps=60", "train.checkpoint_every=0", "train.log_every=5"))
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -31,7 +31,7 @@ from .checkpoint import (
     CheckpointError, clean_partial, latest_checkpoint, load_config_from, load_into, load_weights, save_checkpoint,
 )
 from .ema import EMA
-from .resume import changed_settings, check_same_network, describe, resolve_resume, restore, starts_fresh
+from .resume import changed_settings, check_same_data, check_same_network, describe, resolve_resume, restore, starts_fresh
 from .sharding import full, model_state, optimizer_state, shard
 from .stop import StopSignals, ignore_in_worker
 
@@ -229,10 +229,13 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     resume_from = resolve_resume(cfg, run_dir)
     if resume_from is not None:
         changed = changed_settings(resume_from, cfg)
+        data_changed = check_same_data(resume_from, getattr(s.dataset, "classes", None), len(s.dataset))
         check_same_network(changed, resume_from)
         step = restore(resume_from, model, ema, optimizer, scheduler)
         if accelerator.is_main_process:
             log.warning("resumed from %s at step %d", resume_from, step)
+            if data_changed:
+                log.warning(data_changed)
             if changed:  # a different run from here on: said, never silent (train/resume.py)
                 log.warning("changed since that checkpoint: %s; lr at step %d: %.4g", describe(changed), step,
                             scheduler.get_last_lr()[0])
@@ -308,7 +311,8 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
                 t_last, seen = now, 0
             stop = signals.agreed(accelerator)  # every rank the same answer, after the same step
             if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at or stop):
-                _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, getattr(s.dataset, "classes", None))
+                _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler,
+                      getattr(s.dataset, "classes", None), len(s.dataset))
             if stop:
                 summary["stopped_by"] = signal.Signals(stop).name
                 break
@@ -485,7 +489,7 @@ def flat_config(cfg: Config) -> dict:
     return out
 
 
-def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, classes=None):
+def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, classes=None, num_items=None):
     """Full tensors by parameter name whatever the sharding (gathered on every rank), written by the main process."""
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
@@ -494,7 +498,8 @@ def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, cla
     if accelerator.is_main_process:
         save_checkpoint(
             run_dir, step, cfg, weights, emas, {"optimizer": opt, "scheduler": scheduler.state_dict()},
-            {"step": step, "ema_updates": ema.num_updates}, keep_last=cfg.train.keep_last, classes=classes,
+            {"step": step, "ema_updates": ema.num_updates, "num_items": num_items}, keep_last=cfg.train.keep_last,
+            classes=classes,
         )
     accelerator.wait_for_everyone()
 

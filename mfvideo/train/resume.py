@@ -11,6 +11,7 @@ else): that is a new run from it, ``model.init_from``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,30 @@ def check_same_network(changed: dict[str, tuple[Any, Any]], path: Path) -> None:
         raise ConfigError(f"train.resume: {', '.join(model)} since {path}; a resumed run goes on with the "
                           f"checkpoint's network: drop the change, or start a new run from it with "
                           f"model.init_from={path} (and another train.output_dir)")
+
+
+def check_same_data(path: Path, classes: list[str] | None, num_items: int) -> str | None:
+    """A resumed run reads the data it was trained on. Its classes by id must be the checkpoint's: a class folder
+    added, removed or renamed shifts the ids, and each label would go on training another class's embedding without a
+    word (a run over ``blue_box, red_ball`` resumed as ``a_green_tri, blue_box`` did). Another number of items is
+    allowed and returned as a line to say (the order of the clips then differs from an uninterrupted run's)."""
+    f = path / "classes.json"
+    if classes and f.is_file():
+        then, now = json.loads(f.read_text()), [str(c) for c in classes]
+        if then != now:
+            i = next(i for i in range(max(len(then), len(now))) if i >= min(len(then), len(now)) or then[i] != now[i])
+            what = (f"id {i} was {then[i]!r}, is {now[i]!r}" if i < min(len(then), len(now))
+                    else f"id {i} {then[i]!r} is gone" if i < len(then) else f"id {i} {now[i]!r} is new")
+            raise ConfigError(f"train.resume: the data's classes changed since {path} ({what}; {len(then)} classes "
+                              f"then, {len(now)} now): its labels would train other classes. Restore the data's "
+                              f"classes, or start a new run from it with model.init_from={path} (and another "
+                              "train.output_dir)")
+    trainer = path / "trainer.pt"
+    then_items = torch.load(trainer, weights_only=True).get("num_items") if trainer.is_file() else None
+    if then_items is not None and int(then_items) != num_items:
+        return (f"the data holds {num_items} items, {int(then_items)} when {path.name} was written: the order of the "
+                "items from here on differs from an uninterrupted run's")
+    return None
 
 
 def describe(changed: dict[str, tuple[Any, Any]]) -> str:

@@ -562,7 +562,7 @@ def test_fsdp_training_equals_one_process_on_the_combined_batch_and_its_state_re
     assert trap["detached"]["param_diff"] > 2e-4 and trap["fused"]["param_diff"] > 2e-4, trap
 
 
-def test_fsdp_run_through_the_trainer_writes_checkpoints_that_load_and_resume_on_one_process(tmp_path):
+def test_fsdp_run_through_the_trainer_writes_checkpoints_that_load_and_resume_on_one_process(tmp_path, caplog):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
@@ -586,8 +586,10 @@ def test_fsdp_run_through_the_trainer_writes_checkpoints_that_load_and_resume_on
     one = tmp_path / "one"  # the 2-process checkpoint at step 2, continued by one unsharded process
     (one / "checkpoints").mkdir(parents=True)
     shutil.copytree(two[0], one / "checkpoints" / two[0].name)
-    summary = train(tiny_cfg(one, "train.max_steps=4", "train.checkpoint_every=2", "train.resume=auto"))
+    with caplog.at_level("WARNING", logger="mfvideo.train"):
+        summary = train(tiny_cfg(one, "train.max_steps=4", "train.checkpoint_every=2", "train.resume=auto"))
     assert summary["steps"] == 4
+    assert "1 process, 2 when step_00000002 was written: the global batch is 16 (was 32)" in caplog.text
     a, b = weights(two[-1]), weights(latest_checkpoint(one))
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
 

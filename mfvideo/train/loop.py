@@ -229,13 +229,14 @@ def train(cfg: Config, max_steps: int | None = None) -> dict:
     resume_from = resolve_resume(cfg, run_dir)
     if resume_from is not None:
         changed = changed_settings(resume_from, cfg)
-        data_changed = check_same_data(resume_from, getattr(s.dataset, "classes", None), len(s.dataset))
+        data_changed = check_same_data(resume_from, getattr(s.dataset, "classes", None), len(s.dataset), world,
+                                       tc.batch_size * tc.grad_accum)
         check_same_network(changed, resume_from)
         step = restore(resume_from, model, ema, optimizer, scheduler)
         if accelerator.is_main_process:
             log.warning("resumed from %s at step %d", resume_from, step)
-            if data_changed:
-                log.warning(data_changed)
+            for line in data_changed:
+                log.warning(line)
             if changed:  # a different run from here on: said, never silent (train/resume.py)
                 log.warning("changed since that checkpoint: %s; lr at step %d: %.4g", describe(changed), step,
                             scheduler.get_last_lr()[0])
@@ -498,8 +499,8 @@ def _save(accelerator, run_dir, step, cfg, model, ema, optimizer, scheduler, cla
     if accelerator.is_main_process:
         save_checkpoint(
             run_dir, step, cfg, weights, emas, {"optimizer": opt, "scheduler": scheduler.state_dict()},
-            {"step": step, "ema_updates": ema.num_updates, "num_items": num_items}, keep_last=cfg.train.keep_last,
-            classes=classes,
+            {"step": step, "ema_updates": ema.num_updates, "num_items": num_items,
+             "num_processes": accelerator.num_processes}, keep_last=cfg.train.keep_last, classes=classes,
         )
     accelerator.wait_for_everyone()
 

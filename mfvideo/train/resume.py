@@ -76,11 +76,12 @@ def check_same_network(changed: dict[str, tuple[Any, Any]], path: Path) -> None:
                           f"model.init_from={path} (and another train.output_dir)")
 
 
-def check_same_data(path: Path, classes: list[str] | None, num_items: int) -> str | None:
+def check_same_data(path: Path, classes: list[str] | None, num_items: int, world: int, batch: int) -> list[str]:
     """A resumed run reads the data it was trained on. Its classes by id must be the checkpoint's: a class folder
     added, removed or renamed shifts the ids, and each label would go on training another class's embedding without a
-    word (a run over ``blue_box, red_ball`` resumed as ``a_green_tri, blue_box`` did). Another number of items is
-    allowed and returned as a line to say (the order of the clips then differs from an uninterrupted run's)."""
+    word (a run over ``blue_box, red_ball`` resumed as ``a_green_tri, blue_box`` did). Another number of items, or of
+    processes (the global batch), is allowed and returned as lines to say: the order of the items from there on
+    differs from an uninterrupted run's, and the global batch is another."""
     f = path / "classes.json"
     if classes and f.is_file():
         then, now = json.loads(f.read_text()), [str(c) for c in classes]
@@ -92,12 +93,21 @@ def check_same_data(path: Path, classes: list[str] | None, num_items: int) -> st
                               f"then, {len(now)} now): its labels would train other classes. Restore the data's "
                               f"classes, or start a new run from it with model.init_from={path} (and another "
                               "train.output_dir)")
-    trainer = path / "trainer.pt"
-    then_items = torch.load(trainer, weights_only=True).get("num_items") if trainer.is_file() else None
-    if then_items is not None and int(then_items) != num_items:
-        return (f"the data holds {num_items} items, {int(then_items)} when {path.name} was written: the order of the "
-                "items from here on differs from an uninterrupted run's")
-    return None
+    try:  # num_items and num_processes: written since session 52
+        then = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+    except Exception:  # missing or unreadable: restore() says so in one line
+        then = {}
+    then = then if isinstance(then, dict) else {}
+    said = []
+    if then.get("num_items") is not None and int(then["num_items"]) != num_items:
+        said.append(f"the data holds {num_items} items, {int(then['num_items'])} when {path.name} was written: the "
+                    "order of the items from here on differs from an uninterrupted run's")
+    if then.get("num_processes") is not None and int(then["num_processes"]) != world:
+        was = int(then["num_processes"])
+        said.append(f"{world} process{'es' * (world > 1)}, {was} when {path.name} was written: the global batch is "
+                    f"{batch * world} (was {batch * was}) and the order of the items from here on differs from an "
+                    "uninterrupted run's")
+    return said
 
 
 def describe(changed: dict[str, tuple[Any, Any]]) -> str:

@@ -156,6 +156,31 @@ def test_a_resumed_run_refuses_data_whose_class_ids_moved_and_says_when_its_size
     assert list_checkpoints(run)[-1].name == "step_00000004"
 
 
+def test_a_second_run_into_a_live_run_s_folder_is_refused_and_a_run_leaves_no_lock(tmp_path):
+    """The same command started twice (two terminals, a requeued job whose first attempt still runs): the second
+    would delete the first's checkpoint in progress as a leftover and interleave their checkpoints and logs. It is
+    refused, naming the live run's pid, while the first holds the folder; after a run ends (or fails to start) no lock
+    file, and no folder a failed start made, is left; a lock file left by a killed run does not hold."""
+    from mfvideo.train.lock import run_lock
+
+    run = tmp_path / "run"
+    with run_lock(run):  # a live run: this process holds the folder
+        assert (run / ".lock").read_text() == str(os.getpid())
+        other = subprocess.run([sys.executable, "-m", "mfvideo.cli.train", str(TINY), f"train.output_dir={run}",
+                                "train.max_steps=2", "train.resume=auto"], capture_output=True, text=True, cwd=ROOT)
+        assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-2000:]
+        assert f"train.output_dir {run} is in use by another training run (pid {os.getpid()})" in other.stderr
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # the second wrote nothing
+    assert not run.exists()  # made by the lock, left empty: gone
+    with pytest.raises(ValueError, match="unknown prediction"):
+        train(tiny_cfg(run, "train.max_steps=2", "model.prediction=bogus"))  # fails to start
+    assert not run.exists()
+    run.mkdir()
+    (run / ".lock").write_text("12345")  # a killed run's file: not locked by anyone
+    train(tiny_cfg(run, "train.max_steps=2", "train.checkpoint_every=2"))
+    assert not (run / ".lock").exists() and list_checkpoints(run)[-1].name == "step_00000002"
+
+
 def test_quick_loss_falls_and_log_written(tmp_path):
     train(tiny_cfg(tmp_path, "train.max_steps=60", "train.checkpoint_every=0", "train.log_every=5"))
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

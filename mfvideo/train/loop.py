@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -178,7 +179,15 @@ def load_teacher(path: str, model: torch.nn.Module, device) -> torch.nn.Module:
 
 
 def train(cfg: Config, max_steps: int | None = None) -> dict:
-    """Run (or resume) training; returns a summary. ``max_steps`` stops early without changing the schedule."""
+    """Run (or resume) training; returns a summary. ``max_steps`` stops early without changing the schedule. One run
+    per ``train.output_dir`` at a time (``train/lock.py``)."""
+    from .lock import run_lock
+
+    with run_lock(Path(cfg.train.output_dir), main=int(os.environ.get("RANK", "0")) == 0):
+        return _train(cfg, max_steps)
+
+
+def _train(cfg: Config, max_steps: int | None) -> dict:
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 

@@ -435,6 +435,26 @@ def test_codec_round_trip_and_frame_rule(kind):
             codec.encode(torch.zeros(1, 3, T + 1, 64, 64))
 
 
+@pytest.mark.parametrize("kind, held, fix", [("image_vae", "wan", "latents.kind=wan"),
+                                             ("ltx", "image_vae", "latents.kind=image_vae"),
+                                             ("image_vae", None, "a VAE of a class mfvideo reads: AutoencoderKL")])
+def test_a_vae_folder_of_another_kind_is_named_for_what_it_holds(kind, held, fix, tmp_path):
+    """latents.kind=image_vae on a Wan VAE's folder stopped in diffusers with a shape mismatch of decoder.conv_in.bias;
+    ltx on a Wan folder with "unsupported operand type(s) for ** or pow()". The folder's class is read first."""
+    from mfvideo.config import ConfigError, LatentsConfig
+    from mfvideo.latents.vae import build_vae_codec
+
+    if held:
+        tiny_vae(held).save_pretrained(tmp_path / "vae")
+        name = type(tiny_vae(held)).__name__
+    else:  # a class mfvideo has no codec for (Sana's DC-AE)
+        (tmp_path / "vae").mkdir()
+        (tmp_path / "vae" / "config.json").write_text('{"_class_name": "AutoencoderDC"}')
+        name = "AutoencoderDC"
+    with pytest.raises(ConfigError, match=rf"holds an {name}, not the .* latents.kind={kind} reads: {fix}"):
+        build_vae_codec(LatentsConfig(kind=kind, path=str(tmp_path / "vae")))
+
+
 def test_a_wan_vae_config_of_older_diffusers_without_patch_size_loads():
     """diffusers before 0.35 writes and reads Wan VAE configs without ``patch_size`` (Wan 2.2's key): the codec
     stopped with "'FrozenDict' object has no attribute 'patch_size'" on every Wan 2.1 VAE there."""

@@ -47,6 +47,8 @@ def work(tmp_path_factory):
     (w / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     (w / "a_file").write_text("not a folder")
     (w / "outdir").mkdir()
+    (w / "wan_vae").mkdir()  # a Wan VAE's folder (its config; the kind is checked before any weight is read)
+    (w / "wan_vae" / "config.json").write_text('{"_class_name": "AutoencoderKLWan", "z_dim": 16}')
     (w / "names.txt").write_text("n01440764 tench, Tinca tinca\n")  # ImageNet's names: none of the digits' classes
     run = w / "run"
     train_cli.main([TINY, f"train.output_dir={run}", "train.max_steps=4", "train.checkpoint_every=2"])
@@ -154,6 +156,7 @@ CASES = {
     "train clip_attention on joint": T("model.attention=joint", "model.clip_attention=true"),
     "train context_reference on images": T("data.num_frames=1", "model.context_reference=true"), "train unknown key": T("train.learning_rate=1"),
     "train misspelt tracker": T("train.trackers=[tensorbaord]"),
+    "train a VAE of another kind": T("data.channels=3", "latents.kind=image_vae", "latents.path={w}/wan_vae"),
     "train fewer classes than the data": T("model.num_classes=5"),
     "train output dir is a file": ["train", TINY, "train.output_dir={w}/a_file", "train.max_steps=2"],
     "train afresh over an earlier run's checkpoints": ["train", TINY, "train.output_dir={w}/run", "train.max_steps=8"],

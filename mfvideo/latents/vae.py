@@ -147,11 +147,30 @@ def build_vae_codec(cfg) -> Codec:
                           f"fetched; download it first, e.g. huggingface-cli download <repo> --local-dir <folder>)")
     if not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
         folder = folder / "vae"  # a whole pipeline's folder (Wan, CogVideoX, SD...): its VAE
+    held = _class_name(folder / "config.json")
+    if held and held != names[cfg.kind]:  # diffusers' own error is a shape mismatch or a TypeError deep inside
+        kinds = {v: k for k, v in names.items()}
+        fix = (f"latents.kind={kinds[held]}" if held in kinds else
+               "a VAE of a class mfvideo reads: " + ", ".join(f"{v} ({k})" for k, v in names.items()))
+        raise ConfigError(f"latents.path={cfg.path} holds an {held}, not the {names[cfg.kind]} latents.kind="
+                          f"{cfg.kind} reads: {fix}")
     try:
         vae = cls.from_pretrained(folder, torch_dtype=_dtype(cfg.dtype), local_files_only=True)
     except Exception as e:  # missing folder, wrong class, unreadable weights
         raise ConfigError(f"latents.path={cfg.path}: cannot load {names[cfg.kind]} ({str(e).splitlines()[0][:200]})") from None
     return codec_from_vae(cfg.kind, vae, cfg.sample_posterior)
+
+
+def _class_name(config: Path) -> str | None:
+    """The diffusers class a saved folder's ``config.json`` names (None where it names none or cannot be read: the
+    load then says what is wrong)."""
+    import json
+
+    try:
+        name = json.loads(config.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def codec_from_vae(kind: str, vae, sample_posterior: bool = False) -> Codec:

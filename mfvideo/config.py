@@ -288,6 +288,18 @@ RANGES = [
 ]
 
 
+def _choices() -> list[tuple[str, tuple]]:
+    """(key, its values) of the schema's named choices, each list owned by the module that reads the key."""
+    from .latents.vae import DTYPES, KINDS
+    from .models.attention import BACKENDS
+    from .models.copy import COPY_KERNELS
+    from .models.stdit import ATTENTION_LAYOUTS, PREDICTIONS, READER_POOLS
+
+    return [("model.attn_backend", tuple(BACKENDS)), ("model.attention", tuple(ATTENTION_LAYOUTS)),
+            ("model.prediction", PREDICTIONS), ("model.copy_kernel", tuple(COPY_KERNELS)),
+            ("model.reader_pool", READER_POOLS), ("latents.kind", KINDS), ("latents.dtype", tuple(DTYPES))]
+
+
 # accelerate's trackers by name -> the package each needs ("all": every one installed; accelerate's LoggerType)
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
             "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio", "all": None}
@@ -300,6 +312,10 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if not ok(value):
             raise ConfigError(f"{key} must be {what}, got {value!r}")
+    for key, choices in _choices():
+        section, name = key.split(".")
+        if (value := getattr(getattr(cfg, section), name)) not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     unknown = [t for t in cfg.train.trackers if t not in TRACKERS]  # a misspelt one trained without its logging
     if unknown:
         raise ConfigError(f"train.trackers: unknown tracker {unknown[0]!r}; known: {', '.join(TRACKERS)}")
@@ -327,13 +343,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.context_masks: unknown kind {unknown[0]!r}; known: {', '.join(KINDS)}")
     if any(not (math.isfinite(w) and w >= 0) for w in masks.values()) or sum(masks.values()) <= 0:
         raise ConfigError(f"train.context_masks weights must be >= 0 with a positive sum, got {dict(masks)}")
-    from .models.attention import BACKENDS
-    from .models.stdit import ATTENTION_LAYOUTS
-
-    if cfg.model.attn_backend not in BACKENDS:
-        raise ConfigError(f"model.attn_backend must be one of {', '.join(BACKENDS)}, got {cfg.model.attn_backend!r}")
-    if cfg.model.attention not in ATTENTION_LAYOUTS:
-        raise ConfigError(f"model.attention must be one of {', '.join(ATTENTION_LAYOUTS)}, got {cfg.model.attention!r}")
     if cfg.model.clip_attention and not (cfg.model.temporal and cfg.model.attention == "factorised"):
         raise ConfigError(f"model.clip_attention needs model.attention=factorised and a video model, "
                           f"got attention={cfg.model.attention!r}, temporal={cfg.model.temporal}")

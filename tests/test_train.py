@@ -172,8 +172,9 @@ def test_a_second_run_into_a_live_run_s_folder_is_refused_and_a_run_leaves_no_lo
         assert f"train.output_dir {run} is in use by another training run (pid {os.getpid()})" in other.stderr
         assert sorted(p.name for p in run.iterdir()) == [".lock"]  # the second wrote nothing
     assert not run.exists()  # made by the lock, left empty: gone
-    with pytest.raises(ValueError, match="unknown prediction"):
-        train(tiny_cfg(run, "train.max_steps=2", "model.prediction=bogus"))  # fails to start
+    with pytest.raises(ValueError, match="does not exist"):  # fails to start, after taking the folder
+        train(tiny_cfg(run, "train.max_steps=2", "data.kind=image_folder", "data.num_frames=1",
+                       f"data.root={tmp_path / 'missing'}"))
     assert not run.exists()
     run.mkdir()
     (run / ".lock").write_text("12345")  # a killed run's file: not locked by anyone

@@ -25,8 +25,12 @@ VIDEO_VAES = {
 }
 
 
+KINDS = ("identity", "image_vae", *VIDEO_VAES)  # latents.kind
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # latents.dtype
+
+
 def _dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    return DTYPES[name]
 
 
 class ImageVAECodec(Codec):

@@ -206,7 +206,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         except Exception as e:
             raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
         cfg = _merge(cfg, text, str(path))
-    obj = _to_object(_overridden(cfg, overrides), str(path or "config"))
+    obj = _to_object(_overridden(cfg, overrides), str(path or "config") + (" with its overrides" if overrides else ""))
     _expand_home(obj)
     validate(obj)
     return obj
@@ -247,8 +247,10 @@ def _expand_home(cfg: Config) -> None:
 def _to_object(cfg, source: str) -> "Config":
     try:
         return OmegaConf.to_object(cfg)
-    except (ValueError, OmegaConfBaseException) as e:  # e.g. MeanFlow's own checks of its values
+    except OmegaConfBaseException as e:
         raise ConfigError(f"{source}: {str(e).splitlines()[0]}") from None
+    except ValueError as e:  # MeanFlow's own checks of its values (the method section is the dataclass itself)
+        raise ConfigError(f"{source}: method: {str(e).splitlines()[0]}") from None
 
 
 def _at_least(low):

@@ -157,6 +157,7 @@ CASES = {
     "train context_reference on images": T("data.num_frames=1", "model.context_reference=true"), "train unknown key": T("train.learning_rate=1"),
     "train misspelt tracker": T("train.trackers=[tensorbaord]"),
     "train unknown latents dtype": T("latents.dtype=float8"),
+    "train unknown moving-digits split": T("data.split=val"),
     "train a VAE of another kind": T("data.channels=3", "latents.kind=image_vae", "latents.path={w}/wan_vae"),
     "train fewer classes than the data": T("model.num_classes=5"),
     "train output dir is a file": ["train", TINY, "train.output_dir={w}/a_file", "train.max_steps=2"],

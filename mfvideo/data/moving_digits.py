@@ -80,6 +80,8 @@ class MovingDigits(Dataset):
         self, split: str = "train", num_clips: int = 20000, num_frames: int = 8, resolution: int = 32,
         num_digits: int = 1, digit_size: int = 16, speed: float = 1.5, seed: int = 0, channels: int = 1,
     ):
+        if split not in SPLITS:  # here, not at the first clip drawn (after the run had written its folder)
+            raise ValueError(f"unknown moving-digits split {split!r}; known: {list(SPLITS)}")
         self.kw = dict(split=split, num_frames=num_frames, resolution=resolution, num_digits=num_digits,
                        digit_size=digit_size, speed=speed, seed=seed)
         self.num_clips = num_clips

@@ -83,7 +83,7 @@ class DataConfig:
 
 @dataclass
 class LatentsConfig:
-    """The codec between pixels and latents. kind: identity | image_vae | wan | cogvideox | hunyuan | ltx."""
+    """The codec between pixels and latents. kind: identity | image_vae | dc_ae | wan | cogvideox | hunyuan | ltx."""
 
     kind: str = "identity"
     path: Optional[str] = None  # local diffusers VAE folder

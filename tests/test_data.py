@@ -415,10 +415,10 @@ def make_codec(kind, **vae_overrides):
         vae2 = getattr(diffusers, name)(**{**kw, **vae_overrides}).eval()
         vae2.load_state_dict(vae.state_dict())
         vae = vae2
-    return ImageVAECodec(vae) if kind == "image_vae" else VideoVAECodec(vae, kind)
+    return ImageVAECodec(vae) if kind in ("image_vae", "dc_ae") else VideoVAECodec(vae, kind)
 
 
-FRAMES = {"image_vae": 3, "wan": 9, "cogvideox": 9, "hunyuan": 9, "ltx": 9}
+FRAMES = {"image_vae": 3, "dc_ae": 3, "wan": 9, "cogvideox": 9, "hunyuan": 9, "ltx": 9}
 
 
 @pytest.mark.parametrize("kind", list(TINY))
@@ -437,6 +437,7 @@ def test_codec_round_trip_and_frame_rule(kind):
 
 @pytest.mark.parametrize("kind, held, fix", [("image_vae", "wan", "latents.kind=wan"),
                                              ("ltx", "image_vae", "latents.kind=image_vae"),
+                                             ("image_vae", "dc_ae", "latents.kind=dc_ae"),
                                              ("image_vae", None, "a VAE of a class mfvideo reads: AutoencoderKL")])
 def test_a_vae_folder_of_another_kind_is_named_for_what_it_holds(kind, held, fix, tmp_path):
     """latents.kind=image_vae on a Wan VAE's folder stopped in diffusers with a shape mismatch of decoder.conv_in.bias;
@@ -447,10 +448,10 @@ def test_a_vae_folder_of_another_kind_is_named_for_what_it_holds(kind, held, fix
     if held:
         tiny_vae(held).save_pretrained(tmp_path / "vae")
         name = type(tiny_vae(held)).__name__
-    else:  # a class mfvideo has no codec for (Sana's DC-AE)
+    else:  # a class mfvideo has no codec for (TAESD's)
         (tmp_path / "vae").mkdir()
-        (tmp_path / "vae" / "config.json").write_text('{"_class_name": "AutoencoderDC"}')
-        name = "AutoencoderDC"
+        (tmp_path / "vae" / "config.json").write_text('{"_class_name": "AutoencoderTiny"}')
+        name = "AutoencoderTiny"
     with pytest.raises(ConfigError, match=rf"holds an {name}, not the .* latents.kind={kind} reads: {fix}"):
         build_vae_codec(LatentsConfig(kind=kind, path=str(tmp_path / "vae")))
 
@@ -474,7 +475,8 @@ def test_codec_normalisation_comes_from_the_vae_config(kind):
     T = FRAMES[kind]
     x = torch.rand(2, 3, T, 64, 64) * 2 - 1
     raw_codec = make_codec(kind)
-    raw = (raw_codec.encode(x) * raw_codec.std / raw_codec.scale + raw_codec.mean) if kind != "image_vae" else raw_codec.encode(x) / raw_codec.scale
+    per_frame = kind in ("image_vae", "dc_ae")
+    raw = raw_codec.encode(x) / raw_codec.scale if per_frame else (raw_codec.encode(x) * raw_codec.std / raw_codec.scale + raw_codec.mean)
     # a VAE whose config states the statistics of these latents must give unit-scale normalised latents
     mean, std = raw.mean(dim=(0, 2, 3, 4)), raw.std(dim=(0, 2, 3, 4))
     if kind in ("wan",):
@@ -693,6 +695,43 @@ def test_a_cache_rerun_with_other_settings_is_refused_not_mixed_in(tmp_path, mon
     assert cache(out="cache") == 0
     assert {p: p.read_bytes() for p in sorted(out.rglob("*"))} == before  # the same cache: nothing re-encoded
     assert LatentCache(out).manifest["num_items"] == 4
+
+
+def test_a_dc_ae_image_model_caches_trains_exports_and_samples(tmp_path):
+    """latents.kind=dc_ae: Sana's deterministic AutoencoderDC (diffusers' class, a tiny config) as the per-frame
+    codec: the cache holds its latents times the config's scaling_factor with a zero std (no posterior), a model trains
+    on it, and the exported pipeline folder decodes through the same AutoencoderDC."""
+    from PIL import Image
+
+    from mfvideo.cli import cache_latents as cache_cli
+    from mfvideo.cli import export as export_cli
+    from mfvideo.cli import train as train_cli
+    from mfvideo.pipeline import MFVideoPipeline
+
+    rng = np.random.default_rng(0)
+    for c in ("ant", "zebra"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    vae = tiny_vae("dc_ae")
+    vae.save_pretrained(tmp_path / "vae")
+    cfg = [str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"), "data.kind=image_folder",
+           f"data.root={tmp_path / 'imgs'}", "data.num_frames=1", "data.channels=3", "data.resolution=32",
+           "model.patch_size=2", "latents.kind=dc_ae", f"latents.path={tmp_path / 'vae'}", "train.batch_size=2"]
+    assert cache_cli.main([*cfg, "--out", str(tmp_path / "cache")]) == 0
+    shard = load_file(tmp_path / "cache" / "shard_00000.safetensors")
+    pixels = torch.from_numpy(np.array(Image.open(tmp_path / "imgs" / "ant" / "0.png"))).float() / 127.5 - 1
+    with torch.no_grad():
+        want = vae.encode(pixels.permute(2, 0, 1)[None]).latent[0]  # the folder's first item: ant/0.png, 32 x 32
+    torch.testing.assert_close(shard["mean"][0], want, atol=1e-5, rtol=1e-5)
+    assert shard["mean"].shape[1:] == (4, 8, 8) and not shard["std"].any()
+    assert train_cli.main([*cfg, "data.kind=latent_cache", f"data.root={tmp_path / 'cache'}",
+                           f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2", "train.checkpoint_every=2"]) == 0
+    assert export_cli.main([str(tmp_path / "run"), "--out", str(tmp_path / "pipe")]) == 0
+    pipe = MFVideoPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(pipe.vae).__name__ == "AutoencoderDC" and pipe.codec.spatial_factor == 4
+    images = pipe(class_labels=["zebra"], output_type="np").frames
+    assert images.shape == (1, 1, 32, 32, 3) and images.std() > 0
 
 
 def test_imagenet_mode_from_an_image_folder_through_its_latent_cache(tmp_path):

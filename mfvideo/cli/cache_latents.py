@@ -36,7 +36,7 @@ def main(argv=None):
     dataset = build_dataset(data_cfg, split=cfg.data.split)
     codec = build_codec(cfg.latents, cfg.data.channels).to(acc.device)
     if images and not hasattr(codec, "encode_moments"):
-        raise ValueError("image caches need latents.kind=image_vae (they store the posterior mean and std)")
+        raise ValueError("image caches need latents.kind=image_vae or dc_ae (they store the posterior mean and std)")
     settings = {"data": _resolved(data_cfg, "root", "manifest", "class_names"),
                 "latents": _resolved(cfg.latents, "path")}
     cache_dataset(dataset, codec, args.out, args.shard_size, images, acc.process_index, acc.num_processes,

@@ -1,7 +1,8 @@
-"""VAE codecs from diffusers: a per-frame image VAE (AutoencoderKL) and causal video VAEs.
+"""VAE codecs from diffusers: per-frame image autoencoders (AutoencoderKL, AutoencoderDC) and causal video VAEs.
 
 Each codec owns its normalisation, read from the VAE's own config (never a constant typed elsewhere):
-- AutoencoderKL (SD-VAE): (z - shift_factor) * scaling_factor (0.18215 for SD-VAE ft-mse), per frame;
+- AutoencoderKL (SD-VAE, SD3 / Flux VAEs): (z - shift_factor) * scaling_factor (0.18215 for SD-VAE ft-mse), per frame;
+- AutoencoderDC (DC-AE, Sana's: 32x space, 32 channels; deterministic, no posterior): z * scaling_factor, per frame;
 - AutoencoderKLWan: per-channel (z - latents_mean) / latents_std; T = 4k + 1, 8x space;
 - AutoencoderKLCogVideoX, AutoencoderKLHunyuanVideo: z * scaling_factor; T = 4k + 1, 8x space;
 - AutoencoderKLLTXVideo: per-channel (z - latents_mean) * scaling_factor / latents_std; T = 8k + 1, 32x space.
@@ -25,7 +26,8 @@ VIDEO_VAES = {
 }
 
 
-KINDS = ("identity", "image_vae", *VIDEO_VAES)  # latents.kind
+IMAGE_VAES = {"image_vae": "AutoencoderKL", "dc_ae": "AutoencoderDC"}  # per frame
+KINDS = ("identity", *IMAGE_VAES, *VIDEO_VAES)  # latents.kind
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # latents.dtype
 
 
@@ -34,33 +36,45 @@ def _dtype(name: str) -> torch.dtype:
 
 
 class ImageVAECodec(Codec):
-    """A 2-D ``AutoencoderKL`` applied frame by frame: (B, 3, T, H, W) <-> (B, c, T, H/f, W/f)."""
+    """A 2-D autoencoder applied frame by frame: (B, 3, T, H, W) <-> (B, c, T, H/f, W/f). ``AutoencoderKL`` (a
+    diagonal Gaussian posterior) or ``AutoencoderDC`` (deterministic: its latent is the mean, its std zero)."""
 
     def __init__(self, vae, sample_posterior: bool = False):
         super().__init__(next(vae.parameters()).device)  # a VAE already on the GPU: encode there
         self.vae = vae.eval().requires_grad_(False)
         cfg = vae.config
         self.latent_channels = cfg.latent_channels
-        self.spatial_factor = 2 ** (len(cfg.block_out_channels) - 1)
+        blocks = cfg.get("block_out_channels") or cfg.get("encoder_block_out_channels")  # KL | DC
+        self.spatial_factor = 2 ** (len(blocks) - 1)
         self.scale = float(cfg.scaling_factor)
-        self.shift = float(cfg.shift_factor or 0.0)
+        self.shift = float(cfg.get("shift_factor") or 0.0)
         self.sample_posterior = sample_posterior
+
+    def _posterior(self, pixels):
+        """The encoder's output per frame: a ``DiagonalGaussianDistribution`` (KL) or the latent itself (DC)."""
+        out = self.vae.encode(rearrange(pixels, "b c t h w -> (b t) c h w").to(self.vae.dtype))
+        dist = getattr(out, "latent_dist", None)
+        return out.latent if dist is None else dist
 
     @torch.no_grad()
     def encode(self, pixels, generator=None):
         b = pixels.shape[0]
-        frames = rearrange(pixels, "b c t h w -> (b t) c h w").to(self.vae.dtype)
-        dist = self.vae.encode(frames).latent_dist
-        z = dist.sample(generator) if self.sample_posterior else dist.mean
+        dist = self._posterior(pixels)
+        if isinstance(dist, torch.Tensor):  # deterministic
+            z = dist
+        else:
+            z = dist.sample(generator) if self.sample_posterior else dist.mean
         z = (z.float() - self.shift) * self.scale
         return rearrange(z, "(b t) c h w -> b c t h w", b=b)
 
     @torch.no_grad()
     def encode_moments(self, pixels):
-        """Unnormalised posterior mean and std per frame (the official MeanFlow cache stores both)."""
+        """Unnormalised posterior mean and std per frame (the official MeanFlow cache stores both; a deterministic
+        encoder's std is zero)."""
         b = pixels.shape[0]
-        dist = self.vae.encode(rearrange(pixels, "b c t h w -> (b t) c h w").to(self.vae.dtype)).latent_dist
-        return tuple(rearrange(m.float(), "(b t) c h w -> b c t h w", b=b) for m in (dist.mean, dist.std))
+        dist = self._posterior(pixels)
+        mean, std = (dist, torch.zeros_like(dist)) if isinstance(dist, torch.Tensor) else (dist.mean, dist.std)
+        return tuple(rearrange(m.float(), "(b t) c h w -> b c t h w", b=b) for m in (mean, std))
 
     def normalise(self, z):
         return (z - self.shift) * self.scale
@@ -141,7 +155,7 @@ def build_vae_codec(cfg) -> Codec:
 
     if not cfg.path:
         raise ConfigError(f"latents.kind={cfg.kind} needs latents.path, a local VAE folder")
-    names = {"image_vae": "AutoencoderKL", **VIDEO_VAES}
+    names = {**IMAGE_VAES, **VIDEO_VAES}
     if cfg.kind not in names:
         raise ConfigError(f"unknown latents.kind {cfg.kind!r}; known: identity, {', '.join(names)}")
     cls = getattr(diffusers, names[cfg.kind])
@@ -179,6 +193,6 @@ def _class_name(config: Path) -> str | None:
 
 def codec_from_vae(kind: str, vae, sample_posterior: bool = False) -> Codec:
     """Wrap an already loaded diffusers VAE (e.g. a pipeline's ``vae`` component) in the codec of ``kind``."""
-    if kind == "image_vae":
+    if kind in IMAGE_VAES:
         return ImageVAECodec(vae, sample_posterior)
     return VideoVAECodec(vae, kind, sample_posterior)

@@ -877,8 +877,8 @@ class MFVideoPipeline(DiffusionPipeline):
         from .inputs import file_rate, first_frames, frame_count, iter_clip, load_clip
 
         if backward and self.codec.temporal_factor != 1:
-            raise NotImplementedError("backward extension needs a per-frame codec (identity or image_vae): a causal "
-                                      "video VAE's latents run forwards in time")
+            raise NotImplementedError("backward extension needs a per-frame codec (identity, image_vae or dc_ae): a "
+                                      "causal video VAE's latents run forwards in time")
         guidance = self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)
         s = self.resolve_context_noise(context_noise)
@@ -1159,7 +1159,7 @@ class MFVideoPipeline(DiffusionPipeline):
         copy = self.resolve_motion_copy(motion_copy, motion_copy_tol)
         if self.codec.temporal_factor != 1:
             raise NotImplementedError("conditioning on frames at arbitrary positions needs a per-frame codec "
-                                      "(identity or image_vae): a causal VAE's latents mix several frames")
+                                      "(identity, image_vae or dc_ae): a causal VAE's latents mix several frames")
         num_frames = self.window if num_frames is None else _whole(num_frames, "num_frames")
         given = load_clip(frames, self.resolution)  # (B, K, H, W, 3)
         idx = [_whole(i, "frame indices") for i in frame_indices]  # 0.5 was read as frame 0

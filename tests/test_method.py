@@ -472,6 +472,27 @@ def test_self_made_context_never_sees_the_frames_it_replaces():
     assert not torch.equal(a[~j1][:, :, 2], b[~j1][:, :, 2])  # made from two real frames: frame 1 matters
 
 
+def test_time_dist_draws_logit_normal_by_default_and_uniform_for_the_paper_s_ablation():
+    """t = max, r = min of two draws: logit-normal(time_mean, time_std) as before (the same draws from the same
+    generator), or U(0, 1) (MeanFlow's Table 1d), whose max and min have means 2/3 and 1/3 and CDFs x^2 and
+    1 - (1 - x)^2; a context_time_mean with uniform is refused (it would be ignored)."""
+    n = 200_000
+    g = torch.Generator().manual_seed(0)
+    t, r = MeanFlow(ratio_r_neq_t=1.0).sample_t_r(n, generator=torch.Generator().manual_seed(0))
+    s = torch.sigmoid(torch.randn(2, n, generator=g) * 1.0 - 0.4)
+    assert torch.equal(t, s.max(0).values) and torch.equal(r, s.min(0).values)
+    t, r = MeanFlow(ratio_r_neq_t=1.0, time_dist="uniform").sample_t_r(n, generator=torch.Generator().manual_seed(1))
+    assert abs(t.mean() - 2 / 3) < 5e-3 and abs(r.mean() - 1 / 3) < 5e-3 and (t >= r).all()
+    for x in (0.2, 0.5, 0.8):
+        assert abs((t <= x).float().mean() - x**2) < 5e-3 and abs((r <= x).float().mean() - (1 - (1 - x) ** 2)) < 5e-3
+    t, r = MeanFlow(ratio_r_neq_t=0.0, time_dist="uniform").sample_t_r(1000)
+    assert torch.equal(t, r) and abs(t.mean() - 2 / 3) < 0.05
+    with pytest.raises(ValueError, match="context_time_mean .* needs time_dist='logit_normal'"):
+        MeanFlow(time_dist="uniform", context_time_mean=1.0)
+    with pytest.raises(ValueError, match="unknown time_dist 'beta'"):
+        MeanFlow(time_dist="beta")
+
+
 def test_context_rows_draw_their_times_from_their_own_mean():
     torch.manual_seed(0)
     x = torch.randn(512, 1, 4, 4, 4)

@@ -64,6 +64,34 @@ def resolve_checkpoint(path) -> Path:
     return path
 
 
+def saved_classes(path) -> list[str] | None:
+    """The class names by id a weights folder records: a training checkpoint's ``classes.json``, a pipeline folder's
+    ``id2label`` (None where it records none)."""
+    import json
+
+    path = resolve_checkpoint(path)
+    try:
+        if (path / "classes.json").is_file():
+            return [str(c) for c in json.loads((path / "classes.json").read_text())]
+        if (path / "model_index.json").is_file():
+            labels = json.loads((path / "model_index.json").read_text()).get("id2label") or {}
+            return [str(labels[k]) for k in sorted(labels, key=int)] or None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return None
+
+
+def class_difference(then: list[str], now: list[str]) -> str | None:
+    """Where two class lists by id first differ, in words (None where they are the same)."""
+    then, now = [str(c) for c in then], [str(c) for c in now]
+    if then == now:
+        return None
+    i = next(i for i in range(max(len(then), len(now))) if i >= min(len(then), len(now)) or then[i] != now[i])
+    what = (f"id {i} was {then[i]!r}, is {now[i]!r}" if i < min(len(then), len(now))
+            else f"id {i} {then[i]!r} is gone" if i < len(then) else f"id {i} {now[i]!r} is new")
+    return f"{what}; {len(then)} classes then, {len(now)} now"
+
+
 def load_config_from(path) -> Config:
     """The typed config of a checkpoint folder (its config.yaml, loaded safely and validated)."""
     import yaml

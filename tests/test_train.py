@@ -130,7 +130,8 @@ def test_a_resumed_run_keeps_its_network(tmp_path):
 def test_a_resumed_run_refuses_data_whose_class_ids_moved_and_says_when_its_size_changed(tmp_path, caplog):
     """A class folder added, removed or renamed between runs shifts the ids: the resumed run trained each class
     under another's label without a word (``blue_box, red_ball`` resumed as ``a_green_tri, blue_box``). Refused
-    before anything is written; another number of items (same classes) resumes and says so."""
+    before anything is written (a new run from it, model.init_from, is allowed and says so); another number of items
+    (same classes) resumes and says so."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -148,6 +149,10 @@ def test_a_resumed_run_refuses_data_whose_class_ids_moved_and_says_when_its_size
                                           r"'a_green_tri'; 2 classes then, 2 now\).*model.init_from="):
         train(tiny_cfg(run, *data, "train.max_steps=4", "train.resume=auto"))
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    with caplog.at_level("WARNING", logger="mfvideo.train"):  # a new run from it on these classes: allowed, said
+        train(tiny_cfg(tmp_path / "tuned", *data, "train.max_steps=1", f"model.init_from={run}"))
+    assert "was trained on other classes than the data's (id 0 was 'blue_box', is 'a_green_tri'" in caplog.text
+    caplog.clear()
     (tmp_path / "imgs" / "a_green_tri").rename(tmp_path / "imgs" / "red_ball")
     (tmp_path / "imgs" / "red_ball" / "0.png").unlink()
     with caplog.at_level("WARNING", logger="mfvideo.train"):

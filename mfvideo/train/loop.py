@@ -28,6 +28,7 @@ from ..frames import with_time
 from ..latents import build_codec
 from ..method import sample, sample_context_masks
 from ..method.jvp_graph import GraphedJVP
+from ..weights import class_difference, saved_classes
 from .checkpoint import (
     CheckpointError, clean_partial, latest_checkpoint, load_config_from, load_into, load_weights, save_checkpoint,
 )
@@ -131,6 +132,10 @@ def build_setup(cfg: Config) -> Setup:
         new = f": {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''}" if fresh else ""
         log.warning("initialised from %s; %d tensors new to it, in parts that start as no change (temporal or clip "
                     "sub-layers, context embedder or reference, refiner, copy path)%s", cfg.model.init_from, len(fresh), new)
+        then, now = saved_classes(cfg.model.init_from), getattr(dataset, "classes", None)
+        if then and now and (what := class_difference(then, now)):  # fine-tuning on other classes: allowed, said
+            log.warning("model.init_from=%s was trained on other classes than the data's (%s): each label's embedding "
+                        "starts from the class that had its id there", cfg.model.init_from, what)
     return Setup(cfg, dataset, codec, model, cfg.method)
 
 

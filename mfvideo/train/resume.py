@@ -11,7 +11,6 @@ else): that is a new run from it, ``model.init_from``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import yaml
 
 from ..builders import model_kwargs
 from ..config import Config, ConfigError, to_dict, upgrade_saved
+from ..weights import class_difference, saved_classes
 from .checkpoint import CheckpointError, check_keys, latest_checkpoint, load_config_from, resolve_checkpoint
 from .sharding import load_model_state, load_optimizer_state
 
@@ -82,17 +82,11 @@ def check_same_data(path: Path, classes: list[str] | None, num_items: int, world
     word (a run over ``blue_box, red_ball`` resumed as ``a_green_tri, blue_box`` did). Another number of items, or of
     processes (the global batch), is allowed and returned as lines to say: the order of the items from there on
     differs from an uninterrupted run's, and the global batch is another."""
-    f = path / "classes.json"
-    if classes and f.is_file():
-        then, now = json.loads(f.read_text()), [str(c) for c in classes]
-        if then != now:
-            i = next(i for i in range(max(len(then), len(now))) if i >= min(len(then), len(now)) or then[i] != now[i])
-            what = (f"id {i} was {then[i]!r}, is {now[i]!r}" if i < min(len(then), len(now))
-                    else f"id {i} {then[i]!r} is gone" if i < len(then) else f"id {i} {now[i]!r} is new")
-            raise ConfigError(f"train.resume: the data's classes changed since {path} ({what}; {len(then)} classes "
-                              f"then, {len(now)} now): its labels would train other classes. Restore the data's "
-                              f"classes, or start a new run from it with model.init_from={path} (and another "
-                              "train.output_dir)")
+    then = saved_classes(path)
+    if classes and then and (what := class_difference(then, classes)):
+        raise ConfigError(f"train.resume: the data's classes changed since {path} ({what}): its labels would train "
+                          f"other classes. Restore the data's classes, or start a new run from it with "
+                          f"model.init_from={path} (and another train.output_dir)")
     try:  # num_items and num_processes: written since session 52
         then = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
     except Exception:  # missing or unreadable: restore() says so in one line

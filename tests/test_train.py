@@ -161,7 +161,7 @@ def test_a_resumed_run_refuses_data_whose_class_ids_moved_and_says_when_its_size
     assert list_checkpoints(run)[-1].name == "step_00000004"
 
 
-def test_a_second_run_into_a_live_run_s_folder_is_refused_and_a_run_leaves_no_lock(tmp_path):
+def test_a_second_run_into_a_live_run_s_folder_is_refused_and_a_run_leaves_no_lock(tmp_path, caplog):
     """The same command started twice (two terminals, a requeued job whose first attempt still runs): the second
     would delete the first's checkpoint in progress as a leftover and interleave their checkpoints and logs. It is
     refused, naming the live run's pid, while the first holds the folder; after a run ends (or fails to start) no lock
@@ -181,6 +181,17 @@ def test_a_second_run_into_a_live_run_s_folder_is_refused_and_a_run_leaves_no_lo
         train(tiny_cfg(run, "train.max_steps=2", "data.kind=image_folder", "data.num_frames=1",
                        f"data.root={tmp_path / 'missing'}"))
     assert not run.exists()
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level("WARNING", logger="mfvideo.train"):
+        mp.setattr(fcntl, "flock", no_locks)  # an NFS mount without lockd: the run goes on, unguarded, and says so
+        with run_lock(run):
+            assert run.is_dir()
+    assert "cannot lock .lock (No locks available)" in caplog.text and not run.exists()
     run.mkdir()
     (run / ".lock").write_text("12345")  # a killed run's file: not locked by anyone
     train(tiny_cfg(run, "train.max_steps=2", "train.checkpoint_every=2"))

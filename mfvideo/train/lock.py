@@ -11,10 +11,13 @@ run folder the run made and left empty (a run that failed to start leaves nothin
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
 from ..config import ConfigError
+
+log = logging.getLogger("mfvideo.train")
 
 
 @contextlib.contextmanager
@@ -32,17 +35,20 @@ def run_lock(run_dir: Path, main: bool = True):
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
     except BlockingIOError:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         raise ConfigError(f"train.output_dir {run_dir} is in use by another training run (pid {holder}): wait for it "
                           "to end, or give another train.output_dir") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    except OSError as e:  # a file system without locks (an NFS mount without lockd: ENOLCK): train, unguarded
+        log.warning("train.output_dir %s: cannot lock %s (%s); a second run into this folder would not be refused",
+                    run_dir, path.name, e.strerror or e)
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)  # still held: no other run can have taken it
+        path.unlink(missing_ok=True)  # held (no other run can have taken it), or never taken
         os.close(fd)
         if made and not any(run_dir.iterdir()):
             run_dir.rmdir()

@@ -1,3 +1,3 @@
 """Training: the loop, checkpoints and resume, EMA, distribution (DDP / FSDP), the post-training's adversarial
-parts, and stopping cleanly. Modules are imported where used (``mfvideo.train.loop``, ...), so that the pipeline and
-the sampling commands never import the training stack."""
+parts, stopping cleanly and one run per folder. Nothing is imported here: each module is imported where it is used
+(``mfvideo.train.loop``, ...), and ``mfvideo.pipeline`` imports none of them."""

@@ -172,6 +172,37 @@ def test_a_video_dataset_of_frame_folders_trains_as_one_of_files(video_dir, tmp_
     assert ds.classes is None and [y for _, y in ds.files] == [-1, -1] and ds[1]["x"].shape == (3, 4, 16, 16)
 
 
+def test_a_video_folder_is_scanned_in_a_pool_as_one_by_one_and_its_items_are_not_probed_again(tmp_path, caplog,
+                                                                                              monkeypatch):
+    """scan() probes in a thread pool (UCF-101's 13,320 files took ~7 minutes one by one): the same files kept and
+    the same skipped, named in the dataset's order; file descriptor 2 is stderr again afterwards (decord's silencing,
+    entered by several threads at once, is counted: two threads each saving and restoring it left it at /dev/null);
+    and an item's load reads the probe the scan kept instead of opening its file once more."""
+    import mfvideo.data.videos as videos
+
+    for i in range(6):
+        write_counting_video(tmp_path / f"good{i}.mp4", 12 + i)
+        (tmp_path / f"bad{i}.mp4").write_bytes(b"\x00" * 64 * (i + 1))
+    write_counting_video(tmp_path / "short.mp4", 2)
+    before = os.fstat(2)
+    runs = []
+    for threads in (1, 4):
+        caplog.clear()
+        ds = VideoFolder.from_folder(tmp_path, num_frames=4, resolution=16, max_bad_fraction=0.6, train=False)
+        with caplog.at_level("WARNING", logger="mfvideo.data.videos"):
+            ds.scan(threads=threads)
+        runs.append((ds.files, ds.bad, [r.getMessage() for r in caplog.records]))
+        after = os.fstat(2)
+        assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino), threads
+    assert runs[0] == runs[1] and len(runs[0][0]) == 6 and len(runs[0][1]) == 7
+    assert runs[1][2][:2] == [f"skipping {tmp_path / 'bad0.mp4'}: {runs[1][1][str(tmp_path / 'bad0.mp4')]}",
+                              f"skipping {tmp_path / 'bad1.mp4'}: {runs[1][1][str(tmp_path / 'bad1.mp4')]}"]
+    calls = []
+    monkeypatch.setattr(videos, "probe", lambda *a, **k: calls.append(a) or pytest.fail("probed again"))
+    item = ds[0]
+    assert not calls and item["frames"] == [4, 5, 6, 7]  # good0: 12 frames, the centre window
+
+
 def test_centre_crop_in_eval_and_target_fps(video_dir):
     ds = VideoFolder.from_folder(video_dir, num_frames=4, resolution=32, train=False, target_fps=5)
     assert ds.load(0)["frames"] == [11, 13, 15, 17]  # 10 fps -> stride 2, a 7-frame span centred in 30

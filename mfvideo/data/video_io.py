@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -337,19 +338,33 @@ def read_video(path, max_frames: int | None = None, backend: str = "auto") -> tu
 @contextlib.contextmanager
 def _native_stderr_silenced():
     """decord's C++ code prints its own lines to file descriptor 2 when it cannot open a file; we report the failure
-    ourselves (one line), so its noise is dropped while a reader opens."""
+    ourselves (one line), so its noise is dropped while a reader opens. Counted across threads (a dataset's scan
+    probes in a pool): the first opener saves fd 2 and the last one restores it (two threads each saving and restoring
+    would leave it pointing at /dev/null)."""
+    with _SILENCE_LOCK:
+        if _SILENCE["depth"] == 0:
+            try:
+                saved = os.dup(2)
+            except OSError:  # no stderr at all
+                saved = None
+            if saved is not None:
+                with open(os.devnull, "wb") as null:
+                    os.dup2(null.fileno(), 2)
+            _SILENCE["saved"] = saved
+        _SILENCE["depth"] += 1
     try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all
         yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _SILENCE_LOCK:
+            _SILENCE["depth"] -= 1
+            if _SILENCE["depth"] == 0 and _SILENCE["saved"] is not None:
+                os.dup2(_SILENCE["saved"], 2)
+                os.close(_SILENCE["saved"])
+                _SILENCE["saved"] = None
+
+
+_SILENCE_LOCK = threading.Lock()
+_SILENCE: dict = {"depth": 0, "saved": None}
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,7 @@ class VideoFolder(torch.utils.data.Dataset):
         self.train, self.hflip, self.seed, self.backend, self.channels = train, hflip, seed, backend, channels
         self.max_bad_fraction = max_bad_fraction
         self.bad: dict[str, str] = {}
+        self.info: dict[str, object] = {}  # path -> VideoInfo, from scan()
         self.tried = 0
 
     @classmethod
@@ -114,18 +116,33 @@ class VideoFolder(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.files)
 
-    def scan(self) -> "VideoFolder":
+    def scan(self, threads: int | None = None) -> "VideoFolder":
         """Probe every file once, here (headers only): broken or too-short files are named with their reason,
-        counted over the whole dataset and dropped, so data workers never meet them; too many stop the run."""
-        good = []
-        for path, label in self.files:
+        counted over the whole dataset and dropped, so data workers never meet them; too many stop the run. The
+        probes run in a pool of ``threads`` (default: the CPU count, at most 16; decord opens a file without the
+        GIL): UCF-101's 13,320 files took ~7 minutes one by one at decord's ~30 ms each. What each probe found is
+        kept, so that loading an item does not probe its file again."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def look(path: str):
             try:
                 info = probe(path, self.backend)
                 self.clip_window(info.num_frames, info.fps, None)
-                good.append((path, label))
+                return info
             except VideoError as e:
-                self.bad[path] = e.reason
-                log.warning("skipping %s: %s", path, e.reason)
+                return e
+
+        threads = threads or min(16, os.cpu_count() or 1)
+        with ThreadPoolExecutor(threads) as pool:
+            found = list(pool.map(look, [path for path, _ in self.files]))
+        good = []
+        for (path, label), info in zip(self.files, found):  # reported in the dataset's order, after the pool
+            if isinstance(info, VideoError):
+                self.bad[path] = info.reason
+                log.warning("skipping %s: %s", path, info.reason)
+            else:
+                self.info[path] = info
+                good.append((path, label))
         total = len(self.files)
         if self.bad:
             log.warning("%d of %d videos skipped", len(self.bad), total)
@@ -148,7 +165,7 @@ class VideoFolder(torch.utils.data.Dataset):
     def load(self, i: int, epoch: int = 0) -> dict:
         path, label = self.files[i]
         rng = np.random.default_rng([self.seed, epoch, i]) if self.train else None
-        info = probe(path, self.backend)
+        info = self.info.get(path) or probe(path, self.backend)
         try:
             idx = self.clip_window(info.num_frames, info.fps, rng)
         except VideoError as e:

@@ -852,6 +852,46 @@ def test_imagenet_mode_from_an_image_folder_through_its_latent_cache(tmp_path):
     assert not (tmp_path / "eval2").exists()
 
 
+def test_a_latent_cache_holds_only_its_labels_and_reads_each_item_s_rows(tmp_path, monkeypatch):
+    """The cache was read whole into every process at the start (ImageNet's moments and flips: 82 GB a process);
+    an item now reads its own rows from its memory-mapped shard. The items are those of the shards, whichever order
+    and however few files stay open; the dataset holds no tensor but the labels, and pickles (to a spawned worker)
+    without its open files."""
+    import pickle
+
+    import mfvideo.data.latent_cache as lc
+    from mfvideo.latents.vae import ImageVAECodec
+
+    ds = MovingDigits(num_frames=1, resolution=16, digit_size=8, channels=3, num_clips=10)
+    codec = ImageVAECodec(tiny_vae("image_vae"))
+    cache_dataset(ds, codec, tmp_path, shard_size=3, images=True, progress=False)  # 4 shards
+    write_manifest(tmp_path, codec, 10, 3, images=True)
+    shards = [load_file(tmp_path / f"shard_{s:05d}.safetensors") for s in range(4)]
+    monkeypatch.setattr(lc, "OPEN_SHARDS", 2)
+    cache = LatentCache(tmp_path, seed=0, hflip=False)
+    for i in (9, 0, 5, 3, 8, 1):  # across shards, more than two open files would hold
+        s, j = divmod(i, 3)
+        eps = np.random.default_rng([0, 0, i]).standard_normal(shards[s]["mean"][j].shape).astype(np.float32)
+        want = (shards[s]["mean"][j] + shards[s]["std"][j] * torch.from_numpy(eps) - codec.shift) * codec.scale
+        assert cache[i]["y"] == int(shards[s]["labels"][j]) and torch.equal(cache[i]["x"], want)
+        assert len(cache._open) <= 2
+
+    def tensors(obj, seen=None) -> int:  # bytes of the tensors the dataset object reaches
+        seen = seen if seen is not None else set()
+        if id(obj) in seen:
+            return 0
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            return obj.nbytes
+        items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else (
+            vars(obj).values() if hasattr(obj, "__dict__") and not isinstance(obj, type) else ())
+        return sum(tensors(v, seen) for v in items)
+
+    assert tensors(cache) <= 10 * 8  # the labels at most (int64), no latents
+    copy = pickle.loads(pickle.dumps(cache))
+    assert not copy._open and torch.equal(copy[4]["x"], LatentCache(tmp_path, seed=0, hflip=False)[4]["x"])
+
+
 def test_image_cache_stores_moments_and_flips(tmp_path):
     from mfvideo.latents.vae import ImageVAECodec
 

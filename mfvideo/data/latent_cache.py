@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -143,8 +144,16 @@ def write_manifest(out_dir, codec, num_items: int, shard_size: int, images: bool
     return root / MANIFEST
 
 
+OPEN_SHARDS = 64  # shard files a process keeps open (memory-mapped), the most recently read
+
+
 class LatentCache(torch.utils.data.Dataset):
-    """Items of a finished cache: {"x": normalised latents, "y": label}. Images draw z ~ N(mean, std) per load."""
+    """Items of a finished cache: {"x": normalised latents, "y": label}. Images draw z ~ N(mean, std) per load.
+
+    An item reads its own rows from its memory-mapped shard; nothing else is held but the labels. (Before session 52
+    the whole cache was read into every process's memory at the start: ImageNet's 1.28 M images, their posterior
+    moments and those of their flips, are 82 GB per process.)
+    """
 
     def __init__(self, root, seed: int = 0, hflip: bool = True):
         self.root = Path(root)
@@ -158,31 +167,40 @@ class LatentCache(torch.utils.data.Dataset):
         if hflip and not self.images:
             log.warning("%s: a video cache holds each clip as encoded, unflipped: data.hflip is not applied", self.root)
         self.shard_size = self.manifest["shard_size"]
-        self._tensors: dict[int, dict[str, torch.Tensor]] = {}
-        labels = torch.cat([self._shard(s)["labels"] for s in range(len(self.manifest["shards"]))])
+        self._open: OrderedDict = OrderedDict()  # (pid, shard) -> its safe_open handle
+        labels = torch.cat([self._rows(s, "labels") for s in range(len(self.manifest["shards"]))])
         self.classes = self.manifest.get("classes")  # the cached dataset's class names by id, when it had them
         ids = int(labels.max()) + 1 if labels.numel() and labels.min() >= 0 else 0  # a -1 among ids: unconditional
         self.num_classes = len(self.classes) if self.classes else ids
 
-    def _shard(self, s: int) -> dict[str, torch.Tensor]:
-        if s not in self._tensors:
-            with safe_open(self.root / self.manifest["shards"][s], framework="pt") as f:
-                self._tensors[s] = {k: f.get_tensor(k) for k in f.keys()}
-        return self._tensors[s]
+    def _rows(self, s: int, key: str, j: int | None = None) -> torch.Tensor:
+        """Row j of tensor ``key`` of shard s (all its rows when j is None), read from the mapped file alone."""
+        where = (os.getpid(), s)  # a handle opened before a data worker forked stays its parent's
+        f = self._open.get(where)
+        if f is None:
+            f = self._open[where] = safe_open(self.root / self.manifest["shards"][s], framework="pt")
+            while len(self._open) > OPEN_SHARDS:
+                self._open.popitem(last=False)
+        else:
+            self._open.move_to_end(where)
+        return f.get_tensor(key) if j is None else f.get_slice(key)[j : j + 1][0]
+
+    def __getstate__(self):  # to a data worker (spawned): open files do not travel
+        return {**self.__dict__, "_open": OrderedDict()}
 
     def __len__(self):
         return self.manifest["num_items"]
 
     def __getitem__(self, index: int) -> dict:
         i, epoch = index % len(self), index // len(self)
-        shard = self._shard(i // self.shard_size)
-        j = i % self.shard_size
+        s, j = divmod(i, self.shard_size)
+        y = int(self._rows(s, "labels", j))
         if not self.images:
-            return {"x": shard["latents"][j].float(), "y": int(shard["labels"][j]), "index": i}
+            return {"x": self._rows(s, "latents", j).float(), "y": y, "index": i}
         rng = np.random.default_rng([self.seed, epoch, i])
         flip = self.hflip and rng.random() < 0.5
-        mean, std = (shard["mean_flip"], shard["std_flip"]) if flip else (shard["mean"], shard["std"])
-        eps = torch.from_numpy(rng.standard_normal(mean[j].shape).astype(np.float32))
-        z = mean[j].float() + std[j].float() * eps
+        mean, std = (self._rows(s, k, j) for k in (("mean_flip", "std_flip") if flip else ("mean", "std")))
+        eps = torch.from_numpy(rng.standard_normal(mean.shape).astype(np.float32))
+        z = mean.float() + std.float() * eps
         x = (z - self.manifest["shift"]) * self.manifest["scale"]
-        return {"x": x, "y": int(shard["labels"][j]), "index": i}
+        return {"x": x, "y": y, "index": i}

@@ -507,7 +507,8 @@ def test_codec_normalisation_comes_from_the_vae_config(kind):
     x = torch.rand(2, 3, T, 64, 64) * 2 - 1
     raw_codec = make_codec(kind)
     per_frame = kind in ("image_vae", "dc_ae")
-    raw = raw_codec.encode(x) / raw_codec.scale if per_frame else (raw_codec.encode(x) * raw_codec.std / raw_codec.scale + raw_codec.mean)
+    z = raw_codec.encode(x)
+    raw = z / raw_codec.scale if per_frame else z * raw_codec.std / raw_codec.scale + raw_codec.mean
     # a VAE whose config states the statistics of these latents must give unit-scale normalised latents
     mean, std = raw.mean(dim=(0, 2, 3, 4)), raw.std(dim=(0, 2, 3, 4))
     if kind in ("wan",):

@@ -138,7 +138,8 @@ def test_a_resumed_run_refuses_data_whose_class_ids_moved_and_says_when_its_size
     for name in ("blue_box", "red_ball"):
         (tmp_path / "imgs" / name).mkdir(parents=True)
         for i in range(9):
-            Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+            image = Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8))
+            image.save(tmp_path / "imgs" / name / f"{i}.png")
     data = ["data.kind=image_folder", f"data.root={tmp_path / 'imgs'}", "data.num_frames=1", "data.channels=3",
             "train.batch_size=4", "train.context_masks={none: 1.0}", "train.checkpoint_every=2"]
     run = tmp_path / "run"

@@ -33,7 +33,9 @@ from .checkpoint import (
     CheckpointError, clean_partial, latest_checkpoint, load_config_from, load_into, load_weights, save_checkpoint,
 )
 from .ema import EMA
-from .resume import changed_settings, check_same_data, check_same_network, describe, resolve_resume, restore, starts_fresh
+from .resume import (
+    changed_settings, check_same_data, check_same_network, describe, resolve_resume, restore, starts_fresh,
+)
 from .sharding import full, model_state, optimizer_state, shard
 from .stop import StopSignals, ignore_in_worker
 

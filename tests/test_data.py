@@ -893,6 +893,31 @@ def test_a_latent_cache_holds_only_its_labels_and_reads_each_item_s_rows(tmp_pat
     assert not copy._open and torch.equal(copy[4]["x"], LatentCache(tmp_path, seed=0, hflip=False)[4]["x"])
 
 
+def test_a_truncated_cache_shard_is_one_line_naming_it_and_the_way_to_rebuild_it(tmp_path, capsys):
+    """A shard cut short (a copy interrupted, a full disk elsewhere) stopped training with safetensors' traceback
+    ("incomplete metadata, file not fully covered"): one line, the file and how to rebuild it (a re-run of the cache
+    command encodes the missing shards only, tested here)."""
+    from mfvideo.cli import cache_latents as cache_cli
+    from mfvideo.cli import train as train_cli
+
+    cfg = [str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"), "data.num_clips=12"]
+    assert cache_cli.main([*cfg, "--out", str(tmp_path / "cache"), "--shard-size", "4"]) == 0
+    shard = tmp_path / "cache" / "shard_00001.safetensors"
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[:1000])
+    capsys.readouterr()
+    run = [*cfg, "data.kind=latent_cache", f"data.root={tmp_path / 'cache'}", f"train.output_dir={tmp_path / 'run'}",
+           "train.max_steps=1", "train.batch_size=4"]
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.main(run)
+    assert stopped.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("WARNING")]
+    assert len(err) == 1 and f"{shard}: unreadable (" in err[0] and "delete it and re-run mfvideo-cache-latents" in err[0]
+    shard.unlink()
+    assert cache_cli.main([*cfg, "--out", str(tmp_path / "cache"), "--shard-size", "4"]) == 0
+    assert shard.read_bytes() == whole and train_cli.main(run) == 0
+
+
 def test_image_cache_stores_moments_and_flips(tmp_path):
     from mfvideo.latents.vae import ImageVAECodec
 

@@ -178,7 +178,15 @@ class LatentCache(torch.utils.data.Dataset):
         where = (os.getpid(), s)  # a handle opened before a data worker forked stays its parent's
         f = self._open.get(where)
         if f is None:
-            f = self._open[where] = safe_open(self.root / self.manifest["shards"][s], framework="pt")
+            path = self.root / self.manifest["shards"][s]
+            try:
+                f = self._open[where] = safe_open(path, framework="pt")
+            except FileNotFoundError:
+                raise
+            except Exception as e:  # truncated or corrupt (safetensors' own error): one line, never its traceback
+                raise ValueError(f"{path}: unreadable ({str(e).strip().splitlines()[0][:120]}); delete it and re-run "
+                                 "mfvideo-cache-latents with the cache's settings: it encodes missing shards only"
+                                 ) from None
             while len(self._open) > OPEN_SHARDS:
                 self._open.popitem(last=False)
         else:

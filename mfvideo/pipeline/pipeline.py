@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import logging
 import math
 import numbers
@@ -44,7 +43,9 @@ from ..latents import IdentityCodec
 from ..method import SAMPLERS, infer_class, sample
 from ..models.stdit import STDiT  # noqa: F401  (diffusers' loader finds the transformer's module, model_index.json's
 # "mfvideo.models.stdit", in sys.modules only: a folder's pipeline.py shim imports this module, so it must be there)
-from ..weights import CheckpointError, anchor_paths, load_config_from, load_into, load_weights, resolve_checkpoint
+from ..weights import (
+    CheckpointError, anchor_paths, load_config_from, load_into, load_weights, resolve_checkpoint, saved_classes,
+)
 from .motion_copy import motion_copy as _motion_copy  # (the methods' argument of that name is the radius)
 from .motion_copy import MotionCanvas
 from .motion_copy import motion_copy_from_anchor as _motion_copy_from_anchor
@@ -150,8 +151,8 @@ class MFVideoPipeline(DiffusionPipeline):
             from ..latents.vae import build_vae_codec
 
             vae = build_vae_codec(cfg.latents).vae
-        classes = path / "classes.json"
-        id2label = dict(enumerate(json.loads(classes.read_text()))) if classes.is_file() else None
+        classes = saved_classes(path)
+        id2label = dict(enumerate(classes)) if classes else None
         return cls(model, vae, training_config=to_dict(cfg), id2label=id2label).to(device)
 
     @classmethod

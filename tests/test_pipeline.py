@@ -573,6 +573,8 @@ def test_counts_ids_and_seeds_are_whole_numbers_or_an_error_that_names_them(ckpt
     b = pipe.generate(num_frames=4.0, class_labels=torch.tensor([3]), steps=np.int64(1), seed=np.int64(2),
                       output_type="uint8").frames
     assert np.array_equal(a, b)
+    for one in (3, np.int64(3), torch.tensor(3), 3.0):  # one label for the batch: numpy's and torch's 3 were refused
+        assert np.array_equal(pipe.generate(num_frames=4, class_labels=one, seed=2, output_type="uint8").frames, a)
 
 
 def test_condition_on_arbitrary_frames_returns_them(ckpt):
@@ -589,6 +591,8 @@ def test_condition_on_arbitrary_frames_returns_them(ckpt):
             pipe.condition(keys, frame_indices=bad)
     assert np.array_equal(pipe.condition(keys, frame_indices=[np.int64(0), 3.0], seed=0, output_type="uint8").frames,
                           out.frames)  # numpy ints and whole floats are indices
+    every = np.stack([keys[0], keys[1], keys[0], keys[1]])  # every frame given: nothing to make, the frames back
+    assert np.array_equal(pipe.condition(every, frame_indices=[0, 1, 2, 3], output_type="uint8").frames[0], every)
 
 
 def test_progress_bar_in_frames_past_one_window_as_diffusers_configures_it(ckpt, capsys):
@@ -687,7 +691,7 @@ def test_fill_plan_makes_every_frame_once_each_window_seeing_known_frames():
         have, made = known.copy(), []
         for start, make in fill_plan(known.tolist(), w):
             assert 0 <= start and start + min(w, n) <= n and all(start <= i < start + w for i in make)
-            assert have[start : start + w].any() and not have[make].any()
+            assert make and have[start : start + w].any() and not have[make].any()
             have[make] = True
             made += make
         assert sorted(made) == np.flatnonzero(~known).tolist()
@@ -1207,7 +1211,9 @@ def test_latent_output_decodes_to_the_frames_and_given_latents_are_the_first_win
                         (lambda: pipe.generate(latents=noise * float("nan")), "NaN"),
                         (lambda: pipe(video=video, latents=noise), "extension draws its noise"),
                         (lambda: pipe.extend(video, 3, output_type="latents"), "unknown output_type 'latents'"),
-                        (lambda: pipe.decode_latents(lat, "latent"), "unknown output_type")]:
+                        (lambda: pipe.decode_latents(lat, "latent"), "unknown output_type"),
+                        (lambda: pipe.decode_latents(lat[:, :, 0]), r"shape \(B, 1, T, 16, 16\)"),  # torch's error
+                        (lambda: pipe.decode_latents(lat.numpy()), r"shape \(B, 1, T, 16, 16\)")]:
         with pytest.raises(ValueError, match=match):
             call()
     assert counter.calls == 0  # refused before any network call

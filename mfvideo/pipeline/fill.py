@@ -21,12 +21,14 @@ Plan = list[tuple[int, list[int]]]  # (first frame of the window, the frames it 
 
 def fill_plan(known: Sequence[bool], window: int) -> Plan:
     """Windows (start, frames kept) that make every frame not ``known`` exactly once, each window inside the clip
-    and with at least one known frame in it when it runs. A clip no longer than the window is one window."""
+    and with at least one known frame in it when it runs; no window makes nothing. A clip no longer than the window
+    is one window (none where every frame is known)."""
     n = len(known)
     if not any(known):
         raise ValueError("fill_plan needs at least one known frame")
     if n <= window:
-        return [(0, [i for i in range(n) if not known[i]])]
+        make = [i for i in range(n) if not known[i]]
+        return [(0, make)] if make else []
     have, plan = list(map(bool, known)), []
 
     def run(start: int, lo: int, hi: int) -> None:  # the window at `start` keeps the unknown frames in [lo, hi)

@@ -263,7 +263,8 @@ class MFVideoPipeline(DiffusionPipeline):
         any of its comma-separated synonyms ("tench" for "tench, Tinca tinca"), in any case where that is not
         ambiguous; a name two classes share is an error that names both."""
         ids, names, index = [], set(self.labels.values()), None
-        for label in [labels] if isinstance(labels, (str, int)) else labels:
+        one = isinstance(labels, (str, numbers.Number)) or getattr(labels, "ndim", None) == 0  # 3, np's 3, a 0-d tensor
+        for label in [labels] if one else labels:
             if isinstance(label, str) and (label.strip() in names or not label.strip().lstrip("-").isdigit()):
                 index = index or self._name_index()  # built once per call, a thousand names or not
                 ids.append(self._label_id(label, index))  # a name ("3" too, where a class is named so)
@@ -375,6 +376,12 @@ class MFVideoPipeline(DiffusionPipeline):
         "uint8", "pt", "pil"). Per-frame codecs give back the frames the call would have given; a causal video VAE
         decodes the whole sequence at once, where the pipeline decoded window by window (close, not bit-equal)."""
         _check_output_type(output_type, latent=False)
+        want = self._latent_shape(1)  # (C, 1, h, w): any number of latent frames
+        if (not isinstance(latents, torch.Tensor) or latents.ndim != 5 or latents.shape[1] != want[0]
+                or tuple(latents.shape[3:]) != want[2:] or not latents.shape[0] * latents.shape[2]):
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must have shape (B, {want[0]}, T, {want[2]}, {want[3]}), as "
+                             f"output_type='latent' gives them, got {got}")
         return to_output(self.codec.decode_frames(latents.to(self.device)), output_type)
 
     @property

@@ -136,9 +136,12 @@ def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> 
 def save_videos(chunks, paths, fps: float = 8.0, quality: int = 8) -> list[Path]:
     """Write a stream of batched chunks (B, n, H, W, 3) -- ``MFVideoPipeline.generate_stream``'s -- as B video files,
     clip b to ``paths[b]``, encoded as the chunks come (one ffmpeg process per clip, open together), so memory holds
-    one chunk whatever the clips' length. Each file is written atomically as in ``save_video`` (whole or not at all);
-    an error of the source, or of a file's encoder while the chunks come, leaves none of them written."""
+    one chunk whatever the clips' length; a whole batch (B, T, H, W, 3), such as a pipeline output's ``frames``, is
+    one chunk. Each file is written atomically as in ``save_video`` (whole or not at all); an error of the source, or
+    of a file's encoder while the chunks come, leaves none of them written."""
     paths = [Path(p) for p in paths]
+    if hasattr(chunks, "shape"):  # an array or tensor: one chunk (a stream yields several)
+        chunks = [chunks]
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(VideoWriter(p, fps, quality)) for p in paths]
         for chunk in chunks:

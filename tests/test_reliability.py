@@ -4,6 +4,7 @@ output, inputs untouched. Plus the failure paths that must keep what was there b
 import hashlib
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -342,6 +343,13 @@ def test_streamed_clips_are_the_whole_ones_and_a_failing_stream_writes_none(tmp_
     for b, path in enumerate(paths):
         save_video(clips[b], tmp_path / "whole.mp4", fps=5)
         assert path.read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "batch").mkdir()
+    whole = [tmp_path / "batch" / f"w{b}.mp4" for b in range(3)]
+    for batch in (clips, torch.from_numpy(clips)):  # a whole batch, as a pipeline's ``frames``: one chunk
+        save_videos(batch, whole, fps=5)  # it was read as a stream of 3 chunks of 10 "clips"
+        assert [p.read_bytes() for p in whole] == [p.read_bytes() for p in paths]
+    shutil.rmtree(tmp_path / "batch")
+    for b, path in enumerate(paths):
         path.write_bytes(b"previous %d" % b)
 
     def failing():

@@ -135,6 +135,18 @@ def test_unknown_tangent_is_refused_with_its_choices(tmp_path):
     assert load_config("configs/tiny.yaml", ["method.tangent=model"]).method.tangent == "model"
 
 
+@pytest.mark.parametrize("kw, says", [
+    ({"cfg_omega": float("nan")}, "cfg_omega must be a finite number"),  # passed every range check: nan losses
+    ({"time_mean": float("inf")}, "time_mean must be a finite number"),
+    ({"time_std": 0.0}, "time_std must be > 0"), ({"adaptive_eps": 0.0}, "adaptive_eps > 0"),
+    ({"cfg_t_end": 1.5}, "cfg_t_start and cfg_t_end must lie in"),
+])
+def test_method_values_that_would_train_on_nan_or_nothing_are_refused(kw, says):
+    with pytest.raises(ValueError, match=says):
+        MeanFlow(**kw)
+    MeanFlow(adaptive_p=0.0, adaptive_eps=0.0)  # the plain squared error needs no eps
+
+
 def test_r_equal_t_target_is_v_and_flow_matching_is_ratio_zero():
     net = randomize(tiny_model()).double()
     z, v = torch.randn(3, 3, 2, 8, 8, dtype=torch.float64), torch.randn(3, 3, 2, 8, 8, dtype=torch.float64)

@@ -103,7 +103,7 @@ def main(argv=None):
     if args.grid:
         save_image(grid(np.concatenate(sheet)), folder / "grid.png")
     print(f"wrote {n} image{'s' * (n > 1)} to {folder}" if frames == 1 else
-          f"wrote {n} clips of {frames} frames to {folder}{motion_copy_note(pipe, args)}")
+          f"wrote {n} clip{'s' * (n > 1)} of {frames} frames to {folder}{motion_copy_note(pipe, args)}")
     return 0
 
 

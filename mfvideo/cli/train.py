@@ -31,6 +31,11 @@ def main(argv=None):
         else:
             with torch.device("meta"):  # no data, no weights needed: only the shapes
                 model = build_model(cfg.model)
+            if cfg.latents.kind == "identity":  # a VAE's factor needs its files: checked when the run starts
+                from ..latents import build_codec
+                from ..train.loop import check_patches
+
+                check_patches(cfg, build_codec(cfg.latents, cfg.data.channels), model)
         print(to_yaml(cfg), end="")
         print(f"params: {sum(q.numel() for q in model.parameters())}")
         return 0

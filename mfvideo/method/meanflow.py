@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import List, Optional
 
 import torch
@@ -188,6 +188,17 @@ class MeanFlow:
     jvp_mode: str = "detached"
 
     def __post_init__(self):
+        for f in fields(self):  # nan passed every range check below and trained on nan losses, skipped step by step
+            if isinstance(v := getattr(self, f.name), float) and not math.isfinite(v):
+                raise ValueError(f"{f.name} must be a finite number, got {v}")
+        if self.time_std <= 0:
+            raise ValueError(f"time_std must be > 0, got {self.time_std}")
+        if self.adaptive_p < 0 or self.adaptive_eps < 0 or self.adaptive_p and not self.adaptive_eps:
+            raise ValueError(f"adaptive_p must be >= 0 and adaptive_eps > 0 (the weight 1 / (loss + eps)^p), got "
+                             f"{self.adaptive_p} and {self.adaptive_eps}")
+        if not 0.0 <= self.cfg_t_start <= 1.0 or not 0.0 <= self.cfg_t_end <= 1.0:
+            raise ValueError(f"cfg_t_start and cfg_t_end must lie in [0, 1], got {self.cfg_t_start} and "
+                             f"{self.cfg_t_end}")
         if self.time_dist not in TIME_DISTS:
             raise ValueError(f"unknown time_dist {self.time_dist!r}; choose one of {TIME_DISTS}")
         if self.time_dist == "uniform" and self.context_time_mean is not None:

@@ -124,6 +124,7 @@ def build_setup(cfg: Config) -> Setup:
         latent_channels = codec.latent_channels
     resolve_model_config(cfg, latent_channels, getattr(dataset, "num_classes", 0))
     model = build_model(cfg.model)
+    check_patches(cfg, codec, model)
     if cfg.model.init_from:
         source_prediction = load_config_from(cfg.model.init_from).model.prediction
         if source_prediction != cfg.model.prediction:
@@ -139,6 +140,20 @@ def build_setup(cfg: Config) -> Setup:
             log.warning("model.init_from=%s was trained on other classes than the data's (%s): each label's embedding "
                         "starts from the class that had its id there", cfg.model.init_from, what)
     return Setup(cfg, dataset, codec, model, cfg.method)
+
+
+def check_patches(cfg: Config, codec, model) -> None:
+    """The config's clips, encoded, must cut into whole patches: it was an error at the first step, after the run's
+    folder was written."""
+    try:
+        _, t, h, w = codec.latent_shape((cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution))
+    except ValueError as e:  # a VAE's spatial factor
+        raise ConfigError(f"data.resolution={cfg.data.resolution}: {e} (latents.kind={cfg.latents.kind})") from None
+    p, pt = model.config.patch_size, model.config.temporal_patch_size
+    if t % pt or h % p or w % p:
+        raise ConfigError(f"data.num_frames={cfg.data.num_frames}, data.resolution={cfg.data.resolution} make latents "
+                          f"(T, h, w) = {(t, h, w)}, which the model's patch (T, h, w) = {(pt, p, p)} "
+                          "(model.temporal_patch_size, model.patch_size) does not divide")
 
 
 def _check_cache(cfg: Config, cache, codec) -> None:

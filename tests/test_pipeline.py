@@ -1173,6 +1173,31 @@ def test_extend_stream_gives_extends_frames_window_by_window(ckpt, tmp_path):
         pipe.extend_stream(video[:2], num_new_frames=5, context_frames=3)
 
 
+def test_a_stream_dropped_or_closed_unfinished_frees_its_decoder_at_once(ckpt, tmp_path, monkeypatch):
+    """A stream left after its first chunks (a preview, a ``break``) held its generator in a reference cycle: it
+    waited for the garbage collector, and with it, where decord is not installed, an ffmpeg process per stream."""
+    import gc
+    import weakref
+
+    import mfvideo.data.video_io as video_io
+
+    monkeypatch.setattr(video_io, "decord_available", lambda: False)  # the imageio-ffmpeg reader, a process
+    pipe = MFVideoPipeline.from_pretrained(ckpt)
+    save_video((np.random.default_rng(0).random((70, 16, 16, 3)) * 255).astype(np.uint8), tmp_path / "in.mp4", fps=8)
+    gc.disable()  # only reference counting frees what is dropped
+    try:
+        stream = pipe.extend_stream(tmp_path / "in.mp4", num_new_frames=4, seed=0)
+        first = next(iter(stream))  # the file's first chunk: its decoder open
+        alive = weakref.ref(stream)
+        del stream
+        assert alive() is None
+        with pipe.extend_stream(tmp_path / "in.mp4", num_new_frames=4, seed=0) as stream:
+            assert np.array_equal(next(iter(stream)), first)
+        assert list(stream) == []  # closed: nothing more comes
+    finally:
+        gc.enable()
+
+
 def test_latent_output_decodes_to_the_frames_and_given_latents_are_the_first_windows_noise(ckpt):
     """diffusers' ``output_type="latent"`` and ``latents=``: the latents of the frames a call makes decode
     (``decode_latents``) to the frames it gives, whatever the sliding; given noise is the first window's, the later

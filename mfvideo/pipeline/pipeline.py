@@ -89,20 +89,46 @@ class MFVideoPipelineOutput(BaseOutput):
 PipelineOutput = MFVideoPipelineOutput  # the name of earlier releases
 
 
+class StreamState:
+    """What a stream's chunks find out as they are made (``labels``) and whom they tell (``on_made``): held by the
+    stream and by its chunks' generator, so that the generator does not hold the stream. A stream its caller drops
+    unfinished is then freed at once, its generator closed and a video file's decoder (an ffmpeg process where
+    decord is not installed) with it; it waited for the garbage collector, a process per stream."""
+
+    def __init__(self, labels: torch.Tensor | None = None):
+        self.labels = labels
+        self.on_made: Callable[[int], None] = lambda n: None
+
+
 class FrameStream:
     """Frames as a pipeline makes them (``MFVideoPipeline.extend_stream``): iterate it once for uint8 chunks
     (B, n, H, W, 3); ``fps`` as in ``MFVideoPipelineOutput``; ``class_labels`` as in ``MFVideoPipelineOutput``, known
     once the first window is made; ``num_frames``: the frames per clip the chunks add up to (a progress bar's total);
     ``on_made``: called with the new frames of every window as it is made, where they are held back before the first
-    chunk comes (a backward extension's), for a progress bar."""
+    chunk comes (a backward extension's), for a progress bar. ``close()`` (or a ``with`` block) ends it early and
+    frees what it holds at once, as dropping it does."""
 
     def __init__(self, chunks: Iterator[np.ndarray], fps: float, labels: torch.Tensor | None = None,
-                 num_frames: int | None = None):
-        self._chunks, self.fps, self.labels, self.num_frames = chunks, fps, labels, num_frames
-        self.on_made: Callable[[int], None] = lambda n: None
+                 num_frames: int | None = None, state: StreamState | None = None):
+        self._chunks, self.fps, self.num_frames = chunks, fps, num_frames
+        self._state = state or StreamState()
+        if labels is not None:
+            self._state.labels = labels
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self._chunks
+
+    def close(self) -> None:
+        self._chunks.close()
+
+    def __enter__(self) -> "FrameStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    labels = property(lambda self: self._state.labels, lambda self, v: setattr(self._state, "labels", v))
+    on_made = property(lambda self: self._state.on_made, lambda self, f: setattr(self._state, "on_made", f))
 
     @property
     def class_labels(self) -> np.ndarray | None:
@@ -936,6 +962,7 @@ class MFVideoPipeline(DiffusionPipeline):
         ctx, y = (None, None) if lazy and not backward else prepare(
             first_frames(video, self.resolution, k_pix, stride) if lazy else frames)
         state: dict = {}
+        stream = StreamState(y if infer_label else None)  # what the chunks tell the FrameStream, not the stream
 
         def windows():
             return self._windows(ctx, int(num_new_frames), y, how, g, 0.0, s, hold_read=not reread_context,
@@ -975,8 +1002,7 @@ class MFVideoPipeline(DiffusionPipeline):
                 yield chunk
 
         total = (n_in if include_input and not _latent else k_pix) + int(num_new_frames)
-        stream = FrameStream(torch.no_grad()(chunks)(), rate or self.fps, y if infer_label else None, total)
-        return stream
+        return FrameStream(torch.no_grad()(chunks)(), rate or self.fps, num_frames=total, state=stream)
 
     def _gather(self, stream: FrameStream, output_type: str):
         """A stream's chunks as one clip batch: latents (B, C, T, h, w) for ``"latent"``, else uint8 (B, T, H, W, 3);

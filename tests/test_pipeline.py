@@ -1173,6 +1173,28 @@ def test_extend_stream_gives_extends_frames_window_by_window(ckpt, tmp_path):
         pipe.extend_stream(video[:2], num_new_frames=5, context_frames=3)
 
 
+def test_a_model_with_temporal_patches_slides_in_whole_patches(tmp_path):
+    """``model.temporal_patch_size=2``: the last window of a slide was cut to the frames still wanted (4 context + 1
+    new), which no patch of 2 divides: the model's error in every extension and every generation past the window
+    whose remainder was odd. Every window is now whole patches, the frames past the wanted ones dropped."""
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["model.temporal_patch_size=2", "data.num_frames=8"])
+    cfg.model.in_channels, cfg.model.num_classes = 1, 10
+    torch.manual_seed(0)
+    MFVideoPipeline(randomize(build_model(cfg.model), std=0.05), training_config=cfg).save_pretrained(tmp_path)
+    pipe = MFVideoPipeline.from_pretrained(tmp_path)
+    counter = CallCounter(pipe.model)
+    pipe.transformer = counter
+    video = (np.random.default_rng(0).random((5, 16, 16, 3)) * 255).astype(np.uint8)
+    assert pipe.generate(num_frames=13, class_labels=[1], seed=0).frames.shape[1] == 13  # 8, 4 + 4 new, 4 + 1
+    assert pipe.extend(video, num_new_frames=5, seed=0).frames.shape[1] == 10  # 4 context + 4 new, 4 + 1
+    assert pipe.extend(video, num_new_frames=5, seed=0, backward=True).frames.shape[1] == 10
+    assert counter.frames == [8, 8, 6] + [8, 6] + [8, 6]  # 4 context + 1 new frame made as 4 + 2
+    counter.frames.clear()
+    for given in (video[:3], video[:1]):  # the diffusion classifier on whole patches: the latest 2, a still held
+        assert pipe.extend(given, num_new_frames=2, seed=0, infer_label=True).frames.shape[1] == len(given) + 2
+    assert all(t % 2 == 0 for t in counter.frames) and 2 in counter.frames  # (its calls: 2 frames, many clips)
+
+
 def test_a_stream_dropped_or_closed_unfinished_frees_its_decoder_at_once(ckpt, tmp_path, monkeypatch):
     """A stream left after its first chunks (a preview, a ``break``) held its generator in a reference cycle: it
     waited for the garbage collector, and with it, where decord is not installed, an ffmpeg process per stream."""

@@ -535,7 +535,10 @@ class MFVideoPipeline(DiffusionPipeline):
                 per = f", one per given clip ({B}) or one per clip made" if reps > 1 else " or one per clip"
                 raise ValueError(f"{y.shape[0]} class labels for {B * reps} clip{'s' * (B * reps > 1)}: give one{per}")
             return y.expand(B).repeat_interleave(reps)  # one label, or one per given clip
-        n = self.cfg.model.num_classes
+        n, pt, K = self.cfg.model.num_classes, self.cfg.model.temporal_patch_size, given.shape[2]
+        if K % pt:  # whole temporal patches: the latest ones, or a still held for one patch
+            held = given[:, :, -1:].expand(-1, -1, pt - K, -1, -1) if K < pt else None
+            given = given[:, :, K % pt :] if held is None else torch.cat([given, held], dim=2)
         y, margin = infer_class(self.transformer, given, n, generator=torch.Generator().manual_seed(0),
                                 frame_correlation=self.method.noise_frame_correlation)
         names = [self.labels.get(str(int(c)), str(int(c))) for c in y]
@@ -1093,7 +1096,7 @@ class MFVideoPipeline(DiffusionPipeline):
         (B,), -1 on labelled rows, else None); with
         ``hold_read`` too, that reading holds for every window. ``keep`` (latent frames): every window is the full
         window but only its first ``keep`` new frames are kept, and the window slides by ``keep``; None: all of
-        them (and with a per-frame codec the last window is cut to the frames still wanted).
+        them (and with a per-frame codec the last window is cut to the frames still wanted, in whole temporal patches).
 
         ``copy`` (radius, tol): every window's new frames copied by ``motion_copy``, one ``MotionCanvas`` chain through
         all the windows' kept frames from the first window's last context frame (``canvas``: a chain already begun,
@@ -1129,6 +1132,7 @@ class MFVideoPipeline(DiffusionPipeline):
         while made < num_new:
             self._guidance = guidance  # (a stream may be consumed while the pipeline serves another call)
             new = w - k if f > 1 or keep is not None else min(w - k, num_new - made)
+            new += -(k + new) % self.cfg.model.temporal_patch_size  # whole patches: w is made of them (trained so)
             kept = new if keep is None else min(keep, new)  # (a growing context leaves fewer new frames)
             noise = self._noise(ctx.shape[0], self._pixel_frames(k + new), g, temperature)  # (B, C, k + new, h, w)
             context = torch.cat([ctx, torch.zeros_like(noise[:, :, k:])], dim=2)

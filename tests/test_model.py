@@ -620,3 +620,21 @@ def test_x_prediction_returns_u_from_the_denoised_field_and_its_one_step_sample_
         assert (meanflow_sample(raw, z, y=y, steps=1) - raw(z, one, one * 0, y)).abs().max() > 0.5  # u: z - u
     with pytest.raises(ValueError, match="unknown prediction 'eps'"):
         tiny_model(prediction="eps")
+
+
+@pytest.mark.parametrize("part", [{"refiner_channels": 8}, {"copy_radius": 2}, {"context_reference": True},
+                                  {"context_summary": True, "context_reader": True}])
+def test_a_bfloat16_model_takes_float32_latents_through_every_optional_part(part):
+    """A pipeline loaded in bf16 hands the network float32 latents and per-frame times; every sub-layer casts what it
+    takes (the refiner's convolution stopped: "Input type (float) and bias type (c10::BFloat16)"), and the output is
+    the float32 model's up to bf16 rounding."""
+    net = randomize(tiny_model(num_classes=10, **part)).eval()
+    z = torch.randn(2, 3, 4, 8, 8)
+    t = torch.tensor([[0.0, 0.0, 0.7, 0.7], [0.0, 0.5, 0.5, 0.5]])  # the context frames at t = r = 0
+    r = torch.zeros(2, 4)
+    y = torch.tensor([3, -1])
+    with torch.no_grad():
+        ref = net(z, t, r, y)
+        half = net.to(torch.bfloat16)(z, t, r, y)
+    assert torch.isfinite(half).all()
+    assert (half.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.05

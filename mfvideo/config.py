@@ -375,6 +375,10 @@ def validate(cfg: Config) -> None:
     if cfg.method.split_own_weight and cfg.method.splits and not cfg.train.teacher:
         raise ConfigError("method.split_own_weight needs a frozen train.teacher: weighted by its own loss, the "
                           "network's own two-step target runs away with it")
+    if cfg.train.distributed == "fsdp" and cfg.method.splits:
+        raise ConfigError("method.split_consistency / split_context under train.distributed=fsdp: a one-step row's "
+                          "forward with grad runs only on the processes that drew one, and FSDP's collectives then "
+                          "differ between them (a hang, or gloo's mismatch); use train.distributed=ddp")
     for key in ("cuda_graph_jvp", "compile_jvp"):
         if getattr(cfg.train, key) and (cfg.method.jvp_mode != "detached" or cfg.train.distributed == "fsdp"):
             raise ConfigError(f"train.{key} runs the detached JVP of an unsharded model apart: it needs "

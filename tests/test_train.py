@@ -637,6 +637,25 @@ def test_fsdp_run_through_the_trainer_writes_checkpoints_that_load_and_resume_on
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
 
 
+def test_fsdp_ranks_whose_draws_differ_in_network_calls_and_loss_parts_train_on(tmp_path):
+    """2 processes, FSDP2, batches of 2: a rank's draws decide how many calls the loss makes (a self-made context
+    only where a row has a prefix context, a JVP only where a row has r != t) and which parts it logs (loss_mf
+    without r != t rows). Freeing the weights after every call made each call a collective, and the log's one
+    all-reduce took each rank's own keys: both hung (gloo). Now each block is gathered once a micro-step and the
+    logged parts are the union, each averaged over the processes that had it."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29700 + os.getpid() % 200), "-m", "mfvideo.cli.train", str(TINY), f"train.output_dir={run}",
+           "train.distributed=fsdp", "method.self_context=0.5", "train.batch_size=2", "train.max_steps=6",
+           "train.log_every=1", "train.checkpoint_every=0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss", "loss_unweighted", "loss_mf", "loss_fm"} <= r.keys() for r in records), records
+
+
 def test_non_finite_steps_are_skipped_then_stop_with_a_clear_error(tmp_path, monkeypatch):
     from mfvideo.method import MeanFlow
     from mfvideo.train.loop import TrainingError

@@ -318,11 +318,13 @@ def _train(cfg: Config, max_steps: int | None) -> dict:
         batches, nonfinite, t_last, seen = iter(loader), 0, time.perf_counter(), 0
         while step < stop_at:
             model.train()
-            logs: dict[str, float] = {}
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}  # a loss part a micro-batch may lack (loss_mf without r != t rows)
             for micro in range(tc.grad_accum):
                 for k, v in micro_step(run, _next(batches), step, micro).items():
-                    logs[k] = logs.get(k, 0.0) + v / tc.grad_accum
+                    sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
                 seen += tc.batch_size * world
+            logs = {k: sums[k] / counts[k] for k in sums}  # each the mean over the micro-batches that had it
             grad_norm = optimizer_step(run, logs["loss"])
             if grad_norm is None:  # non-finite: skipped
                 nonfinite += 1
@@ -336,7 +338,7 @@ def _train(cfg: Config, max_steps: int | None) -> dict:
             summary["steps"] = step
             if step % tc.log_every == 0 or step == stop_at:
                 now = time.perf_counter()
-                record = log_step(run, step, logs, grad_norm, seen / (now - t_last))
+                record = log_step(run, step, sums, counts, grad_norm, seen / (now - t_last))
                 summary["first_loss"] = summary["first_loss"] or record["loss_unweighted"]  # logged: every process's
                 summary["last_loss"] = record["loss_unweighted"]
                 bar.set_postfix(loss=f"{record['loss_unweighted']:.3g}", gn=f"{grad_norm:.2g}")
@@ -467,12 +469,19 @@ def optimizer_step(run: Run, loss: float) -> float | None:
     return grad_norm
 
 
-def log_step(run: Run, step: int, logs: dict, grad_norm: float, samples_per_s: float) -> dict:
-    """One record to log.jsonl (main process) and the trackers: the losses are the mean over every process."""
-    if run.accelerator.num_processes > 1:  # one all-reduce of a few scalars, on every rank at a log step
-        keys = sorted(logs)
-        mean = run.accelerator.reduce(torch.tensor([logs[k] for k in keys], device=run.accelerator.device), "mean")
-        logs = dict(zip(keys, mean.tolist()))
+def log_step(run: Run, step: int, sums: dict, counts: dict, grad_norm: float, samples_per_s: float) -> dict:
+    """One record to log.jsonl (main process) and the trackers: each loss the mean over every micro-batch of every
+    process that had it (``sums`` / ``counts``: this process's). Processes may hold different parts (a batch without
+    r != t rows has no ``loss_mf``): their union is agreed first, as an all-reduce of mismatched lengths fails."""
+    acc = run.accelerator
+    if acc.num_processes > 1:  # at a log step only: the key lists, then one all-reduce of a few scalars
+        from accelerate.utils import gather_object
+
+        keys = sorted(set().union(*gather_object([tuple(sorted(sums))])))
+        local = [sums.get(k, 0.0) for k in keys] + [float(counts.get(k, 0)) for k in keys]
+        total = acc.reduce(torch.tensor(local, dtype=torch.float64, device=acc.device), "sum").tolist()
+        sums, counts = dict(zip(keys, total[: len(keys)])), dict(zip(keys, total[len(keys) :]))
+    logs = {k: sums[k] / counts[k] for k in sorted(sums) if counts[k]}
     record = {"step": step, **{k: round(v, 6) for k, v in logs.items()}, "grad_norm": round(grad_norm, 4),
               "lr": run.scheduler.get_last_lr()[0], "samples_per_s": round(samples_per_s, 2)}
     if run.accelerator.is_main_process:

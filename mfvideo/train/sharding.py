@@ -1,7 +1,12 @@
 """Sharded training with FSDP2 (``torch.distributed.fsdp.fully_shard``) and the one checkpoint format all runs share.
 
-``train.distributed=fsdp`` shards every STDiT block and the root: parameters, gradients and optimizer state live in
-1 / world of the memory; a block's weights are all-gathered just before it runs and freed after. The MeanFlow JVP
+``train.distributed=fsdp`` shards every STDiT block and the root: gradients and optimizer state live in 1 / world of
+the memory, and the parameters outside a step; a block's weights are all-gathered at its first call of a step and held
+until the step's backward (``reshard_after_forward=False``). Freeing them after every call (FSDP's default) made each
+call a collective, and the MeanFlow loss makes as many calls as the batch's draws need (a JVP only where rows have
+r != t, a one-step row's forward only where there is one, a self-made context only where a row has a prefix): ranks
+whose draws differed met mismatched all-gathers and hung. Held, every rank gathers each block once a micro-step and
+reduce-scatters it once, whatever calls it makes in between. The MeanFlow JVP
 runs through the same sharded module: ``fully_shard`` works by forward hooks on the module itself (there is no wrapper
 to bypass, unlike DDP's ``.module``), so the tangent pass gathers the current weights like the primal one, and the
 parameter gradient, reduce-scattered in the backward, is the average over ranks (tested against one process on the
@@ -34,9 +39,9 @@ def shard(model: nn.Module, mixed_precision: str = "no") -> nn.Module:
     policy = MixedPrecisionPolicy()
     if mixed_precision == "bf16":
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for block in model.blocks:
-        fully_shard(block, mp_policy=policy)
-    fully_shard(model, mp_policy=policy)
+    for block in model.blocks:  # held from a step's first call to its backward: see the module's docstring
+        fully_shard(block, mp_policy=policy, reshard_after_forward=False)
+    fully_shard(model, mp_policy=policy, reshard_after_forward=False)
     return model
 
 

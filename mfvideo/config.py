@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -191,6 +192,8 @@ def _merge(base, other, source: str, whole: tuple = MAPPINGS):
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         reason = str(e).splitlines()[0]
+        if re.search(r"[{,]\s*[\w.]+:[^\s/]", source):  # {none:1.0} is YAML's key 'none:1.0' with no value
+            reason += " (YAML needs a space after each colon of a mapping: {none: 1.0, first: 0.5})"
         raise ConfigError(f"{source}: bad key {key!r}: {reason}") from None
 
 

@@ -500,6 +500,8 @@ def test_a_mapping_given_whole_is_the_whole_mapping_and_one_entry_sets_one(tmp_p
     assert load_config(None).train.context_masks == {"none": 1.0}
     with pytest.raises(ConfigError, match="positive sum, got {}"):
         load_config(f, ["train.context_masks={}"])
+    with pytest.raises(ConfigError, match="space after each colon"):  # YAML's key 'none:1.0': OmegaConf's riddle
+        load_config(f, ["train.context_masks={none:1.0}"])
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))

@@ -162,7 +162,7 @@ CASES = {
     "train a temporal patch the frames do not fill": T("model.temporal_patch_size=3"),
     "train guidance weight nan": T("method.cfg_omega=nan"), "train time_std 0": T("method.time_std=0"),
     "train one-step rows sharded": T("train.distributed=fsdp", "method.split_consistency=0.25"),
-    "train mapping without spaces": T("train.context_masks={none:1.0}"),
+    "train mapping without spaces": T("train.context_masks={{none:1.0}}"),
     "train unknown moving-digits split": T("data.split=val"),
     "train a VAE of another kind": T("data.channels=3", "latents.kind=image_vae", "latents.path={w}/wan_vae"),
     "train fewer classes than the data": T("model.num_classes=5"),

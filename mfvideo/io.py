@@ -36,8 +36,9 @@ def as_new_file(*paths: str | Path) -> None:
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None):
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds. The file keeps the
-    mode of the one it replaces, else an ordinary new file's (``NEW_FILE_MODE``)."""
-    path = Path(path)
+    mode of the one it replaces, else an ordinary new file's (``NEW_FILE_MODE``). ``~`` is the home folder (it was a
+    folder named ``~`` made here)."""
+    path = Path(path).expanduser()
     tmp = _temporary_beside(path, suffix or path.suffix)
     try:
         yield tmp
@@ -130,7 +131,7 @@ def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> 
     with VideoWriter(path, fps, quality) as writer:
         for chunk in [frames] if arrays else frames:  # the source's own errors propagate as they are
             writer.write(chunk)
-    return Path(path)
+    return Path(path).expanduser()
 
 
 def save_videos(chunks, paths, fps: float = 8.0, quality: int = 8) -> list[Path]:
@@ -139,7 +140,7 @@ def save_videos(chunks, paths, fps: float = 8.0, quality: int = 8) -> list[Path]
     one chunk whatever the clips' length; a whole batch (B, T, H, W, 3), such as a pipeline output's ``frames``, is
     one chunk. Each file is written atomically as in ``save_video`` (whole or not at all); an error of the source, or
     of a file's encoder while the chunks come, leaves none of them written."""
-    paths = [Path(p) for p in paths]
+    paths = [Path(p).expanduser() for p in paths]
     if hasattr(chunks, "shape"):  # an array or tensor: one chunk (a stream yields several)
         chunks = [chunks]
     with contextlib.ExitStack() as stack:
@@ -162,7 +163,7 @@ class VideoWriter:
     def __init__(self, path: str | Path, fps: float = 8.0, quality: int = 8):
         if not (np.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a finite number > 0, got {fps}")
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # "~/out.mp4" made a folder named "~" here
         if self.path.is_dir():
             raise ValueError(f"output {self.path} is a folder")
         self.format = video_format(self.path)
@@ -292,7 +293,7 @@ def save_image(image, path: str | Path) -> Path:
             imageio.imwrite(tmp, a, format="PNG")
         except OSError as e:
             raise OutputError(f"cannot write {path}: {e.strerror or e}; nothing was written") from None
-    return Path(path)
+    return Path(path).expanduser()
 
 
 def grid(videos, pad: int = 2, scale: int | None = None, min_side: int = 48) -> np.ndarray:

@@ -51,7 +51,7 @@ _announced: set[tuple[Path, str]] = set()
 def resolve_checkpoint(path) -> Path:
     """A folder to load weights from: ``path`` itself, or for a training run's folder (``train.output_dir``: its
     ``checkpoints/`` and no weights of its own) its newest complete checkpoint, said in the log."""
-    path = Path(path)
+    path = Path(path).expanduser()
     own = any((path / f).is_file() for f in ("model.safetensors", "model_index.json", DIFFUSERS_WEIGHTS))
     if (path / "checkpoints").is_dir() and not own:  # the run folder holds config.yaml and log.jsonl, no weights
         newest = latest_checkpoint(path)

@@ -1195,6 +1195,25 @@ def test_a_model_with_temporal_patches_slides_in_whole_patches(tmp_path):
     assert all(t % 2 == 0 for t in counter.frames) and 2 in counter.frames  # (its calls: 2 frames, many clips)
 
 
+def test_a_path_under_home_reads_and_writes_there(ckpt, tmp_path, monkeypatch):
+    """"~/..." in Python, as in a shell: a saved video went to a folder named "~" made in the working folder, and
+    the pipeline found neither a model nor a clip there."""
+    import shutil
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    shutil.copytree(ckpt, home / "model")
+    pipe = MFVideoPipeline.from_pretrained("~/model")
+    clip = pipe.generate(class_labels=[1], seed=0, output_type="uint8").frames[0]
+    assert save_video(clip, "~/clips/a.mp4", fps=8) == home / "clips" / "a.mp4"
+    save_image(clip[0], "~/clips/a.png")
+    assert pipe.extend("~/clips/a.mp4", num_new_frames=2, seed=0).frames.shape[1] == 6
+    assert pipe.condition("~/clips/a.png", [0], seed=0).frames.shape[1] == 4
+    assert (home / "clips" / "a.png").is_file() and not any(work.iterdir())  # no "~" folder here
+
+
 def test_a_stream_dropped_or_closed_unfinished_frees_its_decoder_at_once(ckpt, tmp_path, monkeypatch):
     """A stream left after its first chunks (a preview, a ``break``) held its generator in a reference cycle: it
     waited for the garbage collector, and with it, where decord is not installed, an ffmpeg process per stream."""

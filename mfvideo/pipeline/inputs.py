@@ -18,6 +18,14 @@ def _resize(frames: np.ndarray, resolution: int) -> np.ndarray:
     return pixels_to_uint8(resize_center_crop(frames, resolution)[None])[0]  # (3, T, r, r) in [-1, 1] -> uint8
 
 
+def expand_home(video):
+    """A path given as text or a Path with ``~`` as the home folder, as a shell would have it; anything else (frames,
+    a URL, which the readers name as such) as it is."""
+    if isinstance(video, Path) or isinstance(video, str) and video.startswith("~"):
+        return Path(video).expanduser()
+    return video
+
+
 def file_rate(video, data) -> tuple[int, float | None]:
     """How a model reads a video file: every ``stride``-th frame, as its training clips stepped through a file of that
     frame rate (``data.target_fps``: the step nearest to it; else ``data.frame_stride``), and the frame rate of the

@@ -911,8 +911,9 @@ class MFVideoPipeline(DiffusionPipeline):
         called; the network runs as the stream is consumed. Its ``class_labels`` are ``extend``'s, once the first
         window is made. ``backward``: the new frames first, all made before the first chunk is given, then the
         input (streamed) or its context frames."""
-        from .inputs import file_rate, first_frames, frame_count, iter_clip, load_clip
+        from .inputs import expand_home, file_rate, first_frames, frame_count, iter_clip, load_clip
 
+        video = expand_home(video)  # "~/clip.mp4": the home folder's, as in a shell
         if backward and self.codec.temporal_factor != 1:
             raise NotImplementedError("backward extension needs a per-frame codec (identity, image_vae or dc_ae): a "
                                       "causal video VAE's latents run forwards in time")
@@ -1188,8 +1189,9 @@ class MFVideoPipeline(DiffusionPipeline):
         ``output_type="latent"``: the clip's latents, the given frames' encoded in their places. ``num_clips``: as in
         ``extend``, each given set of frames filled ``num_clips / B`` times."""
         from .fill import extension_side, fill_plan
-        from .inputs import load_clip
+        from .inputs import expand_home, load_clip
 
+        frames = expand_home(frames)
         _check_output_type(output_type)
         self._guidance = self.resolve_guidance_scale(guidance_scale)
         how = self.resolve_sampler(sampler, steps)

@@ -3,8 +3,11 @@ what a class read off the context inside the network at block k could reach (the
 
     python scripts/probe_label_from_block.py   # writes results/label_from_block.json (keys: k; 6 = null label only)
 
-The forward below is the STDiT's, with the conditioning switched per block; the model's own context reader is not
-used (the probe measures the generator).
+The forward below is the STDiT's of its time (session 13's bundled model: u-prediction, no context reader, blocks
+without rotary positions), with the conditioning switched per block; the model's own context reader is not used (the
+probe measures the generator). Its figures are in docs/method.md. The bundled model has since changed (pMF, the
+reader, post-training): the probe runs on such a model only, a checkpoint given as its one argument, and refuses
+another (it had stopped with a TypeError in the forward it replaces).
 """
 import sys, types, json
 import numpy as np, torch
@@ -14,7 +17,13 @@ from mfvideo.eval.digits import DigitSuite, real_clips
 from mfvideo.eval.report import _extension_scores
 from mfvideo.models.embeddings import LabelEmbedder
 
-pipe = MFVideoPipeline.from_pretrained()
+if sys.argv[1:2] in (["-h"], ["--help"]):
+    sys.exit(print(__doc__))
+pipe = MFVideoPipeline.from_pretrained(sys.argv[1] if len(sys.argv) > 1 else None)
+m = pipe.cfg.model
+if m.prediction != "u" or m.context_reader or m.clip_rope or m.attention != "factorised" or m.copy_radius:
+    sys.exit("probe_label_from_block: written for a factorised u-prediction model without a context reader, rotary "
+             "positions or copy path (session 13's bundled model); this one differs: give such a checkpoint")
 pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
 net = pipe.transformer
 suite = DigitSuite.load()

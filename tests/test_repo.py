@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,21 @@ def test_the_wheel_holds_every_module_and_asset(tmp_path):
     inside = set(zipfile.ZipFile(wheel).namelist())
     missing = [n for n in tracked if n.startswith("mfvideo/") and n not in inside]
     assert not missing, f"the wheel lacks {len(missing)} of the package's files, e.g. {missing[:3]}"
+
+
+def test_every_script_answers_help_without_running(monkeypatch, capsys):
+    """``python scripts/X.py --help`` prints its usage and exits 0 for every script: a probe written without a
+    parser ran its whole experiment on ``--help``, and one of them, replacing the network's forward with that of an
+    earlier release, stopped with a TypeError. Run in this process (runpy), as the scripts' imports are shared."""
+    import runpy
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # the probes import each other as scripts do
+    monkeypatch.chdir(ROOT)
+    scripts = sorted((ROOT / "scripts").glob("*.py"))
+    assert len(scripts) > 20
+    for script in scripts:
+        monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(script), run_name="__main__")
+        assert stop.value.code in (0, None), script.name
+        assert capsys.readouterr().out.strip(), f"{script.name} --help printed nothing"

@@ -89,8 +89,9 @@ def to_uint8(frames, name: str = "frames") -> np.ndarray:
     if _is_image(frames):
         return pil_rgb(frames)
     if isinstance(frames, (list, tuple)) and any(isinstance(f, str) or hasattr(f, "__fspath__") for f in frames):
-        raise ValueError(f"{name}: a list holding a path; pass one video file per call (a batch of clips: arrays or "
-                         "lists of frames of one length)")
+        raise ValueError(f"{name}: a list holding a path that is not a still image; pass one video file per call "
+                         "(a clip's frames: a list of image files; a batch of clips: arrays or lists of frames of one "
+                         "length)")
     if _is_list(frames):
         items = [to_uint8(f, name) for f in frames]
         if len(shapes := list(dict.fromkeys(item.shape for item in items))) > 1:
@@ -132,8 +133,8 @@ def with_time(x: torch.Tensor) -> torch.Tensor:
 def pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """Model pixels (B, C, T, H, W) in [-1, 1], C = 1 or 3 -> uint8 frames (B, T, H, W, 3)."""
     x = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1, -1)
+    if x.shape[1] == 1:  # grey: three real channels, not an expanded view, whose one byte a write to any channel sets
+        x = x.repeat(1, 3, 1, 1, 1)
     return rearrange(x, "b c t h w -> b t h w c").cpu().numpy()
 
 

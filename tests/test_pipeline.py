@@ -407,8 +407,18 @@ def test_pil_frames_and_lists_are_read_as_a_file_of_them_is(ckpt, tmp_path):
     assert frames[0].mode == "P" and frames[1].mode == "RGB"  # diffusers' mix
     assert np.array_equal(pipe.extend(frames, 4, seed=0, output_type="uint8").frames,
                           pipe.extend(str(tmp_path / "c.gif"), 4, seed=0, output_type="uint8").frames)
-    with pytest.raises(ValueError, match="video: a list holding a path; pass one video file per call"):
+    with pytest.raises(ValueError, match="video: a list holding a path that is not a still image; pass one video"):
         pipe.extend([str(tmp_path / "c.gif")] * 2, 4)
+    for i, frame in enumerate(rgb):  # a list of image files is a clip, each frame read as its file alone is
+        save_image(np.pad(frame, ((0, 0), (8 * i, 0), (0, 0))), tmp_path / f"f{i}.png")  # of different sizes too
+    files = [tmp_path / f"f{i}.png" for i in range(4)]
+    keys = np.concatenate([pipe.extend(f, 1, seed=0, output_type="uint8").frames[:, :1] for f in files], axis=1)
+    assert np.array_equal(pipe.extend([str(f) for f in files], 4, seed=0, output_type="uint8").frames[:, :4], keys)
+    cond = pipe.condition(files[::3], [0, 3], seed=0, output_type="uint8").frames  # keyframes from their files
+    assert np.array_equal(cond, pipe.condition(keys[:, [0, 3]], [0, 3], seed=0, output_type="uint8").frames)
+    # returned as given, in colour: a grey model's decoded frames were an expanded view, one byte for the three
+    # channels, so writing the given frames in left each pixel's last channel in all three
+    assert np.array_equal(cond[0, [0, 3]], keys[0, [0, 3]])
     with pytest.raises(ValueError, match=r"video: a list of 2 frames or clips of different shapes \(\(4, 16, 16, 3\), "
                                          r"\(3, 16, 16, 3\)\)"):
         pipe.extend([rgb, rgb[:3]], 4)

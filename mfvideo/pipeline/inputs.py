@@ -18,6 +18,15 @@ def _resize(frames: np.ndarray, resolution: int) -> np.ndarray:
     return pixels_to_uint8(resize_center_crop(frames, resolution)[None])[0]  # (3, T, r, r) in [-1, 1] -> uint8
 
 
+STILLS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # a still image file: one frame
+
+
+def still_paths(video) -> bool:
+    """A list of still image files (keyframes for ``condition``, a clip's frames): one clip, a frame each."""
+    return isinstance(video, (list, tuple)) and bool(video) and all(
+        isinstance(v, (str, Path)) and Path(v).suffix.lower() in STILLS for v in video)
+
+
 def expand_home(video):
     """A path given as text or a Path with ``~`` as the home folder, as a shell would have it; anything else (frames,
     a URL, which the readers name as such) as it is."""
@@ -71,13 +80,15 @@ def frame_count(video, stride: int = 1) -> int:
 
         n = probe(Path(video)).num_frames
         return (n - 1) // stride + 1 if n > 0 else 0
+    if still_paths(video):
+        return len(video)
     shape = frames_shape(video)  # (…, H, W, 3), as load_clip will read it
     return {3: 1, 4: shape[0], 5: shape[1]}.get(len(shape), 0)
 
 
 def clip_count(video) -> int:
     """Clips in what ``load_clip`` takes: a batch (B, T, H, W, 3) or a list of clips holds B, anything else one."""
-    if isinstance(video, (str, Path)):
+    if isinstance(video, (str, Path)) or still_paths(video):
         return 1
     shape = frames_shape(video)
     return shape[0] if len(shape) == 5 else 1
@@ -107,7 +118,7 @@ def iter_clip(video, resolution: int, stride: int = 1) -> Iterator[np.ndarray]:
 
 def load_clip(video, resolution: int, last: int | None = None, stride: int = 1) -> np.ndarray:
     """A path (mp4, webm, avi, gif; a still image, png / jpg / webp / bmp / tif, is a one-frame clip; a folder of
-    such images a clip, in natural name order), a uint8 array
+    such images, or a list of their paths, a clip: the folder's in natural name order), a uint8 array
     (T, H, W, 3) / (B, T, H, W, 3) / one image (H, W, 3), or a float array / tensor in [0, 1] of the same layouts
     (RGBA and grey too; a tensor may be channels first, (B, T, 3, H, W) as a ``"pt"`` output: ``to_uint8``) ->
     uint8 (B, T, resolution, resolution, 3), short side resized and centre-cropped.
@@ -117,6 +128,8 @@ def load_clip(video, resolution: int, last: int | None = None, stride: int = 1) 
     """
     if isinstance(video, (str, Path)):
         arr = _read_path(Path(video), resolution, last, stride)
+    elif still_paths(video):  # image files of any sizes, each resized as it is read
+        arr = np.concatenate([_read_path(Path(v).expanduser(), resolution, None) for v in video])[None]
     else:
         arr = to_uint8(video, "video")  # uint8 (…, H, W, 3); float outside [0, 1] is an error, grey becomes RGB
     if arr.ndim == 3:

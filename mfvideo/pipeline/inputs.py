@@ -153,8 +153,9 @@ def first_frames(video, resolution: int, count: int, stride: int = 1) -> np.ndar
         if n >= count:
             break
     if n < count:
-        raise ValueError(f"{_name(video)}: has {n} frame(s) at the model's frame rate, fewer than the {count} "
-                         "context frames asked for")
+        at = f" at a step of {stride} (the model's frame rate)" if stride > 1 else ""
+        raise ValueError(f"{_name(video)} has {n} frame{'s' * (n != 1)}{at}, fewer than the {count} context frames "
+                         "requested")
     return np.concatenate(got, axis=1)[:, :count]
 
 

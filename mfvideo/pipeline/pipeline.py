@@ -950,7 +950,8 @@ class MFVideoPipeline(DiffusionPipeline):
                                stride=stride)
         if (n_in := frame_count(video, stride) if lazy else frames.shape[1]) < k_pix:
             at = f" at a step of {stride} (the model's frame rate)" if stride > 1 else ""
-            raise ValueError(f"the input has {n_in} frames{at}, fewer than the {k_pix} context frames requested")
+            raise ValueError(f"the input has {n_in} frame{'s' * (n_in != 1)}{at}, fewer than the {k_pix} context "
+                             "frames requested")
         reps = self._clips_per_input(num_clips, n_given := 1 if lazy else frames.shape[0])
         g = self._generator(seed, generator, n_given * reps)
 

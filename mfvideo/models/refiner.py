@@ -35,8 +35,8 @@ class ConvRefiner(nn.Module):
         B, _, T, H, W = z.shape
         times = torch.stack([t, r], dim=1).to(z.dtype)  # (B, 2, 1 | T)
         times = times[..., None, None].expand(B, 2, T, H, W)  # (B, 2, T, H, W): constant planes
-        h = torch.cat([out, z, times], dim=1).to(self.convs[0].weight.dtype)  # (B, 2C + 2, T, H, W); z float32 in a
-        # bf16 model
+        # (B, 2C + 2, T, H, W) in the convolutions' dtype: a bf16 model is handed float32 latents z
+        h = torch.cat([out, z, times], dim=1).to(self.convs[0].weight.dtype)
         for conv in self.convs[:-1]:
             h = F.silu(conv(h))  # (B, hidden, T, H, W)
         return out + self.convs[-1](h)

@@ -4,11 +4,12 @@
 the memory, and the parameters outside a step; a block's weights are all-gathered at its first call of a step and held
 until the step's backward (``reshard_after_forward=False``). Freeing them after every call (FSDP's default) made each
 call a collective, and the MeanFlow loss makes as many calls as the batch's draws need (a JVP only where rows have
-r != t, a one-step row's forward only where there is one, a self-made context only where a row has a prefix): ranks
-whose draws differed met mismatched all-gathers and hung. Held, every rank gathers each block once a micro-step and
-reduce-scatters it once, whatever calls it makes in between. The MeanFlow JVP
+r != t, a self-made context only where a row has a prefix): ranks whose draws differed met mismatched all-gathers and
+hung. Held, every rank gathers each block once a micro-step and reduce-scatters it once, whatever calls without
+gradient it makes in between. A second forward with gradient on some ranks only (``method.split_consistency``'s
+one-step rows) still differs in the backward: that pairing is refused (``config.validate``). The MeanFlow JVP
 runs through the same sharded module: ``fully_shard`` works by forward hooks on the module itself (there is no wrapper
-to bypass, unlike DDP's ``.module``), so the tangent pass gathers the current weights like the primal one, and the
+to bypass, unlike DDP's ``.module``), so the tangent pass runs on the current weights like the primal one, and the
 parameter gradient, reduce-scattered in the backward, is the average over ranks (tested against one process on the
 combined batch, in both JVP modes).
 

@@ -131,7 +131,7 @@ def save_video(frames, path: str | Path, fps: float = 8.0, quality: int = 8) -> 
     with VideoWriter(path, fps, quality) as writer:
         for chunk in [frames] if arrays else frames:  # the source's own errors propagate as they are
             writer.write(chunk)
-    return Path(path).expanduser()
+    return writer.path
 
 
 def save_videos(chunks, paths, fps: float = 8.0, quality: int = 8) -> list[Path]:

@@ -18,13 +18,13 @@ def _resize(frames: np.ndarray, resolution: int) -> np.ndarray:
     return pixels_to_uint8(resize_center_crop(frames, resolution)[None])[0]  # (3, T, r, r) in [-1, 1] -> uint8
 
 
-STILLS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # a still image file: one frame
-
-
 def still_paths(video) -> bool:
-    """A list of still image files (keyframes for ``condition``, a clip's frames): one clip, a frame each."""
+    """A list of still image files (keyframes for ``condition``, a clip's frames): one clip, a frame each, as the
+    files of a folder of frames are (``video_io.FRAME_EXTS``)."""
+    from ..data.video_io import FRAME_EXTS
+
     return isinstance(video, (list, tuple)) and bool(video) and all(
-        isinstance(v, (str, Path)) and Path(v).suffix.lower() in STILLS for v in video)
+        isinstance(v, (str, Path)) and Path(v).suffix.lower() in FRAME_EXTS for v in video)
 
 
 def expand_home(video):

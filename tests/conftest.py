@@ -3,7 +3,9 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two threads, as CI's 2 cores have; a process started with OMP_NUM_THREADS (each rank of the 2-process checks that
+# import this file: two ranks of two threads on 2 cores spin against each other, 2-3x slower) keeps its own.
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
 
 def tiny_model(**kw):

@@ -605,6 +605,9 @@ def test_skytimelapse_preparation_turns_nested_frame_folders_into_videos_and_cac
 
 
 def test_ucf101_preparation_writes_manifests_of_class_names(tmp_path):
+    """Manifests of class names from the official split lists, their paths absolute: a relative --root had been
+    written as given and read from the manifest's own folder (data/ucf101/data/UCF-101/...). A wrong --root or
+    --splits, or a listed video that is not there, is a one-line error before a manifest is written."""
     import subprocess
     import sys
 
@@ -612,20 +615,40 @@ def test_ucf101_preparation_writes_manifests_of_class_names(tmp_path):
 
     lists = tmp_path / "ucfTrainTestlist"
     lists.mkdir()
-    (lists / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Basketball\n3 YoYo\n")
-    (lists / "trainlist01.txt").write_text("YoYo/v_YoYo_g08_c01.avi 3\nBasketball/v_Basketball_g08_c01.avi 2\n")
-    (lists / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n")
+    (lists / "classInd.txt").write_text("1 ApplyEyeMakeup\r\n2 Basketball\r\n3 YoYo\r\n")  # the release's CRLF
+    (lists / "trainlist01.txt").write_text("YoYo/v_YoYo_g08_c01.avi 3\r\nBasketball/v_Basketball_g08_c01.avi 2\r\n")
+    (lists / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\r\n")
+    for rel in ("YoYo/v_YoYo_g08_c01.avi", "Basketball/v_Basketball_g08_c01.avi",
+                "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"):
+        (tmp_path / "UCF-101" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "UCF-101" / rel).write_bytes(b"")
     script = Path(__file__).resolve().parents[1] / "datasets" / "ucf101" / "prepare.py"
-    proc = subprocess.run([sys.executable, str(script), "--root", "/data/UCF-101", "--splits", str(lists), "--out",
-                           str(tmp_path / "out")], capture_output=True, text=True)
+
+    def prepare(root="UCF-101", splits=lists):
+        return subprocess.run([sys.executable, str(script), "--root", root, "--splits", str(splits), "--out",
+                               "data/ucf101"], capture_output=True, text=True, cwd=tmp_path)
+
+    proc = prepare()  # --root relative to where the command runs, as a user types it
     assert proc.returncode == 0, proc.stderr
-    rows, classes = read_manifest(tmp_path / "out" / "train.csv")
+    rows, classes = read_manifest(tmp_path / "data" / "ucf101" / "train.csv")
     assert classes == ["Basketball", "YoYo"]
-    assert rows == [("/data/UCF-101/YoYo/v_YoYo_g08_c01.avi", 1), ("/data/UCF-101/Basketball/v_Basketball_g08_c01.avi", 0)]
+    root = tmp_path.resolve() / "UCF-101"
+    assert rows == [(str(root / "YoYo/v_YoYo_g08_c01.avi"), 1), (str(root / "Basketball/v_Basketball_g08_c01.avi"), 0)]
+    assert all(Path(p).is_file() for p, _ in rows)
     (lists / "testlist01.txt").write_text("Juggling/v_Juggling_g01_c01.avi\n")
-    proc = subprocess.run([sys.executable, str(script), "--root", "/data/UCF-101", "--splits", str(lists), "--out",
-                           str(tmp_path / "out")], capture_output=True, text=True)
+    proc = prepare()
     assert proc.returncode == 1 and "class 'Juggling' is not in classInd.txt" in proc.stderr
+    (lists / "testlist01.txt").write_text("YoYo/v_YoYo_g09_c01.avi\n")
+    proc = prepare()
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        f"error: testlist01.txt: 1 of its 1 videos are not under --root {root}, the first "
+        f"{root / 'YoYo/v_YoYo_g09_c01.avi'}")
+    for bad, said in (({"root": "UCF101"}, "--root UCF101: not a folder"),
+                      ({"splits": tmp_path}, f"{tmp_path / 'classInd.txt'}: missing (--splits is the folder")):
+        proc = prepare(**bad)
+        assert proc.returncode == 1 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert rows == read_manifest(tmp_path / "data" / "ucf101" / "train.csv")[0]  # the failed runs left it as it was
+    assert sorted(p.name for p in (tmp_path / "data" / "ucf101").iterdir()) == ["test.csv", "train.csv"]
 
 
 def test_class_names_of_a_manifest_reach_the_checkpoint_through_the_latent_cache(video_dir, tmp_path, capsys):

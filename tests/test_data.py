@@ -651,6 +651,41 @@ def test_ucf101_preparation_writes_manifests_of_class_names(tmp_path):
     assert sorted(p.name for p in (tmp_path / "data" / "ucf101").iterdir()) == ["test.csv", "train.csv"]
 
 
+def test_moving_digits_export_writes_class_folders_of_real_clips_and_refuses_bad_values_in_one_line(
+        tmp_path, monkeypatch, capsys):
+    """datasets/moving_digits/prepare.py writes <digit>/<index>.mp4 clips that read back as the rendered frames; a
+    value no clip can have (0 frames, a digit larger than the frame) was a traceback, after the first files."""
+    import runpy
+    import sys
+
+    from mfvideo.data.moving_digits import render_clip
+    from mfvideo.data.video_io import read_video
+
+    script = str(Path(__file__).resolve().parents[1] / "datasets" / "moving_digits" / "prepare.py")
+
+    def prepare(out, *args):
+        monkeypatch.setattr(sys, "argv", [script, "--out", str(out), "--num-clips", "3", "--num-frames", "6", *args])
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(script, run_name="__main__")
+            raise SystemExit(0)
+        return stop.value.code, capsys.readouterr().err
+
+    code, err = prepare(tmp_path / "mp4")
+    assert code in (0, None), err
+    for i in range(3):
+        clip = render_clip(i, "test", 6, 16, 1, 8, 1.0)
+        frames, fps = read_video(tmp_path / "mp4" / str(clip.label) / f"{i:05d}.mp4")
+        want = (np.clip(clip.frames, 0, 1) * 255).astype(np.uint8)[..., None]  # (T, H, W) grey
+        assert frames.shape == (6, 16, 16, 3) and fps == 6.0
+        assert np.abs(frames.astype(int) - want.astype(int)).mean() < 4  # H.264 of the rendered clip
+    for args, said in ((["--num-frames", "0"], "argument --num-frames: must be >= 1, got 0"),
+                       (["--resolution", "4"], "error: digit_size 8 exceeds the frame resolution 4"),
+                       (["--fps", "0"], "argument --fps: must be a finite number > 0")):
+        code, err = prepare(tmp_path / "bad", *args)
+        assert code == 2 and said in err.strip().splitlines()[-1], err  # argparse's usage, then the one line
+    assert not (tmp_path / "bad").exists()
+
+
 def test_class_names_of_a_manifest_reach_the_checkpoint_through_the_latent_cache(video_dir, tmp_path, capsys):
     """Named classes of a manifest are the model's id2label, trained on the videos directly or on their latent
     cache (the cache keeps the names)."""

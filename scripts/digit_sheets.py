@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mfvideo.cli import positive_int, user_errors
 from mfvideo.eval.digits import real_clips
 from mfvideo.io import grid, save_image
 from mfvideo.pipeline import MFVideoPipeline
@@ -39,13 +40,14 @@ def _interleave(*rows: np.ndarray) -> np.ndarray:
     return np.stack(rows, axis=1).reshape(-1, *rows[0].shape[1:])
 
 
-def main():
+@user_errors  # bad input: one line and exit status 2
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--out", default="results")
-    p.add_argument("--scale", type=int, default=3)
+    p.add_argument("--scale", type=positive_int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     out = Path(a.out)
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
     d, T = pipe.cfg.data, pipe.window

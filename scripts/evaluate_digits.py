@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from mfvideo.cli import non_negative_int, positive_int, user_errors
 from mfvideo.eval.digits import DigitSuite, heldout_accuracy
 from mfvideo.eval.report import evaluate_context, evaluate_pipeline, evaluate_read_label, evaluate_real
 from mfvideo.pipeline import MFVideoPipeline
@@ -42,22 +43,23 @@ def parse_checkpoint(arg: str | None) -> tuple[str, str | None]:
     return (label, path) if sep else (Path(arg).name, arg)
 
 
-def main():
+@user_errors  # bad input: one line and exit status 2
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", nargs="*", default=[None], help="[LABEL=]DIR, one or more")
-    p.add_argument("--steps", type=int, nargs="*", default=[1, 2], help="MeanFlow k-NFE rows (MeanFlow models)")
-    p.add_argument("--euler-steps", type=int, nargs="*", default=[], help="Euler rows of u(z, t, t) (every model)")
-    p.add_argument("--consistency-steps", type=int, nargs="*", default=[],
+    p.add_argument("--steps", type=positive_int, nargs="*", default=[1, 2], help="MeanFlow k-NFE rows (MeanFlow models)")
+    p.add_argument("--euler-steps", type=positive_int, nargs="*", default=[], help="Euler rows of u(z, t, t) (every model)")
+    p.add_argument("--consistency-steps", type=positive_int, nargs="*", default=[],
                    help="rows of the consistency sampler (the one-step jump, noised back and jumped again)")
-    p.add_argument("--n", type=int, default=200)
-    p.add_argument("--long-frames", type=int, default=64, help="new frames of the long extension")
+    p.add_argument("--n", type=positive_int, default=200)
+    p.add_argument("--long-frames", type=positive_int, default=64, help="new frames of the long extension")
     p.add_argument("--read-label", action="store_true",
                    help="also extend with the class the model reads off the context, and with the true class")
     p.add_argument("--context-noise", type=float, nargs="+", default=[None],
                    help="levels of noise on the model's own frames as context (default: the model's own)")
-    p.add_argument("--frames-per-window", type=int, nargs="+", default=[None],
+    p.add_argument("--frames-per-window", type=positive_int, nargs="+", default=[None],
                    help="new frames kept per extension window (the pipeline's frames_per_window; default: all)")
-    p.add_argument("--motion-copy", type=int, nargs="+", default=[0],
+    p.add_argument("--motion-copy", type=non_negative_int, nargs="+", default=[0],
                    help="the pipeline's motion_copy radii for generation and the extensions (0: off, the network's "
                         "own frames)")
     p.add_argument("--guidance-scale", type=float, nargs="+", default=[None],
@@ -66,7 +68,7 @@ def main():
                    help="one-step temperatures, the noise's scale in windows of one call (sample.one_step_temperature; "
                         "default: the model's)")
     p.add_argument("--out", default="results/digits_eval.json")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     torch.manual_seed(0)
     suite = DigitSuite.load()
     checkpoints = [parse_checkpoint(c) for c in a.checkpoint]

@@ -10,21 +10,23 @@ import argparse
 import numpy as np
 from PIL import Image
 
+from mfvideo.cli import non_negative_int, positive_int, user_errors
 from mfvideo.eval.digits import real_clips
 from mfvideo.io import grid
 from mfvideo.pipeline import MFVideoPipeline
 
 
-def main():
+@user_errors  # bad input: one line and exit status 2
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="pipeline or checkpoint folder (default: the bundled model)")
-    p.add_argument("--n", type=int, default=6)
-    p.add_argument("--new", type=int, default=16, help="new frames per clip")
-    p.add_argument("--frames-per-window", type=int, default=1)
-    p.add_argument("--radius", type=int, default=4)
-    p.add_argument("--scale", type=int, default=3)
+    p.add_argument("--n", type=positive_int, default=6)
+    p.add_argument("--new", type=positive_int, default=16, help="new frames per clip")
+    p.add_argument("--frames-per-window", type=positive_int, default=1)
+    p.add_argument("--radius", type=non_negative_int, default=4)
+    p.add_argument("--scale", type=positive_int, default=3)
     p.add_argument("--out", required=True)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
     pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
     d, k = pipe.cfg.data, pipe.window // 2

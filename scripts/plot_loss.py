@@ -4,18 +4,34 @@ import argparse
 import json
 from pathlib import Path
 
+from mfvideo.cli import user_errors
 
-def main():
+
+@user_errors  # bad input: one line and exit status 2
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("log")
     p.add_argument("--out", default="loss.png")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     path = Path(a.log)
     path = path / "log.jsonl" if path.is_dir() else path
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not path.is_file():
+        raise FileNotFoundError(2, "no such file (a run's folder holds log.jsonl)", str(path))
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a run killed mid-line leaves its last record cut: the rest still plot
+                print(f"skipped {path}:{n}: not a JSON record")
+    rows = [r for r in rows if isinstance(r, dict) and "step" in r]
+    if not rows:
+        raise ValueError(f"{path}: no step records to plot")
 
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("error: plotting needs matplotlib (pip install matplotlib; the dev extra has it)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

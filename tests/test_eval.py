@@ -79,6 +79,9 @@ def test_torchscript_metric_networks_load_and_batch(tmp_path, kind, module, per)
     assert frechet_distance_features(feats, feats) < 1e-6 < frechet_distance_features(feats, net.features(other))
     with pytest.raises(FileNotFoundError, match="not found"):
         FeatureNetwork(str(tmp_path / "missing.pt"), kind)
+    torch.save(module().state_dict(), tmp_path / "weights.pt")  # a state dict, not the scripted network
+    with pytest.raises(ValueError, match=r"weights.pt: not a TorchScript file \(.+\)$"):
+        FeatureNetwork(str(tmp_path / "weights.pt"), kind)
 
 
 def test_evaluate_script_end_to_end_and_resumable(tmp_path):

@@ -226,3 +226,36 @@ def test_every_script_answers_help_without_running(monkeypatch, capsys):
             runpy.run_path(str(script), run_name="__main__")
         assert stop.value.code in (0, None), script.name
         assert capsys.readouterr().out.strip(), f"{script.name} --help printed nothing"
+
+
+USER_SCRIPTS = {  # the scripts the docs hand users, each with a mistake a user makes and the line it gets
+    "evaluate_digits.py": (["--checkpoint", "{missing}"], "error: {missing}: no such checkpoint folder"),
+    "digit_sheets.py": (["--scale", "0"], "argument --scale: must be >= 1, got 0"),
+    "motion_copy_sheet.py": (["--n", "0", "--out", "x.png"], "argument --n: must be >= 1, got 0"),
+    "plot_loss.py": (["{missing}"], "error: {missing}: no such file (a run's folder holds log.jsonl)"),
+    "evaluate.py": (["--network", "{missing}", "--kind", "i3d"], "error: metric network {missing} not found"),
+}
+
+
+def test_the_scripts_users_are_sent_to_answer_a_mistake_in_one_line(tmp_path, monkeypatch, capsys):
+    """The evaluation and sheet scripts the docs name stopped on a user's mistake (a folder that is not a checkpoint,
+    a run folder without a log, --n 0) with a traceback, exit status 1: they go through the console scripts' one-line
+    errors (exit status 2) now. A cut last record of a log (a run killed mid-line) is skipped, the rest plotted."""
+    import runpy
+
+    monkeypatch.chdir(tmp_path)
+    missing = str(tmp_path / "nothing_here")
+    for name, (args, said) in USER_SCRIPTS.items():
+        script = str(ROOT / "scripts" / name)
+        monkeypatch.setattr(sys, "argv", [script, *(a.format(missing=missing) for a in args)])
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(script, run_name="__main__")
+        err = capsys.readouterr().err.strip()
+        assert stop.value.code == 2 and said.format(missing=missing) in err.splitlines()[-1], (name, err)
+        assert "Traceback" not in err, name
+    log = tmp_path / "run" / "log.jsonl"
+    log.parent.mkdir()
+    log.write_text('{"step": 1, "loss_unweighted": 2.0}\n{"step": 2, "loss_unweighted": 1.5}\n{"step": 3, "lo')
+    monkeypatch.setattr(sys, "argv", ["plot_loss.py", str(log.parent), "--out", str(tmp_path / "loss.png")])
+    runpy.run_path(str(ROOT / "scripts" / "plot_loss.py"), run_name="__main__")
+    assert "skipped" in capsys.readouterr().out and (tmp_path / "loss.png").stat().st_size > 1000

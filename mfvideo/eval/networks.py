@@ -35,7 +35,11 @@ class FeatureNetwork:
             raise ValueError(f"unknown metric network kind {self.kind!r}; known: {list(PROTOCOLS)}")
         if not Path(self.path).is_file():
             raise FileNotFoundError(f"metric network {self.path} not found (a TorchScript file you downloaded)")
-        self.net = torch.jit.load(self.path, map_location=self.device).eval()  # TorchScript: no pickle of code
+        try:
+            self.net = torch.jit.load(self.path, map_location=self.device).eval()  # TorchScript: no pickle of code
+        except RuntimeError as e:  # a state dict, a cut download, another file: torch's own words, one line
+            raise ValueError(f"metric network {self.path}: not a TorchScript file "
+                             f"({str(e).strip().splitlines()[0].split('. ')[0]})") from None
         self.protocol = {**PROTOCOLS[self.kind]}
         self.protocol["kwargs"] = {**self.protocol["kwargs"], **self.kwargs}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mfvideo.cli import user_errors
+from mfvideo.cli import check_output_path, user_errors
 
 
 @user_errors
@@ -49,6 +49,8 @@ def main(argv=None):
     p.add_argument("--cache", default="runs/eval/stats")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    if a.out:
+        check_output_path(a.out, "--out")  # before hours of sampling, not after
 
     from mfvideo.eval.frechet import cached_stats, feature_stats, frechet_distance
     from mfvideo.eval.networks import FeatureNetwork

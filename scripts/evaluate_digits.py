@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from mfvideo.cli import non_negative_int, positive_int, user_errors
+from mfvideo.cli import check_output_path, non_negative_int, positive_int, user_errors
 from mfvideo.eval.digits import DigitSuite, heldout_accuracy
 from mfvideo.eval.report import evaluate_context, evaluate_pipeline, evaluate_read_label, evaluate_real
+from mfvideo.io import atomic_path
 from mfvideo.pipeline import MFVideoPipeline
 
 COLS = ["fd", "class_accuracy", "identity", "glyph_consistency", "sharpness", "speckle", "jerk", "identity_kept", "glyph_match", "trajectory_error",
@@ -69,14 +70,14 @@ def main(argv=None):
                         "default: the model's)")
     p.add_argument("--out", default="results/digits_eval.json")
     a = p.parse_args(argv)
+    out = check_output_path(a.out, "--out")  # before the run: a bad --out or checkpoint is said now, not at its end
     torch.manual_seed(0)
     suite = DigitSuite.load()
     checkpoints = [parse_checkpoint(c) for c in a.checkpoint]
+    pipes = [MFVideoPipeline.from_pretrained(ck) for _, ck in checkpoints]  # every one loads, or one line now
     rows = {"classifier held-out accuracy": {"accuracy": heldout_accuracy(suite.classifier)}}
-    first = MFVideoPipeline.from_pretrained(checkpoints[0][1])
-    rows["real held-out clips"] = evaluate_real(suite, first.cfg.data, a.n)
-    for label, ck in checkpoints:
-        pipe = MFVideoPipeline.from_pretrained(ck)
+    rows["real held-out clips"] = evaluate_real(suite, pipes[0].cfg.data, a.n)
+    for (label, _), pipe in zip(checkpoints, pipes):
         runs = [("meanflow", s, f"MeanFlow {s}-NFE") for s in a.steps] if pipe.default_sampler == "meanflow" else []
         runs += [("euler", s, f"Euler {s}") for s in a.euler_steps]
         runs += [("consistency", s, f"consistency {s}-NFE") for s in a.consistency_steps]
@@ -112,8 +113,9 @@ def main(argv=None):
     rows["untrained model, 1-NFE"] = evaluate_pipeline(untrained, suite, a.n, steps=1, sampler="meanflow")
     rows["untrained model, 1-NFE"].update(evaluate_context(untrained, suite, a.n, steps=1, sampler="meanflow",
                                                            long_frames=a.long_frames))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(rows, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:  # a kill while writing leaves the file before, never half a table
+        tmp.write_text(json.dumps(rows, indent=1))
     print("| clips | " + " | ".join(COLS) + " |")
     print("|---" * (len(COLS) + 1) + "|")
     for name, r in rows.items():

@@ -10,9 +10,9 @@ import argparse
 import numpy as np
 from PIL import Image
 
-from mfvideo.cli import non_negative_int, positive_int, user_errors
+from mfvideo.cli import check_output_path, non_negative_int, positive_int, user_errors
 from mfvideo.eval.digits import real_clips
-from mfvideo.io import grid
+from mfvideo.io import grid, save_image
 from mfvideo.pipeline import MFVideoPipeline
 
 
@@ -27,6 +27,7 @@ def main(argv=None):
     p.add_argument("--scale", type=positive_int, default=3)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
+    check_output_path(a.out, "--out")
     pipe = MFVideoPipeline.from_pretrained(a.checkpoint)
     pipe.cfg.sample.motion_copy = 0  # the network's own frames unless a row asks (the bundled model copies)
     d, k = pipe.cfg.data, pipe.window // 2
@@ -35,7 +36,7 @@ def main(argv=None):
     plain = pipe.extend(clips[:, :k], a.new, **kw).frames
     copied = pipe.extend(clips[:, :k], a.new, motion_copy=a.radius, **kw).frames
     img = Image.fromarray(grid(np.stack([r for i in range(a.n) for r in (clips[i], plain[i], copied[i])]), scale=1))
-    img.resize((img.width * a.scale, img.height * a.scale), Image.NEAREST).save(a.out)
+    save_image(np.asarray(img.resize((img.width * a.scale, img.height * a.scale), Image.NEAREST)), a.out)  # atomic
     print(f"wrote {a.out}: per clip the true clip, the extension, the extension with motion_copy={a.radius}")
 
 

@@ -234,6 +234,12 @@ USER_SCRIPTS = {  # the scripts the docs hand users, each with a mistake a user 
     "motion_copy_sheet.py": (["--n", "0", "--out", "x.png"], "argument --n: must be >= 1, got 0"),
     "plot_loss.py": (["{missing}"], "error: {missing}: no such file (a run's folder holds log.jsonl)"),
     "evaluate.py": (["--network", "{missing}", "--kind", "i3d"], "error: metric network {missing} not found"),
+    # an --out that cannot be written is said before the run, not after it (evaluate_digits ran ~30 min first)
+    "evaluate_digits.py ": (["--out", "{here}"], "error: --out {here} is a folder; give a file name in it"),
+    "evaluate_digits.py  ": (["--checkpoint", "{bundled}", "{missing}", "--n", "2", "--out", "x.json"],
+                             "error: {missing}: no such checkpoint folder"),  # the second, before the first runs
+    "motion_copy_sheet.py ": (["--out", "{here}"], "error: --out {here} is a folder"),
+    "evaluate.py ": (["--network", "x.pt", "--kind", "i3d", "--out", "{here}"], "error: --out {here} is a folder"),
 }
 
 
@@ -246,12 +252,15 @@ def test_the_scripts_users_are_sent_to_answer_a_mistake_in_one_line(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     missing = str(tmp_path / "nothing_here")
     for name, (args, said) in USER_SCRIPTS.items():
-        script = str(ROOT / "scripts" / name)
-        monkeypatch.setattr(sys, "argv", [script, *(a.format(missing=missing) for a in args)])
+        script = str(ROOT / "scripts" / name.strip())
+        names = dict(missing=missing, here=tmp_path, bundled=ROOT / "mfvideo" / "assets" / "moving_digits")
+        monkeypatch.setattr(sys, "argv", [script, *(a.format(**names) for a in args)])
         with pytest.raises(SystemExit) as stop:
             runpy.run_path(script, run_name="__main__")
-        err = capsys.readouterr().err.strip()
-        assert stop.value.code == 2 and said.format(missing=missing) in err.splitlines()[-1], (name, err)
+        out, err = capsys.readouterr()
+        err = err.strip()
+        assert stop.value.code == 2 and said.format(**names) in err.splitlines()[-1], (name, err)
+        assert "done" not in out and not (tmp_path / "x.json").exists(), name  # nothing ran, nothing written
         assert "Traceback" not in err, name
     log = tmp_path / "run" / "log.jsonl"
     log.parent.mkdir()

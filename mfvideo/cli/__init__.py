@@ -216,6 +216,17 @@ def _writable_parent(path: Path, what: str) -> None:
         raise ValueError(f"{what} {path}: {parent} is not writable")
 
 
+def check_output_path(path: str | Path, what: str = "output") -> Path:
+    """A file we may write at the end of a long run, checked before it starts: not a folder, in a writable place."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name in it")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{what} {path} is not writable")
+    _writable_parent(path, what)
+    return path
+
+
 def check_output_file(path: str | Path, inputs: tuple = ()) -> Path:
     """An output video we may write: not a folder, a video's suffix (``io.video_format``), in a writable place, and
     never one of the inputs."""

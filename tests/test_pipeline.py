@@ -982,6 +982,23 @@ def test_cli_shows_progress_in_frames_on_a_terminal_only(ckpt, tmp_path, capsys,
     assert "clips 1-2 of 2:   0%|" in err and "/9 [" in err
 
 
+def test_file_names_keep_a_class_name_s_letters_in_any_script():
+    """A class folder named ``éléphant`` gave files ``..._l-phant.mp4`` and one named ``猫`` none of its name: letters
+    of any script stay (composed: a macOS folder's decomposed é is the same file name), what a file name cannot hold
+    becomes ``-``."""
+    import unicodedata
+    from types import SimpleNamespace
+
+    from mfvideo.cli import class_name
+
+    names = ["éléphant", "猫", "a/b: c?", unicodedata.normalize("NFD", "éléphant"), "7", "..", "red fox"]
+    pipe = SimpleNamespace(labels={str(i): n for i, n in enumerate(names)})
+    got = [class_name(pipe, i) for i in range(len(names))]
+    assert got == ["class0_éléphant", "class1_猫", "class2_a-b-c", "class3_éléphant", "class4_7", "class5",
+                   "class6_red-fox"]
+    assert class_name(SimpleNamespace(labels={}), 3) == "class3"
+
+
 def test_cli_takes_class_names_and_names_the_files_by_them(ckpt, tmp_path, capsys):
     """A model trained on class folders knows its classes by name (``id2label``): ``--classes`` / ``--class`` take
     the names as the Python API does, the clips are those of the ids, and the files carry both. (In process but the

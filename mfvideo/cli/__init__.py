@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import threading
+import unicodedata
 from pathlib import Path
 
 
@@ -313,9 +314,11 @@ def _frames_tqdm(total: int | None, what: str):
 
 
 def class_name(pipe, class_id: int) -> str:
-    """``class3``, or ``class3_cat`` where the model names class 3 (``id2label``): part of a file name."""
-    name = pipe.labels.get(str(int(class_id)), "")
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:40]
+    """``class3``, or ``class3_cat`` where the model names class 3 (``id2label``): part of a file name. Letters of
+    any script stay (``éléphant``, not ``l-phant``), composed (NFC: a macOS folder name is decomposed); whatever is not
+    a letter, digit, ``.``, ``_`` or ``-`` (spaces, ``/``, ``:``, ``?``) becomes ``-``."""
+    name = unicodedata.normalize("NFC", pipe.labels.get(str(int(class_id)), ""))
+    safe = re.sub(r"[^\w.-]+", "-", name).strip("-.")[:40]
     return f"class{int(class_id)}" + (f"_{safe}" if safe and safe != str(int(class_id)) else "")
 
 

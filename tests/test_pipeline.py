@@ -1060,6 +1060,11 @@ def test_class_names_as_imagenet_has_them_synonyms_any_case_and_shared_names(ckp
     with pytest.raises(ValueError) as e:
         many.get_label_ids("tenhc")
     assert str(e.value) == "unknown class name 'tenhc' (did you mean 'tench'?); 19 known (pipe.labels)"
+    import unicodedata  # a class folder named on macOS: a decomposed é; typed on any keyboard: the composed one
+
+    accents = MFVideoPipeline(pipe.transformer, training_config=pipe.cfg,
+                              id2label={0: unicodedata.normalize("NFD", "éléphant"), 1: "café, espresso"})
+    assert accents.get_label_ids(["éléphant", "Éléphant", unicodedata.normalize("NFD", "Café")]) == [0, 0, 1]
 
 
 MEM = """

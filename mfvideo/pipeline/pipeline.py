@@ -27,6 +27,7 @@ import functools
 import logging
 import math
 import numbers
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
@@ -301,16 +302,18 @@ class MFVideoPipeline(DiffusionPipeline):
         return ids
 
     def _name_index(self) -> dict[str, set[int]]:
-        """Every class's whole name and each of its comma-separated synonyms -> the ids that go by it."""
+        """Every class's whole name and each of its comma-separated synonyms -> the ids that go by it, composed (NFC:
+        a class folder named on macOS holds a decomposed é, a name typed elsewhere the composed one)."""
         by_name: dict[str, set[int]] = {}
         for k, v in self.labels.items():
+            v = unicodedata.normalize("NFC", v)
             for n in {v.strip(), *(part.strip() for part in v.split(","))} - {""}:
                 by_name.setdefault(n, set()).add(int(k))
         return by_name
 
     def _label_id(self, name: str, by_name: dict[str, set[int]]) -> int:
         """The id of a class name (``_name_index``): its whole name or a synonym exactly, else in any case."""
-        wanted = name.strip()
+        wanted = unicodedata.normalize("NFC", name.strip())
         found = by_name.get(wanted) or {i for n, ids in by_name.items()
                                         if n.casefold() == wanted.casefold() for i in ids}
         if len(found) > 1:

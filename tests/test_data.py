@@ -699,11 +699,12 @@ def test_class_names_of_a_manifest_reach_the_checkpoint_through_the_latent_cache
     assert cache_cli.main([*common, "--out", str(tmp_path / "cache")]) == 0
     cache = LatentCache(tmp_path / "cache")
     assert cache.classes == ["fruit", "yellow fruit"] and cache.num_classes == 2
-    for run, data in (("direct", []), ("cached", ["data.kind=latent_cache", f"data.root={tmp_path / 'cache'}"])):
+    for run, data in (("direct", []), ("cached run", ["data.kind=latent_cache", f"data.root={tmp_path / 'cache'}"])):
         assert train_cli.main([*common, *data, f"train.output_dir={tmp_path / run}", "train.max_steps=2",
                                "train.checkpoint_every=2"]) == 0
         last = tmp_path / run / "checkpoints" / "step_00000002"
-        assert f"checkpoint: {last} (mfvideo-sample --checkpoint {last} --out DIR;" in capsys.readouterr().out
+        arg = f"'{last}'" if " " in run else str(last)  # a command to paste into a shell: a space quoted
+        assert f"checkpoint: {last} (mfvideo-sample --checkpoint {arg} --out DIR;" in capsys.readouterr().out
         pipe = MFVideoPipeline.from_pretrained(tmp_path / run / "checkpoints" / "step_00000002")
         assert pipe.labels == {"0": "fruit", "1": "yellow fruit"}, run
         assert pipe.check_labels(["yellow fruit", "fruit"]).tolist() == [1, 0]

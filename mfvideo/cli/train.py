@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 
@@ -73,7 +74,8 @@ def _report(cfg, summary: dict) -> None:
     print(f"trained to step {summary['steps']}; unweighted loss (logged) {summary['first_loss']:.4g} -> "
           f"{summary['last_loss']:.4g}")
     if last is not None:  # what to do with it next
-        print(f"checkpoint: {last} (mfvideo-sample --checkpoint {last} --out DIR; mfvideo-export {last} --out DIR)")
+        arg = shlex.quote(str(last))  # the commands copy and paste into a shell, a path with a space too
+        print(f"checkpoint: {last} (mfvideo-sample --checkpoint {arg} --out DIR; mfvideo-export {arg} --out DIR)")
 
 
 if __name__ == "__main__":

@@ -567,6 +567,11 @@ def test_manifests_take_ids_or_names_and_bad_rows_name_their_line(tmp_path):
                                         '{"path": "c.mp4"}\n')
     rows, classes = read_manifest(tmp_path / "ids.jsonl")
     assert classes is None and [y for _, y in rows] == [0, 2, -1]
+    # saved by Excel ("CSV UTF-8") or Notepad: a byte-order mark and CRLF; the header's 'path' had read as '\ufeffpath'
+    (tmp_path / "excel.csv").write_bytes("path,label\r\nv/é.mp4,éléphant\r\n".encode("utf-8-sig"))
+    (tmp_path / "bom.jsonl").write_bytes('{"path": "a.mp4", "label": "chat"}\r\n'.encode("utf-8-sig"))
+    assert read_manifest(tmp_path / "excel.csv") == ([(str(tmp_path / "v/é.mp4"), 0)], ["éléphant"])
+    assert read_manifest(tmp_path / "bom.jsonl") == ([(str(tmp_path / "a.mp4"), 0)], ["chat"])
     (tmp_path / "nopath.csv").write_text("file,label\na.mp4,1\n")
     (tmp_path / "bad.jsonl").write_text('{"path": "a.mp4"}\n{"label": 1}\n')
     (tmp_path / "neg.csv").write_text("path,label\na.mp4,1\nb.mp4,-3\n")

@@ -34,7 +34,7 @@ def read_manifest(path: Path) -> tuple[list[tuple[str, int]], list[str] | None]:
     names (any other text: ids in sorted name order, the names kept with the model); no label is -1 (unlabelled)."""
     rows = []
     if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
             if line.strip():
                 try:
                     d = json.loads(line)
@@ -42,7 +42,7 @@ def read_manifest(path: Path) -> tuple[list[tuple[str, int]], list[str] | None]:
                 except (ValueError, KeyError, TypeError) as e:
                     raise ValueError(f"{path}:{n}: bad manifest row ({e})") from None
     else:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # UTF-8, with or without the BOM Excel writes
             reader = csv.DictReader(f)
             if "path" not in (reader.fieldnames or []):
                 raise ValueError(f"{path}: the CSV header needs a 'path' column, got {reader.fieldnames}")

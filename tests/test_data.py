@@ -555,7 +555,7 @@ def test_a_vae_loads_from_its_folder_or_a_pipeline_folder_holding_it_and_a_hub_i
         build_vae_codec(cfg)
 
 
-def test_manifests_take_ids_or_names_and_bad_rows_name_their_line(tmp_path):
+def test_manifests_take_ids_or_names_and_bad_rows_name_their_line(tmp_path, caplog):
     from mfvideo.data.videos import read_manifest
 
     (tmp_path / "names.csv").write_text("path,label\nv/a.mp4,red fox\n/abs/b.mp4,cat\nv/c.mp4,\nv/d.mp4,cat\n")
@@ -572,6 +572,14 @@ def test_manifests_take_ids_or_names_and_bad_rows_name_their_line(tmp_path):
     (tmp_path / "bom.jsonl").write_bytes('{"path": "a.mp4", "label": "chat"}\r\n'.encode("utf-8-sig"))
     assert read_manifest(tmp_path / "excel.csv") == ([(str(tmp_path / "v/é.mp4"), 0)], ["éléphant"])
     assert read_manifest(tmp_path / "bom.jsonl") == ([(str(tmp_path / "a.mp4"), 0)], ["chat"])
+    # a header as people type it ("Path, Label") is the same columns; one of other names is said, not dropped silently
+    (tmp_path / "typed.csv").write_text("Path, Label\na.mp4,cat\n")
+    assert read_manifest(tmp_path / "typed.csv") == ([(str(tmp_path / "a.mp4"), 0)], ["cat"])
+    (tmp_path / "class.csv").write_text("path,class\na.mp4,cat\n")
+    with caplog.at_level("WARNING", logger="mfvideo.data.videos"):
+        assert read_manifest(tmp_path / "class.csv") == ([(str(tmp_path / "a.mp4"), -1)], None)
+    assert "class.csv: column(s) class not read: a manifest has 'path' and 'label' (none here: every video " \
+           "unlabelled)" in caplog.text
     (tmp_path / "nopath.csv").write_text("file,label\na.mp4,1\n")
     (tmp_path / "bad.jsonl").write_text('{"path": "a.mp4"}\n{"label": 1}\n')
     (tmp_path / "neg.csv").write_text("path,label\na.mp4,1\nb.mp4,-3\n")

@@ -44,8 +44,14 @@ def read_manifest(path: Path) -> tuple[list[tuple[str, int]], list[str] | None]:
     else:
         with open(path, newline="", encoding="utf-8-sig") as f:  # UTF-8, with or without the BOM Excel writes
             reader = csv.DictReader(f)
-            if "path" not in (reader.fieldnames or []):
-                raise ValueError(f"{path}: the CSV header needs a 'path' column, got {reader.fieldnames}")
+            given = reader.fieldnames or []
+            reader.fieldnames = [str(c).strip().lower() for c in given]  # "Path, Label" as "path,label"
+            if "path" not in reader.fieldnames:
+                raise ValueError(f"{path}: the CSV header needs a 'path' column, got {given}")
+            other = [c for c in reader.fieldnames if c not in ("path", "label")]
+            if other:  # a 'class' column would have trained an unlabelled model without a word
+                log.warning("%s: column(s) %s not read: a manifest has 'path' and 'label'%s", path, ", ".join(other),
+                            "" if "label" in reader.fieldnames else " (none here: every video unlabelled)")
             rows = [(n, d["path"], d.get("label")) for n, d in enumerate(reader, 2)]
     if not rows:
         raise ValueError(f"{path}: the manifest lists no videos")

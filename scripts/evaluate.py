@@ -100,9 +100,11 @@ def main(argv=None):
     context = None if contexts is None else contexts.batch
     fake = sample_features(pipe, net.features, work, clips, **run, rank=acc.process_index, world=acc.num_processes,
                            progress=acc.is_main_process, context=context)
-    acc.wait_for_everyone()
+    from mfvideo.train.dist import exit_now, leave_process_group
+
+    multi = leave_process_group()  # the last collective: the main process scores alone from here
     if not acc.is_main_process:
-        return 0
+        exit_now(0)  # no interpreter teardown for a rank of several (its gloo threads can abort it: train/dist.py)
     fake = sample_features(pipe, net.features, work, clips, **run, progress=False, context=context)
 
     def real_features():
@@ -122,6 +124,8 @@ def main(argv=None):
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(a.out) as tmp:  # a kill never leaves half a JSON file
             tmp.write_text(json.dumps(result, indent=1, default=str))
+    if multi:
+        exit_now(0)
     return 0
 
 

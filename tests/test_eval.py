@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -117,6 +118,21 @@ def test_evaluate_script_end_to_end_and_resumable(tmp_path):
     scored = json.loads((tmp_path / "fvd.json").read_text())
     assert scored["FVD of extensions from 4 frames"] > 0 and scored["protocol"]["context_frames"] == 4
     assert len(list((tmp_path / "work").iterdir())) == 3 and len(list((tmp_path / "stats").glob("*.npz"))) == 2
+    # 2 processes (torchrun, as the docstring says): each samples its share, the main one scores; the same FVD. The
+    # ranks end without the interpreter's teardown (its gloo threads can abort a finished rank: train/dist.py)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import atexit, os, sys\nif 'RANK' in os.environ:\n"
+        "    atexit.register(lambda: sys.stderr.write('interpreter teardown\\n'))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(site)}
+    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29300 + os.getpid() % 200), *cmd[1:]]
+    two[two.index(str(tmp_path / "work"))] = str(tmp_path / "work2")
+    proc = subprocess.run(two, capture_output=True, text=True, cwd=root, env=env)
+    assert proc.returncode == 0 and "interpreter teardown" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stdout.count("FVD8 = ") == 1  # one process speaks
+    assert json.loads((tmp_path / "fvd.json").read_text())["FVD"] == pytest.approx(first["FVD"], rel=1e-5)
 
 
 def test_extension_features_continue_the_real_clips_they_are_given(tmp_path):

@@ -644,15 +644,27 @@ def test_fsdp_ranks_whose_draws_differ_in_network_calls_and_loss_parts_train_on(
     only where a row has a prefix context, a JVP only where a row has r != t) and which parts it logs (loss_mf
     without r != t rows). Freeing the weights after every call made each call a collective, and the log's one
     all-reduce took each rank's own keys: both hung (gloo). Now each block is gathered once a micro-step and the
-    logged parts are the union, each averaged over the processes that had it."""
+    logged parts are the union, each averaged over the processes that had it.
+
+    Each rank ends without the interpreter's teardown, where gloo's threads aborted 1 run in ~20 ('terminate called
+    without an active exception', exit -6): accelerate's end_training had destroyed the group, and the command took
+    that for a run of one process. A sitecustomize of this test's own says when a rank's interpreter tears down."""
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(  # the ranks (RANK set), not torchrun's own process
+        "import atexit, os, sys\n"
+        "if 'RANK' in os.environ:\n"
+        "    atexit.register(lambda: sys.stderr.write(f'rank {os.environ[\"RANK\"]}: interpreter teardown\\n'))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(29700 + os.getpid() % 200), "-m", "mfvideo.cli.train", str(TINY), f"train.output_dir={run}",
            "train.distributed=fsdp", "method.self_context=0.5", "train.batch_size=2", "train.max_steps=6",
            "train.log_every=1", "train.checkpoint_every=0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "interpreter teardown" not in proc.stderr, proc.stderr[-3000:]
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert all({"loss", "loss_unweighted", "loss_mf", "loss_fm"} <= r.keys() for r in records), records

@@ -354,6 +354,7 @@ def _train(cfg: Config, max_steps: int | None) -> dict:
                 weights = ema.state_dict(ema.decays[0])  # every rank: gathering a sharded EMA is a collective
                 if accelerator.is_main_process:
                     _write_samples(cfg, weights, codec, run_dir, step, device)
+    accelerator.wait_for_everyone()  # no rank ends the group (end_training destroys it) while another still uses it
     accelerator.end_training()
     summary["main_process"] = accelerator.is_main_process
     summary["mixed_precision"] = accelerator.mixed_precision

@@ -584,3 +584,22 @@ def test_a_url_is_named_as_a_url_not_a_missing_file(tmp_path, capsys):
             main([*args, "--out", str(tmp_path / "out.mp4")])
         assert exit_.value.code == 2 and "a URL; nothing is downloaded here: fetch the file" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["post_train", "fit_reader", "export"])
+def test_a_one_process_stage_launched_as_several_says_so_and_writes_nothing(module, tmp_path, capsys, monkeypatch):
+    """mfvideo-post-train, -fit-reader and -export are not distributed: under ``torchrun --nproc_per_node 2`` each
+    process ran the whole stage and wrote the same folder (twice the compute, and two renames of one folder). A
+    launch of several processes (WORLD_SIZE, as torchrun and accelerate launch set it) is refused before any work."""
+    import importlib
+
+    main = importlib.import_module(f"mfvideo.cli.{module}").main
+    args = [str(ROOT / "mfvideo" / "assets" / "moving_digits")] if module == "export" else []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err == (f"error: this command runs in one process and was launched as 2 (torchrun / "
+                                         f"accelerate launch), each of which would write {tmp_path / 'out'}: run it "
+                                         "as a plain command"), err
+    assert list(tmp_path.iterdir()) == []

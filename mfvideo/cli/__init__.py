@@ -328,9 +328,20 @@ def add_pipeline_stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output pipeline folder")
 
 
+def one_process(path: str | Path) -> None:
+    """The stages that write one pipeline folder are not distributed: under torchrun each process ran the whole stage
+    and wrote the same folder. A launch of several (``WORLD_SIZE``, as torchrun and accelerate launch set it) is
+    refused before any work."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        raise ValueError(f"this command runs in one process and was launched as {world} (torchrun / accelerate "
+                         f"launch), each of which would write {path}: run it as a plain command")
+
+
 def check_pipeline_output(path: str | Path, source: str | Path | None) -> Path:
-    """An output pipeline folder written from ``source`` (None: the bundled model): new, empty, or a pipeline folder,
-    and not the source itself."""
+    """An output pipeline folder written from ``source`` (None: the bundled model) by one process (``one_process``):
+    new, empty, or a pipeline folder, and not the source itself."""
+    one_process(path)
     out = check_output_dir(path)
     if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
         raise ValueError(f"output folder {out} is not empty and not a pipeline folder: refusing to write into it")

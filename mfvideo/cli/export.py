@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import WEIGHTS_HELP, ArgumentParser, check_output_dir, user_errors, weights_choice
+from . import WEIGHTS_HELP, ArgumentParser, check_output_dir, one_process, user_errors, weights_choice
 
 
 @user_errors
@@ -29,6 +29,7 @@ def main(argv=None):
                         "others (ImageNet's LOC_synset_mapping.txt, or JSON), as data.class_names")
     p.add_argument("--out", required=True, help="output folder (diffusers layout)")
     args = p.parse_intermixed_args(argv)  # key=value overrides before or after the options
+    one_process(args.out)
     out = check_output_dir(args.out)
     if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
         raise ValueError(f"output folder {out} is not empty and not a pipeline folder: refusing to write into it")

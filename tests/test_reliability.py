@@ -590,12 +590,18 @@ def test_a_url_is_named_as_a_url_not_a_missing_file(tmp_path, capsys):
 def test_a_one_process_stage_launched_as_several_says_so_and_writes_nothing(module, tmp_path, capsys, monkeypatch):
     """mfvideo-post-train, -fit-reader and -export are not distributed: under ``torchrun --nproc_per_node 2`` each
     process ran the whole stage and wrote the same folder (twice the compute, and two renames of one folder). A
-    launch of several processes (WORLD_SIZE, as torchrun and accelerate launch set it) is refused before any work."""
+    launch of several processes (RANK and WORLD_SIZE, as torchrun and accelerate launch set them) is refused before
+    any work."""
     import importlib
 
     main = importlib.import_module(f"mfvideo.cli.{module}").main
     args = [str(ROOT / "mfvideo" / "assets" / "moving_digits")] if module == "export" else []
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # exported alone (a job script's, for a later torchrun): not a launch
+    monkeypatch.delenv("RANK", raising=False)
+    from mfvideo.train.dist import launched_processes
+
+    assert launched_processes() == 1
+    monkeypatch.setenv("RANK", "1")  # as torchrun and accelerate launch start each process
     with pytest.raises(SystemExit) as e:
         main([*args, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()

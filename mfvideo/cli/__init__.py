@@ -330,9 +330,10 @@ def add_pipeline_stage_args(p: argparse.ArgumentParser) -> None:
 
 def one_process(path: str | Path) -> None:
     """The stages that write one pipeline folder are not distributed: under torchrun each process ran the whole stage
-    and wrote the same folder. A launch of several (``WORLD_SIZE``, as torchrun and accelerate launch set it) is
-    refused before any work."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    and wrote the same folder. A launch of several (``train.dist.launched_processes``) is refused before any work."""
+    from ..train.dist import launched_processes
+
+    world = launched_processes()
     if world > 1:
         raise ValueError(f"this command runs in one process and was launched as {world} (torchrun / accelerate "
                          f"launch), each of which would write {path}: run it as a plain command")

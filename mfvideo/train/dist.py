@@ -69,6 +69,12 @@ def warn_one_cpu_process() -> None:
             "torchrun --nproc_per_node N")
 
 
+def launched_processes() -> int:
+    """How many processes the launcher started this one among: torchrun and accelerate launch give each its RANK and
+    the WORLD_SIZE; a WORLD_SIZE exported alone (a job script's, for a later torchrun) is not a launch."""
+    return int(os.environ.get("WORLD_SIZE") or 1) if "RANK" in os.environ else 1
+
+
 def leave_process_group() -> bool:
     """End a multi-process run's communication: every rank waits for the others, then the process group is
     destroyed. Returns whether this process is one of several (then end it with ``exit_now`` once its work is done),
@@ -80,7 +86,7 @@ def leave_process_group() -> bool:
         dist.barrier()
         dist.destroy_process_group()
         return True
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun / accelerate launch for every process
+    return launched_processes() > 1
 
 
 def exit_now(code: int = 0) -> None:

@@ -8,6 +8,20 @@ import torch
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
 
+def rank_teardown_env(tmp_path) -> dict:
+    """The environment of a 2-process run (one thread a rank) whose ranks (RANK set, not torchrun's own process)
+    write "interpreter teardown" to stderr if they end through the interpreter's teardown, where gloo's threads can
+    abort a finished rank (mfvideo.train.dist.exit_now): a sitecustomize on their path."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import atexit, os, sys\n"
+        "if 'RANK' in os.environ:\n"
+        "    atexit.register(lambda: sys.stderr.write(f'rank {os.environ[\"RANK\"]}: interpreter teardown\\n'))\n")
+    return {**os.environ, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+
+
 def tiny_model(**kw):
     from mfvideo.models import build_model
 

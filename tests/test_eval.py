@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import rank_teardown_env
 from mfvideo.eval.frechet import cached_stats, feature_stats, frechet_distance, frechet_distance_features
 from mfvideo.eval.networks import FeatureNetwork
 
@@ -120,12 +121,7 @@ def test_evaluate_script_end_to_end_and_resumable(tmp_path):
     assert len(list((tmp_path / "work").iterdir())) == 3 and len(list((tmp_path / "stats").glob("*.npz"))) == 2
     # 2 processes (torchrun, as the docstring says): each samples its share, the main one scores; the same FVD. The
     # ranks end without the interpreter's teardown (its gloo threads can abort a finished rank: train/dist.py)
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import atexit, os, sys\nif 'RANK' in os.environ:\n"
-        "    atexit.register(lambda: sys.stderr.write('interpreter teardown\\n'))\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(site)}
+    env = rank_teardown_env(tmp_path)
     two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(29300 + os.getpid() % 200), *cmd[1:]]
     two[two.index(str(tmp_path / "work"))] = str(tmp_path / "work2")

@@ -228,19 +228,19 @@ def test_every_script_answers_help_without_running(monkeypatch, capsys):
         assert capsys.readouterr().out.strip(), f"{script.name} --help printed nothing"
 
 
-USER_SCRIPTS = {  # the scripts the docs hand users, each with a mistake a user makes and the line it gets
-    "evaluate_digits.py": (["--checkpoint", "{missing}"], "error: {missing}: no such checkpoint folder"),
-    "digit_sheets.py": (["--scale", "0"], "argument --scale: must be >= 1, got 0"),
-    "motion_copy_sheet.py": (["--n", "0", "--out", "x.png"], "argument --n: must be >= 1, got 0"),
-    "plot_loss.py": (["{missing}"], "error: {missing}: no such file (a run's folder holds log.jsonl)"),
-    "evaluate.py": (["--network", "{missing}", "--kind", "i3d"], "error: metric network {missing} not found"),
+USER_SCRIPTS = [  # the scripts the docs hand users, each with a mistake a user makes and the line it gets
+    ("evaluate_digits.py", ["--checkpoint", "{missing}"], "error: {missing}: no such checkpoint folder"),
+    ("digit_sheets.py", ["--scale", "0"], "argument --scale: must be >= 1, got 0"),
+    ("motion_copy_sheet.py", ["--n", "0", "--out", "x.png"], "argument --n: must be >= 1, got 0"),
+    ("plot_loss.py", ["{missing}"], "error: {missing}: no such file (a run's folder holds log.jsonl)"),
+    ("evaluate.py", ["--network", "{missing}", "--kind", "i3d"], "error: metric network {missing} not found"),
     # an --out that cannot be written is said before the run, not after it (evaluate_digits ran ~30 min first)
-    "evaluate_digits.py ": (["--out", "{here}"], "error: --out {here} is a folder; give a file name in it"),
-    "evaluate_digits.py  ": (["--checkpoint", "{bundled}", "{missing}", "--n", "2", "--out", "x.json"],
-                             "error: {missing}: no such checkpoint folder"),  # the second, before the first runs
-    "motion_copy_sheet.py ": (["--out", "{here}"], "error: --out {here} is a folder"),
-    "evaluate.py ": (["--network", "x.pt", "--kind", "i3d", "--out", "{here}"], "error: --out {here} is a folder"),
-}
+    ("evaluate_digits.py", ["--out", "{here}"], "error: --out {here} is a folder; give a file name in it"),
+    ("evaluate_digits.py", ["--checkpoint", "{bundled}", "{missing}", "--n", "2", "--out", "x.json"],
+     "error: {missing}: no such checkpoint folder"),  # the second, before the first runs
+    ("motion_copy_sheet.py", ["--out", "{here}"], "error: --out {here} is a folder"),
+    ("evaluate.py", ["--network", "x.pt", "--kind", "i3d", "--out", "{here}"], "error: --out {here} is a folder"),
+]
 
 
 def test_the_scripts_users_are_sent_to_answer_a_mistake_in_one_line(tmp_path, monkeypatch, capsys):
@@ -251,8 +251,8 @@ def test_the_scripts_users_are_sent_to_answer_a_mistake_in_one_line(tmp_path, mo
 
     monkeypatch.chdir(tmp_path)
     missing = str(tmp_path / "nothing_here")
-    for name, (args, said) in USER_SCRIPTS.items():
-        script = str(ROOT / "scripts" / name.strip())
+    for name, args, said in USER_SCRIPTS:
+        script = str(ROOT / "scripts" / name)
         names = dict(missing=missing, here=tmp_path, bundled=ROOT / "mfvideo" / "assets" / "moving_digits")
         monkeypatch.setattr(sys, "argv", [script, *(a.format(**names) for a in args)])
         with pytest.raises(SystemExit) as stop:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import rank_teardown_env
 from mfvideo.config import ConfigError, load_config
 from mfvideo.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_into
 from mfvideo.train.loop import train
@@ -650,14 +651,7 @@ def test_fsdp_ranks_whose_draws_differ_in_network_calls_and_loss_parts_train_on(
     without an active exception', exit -6): accelerate's end_training had destroyed the group, and the command took
     that for a run of one process. A sitecustomize of this test's own says when a rank's interpreter tears down."""
     run = tmp_path / "run"
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(  # the ranks (RANK set), not torchrun's own process
-        "import atexit, os, sys\n"
-        "if 'RANK' in os.environ:\n"
-        "    atexit.register(lambda: sys.stderr.write(f'rank {os.environ[\"RANK\"]}: interpreter teardown\\n'))\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    env = rank_teardown_env(tmp_path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(29700 + os.getpid() % 200), "-m", "mfvideo.cli.train", str(TINY), f"train.output_dir={run}",
            "train.distributed=fsdp", "method.self_context=0.5", "train.batch_size=2", "train.max_steps=6",

@@ -242,9 +242,7 @@ def check_output_file(path: str | Path, inputs: tuple = ()) -> Path:
         same = path.exists() and src.exists() and os.path.samefile(path, src)
         if same or path.resolve() == src.resolve():
             raise ValueError(f"output {path} is the input file: refusing to overwrite it")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"output {path} is not writable")
-    _writable_parent(path, "output")
+    check_output_path(path)  # writable where it is to go
     return path
 
 
